@@ -1,0 +1,4 @@
+//! Cache descriptions, keys, the per-instance registry and the transfer planner.
+
+pub mod plan;
+pub mod types;

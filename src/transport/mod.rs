@@ -1,0 +1,3 @@
+//! Byte movers: the TCP wire protocol and data path, same-host one-sided copies.
+
+pub mod wire;
