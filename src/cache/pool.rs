@@ -1,0 +1,240 @@
+//! A memory pool for library-allocated caches: one memfd mapping, carved into
+//! page-rounded ranges with a first-fit free list. Because it is a memfd, a
+//! peer on the same host can map it too and copy at memcpy speed.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Mutex;
+
+use crate::status::Result;
+use crate::{bail, err};
+
+/// A shared-memory pool.
+pub struct Pool {
+    fd: i32,
+    base: u64,
+    size: u64,
+    page_shift: u32,
+    /// Free ranges: offset → length.
+    free: Mutex<BTreeMap<u64, u64>>,
+}
+
+// SAFETY: the mapping is process-wide and the free list is behind a Mutex.
+unsafe impl Send for Pool {}
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    /// Creates a pool of `size` bytes with pages of `1 << page_shift` bytes.
+    pub fn new(name: &str, size: u64, page_shift: u32) -> Result<Pool> {
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            bail!(OutOfMemory, "memfd_create for pool {name} failed: {}", io::Error::last_os_error());
+        }
+        // SAFETY: fd is ours.
+        if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            bail!(OutOfMemory, "sizing pool {name} to {size} bytes failed: {e}");
+        }
+        // SAFETY: mapping a fresh memfd of `size` bytes.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            bail!(OutOfMemory, "mapping pool {name} of {size} bytes failed: {e}");
+        }
+        let mut free = BTreeMap::new();
+        free.insert(0, size);
+        Ok(Pool {
+            fd,
+            base: p as u64,
+            size,
+            page_shift,
+            free: Mutex::new(free),
+        })
+    }
+
+    /// The memfd (for same-host peers to map).
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+    /// Base address of the mapping.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes actually reserved for a request of `len` bytes.
+    pub fn rounded(&self, len: u64) -> u64 {
+        let page = 1u64 << self.page_shift;
+        len.div_ceil(page).saturating_mul(page).max(page)
+    }
+
+    /// Allocates `len` bytes (rounded up to whole pages); returns the address.
+    pub fn alloc(&self, len: u64) -> Result<u64> {
+        let need = self.rounded(len);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let found = free.iter().find(|(_, &l)| l >= need).map(|(&o, &l)| (o, l));
+        let Some((off, l)) = found else {
+            bail!(
+                OutOfMemory,
+                "memory pool exhausted: {need} bytes requested, pool is {} bytes",
+                self.size
+            );
+        };
+        free.remove(&off);
+        if l > need {
+            free.insert(off + need, l - need);
+        }
+        Ok(self.base + off)
+    }
+
+    /// Returns a range obtained from `alloc(len)`.
+    pub fn free(&self, addr: u64, len: u64) {
+        let len = self.rounded(len);
+        let Some(mut off) = addr.checked_sub(self.base) else { return };
+        let mut len = len;
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        // Merge with the following range.
+        if let Some(&next_len) = free.get(&(off + len)) {
+            free.remove(&(off + len));
+            len += next_len;
+        }
+        // Merge with the preceding range.
+        if let Some((&prev_off, &prev_len)) = free.range(..off).next_back() {
+            if prev_off + prev_len == off {
+                free.remove(&prev_off);
+                off = prev_off;
+                len += prev_len;
+            }
+        }
+        free.insert(off, len);
+    }
+
+    /// Bytes currently free (for tests and diagnostics).
+    pub fn free_bytes(&self) -> u64 {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// True if `[addr, addr+len)` lies inside the pool.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base && addr.checked_add(len).is_some_and(|e| e <= self.base + self.size)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping and closing our fd.
+        unsafe {
+            libc::munmap(self.base as *mut _, self.size as usize);
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// A read/write mapping of a peer's pool in this process.
+pub struct PeerMapping {
+    /// The peer's base address.
+    pub remote_base: u64,
+    /// Where it is mapped here.
+    pub local_base: u64,
+    pub size: u64,
+}
+
+impl PeerMapping {
+    /// Maps pool fd `fd` of process `pid` (same host) via /proc and pre-faults it.
+    pub fn open(pid: u32, fd: u32, remote_base: u64, size: u64) -> Result<PeerMapping> {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        let c = std::ffi::CString::new(path.clone()).unwrap_or_default();
+        // SAFETY: valid path.
+        let f = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if f < 0 {
+            bail!(FeatureNotEnabled, "opening peer pool {path} failed: {}", io::Error::last_os_error());
+        }
+        // SAFETY: mapping an fd we opened; size comes from the peer and the
+        // kernel rejects a mapping larger than the file on access (SIGBUS) —
+        // so check the file size first.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(f, &mut st) } != 0 || (st.st_size as u64) < size {
+            unsafe { libc::close(f) };
+            bail!(FeatureNotEnabled, "peer pool {path} is smaller than announced");
+        }
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                f,
+                0,
+            )
+        };
+        unsafe { libc::close(f) };
+        if p == libc::MAP_FAILED {
+            return Err(err!(FeatureNotEnabled, "mapping peer pool {path} failed: {}", io::Error::last_os_error()));
+        }
+        Ok(PeerMapping {
+            remote_base,
+            local_base: p as u64,
+            size,
+        })
+    }
+
+    /// Translates a peer address range into a local one, if inside this mapping.
+    pub fn translate(&self, addr: u64, len: u64) -> Option<u64> {
+        let off = addr.checked_sub(self.remote_base)?;
+        (off.checked_add(len)? <= self.size).then(|| self.local_base + off)
+    }
+}
+
+impl Drop for PeerMapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.local_base as *mut _, self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_merge() {
+        let p = Pool::new("t", 1 << 20, 12).unwrap();
+        let a = p.alloc(5000).unwrap();
+        let b = p.alloc(4096).unwrap();
+        assert_eq!(b - a, 8192);
+        assert!(p.alloc(2 << 20).is_err());
+        p.free(a, 5000);
+        p.free(b, 4096);
+        assert_eq!(p.free_bytes(), 1 << 20);
+        let c = p.alloc(1 << 20).unwrap();
+        assert_eq!(c, a);
+        unsafe { std::ptr::write_bytes(c as *mut u8, 7, 1 << 20) };
+    }
+
+    #[test]
+    fn peer_mapping_sees_same_bytes() {
+        let p = Pool::new("t2", 1 << 16, 12).unwrap();
+        let a = p.alloc(100).unwrap();
+        unsafe { *(a as *mut u8) = 42 };
+        let m = PeerMapping::open(std::process::id(), p.fd() as u32, p.base(), p.size()).unwrap();
+        let l = m.translate(a, 1).unwrap();
+        assert_eq!(unsafe { *(l as *const u8) }, 42);
+        assert!(m.translate(p.base() + p.size(), 1).is_none());
+    }
+}

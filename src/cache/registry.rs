@@ -1,0 +1,672 @@
+//! The per-instance cache registry: registered and allocated caches, the key
+//! tables of spec §1.5 (request/prefix keys bound to batch slots, blocks keys
+//! bound to blocks caches), the registered memory regions that every remote
+//! read/write is checked against, and the 240-address limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::cache::pool::Pool;
+use crate::cache::types::{BindKey, CacheDesc, CacheKey, CacheKind, CacheView, Placement, Segment};
+use crate::status::{Result, Status};
+use crate::transport::wire::CacheEntry;
+use crate::{bail, err};
+
+/// Total tensor addresses that may be registered at once (spec §7).
+pub const MAX_REGISTERED_ADDRS: usize = 240;
+
+/// One cache known to the registry.
+pub struct CacheRecord {
+    pub id: i64,
+    pub kind: CacheKind,
+    pub desc: CacheDesc,
+    pub tensor_bytes: u64,
+    /// Tensor base addresses; stable for the record's lifetime (the C API hands
+    /// out a pointer to this array).
+    pub addrs: Box<[u64]>,
+    pub remote_accessible: bool,
+    /// Registry generation at creation (links see caches created before them).
+    pub generation: u64,
+    /// Pool that owns the memory, for allocated caches.
+    pub pool: Option<Arc<Pool>>,
+}
+
+impl CacheRecord {
+    /// The planner's view of this cache.
+    pub fn view(&self) -> CacheView {
+        CacheView {
+            kind: self.kind,
+            addrs: self.addrs.to_vec(),
+            tensor_bytes: self.tensor_bytes,
+            dim0: self.desc.shape[0] as u64,
+        }
+    }
+
+    /// True if the library allocated this cache.
+    pub fn is_allocated(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    fn entry(&self, keys: &HashMap<BindKey, (i64, u64)>, blocks: &HashMap<u64, i64>) -> CacheEntry {
+        let mut req_keys: Vec<(u64, u64, u64)> = keys
+            .iter()
+            .filter(|(k, (id, _))| *id == self.id && !k.is_prefix)
+            .map(|(k, (_, slot))| (k.id, k.model_id, *slot))
+            .collect();
+        req_keys.sort_unstable();
+        CacheEntry {
+            cache_id: self.id,
+            kind: self.kind as u8,
+            placement: self.desc.placement as u32,
+            data_type: self.desc.data_type as u32,
+            shape: self.desc.shape.clone(),
+            tensor_bytes: self.tensor_bytes,
+            addrs: self.addrs.to_vec(),
+            req_keys,
+            blocks_model: blocks.iter().find(|(_, id)| **id == self.id).map(|(m, _)| *m),
+        }
+    }
+}
+
+impl Drop for CacheRecord {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            for &a in self.addrs.iter() {
+                pool.free(a, self.tensor_bytes);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    caches: HashMap<i64, Arc<CacheRecord>>,
+    /// Allocated caches whose id reference was dropped but that still have keys.
+    deferred: HashMap<i64, Arc<CacheRecord>>,
+    /// Request/prefix key → (cache id, slot).
+    keys: HashMap<BindKey, (i64, u64)>,
+    /// (cache id, slot) → bound key, for CacheKeyByIdAndIndex lookups.
+    slot_keys: HashMap<(i64, u64), BindKey>,
+    /// Blocks model id → cache id.
+    blocks: HashMap<u64, i64>,
+    /// Registered memory: start → (end, cache id).
+    regions: BTreeMap<u64, (u64, i64)>,
+    registered_addrs: usize,
+    generation: u64,
+}
+
+/// A cache the key resolved to, with the slot it names and the key to consume
+/// after a successful pull (one-shot request keys of allocated caches).
+pub struct Resolved {
+    pub record: Arc<CacheRecord>,
+    pub slot: u64,
+    pub consume: Option<BindKey>,
+}
+
+/// The registry. Cheap reads, serialised writes.
+pub struct Registry {
+    next_id: AtomicI64,
+    inner: RwLock<Inner>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            next_id: AtomicI64::new(1),
+            inner: RwLock::new(Inner::default()),
+        }
+    }
+}
+
+/// Binding keys of a `register_cache`/`allocate_cache` key list, per slot.
+fn bind_list(keys: &[CacheKey], slots: u64) -> Result<Vec<(BindKey, u64)>> {
+    if keys.len() as u64 > slots {
+        bail!(ParamInvalid, "{} cache keys given for a cache of {slots} batch slots", keys.len());
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let CacheKey::Req {
+            req_id,
+            model_id,
+            prefix_id,
+            ..
+        } = *k
+        else {
+            bail!(ParamInvalid, "cache_keys[{i}] must be a CacheKey (request/prefix key)");
+        };
+        if let Some(b) = BindKey::for_binding(req_id, prefix_id, model_id) {
+            if out.iter().any(|(x, _)| *x == b) {
+                bail!(ParamInvalid, "cache_keys[{i}] repeats an earlier key in the same list");
+            }
+            out.push((b, i as u64));
+        }
+    }
+    Ok(out)
+}
+
+impl Registry {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Current generation (increases with every new cache).
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    fn check_keys_free(inner: &Inner, binds: &[(BindKey, u64)], blocks: Option<u64>) -> Result<()> {
+        for (b, _) in binds {
+            if inner.keys.contains_key(b) {
+                bail!(
+                    ParamInvalid,
+                    "cache key ({} {}, model {}) is already bound to another cache",
+                    if b.is_prefix { "prefix_id" } else { "req_id" },
+                    b.id,
+                    b.model_id
+                );
+            }
+        }
+        if let Some(m) = blocks {
+            if inner.blocks.contains_key(&m) {
+                bail!(ParamInvalid, "a blocks cache with model_id {m} is already bound");
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(inner: &mut Inner, rec: Arc<CacheRecord>, binds: Vec<(BindKey, u64)>, blocks: Option<u64>) {
+        for (b, slot) in binds {
+            inner.keys.insert(b, (rec.id, slot));
+            inner.slot_keys.insert((rec.id, slot), b);
+        }
+        if let Some(m) = blocks {
+            inner.blocks.insert(m, rec.id);
+        }
+        for &a in rec.addrs.iter() {
+            inner.regions.insert(a, (a + rec.tensor_bytes, rec.id));
+        }
+        inner.caches.insert(rec.id, rec);
+    }
+
+    /// Registers user-owned memory (spec §4.2). `keys` binds batch slots,
+    /// `blocks_model` binds a blocks key.
+    pub fn register(
+        &self,
+        desc: &CacheDesc,
+        addrs: &[u64],
+        kind: CacheKind,
+        keys: &[CacheKey],
+        blocks_model: Option<u64>,
+        remote_accessible: Option<bool>,
+    ) -> Result<Arc<CacheRecord>> {
+        let t = desc.validate()?;
+        if addrs.len() != desc.num_tensors as usize {
+            bail!(
+                ParamInvalid,
+                "{} tensor addresses given for cache_desc.num_tensors = {}",
+                addrs.len(),
+                desc.num_tensors
+            );
+        }
+        if let Some(i) = addrs.iter().position(|&a| a == 0) {
+            bail!(ParamInvalid, "tensor_addrs[{i}] is 0");
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            if a.checked_add(t).is_none() {
+                bail!(ParamInvalid, "tensor_addrs[{i}] + tensor size overflows");
+            }
+        }
+        let binds = bind_list(keys, desc.shape[0] as u64)?;
+        let mut inner = self.write();
+        if inner.registered_addrs + addrs.len() > MAX_REGISTERED_ADDRS {
+            bail!(
+                ParamInvalid,
+                "registering {} more addresses would exceed the limit of {MAX_REGISTERED_ADDRS} registered addresses ({} in use)",
+                addrs.len(),
+                inner.registered_addrs
+            );
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            let end = a + t;
+            // Overlap with a live region, or with another tensor of this call.
+            let hit = inner
+                .regions
+                .range(..end)
+                .next_back()
+                .filter(|(_, (e, _))| *e > a)
+                .map(|(_, (_, id))| *id);
+            if let Some(id) = hit {
+                bail!(ParamInvalid, "tensor_addrs[{i}] overlaps memory already registered by cache {id}");
+            }
+            if addrs[..i].iter().any(|&b| b < end && a < b + t) {
+                bail!(ParamInvalid, "tensor_addrs[{i}] overlaps another tensor of the same cache");
+            }
+        }
+        Self::check_keys_free(&inner, &binds, blocks_model)?;
+        inner.generation += 1;
+        let rec = Arc::new(CacheRecord {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            kind,
+            desc: desc.clone(),
+            tensor_bytes: t,
+            addrs: addrs.into(),
+            remote_accessible: remote_accessible.unwrap_or(desc.placement == Placement::Device),
+            generation: inner.generation,
+            pool: None,
+        });
+        inner.registered_addrs += addrs.len();
+        Self::insert(&mut inner, rec.clone(), binds, blocks_model);
+        Ok(rec)
+    }
+
+    /// Allocates a cache from `pool` (spec §4.5).
+    pub fn allocate(
+        &self,
+        desc: &CacheDesc,
+        kind: CacheKind,
+        keys: &[CacheKey],
+        blocks_model: Option<u64>,
+        pool: &Arc<Pool>,
+    ) -> Result<Arc<CacheRecord>> {
+        let t = desc.validate()?;
+        let binds = bind_list(keys, desc.shape[0] as u64)?;
+        {
+            let inner = self.read();
+            Self::check_keys_free(&inner, &binds, blocks_model)?;
+        }
+        let mut addrs = Vec::with_capacity(desc.num_tensors as usize);
+        for _ in 0..desc.num_tensors {
+            match pool.alloc(t) {
+                Ok(a) => addrs.push(a),
+                Err(e) => {
+                    for &a in &addrs {
+                        pool.free(a, t);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut inner = self.write();
+        inner.generation += 1;
+        let rec = Arc::new(CacheRecord {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            kind,
+            desc: desc.clone(),
+            tensor_bytes: t,
+            addrs: addrs.into(),
+            remote_accessible: true,
+            generation: inner.generation,
+            pool: Some(pool.clone()),
+        });
+        // Re-check under the write lock: keys may have been bound meanwhile.
+        if let Err(e) = Self::check_keys_free(&inner, &binds, blocks_model) {
+            drop(inner);
+            drop(rec);
+            return Err(e);
+        }
+        Self::insert(&mut inner, rec.clone(), binds, blocks_model);
+        Ok(rec)
+    }
+
+    fn remove_record(inner: &mut Inner, id: i64) -> Option<Arc<CacheRecord>> {
+        let rec = inner.caches.remove(&id).or_else(|| inner.deferred.remove(&id))?;
+        inner.keys.retain(|_, (c, _)| *c != id);
+        inner.slot_keys.retain(|(c, _), _| *c != id);
+        inner.blocks.retain(|_, c| *c != id);
+        for &a in rec.addrs.iter() {
+            inner.regions.remove(&a);
+        }
+        if !rec.is_allocated() {
+            inner.registered_addrs -= rec.addrs.len();
+        }
+        Some(rec)
+    }
+
+    /// Unregisters a registered cache; unknown id is a success; an allocated
+    /// cache id is `ParamInvalid`.
+    pub fn unregister(&self, id: i64) -> Result<()> {
+        let mut inner = self.write();
+        match inner.caches.get(&id) {
+            None => Ok(()),
+            Some(r) if r.is_allocated() => {
+                bail!(ParamInvalid, "cache {id} was allocated by the library; use deallocate")
+            }
+            Some(_) => {
+                Self::remove_record(&mut inner, id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the id reference of an allocated batch cache; frees it now if no
+    /// keys remain, else when the last key goes. Unknown or registered: no-op.
+    pub fn deallocate(&self, id: i64, blocks: bool) -> Result<()> {
+        let mut inner = self.write();
+        let Some(rec) = inner.caches.get(&id).cloned() else {
+            return Ok(());
+        };
+        if !rec.is_allocated() {
+            return Ok(());
+        }
+        if blocks != (rec.kind == CacheKind::Blocks) {
+            bail!(
+                ParamInvalid,
+                "cache {id} is a {} cache; use {}",
+                if blocks { "batch" } else { "blocks" },
+                if blocks { "deallocate_cache" } else { "deallocate_blocks_cache" }
+            );
+        }
+        let has_keys = inner.keys.values().any(|(c, _)| *c == id);
+        if blocks || !has_keys {
+            Self::remove_record(&mut inner, id);
+        } else {
+            inner.caches.remove(&id);
+            inner.deferred.insert(id, rec);
+        }
+        Ok(())
+    }
+
+    /// Unbinds a request/prefix key; frees a deallocated cache whose last key
+    /// this was. Absent key, or a key of a registered cache: no-op.
+    pub fn remove_key(&self, key: &BindKey) {
+        let mut inner = self.write();
+        Self::consume_locked(&mut inner, key, true);
+    }
+
+    fn consume_locked(inner: &mut Inner, key: &BindKey, only_allocated: bool) {
+        let Some(&(id, slot)) = inner.keys.get(key) else { return };
+        let allocated = inner
+            .caches
+            .get(&id)
+            .or_else(|| inner.deferred.get(&id))
+            .is_some_and(|r| r.is_allocated());
+        if only_allocated && !allocated {
+            return;
+        }
+        inner.keys.remove(key);
+        inner.slot_keys.remove(&(id, slot));
+        if inner.deferred.contains_key(&id) && !inner.keys.values().any(|(c, _)| *c == id) {
+            Self::remove_record(inner, id);
+        }
+    }
+
+    /// Consumes a one-shot key after a successful pull.
+    pub fn consume(&self, key: &BindKey) {
+        let mut inner = self.write();
+        Self::consume_locked(&mut inner, key, true);
+    }
+
+    /// A live cache by id (`KvCacheNotExist` if unknown).
+    pub fn get(&self, id: i64) -> Result<Arc<CacheRecord>> {
+        self.read()
+            .caches
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| err!(KvCacheNotExist, "local cache {id} does not exist"))
+    }
+
+    /// Resolves a key naming one of *this* instance's caches (the owner side of a pull).
+    pub fn resolve(&self, key: &CacheKey) -> Result<Resolved> {
+        let inner = self.read();
+        let lookup = |b: &BindKey| -> Result<Resolved> {
+            let (id, slot) = *inner
+                .keys
+                .get(b)
+                .ok_or_else(|| err!(KvCacheNotExist, "no cache is bound to {} {} (model {})",
+                    if b.is_prefix { "prefix_id" } else { "req_id" }, b.id, b.model_id))?;
+            let record = inner
+                .caches
+                .get(&id)
+                .or_else(|| inner.deferred.get(&id))
+                .cloned()
+                .ok_or_else(|| err!(KvCacheNotExist, "cache {id} no longer exists"))?;
+            let consume = (!b.is_prefix && record.is_allocated()).then_some(*b);
+            Ok(Resolved { record, slot, consume })
+        };
+        match *key {
+            CacheKey::Req {
+                req_id,
+                model_id,
+                prefix_id,
+                ..
+            } => lookup(&BindKey::for_lookup(req_id, prefix_id, model_id)?),
+            CacheKey::IdIndex {
+                cache_id,
+                batch_index,
+                ..
+            } => {
+                let slot = batch_index as u64;
+                if let Some(b) = inner.slot_keys.get(&(cache_id, slot)) {
+                    return lookup(b);
+                }
+                let record = inner
+                    .caches
+                    .get(&cache_id)
+                    .cloned()
+                    .ok_or_else(|| err!(KvCacheNotExist, "cache {cache_id} does not exist"))?;
+                if slot >= record.desc.shape[0] as u64 {
+                    bail!(KvCacheNotExist, "cache {cache_id} has no batch slot {slot}");
+                }
+                Ok(Resolved {
+                    record,
+                    slot,
+                    consume: None,
+                })
+            }
+            CacheKey::Blocks { model_id, .. } => {
+                let id = *inner
+                    .blocks
+                    .get(&model_id)
+                    .ok_or_else(|| err!(KvCacheNotExist, "no blocks cache is bound to model_id {model_id}"))?;
+                let record = inner
+                    .caches
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| err!(KvCacheNotExist, "cache {id} no longer exists"))?;
+                Ok(Resolved {
+                    record,
+                    slot: 0,
+                    consume: None,
+                })
+            }
+        }
+    }
+
+    /// The wire entry of a record (with its current key bindings).
+    pub fn entry(&self, rec: &CacheRecord) -> CacheEntry {
+        let inner = self.read();
+        rec.entry(&inner.keys, &inner.blocks)
+    }
+
+    /// The cache table published to remote-accessible peers: remote-accessible
+    /// caches created at or before `generation`.
+    pub fn table(&self, generation: u64) -> Vec<CacheEntry> {
+        let inner = self.read();
+        let mut v: Vec<CacheEntry> = inner
+            .caches
+            .values()
+            .filter(|r| r.remote_accessible && r.generation <= generation)
+            .map(|r| r.entry(&inner.keys, &inner.blocks))
+            .collect();
+        v.sort_by_key(|e| e.cache_id);
+        v
+    }
+
+    /// Checks that every segment's local side (`dst` when `write`, else `src`)
+    /// lies inside one registered tensor region. Used by the serving side for
+    /// every remote read/write.
+    pub fn check_local(&self, segs: &[Segment], write: bool) -> Result<()> {
+        let inner = self.read();
+        for (i, s) in segs.iter().enumerate() {
+            let a = if write { s.dst } else { s.src };
+            let ok = a.checked_add(s.len).is_some_and(|end| {
+                inner
+                    .regions
+                    .range(..=a)
+                    .next_back()
+                    .is_some_and(|(_, (e, _))| end <= *e)
+            });
+            if !ok {
+                bail!(
+                    ParamInvalid,
+                    "segment {i} [0x{a:x}, +{}) is outside every registered cache",
+                    s.len
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of live caches (for tests).
+    pub fn len(&self) -> usize {
+        self.read().caches.len()
+    }
+
+    /// True if no cache is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes everything (finalize).
+    pub fn clear(&self) {
+        *self.write() = Inner::default();
+    }
+}
+
+/// Resolves `key` against a peer's published table (remote-cache-accessible
+/// mode). Returns the entry and the slot.
+pub fn lookup_in_table<'a>(entries: &'a [CacheEntry], key: &CacheKey) -> Result<(&'a CacheEntry, u64)> {
+    match *key {
+        CacheKey::Req { .. } => Err(err!(
+            ParamInvalid,
+            "in remote-cache-accessible mode a pull must name the source by CacheKeyByIdAndIndex or BlocksCacheKey"
+        )),
+        CacheKey::IdIndex {
+            cache_id,
+            batch_index,
+            ..
+        } => {
+            let e = entries
+                .iter()
+                .find(|e| e.cache_id == cache_id)
+                .ok_or_else(|| err!(KvCacheNotExist, "peer has no remote-accessible cache {cache_id}"))?;
+            if batch_index as i64 >= e.shape.first().copied().unwrap_or(0) {
+                bail!(KvCacheNotExist, "peer cache {cache_id} has no batch slot {batch_index}");
+            }
+            Ok((e, batch_index as u64))
+        }
+        CacheKey::Blocks { model_id, .. } => entries
+            .iter()
+            .find(|e| e.blocks_model == Some(model_id))
+            .map(|e| (e, 0))
+            .ok_or_else(|| err!(KvCacheNotExist, "peer has no blocks cache bound to model_id {model_id}")),
+    }
+}
+
+/// The planner's view of a peer's cache entry (validated: the peer is untrusted).
+pub fn entry_view(e: &CacheEntry) -> Result<CacheView> {
+    let kind = CacheKind::from_u8(e.kind).ok_or_else(|| err!(LinkFailed, "peer sent cache kind {}", e.kind))?;
+    let dim0 = e.shape.first().copied().unwrap_or(0);
+    if dim0 <= 0 || e.addrs.is_empty() || e.tensor_bytes == 0 {
+        return Err(crate::status::Error::new(
+            Status::LinkFailed,
+            format!("peer sent an invalid description of cache {}", e.cache_id),
+        ));
+    }
+    Ok(CacheView {
+        kind,
+        addrs: e.addrs.clone(),
+        tensor_bytes: e.tensor_bytes,
+        dim0: dim0 as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::types::{DataType, ID_UNSET};
+
+    fn desc(n: u32, shape: &[i64]) -> CacheDesc {
+        CacheDesc {
+            placement: Placement::Device,
+            num_tensors: n,
+            data_type: DataType::Float16,
+            shape: shape.to_vec(),
+            batch_dim_index: 0,
+            seq_len_dim_index: -1,
+        }
+    }
+
+    fn req(r: u64) -> CacheKey {
+        CacheKey::Req {
+            cluster_id: 1,
+            req_id: r,
+            model_id: 0,
+            prefix_id: ID_UNSET,
+        }
+    }
+
+    #[test]
+    fn ids_start_at_one_and_overlap_rejected() {
+        let r = Registry::default();
+        let a = r.register(&desc(2, &[4, 8]), &[0x1000, 0x2000], CacheKind::Batch, &[], None, None).unwrap();
+        assert_eq!(a.id, 1);
+        let e = r.register(&desc(1, &[4, 8]), &[0x1008], CacheKind::Batch, &[], None, None).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        let e = r.register(&desc(2, &[4, 8]), &[0x5000, 0x5010], CacheKind::Batch, &[], None, None).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        let b = r.register(&desc(1, &[4, 8]), &[0x3000], CacheKind::Batch, &[], None, None).unwrap();
+        assert_eq!(b.id, 3, "a failed call may consume an id, ids are never reused");
+        r.unregister(1).unwrap();
+        r.unregister(99).unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn address_limit() {
+        let r = Registry::default();
+        let addrs: Vec<u64> = (0..200).map(|i| 0x10_0000 + i * 0x1000).collect();
+        r.register(&desc(200, &[1, 8]), &addrs, CacheKind::Blocks, &[], None, None).unwrap();
+        let addrs2: Vec<u64> = (0..41).map(|i| 0x90_0000 + i * 0x1000).collect();
+        let e = r.register(&desc(41, &[1, 8]), &addrs2, CacheKind::Blocks, &[], None, None).unwrap_err();
+        assert!(e.message.contains("240"));
+    }
+
+    #[test]
+    fn keys_bind_resolve_consume() {
+        let r = Registry::default();
+        let pool = Arc::new(Pool::new("reg", 1 << 20, 12).unwrap());
+        let c = r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(7), req(ID_UNSET), req(9)], None, &pool).unwrap();
+        let res = r.resolve(&req(9)).unwrap();
+        assert_eq!((res.record.id, res.slot), (c.id, 2));
+        assert!(res.consume.is_some());
+        // duplicate binding rejected
+        assert!(r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(7)], None, &pool).is_err());
+        assert!(r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(5), req(5)], None, &pool).is_err());
+        // deallocate defers while keys remain
+        let before = pool.free_bytes();
+        r.deallocate(c.id, false).unwrap();
+        drop(res);
+        assert_eq!(pool.free_bytes(), before);
+        r.consume(&BindKey::for_lookup(9, ID_UNSET, 0).unwrap());
+        assert_eq!(r.resolve(&req(9)).err().unwrap().status, Status::KvCacheNotExist);
+        r.remove_key(&BindKey::for_lookup(7, ID_UNSET, 0).unwrap());
+        drop(c);
+        assert_eq!(pool.free_bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn check_local_regions() {
+        let r = Registry::default();
+        r.register(&desc(1, &[2, 8]), &[0x1000], CacheKind::Batch, &[], None, None).unwrap();
+        let ok = Segment { dst: 0, src: 0x1004, len: 28 };
+        r.check_local(&[ok], false).unwrap();
+        let bad = Segment { dst: 0, src: 0x1004, len: 29 };
+        assert!(r.check_local(&[bad], false).is_err());
+        assert!(r.check_local(&[Segment { dst: 0, src: u64::MAX, len: 2 }], false).is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! Parsing and validation of `init` / `switch_role` options (spec §3).
+//!
+//! Keys are case-sensitive. Both documented spellings of the listen endpoint
+//! (`llm.ListenIpInfo`, `llm.listenIpInfo`) and of the device id (`llm.DeviceId`,
+//! `ge.exec.deviceId`) are accepted; two spellings that disagree are rejected.
+//! Unknown keys in the `llm.` and `llmdd.` namespaces are rejected (a typo must
+//! not silently change behaviour); other namespaces (`ge.*`, …) are ignored, as
+//! the reference passes them to other components.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::status::Result;
+use crate::{bail, err};
+
+/// Which engine moves the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// acl when the Ascend runtime loads, else host.
+    Auto,
+    /// Host memory, TCP and same-host one-sided copies.
+    Host,
+    /// The dlopen'd Ascend runtime (ACL + HCCL).
+    Acl,
+}
+
+/// A memory pool configuration (`{"memory_size": N, "page_shift": S}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub memory_size: u64,
+    pub page_shift: u32,
+}
+
+/// Validated instance configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub device_id: i32,
+    pub listen: Option<SocketAddr>,
+    pub sync_kv_timeout: Duration,
+    pub remote_cache_accessible: bool,
+    pub local_comm_res: Option<String>,
+    /// `llm.TransferBackend = "hixl"`: hixl constraints apply.
+    pub hixl: bool,
+    pub device_pool: Option<PoolConfig>,
+    pub host_pool: Option<PoolConfig>,
+    pub rdma_traffic_class: u32,
+    pub rdma_service_level: u32,
+    pub link_total_time_s: u32,
+    pub link_retry_count: u32,
+    pub backend: BackendChoice,
+    pub ascend_lib_dir: Option<String>,
+    /// Same-host one-sided transfers allowed (`llmdd.SameHost`, default on).
+    pub same_host: bool,
+    /// TCP connections a transfer may stripe over (`llmdd.DataConnections`).
+    pub data_connections: u32,
+    /// Links allowed per instance (`llmdd.MaxLinks`, default 512).
+    pub max_links: u32,
+    /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
+    pub busy_poll: Duration,
+}
+
+/// Known keys of the `llm.` namespace that are accepted and have no effect on
+/// this implementation (v1-engine leftovers, or handled elsewhere).
+const IGNORED_LLM_KEYS: &[&str] = &[
+    "llm.BufPoolCfg",
+    "llm.EnableSwitchRole",
+    "llm.deployResPath",
+    "llm.ClusterInfo",
+    "llm.OutputMaxSize",
+    "llm.MemoryUtilization",
+    "llm.Role",
+    "llm.GlobalResourceConfig",
+    "llm.ListenIp",
+    "llm.ListenPort",
+];
+
+/// Keys this module interprets.
+const KNOWN_KEYS: &[&str] = &[
+    "llm.DeviceId",
+    "ge.exec.deviceId",
+    "llm.ListenIpInfo",
+    "llm.listenIpInfo",
+    "llm.SyncKvCacheWaitTime",
+    "llm.EnableCacheManager",
+    "llm.EnableRemoteCacheAccessible",
+    "llm.LocalCommRes",
+    "llm.TransferBackend",
+    "llm.RdmaTrafficClass",
+    "llm.RdmaServiceLevel",
+    "llm.LinkTotalTime",
+    "llm.LinkRetryCount",
+    "llm.MemPoolConfig",
+    "llm.HostMemPoolConfig",
+    "llmdd.Backend",
+    "llmdd.AscendLibDir",
+    "llmdd.SameHost",
+    "llmdd.DataConnections",
+    "llmdd.MaxLinks",
+    "llmdd.BusyPollUs",
+];
+
+/// Option map with duplicate detection.
+pub type Options = BTreeMap<String, String>;
+
+/// Builds an option map from key/value pairs; a key given twice is rejected.
+pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Options> {
+    let mut map = Options::new();
+    for (k, v) in pairs {
+        if k.is_empty() {
+            bail!(ParamInvalid, "option key must not be empty");
+        }
+        if map.insert(k.to_string(), v.to_string()).is_some() {
+            bail!(ParamInvalid, "option {k} is given more than once");
+        }
+    }
+    Ok(map)
+}
+
+fn check_known(opts: &Options) -> Result<()> {
+    for k in opts.keys() {
+        let ours = k.starts_with("llm.") || k.starts_with("llmdd.");
+        if ours && !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_LLM_KEYS.contains(&k.as_str()) {
+            bail!(ParamInvalid, "unknown option key {k}");
+        }
+        if k == "ge.flowGraphMemMaxSize" {
+            let v = &opts[k];
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                bail!(ParamInvalid, "option ge.flowGraphMemMaxSize must be a digit string (got {v:?})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Picks one of two spellings of the same setting; both present and different is an error.
+fn either<'a>(opts: &'a Options, a: &str, b: &str) -> Result<Option<&'a str>> {
+    match (opts.get(a), opts.get(b)) {
+        (Some(x), Some(y)) if x != y => {
+            bail!(ParamInvalid, "options {a}={x:?} and {b}={y:?} disagree")
+        }
+        (Some(x), _) | (None, Some(x)) => Ok(Some(x.as_str())),
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_u64(key: &str, v: &str) -> Result<u64> {
+    let t = v.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        bail!(ParamInvalid, "option {key} must be a non-negative integer (got {v:?})");
+    }
+    t.parse::<u64>()
+        .map_err(|_| err!(ParamInvalid, "option {key} is out of range (got {v:?})"))
+}
+
+fn parse_ranged(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64> {
+    let n = parse_u64(key, v)?;
+    if n < lo || n > hi {
+        bail!(ParamInvalid, "option {key} must be in [{lo}, {hi}] (got {n})");
+    }
+    Ok(n)
+}
+
+fn parse_flag(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => bail!(ParamInvalid, "option {key} must be \"0\" or \"1\" (got {v:?})"),
+    }
+}
+
+/// Parses `"ip:port"` or `"[v6]:port"`; port must be non-zero for a listen endpoint.
+pub fn parse_endpoint(what: &str, v: &str) -> Result<SocketAddr> {
+    let addr: SocketAddr = v.trim().parse().map_err(|_| {
+        err!(ParamInvalid, "{what} must be \"ip:port\" or \"[ipv6]:port\" (got {v:?})")
+    })?;
+    if addr.port() == 0 {
+        bail!(ParamInvalid, "{what} needs a port in 1..=65535 (got {v:?})");
+    }
+    Ok(addr)
+}
+
+/// Parses an IP literal (IPv4 or IPv6, brackets allowed around v6).
+pub fn parse_ip(what: &str, v: &str) -> Result<IpAddr> {
+    let t = v.trim().trim_start_matches('[').trim_end_matches(']');
+    t.parse::<IpAddr>()
+        .map_err(|_| err!(ParamInvalid, "{what} is not an IPv4 or IPv6 literal (got {v:?})"))
+}
+
+fn parse_pool(key: &str, v: &str) -> Result<PoolConfig> {
+    let json: serde_json::Value = serde_json::from_str(v)
+        .map_err(|e| err!(ParamInvalid, "option {key} is not valid JSON: {e}"))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| err!(ParamInvalid, "option {key} must be a JSON object"))?;
+    for k in obj.keys() {
+        if k != "memory_size" && k != "page_shift" {
+            bail!(ParamInvalid, "option {key} has unknown field {k:?}");
+        }
+    }
+    let memory_size = obj
+        .get("memory_size")
+        .and_then(|x| x.as_u64())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| err!(ParamInvalid, "option {key}.memory_size must be an integer > 0"))?;
+    let page_shift = match obj.get("page_shift") {
+        None => 16,
+        Some(x) => x
+            .as_u64()
+            .filter(|n| (10..=30).contains(n))
+            .ok_or_else(|| err!(ParamInvalid, "option {key}.page_shift must be in [10, 30]"))?
+            as u32,
+    };
+    if (memory_size >> page_shift) >= u32::MAX as u64 {
+        bail!(ParamInvalid, "option {key}: memory_size >> page_shift must be < 2^32-1");
+    }
+    Ok(PoolConfig {
+        memory_size,
+        page_shift,
+    })
+}
+
+/// Listen endpoint from an option map (either spelling); `None` if absent.
+pub fn listen_endpoint(opts: &Options) -> Result<Option<SocketAddr>> {
+    match either(opts, "llm.ListenIpInfo", "llm.listenIpInfo")? {
+        Some(v) => Ok(Some(parse_endpoint("listen_ip_info", v)?)),
+        None => Ok(None),
+    }
+}
+
+impl Config {
+    /// Validates `init` options into a configuration.
+    pub fn parse(opts: &Options) -> Result<Config> {
+        check_known(opts)?;
+        let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?
+            .ok_or_else(|| err!(ParamInvalid, "option llm.DeviceId (or ge.exec.deviceId) is required"))?;
+        let ids: Vec<&str> = dev.split(';').filter(|s| !s.is_empty()).collect();
+        if ids.len() != 1 {
+            bail!(ParamInvalid, "exactly one device id is supported (got {dev:?})");
+        }
+        let device_id = parse_ranged("llm.DeviceId", ids[0], 0, i32::MAX as u64)? as i32;
+
+        let listen = listen_endpoint(opts)?;
+        let sync_ms = match opts.get("llm.SyncKvCacheWaitTime") {
+            Some(v) => parse_ranged("llm.SyncKvCacheWaitTime", v, 1, i32::MAX as u64)?,
+            None => 1000,
+        };
+        let local_comm_res = opts.get("llm.LocalCommRes").cloned();
+        if let Some(res) = &local_comm_res {
+            if !res.trim().is_empty() {
+                let v: serde_json::Value = serde_json::from_str(res)
+                    .map_err(|e| err!(ParamInvalid, "option llm.LocalCommRes is not valid JSON: {e}"))?;
+                let ver = v.get("version").and_then(|x| x.as_str()).unwrap_or("");
+                if !["1.0", "1.2", "1.3"].contains(&ver) {
+                    bail!(ParamInvalid, "option llm.LocalCommRes.version must be \"1.0\", \"1.2\" or \"1.3\" (got {ver:?})");
+                }
+            }
+        }
+        let cache_manager = match opts.get("llm.EnableCacheManager") {
+            Some(v) => parse_flag("llm.EnableCacheManager", v)?,
+            None => local_comm_res.is_some(),
+        };
+        if !cache_manager {
+            if local_comm_res.is_some() {
+                bail!(ParamInvalid, "llm.EnableCacheManager=0 cannot be combined with llm.LocalCommRes");
+            }
+            bail!(
+                FeatureNotEnabled,
+                "cache-manager mode is required: set llm.EnableCacheManager=1 or llm.LocalCommRes (the v1 engine is not supported)"
+            );
+        }
+        let hixl = match opts.get("llm.TransferBackend") {
+            None => false,
+            Some(v) if v == "hixl" => true,
+            Some(v) => bail!(ParamInvalid, "option llm.TransferBackend supports only \"hixl\" (got {v:?})"),
+        };
+        let implied_ra = local_comm_res.is_some() || hixl;
+        let remote_cache_accessible = match opts.get("llm.EnableRemoteCacheAccessible") {
+            Some(v) => {
+                let on = parse_flag("llm.EnableRemoteCacheAccessible", v)?;
+                if !on && implied_ra {
+                    bail!(ParamInvalid, "llm.EnableRemoteCacheAccessible=0 is unsupported with llm.LocalCommRes or hixl");
+                }
+                on
+            }
+            None => implied_ra,
+        };
+        if hixl && listen.is_none() {
+            bail!(ParamInvalid, "llm.TransferBackend=hixl requires llm.ListenIpInfo");
+        }
+        let rdma_traffic_class = match opts.get("llm.RdmaTrafficClass") {
+            Some(v) => {
+                let n = parse_ranged("llm.RdmaTrafficClass", v, 0, 255)?;
+                if n % 4 != 0 {
+                    bail!(ParamInvalid, "option llm.RdmaTrafficClass must be a multiple of 4 (got {n})");
+                }
+                n as u32
+            }
+            None => 132,
+        };
+        let rdma_service_level = match opts.get("llm.RdmaServiceLevel") {
+            Some(v) => parse_ranged("llm.RdmaServiceLevel", v, 0, 7)? as u32,
+            None => 4,
+        };
+        let link_total_time_s = match opts.get("llm.LinkTotalTime") {
+            Some(v) => parse_ranged("llm.LinkTotalTime", v, 0, u32::MAX as u64)? as u32,
+            None => 0,
+        };
+        let link_retry_count = match opts.get("llm.LinkRetryCount") {
+            Some(v) => parse_ranged("llm.LinkRetryCount", v, 1, 100)? as u32,
+            None => 1,
+        };
+        let device_pool = opts
+            .get("llm.MemPoolConfig")
+            .map(|v| parse_pool("llm.MemPoolConfig", v))
+            .transpose()?;
+        let host_pool = opts
+            .get("llm.HostMemPoolConfig")
+            .map(|v| parse_pool("llm.HostMemPoolConfig", v))
+            .transpose()?;
+        if let Some(p) = host_pool {
+            if p.memory_size > 20 << 30 {
+                bail!(ParamInvalid, "option llm.HostMemPoolConfig.memory_size exceeds 20 GB");
+            }
+        }
+        let backend = match opts.get("llmdd.Backend").map(String::as_str) {
+            None | Some("auto") => BackendChoice::Auto,
+            Some("host") => BackendChoice::Host,
+            Some("acl") => BackendChoice::Acl,
+            Some(v) => bail!(ParamInvalid, "option llmdd.Backend must be auto, host or acl (got {v:?})"),
+        };
+        let same_host = match opts.get("llmdd.SameHost").map(String::as_str) {
+            None | Some("auto") | Some("1") => true,
+            Some("off") | Some("0") => false,
+            Some(v) => bail!(ParamInvalid, "option llmdd.SameHost must be auto or off (got {v:?})"),
+        };
+        let data_connections = match opts.get("llmdd.DataConnections") {
+            Some(v) => parse_ranged("llmdd.DataConnections", v, 1, 8)? as u32,
+            None => 2,
+        };
+        let max_links = match opts.get("llmdd.MaxLinks") {
+            Some(v) => parse_ranged("llmdd.MaxLinks", v, 1, 65_536)? as u32,
+            None => 512,
+        };
+        let busy_poll = match opts.get("llmdd.BusyPollUs") {
+            Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
+            None => Duration::from_micros(50),
+        };
+        Ok(Config {
+            device_id,
+            listen,
+            sync_kv_timeout: Duration::from_millis(sync_ms),
+            remote_cache_accessible,
+            local_comm_res,
+            hixl,
+            device_pool,
+            host_pool,
+            rdma_traffic_class,
+            rdma_service_level,
+            link_total_time_s,
+            link_retry_count,
+            backend,
+            ascend_lib_dir: opts.get("llmdd.AscendLibDir").cloned(),
+            same_host,
+            data_connections,
+            max_links,
+            busy_poll,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Status;
+
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        collect(pairs.iter().copied()).unwrap()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![("llm.DeviceId", "0"), ("llm.EnableCacheManager", "1")]
+    }
+
+    fn parse_with(extra: &[(&str, &str)]) -> Result<Config> {
+        let mut p = base();
+        p.extend_from_slice(extra);
+        Config::parse(&opts(&p))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_with(&[]).unwrap();
+        assert_eq!(c.device_id, 0);
+        assert_eq!(c.listen, None);
+        assert_eq!(c.sync_kv_timeout, Duration::from_millis(1000));
+        assert!(!c.remote_cache_accessible);
+        assert_eq!(c.max_links, 512);
+        assert_eq!(c.rdma_traffic_class, 132);
+    }
+
+    #[test]
+    fn both_spellings() {
+        let c = parse_with(&[("llm.listenIpInfo", "127.0.0.1:26000")]).unwrap();
+        assert_eq!(c.listen.unwrap().port(), 26000);
+        let c = parse_with(&[("llm.ListenIpInfo", "[::1]:26001")]).unwrap();
+        assert!(c.listen.unwrap().is_ipv6());
+        let e = parse_with(&[("llm.ListenIpInfo", "127.0.0.1:1"), ("llm.listenIpInfo", "127.0.0.1:2")])
+            .unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        let c = Config::parse(&opts(&[("ge.exec.deviceId", "3"), ("llm.EnableCacheManager", "1")])).unwrap();
+        assert_eq!(c.device_id, 3);
+    }
+
+    #[test]
+    fn rejects() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("llm.SyncKvCacheWaitTime", "0")],
+            &[("llm.SyncKvCacheWaitTime", "abc")],
+            &[("llm.ListenIpInfo", "127.0.0.1")],
+            &[("llm.ListenIpInfo", "300.0.0.1:5")],
+            &[("llm.ListenIpInfo", "127.0.0.1:0")],
+            &[("llm.EnableRemoteCacheAccessible", "2")],
+            &[("llm.RdmaTrafficClass", "3")],
+            &[("llm.RdmaServiceLevel", "8")],
+            &[("llm.LinkRetryCount", "0")],
+            &[("llm.MemPoolConfig", "{\"memory_size\":0}")],
+            &[("llm.MemPoolConfig", "{\"memory_size\":1024,\"page_shift\":9}")],
+            &[("llm.MemPoolConfig", "nope")],
+            &[("llm.TransferBackend", "nccl")],
+            &[("llm.NoSuchOption", "1")],
+            &[("llmdd.Backend", "gpu")],
+            &[("ge.flowGraphMemMaxSize", "1x")],
+        ];
+        for c in cases {
+            let e = parse_with(c).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{c:?}");
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn cache_manager_required() {
+        let e = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap_err();
+        assert_eq!(e.status, Status::FeatureNotEnabled);
+        let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
+        assert!(c.remote_cache_accessible);
+        let e = Config::parse(&opts(&[("llm.EnableCacheManager", "1")])).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        assert!(collect([("a", "1"), ("a", "2")]).is_err());
+    }
+}
