@@ -135,7 +135,10 @@ pub enum Msg {
     /// Ask for the peer's cache table (remote-cache-accessible mode).
     GetTable,
     /// The peer's cache table.
-    Table { status: u32, entries: Vec<CacheEntry> },
+    Table {
+        status: u32,
+        entries: Vec<CacheEntry>,
+    },
     /// Resolve a key against the owner's current tables.
     Resolve { key: CacheKey },
     /// Reply to `Resolve`: the cache and the slot the key names.
@@ -183,20 +186,1431 @@ impl Msg {
 }
 
 /// Appends the frame (header + payload) for `msg` to `out`.
+///
+/// The header is written first with a zero length and patched once the
+/// payload is known. String fields longer than [`MAX_STRING`] are truncated
+/// (at a character boundary) so that the frame always decodes; counts and the
+/// total payload size are written as they are, and a frame that exceeds the
+/// receiver's bounds is rejected by [`decode_header`] / [`decode_payload`].
 pub fn encode(msg: &Msg, tag: u32, out: &mut Vec<u8>) {
-    let _ = (msg, tag, out);
-    todo!("codec")
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&msg.msg_type().to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&tag.to_le_bytes());
+    encode_body(msg, out);
+    let payload_len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+    if let Some(slot) = out.get_mut(start + 8..start + 12) {
+        slot.copy_from_slice(&payload_len.to_le_bytes());
+    }
 }
 
 /// Parses a 16-byte header, checking magic, version, known type and length bound.
 pub fn decode_header(buf: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
-    let _ = buf;
-    todo!("codec")
+    let mut r = Reader::new(buf);
+    let magic = r.u32("magic")?;
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = r.u16("version")?;
+    if version != VERSION {
+        return Err(WireError::BadVersion(version));
+    }
+    let msg_type = r.u16("msg_type")?;
+    if !(1..=13).contains(&msg_type) {
+        return Err(WireError::UnknownType(msg_type));
+    }
+    let payload_len = r.u32("payload_len")?;
+    if payload_len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(u64::from(payload_len)));
+    }
+    let tag = r.u32("tag")?;
+    Ok(Header {
+        msg_type,
+        payload_len,
+        tag,
+    })
 }
 
 /// Parses the payload of a frame whose header was accepted. Every count and
 /// length is bounded and the payload must be consumed exactly.
 pub fn decode_payload(header: &Header, payload: &[u8]) -> Result<Msg, WireError> {
-    let _ = (header, payload);
-    todo!("codec")
+    if header.payload_len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(u64::from(header.payload_len)));
+    }
+    let expected = header.payload_len as usize;
+    if payload.len() < expected {
+        return Err(WireError::Truncated("payload"));
+    }
+    if payload.len() > expected {
+        return Err(WireError::Trailing(payload.len() - expected));
+    }
+    let mut r = Reader::new(payload);
+    let msg = decode_body(header.msg_type, &mut r)?;
+    if r.remaining() != 0 {
+        return Err(WireError::Trailing(r.remaining()));
+    }
+    Ok(msg)
+}
+
+/// Total frame size (header + structured payload, excluding bulk data).
+pub fn frame_len(header: &Header) -> usize {
+    HEADER_LEN + header.payload_len as usize
+}
+
+/// Encodes `msg` into a fresh buffer (see [`encode`]).
+pub fn encode_to_vec(msg: &Msg, tag: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(msg, tag, &mut out);
+    out
+}
+
+/// Decodes one complete frame: `frame` must be exactly header + payload.
+pub fn decode_frame(frame: &[u8]) -> Result<(Header, Msg), WireError> {
+    let (head, payload) = frame
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(WireError::Truncated("header"))?;
+    let header = decode_header(head)?;
+    let msg = decode_payload(&header, payload)?;
+    Ok((header, msg))
+}
+
+/// Number of bulk bytes that follow this message's frame on the stream:
+/// `total` for `Write` and for a successful (`status == 0`) `ReadData`, else 0.
+pub fn bulk_len(msg: &Msg) -> u64 {
+    match msg {
+        Msg::Write { total, .. } => *total,
+        Msg::ReadData {
+            status: 0, total, ..
+        } => *total,
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding helpers.
+
+/// Smallest encoded size of each repeated element, used to bound counts
+/// against the remaining payload before allocating.
+const SEGMENT_WIRE: usize = 24;
+const POOL_WIRE: usize = 4 + 8 + 8;
+const REQ_KEY_WIRE: usize = 24;
+/// cache_id + kind + placement + data_type + shape count + tensor_bytes
+/// + addrs count + req_keys count + blocks_model flag.
+const ENTRY_MIN_WIRE: usize = 8 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 1;
+/// Most dimensions of a shape on the wire (`cache::types::MAX_DIMS`).
+const MAX_SHAPE_DIMS: usize = 31;
+
+fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_bool(out: &mut Vec<u8>, v: bool) {
+    out.push(u8::from(v));
+}
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    put_u32(out, u32::try_from(n).unwrap_or(u32::MAX));
+}
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(MAX_STRING);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = s.as_bytes().get(..end).unwrap_or_default();
+    put_count(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(x) => {
+            put_u8(out, 1);
+            put_u64(out, x);
+        }
+        None => put_u8(out, 0),
+    }
+}
+fn put_segments(out: &mut Vec<u8>, segs: &[Segment]) {
+    put_count(out, segs.len());
+    out.reserve(segs.len() * SEGMENT_WIRE);
+    for s in segs {
+        put_u64(out, s.dst);
+        put_u64(out, s.src);
+        put_u64(out, s.len);
+    }
+}
+fn put_process(out: &mut Vec<u8>, p: &ProcessInfo) {
+    put_str(out, &p.host_id);
+    put_u32(out, p.pid);
+    put_u64(out, p.probe_addr);
+    put_u64(out, p.probe_cookie);
+    put_count(out, p.pools.len());
+    for pool in &p.pools {
+        put_u32(out, pool.fd);
+        put_u64(out, pool.base);
+        put_u64(out, pool.size);
+    }
+}
+fn put_entry(out: &mut Vec<u8>, e: &CacheEntry) {
+    put_i64(out, e.cache_id);
+    put_u8(out, e.kind);
+    put_u32(out, e.placement);
+    put_u32(out, e.data_type);
+    put_count(out, e.shape.len());
+    for &d in &e.shape {
+        put_i64(out, d);
+    }
+    put_u64(out, e.tensor_bytes);
+    put_count(out, e.addrs.len());
+    for &a in &e.addrs {
+        put_u64(out, a);
+    }
+    put_count(out, e.req_keys.len());
+    for &(req, model, slot) in &e.req_keys {
+        put_u64(out, req);
+        put_u64(out, model);
+        put_u64(out, slot);
+    }
+    put_opt_u64(out, e.blocks_model);
+}
+fn put_key(out: &mut Vec<u8>, k: &CacheKey) {
+    match *k {
+        CacheKey::Req {
+            cluster_id,
+            req_id,
+            model_id,
+            prefix_id,
+        } => {
+            put_u8(out, 0);
+            put_u64(out, cluster_id);
+            put_u64(out, req_id);
+            put_u64(out, model_id);
+            put_u64(out, prefix_id);
+        }
+        CacheKey::IdIndex {
+            cluster_id,
+            cache_id,
+            batch_index,
+        } => {
+            put_u8(out, 1);
+            put_u64(out, cluster_id);
+            put_i64(out, cache_id);
+            put_u32(out, batch_index);
+        }
+        CacheKey::Blocks {
+            cluster_id,
+            model_id,
+        } => {
+            put_u8(out, 2);
+            put_u64(out, cluster_id);
+            put_u64(out, model_id);
+        }
+    }
+}
+
+fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
+    match msg {
+        Msg::Hello {
+            cluster_id,
+            role,
+            remote_accessible,
+            process,
+        } => {
+            put_u64(out, *cluster_id);
+            put_u32(out, *role);
+            put_bool(out, *remote_accessible);
+            put_process(out, process);
+        }
+        Msg::HelloAck {
+            status,
+            message,
+            cluster_id,
+            role,
+            link_token,
+            process,
+        } => {
+            put_u32(out, *status);
+            put_str(out, message);
+            put_u64(out, *cluster_id);
+            put_u32(out, *role);
+            put_u64(out, *link_token);
+            put_process(out, process);
+        }
+        Msg::Attach {
+            cluster_id,
+            link_token,
+            reverse,
+        } => {
+            put_u64(out, *cluster_id);
+            put_u64(out, *link_token);
+            put_bool(out, *reverse);
+        }
+        Msg::Reply { status, message } => {
+            put_u32(out, *status);
+            put_str(out, message);
+        }
+        Msg::Unlink | Msg::GetTable => {}
+        Msg::Table { status, entries } => {
+            put_u32(out, *status);
+            put_count(out, entries.len());
+            for e in entries {
+                put_entry(out, e);
+            }
+        }
+        Msg::Resolve { key } => put_key(out, key),
+        Msg::Resolved {
+            status,
+            message,
+            entry,
+            slot,
+        } => {
+            put_u32(out, *status);
+            put_str(out, message);
+            match entry {
+                Some(e) => {
+                    put_u8(out, 1);
+                    put_entry(out, e);
+                }
+                None => put_u8(out, 0),
+            }
+            put_u64(out, *slot);
+        }
+        Msg::Consume { req_id, model_id } => {
+            put_u64(out, *req_id);
+            put_u64(out, *model_id);
+        }
+        Msg::Read { segments, total } | Msg::Write { segments, total } => {
+            put_segments(out, segments);
+            put_u64(out, *total);
+        }
+        Msg::ReadData {
+            status,
+            message,
+            total,
+        } => {
+            put_u32(out, *status);
+            put_str(out, message);
+            put_u64(out, *total);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding helpers. Nothing here indexes or unwraps: every read goes through
+// `take`, which returns `Truncated` when the payload is too short.
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if n > self.buf.len() {
+            return Err(WireError::Truncated(what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+        let (head, rest) = self
+            .buf
+            .split_first_chunk::<N>()
+            .ok_or(WireError::Truncated(what))?;
+        self.buf = rest;
+        Ok(*head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(u8::from_le_bytes(self.array::<1>(what)?))
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.array::<2>(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array::<4>(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array::<8>(what)?))
+    }
+    fn i64(&mut self, what: &'static str) -> Result<i64, WireError> {
+        Ok(i64::from_le_bytes(self.array::<8>(what)?))
+    }
+
+    fn bool(&mut self, what: &'static str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Invalid(what)),
+        }
+    }
+
+    fn opt_u64(&mut self, what: &'static str) -> Result<Option<u64>, WireError> {
+        if self.bool(what)? {
+            Ok(Some(self.u64(what)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, WireError> {
+        let len = self.u32(what)? as usize;
+        if len > MAX_STRING {
+            return Err(WireError::OutOfBounds(what));
+        }
+        let bytes = self.take(len, what)?;
+        let s = std::str::from_utf8(bytes).map_err(|_| WireError::Invalid(what))?;
+        Ok(s.to_owned())
+    }
+
+    /// Reads a u32 element count, checks it against `max` and checks that the
+    /// rest of the payload can hold `count * min_size` bytes, so the caller can
+    /// allocate `count` elements without trusting the peer.
+    fn count(
+        &mut self,
+        what: &'static str,
+        max: usize,
+        min_size: usize,
+    ) -> Result<usize, WireError> {
+        let n = self.u32(what)? as usize;
+        if n > max {
+            return Err(WireError::OutOfBounds(what));
+        }
+        let need = n
+            .checked_mul(min_size)
+            .ok_or(WireError::OutOfBounds(what))?;
+        if need > self.remaining() {
+            return Err(WireError::Truncated(what));
+        }
+        Ok(n)
+    }
+
+    fn segments(&mut self) -> Result<Vec<Segment>, WireError> {
+        let n = self.count("segments", MAX_SEGMENTS, SEGMENT_WIRE)?;
+        let mut segs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let dst = self.u64("segment.dst")?;
+            let src = self.u64("segment.src")?;
+            let len = self.u64("segment.len")?;
+            if len == 0 {
+                return Err(WireError::Invalid("segment.len"));
+            }
+            segs.push(Segment { dst, src, len });
+        }
+        Ok(segs)
+    }
+
+    fn process(&mut self) -> Result<ProcessInfo, WireError> {
+        let host_id = self.string("host_id")?;
+        let pid = self.u32("pid")?;
+        let probe_addr = self.u64("probe_addr")?;
+        let probe_cookie = self.u64("probe_cookie")?;
+        let n = self.count("pools", MAX_POOLS, POOL_WIRE)?;
+        let mut pools = Vec::with_capacity(n);
+        for _ in 0..n {
+            let fd = self.u32("pool.fd")?;
+            let base = self.u64("pool.base")?;
+            let size = self.u64("pool.size")?;
+            pools.push(PoolInfo { fd, base, size });
+        }
+        Ok(ProcessInfo {
+            host_id,
+            pid,
+            probe_addr,
+            probe_cookie,
+            pools,
+        })
+    }
+
+    fn entry(&mut self) -> Result<CacheEntry, WireError> {
+        let cache_id = self.i64("cache_id")?;
+        let kind = self.u8("kind")?;
+        let placement = self.u32("placement")?;
+        let data_type = self.u32("data_type")?;
+        let n = self.count("shape", MAX_ADDRS.min(MAX_SHAPE_DIMS), 8)?;
+        let mut shape = Vec::with_capacity(n);
+        for _ in 0..n {
+            shape.push(self.i64("shape")?);
+        }
+        let tensor_bytes = self.u64("tensor_bytes")?;
+        let n = self.count("addrs", MAX_ADDRS, 8)?;
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            addrs.push(self.u64("addrs")?);
+        }
+        let n = self.count("req_keys", MAX_ADDRS, REQ_KEY_WIRE)?;
+        let mut req_keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            let req = self.u64("req_keys")?;
+            let model = self.u64("req_keys")?;
+            let slot = self.u64("req_keys")?;
+            req_keys.push((req, model, slot));
+        }
+        let blocks_model = self.opt_u64("blocks_model")?;
+        Ok(CacheEntry {
+            cache_id,
+            kind,
+            placement,
+            data_type,
+            shape,
+            tensor_bytes,
+            addrs,
+            req_keys,
+            blocks_model,
+        })
+    }
+
+    fn key(&mut self) -> Result<CacheKey, WireError> {
+        match self.u8("key.tag")? {
+            0 => Ok(CacheKey::Req {
+                cluster_id: self.u64("key.cluster_id")?,
+                req_id: self.u64("key.req_id")?,
+                model_id: self.u64("key.model_id")?,
+                prefix_id: self.u64("key.prefix_id")?,
+            }),
+            1 => Ok(CacheKey::IdIndex {
+                cluster_id: self.u64("key.cluster_id")?,
+                cache_id: self.i64("key.cache_id")?,
+                batch_index: self.u32("key.batch_index")?,
+            }),
+            2 => Ok(CacheKey::Blocks {
+                cluster_id: self.u64("key.cluster_id")?,
+                model_id: self.u64("key.model_id")?,
+            }),
+            _ => Err(WireError::Invalid("key.tag")),
+        }
+    }
+}
+
+/// Checks that `total` is the (non-overflowing) sum of the segment lengths.
+fn check_total(segments: &[Segment], total: u64) -> Result<(), WireError> {
+    let sum = segments
+        .iter()
+        .try_fold(0u64, |acc, s| acc.checked_add(s.len))
+        .ok_or(WireError::Invalid("total"))?;
+    if sum != total {
+        return Err(WireError::Invalid("total"));
+    }
+    Ok(())
+}
+
+fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
+    Ok(match msg_type {
+        1 => Msg::Hello {
+            cluster_id: r.u64("cluster_id")?,
+            role: r.u32("role")?,
+            remote_accessible: r.bool("remote_accessible")?,
+            process: r.process()?,
+        },
+        2 => Msg::HelloAck {
+            status: r.u32("status")?,
+            message: r.string("message")?,
+            cluster_id: r.u64("cluster_id")?,
+            role: r.u32("role")?,
+            link_token: r.u64("link_token")?,
+            process: r.process()?,
+        },
+        3 => Msg::Attach {
+            cluster_id: r.u64("cluster_id")?,
+            link_token: r.u64("link_token")?,
+            reverse: r.bool("reverse")?,
+        },
+        4 => Msg::Reply {
+            status: r.u32("status")?,
+            message: r.string("message")?,
+        },
+        5 => Msg::Unlink,
+        6 => Msg::GetTable,
+        7 => {
+            let status = r.u32("status")?;
+            let n = r.count("entries", MAX_ENTRIES, ENTRY_MIN_WIRE)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(r.entry()?);
+            }
+            Msg::Table { status, entries }
+        }
+        8 => Msg::Resolve { key: r.key()? },
+        9 => Msg::Resolved {
+            status: r.u32("status")?,
+            message: r.string("message")?,
+            entry: if r.bool("entry")? {
+                Some(r.entry()?)
+            } else {
+                None
+            },
+            slot: r.u64("slot")?,
+        },
+        10 => Msg::Consume {
+            req_id: r.u64("req_id")?,
+            model_id: r.u64("model_id")?,
+        },
+        11 | 13 => {
+            let segments = r.segments()?;
+            let total = r.u64("total")?;
+            check_total(&segments, total)?;
+            if msg_type == 11 {
+                Msg::Read { segments, total }
+            } else {
+                Msg::Write { segments, total }
+            }
+        }
+        12 => Msg::ReadData {
+            status: r.u32("status")?,
+            message: r.string("message")?,
+            total: r.u64("total")?,
+        },
+        other => return Err(WireError::UnknownType(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn process(n_pools: usize) -> ProcessInfo {
+        ProcessInfo {
+            host_id: "boot-1234/ns-4026531836 ✓".to_owned(),
+            pid: 4242,
+            probe_addr: 0x7fff_dead_beef,
+            probe_cookie: 0x0123_4567_89ab_cdef,
+            pools: (0..n_pools)
+                .map(|i| PoolInfo {
+                    fd: 10 + i as u32,
+                    base: 0x7f00_0000_0000 + (i as u64) * 0x1000_0000,
+                    size: 1 << (20 + i),
+                })
+                .collect(),
+        }
+    }
+
+    fn entry(i: i64) -> CacheEntry {
+        CacheEntry {
+            cache_id: i,
+            kind: (i % 3) as u8,
+            placement: (i % 2) as u32,
+            data_type: 27,
+            shape: vec![4, 16, 128, i + 1],
+            tensor_bytes: 4 * 16 * 128 * 2 * (i as u64 + 1),
+            addrs: (0..8).map(|k| 0x1000_0000 * (k + 1) + i as u64).collect(),
+            req_keys: vec![(i as u64, 7, 0), (u64::MAX, 9, 3)],
+            blocks_model: if i % 2 == 0 { Some(99) } else { None },
+        }
+    }
+
+    fn segs(n: u64) -> Vec<Segment> {
+        (0..n)
+            .map(|i| Segment {
+                dst: 0x1000 * i,
+                src: 0x9000_0000 + 0x1000 * i,
+                len: 64 + i,
+            })
+            .collect()
+    }
+
+    fn all_samples() -> Vec<Msg> {
+        let s = segs(5);
+        let total: u64 = s.iter().map(|x| x.len).sum();
+        vec![
+            Msg::Hello {
+                cluster_id: 0xabcdef,
+                role: 1,
+                remote_accessible: true,
+                process: process(3),
+            },
+            Msg::HelloAck {
+                status: 0,
+                message: "welcome".to_owned(),
+                cluster_id: 77,
+                role: 2,
+                link_token: u64::MAX - 1,
+                process: process(0),
+            },
+            Msg::Attach {
+                cluster_id: 1,
+                link_token: 0x5555_aaaa,
+                reverse: true,
+            },
+            Msg::Reply {
+                status: 0x1_0000 + 5,
+                message: "cache not found: ключ".to_owned(),
+            },
+            Msg::Unlink,
+            Msg::GetTable,
+            Msg::Table {
+                status: 0,
+                entries: (0..4).map(entry).collect(),
+            },
+            Msg::Resolve {
+                key: CacheKey::Req {
+                    cluster_id: 3,
+                    req_id: 42,
+                    model_id: 1,
+                    prefix_id: u64::MAX,
+                },
+            },
+            Msg::Resolve {
+                key: CacheKey::IdIndex {
+                    cluster_id: 3,
+                    cache_id: -5,
+                    batch_index: 17,
+                },
+            },
+            Msg::Resolve {
+                key: CacheKey::Blocks {
+                    cluster_id: 3,
+                    model_id: 8,
+                },
+            },
+            Msg::Resolved {
+                status: 0,
+                message: String::new(),
+                entry: Some(entry(6)),
+                slot: 3,
+            },
+            Msg::Resolved {
+                status: 11,
+                message: "no such key".to_owned(),
+                entry: None,
+                slot: 0,
+            },
+            Msg::Consume {
+                req_id: 42,
+                model_id: 1,
+            },
+            Msg::Read {
+                segments: s.clone(),
+                total,
+            },
+            Msg::ReadData {
+                status: 0,
+                message: "ok".to_owned(),
+                total: 1 << 33,
+            },
+            Msg::Write { segments: s, total },
+        ]
+    }
+
+    /// Builds a frame with a hand-written header around `payload`.
+    fn raw_frame(msg_type: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&msg_type.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&9u32.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn header_of(frame: &[u8]) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&frame[..HEADER_LEN]);
+        h
+    }
+
+    /// Decodes the way the transport does: header, then the rest as payload.
+    fn decode_split(frame: &[u8]) -> Result<(Header, Msg), WireError> {
+        if frame.len() < HEADER_LEN {
+            return Err(WireError::Truncated("header"));
+        }
+        let header = decode_header(&header_of(frame))?;
+        let msg = decode_payload(&header, &frame[HEADER_LEN..])?;
+        Ok((header, msg))
+    }
+
+    #[test]
+    fn round_trip_every_variant() {
+        let samples = all_samples();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, msg) in samples.iter().enumerate() {
+            let tag = 1000 + i as u32;
+            let frame = encode_to_vec(msg, tag);
+            let (header, back) = decode_split(&frame).unwrap();
+            assert_eq!(header.msg_type, msg.msg_type());
+            assert_eq!(header.tag, tag);
+            assert_eq!(frame_len(&header), frame.len());
+            assert_eq!(&back, msg);
+            assert_eq!(decode_frame(&frame).unwrap().1, *msg);
+            seen.insert(msg.msg_type());
+        }
+        assert_eq!(seen.len(), 13, "every message type is covered");
+    }
+
+    #[test]
+    fn encode_appends_and_patches_length() {
+        let mut out = vec![1, 2, 3];
+        let msg = Msg::Reply {
+            status: 1,
+            message: "x".repeat(10),
+        };
+        encode(&msg, 5, &mut out);
+        encode(&Msg::Unlink, 6, &mut out);
+        assert_eq!(&out[..3], &[1, 2, 3]);
+        let first = &out[3..];
+        let h = decode_header(&header_of(first)).unwrap();
+        assert_eq!(h.payload_len, 4 + 4 + 10);
+        let (a, b) = first.split_at(frame_len(&h));
+        assert_eq!(decode_frame(a).unwrap().1, msg);
+        let (h2, m2) = decode_frame(b).unwrap();
+        assert_eq!((h2.tag, h2.payload_len, m2), (6, 0, Msg::Unlink));
+    }
+
+    #[test]
+    fn header_layout_is_fixed() {
+        let frame = encode_to_vec(&Msg::GetTable, 0x0102_0304);
+        assert_eq!(
+            frame,
+            [b'L', b'L', b'D', b'D', 1, 0, 6, 0, 0, 0, 0, 0, 4, 3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn long_strings_are_truncated_at_a_char_boundary() {
+        let msg = Msg::Reply {
+            status: 1,
+            message: "é".repeat(MAX_STRING), // 2 bytes each
+        };
+        let (_, back) = decode_frame(&encode_to_vec(&msg, 0)).unwrap();
+        let Msg::Reply { message, .. } = back else {
+            panic!("wrong variant")
+        };
+        assert_eq!(message.len(), MAX_STRING);
+        assert_eq!(message, "é".repeat(MAX_STRING / 2));
+    }
+
+    #[test]
+    fn bulk_len_of_messages() {
+        let s = segs(2);
+        assert_eq!(
+            bulk_len(&Msg::Write {
+                segments: s.clone(),
+                total: 129
+            }),
+            129
+        );
+        assert_eq!(
+            bulk_len(&Msg::Read {
+                segments: s,
+                total: 129
+            }),
+            0
+        );
+        let rd = |status| Msg::ReadData {
+            status,
+            message: String::new(),
+            total: 10,
+        };
+        assert_eq!(bulk_len(&rd(0)), 10);
+        assert_eq!(bulk_len(&rd(3)), 0);
+        assert_eq!(bulk_len(&Msg::Unlink), 0);
+    }
+
+    // ---- crafted errors -------------------------------------------------
+
+    #[test]
+    fn bad_magic() {
+        let mut frame = encode_to_vec(&Msg::Unlink, 0);
+        frame[0] = b'X';
+        assert!(matches!(
+            decode_header(&header_of(&frame)),
+            Err(WireError::BadMagic(_))
+        ));
+    }
+
+    #[test]
+    fn bad_version() {
+        let mut frame = encode_to_vec(&Msg::Unlink, 0);
+        frame[4] = 2;
+        assert_eq!(
+            decode_header(&header_of(&frame)),
+            Err(WireError::BadVersion(2))
+        );
+    }
+
+    #[test]
+    fn unknown_type() {
+        for t in [0u16, 14, 0xffff] {
+            let frame = raw_frame(t, &[]);
+            assert_eq!(
+                decode_header(&header_of(&frame)),
+                Err(WireError::UnknownType(t))
+            );
+            let h = Header {
+                msg_type: t,
+                payload_len: 0,
+                tag: 0,
+            };
+            assert_eq!(decode_payload(&h, &[]), Err(WireError::UnknownType(t)));
+        }
+    }
+
+    #[test]
+    fn oversized_length() {
+        let mut frame = encode_to_vec(&Msg::Unlink, 0);
+        frame[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        assert_eq!(
+            decode_header(&header_of(&frame)),
+            Err(WireError::TooLarge(u64::from(MAX_PAYLOAD) + 1))
+        );
+        frame[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode_header(&header_of(&frame)),
+            Err(WireError::TooLarge(u64::from(u32::MAX)))
+        );
+        // A frame of exactly MAX_PAYLOAD is accepted by the header check.
+        frame[8..12].copy_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        assert!(decode_header(&header_of(&frame)).is_ok());
+    }
+
+    #[test]
+    fn truncated_payload() {
+        let frame = encode_to_vec(&all_samples()[0], 0);
+        // Fewer bytes than the header promises.
+        assert_eq!(
+            decode_split(&frame[..frame.len() - 1]),
+            Err(WireError::Truncated("payload"))
+        );
+        // Header consistent with the shortened payload: a field runs out.
+        let short = raw_frame(1, &frame[HEADER_LEN..frame.len() - 3]);
+        assert!(matches!(decode_split(&short), Err(WireError::Truncated(_))));
+        let short = raw_frame(10, &[0; 15]);
+        assert_eq!(decode_split(&short), Err(WireError::Truncated("model_id")));
+    }
+
+    #[test]
+    fn trailing_bytes() {
+        let mut frame = encode_to_vec(
+            &Msg::Consume {
+                req_id: 1,
+                model_id: 2,
+            },
+            0,
+        );
+        frame.extend_from_slice(&[0, 0]);
+        // More bytes than the header promises.
+        assert_eq!(decode_split(&frame), Err(WireError::Trailing(2)));
+        // Header covers the extra bytes, but the message does not use them.
+        let fixed = raw_frame(10, &frame[HEADER_LEN..]);
+        assert_eq!(decode_split(&fixed), Err(WireError::Trailing(2)));
+        let empty = raw_frame(5, &[7]);
+        assert_eq!(decode_split(&empty), Err(WireError::Trailing(1)));
+    }
+
+    #[test]
+    fn bool_must_be_zero_or_one() {
+        let frame = encode_to_vec(
+            &Msg::Attach {
+                cluster_id: 1,
+                link_token: 2,
+                reverse: true,
+            },
+            0,
+        );
+        let mut bad = frame.clone();
+        let last = bad.len() - 1;
+        assert_eq!(bad[last], 1);
+        bad[last] = 2;
+        assert_eq!(decode_split(&bad), Err(WireError::Invalid("reverse")));
+        // Option flag too.
+        let frame = encode_to_vec(
+            &Msg::Resolved {
+                status: 0,
+                message: String::new(),
+                entry: None,
+                slot: 1,
+            },
+            0,
+        );
+        let mut bad = frame.clone();
+        let flag = HEADER_LEN + 4 + 4;
+        assert_eq!(bad[flag], 0);
+        bad[flag] = 2;
+        assert_eq!(decode_split(&bad), Err(WireError::Invalid("entry")));
+    }
+
+    #[test]
+    fn bad_utf8() {
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&3u32.to_le_bytes());
+        payload.extend_from_slice(&[b'a', 0xff, 0xfe]);
+        assert_eq!(
+            decode_split(&raw_frame(4, &payload)),
+            Err(WireError::Invalid("message"))
+        );
+    }
+
+    #[test]
+    fn string_too_long() {
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&(MAX_STRING as u32 + 1).to_le_bytes());
+        payload.extend(std::iter::repeat(b'a').take(MAX_STRING + 1));
+        assert_eq!(
+            decode_split(&raw_frame(4, &payload)),
+            Err(WireError::OutOfBounds("message"))
+        );
+        // A huge string length with a tiny payload.
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&100u32.to_le_bytes());
+        payload.extend_from_slice(b"abc");
+        assert_eq!(
+            decode_split(&raw_frame(4, &payload)),
+            Err(WireError::Truncated("message"))
+        );
+    }
+
+    #[test]
+    fn huge_vec_count_with_tiny_payload() {
+        // Within MAX_SEGMENTS but the payload cannot hold that many.
+        let mut payload = (MAX_SEGMENTS as u32).to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            decode_split(&raw_frame(11, &payload)),
+            Err(WireError::Truncated("segments"))
+        );
+        // Beyond MAX_SEGMENTS.
+        let payload = u32::MAX.to_le_bytes();
+        assert_eq!(
+            decode_split(&raw_frame(13, &payload)),
+            Err(WireError::OutOfBounds("segments"))
+        );
+        // Table entries.
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&(MAX_ENTRIES as u32).to_le_bytes());
+        assert_eq!(
+            decode_split(&raw_frame(7, &payload)),
+            Err(WireError::Truncated("entries"))
+        );
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&(MAX_ENTRIES as u32 + 1).to_le_bytes());
+        assert_eq!(
+            decode_split(&raw_frame(7, &payload)),
+            Err(WireError::OutOfBounds("entries"))
+        );
+        // Pools.
+        let mut p = Vec::new();
+        put_u64(&mut p, 1);
+        put_u32(&mut p, 0);
+        put_bool(&mut p, false);
+        put_str(&mut p, "h");
+        put_u32(&mut p, 1);
+        put_u64(&mut p, 0);
+        put_u64(&mut p, 0);
+        let mut over = p.clone();
+        put_u32(&mut over, MAX_POOLS as u32 + 1);
+        assert_eq!(
+            decode_split(&raw_frame(1, &over)),
+            Err(WireError::OutOfBounds("pools"))
+        );
+        put_u32(&mut p, MAX_POOLS as u32);
+        assert_eq!(
+            decode_split(&raw_frame(1, &p)),
+            Err(WireError::Truncated("pools"))
+        );
+    }
+
+    #[test]
+    fn addrs_and_req_keys_bounds() {
+        let mut e = entry(1);
+        e.addrs.clear();
+        e.req_keys.clear();
+        let mut p = Vec::new();
+        put_u32(&mut p, 0);
+        put_u32(&mut p, 1);
+        put_entry(&mut p, &e);
+        // Locate the addrs count: after cache_id..shape..tensor_bytes.
+        let addrs_at = 4 + 4 + 8 + 1 + 4 + 4 + 4 + 8 * e.shape.len() + 8;
+        assert_eq!(&p[addrs_at..addrs_at + 4], &[0, 0, 0, 0]);
+        let mut bad = p.clone();
+        bad[addrs_at..addrs_at + 4].copy_from_slice(&(MAX_ADDRS as u32 + 1).to_le_bytes());
+        assert_eq!(
+            decode_split(&raw_frame(7, &bad)),
+            Err(WireError::OutOfBounds("addrs"))
+        );
+        let mut bad = p.clone();
+        bad[addrs_at..addrs_at + 4].copy_from_slice(&(MAX_ADDRS as u32).to_le_bytes());
+        assert_eq!(
+            decode_split(&raw_frame(7, &bad)),
+            Err(WireError::Truncated("addrs"))
+        );
+        let keys_at = addrs_at + 4;
+        let mut bad = p.clone();
+        bad[keys_at..keys_at + 4].copy_from_slice(&(MAX_ADDRS as u32 + 1).to_le_bytes());
+        assert_eq!(
+            decode_split(&raw_frame(7, &bad)),
+            Err(WireError::OutOfBounds("req_keys"))
+        );
+        assert!(decode_split(&raw_frame(7, &p)).is_ok());
+    }
+
+    #[test]
+    fn total_mismatch_and_overflow() {
+        let s = segs(3);
+        let sum: u64 = s.iter().map(|x| x.len).sum();
+        for total in [sum + 1, sum - 1, 0] {
+            let frame = encode_to_vec(
+                &Msg::Read {
+                    segments: s.clone(),
+                    total,
+                },
+                0,
+            );
+            assert_eq!(decode_split(&frame), Err(WireError::Invalid("total")));
+        }
+        let big = vec![
+            Segment {
+                dst: 0,
+                src: 0,
+                len: u64::MAX,
+            },
+            Segment {
+                dst: 0,
+                src: 0,
+                len: 2,
+            },
+        ];
+        let frame = encode_to_vec(
+            &Msg::Write {
+                segments: big,
+                total: 1,
+            },
+            0,
+        );
+        assert_eq!(decode_split(&frame), Err(WireError::Invalid("total")));
+        // An empty list with total 0 is consistent.
+        let frame = encode_to_vec(
+            &Msg::Write {
+                segments: vec![],
+                total: 0,
+            },
+            0,
+        );
+        assert!(decode_split(&frame).is_ok());
+    }
+
+    #[test]
+    fn zero_length_segment() {
+        let mut s = segs(3);
+        s[1].len = 0;
+        let total = s.iter().map(|x| x.len).sum();
+        let frame = encode_to_vec(&Msg::Write { segments: s, total }, 0);
+        assert_eq!(decode_split(&frame), Err(WireError::Invalid("segment.len")));
+    }
+
+    #[test]
+    fn shape_dims_bound() {
+        let mut e = entry(2);
+        e.shape = vec![1; 31];
+        let ok = Msg::Resolved {
+            status: 0,
+            message: String::new(),
+            entry: Some(e.clone()),
+            slot: 0,
+        };
+        assert_eq!(decode_split(&encode_to_vec(&ok, 0)).unwrap().1, ok);
+        e.shape = vec![1; 32];
+        let bad = Msg::Table {
+            status: 0,
+            entries: vec![e],
+        };
+        assert_eq!(
+            decode_split(&encode_to_vec(&bad, 0)),
+            Err(WireError::OutOfBounds("shape"))
+        );
+    }
+
+    #[test]
+    fn bad_key_tag() {
+        let mut payload = vec![3u8];
+        payload.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            decode_split(&raw_frame(8, &payload)),
+            Err(WireError::Invalid("key.tag"))
+        );
+    }
+
+    #[test]
+    fn decode_frame_short_header() {
+        assert_eq!(decode_frame(&[0; 15]), Err(WireError::Truncated("header")));
+    }
+
+    // ---- property tests -------------------------------------------------
+
+    fn text() -> impl Strategy<Value = String> {
+        "\\PC{0,24}"
+    }
+
+    fn arb_process() -> impl Strategy<Value = ProcessInfo> {
+        (
+            text(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(
+                (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(fd, base, size)| PoolInfo {
+                    fd,
+                    base,
+                    size,
+                }),
+                0..=MAX_POOLS,
+            ),
+        )
+            .prop_map(
+                |(host_id, pid, probe_addr, probe_cookie, pools)| ProcessInfo {
+                    host_id,
+                    pid,
+                    probe_addr,
+                    probe_cookie,
+                    pools,
+                },
+            )
+    }
+
+    fn arb_entry() -> impl Strategy<Value = CacheEntry> {
+        (
+            (any::<i64>(), any::<u8>(), any::<u32>(), any::<u32>()),
+            prop::collection::vec(any::<i64>(), 0..=31),
+            any::<u64>(),
+            prop::collection::vec(any::<u64>(), 0..16),
+            prop::collection::vec(any::<(u64, u64, u64)>(), 0..4),
+            any::<Option<u64>>(),
+        )
+            .prop_map(
+                |(
+                    (cache_id, kind, placement, data_type),
+                    shape,
+                    tensor_bytes,
+                    addrs,
+                    req_keys,
+                    blocks_model,
+                )| {
+                    CacheEntry {
+                        cache_id,
+                        kind,
+                        placement,
+                        data_type,
+                        shape,
+                        tensor_bytes,
+                        addrs,
+                        req_keys,
+                        blocks_model,
+                    }
+                },
+            )
+    }
+
+    fn arb_key() -> impl Strategy<Value = CacheKey> {
+        prop_oneof![
+            any::<(u64, u64, u64, u64)>().prop_map(|(cluster_id, req_id, model_id, prefix_id)| {
+                CacheKey::Req {
+                    cluster_id,
+                    req_id,
+                    model_id,
+                    prefix_id,
+                }
+            }),
+            any::<(u64, i64, u32)>().prop_map(|(cluster_id, cache_id, batch_index)| {
+                CacheKey::IdIndex {
+                    cluster_id,
+                    cache_id,
+                    batch_index,
+                }
+            }),
+            any::<(u64, u64)>().prop_map(|(cluster_id, model_id)| CacheKey::Blocks {
+                cluster_id,
+                model_id
+            }),
+        ]
+    }
+
+    /// Segments with non-zero lengths whose sum cannot overflow, plus the sum.
+    fn arb_segments() -> impl Strategy<Value = (Vec<Segment>, u64)> {
+        prop::collection::vec(
+            (any::<u64>(), any::<u64>(), 1u64..(1 << 48)).prop_map(|(dst, src, len)| Segment {
+                dst,
+                src,
+                len,
+            }),
+            0..48,
+        )
+        .prop_map(|s| {
+            let total = s.iter().map(|x| x.len).sum();
+            (s, total)
+        })
+    }
+
+    fn arb_msg() -> impl Strategy<Value = Msg> {
+        prop_oneof![
+            (any::<u64>(), any::<u32>(), any::<bool>(), arb_process()).prop_map(
+                |(cluster_id, role, remote_accessible, process)| Msg::Hello {
+                    cluster_id,
+                    role,
+                    remote_accessible,
+                    process,
+                }
+            ),
+            (
+                any::<u32>(),
+                text(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                arb_process()
+            )
+                .prop_map(
+                    |(status, message, cluster_id, role, link_token, process)| {
+                        Msg::HelloAck {
+                            status,
+                            message,
+                            cluster_id,
+                            role,
+                            link_token,
+                            process,
+                        }
+                    }
+                ),
+            any::<(u64, u64, bool)>().prop_map(|(cluster_id, link_token, reverse)| Msg::Attach {
+                cluster_id,
+                link_token,
+                reverse,
+            }),
+            (any::<u32>(), text()).prop_map(|(status, message)| Msg::Reply { status, message }),
+            Just(Msg::Unlink),
+            Just(Msg::GetTable),
+            (any::<u32>(), prop::collection::vec(arb_entry(), 0..6))
+                .prop_map(|(status, entries)| Msg::Table { status, entries }),
+            arb_key().prop_map(|key| Msg::Resolve { key }),
+            (
+                any::<u32>(),
+                text(),
+                proptest::option::of(arb_entry()),
+                any::<u64>()
+            )
+                .prop_map(|(status, message, entry, slot)| Msg::Resolved {
+                    status,
+                    message,
+                    entry,
+                    slot,
+                }),
+            any::<(u64, u64)>().prop_map(|(req_id, model_id)| Msg::Consume { req_id, model_id }),
+            arb_segments().prop_map(|(segments, total)| Msg::Read { segments, total }),
+            (any::<u32>(), text(), any::<u64>()).prop_map(|(status, message, total)| {
+                Msg::ReadData {
+                    status,
+                    message,
+                    total,
+                }
+            }),
+            arb_segments().prop_map(|(segments, total)| Msg::Write { segments, total }),
+        ]
+    }
+
+    /// A byte-level edit of a frame.
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Flip(usize, u8),
+        Set(usize, u8),
+        Insert(usize, u8),
+        Delete(usize),
+        Truncate(usize),
+    }
+
+    fn arb_mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 1u8..).prop_map(|(i, m)| Mutation::Flip(i, m)),
+            (
+                any::<usize>(),
+                prop_oneof![Just(0u8), Just(1), Just(2), Just(0xff), any::<u8>()]
+            )
+                .prop_map(|(i, v)| Mutation::Set(i, v)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Insert(i, v)),
+            any::<usize>().prop_map(Mutation::Delete),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn apply(frame: &mut Vec<u8>, m: &Mutation) {
+        let n = frame.len();
+        match *m {
+            Mutation::Flip(i, x) if n > 0 => frame[i % n] ^= x,
+            Mutation::Set(i, v) if n > 0 => frame[i % n] = v,
+            Mutation::Insert(i, v) => frame.insert(i % (n + 1), v),
+            Mutation::Delete(i) if n > 0 => {
+                frame.remove(i % n);
+            }
+            Mutation::Truncate(i) => frame.truncate(i % (n + 1)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn prop_round_trip(msg in arb_msg(), tag in any::<u32>()) {
+            let frame = encode_to_vec(&msg, tag);
+            let (header, back) = decode_split(&frame).unwrap();
+            prop_assert_eq!(header.tag, tag);
+            prop_assert_eq!(header.msg_type, msg.msg_type());
+            prop_assert_eq!(frame_len(&header), frame.len());
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn prop_random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = decode_split(&bytes);
+            let _ = decode_frame(&bytes);
+        }
+
+        #[test]
+        fn prop_random_payload_never_panics(
+            msg_type in 0u16..=14,
+            payload in prop::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            // A valid header so the payload decoder sees the random bytes.
+            let frame = raw_frame(msg_type, &payload);
+            if let Ok((_, msg)) = decode_split(&frame) {
+                // Decoding is canonical: an accepted frame re-encodes to itself.
+                prop_assert_eq!(encode_to_vec(&msg, 9), frame);
+            }
+        }
+
+        #[test]
+        fn prop_mutated_frames_never_panic(
+            msg in arb_msg(),
+            muts in prop::collection::vec(arb_mutation(), 1..6),
+            fix_len in any::<bool>(),
+        ) {
+            let mut frame = encode_to_vec(&msg, 7);
+            for m in &muts {
+                apply(&mut frame, m);
+            }
+            if fix_len && frame.len() >= HEADER_LEN {
+                // Keep the header consistent so the edits reach the payload decoder.
+                let len = (frame.len() - HEADER_LEN) as u32;
+                frame[8..12].copy_from_slice(&len.to_le_bytes());
+            }
+            if let Ok((header, back)) = decode_split(&frame) {
+                prop_assert_eq!(encode_to_vec(&back, header.tag), frame);
+            }
+        }
+    }
 }
