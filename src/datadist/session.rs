@@ -1,0 +1,618 @@
+//! One initialised lifetime of an instance (init … finalize): configuration,
+//! registry, pools, link table, the listening endpoint and every thread the
+//! instance runs. Finalize tears all of it down and joins every thread.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::cache::pool::{PeerMapping, Pool};
+use crate::cache::registry::Registry;
+use crate::datadist::link::{Link, LinkParts};
+use crate::datadist::options::Config;
+use crate::status::{Error, Result, Status};
+use crate::transport::local::{self, LocalPath};
+use crate::transport::tcp::{check_reply, poll_fd, Conn};
+use crate::transport::wire::{Msg, PoolInfo, ProcessInfo};
+use crate::{bail, err, log_info, log_warn};
+
+/// Server-side concurrent link setups (seed 004).
+const MAX_CONCURRENT_SETUPS: usize = 16;
+/// Bound on a peer's handshake and on serving-side I/O of one request.
+const SERVE_IO_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listening endpoint and its accept thread.
+struct Listener {
+    addr: SocketAddr,
+    wake: i32,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(mut self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our eventfd.
+        unsafe { libc::write(self.wake, &one as *const u64 as *const _, 8) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // SAFETY: closing our eventfd.
+        unsafe { libc::close(self.wake) };
+    }
+}
+
+/// A small counting semaphore.
+struct Slots {
+    used: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// The initialised state of an instance.
+pub struct Session {
+    pub cluster_id: u64,
+    pub role: Arc<AtomicU32>,
+    pub config: Config,
+    pub registry: Registry,
+    pub device_pool: Option<Arc<Pool>>,
+    pub host_pool: Option<Arc<Pool>>,
+    links: Mutex<HashMap<u64, Arc<Link>>>,
+    listener: Mutex<Option<Listener>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Accepted sockets not yet attached to a link.
+    pending: Mutex<HashMap<u64, TcpStream>>,
+    next_pending: AtomicU64,
+    closing: AtomicBool,
+    setups: Slots,
+    me: Weak<Session>,
+}
+
+impl Session {
+    /// Builds the session: pools, then the listener if configured.
+    pub fn start(cluster_id: u64, role: Arc<AtomicU32>, config: Config) -> Result<Arc<Session>> {
+        let mk_pool = |name: &str, p: Option<crate::datadist::options::PoolConfig>| -> Result<Option<Arc<Pool>>> {
+            p.map(|p| Pool::new(name, p.memory_size, p.page_shift).map(Arc::new)).transpose()
+        };
+        let device_pool = mk_pool("llmdd-device-pool", config.device_pool)?;
+        let host_pool = mk_pool("llmdd-host-pool", config.host_pool)?;
+        let listen = config.listen;
+        let s = Arc::new_cyclic(|me| Session {
+            cluster_id,
+            role,
+            config,
+            registry: Registry::default(),
+            device_pool,
+            host_pool,
+            links: Mutex::new(HashMap::new()),
+            listener: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_pending: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            setups: Slots { used: Mutex::new(0), cv: Condvar::new() },
+            me: me.clone(),
+        });
+        if let Some(addr) = listen {
+            s.listen(addr)?;
+        }
+        Ok(s)
+    }
+
+    fn arc(&self) -> Arc<Session> {
+        self.me.upgrade().expect("session alive while in use")
+    }
+
+    /// The endpoint this instance listens on, if it is a server.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.addr)
+    }
+
+    /// Spawns a tracked thread (joined at finalize).
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        t.retain(|h| !h.is_finished());
+        match std::thread::Builder::new()
+            .name(name.to_string())
+            .stack_size(256 * 1024)
+            .spawn(f)
+        {
+            Ok(h) => t.push(h),
+            Err(e) => log_warn!("could not spawn thread {name}: {e}"),
+        }
+    }
+
+    /// Starts listening on `addr` (replacing any current listener).
+    pub fn listen(&self, addr: SocketAddr) -> Result<()> {
+        let l = TcpListener::bind(addr).map_err(|e| err!(Failed, "cannot listen on {addr}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
+        let bound = l.local_addr().unwrap_or(addr);
+        // SAFETY: plain eventfd creation.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wake < 0 {
+            bail!(Failed, "eventfd failed: {}", std::io::Error::last_os_error());
+        }
+        let me = self.me.clone();
+        let thread = std::thread::Builder::new()
+            .name("llmdd-accept".into())
+            .spawn(move || accept_loop(me, l, wake))
+            .map_err(|e| err!(Failed, "cannot start accept thread: {e}"))?;
+        let old = self.listener.lock().unwrap_or_else(|p| p.into_inner()).replace(Listener {
+            addr: bound,
+            wake,
+            thread: Some(thread),
+        });
+        if let Some(o) = old {
+            o.stop();
+        }
+        log_info!("cluster {} listening on {bound}", self.cluster_id);
+        Ok(())
+    }
+
+    /// Stops listening (becomes a client).
+    pub fn stop_listening(&self) {
+        let l = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(l) = l {
+            l.stop();
+        }
+    }
+
+    /// Our process identity plus our pools, for a handshake.
+    fn process_info(&self) -> ProcessInfo {
+        let mut p = local::local_process();
+        for pool in [&self.device_pool, &self.host_pool].into_iter().flatten() {
+            p.pools.push(PoolInfo {
+                fd: pool.fd() as u32,
+                base: pool.base(),
+                size: pool.size(),
+            });
+        }
+        p
+    }
+
+    /// Decides the one-sided path to a peer and maps its pools.
+    fn local_path_to(&self, peer: &ProcessInfo) -> (Option<LocalPath>, Vec<PeerMapping>) {
+        if !self.config.same_host {
+            return (None, Vec::new());
+        }
+        match local::probe(peer) {
+            Ok(LocalPath::SameProcess) => (Some(LocalPath::SameProcess), Vec::new()),
+            Ok(p @ LocalPath::SameHost { pid }) => {
+                let mut maps = Vec::new();
+                for pool in &peer.pools {
+                    match PeerMapping::open(pid, pool.fd, pool.base, pool.size) {
+                        Ok(m) => maps.push(m),
+                        Err(e) => log_info!("not mapping peer pool: {}", e.message),
+                    }
+                }
+                (Some(p), maps)
+            }
+            Err(why) => {
+                log_info!("same-host path to pid {} unavailable ({why}); using TCP", peer.pid);
+                (None, Vec::new())
+            }
+        }
+    }
+
+    /// The link to `cluster_id`, if any.
+    pub fn link(&self, cluster_id: u64) -> Option<Arc<Link>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).get(&cluster_id).cloned()
+    }
+
+    /// Number of live links.
+    pub fn link_count(&self) -> usize {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Removes `link` from the table if it is still the current one.
+    fn remove_exact(&self, link: &Arc<Link>) -> bool {
+        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(&link.remote_cluster_id) {
+            Some(l) if Arc::ptr_eq(l, link) => {
+                m.remove(&link.remote_cluster_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops the local side of the link to `cluster_id` (force unlink).
+    pub fn drop_link(&self, cluster_id: u64, wait: Duration) -> bool {
+        let l = self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(&cluster_id);
+        match l {
+            Some(l) => {
+                l.teardown(wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ---------------------------------------------------------------- client
+
+    /// Client side of link_clusters for one peer.
+    pub fn connect(&self, remote_cluster_id: u64, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            bail!(Failed, "instance is finalizing");
+        }
+        if remote_cluster_id == self.cluster_id {
+            bail!(ParamInvalid, "remote_cluster_id {remote_cluster_id} is this instance's own cluster id");
+        }
+        if self.link(remote_cluster_id).is_some() {
+            bail!(AlreadyLink, "a link to cluster {remote_cluster_id} already exists");
+        }
+        if self.link_count() >= self.config.max_links as usize {
+            bail!(LinkFailed, "this instance already has {} links (the limit)", self.config.max_links);
+        }
+        let deadline = Instant::now() + timeout;
+        let spin = self.config.busy_poll;
+        let mut control = Conn::connect(&addr, timeout, spin)?;
+        let generation = self.registry.generation();
+        control.send(
+            &Msg::Hello {
+                cluster_id: self.cluster_id,
+                role: self.role.load(Ordering::Relaxed),
+                remote_accessible: self.config.remote_cache_accessible,
+                process: self.process_info(),
+            },
+            Some(deadline),
+        )?;
+        let (remote_role, token, process) = match control.recv(Some(deadline)) {
+            Ok(Msg::HelloAck { status, message, cluster_id, role, link_token, process }) => {
+                check_reply(status, &message, "link handshake")?;
+                if cluster_id != remote_cluster_id {
+                    bail!(
+                        LinkFailed,
+                        "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
+                    );
+                }
+                (role, link_token, process)
+            }
+            Ok(m) => bail!(LinkFailed, "unexpected handshake reply type {} from {addr}", m.msg_type()),
+            Err(e) if e.status == Status::Timeout => {
+                bail!(LinkFailed, "handshake with {addr} timed out after {} ms", timeout.as_millis())
+            }
+            Err(e) => return Err(Error::new(Status::LinkFailed, e.message)),
+        };
+        let (local_path, peer_pools) = self.local_path_to(&process);
+        let link = Arc::new(Link::new(LinkParts {
+            remote_cluster_id,
+            remote_role,
+            token,
+            we_dialed: true,
+            remote_addr: addr,
+            local_path,
+            peer_pools,
+            generation,
+            local_cluster_id: self.cluster_id,
+            spin,
+        }));
+        // Build the rest of the link; on failure tell the server to drop it.
+        let built = (|| -> Result<()> {
+            link.add_request_conn(control);
+            // Extra request connections (striping) and reverse connections on
+            // which the server sends its requests.
+            let extra = self.config.data_connections.saturating_sub(1) as usize;
+            for _ in 0..extra {
+                let g = link.take_conns(extra + 1, deadline)?;
+                drop(g);
+                break;
+            }
+            for _ in 0..self.config.data_connections {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut c = Conn::connect(&addr, left, spin)?;
+                c.send(
+                    &Msg::Attach { cluster_id: self.cluster_id, link_token: token, reverse: true },
+                    Some(deadline),
+                )?;
+                match c.recv(Some(deadline))? {
+                    Msg::Reply { status, message } => check_reply(status, &message, "attaching a reverse connection")?,
+                    m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
+                }
+                link.track(&c);
+                let (s, l) = (self.arc(), link.clone());
+                self.spawn("llmdd-serve-rev", move || serve(s, l, c, false));
+            }
+            Ok(())
+        })();
+        if let Err(e) = built {
+            link.teardown(Duration::ZERO);
+            let e = if e.status == Status::Timeout {
+                err!(LinkFailed, "link setup with {addr} timed out after {} ms", timeout.as_millis())
+            } else {
+                e
+            };
+            return Err(e);
+        }
+        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if m.contains_key(&remote_cluster_id) {
+            drop(m);
+            link.teardown(Duration::ZERO);
+            bail!(AlreadyLink, "a link to cluster {remote_cluster_id} was created concurrently");
+        }
+        m.insert(remote_cluster_id, link);
+        log_info!("cluster {} linked to cluster {remote_cluster_id} at {addr}", self.cluster_id);
+        Ok(())
+    }
+
+    /// Client side of a non-forced unlink: tell the server, then drop ours.
+    pub fn disconnect(&self, remote_cluster_id: u64, timeout: Duration) -> Result<()> {
+        let Some(link) = self.link(remote_cluster_id) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        let reply = crate::datadist::link::request(&link, &Msg::Unlink, deadline);
+        match reply {
+            Ok(Msg::Reply { status: 0, .. }) => {}
+            Ok(Msg::Reply { message, .. }) => bail!(UnlinkFailed, "cluster {remote_cluster_id} refused the unlink: {message}; force-unlink both ends"),
+            Ok(m) => bail!(UnlinkFailed, "unexpected reply {} to Unlink", m.msg_type()),
+            Err(e) => bail!(UnlinkFailed, "could not reach cluster {remote_cluster_id} to unlink ({}); force-unlink both ends", e.message),
+        }
+        if self.remove_exact(&link) {
+            link.teardown(timeout);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- server
+
+    fn acquire_setup(&self) {
+        let mut u = self.setups.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *u >= MAX_CONCURRENT_SETUPS {
+            u = self.setups.cv.wait(u).unwrap_or_else(|p| p.into_inner());
+        }
+        *u += 1;
+    }
+
+    fn release_setup(&self) {
+        *self.setups.used.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.setups.cv.notify_one();
+    }
+
+    /// Handles a freshly accepted connection: handshake or attach, then serve.
+    fn incoming(self: Arc<Self>, stream: TcpStream, pending_id: u64) {
+        let spin = self.config.busy_poll;
+        let mut conn = match Conn::new(stream, spin) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
+        let first = conn.recv(deadline);
+        let unpend = |s: &Session| {
+            s.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&pending_id);
+        };
+        match first {
+            Ok(Msg::Hello { cluster_id, role, remote_accessible, process }) => {
+                self.acquire_setup();
+                let r = self.accept_link(&mut conn, cluster_id, role, remote_accessible, &process);
+                self.release_setup();
+                unpend(&self);
+                match r {
+                    Ok(link) => serve(self, link, conn, true),
+                    Err(e) => {
+                        log_warn!("refused link from cluster {cluster_id} at {}: {}", conn.peer(), e.message);
+                        let _ = conn.send(
+                            &Msg::HelloAck {
+                                status: e.status.code(),
+                                message: e.message,
+                                cluster_id: self.cluster_id,
+                                role: self.role.load(Ordering::Relaxed),
+                                link_token: 0,
+                                process: local::local_process(),
+                            },
+                            deadline,
+                        );
+                    }
+                }
+            }
+            Ok(Msg::Attach { cluster_id, link_token, reverse }) => {
+                unpend(&self);
+                let link = self.link(cluster_id).filter(|l| l.token == link_token && !l.we_dialed);
+                let Some(link) = link else {
+                    log_warn!("dropping connection from {}: unknown link token", conn.peer());
+                    let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
+                    return;
+                };
+                if conn.reply(Status::Success, "", deadline).is_err() {
+                    return;
+                }
+                if reverse {
+                    link.add_request_conn(conn);
+                } else {
+                    link.track(&conn);
+                    serve(self, link, conn, false);
+                }
+            }
+            Ok(m) => {
+                unpend(&self);
+                log_warn!("dropping connection from {}: first frame has type {}", conn.peer(), m.msg_type());
+            }
+            Err(e) => {
+                unpend(&self);
+                log_warn!("dropping connection from {}: {}", conn.peer(), e.message);
+            }
+        }
+    }
+
+    fn accept_link(
+        &self,
+        conn: &mut Conn,
+        cluster_id: u64,
+        role: u32,
+        remote_accessible: bool,
+        process: &ProcessInfo,
+    ) -> Result<Arc<Link>> {
+        if self.closing.load(Ordering::Acquire) {
+            bail!(LinkFailed, "server is finalizing");
+        }
+        if cluster_id == self.cluster_id {
+            bail!(LinkFailed, "peer uses this server's own cluster id {cluster_id}");
+        }
+        if remote_accessible != self.config.remote_cache_accessible {
+            bail!(
+                ParamInvalid,
+                "remote-cache-accessible mode differs: client {}, server {}",
+                remote_accessible,
+                self.config.remote_cache_accessible
+            );
+        }
+        // A stale link from the same cluster is replaced.
+        if let Some(old) = self.link(cluster_id) {
+            log_info!("replacing stale link from cluster {cluster_id}");
+            if self.remove_exact(&old) {
+                old.teardown(Duration::ZERO);
+            }
+        }
+        if self.link_count() >= self.config.max_links as usize {
+            bail!(LinkFailed, "server already has {} links (the limit)", self.config.max_links);
+        }
+        let (local_path, peer_pools) = self.local_path_to(process);
+        let token = local::random_u64();
+        let link = Arc::new(Link::new(LinkParts {
+            remote_cluster_id: cluster_id,
+            remote_role: role,
+            token,
+            we_dialed: false,
+            remote_addr: conn.peer(),
+            local_path,
+            peer_pools,
+            generation: self.registry.generation(),
+            local_cluster_id: self.cluster_id,
+            spin: self.config.busy_poll,
+        }));
+        link.track(conn);
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(cluster_id, link.clone());
+        let ack = Msg::HelloAck {
+            status: 0,
+            message: String::new(),
+            cluster_id: self.cluster_id,
+            role: self.role.load(Ordering::Relaxed),
+            link_token: token,
+            process: self.process_info(),
+        };
+        if let Err(e) = conn.send(&ack, Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
+            if self.remove_exact(&link) {
+                link.teardown(Duration::ZERO);
+            }
+            return Err(e);
+        }
+        log_info!("cluster {} accepted link from cluster {cluster_id}", self.cluster_id);
+        Ok(link)
+    }
+
+    // -------------------------------------------------------------- finalize
+
+    /// Tears everything down: listener, links, threads, caches, pools.
+    pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.stop_listening();
+        let links: Vec<Arc<Link>> = self.links.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
+        for l in links {
+            l.teardown(self.config.sync_kv_timeout);
+        }
+        for (_, s) in self.pending.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+        self.registry.clear();
+    }
+}
+
+fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32) {
+    let lfd = l.as_raw_fd();
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        loop {
+            match l.accept() {
+                Ok((stream, _)) => {
+                    let Some(s) = me.upgrade() else { return };
+                    if s.closing.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let id = s.next_pending.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(c) = stream.try_clone() {
+                        s.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, c);
+                    }
+                    let s2 = s.clone();
+                    s.spawn("llmdd-conn", move || s2.incoming(stream, id));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log_warn!("accept failed: {e}");
+                    let _ = poll_fd(wake, libc::POLLIN, 10);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Serves requests arriving on `conn` until it closes. `control` marks the
+/// link's first connection on the server: losing it means the client is gone.
+pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bool) {
+    loop {
+        let msg = match conn.recv(None) {
+            Ok(m) => m,
+            Err(e) => {
+                if !link.is_closed() {
+                    log_debug_conn(&link, &e);
+                }
+                break;
+            }
+        };
+        match crate::transfer::serve::handle(&session, &link, &mut conn, msg) {
+            Ok(true) => continue,
+            Ok(false) => return,
+            Err(e) => {
+                if !link.is_closed() {
+                    log_warn!("dropping connection from cluster {}: {}", link.remote_cluster_id, e.message);
+                }
+                break;
+            }
+        }
+    }
+    if control && !link.is_closed() && session.remove_exact(&link) {
+        log_warn!("client cluster {} went away; freeing its link", link.remote_cluster_id);
+        link.teardown(Duration::ZERO);
+    }
+}
+
+fn log_debug_conn(link: &Link, e: &Error) {
+    crate::log_debug!("connection of link to cluster {} ended: {}", link.remote_cluster_id, e.message);
+}
+
+/// Handles `Unlink` on the server: drop our side of `link`.
+pub fn server_unlink(session: &Session, link: &Arc<Link>) {
+    if session.remove_exact(link) {
+        log_info!("cluster {} unlinked by cluster {}", session.cluster_id, link.remote_cluster_id);
+    }
+}
+
+/// Deadline for serving-side I/O of one request.
+pub fn serve_deadline() -> Instant {
+    Instant::now() + SERVE_IO_TIMEOUT
+}

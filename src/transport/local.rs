@@ -1,0 +1,250 @@
+//! Same-host and same-process byte movers: one-sided process_vm_readv/writev
+//! with many segments per syscall (split over two threads for large plans),
+//! and plain memcpy when both ends live in this process.
+
+use std::io;
+use std::sync::OnceLock;
+
+use crate::cache::types::Segment;
+use crate::status::Result;
+use crate::transport::wire::ProcessInfo;
+use crate::{bail, err};
+
+/// Most iovecs per process_vm_* call (the kernel's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+/// Plans at least this large are split over two threads.
+const PARALLEL_BYTES: u64 = 8 << 20;
+
+struct Identity {
+    host_id: String,
+    cookie: Box<u64>,
+}
+
+fn identity() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    ID.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let ns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut cookie = 0u64;
+        // SAFETY: writing 8 random bytes into a u64.
+        unsafe { libc::getrandom(&mut cookie as *mut u64 as *mut _, 8, 0) };
+        Identity {
+            host_id: format!("{}|{}", boot.trim(), ns),
+            cookie: Box::new(cookie | 1),
+        }
+    })
+}
+
+/// A random 64-bit value (link tokens, cookies).
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: writing 8 random bytes into a u64.
+    unsafe { libc::getrandom(&mut v as *mut u64 as *mut _, 8, 0) };
+    v
+}
+
+/// This process's identity for a handshake (pools are filled in by the caller).
+pub fn local_process() -> ProcessInfo {
+    let id = identity();
+    ProcessInfo {
+        host_id: id.host_id.clone(),
+        pid: std::process::id(),
+        probe_addr: &*id.cookie as *const u64 as u64,
+        probe_cookie: *id.cookie,
+        pools: Vec::new(),
+    }
+}
+
+/// How bytes reach a peer's memory without the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalPath {
+    /// The peer is this process: memcpy.
+    SameProcess,
+    /// Same kernel, and process_vm_readv on the peer works.
+    SameHost { pid: u32 },
+}
+
+/// Decides whether the peer described by `peer` can be reached one-sidedly.
+/// Returns `Ok(None)` (with the reason) when it cannot.
+pub fn probe(peer: &ProcessInfo) -> std::result::Result<LocalPath, String> {
+    let me = identity();
+    if peer.host_id != me.host_id || peer.host_id.is_empty() {
+        return Err("peer is on another host or pid namespace".into());
+    }
+    if peer.pid == std::process::id() {
+        return Ok(LocalPath::SameProcess);
+    }
+    let mut v = 0u64;
+    let seg = Segment {
+        dst: &mut v as *mut u64 as u64,
+        src: peer.probe_addr,
+        len: 8,
+    };
+    match vm_copy(peer.pid, std::slice::from_ref(&seg), false) {
+        Ok(()) if v == peer.probe_cookie => Ok(LocalPath::SameHost { pid: peer.pid }),
+        Ok(()) => Err("probe read returned the wrong cookie".into()),
+        Err(e) => Err(format!("process_vm_readv is not permitted: {}", e.message)),
+    }
+}
+
+/// One process_vm_readv (write=false: peer `src` → local `dst`) or
+/// process_vm_writev (write=true: local `src` → peer `dst`) pass over `segs`,
+/// IOV_MAX segments per syscall, retrying partial transfers.
+pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
+    let mut local: Vec<libc::iovec> = Vec::with_capacity(segs.len().min(IOV_MAX));
+    let mut remote: Vec<libc::iovec> = Vec::with_capacity(segs.len().min(IOV_MAX));
+    for chunk in segs.chunks(IOV_MAX) {
+        local.clear();
+        remote.clear();
+        for s in chunk {
+            let (l, r) = if write { (s.src, s.dst) } else { (s.dst, s.src) };
+            local.push(libc::iovec {
+                iov_base: l as usize as *mut _,
+                iov_len: s.len as usize,
+            });
+            remote.push(libc::iovec {
+                iov_base: r as usize as *mut _,
+                iov_len: s.len as usize,
+            });
+        }
+        let want: usize = chunk.iter().map(|s| s.len as usize).sum();
+        // SAFETY: local iovecs are caller-vouched memory; remote ones are
+        // checked by the kernel against the peer's address space.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(pid as i32, local.as_ptr(), local.len() as _, remote.as_ptr(), remote.len() as _, 0)
+            } else {
+                libc::process_vm_readv(pid as i32, local.as_ptr(), local.len() as _, remote.as_ptr(), remote.len() as _, 0)
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            bail!(
+                LinkFailed,
+                "process_vm_{} on pid {pid} failed: {e}",
+                if write { "writev" } else { "readv" }
+            );
+        }
+        if (n as usize) < want {
+            // Partial: finish the rest segment by segment (rare; a fault on
+            // the peer side stops at a segment boundary).
+            let mut done = n as usize;
+            for s in chunk {
+                let l = s.len as usize;
+                if done >= l {
+                    done -= l;
+                    continue;
+                }
+                let rest = Segment {
+                    dst: s.dst + done as u64,
+                    src: s.src + done as u64,
+                    len: (l - done) as u64,
+                };
+                done = 0;
+                single(pid, &rest, write)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
+    let mut off = 0u64;
+    while off < s.len {
+        let (l, r) = if write { (s.src + off, s.dst + off) } else { (s.dst + off, s.src + off) };
+        let li = libc::iovec { iov_base: l as usize as *mut _, iov_len: (s.len - off) as usize };
+        let ri = libc::iovec { iov_base: r as usize as *mut _, iov_len: (s.len - off) as usize };
+        // SAFETY: as in vm_copy.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(pid as i32, &li, 1, &ri, 1, 0)
+            } else {
+                libc::process_vm_readv(pid as i32, &li, 1, &ri, 1, 0)
+            }
+        };
+        if n <= 0 {
+            return Err(err!(
+                LinkFailed,
+                "process_vm_{} on pid {pid} at 0x{:x} failed: {}",
+                if write { "writev" } else { "readv" },
+                r,
+                io::Error::last_os_error()
+            ));
+        }
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies within this process.
+pub fn memcpy_segments(segs: &[Segment]) {
+    for s in segs {
+        // SAFETY: both sides were validated by the caller (registered caches).
+        unsafe { std::ptr::copy(s.src as usize as *const u8, s.dst as usize as *mut u8, s.len as usize) };
+    }
+}
+
+/// Splits `segs` into two halves of about equal bytes (may split one segment).
+pub fn split_half(segs: &[Segment]) -> (Vec<Segment>, Vec<Segment>) {
+    let total: u64 = segs.iter().map(|s| s.len).sum();
+    let half = total / 2;
+    let mut a = Vec::with_capacity(segs.len() / 2 + 1);
+    let mut b = Vec::with_capacity(segs.len() / 2 + 1);
+    let mut acc = 0u64;
+    for s in segs {
+        if acc >= half {
+            b.push(*s);
+        } else if acc + s.len <= half {
+            a.push(*s);
+        } else {
+            let k = half - acc;
+            a.push(Segment { dst: s.dst, src: s.src, len: k });
+            b.push(Segment { dst: s.dst + k, src: s.src + k, len: s.len - k });
+        }
+        acc += s.len;
+    }
+    (a, b)
+}
+
+/// Runs `f` over the plan, on two threads when it is large.
+pub fn run_split(segs: &[Segment], f: impl Fn(&[Segment]) -> Result<()> + Sync) -> Result<()> {
+    let total: u64 = segs.iter().map(|s| s.len).sum();
+    if total < PARALLEL_BYTES {
+        return f(segs);
+    }
+    let (a, b) = split_half(segs);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| f(&b));
+        let ra = f(&a);
+        let rb = h.join().unwrap_or_else(|_| Err(err!(Failed, "copy thread panicked")));
+        ra.and(rb)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_exact() {
+        let segs = [
+            Segment { dst: 0, src: 100, len: 10 },
+            Segment { dst: 10, src: 110, len: 30 },
+        ];
+        let (a, b) = split_half(&segs);
+        assert_eq!(a.iter().map(|s| s.len).sum::<u64>(), 20);
+        assert_eq!(b[0], Segment { dst: 20, src: 120, len: 20 });
+    }
+
+    #[test]
+    fn vm_copy_self() {
+        let src: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let mut dst = vec![0u8; 10_000];
+        let segs = [Segment { dst: dst.as_mut_ptr() as u64, src: src.as_ptr() as u64, len: 10_000 }];
+        vm_copy(std::process::id(), &segs, false).unwrap();
+        assert_eq!(src, dst);
+        assert_eq!(probe(&local_process()), Ok(LocalPath::SameProcess));
+    }
+}
