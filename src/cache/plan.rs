@@ -1,1 +1,2295 @@
 //! Address arithmetic (spec §4.3–§4.5): turns one transfer call into segments.
+//!
+//! Everything here is pure: no I/O, no pointer is dereferenced. Each planner
+//! validates its arguments (every rejection is `LLM_PARAM_INVALID` with a message
+//! naming the argument and the bad value) and returns a list of [`Segment`]s,
+//! produced tensor-major (for each tensor pair, then each block/chunk) so that
+//! consecutive blocks of one tensor merge into one copy.
+//!
+//! Overflow strategy: every tensor whose bytes are touched is checked once
+//! ([`tensor_base`]) so that `addr + dim0 * stride` fits in `u64`; every offset
+//! computed afterwards stays inside that tensor (indices are range-checked first),
+//! so the inner loops need no further checks. Destination addresses that are not
+//! backed by a [`CacheView`] (layer-wise async) are checked per segment.
+
+use crate::bail;
+use crate::cache::types::{CacheView, LayerSel, Segment};
+use crate::status::Result;
+
+/// Upper bound on a capacity hint, so a huge (but valid) request never asks the
+/// allocator for an absurd amount up front; the vector still grows as needed.
+const MAX_PREALLOC: usize = 1 << 20;
+
+fn cap_hint(a: usize, b: usize) -> usize {
+    a.saturating_mul(b).min(MAX_PREALLOC)
+}
+
+// ---------------------------------------------------------------------------
+// Geometry and index checks
+// ---------------------------------------------------------------------------
+
+/// Checks a view's geometry (tensors present, dim0 > 0, non-empty slots) and
+/// returns its stride `S = T / dim0`.
+fn geometry(v: &CacheView, side: &str) -> Result<u64> {
+    if v.addrs.is_empty() {
+        bail!(
+            ParamInvalid,
+            "the {side} cache has no tensors (num_tensors = 0)"
+        );
+    }
+    if v.addrs.len() > u32::MAX as usize {
+        bail!(
+            ParamInvalid,
+            "the {side} cache has {} tensors, more than 2^32 - 1",
+            v.addrs.len()
+        );
+    }
+    if v.dim0 == 0 {
+        bail!(ParamInvalid, "the {side} cache has shape[0] = 0");
+    }
+    let s = v.tensor_bytes / v.dim0;
+    if s == 0 {
+        bail!(
+            ParamInvalid,
+            "the {side} cache has zero-byte slots (tensor_bytes {} < shape[0] {})",
+            v.tensor_bytes,
+            v.dim0
+        );
+    }
+    Ok(s)
+}
+
+fn require_batch(v: &CacheView, side: &str, op: &str) -> Result<()> {
+    if !v.kind.is_batch() {
+        bail!(
+            ParamInvalid,
+            "{op} needs a batch (contiguous) {side} cache, but the {side} cache is a {:?} cache",
+            v.kind
+        );
+    }
+    Ok(())
+}
+
+fn require_blocks(v: &CacheView, side: &str, op: &str) -> Result<()> {
+    if !v.kind.is_blocks() {
+        bail!(
+            ParamInvalid,
+            "{op} needs a blocks (paged) {side} cache, but the {side} cache is a {:?} cache",
+            v.kind
+        );
+    }
+    Ok(())
+}
+
+/// Base address of tensor `t`, verified so that `base + dim0 * stride` (the
+/// whole addressable tensor) does not overflow `u64`. `t` must be < num_tensors.
+#[inline]
+fn tensor_base(v: &CacheView, t: u32, stride: u64, side: &str) -> Result<u64> {
+    let base = v.addrs[t as usize];
+    // dim0 * stride <= tensor_bytes, so the product cannot overflow.
+    let extent = v.dim0 * stride;
+    if base.checked_add(extent).is_none() {
+        bail!(
+            ParamInvalid,
+            "{side} tensor {t} at address {base:#x} with {extent} bytes overflows the 64-bit address space"
+        );
+    }
+    Ok(base)
+}
+
+fn check_slot(slot: u64, name: &str, side: &str, dim0: u64) -> Result<()> {
+    if slot >= dim0 {
+        bail!(
+            ParamInvalid,
+            "{name} = {slot} is out of range for a {side} cache of batch size {dim0}"
+        );
+    }
+    Ok(())
+}
+
+fn check_blocks(idx: &[u64], name: &str, side: &str, dim0: u64) -> Result<()> {
+    if let Some((j, &k)) = idx.iter().enumerate().find(|(_, &k)| k >= dim0) {
+        bail!(
+            ParamInvalid,
+            "{name}[{j}] = {k} is out of range for a {side} cache of {dim0} blocks"
+        );
+    }
+    Ok(())
+}
+
+fn check_pairs(
+    pairs: &[(u64, u64)],
+    src_dim0: u64,
+    dst_dim0: u64,
+    src_side: &str,
+    dst_side: &str,
+) -> Result<()> {
+    for (j, &(s, d)) in pairs.iter().enumerate() {
+        if s >= src_dim0 {
+            bail!(
+                ParamInvalid,
+                "pairs[{j}] source block {s} is out of range for a {src_side} cache of {src_dim0} blocks"
+            );
+        }
+        if d >= dst_dim0 {
+            bail!(
+                ParamInvalid,
+                "pairs[{j}] destination block {d} is out of range for a {dst_side} cache of {dst_dim0} blocks"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Layer / tensor selection
+// ---------------------------------------------------------------------------
+
+/// A resolved tensor selection: pairs `(ts0 + i, td0 + i)` for `i in 0..m`.
+/// Every selection of §1.6 / §4.3 has this contiguous form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TensorSel {
+    ts0: u32,
+    td0: u32,
+    m: u32,
+}
+
+/// A resolved layer selection: layer pairs `(s0 + l, d0 + l)` for `l in 0..count`,
+/// `n` tensors per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LayerPairs {
+    s0: u32,
+    d0: u32,
+    count: u32,
+    n: u32,
+}
+
+fn check_per_layer(n: u32) -> Result<()> {
+    if n == 0 {
+        bail!(
+            ParamInvalid,
+            "tensor_num_per_layer = 0 is invalid (must be >= 1)"
+        );
+    }
+    Ok(())
+}
+
+/// Checks that `n` divides a side's tensors into layers; returns the layer count.
+fn layer_count(num: u32, n: u32, side: &str, why: &str) -> Result<u32> {
+    if n > num {
+        bail!(
+            ParamInvalid,
+            "tensor_num_per_layer = {n} exceeds the {num} tensors of the {side} cache"
+        );
+    }
+    if num % n != 0 {
+        bail!(
+            ParamInvalid,
+            "the {side} cache's num_tensors {num} is not a multiple of tensor_num_per_layer {n} ({why})"
+        );
+    }
+    Ok(num / n)
+}
+
+/// Validates a half-open layer range against a side's layer count; returns its span.
+fn check_range(r: (u32, u32), layers: u32, arg: &str, side: &str) -> Result<u32> {
+    let (b, e) = r;
+    if b >= e {
+        bail!(
+            ParamInvalid,
+            "{arg} [{b}, {e}) is empty or reversed (need begin < end)"
+        );
+    }
+    if e > layers {
+        bail!(
+            ParamInvalid,
+            "{arg} [{b}, {e}) exceeds the {layers} layers of the {side} cache"
+        );
+    }
+    Ok(e - b)
+}
+
+fn span_mismatch(s: (u32, u32), d: (u32, u32)) -> crate::status::Error {
+    crate::err!(
+        ParamInvalid,
+        "src_layer_range [{}, {}) covers {} layers but dst_layer_range [{}, {}) covers {}",
+        s.0,
+        s.1,
+        s.1 - s.0,
+        d.0,
+        d.1,
+        d.1 - d.0
+    )
+}
+
+/// Pull-style selection (§1.6, §4.3 "Tensor selection").
+fn resolve_tensors(
+    src_num: u32,
+    dst_num: u32,
+    sel: &LayerSel,
+    src_side: &str,
+    dst_side: &str,
+) -> Result<TensorSel> {
+    let n = sel.per_layer;
+    check_per_layer(n)?;
+    match (sel.src, sel.dst) {
+        (Some(s), Some(d)) => {
+            let sl = layer_count(
+                src_num,
+                n,
+                src_side,
+                "required when src_layer_range is given",
+            )?;
+            let dl = layer_count(
+                dst_num,
+                n,
+                dst_side,
+                "required when dst_layer_range is given",
+            )?;
+            let ss = check_range(s, sl, "src_layer_range", src_side)?;
+            let ds = check_range(d, dl, "dst_layer_range", dst_side)?;
+            if ss != ds {
+                return Err(span_mismatch(s, d));
+            }
+            // s.0 < sl and ss <= sl, so these products stay <= num_tensors.
+            Ok(TensorSel {
+                ts0: s.0 * n,
+                td0: d.0 * n,
+                m: ss * n,
+            })
+        }
+        (Some(s), None) => {
+            let sl = layer_count(
+                src_num,
+                n,
+                src_side,
+                "required when src_layer_range is given",
+            )?;
+            let ss = check_range(s, sl, "src_layer_range", src_side)?;
+            let m = ss * n;
+            if m != dst_num {
+                bail!(
+                    ParamInvalid,
+                    "src_layer_range [{}, {}) selects {m} tensors but the {dst_side} cache has {dst_num} (no dst_layer_range given)",
+                    s.0,
+                    s.1
+                );
+            }
+            Ok(TensorSel {
+                ts0: s.0 * n,
+                td0: 0,
+                m,
+            })
+        }
+        (None, Some(d)) => {
+            let dl = layer_count(
+                dst_num,
+                n,
+                dst_side,
+                "required when dst_layer_range is given",
+            )?;
+            let ds = check_range(d, dl, "dst_layer_range", dst_side)?;
+            let m = ds * n;
+            if m != src_num {
+                bail!(
+                    ParamInvalid,
+                    "dst_layer_range [{}, {}) selects {m} tensors but the {src_side} cache has {src_num} (no src_layer_range given)",
+                    d.0,
+                    d.1
+                );
+            }
+            Ok(TensorSel {
+                ts0: 0,
+                td0: d.0 * n,
+                m,
+            })
+        }
+        (None, None) => {
+            if src_num != dst_num {
+                bail!(
+                    ParamInvalid,
+                    "num_tensors differ: the {src_side} cache has {src_num}, the {dst_side} cache has {dst_num} (no layer range given)"
+                );
+            }
+            Ok(TensorSel {
+                ts0: 0,
+                td0: 0,
+                m: src_num,
+            })
+        }
+    }
+}
+
+/// Push-style selection (§4.3 push_cache/push_blocks): layer-wise, default
+/// range = all layers of each side, equal spans.
+fn resolve_layers(
+    src_num: u32,
+    dst_num: u32,
+    sel: &LayerSel,
+    src_side: &str,
+    dst_side: &str,
+) -> Result<LayerPairs> {
+    let n = sel.per_layer;
+    check_per_layer(n)?;
+    let why = "push transfers move whole layers";
+    let sl = layer_count(src_num, n, src_side, why)?;
+    let dl = layer_count(dst_num, n, dst_side, why)?;
+    let s = sel.src.unwrap_or((0, sl));
+    let d = sel.dst.unwrap_or((0, dl));
+    let ss = check_range(s, sl, "src_layer_range", src_side)?;
+    let ds = check_range(d, dl, "dst_layer_range", dst_side)?;
+    if ss != ds {
+        return Err(span_mismatch(s, d));
+    }
+    Ok(LayerPairs {
+        s0: s.0,
+        d0: d.0,
+        count: ss,
+        n,
+    })
+}
+
+/// Resolves a layer selection into (src_tensor, dst_tensor) pairs (spec §1.6 and
+/// §4.3 "Tensor selection").
+///
+/// `per_layer` must be >= 1, and `1..=num_tensors` with `num_tensors % per_layer
+/// == 0` on each side that has a range. Ranges are half-open layer ranges
+/// (`begin < end <= num_tensors / per_layer`). Both ranges: equal span,
+/// `ts = s0*n+i`, `td = d0*n+i`. Only a src range: `span*n` must equal
+/// `dst_num`, `td = i`. Only a dst range: `span*n` must equal `src_num`,
+/// `ts = i`. No range: `src_num == dst_num`, `ts = td = i`.
+pub fn tensor_pairs(src_num: u32, dst_num: u32, sel: &LayerSel) -> Result<Vec<(u32, u32)>> {
+    let t = resolve_tensors(src_num, dst_num, sel, "source", "destination")?;
+    Ok((0..t.m).map(|i| (t.ts0 + i, t.td0 + i)).collect())
+}
+
+// ---------------------------------------------------------------------------
+// Coalescing
+// ---------------------------------------------------------------------------
+
+/// True if `b` continues exactly where `a` ended on both sides.
+#[inline]
+fn continues(a: &Segment, b: &Segment) -> bool {
+    a.dst.checked_add(a.len) == Some(b.dst) && a.src.checked_add(a.len) == Some(b.src)
+}
+
+/// Appends `seg`, merging it into the last segment when it continues it.
+#[inline]
+fn push_merge(out: &mut Vec<Segment>, seg: Segment) {
+    if seg.len == 0 {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        if continues(last, &seg) {
+            if let Some(len) = last.len.checked_add(seg.len) {
+                last.len = len;
+                return;
+            }
+        }
+    }
+    out.push(seg);
+}
+
+/// Like [`push_merge`], but only merges when the merged segment's source and
+/// destination ranges do not overlap. Used for copies within one address space
+/// (copy_blocks), where merging `1→2` and `2→3` into one overlapping move would
+/// change the result of the sequential per-block copies.
+#[inline]
+fn push_merge_disjoint(out: &mut Vec<Segment>, seg: Segment) {
+    if seg.len == 0 {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        if continues(last, &seg) {
+            if let Some(len) = last.len.checked_add(seg.len) {
+                let disjoint = match (last.src.checked_add(len), last.dst.checked_add(len)) {
+                    (Some(src_end), Some(dst_end)) => src_end <= last.dst || dst_end <= last.src,
+                    _ => false,
+                };
+                if disjoint {
+                    last.len = len;
+                    return;
+                }
+            }
+        }
+    }
+    out.push(seg);
+}
+
+/// Merges runs where both dst and src continue exactly where the previous
+/// segment ended (`dst_prev + len == dst && src_prev + len == src`). Does not
+/// reorder. Drops zero-length segments.
+pub fn coalesce(segs: &mut Vec<Segment>) {
+    let mut w = 0usize;
+    for r in 0..segs.len() {
+        let seg = segs[r];
+        if seg.len == 0 {
+            continue;
+        }
+        if w > 0 {
+            let last = &mut segs[w - 1];
+            if continues(last, &seg) {
+                if let Some(len) = last.len.checked_add(seg.len) {
+                    last.len = len;
+                    continue;
+                }
+            }
+        }
+        segs[w] = seg;
+        w += 1;
+    }
+    segs.truncate(w);
+}
+
+/// Total bytes of a segment list (saturating).
+pub fn total_bytes(segs: &[Segment]) -> u64 {
+    segs.iter().fold(0u64, |acc, s| acc.saturating_add(s.len))
+}
+
+// ---------------------------------------------------------------------------
+// Pulls
+// ---------------------------------------------------------------------------
+
+/// pull_cache, contiguous → contiguous (spec §4.3 pull_cache, §9 items 9–10).
+///
+/// `local` is the destination, `remote` the source. `remote_slot` is the source
+/// slot (< remote.dim0), `local_slot` the destination slot (< local.dim0).
+/// `size`: -1 ⇒ the local stride, else > 0; the length must not exceed either
+/// stride. Both views must be batch-capable. One segment per tensor pair:
+/// `len` bytes from `remote.addrs[ts] + bs*S_r` to `local.addrs[td] + bd*S_l`.
+pub fn pull_cache_plan(
+    local: &CacheView,
+    remote: &CacheView,
+    remote_slot: u64,
+    local_slot: u64,
+    size: i64,
+    sel: &LayerSel,
+) -> Result<Vec<Segment>> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_batch(local, "local", "pull_cache")?;
+    require_batch(remote, "remote", "pull_cache")?;
+    check_slot(
+        remote_slot,
+        "remote_slot (source batch index)",
+        "remote",
+        remote.dim0,
+    )?;
+    check_slot(local_slot, "local_slot (batch_index)", "local", local.dim0)?;
+    let len = match size {
+        -1 => s_l,
+        x if x > 0 => x as u64,
+        x => bail!(
+            ParamInvalid,
+            "size = {x} is invalid (must be -1 for the whole local slot, or > 0)"
+        ),
+    };
+    if len > s_l {
+        bail!(
+            ParamInvalid,
+            "size = {len} exceeds the local slot size of {s_l} bytes"
+        );
+    }
+    if len > s_r {
+        bail!(
+            ParamInvalid,
+            "size {len} exceeds the remote slot size of {s_r} bytes"
+        );
+    }
+    let t = resolve_tensors(
+        remote.num_tensors(),
+        local.num_tensors(),
+        sel,
+        "remote",
+        "local",
+    )?;
+    let mut out = Vec::with_capacity(t.m as usize);
+    for i in 0..t.m {
+        let src = tensor_base(remote, t.ts0 + i, s_r, "remote")? + remote_slot * s_r;
+        let dst = tensor_base(local, t.td0 + i, s_l, "local")? + local_slot * s_l;
+        out.push(Segment { dst, src, len });
+    }
+    Ok(out)
+}
+
+/// pull_blocks, blocks → blocks (spec §4.3, §9 item 11). Both views blocks-capable
+/// with equal block sizes; `src_blocks` (remote) and `dst_blocks` (local) non-empty,
+/// of equal length, in range. One block per (tensor pair, j), coalesced.
+pub fn pull_blocks_plan(
+    local: &CacheView,
+    remote: &CacheView,
+    src_blocks: &[u64],
+    dst_blocks: &[u64],
+    sel: &LayerSel,
+) -> Result<Vec<Segment>> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_blocks(local, "local", "pull_blocks")?;
+    require_blocks(remote, "remote", "pull_blocks (blocks → blocks)")?;
+    check_block_lists(src_blocks, dst_blocks)?;
+    if s_l != s_r {
+        bail!(
+            ParamInvalid,
+            "block sizes differ: local blocks are {s_l} bytes, remote blocks are {s_r} bytes"
+        );
+    }
+    check_blocks(src_blocks, "src_blocks", "remote", remote.dim0)?;
+    check_blocks(dst_blocks, "dst_blocks", "local", local.dim0)?;
+    let t = resolve_tensors(
+        remote.num_tensors(),
+        local.num_tensors(),
+        sel,
+        "remote",
+        "local",
+    )?;
+    let s = s_l;
+    let mut out = Vec::with_capacity(cap_hint(t.m as usize, src_blocks.len()));
+    for i in 0..t.m {
+        let sb = tensor_base(remote, t.ts0 + i, s, "remote")?;
+        let db = tensor_base(local, t.td0 + i, s, "local")?;
+        for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
+            push_merge(
+                &mut out,
+                Segment {
+                    dst: db + bd * s,
+                    src: sb + bs * s,
+                    len: s,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn check_block_lists(src_blocks: &[u64], dst_blocks: &[u64]) -> Result<()> {
+    if src_blocks.is_empty() {
+        bail!(ParamInvalid, "src_blocks must not be empty");
+    }
+    if dst_blocks.is_empty() {
+        bail!(ParamInvalid, "dst_blocks must not be empty");
+    }
+    if src_blocks.len() != dst_blocks.len() {
+        bail!(
+            ParamInvalid,
+            "src_blocks has {} entries but dst_blocks has {}",
+            src_blocks.len(),
+            dst_blocks.len()
+        );
+    }
+    Ok(())
+}
+
+/// pull_blocks, contiguous → blocks (spec §4.3, §9 item 12). The remote source
+/// slot `remote_slot` (batch-capable remote) is cut into chunks of the local block
+/// size `S_l`; chunk j goes to local block `dst_blocks[j]`; the last chunk is
+/// `S_r - j*S_l` bytes. `dst_blocks` non-empty, at most `ceil(S_r / S_l)` entries,
+/// each < local.dim0; local blocks-capable.
+pub fn pull_cache_to_blocks_plan(
+    local: &CacheView,
+    remote: &CacheView,
+    remote_slot: u64,
+    dst_blocks: &[u64],
+    sel: &LayerSel,
+) -> Result<Vec<Segment>> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_blocks(local, "local", "pull_blocks")?;
+    require_batch(remote, "remote", "pull_blocks (contiguous → blocks)")?;
+    check_slot(
+        remote_slot,
+        "remote_slot (source batch index)",
+        "remote",
+        remote.dim0,
+    )?;
+    if dst_blocks.is_empty() {
+        bail!(ParamInvalid, "dst_blocks must not be empty");
+    }
+    let max_chunks = s_r.div_ceil(s_l);
+    if dst_blocks.len() as u64 > max_chunks {
+        bail!(
+            ParamInvalid,
+            "dst_blocks has {} entries but the remote slot of {s_r} bytes fills at most {max_chunks} local blocks of {s_l} bytes",
+            dst_blocks.len()
+        );
+    }
+    check_blocks(dst_blocks, "dst_blocks", "local", local.dim0)?;
+    let t = resolve_tensors(
+        remote.num_tensors(),
+        local.num_tensors(),
+        sel,
+        "remote",
+        "local",
+    )?;
+    let mut out = Vec::with_capacity(cap_hint(t.m as usize, dst_blocks.len()));
+    for i in 0..t.m {
+        let slot = tensor_base(remote, t.ts0 + i, s_r, "remote")? + remote_slot * s_r;
+        let db = tensor_base(local, t.td0 + i, s_l, "local")?;
+        let mut off = 0u64;
+        for &bd in dst_blocks {
+            // off < s_r because j < ceil(s_r / s_l).
+            let len = s_l.min(s_r - off);
+            push_merge(
+                &mut out,
+                Segment {
+                    dst: db + bd * s_l,
+                    src: slot + off,
+                    len,
+                },
+            );
+            off += len;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Pushes
+// ---------------------------------------------------------------------------
+
+/// push_cache (spec §4.3, §9 item 13): `local` is the (batch-capable) source,
+/// `remote` the (batch-capable) destination. `src_slot < local.dim0`,
+/// `dst_slot < remote.dim0`, `size` must be -1, and `S_l <= S_r`. Returns one
+/// segment list per layer pair, in order, tagged with the source layer: layer pair
+/// `(sL, dL)` copies, for `t in 0..n`, `S_l` bytes from
+/// `local.addrs[sL*n+t] + bs*S_l` to `remote.addrs[dL*n+t] + bd*S_r`.
+/// `LayerSel.src` applies to the local cache, `LayerSel.dst` to the remote one.
+pub fn push_cache_plan(
+    local: &CacheView,
+    remote: &CacheView,
+    src_slot: u64,
+    dst_slot: u64,
+    size: i64,
+    sel: &LayerSel,
+) -> Result<Vec<(u32, Vec<Segment>)>> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_batch(local, "local", "push_cache")?;
+    require_batch(remote, "remote", "push_cache")?;
+    check_slot(src_slot, "src_batch_index", "local", local.dim0)?;
+    check_slot(dst_slot, "destination batch_index", "remote", remote.dim0)?;
+    if size != -1 {
+        bail!(
+            ParamInvalid,
+            "size = {size} is invalid for push_cache (only -1, the whole local slot, is supported)"
+        );
+    }
+    if s_l > s_r {
+        bail!(
+            ParamInvalid,
+            "the local slot of {s_l} bytes does not fit in the remote slot of {s_r} bytes"
+        );
+    }
+    let lp = resolve_layers(
+        local.num_tensors(),
+        remote.num_tensors(),
+        sel,
+        "local",
+        "remote",
+    )?;
+    let n = lp.n;
+    let mut out = Vec::with_capacity(lp.count as usize);
+    for l in 0..lp.count {
+        let (sl, dl) = (lp.s0 + l, lp.d0 + l);
+        let mut segs = Vec::with_capacity(n as usize);
+        for t in 0..n {
+            let src = tensor_base(local, sl * n + t, s_l, "local")? + src_slot * s_l;
+            let dst = tensor_base(remote, dl * n + t, s_r, "remote")? + dst_slot * s_r;
+            segs.push(Segment { dst, src, len: s_l });
+        }
+        out.push((sl, segs));
+    }
+    Ok(out)
+}
+
+/// push_blocks (spec §4.3, §9 item 11): both views blocks-capable with equal block
+/// sizes; `src_blocks` (local) and `dst_blocks` (remote) non-empty, equal length,
+/// in range. Per layer pair `(sL, dL)`, for each `t` and `j`, `S` bytes from
+/// `local.addrs[sL*n+t] + src_blocks[j]*S` to `remote.addrs[dL*n+t] +
+/// dst_blocks[j]*S`; coalesced within each layer.
+pub fn push_blocks_plan(
+    local: &CacheView,
+    remote: &CacheView,
+    src_blocks: &[u64],
+    dst_blocks: &[u64],
+    sel: &LayerSel,
+) -> Result<Vec<(u32, Vec<Segment>)>> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_blocks(local, "local", "push_blocks")?;
+    require_blocks(remote, "remote", "push_blocks")?;
+    check_block_lists(src_blocks, dst_blocks)?;
+    if s_l != s_r {
+        bail!(
+            ParamInvalid,
+            "block sizes differ: local blocks are {s_l} bytes, remote blocks are {s_r} bytes"
+        );
+    }
+    check_blocks(src_blocks, "src_blocks", "local", local.dim0)?;
+    check_blocks(dst_blocks, "dst_blocks", "remote", remote.dim0)?;
+    let lp = resolve_layers(
+        local.num_tensors(),
+        remote.num_tensors(),
+        sel,
+        "local",
+        "remote",
+    )?;
+    let (n, s) = (lp.n, s_l);
+    let mut out = Vec::with_capacity(lp.count as usize);
+    for l in 0..lp.count {
+        let (sl, dl) = (lp.s0 + l, lp.d0 + l);
+        let mut segs = Vec::with_capacity(cap_hint(n as usize, src_blocks.len()));
+        for t in 0..n {
+            let sb = tensor_base(local, sl * n + t, s, "local")?;
+            let db = tensor_base(remote, dl * n + t, s, "remote")?;
+            for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
+                push_merge(
+                    &mut segs,
+                    Segment {
+                        dst: db + bd * s,
+                        src: sb + bs * s,
+                        len: s,
+                    },
+                );
+            }
+        }
+        out.push((sl, segs));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Local copies (§4.5)
+// ---------------------------------------------------------------------------
+
+/// copy_cache (spec §4.5): both batch-capable, equal num_tensors. `len = size`
+/// (> 0) or `S_src - offset` (size == -1; other values invalid). `bi < dim0` on
+/// both sides; a non-zero `offset` must be `< S` on both sides; `len <= S - offset`
+/// on both. Per tensor t: `len` bytes from `src.addrs[t] + src_bi*S_src + offset`
+/// to `dst.addrs[t] + dst_bi*S_dst + offset`.
+pub fn copy_cache_plan(
+    dst: &CacheView,
+    src: &CacheView,
+    dst_bi: u64,
+    src_bi: u64,
+    offset: u64,
+    size: i64,
+) -> Result<Vec<Segment>> {
+    let s_d = geometry(dst, "destination")?;
+    let s_s = geometry(src, "source")?;
+    require_batch(dst, "destination", "copy_cache")?;
+    require_batch(src, "source", "copy_cache")?;
+    let num = src.num_tensors();
+    if dst.num_tensors() != num {
+        bail!(
+            ParamInvalid,
+            "num_tensors differ: the source cache has {num}, the destination cache has {}",
+            dst.num_tensors()
+        );
+    }
+    check_slot(dst_bi, "dst_batch_index", "destination", dst.dim0)?;
+    check_slot(src_bi, "src_batch_index", "source", src.dim0)?;
+    if offset > 0 {
+        if offset >= s_s {
+            bail!(
+                ParamInvalid,
+                "offset = {offset} must be smaller than the source slot size of {s_s} bytes"
+            );
+        }
+        if offset >= s_d {
+            bail!(
+                ParamInvalid,
+                "offset = {offset} must be smaller than the destination slot size of {s_d} bytes"
+            );
+        }
+    }
+    // Here offset < s_s (or offset == 0), so the subtractions cannot underflow
+    // (offset < s_d is checked above as well when offset > 0).
+    let len = match size {
+        -1 => s_s - offset,
+        x if x > 0 => x as u64,
+        x => bail!(
+            ParamInvalid,
+            "size = {x} is invalid (must be -1 for the rest of the source slot, or > 0)"
+        ),
+    };
+    if len > s_s - offset {
+        bail!(
+            ParamInvalid,
+            "size {len} at offset {offset} exceeds the source slot size of {s_s} bytes"
+        );
+    }
+    if len > s_d - offset {
+        bail!(
+            ParamInvalid,
+            "size {len} at offset {offset} exceeds the destination slot size of {s_d} bytes"
+        );
+    }
+    let mut out = Vec::with_capacity(num as usize);
+    for t in 0..num {
+        let s = tensor_base(src, t, s_s, "source")? + src_bi * s_s + offset;
+        let d = tensor_base(dst, t, s_d, "destination")? + dst_bi * s_d + offset;
+        out.push(Segment {
+            dst: d,
+            src: s,
+            len,
+        });
+    }
+    Ok(out)
+}
+
+/// copy_blocks (spec §4.5): within one blocks-capable cache; `pairs` are
+/// `(src_block, dst_block)`, both < dim0; one block per tensor per pair,
+/// tensor-major, coalesced (runs are never merged into a segment whose source and
+/// destination overlap, so executing the segments in order equals the sequential
+/// per-block copies). An empty `pairs` gives an empty plan.
+pub fn copy_blocks_plan(cache: &CacheView, pairs: &[(u64, u64)]) -> Result<Vec<Segment>> {
+    let s = geometry(cache, "blocks")?;
+    require_blocks(cache, "blocks", "copy_blocks")?;
+    check_pairs(pairs, cache.dim0, cache.dim0, "blocks", "blocks")?;
+    let num = cache.num_tensors();
+    let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
+    if pairs.is_empty() {
+        return Ok(out);
+    }
+    for t in 0..num {
+        let base = tensor_base(cache, t, s, "blocks")?;
+        for &(bs, bd) in pairs {
+            push_merge_disjoint(
+                &mut out,
+                Segment {
+                    dst: base + bd * s,
+                    src: base + bs * s,
+                    len: s,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// swap_blocks (spec §4.5): `src` and `dst` blocks-capable, equal block size and
+/// num_tensors; `pairs` are `(src_block, dst_block)` in range; one block per tensor
+/// per pair, coalesced. The HOST↔DEVICE placement rule is the caller's.
+pub fn swap_blocks_plan(
+    dst: &CacheView,
+    src: &CacheView,
+    pairs: &[(u64, u64)],
+) -> Result<Vec<Segment>> {
+    let s_d = geometry(dst, "destination")?;
+    let s_s = geometry(src, "source")?;
+    require_blocks(dst, "destination", "swap_blocks")?;
+    require_blocks(src, "source", "swap_blocks")?;
+    if s_d != s_s {
+        bail!(
+            ParamInvalid,
+            "block sizes differ: source blocks are {s_s} bytes, destination blocks are {s_d} bytes"
+        );
+    }
+    let num = src.num_tensors();
+    if dst.num_tensors() != num {
+        bail!(
+            ParamInvalid,
+            "num_tensors differ: the source cache has {num}, the destination cache has {}",
+            dst.num_tensors()
+        );
+    }
+    check_pairs(pairs, src.dim0, dst.dim0, "source", "destination")?;
+    let s = s_s;
+    let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
+    if pairs.is_empty() {
+        return Ok(out);
+    }
+    for t in 0..num {
+        let sb = tensor_base(src, t, s, "source")?;
+        let db = tensor_base(dst, t, s, "destination")?;
+        for &(bs, bd) in pairs {
+            push_merge_disjoint(
+                &mut out,
+                Segment {
+                    dst: db + bd * s,
+                    src: sb + bs * s,
+                    len: s,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Layer-wise async (§4.4)
+// ---------------------------------------------------------------------------
+
+/// `base + idx * unit`, with room for `len` more bytes, or ParamInvalid.
+#[inline]
+fn dst_addr(base: u64, idx: u64, unit: u64, len: u64, k: usize) -> Result<u64> {
+    match idx
+        .checked_mul(unit)
+        .and_then(|o| base.checked_add(o))
+        .filter(|a| a.checked_add(len).is_some())
+    {
+        Some(a) => Ok(a),
+        None => bail!(
+            ParamInvalid,
+            "destination address dst_bases[{k}] = {base:#x} + {idx} * {unit} + {len} bytes overflows the 64-bit address space"
+        ),
+    }
+}
+
+/// Layer-wise async transfer plan for ONE source layer (spec §4.4 execution, §9
+/// items 12, 15, 16). `dst_bases` are the destination base addresses of the
+/// destination layer (k = 0, 1); tensors per layer are fixed at 2.
+///
+/// - contiguous → contiguous (`src_blocks` empty, `dst_block_size` None/0): `S_l`
+///   bytes from `local.addrs[2L+k] + src_bi*S_l` to `dst_bases[k]`.
+/// - contiguous → blocks (`src_blocks` empty, `dst_block_size` = bms with
+///   `0 < bms < T_l`): the source slot cut into chunks of bms, chunk j →
+///   `dst_bases[k] + dst_blocks[j]*bms`, last chunk shorter;
+///   `dst_blocks` non-empty with at most `ceil(S_l / bms)` entries.
+/// - blocks → blocks (`src_blocks` non-empty): `dst_blocks` of equal length,
+///   `src_bi == 0`, bms (default `S_l`) must equal `S_l`; `S_l` bytes from
+///   `local.addrs[2L+k] + src_blocks[j]*S_l` to `dst_bases[k] + dst_blocks[j]*S_l`;
+///   coalesced.
+///
+/// Source indices are range-checked; destination indices cannot be (the caller
+/// guarantees them), but destination address overflow is rejected.
+pub fn async_layer_plan(
+    local: &CacheView,
+    layer: u32,
+    src_bi: u64,
+    dst_bases: [u64; 2],
+    src_blocks: &[u64],
+    dst_blocks: &[u64],
+    dst_block_size: Option<u64>,
+) -> Result<Vec<Segment>> {
+    let s_l = geometry(local, "local")?;
+    let num = local.num_tensors();
+    if num % 2 != 0 {
+        bail!(
+            ParamInvalid,
+            "transfer_cache_async needs an even num_tensors (2 tensors per layer); the local cache has {num}"
+        );
+    }
+    let layers = num / 2;
+    if layer >= layers {
+        bail!(
+            ParamInvalid,
+            "layer {layer} is out of range for a local cache of {layers} layers"
+        );
+    }
+    let bms = dst_block_size.filter(|&b| b != 0);
+    if !src_blocks.is_empty() {
+        // blocks → blocks
+        require_blocks(local, "local", "transfer_cache_async with src_blocks")?;
+        if dst_blocks.len() != src_blocks.len() {
+            bail!(
+                ParamInvalid,
+                "src_blocks has {} entries but dst_blocks has {} (blocks → contiguous is unsupported)",
+                src_blocks.len(),
+                dst_blocks.len()
+            );
+        }
+        if src_bi != 0 {
+            bail!(
+                ParamInvalid,
+                "src_batch_index = {src_bi} must be 0 when src_blocks are given"
+            );
+        }
+        let b = bms.unwrap_or(s_l);
+        if b != s_l {
+            bail!(
+                ParamInvalid,
+                "dst_block_size = {b} must equal the local block size of {s_l} bytes"
+            );
+        }
+        check_blocks(src_blocks, "src_blocks", "local", local.dim0)?;
+        let mut out = Vec::with_capacity(cap_hint(2, src_blocks.len()));
+        for (k, &dbase) in dst_bases.iter().enumerate() {
+            let sb = tensor_base(local, 2 * layer + k as u32, s_l, "local")?;
+            for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
+                let dst = dst_addr(dbase, bd, s_l, s_l, k)?;
+                push_merge(
+                    &mut out,
+                    Segment {
+                        dst,
+                        src: sb + bs * s_l,
+                        len: s_l,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    } else if let Some(b) = bms {
+        // contiguous → blocks
+        if dst_blocks.is_empty() {
+            bail!(
+                ParamInvalid,
+                "dst_block_size = {b} is only valid with dst_blocks (the destination is not a blocks cache)"
+            );
+        }
+        require_batch(local, "local", "transfer_cache_async without src_blocks")?;
+        check_slot(src_bi, "src_batch_index", "local", local.dim0)?;
+        if b >= local.tensor_bytes {
+            bail!(
+                ParamInvalid,
+                "dst_block_size = {b} must be smaller than the local tensor size of {} bytes",
+                local.tensor_bytes
+            );
+        }
+        let max_chunks = s_l.div_ceil(b);
+        if dst_blocks.len() as u64 > max_chunks {
+            bail!(
+                ParamInvalid,
+                "dst_blocks has {} entries but the local slot of {s_l} bytes fills at most {max_chunks} destination blocks of {b} bytes",
+                dst_blocks.len()
+            );
+        }
+        let mut out = Vec::with_capacity(cap_hint(2, dst_blocks.len()));
+        for (k, &dbase) in dst_bases.iter().enumerate() {
+            let slot = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
+            let mut off = 0u64;
+            for &bd in dst_blocks {
+                let len = b.min(s_l - off);
+                let dst = dst_addr(dbase, bd, b, len, k)?;
+                push_merge(
+                    &mut out,
+                    Segment {
+                        dst,
+                        src: slot + off,
+                        len,
+                    },
+                );
+                off += len;
+            }
+        }
+        Ok(out)
+    } else {
+        // contiguous → contiguous
+        if !dst_blocks.is_empty() {
+            bail!(
+                ParamInvalid,
+                "dst_blocks given ({} entries) for a contiguous source requires dst_block_size",
+                dst_blocks.len()
+            );
+        }
+        require_batch(local, "local", "transfer_cache_async without src_blocks")?;
+        check_slot(src_bi, "src_batch_index", "local", local.dim0)?;
+        let mut out = Vec::with_capacity(2);
+        for (k, &dbase) in dst_bases.iter().enumerate() {
+            let src = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
+            let dst = dst_addr(dbase, 0, 0, s_l, k)?;
+            out.push(Segment { dst, src, len: s_l });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::types::CacheKind;
+    use crate::status::{Error, Status};
+    use proptest::prelude::*;
+
+    fn view(kind: CacheKind, addrs: &[u64], tensor_bytes: u64, dim0: u64) -> CacheView {
+        CacheView {
+            kind,
+            addrs: addrs.to_vec(),
+            tensor_bytes,
+            dim0,
+        }
+    }
+
+    /// `num` tensors of `dim0 * stride` bytes, tensor t at `base + t * 0x10000`.
+    fn cache(kind: CacheKind, num: u32, dim0: u64, stride: u64, base: u64) -> CacheView {
+        let addrs: Vec<u64> = (0..num as u64).map(|t| base + t * 0x10000).collect();
+        view(kind, &addrs, dim0 * stride, dim0)
+    }
+
+    fn sel(src: Option<(u32, u32)>, dst: Option<(u32, u32)>, n: u32) -> LayerSel {
+        LayerSel {
+            src,
+            dst,
+            per_layer: n,
+        }
+    }
+
+    fn seg(dst: u64, src: u64, len: u64) -> Segment {
+        Segment { dst, src, len }
+    }
+
+    #[track_caller]
+    fn invalid<T: std::fmt::Debug>(r: Result<T>, needle: &str) -> Error {
+        let e = r.expect_err("expected ParamInvalid");
+        assert_eq!(e.status, Status::ParamInvalid, "{e}");
+        assert!(
+            e.message.contains(needle),
+            "message {:?} does not contain {:?}",
+            e.message,
+            needle
+        );
+        e
+    }
+
+    const B: CacheKind = CacheKind::Batch;
+    const K: CacheKind = CacheKind::Blocks;
+    const M: CacheKind = CacheKind::Mixed;
+    const L: u64 = 0x100_0000; // local base
+    const R: u64 = 0x900_0000; // remote base
+    const T: u64 = 0x10000; // tensor spacing used by `cache`
+
+    // ---------------- tensor_pairs ----------------
+
+    #[test]
+    fn pairs_no_range() {
+        let p = tensor_pairs(4, 4, &LayerSel::default()).unwrap();
+        assert_eq!(p, vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
+        // per_layer irrelevant without ranges: default 2 on a 1-tensor cache works.
+        assert_eq!(
+            tensor_pairs(1, 1, &LayerSel::default()).unwrap(),
+            vec![(0, 0)]
+        );
+        assert_eq!(tensor_pairs(3, 3, &LayerSel::default()).unwrap().len(), 3);
+        invalid(
+            tensor_pairs(4, 6, &LayerSel::default()),
+            "num_tensors differ",
+        );
+    }
+
+    #[test]
+    fn pairs_both_ranges() {
+        // src layers [2,4) -> dst [0,2) with n=2: tensors 4..8 -> 0..4
+        let p = tensor_pairs(8, 4, &sel(Some((2, 4)), Some((0, 2)), 2)).unwrap();
+        assert_eq!(p, vec![(4, 0), (5, 1), (6, 2), (7, 3)]);
+        let p = tensor_pairs(6, 9, &sel(Some((1, 2)), Some((2, 3)), 3)).unwrap();
+        assert_eq!(p, vec![(3, 6), (4, 7), (5, 8)]);
+        invalid(
+            tensor_pairs(8, 8, &sel(Some((0, 2)), Some((0, 3)), 2)),
+            "covers 2 layers but dst_layer_range [0, 3) covers 3",
+        );
+        invalid(
+            tensor_pairs(8, 8, &sel(Some((3, 5)), Some((0, 2)), 2)),
+            "src_layer_range [3, 5) exceeds the 4 layers",
+        );
+        invalid(
+            tensor_pairs(8, 4, &sel(Some((0, 2)), Some((1, 3)), 2)),
+            "dst_layer_range [1, 3) exceeds the 2 layers",
+        );
+        invalid(
+            tensor_pairs(8, 8, &sel(Some((2, 2)), Some((0, 0)), 2)),
+            "empty or reversed",
+        );
+        invalid(
+            tensor_pairs(8, 8, &sel(Some((3, 1)), Some((0, 2)), 2)),
+            "empty or reversed",
+        );
+    }
+
+    #[test]
+    fn pairs_one_sided() {
+        let p = tensor_pairs(8, 4, &sel(Some((2, 4)), None, 2)).unwrap();
+        assert_eq!(p, vec![(4, 0), (5, 1), (6, 2), (7, 3)]);
+        let p = tensor_pairs(2, 6, &sel(None, Some((1, 2)), 2)).unwrap();
+        assert_eq!(p, vec![(0, 2), (1, 3)]);
+        invalid(
+            tensor_pairs(8, 6, &sel(Some((2, 4)), None, 2)),
+            "selects 4 tensors but the destination cache has 6",
+        );
+        invalid(
+            tensor_pairs(4, 6, &sel(None, Some((1, 2)), 2)),
+            "selects 2 tensors but the source cache has 4",
+        );
+    }
+
+    #[test]
+    fn pairs_per_layer_rules() {
+        invalid(
+            tensor_pairs(4, 4, &sel(None, None, 0)),
+            "tensor_num_per_layer = 0",
+        );
+        invalid(
+            tensor_pairs(4, 4, &sel(Some((0, 1)), Some((0, 1)), 0)),
+            "tensor_num_per_layer = 0",
+        );
+        invalid(
+            tensor_pairs(4, 8, &sel(Some((0, 1)), Some((0, 1)), 5)),
+            "tensor_num_per_layer = 5 exceeds the 4 tensors",
+        );
+        invalid(
+            tensor_pairs(6, 8, &sel(Some((0, 1)), Some((0, 1)), 4)),
+            "num_tensors 6 is not a multiple of tensor_num_per_layer 4",
+        );
+        // only the side with a range needs divisibility
+        let p = tensor_pairs(6, 2, &sel(None, Some((0, 1)), 4));
+        invalid(p, "exceeds the 2 tensors");
+        assert_eq!(
+            tensor_pairs(3, 9, &sel(None, Some((1, 2)), 3)).unwrap(),
+            vec![(0, 3), (1, 4), (2, 5)]
+        );
+        // per_layer == num_tensors is fine
+        assert_eq!(
+            tensor_pairs(2, 2, &sel(Some((0, 1)), Some((0, 1)), 2))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    // ---------------- pull_cache ----------------
+
+    #[test]
+    fn pull_cache_basic() {
+        let local = cache(B, 4, 4, 100, L);
+        let remote = cache(B, 4, 8, 100, R);
+        let p = pull_cache_plan(&local, &remote, 5, 2, -1, &LayerSel::default()).unwrap();
+        assert_eq!(p.len(), 4);
+        for (t, s) in p.iter().enumerate() {
+            let t = t as u64;
+            assert_eq!(*s, seg(L + t * T + 200, R + t * T + 500, 100));
+        }
+        assert_eq!(total_bytes(&p), 400);
+        // explicit size, mixed kinds accepted
+        let local = cache(M, 4, 4, 100, L);
+        let p = pull_cache_plan(&local, &remote, 0, 3, 40, &LayerSel::default()).unwrap();
+        assert_eq!(p[1], seg(L + T + 300, R + T, 40));
+    }
+
+    #[test]
+    fn pull_cache_size_rules() {
+        // local stride 100, remote stride 120
+        let local = cache(B, 2, 4, 100, L);
+        let remote = cache(B, 2, 4, 120, R);
+        let d = LayerSel::default();
+        assert_eq!(
+            pull_cache_plan(&local, &remote, 0, 0, -1, &d).unwrap()[0].len,
+            100
+        );
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 0, 0, &d),
+            "size = 0 is invalid",
+        );
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 0, -2, &d),
+            "size = -2 is invalid",
+        );
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 0, 101, &d),
+            "exceeds the local slot size of 100",
+        );
+        // -1 means local stride; must fit in the remote stride (§9 item 9)
+        let remote_small = cache(B, 2, 4, 80, R);
+        invalid(
+            pull_cache_plan(&local, &remote_small, 0, 0, -1, &d),
+            "exceeds the remote slot size of 80",
+        );
+        invalid(
+            pull_cache_plan(&local, &remote_small, 0, 0, 90, &d),
+            "exceeds the remote slot size of 80",
+        );
+        assert_eq!(
+            pull_cache_plan(&local, &remote_small, 0, 0, 80, &d).unwrap()[1].len,
+            80
+        );
+    }
+
+    #[test]
+    fn pull_cache_rejects() {
+        let local = cache(B, 2, 4, 100, L);
+        let remote = cache(B, 2, 8, 100, R);
+        let d = LayerSel::default();
+        invalid(pull_cache_plan(&local, &remote, 8, 0, -1, &d), "remote_slot (source batch index) = 8 is out of range for a remote cache of batch size 8");
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 4, -1, &d),
+            "local_slot (batch_index) = 4 is out of range",
+        );
+        let blocks_local = cache(K, 2, 4, 100, L);
+        invalid(
+            pull_cache_plan(&blocks_local, &remote, 0, 0, -1, &d),
+            "needs a batch (contiguous) local cache",
+        );
+        let blocks_remote = cache(K, 2, 4, 100, R);
+        invalid(
+            pull_cache_plan(&local, &blocks_remote, 0, 0, -1, &d),
+            "needs a batch (contiguous) remote cache",
+        );
+        let local3 = cache(B, 3, 4, 100, L);
+        invalid(
+            pull_cache_plan(&local3, &remote, 0, 0, -1, &d),
+            "num_tensors differ",
+        );
+        // geometry
+        let empty = view(B, &[], 400, 4);
+        invalid(pull_cache_plan(&empty, &remote, 0, 0, -1, &d), "no tensors");
+        let zero_dim = view(B, &[L], 400, 0);
+        invalid(
+            pull_cache_plan(&zero_dim, &remote, 0, 0, -1, &d),
+            "shape[0] = 0",
+        );
+        let tiny = view(B, &[L, L], 3, 4);
+        invalid(
+            pull_cache_plan(&tiny, &remote, 0, 0, -1, &d),
+            "zero-byte slots",
+        );
+    }
+
+    #[test]
+    fn pull_cache_overflow() {
+        let local = view(B, &[L, u64::MAX - 300], 400, 4);
+        let remote = cache(B, 2, 4, 100, R);
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 0, -1, &LayerSel::default()),
+            "local tensor 1 at address",
+        );
+        let remote = view(B, &[u64::MAX - 100, R], 400, 4);
+        let local = cache(B, 2, 4, 100, L);
+        invalid(
+            pull_cache_plan(&local, &remote, 0, 0, -1, &LayerSel::default()),
+            "overflows the 64-bit address space",
+        );
+        // exactly fits at the top of the address space
+        let remote = view(B, &[u64::MAX - 400, R], 400, 4);
+        let p = pull_cache_plan(&local, &remote, 3, 0, -1, &LayerSel::default()).unwrap();
+        assert_eq!(p[0].src, u64::MAX - 100);
+    }
+
+    #[test]
+    fn pull_cache_layer_ranges() {
+        let local = cache(B, 4, 2, 64, L);
+        let remote = cache(B, 8, 2, 64, R);
+        let p = pull_cache_plan(
+            &local,
+            &remote,
+            1,
+            0,
+            -1,
+            &sel(Some((2, 4)), Some((0, 2)), 2),
+        )
+        .unwrap();
+        let got: Vec<_> = p
+            .iter()
+            .map(|s| ((s.src - R - 64) / T, (s.dst - L) / T))
+            .collect();
+        assert_eq!(got, vec![(4, 0), (5, 1), (6, 2), (7, 3)]);
+        invalid(
+            pull_cache_plan(
+                &local,
+                &remote,
+                1,
+                0,
+                -1,
+                &sel(Some((2, 4)), Some((0, 1)), 2),
+            ),
+            "covers",
+        );
+    }
+
+    // ---------------- pull_blocks ----------------
+
+    #[test]
+    fn pull_blocks_coalesces() {
+        let local = cache(K, 2, 128, 32, L);
+        let remote = cache(K, 2, 64, 32, R);
+        let d = LayerSel::default();
+        // adjacent 1,2,3 -> 5,6,7: one segment per tensor
+        let p = pull_blocks_plan(&local, &remote, &[1, 2, 3], &[5, 6, 7], &d).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(L + 5 * 32, R + 32, 96),
+                seg(L + T + 5 * 32, R + T + 32, 96)
+            ]
+        );
+        // 1,3 -> two segments per tensor
+        let p = pull_blocks_plan(&local, &remote, &[1, 3], &[1, 3], &d).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(L + 32, R + 32, 32),
+                seg(L + 96, R + 96, 32),
+                seg(L + T + 32, R + T + 32, 32),
+                seg(L + T + 96, R + T + 96, 32)
+            ]
+        );
+        // only source contiguous -> no merge
+        let p = pull_blocks_plan(&local, &remote, &[1, 2], &[4, 9], &d).unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!(total_bytes(&p), 4 * 32);
+    }
+
+    #[test]
+    fn pull_blocks_rejects() {
+        let local = cache(K, 2, 128, 32, L);
+        let remote = cache(K, 2, 64, 32, R);
+        let d = LayerSel::default();
+        let e = invalid(
+            pull_blocks_plan(&local, &remote, &[0, 1, 2, 3], &[0, 1, 2, 130], &d),
+            "dst_blocks[3] = 130",
+        );
+        assert!(e.message.contains("local cache of 128 blocks"));
+        invalid(
+            pull_blocks_plan(&local, &remote, &[0, 64], &[0, 1], &d),
+            "src_blocks[1] = 64 is out of range for a remote cache of 64 blocks",
+        );
+        invalid(
+            pull_blocks_plan(&local, &remote, &[0, 1], &[0], &d),
+            "src_blocks has 2 entries but dst_blocks has 1",
+        );
+        invalid(
+            pull_blocks_plan(&local, &remote, &[], &[], &d),
+            "src_blocks must not be empty",
+        );
+        invalid(
+            pull_blocks_plan(&local, &remote, &[1], &[], &d),
+            "dst_blocks must not be empty",
+        );
+        let remote16 = cache(K, 2, 64, 16, R);
+        invalid(
+            pull_blocks_plan(&local, &remote16, &[0], &[0], &d),
+            "block sizes differ",
+        );
+        let batch_local = cache(B, 2, 128, 32, L);
+        invalid(
+            pull_blocks_plan(&batch_local, &remote, &[0], &[0], &d),
+            "needs a blocks (paged) local cache",
+        );
+        let batch_remote = cache(B, 2, 64, 32, R);
+        invalid(
+            pull_blocks_plan(&local, &batch_remote, &[0], &[0], &d),
+            "remote cache is a Batch cache",
+        );
+        // mixed both sides ok
+        let ml = cache(M, 2, 128, 32, L);
+        let mr = cache(M, 2, 64, 32, R);
+        assert_eq!(pull_blocks_plan(&ml, &mr, &[0], &[0], &d).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn pull_blocks_layer_ranges() {
+        let local = cache(K, 4, 16, 8, L);
+        let remote = cache(K, 8, 16, 8, R);
+        let p = pull_blocks_plan(
+            &local,
+            &remote,
+            &[3],
+            &[2],
+            &sel(Some((2, 4)), Some((0, 2)), 2),
+        )
+        .unwrap();
+        let got: Vec<_> = p
+            .iter()
+            .map(|s| {
+                (
+                    (s.src - R) / T,
+                    (s.dst - L) / T,
+                    (s.src - R) % T,
+                    (s.dst - L) % T,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, 0, 24, 16),
+                (5, 1, 24, 16),
+                (6, 2, 24, 16),
+                (7, 3, 24, 16)
+            ]
+        );
+        invalid(
+            pull_blocks_plan(
+                &local,
+                &remote,
+                &[3],
+                &[2],
+                &sel(Some((3, 5)), Some((0, 2)), 2),
+            ),
+            "exceeds the 4 layers",
+        );
+        invalid(
+            pull_blocks_plan(
+                &local,
+                &remote,
+                &[3],
+                &[2],
+                &sel(Some((0, 1)), Some((0, 1)), 3),
+            ),
+            "not a multiple",
+        );
+    }
+
+    // ---------------- contiguous -> blocks ----------------
+
+    #[test]
+    fn pull_cache_to_blocks_chunks() {
+        // remote slot 100 bytes, local blocks of 32: chunks 32,32,32,4
+        let local = cache(K, 2, 16, 32, L);
+        let remote = cache(B, 2, 4, 100, R);
+        let d = LayerSel::default();
+        let p = pull_cache_to_blocks_plan(&local, &remote, 2, &[9, 3, 4, 0], &d).unwrap();
+        assert_eq!(
+            &p[..4],
+            &[
+                seg(L + 9 * 32, R + 200, 32),
+                seg(L + 3 * 32, R + 232, 64), // chunks 1,2 -> blocks 3,4 merged
+                seg(L, R + 296, 4),           // last chunk shorter
+                seg(L + T + 9 * 32, R + T + 200, 32),
+            ]
+        );
+        assert_eq!(p.len(), 6);
+        assert_eq!(total_bytes(&p), 200);
+        // fewer blocks than chunks: partial slot
+        let p = pull_cache_to_blocks_plan(&local, &remote, 0, &[1, 2], &d).unwrap();
+        assert_eq!(p, vec![seg(L + 32, R, 64), seg(L + T + 32, R + T, 64)]);
+        // too many blocks: ceil(100/32) = 4
+        invalid(
+            pull_cache_to_blocks_plan(&local, &remote, 0, &[0, 1, 2, 3, 4], &d),
+            "fills at most 4 local blocks",
+        );
+        invalid(
+            pull_cache_to_blocks_plan(&local, &remote, 0, &[], &d),
+            "dst_blocks must not be empty",
+        );
+        invalid(
+            pull_cache_to_blocks_plan(&local, &remote, 4, &[0], &d),
+            "remote_slot (source batch index) = 4",
+        );
+        invalid(
+            pull_cache_to_blocks_plan(&local, &remote, 0, &[16], &d),
+            "dst_blocks[0] = 16 is out of range for a local cache of 16 blocks",
+        );
+        let bl = cache(B, 2, 16, 32, L);
+        invalid(
+            pull_cache_to_blocks_plan(&bl, &remote, 0, &[0], &d),
+            "needs a blocks (paged) local cache",
+        );
+        let kr = cache(K, 2, 4, 100, R);
+        invalid(
+            pull_cache_to_blocks_plan(&local, &kr, 0, &[0], &d),
+            "needs a batch (contiguous) remote cache",
+        );
+        // exact multiple: 96-byte slot into 32-byte blocks = 3 chunks
+        let remote96 = cache(B, 2, 4, 96, R);
+        let p = pull_cache_to_blocks_plan(&local, &remote96, 1, &[5, 6, 7], &d).unwrap();
+        assert_eq!(p[0], seg(L + 160, R + 96, 96));
+        invalid(
+            pull_cache_to_blocks_plan(&local, &remote96, 1, &[5, 6, 7, 8], &d),
+            "at most 3",
+        );
+        // slot smaller than a block: one chunk of S_r
+        let remote10 = cache(B, 2, 4, 10, R);
+        let p = pull_cache_to_blocks_plan(&local, &remote10, 3, &[2], &d).unwrap();
+        assert_eq!(p[0], seg(L + 64, R + 30, 10));
+    }
+
+    // ---------------- push_cache ----------------
+
+    #[test]
+    fn push_cache_per_layer() {
+        let local = cache(B, 4, 2, 64, L); // 2 layers
+        let remote = cache(B, 6, 4, 80, R); // 3 layers
+                                            // default ranges: layer counts differ
+        invalid(
+            push_cache_plan(&local, &remote, 1, 2, -1, &LayerSel::default()),
+            "covers 2 layers but dst_layer_range [0, 3) covers 3",
+        );
+        let p = push_cache_plan(&local, &remote, 1, 2, -1, &sel(None, Some((1, 3)), 2)).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].0, 0);
+        assert_eq!(
+            p[0].1,
+            vec![
+                seg(R + 2 * T + 160, L + 64, 64),
+                seg(R + 3 * T + 160, L + T + 64, 64)
+            ]
+        );
+        assert_eq!(p[1].0, 1);
+        assert_eq!(
+            p[1].1,
+            vec![
+                seg(R + 4 * T + 160, L + 2 * T + 64, 64),
+                seg(R + 5 * T + 160, L + 3 * T + 64, 64)
+            ]
+        );
+        // src range only on a 3-layer remote of equal layer count
+        let remote4 = cache(B, 4, 4, 80, R);
+        let p = push_cache_plan(&local, &remote4, 0, 0, -1, &LayerSel::default()).unwrap();
+        assert_eq!(p.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1]);
+        let p = push_cache_plan(
+            &local,
+            &remote4,
+            0,
+            0,
+            -1,
+            &sel(Some((1, 2)), Some((0, 1)), 2),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            vec![(1, vec![seg(R, L + 2 * T, 64), seg(R + T, L + 3 * T, 64)])]
+        );
+        // per_layer 1
+        let p = push_cache_plan(&local, &remote4, 0, 0, -1, &sel(None, None, 1)).unwrap();
+        assert_eq!(p.len(), 4);
+        assert!(p.iter().all(|(_, s)| s.len() == 1));
+    }
+
+    #[test]
+    fn push_cache_rejects() {
+        let local = cache(B, 4, 2, 64, L);
+        let remote = cache(B, 4, 4, 80, R);
+        let d = LayerSel::default();
+        invalid(
+            push_cache_plan(&local, &remote, 0, 0, 64, &d),
+            "size = 64 is invalid for push_cache",
+        );
+        invalid(push_cache_plan(&local, &remote, 0, 0, 0, &d), "size = 0");
+        invalid(
+            push_cache_plan(&local, &remote, 2, 0, -1, &d),
+            "src_batch_index = 2 is out of range for a local cache of batch size 2",
+        );
+        invalid(
+            push_cache_plan(&local, &remote, 0, 4, -1, &d),
+            "destination batch_index = 4",
+        );
+        let remote_small = cache(B, 4, 4, 32, R);
+        invalid(
+            push_cache_plan(&local, &remote_small, 0, 0, -1, &d),
+            "does not fit in the remote slot of 32",
+        );
+        let kl = cache(K, 4, 2, 64, L);
+        invalid(
+            push_cache_plan(&kl, &remote, 0, 0, -1, &d),
+            "needs a batch (contiguous) local cache",
+        );
+        let kr = cache(K, 4, 4, 80, R);
+        invalid(
+            push_cache_plan(&local, &kr, 0, 0, -1, &d),
+            "needs a batch (contiguous) remote cache",
+        );
+        let odd = cache(B, 3, 2, 64, L);
+        invalid(
+            push_cache_plan(&odd, &remote, 0, 0, -1, &d),
+            "num_tensors 3 is not a multiple",
+        );
+        invalid(
+            push_cache_plan(&local, &remote, 0, 0, -1, &sel(None, None, 0)),
+            "tensor_num_per_layer = 0",
+        );
+        invalid(
+            push_cache_plan(&local, &remote, 0, 0, -1, &sel(None, None, 8)),
+            "exceeds the 4 tensors",
+        );
+        invalid(
+            push_cache_plan(
+                &local,
+                &remote,
+                0,
+                0,
+                -1,
+                &sel(Some((0, 3)), Some((0, 3)), 2),
+            ),
+            "src_layer_range [0, 3) exceeds the 2 layers",
+        );
+    }
+
+    // ---------------- push_blocks ----------------
+
+    #[test]
+    fn push_blocks_per_layer() {
+        let local = cache(K, 4, 8, 16, L);
+        let remote = cache(K, 4, 32, 16, R);
+        let p = push_blocks_plan(
+            &local,
+            &remote,
+            &[0, 1, 2, 5],
+            &[10, 11, 12, 20],
+            &LayerSel::default(),
+        )
+        .unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].0, 1);
+        assert_eq!(
+            p[1].1,
+            vec![
+                seg(R + 2 * T + 160, L + 2 * T, 48),
+                seg(R + 2 * T + 320, L + 2 * T + 80, 16),
+                seg(R + 3 * T + 160, L + 3 * T, 48),
+                seg(R + 3 * T + 320, L + 3 * T + 80, 16),
+            ]
+        );
+        let p = push_blocks_plan(
+            &local,
+            &remote,
+            &[7],
+            &[31],
+            &sel(Some((1, 2)), Some((0, 1)), 2),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            vec![(
+                1,
+                vec![
+                    seg(R + 31 * 16, L + 2 * T + 112, 16),
+                    seg(R + T + 31 * 16, L + 3 * T + 112, 16)
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn push_blocks_rejects() {
+        let local = cache(K, 4, 8, 16, L);
+        let remote = cache(K, 4, 32, 16, R);
+        let d = LayerSel::default();
+        invalid(
+            push_blocks_plan(&local, &remote, &[8], &[0], &d),
+            "src_blocks[0] = 8 is out of range for a local cache of 8 blocks",
+        );
+        invalid(
+            push_blocks_plan(&local, &remote, &[0, 1], &[0, 32], &d),
+            "dst_blocks[1] = 32 is out of range for a remote cache of 32 blocks",
+        );
+        invalid(
+            push_blocks_plan(&local, &remote, &[0, 1], &[0], &d),
+            "src_blocks has 2 entries",
+        );
+        invalid(
+            push_blocks_plan(&local, &remote, &[], &[], &d),
+            "must not be empty",
+        );
+        let r8 = cache(K, 4, 32, 8, R);
+        invalid(
+            push_blocks_plan(&local, &r8, &[0], &[0], &d),
+            "block sizes differ",
+        );
+        let bl = cache(B, 4, 8, 16, L);
+        invalid(
+            push_blocks_plan(&bl, &remote, &[0], &[0], &d),
+            "needs a blocks (paged) local cache",
+        );
+        let r6 = cache(K, 6, 32, 16, R);
+        invalid(
+            push_blocks_plan(&local, &r6, &[0], &[0], &d),
+            "covers 2 layers but dst_layer_range [0, 3)",
+        );
+    }
+
+    // ---------------- copy_cache ----------------
+
+    #[test]
+    fn copy_cache_rules() {
+        let dst = cache(B, 2, 4, 100, L);
+        let src = cache(B, 2, 8, 120, R);
+        let p = copy_cache_plan(&dst, &src, 1, 7, 10, 50).unwrap();
+        assert_eq!(
+            p,
+            vec![seg(L + 110, R + 850, 50), seg(L + T + 110, R + T + 850, 50)]
+        );
+        // size -1 with offset: S_src - offset = 110 > S_dst - offset = 90
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 10, -1),
+            "exceeds the destination slot size of 100",
+        );
+        let src_eq = cache(B, 2, 8, 100, R);
+        let p = copy_cache_plan(&dst, &src_eq, 0, 0, 30, -1).unwrap();
+        assert_eq!(p[0].len, 70);
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 0, 0),
+            "size = 0 is invalid",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 0, -2),
+            "size = -2 is invalid",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 100, 1),
+            "offset = 100 must be smaller than the destination slot size",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 120, 1),
+            "offset = 120 must be smaller than the source slot size",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 0, 50, 51),
+            "exceeds the destination slot size",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src_eq, 0, 0, 0, 101),
+            "exceeds the source slot size",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 4, 0, 0, 1),
+            "dst_batch_index = 4",
+        );
+        invalid(
+            copy_cache_plan(&dst, &src, 0, 8, 0, 1),
+            "src_batch_index = 8",
+        );
+        let src3 = cache(B, 3, 8, 100, R);
+        invalid(
+            copy_cache_plan(&dst, &src3, 0, 0, 0, -1),
+            "num_tensors differ",
+        );
+        let kb = cache(K, 2, 8, 100, R);
+        invalid(
+            copy_cache_plan(&dst, &kb, 0, 0, 0, -1),
+            "needs a batch (contiguous) source cache",
+        );
+        assert_eq!(
+            copy_cache_plan(&dst, &src_eq, 3, 3, 0, -1).unwrap()[1],
+            seg(L + T + 300, R + T + 300, 100)
+        );
+    }
+
+    // ---------------- copy_blocks / swap_blocks ----------------
+
+    #[test]
+    fn copy_blocks_rules() {
+        let c = cache(K, 2, 16, 8, L);
+        let p = copy_blocks_plan(&c, &[(0, 4), (1, 5), (2, 6)]).unwrap();
+        assert_eq!(p, vec![seg(L + 32, L, 24), seg(L + T + 32, L + T, 24)]);
+        // chain 1->2, 2->3 must not merge into an overlapping move
+        let p = copy_blocks_plan(&c, &[(1, 2), (2, 3)]).unwrap();
+        assert_eq!(p.len(), 4);
+        invalid(
+            copy_blocks_plan(&c, &[(0, 1), (16, 2)]),
+            "pairs[1] source block 16 is out of range for a blocks cache of 16 blocks",
+        );
+        invalid(
+            copy_blocks_plan(&c, &[(0, 16)]),
+            "pairs[0] destination block 16",
+        );
+        assert!(copy_blocks_plan(&c, &[]).unwrap().is_empty());
+        let b = cache(B, 2, 16, 8, L);
+        invalid(copy_blocks_plan(&b, &[(0, 1)]), "needs a blocks (paged)");
+    }
+
+    #[test]
+    fn swap_blocks_rules() {
+        let dst = cache(K, 2, 16, 8, L);
+        let src = cache(K, 2, 4, 8, R);
+        let p = swap_blocks_plan(&dst, &src, &[(0, 10), (1, 11), (3, 2)]).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(L + 80, R, 16),
+                seg(L + 16, R + 24, 8),
+                seg(L + T + 80, R + T, 16),
+                seg(L + T + 16, R + T + 24, 8)
+            ]
+        );
+        invalid(
+            swap_blocks_plan(&dst, &src, &[(4, 0)]),
+            "pairs[0] source block 4 is out of range for a source cache of 4 blocks",
+        );
+        invalid(
+            swap_blocks_plan(&dst, &src, &[(0, 16)]),
+            "destination block 16",
+        );
+        let src16 = cache(K, 2, 4, 16, R);
+        invalid(
+            swap_blocks_plan(&dst, &src16, &[(0, 0)]),
+            "block sizes differ",
+        );
+        let src3 = cache(K, 3, 4, 8, R);
+        invalid(
+            swap_blocks_plan(&dst, &src3, &[(0, 0)]),
+            "num_tensors differ",
+        );
+        let bsrc = cache(B, 2, 4, 8, R);
+        invalid(
+            swap_blocks_plan(&dst, &bsrc, &[(0, 0)]),
+            "needs a blocks (paged) source cache",
+        );
+        assert!(swap_blocks_plan(&dst, &src, &[]).unwrap().is_empty());
+    }
+
+    // ---------------- async ----------------
+
+    #[test]
+    fn async_contiguous() {
+        let local = cache(B, 4, 4, 64, L);
+        let p = async_layer_plan(&local, 1, 3, [0x5000, 0x7000], &[], &[], None).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(0x5000, L + 2 * T + 192, 64),
+                seg(0x7000, L + 3 * T + 192, 64)
+            ]
+        );
+        // dst_block_size 0 == None
+        assert_eq!(
+            async_layer_plan(&local, 1, 3, [0x5000, 0x7000], &[], &[], Some(0)).unwrap(),
+            p
+        );
+        invalid(
+            async_layer_plan(&local, 2, 0, [0, 0], &[], &[], None),
+            "layer 2 is out of range for a local cache of 2 layers",
+        );
+        invalid(
+            async_layer_plan(&local, 0, 4, [0, 0], &[], &[], None),
+            "src_batch_index = 4",
+        );
+        invalid(
+            async_layer_plan(&local, 0, 0, [0, 0], &[], &[1], None),
+            "requires dst_block_size",
+        );
+        invalid(
+            async_layer_plan(&local, 0, 0, [u64::MAX - 10, 0], &[], &[], None),
+            "dst_bases[0]",
+        );
+        let odd = cache(B, 3, 4, 64, L);
+        invalid(
+            async_layer_plan(&odd, 0, 0, [0, 0], &[], &[], None),
+            "even num_tensors",
+        );
+        let k = cache(K, 4, 4, 64, L);
+        invalid(
+            async_layer_plan(&k, 0, 0, [0, 0], &[], &[], None),
+            "needs a batch (contiguous) local cache",
+        );
+    }
+
+    #[test]
+    fn async_contiguous_to_blocks() {
+        // slot 100 bytes, dst blocks of 32 -> chunks 32,32,32,4
+        let local = cache(B, 2, 4, 100, L);
+        let p = async_layer_plan(
+            &local,
+            0,
+            1,
+            [0x10_0000, 0x20_0000],
+            &[],
+            &[7, 8, 2, 0],
+            Some(32),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(0x10_0000 + 7 * 32, L + 100, 64),
+                seg(0x10_0000 + 64, L + 164, 32),
+                seg(0x10_0000, L + 196, 4),
+                seg(0x20_0000 + 7 * 32, L + T + 100, 64),
+                seg(0x20_0000 + 64, L + T + 164, 32),
+                seg(0x20_0000, L + T + 196, 4),
+            ]
+        );
+        invalid(
+            async_layer_plan(&local, 0, 1, [0, 0], &[], &[0, 1, 2, 3, 4], Some(32)),
+            "at most 4 destination blocks",
+        );
+        invalid(
+            async_layer_plan(&local, 0, 1, [0, 0], &[], &[], Some(32)),
+            "only valid with dst_blocks",
+        );
+        invalid(
+            async_layer_plan(&local, 0, 1, [0, 0], &[], &[0], Some(400)),
+            "smaller than the local tensor size of 400",
+        );
+        // bms >= S but < T: one chunk of S
+        let p = async_layer_plan(&local, 0, 2, [0, 0x1000], &[], &[3], Some(150)).unwrap();
+        assert_eq!(p[0], seg(450, L + 200, 100));
+        invalid(
+            async_layer_plan(&local, 0, 0, [0, u64::MAX - 200], &[], &[6], Some(32)),
+            "dst_bases[1]",
+        );
+    }
+
+    #[test]
+    fn async_blocks() {
+        let local = cache(K, 4, 16, 32, L);
+        let p = async_layer_plan(
+            &local,
+            1,
+            0,
+            [0x10_0000, 0x20_0000],
+            &[1, 2, 3],
+            &[4, 5, 9],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(0x10_0000 + 128, L + 2 * T + 32, 64),
+                seg(0x10_0000 + 288, L + 2 * T + 96, 32),
+                seg(0x20_0000 + 128, L + 3 * T + 32, 64),
+                seg(0x20_0000 + 288, L + 3 * T + 96, 32),
+            ]
+        );
+        assert_eq!(
+            async_layer_plan(
+                &local,
+                1,
+                0,
+                [0x10_0000, 0x20_0000],
+                &[1, 2, 3],
+                &[4, 5, 9],
+                Some(32)
+            )
+            .unwrap(),
+            p
+        );
+        invalid(
+            async_layer_plan(&local, 1, 0, [0, 0], &[1, 2], &[4], None),
+            "src_blocks has 2 entries but dst_blocks has 1",
+        );
+        invalid(
+            async_layer_plan(&local, 1, 0, [0, 0], &[1], &[4], Some(16)),
+            "dst_block_size = 16 must equal the local block size of 32",
+        );
+        invalid(
+            async_layer_plan(&local, 1, 1, [0, 0], &[1], &[4], None),
+            "src_batch_index = 1 must be 0",
+        );
+        invalid(
+            async_layer_plan(&local, 1, 0, [0, 0], &[16], &[4], None),
+            "src_blocks[0] = 16 is out of range for a local cache of 16 blocks",
+        );
+        invalid(
+            async_layer_plan(&local, 1, 0, [0, 0], &[1], &[u64::MAX / 8], None),
+            "overflows",
+        );
+        let b = cache(B, 4, 16, 32, L);
+        invalid(
+            async_layer_plan(&b, 1, 0, [0, 0], &[1], &[4], None),
+            "needs a blocks (paged) local cache",
+        );
+    }
+
+    // ---------------- coalesce ----------------
+
+    #[test]
+    fn coalesce_rules() {
+        let mut v = vec![
+            seg(100, 10, 5),
+            seg(105, 15, 5),
+            seg(110, 20, 0),
+            seg(110, 20, 5),
+            seg(200, 25, 5),
+            seg(205, 30, 1),
+        ];
+        coalesce(&mut v);
+        assert_eq!(v, vec![seg(100, 10, 15), seg(200, 25, 6)]);
+        // no reorder: a later segment preceding in memory is not merged
+        let mut v = vec![seg(105, 15, 5), seg(100, 10, 5)];
+        coalesce(&mut v);
+        assert_eq!(v.len(), 2);
+        // only one side continuing
+        let mut v = vec![seg(0, 0, 4), seg(4, 8, 4), seg(8, 12, 4)];
+        coalesce(&mut v);
+        assert_eq!(v, vec![seg(0, 0, 4), seg(4, 8, 8)]);
+        let mut v = vec![seg(0, 0, 0)];
+        coalesce(&mut v);
+        assert!(v.is_empty());
+        let mut v = vec![seg(u64::MAX - 4, 0, 4), seg(0, 4, 4)];
+        coalesce(&mut v);
+        assert_eq!(v.len(), 2);
+        assert_eq!(total_bytes(&[seg(0, 0, u64::MAX), seg(0, 0, 5)]), u64::MAX);
+    }
+
+    // ---------------- proptest: simulate on byte arrays ----------------
+
+    /// A byte array that stands for one address space starting at `base`.
+    struct Mem {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl Mem {
+        fn new(base: u64, len: usize, seed: u8) -> Mem {
+            Mem {
+                base,
+                bytes: (0..len)
+                    .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                    .collect(),
+            }
+        }
+        fn off(&self, a: u64) -> usize {
+            (a - self.base) as usize
+        }
+    }
+
+    fn apply(dst: &mut Mem, src: &Mem, segs: &[Segment]) {
+        for s in segs {
+            let (d, o, n) = (dst.off(s.dst), src.off(s.src), s.len as usize);
+            dst.bytes[d..d + n].copy_from_slice(&src.bytes[o..o + n]);
+        }
+    }
+
+    fn apply_within(m: &mut Mem, segs: &[Segment]) {
+        for s in segs {
+            let (d, o, n) = (m.off(s.dst), m.off(s.src), s.len as usize);
+            m.bytes.copy_within(o..o + n, d);
+        }
+    }
+
+    /// Tensors of `dim0*s` bytes laid out back to back (gap 0) or spaced.
+    fn layout(kind: CacheKind, base: u64, num: u32, dim0: u64, s: u64, gap: u64) -> CacheView {
+        let tb = dim0 * s;
+        let addrs = (0..num as u64)
+            .map(|t| base + t * (tb + gap))
+            .collect::<Vec<_>>();
+        view(kind, &addrs, tb, dim0)
+    }
+
+    fn mem_for(v: &CacheView, base: u64, seed: u8) -> Mem {
+        let end = v.addrs.iter().map(|a| a + v.tensor_bytes).max().unwrap();
+        Mem::new(base, (end - base) as usize, seed)
+    }
+
+    fn layer_sel() -> impl Strategy<Value = (u32, u32, LayerSel)> {
+        // (n, layers, sel) with both caches having layers*n tensors
+        (1u32..=3, 1u32..=4).prop_flat_map(|(n, layers)| {
+            (1..=layers).prop_flat_map(move |span| {
+                (0..=layers - span, 0..=layers - span, 0u8..4).prop_map(move |(s0, d0, mode)| {
+                    let sel = match mode {
+                        0 => LayerSel {
+                            src: None,
+                            dst: None,
+                            per_layer: n,
+                        },
+                        1 => LayerSel {
+                            src: Some((s0, s0 + span)),
+                            dst: Some((d0, d0 + span)),
+                            per_layer: n,
+                        },
+                        2 => LayerSel {
+                            src: Some((0, layers)),
+                            dst: None,
+                            per_layer: n,
+                        },
+                        _ => LayerSel {
+                            src: None,
+                            dst: Some((0, layers)),
+                            per_layer: n,
+                        },
+                    };
+                    (n, layers, sel)
+                })
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn blocks_plans_match_reference(
+            (n, layers, sel) in layer_sel(),
+            s in 1u64..=8,
+            nl in 1u64..=10,
+            nr in 1u64..=10,
+            gap_l in prop_oneof![Just(0u64), 1u64..5],
+            gap_r in prop_oneof![Just(0u64), 1u64..5],
+            raw in proptest::collection::vec((0u64..1000, 0u64..1000), 1..8),
+        ) {
+            let num = n * layers;
+            let local = layout(K, 0x1000, num, nl, s, gap_l);
+            let remote = layout(M, 0x8000, num, nr, s, gap_r);
+            let src_blocks: Vec<u64> = raw.iter().map(|p| p.0 % nr).collect();
+            let dst_blocks: Vec<u64> = raw.iter().map(|p| p.1 % nl).collect();
+            let pairs = tensor_pairs(num, num, &sel).unwrap();
+
+            // pull: remote -> local
+            let plan = pull_blocks_plan(&local, &remote, &src_blocks, &dst_blocks, &sel).unwrap();
+            let rmem = mem_for(&remote, 0x8000, 7);
+            let mut got = mem_for(&local, 0x1000, 99);
+            let mut want = mem_for(&local, 0x1000, 99);
+            apply(&mut got, &rmem, &plan);
+            for &(ts, td) in &pairs {
+                for (&bs, &bd) in src_blocks.iter().zip(&dst_blocks) {
+                    let seg = [Segment { dst: local.addrs[td as usize] + bd * s, src: remote.addrs[ts as usize] + bs * s, len: s }];
+                    apply(&mut want, &rmem, &seg);
+                }
+            }
+            prop_assert_eq!(&got.bytes, &want.bytes);
+            prop_assert!(plan.iter().all(|x| x.len > 0));
+
+            // push: local -> remote, layer by layer (pairs from the same selection,
+            // roles swapped: src range on local, dst range on remote)
+            let lp = push_blocks_plan(&local, &remote, &dst_blocks, &src_blocks, &sel).unwrap();
+            let lmem = mem_for(&local, 0x1000, 3);
+            let mut got = mem_for(&remote, 0x8000, 42);
+            let mut want = mem_for(&remote, 0x8000, 42);
+            for (_, segs) in &lp {
+                apply(&mut got, &lmem, segs);
+            }
+            for &(ts, td) in &pairs {
+                for (&bs, &bd) in dst_blocks.iter().zip(&src_blocks) {
+                    let seg = [Segment { dst: remote.addrs[td as usize] + bd * s, src: local.addrs[ts as usize] + bs * s, len: s }];
+                    apply(&mut want, &lmem, &seg);
+                }
+            }
+            prop_assert_eq!(&got.bytes, &want.bytes);
+            let layer_ids: Vec<u32> = lp.iter().map(|x| x.0).collect();
+            let first = pairs[0].0 / n;
+            prop_assert_eq!(layer_ids, (first..first + pairs.len() as u32 / n).collect::<Vec<_>>());
+
+            // copy_blocks within the local cache: sequential per-block reference
+            let cpairs: Vec<(u64, u64)> = raw.iter().map(|p| (p.0 % nl, p.1 % nl)).collect();
+            let plan = copy_blocks_plan(&local, &cpairs).unwrap();
+            let mut got = mem_for(&local, 0x1000, 5);
+            let mut want = mem_for(&local, 0x1000, 5);
+            apply_within(&mut got, &plan);
+            for t in 0..num as usize {
+                for &(a, b) in &cpairs {
+                    apply_within(&mut want, &[Segment { dst: local.addrs[t] + b * s, src: local.addrs[t] + a * s, len: s }]);
+                }
+            }
+            prop_assert_eq!(&got.bytes, &want.bytes);
+        }
+
+        #[test]
+        fn contiguous_to_blocks_matches_reference(
+            (n, layers, sel) in layer_sel(),
+            s_l in 1u64..=8,
+            s_r in 1u64..=30,
+            nl in 4u64..=12,
+            br in 1u64..=3,
+            slot_raw in 0u64..100,
+            raw in proptest::collection::vec(0u64..1000, 1..6),
+        ) {
+            let _ = n;
+            let num = n * layers;
+            let local = layout(K, 0x1000, num, nl, s_l, 0);
+            let remote = layout(B, 0x8000, num, br, s_r, 0);
+            let slot = slot_raw % br;
+            let max = s_r.div_ceil(s_l) as usize;
+            let dst_blocks: Vec<u64> = raw.iter().take(max).map(|b| b % nl).collect();
+            let plan = pull_cache_to_blocks_plan(&local, &remote, slot, &dst_blocks, &sel).unwrap();
+            let rmem = mem_for(&remote, 0x8000, 11);
+            let mut got = mem_for(&local, 0x1000, 77);
+            let mut want = mem_for(&local, 0x1000, 77);
+            apply(&mut got, &rmem, &plan);
+            for (ts, td) in tensor_pairs(num, num, &sel).unwrap() {
+                for (j, &bd) in dst_blocks.iter().enumerate() {
+                    let off = j as u64 * s_l;
+                    let len = s_l.min(s_r - off);
+                    let seg = [Segment { dst: local.addrs[td as usize] + bd * s_l, src: remote.addrs[ts as usize] + slot * s_r + off, len }];
+                    apply(&mut want, &rmem, &seg);
+                }
+            }
+            prop_assert_eq!(&got.bytes, &want.bytes);
+            prop_assert_eq!(total_bytes(&plan), tensor_pairs(num, num, &sel).unwrap().len() as u64 * (s_r.min(dst_blocks.len() as u64 * s_l)));
+        }
+
+        #[test]
+        fn coalesce_preserves_copy_semantics(
+            raw in proptest::collection::vec((0u64..6, 0u64..6, 0u64..3), 0..12),
+        ) {
+            // disjoint src/dst spaces: coalesced plan == original plan
+            let segs: Vec<Segment> = raw.iter().map(|&(d, s, l)| Segment { dst: d * 2, src: 100 + s * 2, len: l * 2 }).collect();
+            let mut c = segs.clone();
+            coalesce(&mut c);
+            prop_assert_eq!(total_bytes(&c), total_bytes(&segs));
+            prop_assert!(c.len() <= segs.len());
+            let src = Mem::new(100, 32, 1);
+            let mut a = Mem::new(0, 32, 2);
+            let mut b = Mem::new(0, 32, 2);
+            apply(&mut a, &src, &segs);
+            apply(&mut b, &src, &c);
+            prop_assert_eq!(a.bytes, b.bytes);
+        }
+    }
+}
