@@ -1,1 +1,36 @@
-fn main() {}
+//! Generates `include/llmdd.h` from the `extern "C"` items with cbindgen.
+//! The header is checked in; the build rewrites it only when it changed, and
+//! `tests/header.rs` fails if the checked-in copy drifts from the sources.
+
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let bindings = match cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            println!("cargo:warning=cbindgen failed: {e}");
+            return;
+        }
+    };
+    let mut text = Vec::new();
+    bindings.write(&mut text);
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("out dir"));
+    std::fs::write(out.join("llmdd.h"), &text).expect("write OUT_DIR header");
+    println!("cargo:include={}", out.display());
+    // Keep the checked-in copy current unless told not to (CI verifies drift).
+    if std::env::var_os("LLMDD_NO_HEADER_UPDATE").is_none() {
+        let dst = dir.join("include/llmdd.h");
+        if std::fs::read(&dst).ok().as_deref() != Some(&text[..]) {
+            let _ = std::fs::create_dir_all(dir.join("include"));
+            let _ = std::fs::write(&dst, &text);
+        }
+    }
+}

@@ -1,18 +1,23 @@
 //! llmdd: an LLM-DataDist compatible KV-cache transfer library with a C ABI.
 //!
 //! Layers (outermost first):
-//! - [`ffi`]: the `extern "C"` boundary — pointer checks, panics caught,
+//! - `ffi`: the `extern "C"` boundary — pointer checks, panics caught,
 //!   statuses and the thread-local last-error message. No logic.
 //! - [`datadist`] and [`cache`]: API semantics — instance state machine, options,
 //!   links, cache registry and keys, and the address arithmetic that turns one
 //!   call into a transfer plan.
-//! - [`transfer`]: executes plans (coalescing, striping, timeouts, async layers).
+//! - [`transfer`]: executes plans (coalescing, striping, timeouts) and serves peers.
 //! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
-//!   in-process) and owning memory (host pools, the dlopen'd Ascend runtime).
-//! - [`sys`]: raw declarations of the Ascend runtime and its loader.
+//!   in-process) and owning memory.
+
+pub mod log;
 
 pub mod cache;
+pub mod datadist;
+pub mod device;
+pub mod ffi;
 pub mod status;
+pub mod transfer;
 pub mod transport;
 
 pub use status::{Error, Result, Status};

@@ -75,7 +75,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, for name lookups and tests.
-    pub const ALL: [Status; 33] = [
+    pub(crate) const ALL: [Status; 33] = [
         Status::Success,
         Status::Failed,
         Status::WaitProcessTimeout,

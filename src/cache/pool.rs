@@ -30,13 +30,20 @@ impl Pool {
         // SAFETY: valid C string.
         let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
-            bail!(OutOfMemory, "memfd_create for pool {name} failed: {}", io::Error::last_os_error());
+            bail!(
+                OutOfMemory,
+                "memfd_create for pool {name} failed: {}",
+                io::Error::last_os_error()
+            );
         }
         // SAFETY: fd is ours.
         if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
             let e = io::Error::last_os_error();
             unsafe { libc::close(fd) };
-            bail!(OutOfMemory, "sizing pool {name} to {size} bytes failed: {e}");
+            bail!(
+                OutOfMemory,
+                "sizing pool {name} to {size} bytes failed: {e}"
+            );
         }
         // SAFETY: mapping a fresh memfd of `size` bytes.
         let p = unsafe {
@@ -52,7 +59,10 @@ impl Pool {
         if p == libc::MAP_FAILED {
             let e = io::Error::last_os_error();
             unsafe { libc::close(fd) };
-            bail!(OutOfMemory, "mapping pool {name} of {size} bytes failed: {e}");
+            bail!(
+                OutOfMemory,
+                "mapping pool {name} of {size} bytes failed: {e}"
+            );
         }
         let mut free = BTreeMap::new();
         free.insert(0, size);
@@ -106,7 +116,9 @@ impl Pool {
     /// Returns a range obtained from `alloc(len)`.
     pub fn free(&self, addr: u64, len: u64) {
         let len = self.rounded(len);
-        let Some(mut off) = addr.checked_sub(self.base) else { return };
+        let Some(mut off) = addr.checked_sub(self.base) else {
+            return;
+        };
         let mut len = len;
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         // Merge with the following range.
@@ -127,12 +139,19 @@ impl Pool {
 
     /// Bytes currently free (for tests and diagnostics).
     pub fn free_bytes(&self) -> u64 {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
     }
 
     /// True if `[addr, addr+len)` lies inside the pool.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        addr >= self.base && addr.checked_add(len).is_some_and(|e| e <= self.base + self.size)
+        addr >= self.base
+            && addr
+                .checked_add(len)
+                .is_some_and(|e| e <= self.base + self.size)
     }
 }
 
@@ -163,7 +182,11 @@ impl PeerMapping {
         // SAFETY: valid path.
         let f = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if f < 0 {
-            bail!(FeatureNotEnabled, "opening peer pool {path} failed: {}", io::Error::last_os_error());
+            bail!(
+                FeatureNotEnabled,
+                "opening peer pool {path} failed: {}",
+                io::Error::last_os_error()
+            );
         }
         // SAFETY: mapping an fd we opened; size comes from the peer and the
         // kernel rejects a mapping larger than the file on access (SIGBUS) —
@@ -171,7 +194,10 @@ impl PeerMapping {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(f, &mut st) } != 0 || (st.st_size as u64) < size {
             unsafe { libc::close(f) };
-            bail!(FeatureNotEnabled, "peer pool {path} is smaller than announced");
+            bail!(
+                FeatureNotEnabled,
+                "peer pool {path} is smaller than announced"
+            );
         }
         let p = unsafe {
             libc::mmap(
@@ -185,7 +211,11 @@ impl PeerMapping {
         };
         unsafe { libc::close(f) };
         if p == libc::MAP_FAILED {
-            return Err(err!(FeatureNotEnabled, "mapping peer pool {path} failed: {}", io::Error::last_os_error()));
+            return Err(err!(
+                FeatureNotEnabled,
+                "mapping peer pool {path} failed: {}",
+                io::Error::last_os_error()
+            ));
         }
         Ok(PeerMapping {
             remote_base,

@@ -64,7 +64,10 @@ impl CacheRecord {
             tensor_bytes: self.tensor_bytes,
             addrs: self.addrs.to_vec(),
             req_keys,
-            blocks_model: blocks.iter().find(|(_, id)| **id == self.id).map(|(m, _)| *m),
+            blocks_model: blocks
+                .iter()
+                .find(|(_, id)| **id == self.id)
+                .map(|(m, _)| *m),
         }
     }
 }
@@ -122,7 +125,11 @@ impl Default for Registry {
 /// Binding keys of a `register_cache`/`allocate_cache` key list, per slot.
 fn bind_list(keys: &[CacheKey], slots: u64) -> Result<Vec<(BindKey, u64)>> {
     if keys.len() as u64 > slots {
-        bail!(ParamInvalid, "{} cache keys given for a cache of {slots} batch slots", keys.len());
+        bail!(
+            ParamInvalid,
+            "{} cache keys given for a cache of {slots} batch slots",
+            keys.len()
+        );
     }
     let mut out = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
@@ -133,11 +140,17 @@ fn bind_list(keys: &[CacheKey], slots: u64) -> Result<Vec<(BindKey, u64)>> {
             ..
         } = *k
         else {
-            bail!(ParamInvalid, "cache_keys[{i}] must be a CacheKey (request/prefix key)");
+            bail!(
+                ParamInvalid,
+                "cache_keys[{i}] must be a CacheKey (request/prefix key)"
+            );
         };
         if let Some(b) = BindKey::for_binding(req_id, prefix_id, model_id) {
             if out.iter().any(|(x, _)| *x == b) {
-                bail!(ParamInvalid, "cache_keys[{i}] repeats an earlier key in the same list");
+                bail!(
+                    ParamInvalid,
+                    "cache_keys[{i}] repeats an earlier key in the same list"
+                );
             }
             out.push((b, i as u64));
         }
@@ -172,13 +185,21 @@ impl Registry {
         }
         if let Some(m) = blocks {
             if inner.blocks.contains_key(&m) {
-                bail!(ParamInvalid, "a blocks cache with model_id {m} is already bound");
+                bail!(
+                    ParamInvalid,
+                    "a blocks cache with model_id {m} is already bound"
+                );
             }
         }
         Ok(())
     }
 
-    fn insert(inner: &mut Inner, rec: Arc<CacheRecord>, binds: Vec<(BindKey, u64)>, blocks: Option<u64>) {
+    fn insert(
+        inner: &mut Inner,
+        rec: Arc<CacheRecord>,
+        binds: Vec<(BindKey, u64)>,
+        blocks: Option<u64>,
+    ) {
         for (b, slot) in binds {
             inner.keys.insert(b, (rec.id, slot));
             inner.slot_keys.insert((rec.id, slot), b);
@@ -240,10 +261,16 @@ impl Registry {
                 .filter(|(_, (e, _))| *e > a)
                 .map(|(_, (_, id))| *id);
             if let Some(id) = hit {
-                bail!(ParamInvalid, "tensor_addrs[{i}] overlaps memory already registered by cache {id}");
+                bail!(
+                    ParamInvalid,
+                    "tensor_addrs[{i}] overlaps memory already registered by cache {id}"
+                );
             }
             if addrs[..i].iter().any(|&b| b < end && a < b + t) {
-                bail!(ParamInvalid, "tensor_addrs[{i}] overlaps another tensor of the same cache");
+                bail!(
+                    ParamInvalid,
+                    "tensor_addrs[{i}] overlaps another tensor of the same cache"
+                );
             }
         }
         Self::check_keys_free(&inner, &binds, blocks_model)?;
@@ -313,7 +340,10 @@ impl Registry {
     }
 
     fn remove_record(inner: &mut Inner, id: i64) -> Option<Arc<CacheRecord>> {
-        let rec = inner.caches.remove(&id).or_else(|| inner.deferred.remove(&id))?;
+        let rec = inner
+            .caches
+            .remove(&id)
+            .or_else(|| inner.deferred.remove(&id))?;
         inner.keys.retain(|_, (c, _)| *c != id);
         inner.slot_keys.retain(|(c, _), _| *c != id);
         inner.blocks.retain(|_, c| *c != id);
@@ -333,7 +363,10 @@ impl Registry {
         match inner.caches.get(&id) {
             None => Ok(()),
             Some(r) if r.is_allocated() => {
-                bail!(ParamInvalid, "cache {id} was allocated by the library; use deallocate")
+                bail!(
+                    ParamInvalid,
+                    "cache {id} was allocated by the library; use deallocate"
+                )
             }
             Some(_) => {
                 Self::remove_record(&mut inner, id);
@@ -357,7 +390,11 @@ impl Registry {
                 ParamInvalid,
                 "cache {id} is a {} cache; use {}",
                 if blocks { "batch" } else { "blocks" },
-                if blocks { "deallocate_cache" } else { "deallocate_blocks_cache" }
+                if blocks {
+                    "deallocate_cache"
+                } else {
+                    "deallocate_blocks_cache"
+                }
             );
         }
         let has_keys = inner.keys.values().any(|(c, _)| *c == id);
@@ -378,7 +415,9 @@ impl Registry {
     }
 
     fn consume_locked(inner: &mut Inner, key: &BindKey, only_allocated: bool) {
-        let Some(&(id, slot)) = inner.keys.get(key) else { return };
+        let Some(&(id, slot)) = inner.keys.get(key) else {
+            return;
+        };
         let allocated = inner
             .caches
             .get(&id)
@@ -413,11 +452,15 @@ impl Registry {
     pub fn resolve(&self, key: &CacheKey) -> Result<Resolved> {
         let inner = self.read();
         let lookup = |b: &BindKey| -> Result<Resolved> {
-            let (id, slot) = *inner
-                .keys
-                .get(b)
-                .ok_or_else(|| err!(KvCacheNotExist, "no cache is bound to {} {} (model {})",
-                    if b.is_prefix { "prefix_id" } else { "req_id" }, b.id, b.model_id))?;
+            let (id, slot) = *inner.keys.get(b).ok_or_else(|| {
+                err!(
+                    KvCacheNotExist,
+                    "no cache is bound to {} {} (model {})",
+                    if b.is_prefix { "prefix_id" } else { "req_id" },
+                    b.id,
+                    b.model_id
+                )
+            })?;
             let record = inner
                 .caches
                 .get(&id)
@@ -425,7 +468,11 @@ impl Registry {
                 .cloned()
                 .ok_or_else(|| err!(KvCacheNotExist, "cache {id} no longer exists"))?;
             let consume = (!b.is_prefix && record.is_allocated()).then_some(*b);
-            Ok(Resolved { record, slot, consume })
+            Ok(Resolved {
+                record,
+                slot,
+                consume,
+            })
         };
         match *key {
             CacheKey::Req {
@@ -458,10 +505,12 @@ impl Registry {
                 })
             }
             CacheKey::Blocks { model_id, .. } => {
-                let id = *inner
-                    .blocks
-                    .get(&model_id)
-                    .ok_or_else(|| err!(KvCacheNotExist, "no blocks cache is bound to model_id {model_id}"))?;
+                let id = *inner.blocks.get(&model_id).ok_or_else(|| {
+                    err!(
+                        KvCacheNotExist,
+                        "no blocks cache is bound to model_id {model_id}"
+                    )
+                })?;
                 let record = inner
                     .caches
                     .get(&id)
@@ -539,7 +588,10 @@ impl Registry {
 
 /// Resolves `key` against a peer's published table (remote-cache-accessible
 /// mode). Returns the entry and the slot.
-pub fn lookup_in_table<'a>(entries: &'a [CacheEntry], key: &CacheKey) -> Result<(&'a CacheEntry, u64)> {
+pub fn lookup_in_table<'a>(
+    entries: &'a [CacheEntry],
+    key: &CacheKey,
+) -> Result<(&'a CacheEntry, u64)> {
     match *key {
         CacheKey::Req { .. } => Err(err!(
             ParamInvalid,
@@ -569,7 +621,8 @@ pub fn lookup_in_table<'a>(entries: &'a [CacheEntry], key: &CacheKey) -> Result<
 
 /// The planner's view of a peer's cache entry (validated: the peer is untrusted).
 pub fn entry_view(e: &CacheEntry) -> Result<CacheView> {
-    let kind = CacheKind::from_u8(e.kind).ok_or_else(|| err!(LinkFailed, "peer sent cache kind {}", e.kind))?;
+    let kind = CacheKind::from_u8(e.kind)
+        .ok_or_else(|| err!(LinkFailed, "peer sent cache kind {}", e.kind))?;
     let dim0 = e.shape.first().copied().unwrap_or(0);
     if dim0 <= 0 || e.addrs.is_empty() || e.tensor_bytes == 0 {
         return Err(crate::status::Error::new(
@@ -613,14 +666,64 @@ mod tests {
     #[test]
     fn ids_start_at_one_and_overlap_rejected() {
         let r = Registry::default();
-        let a = r.register(&desc(2, &[4, 8]), &[0x1000, 0x2000], CacheKind::Batch, &[], None, None).unwrap();
+        let a = r
+            .register(
+                &desc(2, &[4, 8]),
+                &[0x1000, 0x2000],
+                CacheKind::Batch,
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
         assert_eq!(a.id, 1);
-        let e = r.register(&desc(1, &[4, 8]), &[0x1008], CacheKind::Batch, &[], None, None).unwrap_err();
+        let e = r
+            .register(
+                &desc(1, &[4, 8]),
+                &[0x1008],
+                CacheKind::Batch,
+                &[],
+                None,
+                None,
+            )
+            .err()
+            .unwrap();
         assert_eq!(e.status, Status::ParamInvalid);
-        let e = r.register(&desc(2, &[4, 8]), &[0x5000, 0x5010], CacheKind::Batch, &[], None, None).unwrap_err();
+        let e = r
+            .register(
+                &desc(2, &[4, 8]),
+                &[0x5000, 0x5010],
+                CacheKind::Batch,
+                &[],
+                None,
+                None,
+            )
+            .err()
+            .unwrap();
         assert_eq!(e.status, Status::ParamInvalid);
-        let b = r.register(&desc(1, &[4, 8]), &[0x3000], CacheKind::Batch, &[], None, None).unwrap();
-        assert_eq!(b.id, 3, "a failed call may consume an id, ids are never reused");
+        let b = r
+            .register(
+                &desc(1, &[4, 8]),
+                &[0x3000],
+                CacheKind::Batch,
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
+        assert_eq!(b.id, 2, "failed calls do not consume ids");
+        r.unregister(2).unwrap();
+        let c = r
+            .register(
+                &desc(1, &[4, 8]),
+                &[0x3000],
+                CacheKind::Batch,
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
+        assert_eq!(c.id, 3, "ids are never reused");
         r.unregister(1).unwrap();
         r.unregister(99).unwrap();
         assert_eq!(r.len(), 1);
@@ -630,9 +733,27 @@ mod tests {
     fn address_limit() {
         let r = Registry::default();
         let addrs: Vec<u64> = (0..200).map(|i| 0x10_0000 + i * 0x1000).collect();
-        r.register(&desc(200, &[1, 8]), &addrs, CacheKind::Blocks, &[], None, None).unwrap();
+        r.register(
+            &desc(200, &[1, 8]),
+            &addrs,
+            CacheKind::Blocks,
+            &[],
+            None,
+            None,
+        )
+        .unwrap();
         let addrs2: Vec<u64> = (0..41).map(|i| 0x90_0000 + i * 0x1000).collect();
-        let e = r.register(&desc(41, &[1, 8]), &addrs2, CacheKind::Blocks, &[], None, None).unwrap_err();
+        let e = r
+            .register(
+                &desc(41, &[1, 8]),
+                &addrs2,
+                CacheKind::Blocks,
+                &[],
+                None,
+                None,
+            )
+            .err()
+            .unwrap();
         assert!(e.message.contains("240"));
     }
 
@@ -640,20 +761,41 @@ mod tests {
     fn keys_bind_resolve_consume() {
         let r = Registry::default();
         let pool = Arc::new(Pool::new("reg", 1 << 20, 12).unwrap());
-        let c = r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(7), req(ID_UNSET), req(9)], None, &pool).unwrap();
+        let c = r
+            .allocate(
+                &desc(2, &[4, 8]),
+                CacheKind::Batch,
+                &[req(7), req(ID_UNSET), req(9)],
+                None,
+                &pool,
+            )
+            .unwrap();
         let res = r.resolve(&req(9)).unwrap();
         assert_eq!((res.record.id, res.slot), (c.id, 2));
         assert!(res.consume.is_some());
         // duplicate binding rejected
-        assert!(r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(7)], None, &pool).is_err());
-        assert!(r.allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(5), req(5)], None, &pool).is_err());
+        assert!(r
+            .allocate(&desc(2, &[4, 8]), CacheKind::Batch, &[req(7)], None, &pool)
+            .is_err());
+        assert!(r
+            .allocate(
+                &desc(2, &[4, 8]),
+                CacheKind::Batch,
+                &[req(5), req(5)],
+                None,
+                &pool
+            )
+            .is_err());
         // deallocate defers while keys remain
         let before = pool.free_bytes();
         r.deallocate(c.id, false).unwrap();
         drop(res);
         assert_eq!(pool.free_bytes(), before);
         r.consume(&BindKey::for_lookup(9, ID_UNSET, 0).unwrap());
-        assert_eq!(r.resolve(&req(9)).err().unwrap().status, Status::KvCacheNotExist);
+        assert_eq!(
+            r.resolve(&req(9)).err().unwrap().status,
+            Status::KvCacheNotExist
+        );
         r.remove_key(&BindKey::for_lookup(7, ID_UNSET, 0).unwrap());
         drop(c);
         assert_eq!(pool.free_bytes(), 1 << 20);
@@ -662,11 +804,36 @@ mod tests {
     #[test]
     fn check_local_regions() {
         let r = Registry::default();
-        r.register(&desc(1, &[2, 8]), &[0x1000], CacheKind::Batch, &[], None, None).unwrap();
-        let ok = Segment { dst: 0, src: 0x1004, len: 28 };
+        r.register(
+            &desc(1, &[2, 8]),
+            &[0x1000],
+            CacheKind::Batch,
+            &[],
+            None,
+            None,
+        )
+        .unwrap();
+        let ok = Segment {
+            dst: 0,
+            src: 0x1004,
+            len: 28,
+        };
         r.check_local(&[ok], false).unwrap();
-        let bad = Segment { dst: 0, src: 0x1004, len: 29 };
+        let bad = Segment {
+            dst: 0,
+            src: 0x1004,
+            len: 29,
+        };
         assert!(r.check_local(&[bad], false).is_err());
-        assert!(r.check_local(&[Segment { dst: 0, src: u64::MAX, len: 2 }], false).is_err());
+        assert!(r
+            .check_local(
+                &[Segment {
+                    dst: 0,
+                    src: u64::MAX,
+                    len: 2
+                }],
+                false
+            )
+            .is_err());
     }
 }

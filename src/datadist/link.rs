@@ -95,7 +95,10 @@ impl Link {
     /// Remembers a socket so teardown can shut it down.
     pub fn track(&self, conn: &Conn) {
         if let Ok(s) = conn.shutdown_handle() {
-            self.sockets.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            self.sockets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(s);
         }
         if self.is_closed() {
             conn.shutdown();
@@ -106,7 +109,10 @@ impl Link {
     pub fn add_request_conn(&self, conn: Conn) {
         self.track(&conn);
         self.conns.fetch_add(1, Ordering::AcqRel);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
         self.conn_cv.notify_one();
     }
 
@@ -128,7 +134,9 @@ impl Link {
             Some(deadline),
         )?;
         match c.recv(Some(deadline))? {
-            Msg::Reply { status, message } => check_reply(status, &message, "attaching a connection")?,
+            Msg::Reply { status, message } => {
+                check_reply(status, &message, "attaching a connection")?
+            }
             m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
         }
         self.track(&c);
@@ -141,17 +149,27 @@ impl Link {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if self.is_closed() {
-                bail!(NotYetLink, "link to cluster {} is closed", self.remote_cluster_id);
+                bail!(
+                    NotYetLink,
+                    "link to cluster {} is closed",
+                    self.remote_cluster_id
+                );
             }
             if let Some(c) = idle.pop() {
-                return Ok(ConnGuard { link: self.clone(), conn: Some(c) });
+                return Ok(ConnGuard {
+                    link: self.clone(),
+                    conn: Some(c),
+                });
             }
             let n = self.conns.load(Ordering::Acquire);
             if self.we_dialed && n < MAX_FORWARD_CONNS {
                 self.conns.fetch_add(1, Ordering::AcqRel);
                 drop(idle);
                 return match self.open_forward(deadline) {
-                    Ok(c) => Ok(ConnGuard { link: self.clone(), conn: Some(c) }),
+                    Ok(c) => Ok(ConnGuard {
+                        link: self.clone(),
+                        conn: Some(c),
+                    }),
                     Err(e) => {
                         self.conns.fetch_sub(1, Ordering::AcqRel);
                         self.conn_cv.notify_one();
@@ -168,7 +186,11 @@ impl Link {
             }
             let now = Instant::now();
             if now >= deadline {
-                bail!(Timeout, "all connections to cluster {} stayed busy", self.remote_cluster_id);
+                bail!(
+                    Timeout,
+                    "all connections to cluster {} stayed busy",
+                    self.remote_cluster_id
+                );
             }
             idle = self
                 .conn_cv
@@ -184,7 +206,10 @@ impl Link {
         while v.len() < n {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = idle.pop() {
-                v.push(ConnGuard { link: self.clone(), conn: Some(c) });
+                v.push(ConnGuard {
+                    link: self.clone(),
+                    conn: Some(c),
+                });
                 continue;
             }
             let can_open = self.we_dialed && self.conns.load(Ordering::Acquire) < MAX_FORWARD_CONNS;
@@ -214,7 +239,11 @@ impl Link {
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
         let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_closed() {
-            bail!(NotYetLink, "link to cluster {} is being torn down", self.remote_cluster_id);
+            bail!(
+                NotYetLink,
+                "link to cluster {} is being torn down",
+                self.remote_cluster_id
+            );
         }
         *n += 1;
         Ok(InflightGuard { link: self.clone() })
@@ -237,10 +266,19 @@ impl Link {
                     );
                     break;
                 }
-                n = self.idle_cv.wait_timeout(n, until - now).unwrap_or_else(|p| p.into_inner()).0;
+                n = self
+                    .idle_cv
+                    .wait_timeout(n, until - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
-        for s in self.sockets.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for s in self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -273,7 +311,11 @@ impl Drop for ConnGuard {
                 c.shutdown();
                 self.link.conns.fetch_sub(1, Ordering::AcqRel);
             } else {
-                self.link.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+                self.link
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(c);
             }
             self.link.conn_cv.notify_one();
         }
@@ -302,7 +344,11 @@ pub fn request(link: &Arc<Link>, msg: &Msg, deadline: Instant) -> Result<Msg> {
     c.send(msg, Some(deadline))?;
     c.recv(Some(deadline)).map_err(|e| {
         if e.status == crate::Status::Timeout {
-            err!(Timeout, "no reply from cluster {} in time", link.remote_cluster_id)
+            err!(
+                Timeout,
+                "no reply from cluster {} in time",
+                link.remote_cluster_id
+            )
         } else {
             e
         }

@@ -126,7 +126,10 @@ fn check_known(opts: &Options) -> Result<()> {
         if k == "ge.flowGraphMemMaxSize" {
             let v = &opts[k];
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                bail!(ParamInvalid, "option ge.flowGraphMemMaxSize must be a digit string (got {v:?})");
+                bail!(
+                    ParamInvalid,
+                    "option ge.flowGraphMemMaxSize must be a digit string (got {v:?})"
+                );
             }
         }
     }
@@ -147,7 +150,10 @@ fn either<'a>(opts: &'a Options, a: &str, b: &str) -> Result<Option<&'a str>> {
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
     let t = v.trim();
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        bail!(ParamInvalid, "option {key} must be a non-negative integer (got {v:?})");
+        bail!(
+            ParamInvalid,
+            "option {key} must be a non-negative integer (got {v:?})"
+        );
     }
     t.parse::<u64>()
         .map_err(|_| err!(ParamInvalid, "option {key} is out of range (got {v:?})"))
@@ -156,7 +162,10 @@ fn parse_u64(key: &str, v: &str) -> Result<u64> {
 fn parse_ranged(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64> {
     let n = parse_u64(key, v)?;
     if n < lo || n > hi {
-        bail!(ParamInvalid, "option {key} must be in [{lo}, {hi}] (got {n})");
+        bail!(
+            ParamInvalid,
+            "option {key} must be in [{lo}, {hi}] (got {n})"
+        );
     }
     Ok(n)
 }
@@ -165,14 +174,20 @@ fn parse_flag(key: &str, v: &str) -> Result<bool> {
     match v {
         "1" => Ok(true),
         "0" => Ok(false),
-        _ => bail!(ParamInvalid, "option {key} must be \"0\" or \"1\" (got {v:?})"),
+        _ => bail!(
+            ParamInvalid,
+            "option {key} must be \"0\" or \"1\" (got {v:?})"
+        ),
     }
 }
 
 /// Parses `"ip:port"` or `"[v6]:port"`; port must be non-zero for a listen endpoint.
 pub fn parse_endpoint(what: &str, v: &str) -> Result<SocketAddr> {
     let addr: SocketAddr = v.trim().parse().map_err(|_| {
-        err!(ParamInvalid, "{what} must be \"ip:port\" or \"[ipv6]:port\" (got {v:?})")
+        err!(
+            ParamInvalid,
+            "{what} must be \"ip:port\" or \"[ipv6]:port\" (got {v:?})"
+        )
     })?;
     if addr.port() == 0 {
         bail!(ParamInvalid, "{what} needs a port in 1..=65535 (got {v:?})");
@@ -183,8 +198,12 @@ pub fn parse_endpoint(what: &str, v: &str) -> Result<SocketAddr> {
 /// Parses an IP literal (IPv4 or IPv6, brackets allowed around v6).
 pub fn parse_ip(what: &str, v: &str) -> Result<IpAddr> {
     let t = v.trim().trim_start_matches('[').trim_end_matches(']');
-    t.parse::<IpAddr>()
-        .map_err(|_| err!(ParamInvalid, "{what} is not an IPv4 or IPv6 literal (got {v:?})"))
+    t.parse::<IpAddr>().map_err(|_| {
+        err!(
+            ParamInvalid,
+            "{what} is not an IPv4 or IPv6 literal (got {v:?})"
+        )
+    })
 }
 
 fn parse_pool(key: &str, v: &str) -> Result<PoolConfig> {
@@ -202,7 +221,12 @@ fn parse_pool(key: &str, v: &str) -> Result<PoolConfig> {
         .get("memory_size")
         .and_then(|x| x.as_u64())
         .filter(|&n| n > 0)
-        .ok_or_else(|| err!(ParamInvalid, "option {key}.memory_size must be an integer > 0"))?;
+        .ok_or_else(|| {
+            err!(
+                ParamInvalid,
+                "option {key}.memory_size must be an integer > 0"
+            )
+        })?;
     let page_shift = match obj.get("page_shift") {
         None => 16,
         Some(x) => x
@@ -212,7 +236,10 @@ fn parse_pool(key: &str, v: &str) -> Result<PoolConfig> {
             as u32,
     };
     if (memory_size >> page_shift) >= u32::MAX as u64 {
-        bail!(ParamInvalid, "option {key}: memory_size >> page_shift must be < 2^32-1");
+        bail!(
+            ParamInvalid,
+            "option {key}: memory_size >> page_shift must be < 2^32-1"
+        );
     }
     Ok(PoolConfig {
         memory_size,
@@ -232,11 +259,18 @@ impl Config {
     /// Validates `init` options into a configuration.
     pub fn parse(opts: &Options) -> Result<Config> {
         check_known(opts)?;
-        let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?
-            .ok_or_else(|| err!(ParamInvalid, "option llm.DeviceId (or ge.exec.deviceId) is required"))?;
+        let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?.ok_or_else(|| {
+            err!(
+                ParamInvalid,
+                "option llm.DeviceId (or ge.exec.deviceId) is required"
+            )
+        })?;
         let ids: Vec<&str> = dev.split(';').filter(|s| !s.is_empty()).collect();
         if ids.len() != 1 {
-            bail!(ParamInvalid, "exactly one device id is supported (got {dev:?})");
+            bail!(
+                ParamInvalid,
+                "exactly one device id is supported (got {dev:?})"
+            );
         }
         let device_id = parse_ranged("llm.DeviceId", ids[0], 0, i32::MAX as u64)? as i32;
 
@@ -248,8 +282,12 @@ impl Config {
         let local_comm_res = opts.get("llm.LocalCommRes").cloned();
         if let Some(res) = &local_comm_res {
             if !res.trim().is_empty() {
-                let v: serde_json::Value = serde_json::from_str(res)
-                    .map_err(|e| err!(ParamInvalid, "option llm.LocalCommRes is not valid JSON: {e}"))?;
+                let v: serde_json::Value = serde_json::from_str(res).map_err(|e| {
+                    err!(
+                        ParamInvalid,
+                        "option llm.LocalCommRes is not valid JSON: {e}"
+                    )
+                })?;
                 let ver = v.get("version").and_then(|x| x.as_str()).unwrap_or("");
                 if !["1.0", "1.2", "1.3"].contains(&ver) {
                     bail!(ParamInvalid, "option llm.LocalCommRes.version must be \"1.0\", \"1.2\" or \"1.3\" (got {ver:?})");
@@ -262,7 +300,10 @@ impl Config {
         };
         if !cache_manager {
             if local_comm_res.is_some() {
-                bail!(ParamInvalid, "llm.EnableCacheManager=0 cannot be combined with llm.LocalCommRes");
+                bail!(
+                    ParamInvalid,
+                    "llm.EnableCacheManager=0 cannot be combined with llm.LocalCommRes"
+                );
             }
             bail!(
                 FeatureNotEnabled,
@@ -272,7 +313,10 @@ impl Config {
         let hixl = match opts.get("llm.TransferBackend") {
             None => false,
             Some(v) if v == "hixl" => true,
-            Some(v) => bail!(ParamInvalid, "option llm.TransferBackend supports only \"hixl\" (got {v:?})"),
+            Some(v) => bail!(
+                ParamInvalid,
+                "option llm.TransferBackend supports only \"hixl\" (got {v:?})"
+            ),
         };
         let implied_ra = local_comm_res.is_some() || hixl;
         let remote_cache_accessible = match opts.get("llm.EnableRemoteCacheAccessible") {
@@ -286,13 +330,19 @@ impl Config {
             None => implied_ra,
         };
         if hixl && listen.is_none() {
-            bail!(ParamInvalid, "llm.TransferBackend=hixl requires llm.ListenIpInfo");
+            bail!(
+                ParamInvalid,
+                "llm.TransferBackend=hixl requires llm.ListenIpInfo"
+            );
         }
         let rdma_traffic_class = match opts.get("llm.RdmaTrafficClass") {
             Some(v) => {
                 let n = parse_ranged("llm.RdmaTrafficClass", v, 0, 255)?;
                 if n % 4 != 0 {
-                    bail!(ParamInvalid, "option llm.RdmaTrafficClass must be a multiple of 4 (got {n})");
+                    bail!(
+                        ParamInvalid,
+                        "option llm.RdmaTrafficClass must be a multiple of 4 (got {n})"
+                    );
                 }
                 n as u32
             }
@@ -320,19 +370,28 @@ impl Config {
             .transpose()?;
         if let Some(p) = host_pool {
             if p.memory_size > 20 << 30 {
-                bail!(ParamInvalid, "option llm.HostMemPoolConfig.memory_size exceeds 20 GB");
+                bail!(
+                    ParamInvalid,
+                    "option llm.HostMemPoolConfig.memory_size exceeds 20 GB"
+                );
             }
         }
         let backend = match opts.get("llmdd.Backend").map(String::as_str) {
             None | Some("auto") => BackendChoice::Auto,
             Some("host") => BackendChoice::Host,
             Some("acl") => BackendChoice::Acl,
-            Some(v) => bail!(ParamInvalid, "option llmdd.Backend must be auto, host or acl (got {v:?})"),
+            Some(v) => bail!(
+                ParamInvalid,
+                "option llmdd.Backend must be auto, host or acl (got {v:?})"
+            ),
         };
         let same_host = match opts.get("llmdd.SameHost").map(String::as_str) {
             None | Some("auto") | Some("1") => true,
             Some("off") | Some("0") => false,
-            Some(v) => bail!(ParamInvalid, "option llmdd.SameHost must be auto or off (got {v:?})"),
+            Some(v) => bail!(
+                ParamInvalid,
+                "option llmdd.SameHost must be auto or off (got {v:?})"
+            ),
         };
         let data_connections = match opts.get("llmdd.DataConnections") {
             Some(v) => parse_ranged("llmdd.DataConnections", v, 1, 8)? as u32,
@@ -405,10 +464,17 @@ mod tests {
         assert_eq!(c.listen.unwrap().port(), 26000);
         let c = parse_with(&[("llm.ListenIpInfo", "[::1]:26001")]).unwrap();
         assert!(c.listen.unwrap().is_ipv6());
-        let e = parse_with(&[("llm.ListenIpInfo", "127.0.0.1:1"), ("llm.listenIpInfo", "127.0.0.1:2")])
-            .unwrap_err();
+        let e = parse_with(&[
+            ("llm.ListenIpInfo", "127.0.0.1:1"),
+            ("llm.listenIpInfo", "127.0.0.1:2"),
+        ])
+        .unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid);
-        let c = Config::parse(&opts(&[("ge.exec.deviceId", "3"), ("llm.EnableCacheManager", "1")])).unwrap();
+        let c = Config::parse(&opts(&[
+            ("ge.exec.deviceId", "3"),
+            ("llm.EnableCacheManager", "1"),
+        ]))
+        .unwrap();
         assert_eq!(c.device_id, 3);
     }
 
@@ -425,7 +491,10 @@ mod tests {
             &[("llm.RdmaServiceLevel", "8")],
             &[("llm.LinkRetryCount", "0")],
             &[("llm.MemPoolConfig", "{\"memory_size\":0}")],
-            &[("llm.MemPoolConfig", "{\"memory_size\":1024,\"page_shift\":9}")],
+            &[(
+                "llm.MemPoolConfig",
+                "{\"memory_size\":1024,\"page_shift\":9}",
+            )],
             &[("llm.MemPoolConfig", "nope")],
             &[("llm.TransferBackend", "nccl")],
             &[("llm.NoSuchOption", "1")],

@@ -74,8 +74,11 @@ pub struct Session {
 impl Session {
     /// Builds the session: pools, then the listener if configured.
     pub fn start(cluster_id: u64, role: Arc<AtomicU32>, config: Config) -> Result<Arc<Session>> {
-        let mk_pool = |name: &str, p: Option<crate::datadist::options::PoolConfig>| -> Result<Option<Arc<Pool>>> {
-            p.map(|p| Pool::new(name, p.memory_size, p.page_shift).map(Arc::new)).transpose()
+        let mk_pool = |name: &str,
+                       p: Option<crate::datadist::options::PoolConfig>|
+         -> Result<Option<Arc<Pool>>> {
+            p.map(|p| Pool::new(name, p.memory_size, p.page_shift).map(Arc::new))
+                .transpose()
         };
         let device_pool = mk_pool("llmdd-device-pool", config.device_pool)?;
         let host_pool = mk_pool("llmdd-host-pool", config.host_pool)?;
@@ -93,7 +96,10 @@ impl Session {
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(1),
             closing: AtomicBool::new(false),
-            setups: Slots { used: Mutex::new(0), cv: Condvar::new() },
+            setups: Slots {
+                used: Mutex::new(0),
+                cv: Condvar::new(),
+            },
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -108,7 +114,11 @@ impl Session {
 
     /// The endpoint this instance listens on, if it is a server.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.addr)
+        self.listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.addr)
     }
 
     /// Spawns a tracked thread (joined at finalize).
@@ -127,24 +137,34 @@ impl Session {
 
     /// Starts listening on `addr` (replacing any current listener).
     pub fn listen(&self, addr: SocketAddr) -> Result<()> {
-        let l = TcpListener::bind(addr).map_err(|e| err!(Failed, "cannot listen on {addr}: {e}"))?;
-        l.set_nonblocking(true).map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
+        let l =
+            TcpListener::bind(addr).map_err(|e| err!(Failed, "cannot listen on {addr}: {e}"))?;
+        l.set_nonblocking(true)
+            .map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
         let bound = l.local_addr().unwrap_or(addr);
         // SAFETY: plain eventfd creation.
         let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if wake < 0 {
-            bail!(Failed, "eventfd failed: {}", std::io::Error::last_os_error());
+            bail!(
+                Failed,
+                "eventfd failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let me = self.me.clone();
         let thread = std::thread::Builder::new()
             .name("llmdd-accept".into())
             .spawn(move || accept_loop(me, l, wake))
             .map_err(|e| err!(Failed, "cannot start accept thread: {e}"))?;
-        let old = self.listener.lock().unwrap_or_else(|p| p.into_inner()).replace(Listener {
-            addr: bound,
-            wake,
-            thread: Some(thread),
-        });
+        let old = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Listener {
+                addr: bound,
+                wake,
+                thread: Some(thread),
+            });
         if let Some(o) = old {
             o.stop();
         }
@@ -154,7 +174,11 @@ impl Session {
 
     /// Stops listening (becomes a client).
     pub fn stop_listening(&self) {
-        let l = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let l = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(l) = l {
             l.stop();
         }
@@ -191,7 +215,10 @@ impl Session {
                 (Some(p), maps)
             }
             Err(why) => {
-                log_info!("same-host path to pid {} unavailable ({why}); using TCP", peer.pid);
+                log_info!(
+                    "same-host path to pid {} unavailable ({why}); using TCP",
+                    peer.pid
+                );
                 (None, Vec::new())
             }
         }
@@ -199,7 +226,11 @@ impl Session {
 
     /// The link to `cluster_id`, if any.
     pub fn link(&self, cluster_id: u64) -> Option<Arc<Link>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).get(&cluster_id).cloned()
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cluster_id)
+            .cloned()
     }
 
     /// Number of live links.
@@ -221,7 +252,11 @@ impl Session {
 
     /// Drops the local side of the link to `cluster_id` (force unlink).
     pub fn drop_link(&self, cluster_id: u64, wait: Duration) -> bool {
-        let l = self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(&cluster_id);
+        let l = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&cluster_id);
         match l {
             Some(l) => {
                 l.teardown(wait);
@@ -234,18 +269,33 @@ impl Session {
     // ---------------------------------------------------------------- client
 
     /// Client side of link_clusters for one peer.
-    pub fn connect(&self, remote_cluster_id: u64, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    pub fn connect(
+        &self,
+        remote_cluster_id: u64,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<()> {
         if self.closing.load(Ordering::Acquire) {
             bail!(Failed, "instance is finalizing");
         }
         if remote_cluster_id == self.cluster_id {
-            bail!(ParamInvalid, "remote_cluster_id {remote_cluster_id} is this instance's own cluster id");
+            bail!(
+                ParamInvalid,
+                "remote_cluster_id {remote_cluster_id} is this instance's own cluster id"
+            );
         }
         if self.link(remote_cluster_id).is_some() {
-            bail!(AlreadyLink, "a link to cluster {remote_cluster_id} already exists");
+            bail!(
+                AlreadyLink,
+                "a link to cluster {remote_cluster_id} already exists"
+            );
         }
         if self.link_count() >= self.config.max_links as usize {
-            bail!(LinkFailed, "this instance already has {} links (the limit)", self.config.max_links);
+            bail!(
+                LinkFailed,
+                "this instance already has {} links (the limit)",
+                self.config.max_links
+            );
         }
         let deadline = Instant::now() + timeout;
         let spin = self.config.busy_poll;
@@ -261,7 +311,14 @@ impl Session {
             Some(deadline),
         )?;
         let (remote_role, token, process) = match control.recv(Some(deadline)) {
-            Ok(Msg::HelloAck { status, message, cluster_id, role, link_token, process }) => {
+            Ok(Msg::HelloAck {
+                status,
+                message,
+                cluster_id,
+                role,
+                link_token,
+                process,
+            }) => {
                 check_reply(status, &message, "link handshake")?;
                 if cluster_id != remote_cluster_id {
                     bail!(
@@ -271,9 +328,17 @@ impl Session {
                 }
                 (role, link_token, process)
             }
-            Ok(m) => bail!(LinkFailed, "unexpected handshake reply type {} from {addr}", m.msg_type()),
+            Ok(m) => bail!(
+                LinkFailed,
+                "unexpected handshake reply type {} from {addr}",
+                m.msg_type()
+            ),
             Err(e) if e.status == Status::Timeout => {
-                bail!(LinkFailed, "handshake with {addr} timed out after {} ms", timeout.as_millis())
+                bail!(
+                    LinkFailed,
+                    "handshake with {addr} timed out after {} ms",
+                    timeout.as_millis()
+                )
             }
             Err(e) => return Err(Error::new(Status::LinkFailed, e.message)),
         };
@@ -305,11 +370,17 @@ impl Session {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let mut c = Conn::connect(&addr, left, spin)?;
                 c.send(
-                    &Msg::Attach { cluster_id: self.cluster_id, link_token: token, reverse: true },
+                    &Msg::Attach {
+                        cluster_id: self.cluster_id,
+                        link_token: token,
+                        reverse: true,
+                    },
                     Some(deadline),
                 )?;
                 match c.recv(Some(deadline))? {
-                    Msg::Reply { status, message } => check_reply(status, &message, "attaching a reverse connection")?,
+                    Msg::Reply { status, message } => {
+                        check_reply(status, &message, "attaching a reverse connection")?
+                    }
                     m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
                 }
                 link.track(&c);
@@ -321,7 +392,11 @@ impl Session {
         if let Err(e) = built {
             link.teardown(Duration::ZERO);
             let e = if e.status == Status::Timeout {
-                err!(LinkFailed, "link setup with {addr} timed out after {} ms", timeout.as_millis())
+                err!(
+                    LinkFailed,
+                    "link setup with {addr} timed out after {} ms",
+                    timeout.as_millis()
+                )
             } else {
                 e
             };
@@ -331,10 +406,16 @@ impl Session {
         if m.contains_key(&remote_cluster_id) {
             drop(m);
             link.teardown(Duration::ZERO);
-            bail!(AlreadyLink, "a link to cluster {remote_cluster_id} was created concurrently");
+            bail!(
+                AlreadyLink,
+                "a link to cluster {remote_cluster_id} was created concurrently"
+            );
         }
         m.insert(remote_cluster_id, link);
-        log_info!("cluster {} linked to cluster {remote_cluster_id} at {addr}", self.cluster_id);
+        log_info!(
+            "cluster {} linked to cluster {remote_cluster_id} at {addr}",
+            self.cluster_id
+        );
         Ok(())
     }
 
@@ -382,10 +463,18 @@ impl Session {
         let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
         let first = conn.recv(deadline);
         let unpend = |s: &Session| {
-            s.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&pending_id);
+            s.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pending_id);
         };
         match first {
-            Ok(Msg::Hello { cluster_id, role, remote_accessible, process }) => {
+            Ok(Msg::Hello {
+                cluster_id,
+                role,
+                remote_accessible,
+                process,
+            }) => {
                 self.acquire_setup();
                 let r = self.accept_link(&mut conn, cluster_id, role, remote_accessible, &process);
                 self.release_setup();
@@ -393,7 +482,11 @@ impl Session {
                 match r {
                     Ok(link) => serve(self, link, conn, true),
                     Err(e) => {
-                        log_warn!("refused link from cluster {cluster_id} at {}: {}", conn.peer(), e.message);
+                        log_warn!(
+                            "refused link from cluster {cluster_id} at {}: {}",
+                            conn.peer(),
+                            e.message
+                        );
                         let _ = conn.send(
                             &Msg::HelloAck {
                                 status: e.status.code(),
@@ -408,11 +501,20 @@ impl Session {
                     }
                 }
             }
-            Ok(Msg::Attach { cluster_id, link_token, reverse }) => {
+            Ok(Msg::Attach {
+                cluster_id,
+                link_token,
+                reverse,
+            }) => {
                 unpend(&self);
-                let link = self.link(cluster_id).filter(|l| l.token == link_token && !l.we_dialed);
+                let link = self
+                    .link(cluster_id)
+                    .filter(|l| l.token == link_token && !l.we_dialed);
                 let Some(link) = link else {
-                    log_warn!("dropping connection from {}: unknown link token", conn.peer());
+                    log_warn!(
+                        "dropping connection from {}: unknown link token",
+                        conn.peer()
+                    );
                     let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
                     return;
                 };
@@ -428,7 +530,11 @@ impl Session {
             }
             Ok(m) => {
                 unpend(&self);
-                log_warn!("dropping connection from {}: first frame has type {}", conn.peer(), m.msg_type());
+                log_warn!(
+                    "dropping connection from {}: first frame has type {}",
+                    conn.peer(),
+                    m.msg_type()
+                );
             }
             Err(e) => {
                 unpend(&self);
@@ -449,7 +555,10 @@ impl Session {
             bail!(LinkFailed, "server is finalizing");
         }
         if cluster_id == self.cluster_id {
-            bail!(LinkFailed, "peer uses this server's own cluster id {cluster_id}");
+            bail!(
+                LinkFailed,
+                "peer uses this server's own cluster id {cluster_id}"
+            );
         }
         if remote_accessible != self.config.remote_cache_accessible {
             bail!(
@@ -467,7 +576,11 @@ impl Session {
             }
         }
         if self.link_count() >= self.config.max_links as usize {
-            bail!(LinkFailed, "server already has {} links (the limit)", self.config.max_links);
+            bail!(
+                LinkFailed,
+                "server already has {} links (the limit)",
+                self.config.max_links
+            );
         }
         let (local_path, peer_pools) = self.local_path_to(process);
         let token = local::random_u64();
@@ -484,7 +597,10 @@ impl Session {
             spin: self.config.busy_poll,
         }));
         link.track(conn);
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(cluster_id, link.clone());
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster_id, link.clone());
         let ack = Msg::HelloAck {
             status: 0,
             message: String::new(),
@@ -499,7 +615,10 @@ impl Session {
             }
             return Err(e);
         }
-        log_info!("cluster {} accepted link from cluster {cluster_id}", self.cluster_id);
+        log_info!(
+            "cluster {} accepted link from cluster {cluster_id}",
+            self.cluster_id
+        );
         Ok(link)
     }
 
@@ -509,14 +628,26 @@ impl Session {
     pub fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
         self.stop_listening();
-        let links: Vec<Arc<Link>> = self.links.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
+        let links: Vec<Arc<Link>> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
         for l in links {
             l.teardown(self.config.sync_kv_timeout);
         }
-        for (_, s) in self.pending.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        for (_, s) in self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();
         for t in threads {
             if t.thread().id() != me {
@@ -531,8 +662,16 @@ fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32) {
     let lfd = l.as_raw_fd();
     loop {
         let mut fds = [
-            libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: lfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: two valid pollfds.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
@@ -554,7 +693,10 @@ fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32) {
                     }
                     let id = s.next_pending.fetch_add(1, Ordering::Relaxed);
                     if let Ok(c) = stream.try_clone() {
-                        s.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, c);
+                        s.pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, c);
                     }
                     let s2 = s.clone();
                     s.spawn("llmdd-conn", move || s2.incoming(stream, id));
@@ -589,26 +731,41 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
             Ok(false) => return,
             Err(e) => {
                 if !link.is_closed() {
-                    log_warn!("dropping connection from cluster {}: {}", link.remote_cluster_id, e.message);
+                    log_warn!(
+                        "dropping connection from cluster {}: {}",
+                        link.remote_cluster_id,
+                        e.message
+                    );
                 }
                 break;
             }
         }
     }
     if control && !link.is_closed() && session.remove_exact(&link) {
-        log_warn!("client cluster {} went away; freeing its link", link.remote_cluster_id);
+        log_warn!(
+            "client cluster {} went away; freeing its link",
+            link.remote_cluster_id
+        );
         link.teardown(Duration::ZERO);
     }
 }
 
 fn log_debug_conn(link: &Link, e: &Error) {
-    crate::log_debug!("connection of link to cluster {} ended: {}", link.remote_cluster_id, e.message);
+    crate::log_debug!(
+        "connection of link to cluster {} ended: {}",
+        link.remote_cluster_id,
+        e.message
+    );
 }
 
 /// Handles `Unlink` on the server: drop our side of `link`.
 pub fn server_unlink(session: &Session, link: &Arc<Link>) {
     if session.remove_exact(link) {
-        log_info!("cluster {} unlinked by cluster {}", session.cluster_id, link.remote_cluster_id);
+        log_info!(
+            "cluster {} unlinked by cluster {}",
+            session.cluster_id,
+            link.remote_cluster_id
+        );
     }
 }
 

@@ -99,7 +99,11 @@ pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
         local.clear();
         remote.clear();
         for s in chunk {
-            let (l, r) = if write { (s.src, s.dst) } else { (s.dst, s.src) };
+            let (l, r) = if write {
+                (s.src, s.dst)
+            } else {
+                (s.dst, s.src)
+            };
             local.push(libc::iovec {
                 iov_base: l as usize as *mut _,
                 iov_len: s.len as usize,
@@ -114,9 +118,23 @@ pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
         // checked by the kernel against the peer's address space.
         let n = unsafe {
             if write {
-                libc::process_vm_writev(pid as i32, local.as_ptr(), local.len() as _, remote.as_ptr(), remote.len() as _, 0)
+                libc::process_vm_writev(
+                    pid as i32,
+                    local.as_ptr(),
+                    local.len() as _,
+                    remote.as_ptr(),
+                    remote.len() as _,
+                    0,
+                )
             } else {
-                libc::process_vm_readv(pid as i32, local.as_ptr(), local.len() as _, remote.as_ptr(), remote.len() as _, 0)
+                libc::process_vm_readv(
+                    pid as i32,
+                    local.as_ptr(),
+                    local.len() as _,
+                    remote.as_ptr(),
+                    remote.len() as _,
+                    0,
+                )
             }
         };
         if n < 0 {
@@ -153,9 +171,19 @@ pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
 fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
     let mut off = 0u64;
     while off < s.len {
-        let (l, r) = if write { (s.src + off, s.dst + off) } else { (s.dst + off, s.src + off) };
-        let li = libc::iovec { iov_base: l as usize as *mut _, iov_len: (s.len - off) as usize };
-        let ri = libc::iovec { iov_base: r as usize as *mut _, iov_len: (s.len - off) as usize };
+        let (l, r) = if write {
+            (s.src + off, s.dst + off)
+        } else {
+            (s.dst + off, s.src + off)
+        };
+        let li = libc::iovec {
+            iov_base: l as usize as *mut _,
+            iov_len: (s.len - off) as usize,
+        };
+        let ri = libc::iovec {
+            iov_base: r as usize as *mut _,
+            iov_len: (s.len - off) as usize,
+        };
         // SAFETY: as in vm_copy.
         let n = unsafe {
             if write {
@@ -182,7 +210,13 @@ fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
 pub fn memcpy_segments(segs: &[Segment]) {
     for s in segs {
         // SAFETY: both sides were validated by the caller (registered caches).
-        unsafe { std::ptr::copy(s.src as usize as *const u8, s.dst as usize as *mut u8, s.len as usize) };
+        unsafe {
+            std::ptr::copy(
+                s.src as usize as *const u8,
+                s.dst as usize as *mut u8,
+                s.len as usize,
+            )
+        };
     }
 }
 
@@ -200,8 +234,16 @@ pub fn split_half(segs: &[Segment]) -> (Vec<Segment>, Vec<Segment>) {
             a.push(*s);
         } else {
             let k = half - acc;
-            a.push(Segment { dst: s.dst, src: s.src, len: k });
-            b.push(Segment { dst: s.dst + k, src: s.src + k, len: s.len - k });
+            a.push(Segment {
+                dst: s.dst,
+                src: s.src,
+                len: k,
+            });
+            b.push(Segment {
+                dst: s.dst + k,
+                src: s.src + k,
+                len: s.len - k,
+            });
         }
         acc += s.len;
     }
@@ -218,7 +260,9 @@ pub fn run_split(segs: &[Segment], f: impl Fn(&[Segment]) -> Result<()> + Sync) 
     std::thread::scope(|s| {
         let h = s.spawn(|| f(&b));
         let ra = f(&a);
-        let rb = h.join().unwrap_or_else(|_| Err(err!(Failed, "copy thread panicked")));
+        let rb = h
+            .join()
+            .unwrap_or_else(|_| Err(err!(Failed, "copy thread panicked")));
         ra.and(rb)
     })
 }
@@ -230,19 +274,38 @@ mod tests {
     #[test]
     fn split_is_exact() {
         let segs = [
-            Segment { dst: 0, src: 100, len: 10 },
-            Segment { dst: 10, src: 110, len: 30 },
+            Segment {
+                dst: 0,
+                src: 100,
+                len: 10,
+            },
+            Segment {
+                dst: 10,
+                src: 110,
+                len: 30,
+            },
         ];
         let (a, b) = split_half(&segs);
         assert_eq!(a.iter().map(|s| s.len).sum::<u64>(), 20);
-        assert_eq!(b[0], Segment { dst: 20, src: 120, len: 20 });
+        assert_eq!(
+            b[0],
+            Segment {
+                dst: 20,
+                src: 120,
+                len: 20
+            }
+        );
     }
 
     #[test]
     fn vm_copy_self() {
         let src: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
         let mut dst = vec![0u8; 10_000];
-        let segs = [Segment { dst: dst.as_mut_ptr() as u64, src: src.as_ptr() as u64, len: 10_000 }];
+        let segs = [Segment {
+            dst: dst.as_mut_ptr() as u64,
+            src: src.as_ptr() as u64,
+            len: 10_000,
+        }];
         vm_copy(std::process::id(), &segs, false).unwrap();
         assert_eq!(src, dst);
         assert_eq!(probe(&local_process()), Ok(LocalPath::SameProcess));

@@ -56,7 +56,11 @@ impl Conn {
         let stream = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
-                    err!(LinkFailed, "connecting to {addr} timed out after {} ms", timeout.as_millis())
+                    err!(
+                        LinkFailed,
+                        "connecting to {addr} timed out after {} ms",
+                        timeout.as_millis()
+                    )
                 } else {
                     err!(LinkFailed, "connecting to {addr} failed: {e}")
                 }
@@ -204,7 +208,12 @@ impl Conn {
 
     /// Sends one framed message followed by the bytes of `bulk` (each
     /// segment's `src`, `len` in this process) in one gather write.
-    pub fn send_with_bulk(&mut self, msg: &Msg, bulk: &[Segment], deadline: Option<Instant>) -> Result<()> {
+    pub fn send_with_bulk(
+        &mut self,
+        msg: &Msg,
+        bulk: &[Segment],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut wbuf = std::mem::take(&mut self.wbuf);
         wbuf.clear();
         wire::encode(msg, 0, &mut wbuf);
@@ -246,8 +255,14 @@ impl Conn {
         }];
         let r = self.readv_all(&mut iov, deadline);
         let out = r.and_then(|_| {
-            wire::decode_payload(&header, &rbuf)
-                .map_err(|e| err!(LinkFailed, "malformed {} payload from {}: {e}", header.msg_type, self.peer))
+            wire::decode_payload(&header, &rbuf).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "malformed {} payload from {}: {e}",
+                    header.msg_type,
+                    self.peer
+                )
+            })
         });
         if rbuf.capacity() <= 1 << 20 {
             self.rbuf = rbuf;
@@ -287,7 +302,12 @@ impl Conn {
     }
 
     /// Sends a `Reply` with `status` and `message`.
-    pub fn reply(&mut self, status: Status, message: &str, deadline: Option<Instant>) -> Result<()> {
+    pub fn reply(
+        &mut self,
+        status: Status,
+        message: &str,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         self.send(
             &Msg::Reply {
                 status: status.code(),
@@ -347,7 +367,10 @@ pub fn check_reply(status: u32, message: &str, what: &str) -> Result<()> {
     if status == 0 {
         Ok(())
     } else {
-        Err(Error::new(Status::from_code(status), format!("{what}: peer reported: {message}")))
+        Err(Error::new(
+            Status::from_code(status),
+            format!("{what}: peer reported: {message}"),
+        ))
     }
 }
 
@@ -360,8 +383,14 @@ mod tests {
         let mut a = [1u8; 10];
         let mut b = [2u8; 10];
         let mut iov = [
-            libc::iovec { iov_base: a.as_mut_ptr() as *mut _, iov_len: 10 },
-            libc::iovec { iov_base: b.as_mut_ptr() as *mut _, iov_len: 10 },
+            libc::iovec {
+                iov_base: a.as_mut_ptr() as *mut _,
+                iov_len: 10,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut _,
+                iov_len: 10,
+            },
         ];
         let mut s = 0;
         advance(&mut iov, &mut s, 13);
@@ -377,7 +406,9 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let t = Instant::now();
-        let e = Conn::connect(&addr, Duration::from_millis(500), Duration::ZERO).err().unwrap();
+        let e = Conn::connect(&addr, Duration::from_millis(500), Duration::ZERO)
+            .err()
+            .unwrap();
         assert_eq!(e.status, Status::LinkFailed);
         assert!(t.elapsed() < Duration::from_millis(1500));
     }

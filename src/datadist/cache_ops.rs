@@ -1,0 +1,595 @@
+//! Cache operations of a session (spec §4.2–§4.5): registration, pools, and
+//! the pull/push/copy calls, each turned into one transfer plan and executed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::plan;
+use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
+use crate::cache::types::{
+    BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
+};
+use crate::datadist::link::{request, Link};
+use crate::datadist::session::Session;
+use crate::status::{Result, Status};
+use crate::transfer::exec::{self, Dir};
+use crate::transport::local;
+use crate::transport::tcp::check_reply;
+use crate::transport::wire::Msg;
+use crate::{bail, err};
+
+/// A cache operand of swap_blocks: a registered/allocated cache, or host memory
+/// described on the fly (`create_cpu_cache`).
+pub enum CacheRef {
+    Id(i64),
+    Host { desc: CacheDesc, addrs: Vec<u64> },
+}
+
+/// Memory info of remap_registered_memory (`mem_type`: DEVICE = 0, HOST = 1).
+pub struct MemInfo {
+    pub mem_type: u32,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// The remote side of a transfer, resolved.
+struct Remote {
+    view: CacheView,
+    slot: u64,
+    consume: Option<(u64, u64)>,
+}
+
+impl Session {
+    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::cache::pool::Pool>> {
+        let pool = match p {
+            Placement::Device => self.device_pool.as_ref(),
+            Placement::Host => self.host_pool.as_ref(),
+        };
+        match pool {
+            Some(p) => Ok(p),
+            None if self.device_pool.is_none() && self.host_pool.is_none() => bail!(
+                FeatureNotEnabled,
+                "no memory pool is configured (set llm.MemPoolConfig or llm.HostMemPoolConfig)"
+            ),
+            None => bail!(
+                ParamInvalid,
+                "no pool for placement {:?} (configure {})",
+                p,
+                if p == Placement::Device {
+                    "llm.MemPoolConfig"
+                } else {
+                    "llm.HostMemPoolConfig"
+                }
+            ),
+        }
+    }
+
+    fn check_no_pool(&self) -> Result<()> {
+        if self.device_pool.is_none() && self.host_pool.is_none() {
+            bail!(FeatureNotEnabled, "no memory pool is configured");
+        }
+        Ok(())
+    }
+
+    /// register_cache (batch) or register of a mixed cache.
+    pub fn register_cache(
+        &self,
+        desc: &CacheDesc,
+        addrs: &[u64],
+        keys: &[CacheKey],
+        remote_accessible: Option<bool>,
+        kind: CacheKind,
+    ) -> Result<Arc<CacheRecord>> {
+        self.registry
+            .register(desc, addrs, kind, keys, None, remote_accessible)
+    }
+
+    /// register_blocks_cache.
+    pub fn register_blocks_cache(
+        &self,
+        desc: &CacheDesc,
+        addrs: &[u64],
+        key: Option<CacheKey>,
+        remote_accessible: Option<bool>,
+    ) -> Result<Arc<CacheRecord>> {
+        let model = blocks_model(key)?;
+        self.registry.register(
+            desc,
+            addrs,
+            CacheKind::Blocks,
+            &[],
+            model,
+            remote_accessible,
+        )
+    }
+
+    /// unregister_cache: only with no live link (spec §9 item 19).
+    pub fn unregister_cache(&self, id: i64) -> Result<()> {
+        if self.link_count() > 0 {
+            bail!(
+                ExistLink,
+                "unregister_cache({id}) needs every link unlinked first ({} remain)",
+                self.link_count()
+            );
+        }
+        self.registry.unregister(id)
+    }
+
+    /// allocate_cache.
+    pub fn allocate_cache(&self, desc: &CacheDesc, keys: &[CacheKey]) -> Result<Arc<CacheRecord>> {
+        let pool = self.pool_for(desc.placement)?;
+        self.registry
+            .allocate(desc, CacheKind::Batch, keys, None, pool)
+    }
+
+    /// allocate_blocks_cache.
+    pub fn allocate_blocks_cache(
+        &self,
+        desc: &CacheDesc,
+        key: Option<CacheKey>,
+    ) -> Result<Arc<CacheRecord>> {
+        let pool = self.pool_for(desc.placement)?;
+        self.registry
+            .allocate(desc, CacheKind::Blocks, &[], blocks_model(key)?, pool)
+    }
+
+    /// deallocate_cache / deallocate_blocks_cache.
+    pub fn deallocate(&self, id: i64, blocks: bool) -> Result<()> {
+        self.check_no_pool()?;
+        self.registry.deallocate(id, blocks)
+    }
+
+    /// remove_cache_key.
+    pub fn remove_cache_key(&self, key: &CacheKey) -> Result<()> {
+        self.check_no_pool()?;
+        let CacheKey::Req {
+            req_id,
+            model_id,
+            prefix_id,
+            ..
+        } = *key
+        else {
+            bail!(
+                ParamInvalid,
+                "remove_cache_key takes a CacheKey (request/prefix key)"
+            );
+        };
+        let b = BindKey::for_lookup(req_id, prefix_id, model_id)?;
+        self.registry.remove_key(&b);
+        Ok(())
+    }
+
+    fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
+        let c = key.cluster_id();
+        if c == self.cluster_id {
+            bail!(
+                ParamInvalid,
+                "the key names this instance's own cluster {c}; transfers need a remote cluster"
+            );
+        }
+        let link = self
+            .link(c)
+            .ok_or_else(|| err!(NotYetLink, "no link to cluster {c}"))?;
+        if link.is_closed() {
+            bail!(NotYetLink, "the link to cluster {c} is closed");
+        }
+        Ok(link)
+    }
+
+    /// Resolves the remote cache a key names: from the peer's cached table in
+    /// remote-accessible mode, else by asking the owner.
+    fn resolve_remote(
+        &self,
+        link: &Arc<Link>,
+        key: &CacheKey,
+        deadline: Instant,
+    ) -> Result<Remote> {
+        if self.config.remote_cache_accessible {
+            let table = match link.cached_table() {
+                Some(t) => t,
+                None => match request(link, &Msg::GetTable, deadline)? {
+                    Msg::Table { status, entries } => {
+                        check_reply(status, "", "fetching the peer's cache table")?;
+                        let t = Arc::new(entries);
+                        link.set_table(t.clone());
+                        t
+                    }
+                    m => bail!(LinkFailed, "unexpected reply {} to GetTable", m.msg_type()),
+                },
+            };
+            let (e, slot) = lookup_in_table(&table, key)?;
+            return Ok(Remote {
+                view: entry_view(e)?,
+                slot,
+                consume: None,
+            });
+        }
+        match request(link, &Msg::Resolve { key: *key }, deadline)? {
+            Msg::Resolved {
+                status: 0,
+                entry: Some(e),
+                slot,
+                ..
+            } => {
+                let consume = match *key {
+                    CacheKey::Req {
+                        req_id,
+                        model_id,
+                        prefix_id,
+                        ..
+                    } if prefix_id == crate::cache::types::ID_UNSET => Some((req_id, model_id)),
+                    CacheKey::IdIndex { .. } => {
+                        e.req_keys.iter().find(|k| k.2 == slot).map(|k| (k.0, k.1))
+                    }
+                    _ => None,
+                };
+                let view = entry_view(&e)?;
+                if slot >= view.dim0 {
+                    bail!(LinkFailed, "peer resolved a slot outside its cache");
+                }
+                Ok(Remote {
+                    view,
+                    slot,
+                    consume,
+                })
+            }
+            Msg::Resolved {
+                status, message, ..
+            } => Err(crate::status::Error::new(
+                Status::from_code(status),
+                format!("cluster {}: {message}", link.remote_cluster_id),
+            )),
+            m => bail!(LinkFailed, "unexpected reply {} to Resolve", m.msg_type()),
+        }
+    }
+
+    fn run_read(
+        &self,
+        link: &Arc<Link>,
+        plan: &[Segment],
+        deadline: Instant,
+        remote: &Remote,
+    ) -> Result<()> {
+        exec::run(
+            link,
+            plan,
+            Dir::Read,
+            deadline,
+            self.config.data_connections as usize,
+        )?;
+        if let Some((req_id, model_id)) = remote.consume {
+            match request(link, &Msg::Consume { req_id, model_id }, deadline) {
+                Ok(Msg::Reply { status, message }) => {
+                    check_reply(status, &message, "consuming the cache key")?
+                }
+                Ok(m) => bail!(LinkFailed, "unexpected reply {} to Consume", m.msg_type()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn local_view(&self, id: i64) -> Result<CacheView> {
+        Ok(self.registry.get(id)?.view())
+    }
+
+    /// pull_cache (contiguous → contiguous).
+    pub fn pull_cache(
+        &self,
+        key: &CacheKey,
+        dst_id: i64,
+        batch_index: u32,
+        size: i64,
+        sel: &LayerSel,
+    ) -> Result<()> {
+        let local = self.local_view(dst_id)?;
+        if !local.kind.is_batch() {
+            bail!(
+                ParamInvalid,
+                "pull_cache needs a batch cache as destination; cache {dst_id} is a blocks cache"
+            );
+        }
+        if matches!(key, CacheKey::Blocks { .. }) {
+            bail!(
+                ParamInvalid,
+                "pull_cache takes a CacheKey or CacheKeyByIdAndIndex, not a BlocksCacheKey"
+            );
+        }
+        if batch_index as u64 >= local.dim0 {
+            bail!(
+                ParamInvalid,
+                "batch_index {batch_index} is out of range for a cache of {} slots",
+                local.dim0
+            );
+        }
+        let link = self.peer(key)?;
+        let _g = link.begin()?;
+        let deadline = Instant::now() + self.config.sync_kv_timeout;
+        let remote = self.resolve_remote(&link, key, deadline)?;
+        let plan = plan::pull_cache_plan(
+            &local,
+            &remote.view,
+            remote.slot,
+            batch_index as u64,
+            size,
+            sel,
+        )?;
+        self.run_read(&link, &plan, deadline, &remote)
+    }
+
+    /// pull_blocks (blocks → blocks, or contiguous → blocks with empty src_blocks).
+    pub fn pull_blocks(
+        &self,
+        key: &CacheKey,
+        dst_id: i64,
+        src_blocks: &[u64],
+        dst_blocks: &[u64],
+        sel: &LayerSel,
+    ) -> Result<()> {
+        let local = self.local_view(dst_id)?;
+        if !local.kind.is_blocks() {
+            bail!(
+                ParamInvalid,
+                "pull_blocks needs a blocks cache as destination; cache {dst_id} is a batch cache"
+            );
+        }
+        if dst_blocks.is_empty() {
+            bail!(ParamInvalid, "dst_blocks must not be empty");
+        }
+        let blocks_to_blocks = match *key {
+            CacheKey::Blocks { .. } => true,
+            CacheKey::IdIndex { batch_index, .. } if !src_blocks.is_empty() => {
+                if batch_index != 0 {
+                    bail!(
+                        ParamInvalid,
+                        "a blocks transfer needs batch_index 0 (got {batch_index})"
+                    );
+                }
+                true
+            }
+            CacheKey::IdIndex { .. } => false,
+            CacheKey::Req { .. } if !src_blocks.is_empty() => {
+                bail!(ParamInvalid, "src_blocks are only valid with a BlocksCacheKey or CacheKeyByIdAndIndex source")
+            }
+            CacheKey::Req { .. } => false,
+        };
+        if blocks_to_blocks && src_blocks.is_empty() {
+            bail!(
+                ParamInvalid,
+                "src_blocks must not be empty for a blocks source"
+            );
+        }
+        let link = self.peer(key)?;
+        let _g = link.begin()?;
+        let deadline = Instant::now() + self.config.sync_kv_timeout;
+        let remote = self.resolve_remote(&link, key, deadline)?;
+        let plan = if blocks_to_blocks {
+            if !remote.view.kind.is_blocks() {
+                bail!(
+                    ParamInvalid,
+                    "the source cache of cluster {} is not a blocks cache",
+                    link.remote_cluster_id
+                );
+            }
+            plan::pull_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?
+        } else {
+            plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
+        };
+        self.run_read(&link, &plan, deadline, &remote)
+    }
+
+    fn check_push_mode(&self) -> Result<()> {
+        if !self.config.remote_cache_accessible {
+            bail!(
+                ParamInvalid,
+                "push needs remote-cache-accessible mode (llm.EnableRemoteCacheAccessible=1 or llm.LocalCommRes)"
+            );
+        }
+        Ok(())
+    }
+
+    fn run_layers(&self, link: &Arc<Link>, layers: Vec<(u32, Vec<Segment>)>) -> Result<()> {
+        for (_, segs) in layers {
+            let deadline = Instant::now() + self.config.sync_kv_timeout;
+            exec::run(
+                link,
+                &segs,
+                Dir::Write,
+                deadline,
+                self.config.data_connections as usize,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// push_cache (contiguous → contiguous, layer by layer).
+    pub fn push_cache(
+        &self,
+        key: &CacheKey,
+        src_id: i64,
+        src_batch_index: u32,
+        size: i64,
+        sel: &LayerSel,
+    ) -> Result<()> {
+        self.check_push_mode()?;
+        let CacheKey::IdIndex { batch_index, .. } = *key else {
+            bail!(
+                ParamInvalid,
+                "push_cache takes a CacheKeyByIdAndIndex destination"
+            );
+        };
+        let local = self.local_view(src_id)?;
+        if !local.kind.is_batch() {
+            bail!(
+                ParamInvalid,
+                "push_cache needs a batch cache as source; cache {src_id} is a blocks cache"
+            );
+        }
+        let link = self.peer(key)?;
+        let _g = link.begin()?;
+        let deadline = Instant::now() + self.config.sync_kv_timeout;
+        let remote = self.resolve_remote(&link, key, deadline)?;
+        let layers = plan::push_cache_plan(
+            &local,
+            &remote.view,
+            src_batch_index as u64,
+            batch_index as u64,
+            size,
+            sel,
+        )?;
+        self.run_layers(&link, layers)
+    }
+
+    /// push_blocks (blocks → blocks, layer by layer).
+    pub fn push_blocks(
+        &self,
+        key: &CacheKey,
+        src_id: i64,
+        src_blocks: &[u64],
+        dst_blocks: &[u64],
+        sel: &LayerSel,
+    ) -> Result<()> {
+        self.check_push_mode()?;
+        match *key {
+            CacheKey::Blocks { .. } => {}
+            CacheKey::IdIndex { batch_index: 0, .. } => {}
+            CacheKey::IdIndex { batch_index, .. } => {
+                bail!(
+                    ParamInvalid,
+                    "a blocks transfer needs batch_index 0 (got {batch_index})"
+                )
+            }
+            CacheKey::Req { .. } => bail!(
+                ParamInvalid,
+                "push_blocks takes a BlocksCacheKey or CacheKeyByIdAndIndex"
+            ),
+        }
+        let local = self.local_view(src_id)?;
+        if !local.kind.is_blocks() {
+            bail!(
+                ParamInvalid,
+                "push_blocks needs a blocks cache as source; cache {src_id} is a batch cache"
+            );
+        }
+        let link = self.peer(key)?;
+        let _g = link.begin()?;
+        let deadline = Instant::now() + self.config.sync_kv_timeout;
+        let remote = self.resolve_remote(&link, key, deadline)?;
+        let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
+        self.run_layers(&link, layers)
+    }
+
+    /// copy_cache (local).
+    pub fn copy_cache(
+        &self,
+        dst_id: i64,
+        src_id: i64,
+        dst_bi: u32,
+        src_bi: u32,
+        offset: u64,
+        size: i64,
+    ) -> Result<()> {
+        let dst = self.local_view(dst_id)?;
+        let src = self.local_view(src_id)?;
+        let p = plan::copy_cache_plan(&dst, &src, dst_bi as u64, src_bi as u64, offset, size)?;
+        local::memcpy_segments(&p);
+        Ok(())
+    }
+
+    /// copy_blocks (local, within one cache).
+    pub fn copy_blocks(&self, id: i64, pairs: &[(u64, u64)]) -> Result<()> {
+        let c = self.local_view(id)?;
+        let p = plan::copy_blocks_plan(&c, pairs)?;
+        local::memcpy_segments(&p);
+        Ok(())
+    }
+
+    fn cache_ref(&self, r: &CacheRef, what: &str) -> Result<(CacheView, Placement)> {
+        match r {
+            CacheRef::Id(id) => {
+                let rec = self
+                    .registry
+                    .get(*id)
+                    .map_err(|e| err!(KvCacheNotExist, "{what}: {}", e.message))?;
+                Ok((rec.view(), rec.desc.placement))
+            }
+            CacheRef::Host { desc, addrs } => {
+                let t = desc.validate()?;
+                if desc.placement != Placement::Host {
+                    bail!(
+                        ParamInvalid,
+                        "{what}: a described cpu cache must have placement HOST"
+                    );
+                }
+                if addrs.len() != desc.num_tensors as usize {
+                    bail!(
+                        ParamInvalid,
+                        "{what}: {} addresses for num_tensors {}",
+                        addrs.len(),
+                        desc.num_tensors
+                    );
+                }
+                if addrs.iter().any(|&a| a == 0) {
+                    bail!(ParamInvalid, "{what}: tensor address 0");
+                }
+                Ok((
+                    CacheView {
+                        kind: CacheKind::Blocks,
+                        addrs: addrs.clone(),
+                        tensor_bytes: t,
+                        dim0: desc.shape[0] as u64,
+                    },
+                    Placement::Host,
+                ))
+            }
+        }
+    }
+
+    /// swap_blocks (HOST ↔ DEVICE only).
+    pub fn swap_blocks(&self, src: &CacheRef, dst: &CacheRef, pairs: &[(u64, u64)]) -> Result<()> {
+        let (s, sp) = self.cache_ref(src, "src_cache")?;
+        let (d, dp) = self.cache_ref(dst, "dst_cache")?;
+        if sp == dp {
+            bail!(
+                ParamInvalid,
+                "swap_blocks moves HOST→DEVICE or DEVICE→HOST; both caches are {sp:?}"
+            );
+        }
+        let p = plan::swap_blocks_plan(&d, &s, pairs)?;
+        local::memcpy_segments(&p);
+        Ok(())
+    }
+
+    /// remap_registered_memory: validated, then reported as not supported (spec §9 item 27).
+    pub fn remap_registered_memory(&self, infos: &[MemInfo]) -> Result<()> {
+        if infos.is_empty() {
+            bail!(ParamInvalid, "mem_infos must not be empty");
+        }
+        for (i, m) in infos.iter().enumerate() {
+            if m.mem_type != 0 {
+                bail!(
+                    ParamInvalid,
+                    "mem_infos[{i}].mem_type must be MEM_TYPE_DEVICE (0)"
+                );
+            }
+            if m.addr == 0 || m.size == 0 {
+                bail!(
+                    ParamInvalid,
+                    "mem_infos[{i}] needs a non-zero addr and size"
+                );
+            }
+        }
+        bail!(
+            FeatureNotEnabled,
+            "remap_registered_memory is not supported (reserved in LLM-DataDist)"
+        )
+    }
+}
+
+fn blocks_model(key: Option<CacheKey>) -> Result<Option<u64>> {
+    match key {
+        None => Ok(None),
+        Some(CacheKey::Blocks { model_id, .. }) => Ok(Some(model_id)),
+        Some(_) => bail!(ParamInvalid, "blocks_cache_key must be a BlocksCacheKey"),
+    }
+}

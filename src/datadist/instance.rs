@@ -1,0 +1,302 @@
+//! The instance: a role label and a cluster id, plus the session that exists
+//! between `init` and `finalize`. Calls before init or after finalize fail with
+//! `LLM_FAILED` ("not initialized"); init on an initialised instance is a
+//! no-op success; init after finalize starts a fresh session.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::datadist::options::{self, Config, Options};
+use crate::datadist::session::Session;
+use crate::status::{Error, Result, Status};
+use crate::{bail, err};
+
+/// Most clusters in one link_clusters/unlink_clusters call.
+pub const MAX_CLUSTERS_PER_CALL: usize = 16;
+
+/// `PROMPT`(1), `DECODER`(2), `MIX`(3).
+pub fn check_role(role: u32) -> Result<()> {
+    if (1..=3).contains(&role) {
+        Ok(())
+    } else {
+        bail!(
+            ParamInvalid,
+            "role {role} is not PROMPT (1), DECODER (2) or MIX (3)"
+        )
+    }
+}
+
+/// An IP endpoint of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpInfo {
+    pub ip: String,
+    pub port: u16,
+}
+
+/// One peer of a link_clusters/unlink_clusters call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub remote_cluster_id: u64,
+    pub local_ip_infos: Vec<IpInfo>,
+    pub remote_ip_infos: Vec<IpInfo>,
+}
+
+/// An LLMDataDist instance.
+pub struct Instance {
+    cluster_id: u64,
+    role: Arc<AtomicU32>,
+    session: RwLock<Option<Arc<Session>>>,
+    /// Serialises init/finalize/switch_role.
+    lifecycle: Mutex<()>,
+}
+
+impl Instance {
+    /// Creates an instance (no I/O).
+    pub fn new(role: u32, cluster_id: u64) -> Result<Instance> {
+        check_role(role)?;
+        Ok(Instance {
+            cluster_id,
+            role: Arc::new(AtomicU32::new(role)),
+            session: RwLock::new(None),
+            lifecycle: Mutex::new(()),
+        })
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The current role.
+    pub fn role(&self) -> u32 {
+        self.role.load(Ordering::Relaxed)
+    }
+
+    /// The live session, or `LLM_FAILED` "not initialized".
+    pub fn session(&self) -> Result<Arc<Session>> {
+        self.session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                err!(
+                    Failed,
+                    "instance of cluster {} is not initialized",
+                    self.cluster_id
+                )
+            })
+    }
+
+    /// True between init and finalize.
+    pub fn is_initialized(&self) -> bool {
+        self.session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Validates options and starts the session.
+    pub fn init(&self, opts: &Options) -> Result<()> {
+        let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_initialized() {
+            return Ok(());
+        }
+        let config = Config::parse(opts)?;
+        crate::device::select_backend(&config)?;
+        let s = Session::start(self.cluster_id, self.role.clone(), config)?;
+        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+        Ok(())
+    }
+
+    /// Tears everything down; idempotent.
+    pub fn finalize(&self) {
+        let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self
+            .session
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(s) = s {
+            s.shutdown();
+        }
+    }
+
+    /// Changes the role label and the listening endpoint (spec §4.1).
+    pub fn switch_role(&self, role: u32, opts: &Options) -> Result<()> {
+        check_role(role)?;
+        let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.session()?;
+        for k in opts.keys() {
+            if k != "llm.ListenIpInfo" && k != "llm.listenIpInfo" && !k.starts_with("ge.") {
+                bail!(
+                    ParamInvalid,
+                    "switch_role option {k} is not supported (only llm.ListenIpInfo)"
+                );
+            }
+        }
+        let listen = options::listen_endpoint(opts)?;
+        if s.link_count() > 0 {
+            bail!(
+                ExistLink,
+                "switch_role needs all links unlinked first ({} remain)",
+                s.link_count()
+            );
+        }
+        if s.config.hixl && listen != s.config.listen {
+            bail!(
+                FeatureNotEnabled,
+                "with llm.TransferBackend=hixl the listen endpoint cannot change"
+            );
+        }
+        match (listen, s.listen_addr()) {
+            (Some(new), Some(cur))
+                if new.port() == cur.port()
+                    && (new.ip() == cur.ip() || new.ip().is_unspecified()) => {}
+            (Some(new), _) => {
+                s.stop_listening();
+                s.listen(new)?;
+            }
+            (None, Some(_)) => s.stop_listening(),
+            (None, None) => {}
+        }
+        self.role.store(role, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn check_cluster_list(clusters: &[ClusterInfo], timeout_ms: i32) -> Result<()> {
+        if clusters.is_empty() {
+            bail!(ParamInvalid, "clusters must not be empty");
+        }
+        if clusters.len() > MAX_CLUSTERS_PER_CALL {
+            bail!(
+                ClusterNumExceedLimit,
+                "{} clusters given; at most {MAX_CLUSTERS_PER_CALL} per call",
+                clusters.len()
+            );
+        }
+        if timeout_ms <= 0 {
+            bail!(ParamInvalid, "timeout must be > 0 ms (got {timeout_ms})");
+        }
+        Ok(())
+    }
+
+    fn remote_endpoint(c: &ClusterInfo) -> Result<std::net::SocketAddr> {
+        if c.remote_ip_infos.len() != 1 {
+            bail!(
+                ParamInvalid,
+                "cluster {} needs exactly 1 remote ip info (got {})",
+                c.remote_cluster_id,
+                c.remote_ip_infos.len()
+            );
+        }
+        if c.local_ip_infos.len() > 1 {
+            bail!(
+                ParamInvalid,
+                "cluster {} has more than 1 local ip info",
+                c.remote_cluster_id
+            );
+        }
+        for l in &c.local_ip_infos {
+            options::parse_ip("local ip info", &l.ip)?;
+        }
+        let r = &c.remote_ip_infos[0];
+        let ip = options::parse_ip("remote ip info", &r.ip)?;
+        if r.port == 0 {
+            bail!(
+                ParamInvalid,
+                "remote ip info of cluster {} has port 0",
+                c.remote_cluster_id
+            );
+        }
+        Ok(std::net::SocketAddr::new(ip, r.port))
+    }
+
+    /// Links to each cluster (in parallel). The outer error is an argument
+    /// error before any linking; otherwise one result per cluster.
+    pub fn link_clusters(
+        &self,
+        clusters: &[ClusterInfo],
+        timeout_ms: i32,
+    ) -> Result<Vec<Result<()>>> {
+        Self::check_cluster_list(clusters, timeout_ms)?;
+        let s = self.session()?;
+        if s.listen_addr().is_some() && !s.config.hixl {
+            bail!(
+                ParamInvalid,
+                "this instance is a server (it listens on {}); only clients call link_clusters",
+                s.listen_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
+        let timeout = Duration::from_millis(timeout_ms as u64);
+        let one = |c: &ClusterInfo| -> Result<()> {
+            let addr = Self::remote_endpoint(c)?;
+            if clusters
+                .iter()
+                .filter(|x| x.remote_cluster_id == c.remote_cluster_id)
+                .count()
+                > 1
+            {
+                bail!(
+                    ParamInvalid,
+                    "cluster {} appears more than once in the list",
+                    c.remote_cluster_id
+                );
+            }
+            s.connect(c.remote_cluster_id, addr, timeout)
+        };
+        Ok(parallel(clusters, one))
+    }
+
+    /// Unlinks each cluster; `force` drops only the local side.
+    pub fn unlink_clusters(
+        &self,
+        clusters: &[ClusterInfo],
+        timeout_ms: i32,
+        force: bool,
+    ) -> Result<Vec<Result<()>>> {
+        Self::check_cluster_list(clusters, timeout_ms)?;
+        let s = self.session()?;
+        let timeout = Duration::from_millis(timeout_ms as u64);
+        if !force && s.listen_addr().is_some() && !s.config.hixl {
+            bail!(
+                ParamInvalid,
+                "this instance is a server; only clients call a non-forced unlink_clusters (use force on both ends)"
+            );
+        }
+        let one = |c: &ClusterInfo| -> Result<()> {
+            if force {
+                s.drop_link(c.remote_cluster_id, timeout);
+                Ok(())
+            } else {
+                Self::remote_endpoint(c)?;
+                s.disconnect(c.remote_cluster_id, timeout)
+            }
+        };
+        Ok(parallel(clusters, one))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.finalize();
+    }
+}
+
+fn parallel(
+    clusters: &[ClusterInfo],
+    f: impl Fn(&ClusterInfo) -> Result<()> + Sync,
+) -> Vec<Result<()>> {
+    if clusters.len() == 1 {
+        return vec![f(&clusters[0])];
+    }
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = clusters.iter().map(|c| sc.spawn(|| f(c))).collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::new(Status::Failed, "link thread panicked")))
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,10 @@
+//! API semantics of LLMDataDist: instance lifecycle and roles, options, links
+//! and the cache operations that turn calls into transfer plans.
+
+pub mod cache_ops;
+pub mod instance;
+pub mod link;
+pub mod options;
+pub mod session;
+
+pub use instance::{ClusterInfo, Instance, IpInfo};

@@ -1,0 +1,422 @@
+//! The config builder mirroring Python's `LLMConfig`: setters validate their
+//! value and `llmdd_config_generate_options` emits the documented option keys.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CString};
+
+use crate::ffi::boundary::{cstr, output, run};
+use crate::ffi::types::llmdd_option_t;
+use crate::status::Result;
+use crate::{bail, datadist::options};
+
+/// Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
+/// released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
+pub struct llmdd_config_t {
+    map: BTreeMap<String, String>,
+    /// Strings and pairs handed out by `generate_options`.
+    strings: Vec<CString>,
+    pairs: Vec<llmdd_option_t>,
+}
+
+unsafe fn cfg<'a>(p: *mut llmdd_config_t) -> Result<&'a mut llmdd_config_t> {
+    output(p, "config")
+}
+
+fn put(c: &mut llmdd_config_t, k: &str, v: String) {
+    c.map.insert(k.to_string(), v);
+    c.pairs.clear();
+    c.strings.clear();
+}
+
+/// Creates an empty config builder in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_new(out: *mut *mut llmdd_config_t) -> u32 {
+    run("llmdd_config_new", || {
+        let o = output(out, "out")?;
+        *o = Box::into_raw(Box::new(llmdd_config_t {
+            map: BTreeMap::new(),
+            strings: Vec::new(),
+            pairs: Vec::new(),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a config builder (and the options it generated). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_free(config: *mut llmdd_config_t) {
+    if !config.is_null() {
+        let _ = run("llmdd_config_free", || {
+            drop(Box::from_raw(config));
+            Ok(())
+        });
+    }
+}
+
+/// `device_id` (>= 0): emits `ge.exec.deviceId` and `ge.session_device_id`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_device_id(
+    config: *mut llmdd_config_t,
+    device_id: i32,
+) -> u32 {
+    run("llmdd_config_set_device_id", || {
+        let c = cfg(config)?;
+        if device_id < 0 {
+            bail!(ParamInvalid, "device_id must be >= 0 (got {device_id})");
+        }
+        put(c, "ge.exec.deviceId", device_id.to_string());
+        put(c, "ge.session_device_id", device_id.to_string());
+        Ok(())
+    })
+}
+
+/// `listen_ip_info` ("ip:port" or "[ipv6]:port"): emits `llm.listenIpInfo`;
+/// the instance becomes a server.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_listen_ip_info(
+    config: *mut llmdd_config_t,
+    ip_port: *const c_char,
+) -> u32 {
+    run("llmdd_config_set_listen_ip_info", || {
+        let c = cfg(config)?;
+        let v = cstr(ip_port, "ip_port")?;
+        options::parse_endpoint("listen_ip_info", v)?;
+        put(c, "llm.listenIpInfo", v.to_string());
+        Ok(())
+    })
+}
+
+/// `sync_kv_timeout` in ms (> 0): emits `llm.SyncKvCacheWaitTime`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_sync_kv_timeout(
+    config: *mut llmdd_config_t,
+    timeout_ms: i32,
+) -> u32 {
+    run("llmdd_config_set_sync_kv_timeout", || {
+        let c = cfg(config)?;
+        if timeout_ms <= 0 {
+            bail!(
+                ParamInvalid,
+                "sync_kv_timeout must be > 0 ms (got {timeout_ms})"
+            );
+        }
+        put(c, "llm.SyncKvCacheWaitTime", timeout_ms.to_string());
+        Ok(())
+    })
+}
+
+unsafe fn flag(config: *mut llmdd_config_t, key: &'static str, v: bool, name: &str) -> u32 {
+    run(name, || {
+        put(cfg(config)?, key, if v { "1" } else { "0" }.into());
+        Ok(())
+    })
+}
+
+/// `enable_cache_manager`: emits `llm.EnableCacheManager` "1"/"0".
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_enable_cache_manager(
+    config: *mut llmdd_config_t,
+    enable: bool,
+) -> u32 {
+    flag(
+        config,
+        "llm.EnableCacheManager",
+        enable,
+        "llmdd_config_set_enable_cache_manager",
+    )
+}
+
+/// `enable_remote_cache_accessible`: emits `llm.EnableRemoteCacheAccessible`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_enable_remote_cache_accessible(
+    config: *mut llmdd_config_t,
+    enable: bool,
+) -> u32 {
+    flag(
+        config,
+        "llm.EnableRemoteCacheAccessible",
+        enable,
+        "llmdd_config_set_enable_remote_cache_accessible",
+    )
+}
+
+/// `enable_switch_role`: emits `llm.EnableSwitchRole` = "1" only when true
+/// (accepted and ignored: switch_role is always allowed).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_enable_switch_role(
+    config: *mut llmdd_config_t,
+    enable: bool,
+) -> u32 {
+    run("llmdd_config_set_enable_switch_role", || {
+        let c = cfg(config)?;
+        if enable {
+            put(c, "llm.EnableSwitchRole", "1".into());
+        } else {
+            c.map.remove("llm.EnableSwitchRole");
+            c.pairs.clear();
+            c.strings.clear();
+        }
+        Ok(())
+    })
+}
+
+unsafe fn string(
+    config: *mut llmdd_config_t,
+    key: &'static str,
+    v: *const c_char,
+    name: &str,
+    json: bool,
+) -> u32 {
+    run(name, || {
+        let c = cfg(config)?;
+        let s = cstr(v, "value")?;
+        if json && !s.trim().is_empty() && serde_json::from_str::<serde_json::Value>(s).is_err() {
+            bail!(ParamInvalid, "value for {key} is not valid JSON");
+        }
+        put(c, key, s.to_string());
+        Ok(())
+    })
+}
+
+/// `local_comm_res` (JSON, may be ""): emits `llm.LocalCommRes` (even if empty).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_local_comm_res(
+    config: *mut llmdd_config_t,
+    json: *const c_char,
+) -> u32 {
+    string(
+        config,
+        "llm.LocalCommRes",
+        json,
+        "llmdd_config_set_local_comm_res",
+        true,
+    )
+}
+
+/// `transfer_backend` (only "hixl"): emits `llm.TransferBackend`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_transfer_backend(
+    config: *mut llmdd_config_t,
+    backend: *const c_char,
+) -> u32 {
+    run("llmdd_config_set_transfer_backend", || {
+        let c = cfg(config)?;
+        let s = cstr(backend, "backend")?;
+        if s != "hixl" {
+            bail!(
+                ParamInvalid,
+                "transfer_backend supports only \"hixl\" (got {s:?})"
+            );
+        }
+        put(c, "llm.TransferBackend", s.into());
+        Ok(())
+    })
+}
+
+/// `global_resource_config` (JSON): emits `llm.GlobalResourceConfig`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_global_resource_config(
+    config: *mut llmdd_config_t,
+    json: *const c_char,
+) -> u32 {
+    string(
+        config,
+        "llm.GlobalResourceConfig",
+        json,
+        "llmdd_config_set_global_resource_config",
+        true,
+    )
+}
+
+/// `mem_pool_cfg` (JSON `{"memory_size":N,"page_shift":S}`): emits `llm.MemPoolConfig`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_mem_pool_cfg(
+    config: *mut llmdd_config_t,
+    json: *const c_char,
+) -> u32 {
+    string(
+        config,
+        "llm.MemPoolConfig",
+        json,
+        "llmdd_config_set_mem_pool_cfg",
+        true,
+    )
+}
+
+/// `host_mem_pool_cfg` (same JSON): emits `llm.HostMemPoolConfig`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_host_mem_pool_cfg(
+    config: *mut llmdd_config_t,
+    json: *const c_char,
+) -> u32 {
+    string(
+        config,
+        "llm.HostMemPoolConfig",
+        json,
+        "llmdd_config_set_host_mem_pool_cfg",
+        true,
+    )
+}
+
+/// `buf_pool_cfg` (JSON, v1 engine only; accepted and ignored): emits `llm.BufPoolCfg`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_buf_pool_cfg(
+    config: *mut llmdd_config_t,
+    json: *const c_char,
+) -> u32 {
+    string(
+        config,
+        "llm.BufPoolCfg",
+        json,
+        "llmdd_config_set_buf_pool_cfg",
+        true,
+    )
+}
+
+unsafe fn ranged(
+    config: *mut llmdd_config_t,
+    key: &'static str,
+    v: u32,
+    lo: u32,
+    hi: u32,
+    step: u32,
+    name: &str,
+) -> u32 {
+    run(name, || {
+        let c = cfg(config)?;
+        if v < lo || v > hi || v % step != 0 {
+            bail!(
+                ParamInvalid,
+                "{key} must be in [{lo}, {hi}]{} (got {v})",
+                if step > 1 {
+                    format!(" and a multiple of {step}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        put(c, key, v.to_string());
+        Ok(())
+    })
+}
+
+/// `rdma_traffic_class` (0..=255, multiple of 4): emits `llm.RdmaTrafficClass`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_rdma_traffic_class(
+    config: *mut llmdd_config_t,
+    value: u32,
+) -> u32 {
+    ranged(
+        config,
+        "llm.RdmaTrafficClass",
+        value,
+        0,
+        255,
+        4,
+        "llmdd_config_set_rdma_traffic_class",
+    )
+}
+
+/// `rdma_service_level` (0..=7): emits `llm.RdmaServiceLevel`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_rdma_service_level(
+    config: *mut llmdd_config_t,
+    value: u32,
+) -> u32 {
+    ranged(
+        config,
+        "llm.RdmaServiceLevel",
+        value,
+        0,
+        7,
+        1,
+        "llmdd_config_set_rdma_service_level",
+    )
+}
+
+/// `link_total_time` in seconds: emits `llm.LinkTotalTime`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_link_total_time(
+    config: *mut llmdd_config_t,
+    seconds: u32,
+) -> u32 {
+    ranged(
+        config,
+        "llm.LinkTotalTime",
+        seconds,
+        0,
+        u32::MAX,
+        1,
+        "llmdd_config_set_link_total_time",
+    )
+}
+
+/// `link_retry_count` (1..=100): emits `llm.LinkRetryCount`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_link_retry_count(
+    config: *mut llmdd_config_t,
+    count: u32,
+) -> u32 {
+    ranged(
+        config,
+        "llm.LinkRetryCount",
+        count,
+        1,
+        100,
+        1,
+        "llmdd_config_set_link_retry_count",
+    )
+}
+
+/// Any other option, emitted verbatim (e.g. `ge_options`, or an `llmdd.*`
+/// extension such as `llmdd.Backend`). Validated at init.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_set_option(
+    config: *mut llmdd_config_t,
+    key: *const c_char,
+    value: *const c_char,
+) -> u32 {
+    run("llmdd_config_set_option", || {
+        let c = cfg(config)?;
+        let k = cstr(key, "key")?;
+        let v = cstr(value, "value")?;
+        if k.is_empty() {
+            bail!(ParamInvalid, "key must not be empty");
+        }
+        put(c, k, v.into());
+        Ok(())
+    })
+}
+
+/// Emits the options set so far: `*out_options` points to `*out_num`
+/// `{key, value}` pairs owned by the builder, valid until the builder is
+/// modified or freed.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_config_generate_options(
+    config: *mut llmdd_config_t,
+    out_options: *mut *const llmdd_option_t,
+    out_num: *mut usize,
+) -> u32 {
+    run("llmdd_config_generate_options", || {
+        let c = cfg(config)?;
+        let oo = output(out_options, "out_options")?;
+        let on = output(out_num, "out_num")?;
+        if c.pairs.len() != c.map.len() {
+            c.strings.clear();
+            c.pairs.clear();
+            for (k, v) in &c.map {
+                c.strings.push(CString::new(k.as_str()).unwrap_or_default());
+                c.strings.push(CString::new(v.as_str()).unwrap_or_default());
+            }
+            for kv in c.strings.chunks(2) {
+                c.pairs.push(llmdd_option_t {
+                    key: kv[0].as_ptr(),
+                    value: kv[1].as_ptr(),
+                });
+            }
+        }
+        *oo = c.pairs.as_ptr();
+        *on = c.pairs.len();
+        Ok(())
+    })
+}

@@ -1,0 +1,141 @@
+//! Numeric constants of the C API: statuses (equal to the documented
+//! `LLM_*` codes), roles, placements, data types and memory status.
+
+use std::ffi::c_char;
+
+use crate::ffi::boundary::{last_error_ptr, run_or};
+use crate::status::Status;
+
+/// Success.
+pub const LLMDD_SUCCESS: u32 = 0;
+/// Generic failure; also returned by calls before init / after finalize.
+pub const LLMDD_FAILED: u32 = 0xFFFF_FFFF;
+/// Legacy: request waited too long.
+pub const LLMDD_WAIT_PROCESS_TIMEOUT: u32 = 0x5010_B001;
+/// Cache does not exist (local id, or the peer's key/id/slot).
+pub const LLMDD_KV_CACHE_NOT_EXIST: u32 = 0x5010_B002;
+/// Legacy: repeated request.
+pub const LLMDD_REPEAT_REQUEST: u32 = 0x5010_B003;
+/// Legacy: request already completed.
+pub const LLMDD_REQUEST_ALREADY_COMPLETED: u32 = 0x5010_B004;
+/// Invalid argument, option or state.
+pub const LLMDD_PARAM_INVALID: u32 = 0x5010_B005;
+/// Legacy: engine finalized.
+pub const LLMDD_ENGINE_FINALIZED: u32 = 0x5010_B006;
+/// No link to the peer (or rank-table link not ready, or unknown comm id).
+pub const LLMDD_NOT_YET_LINK: u32 = 0x5010_B007;
+/// A link to that cluster already exists.
+pub const LLMDD_ALREADY_LINK: u32 = 0x5010_B008;
+/// Link setup failed.
+pub const LLMDD_LINK_FAILED: u32 = 0x5010_B009;
+/// Unlink failed; force-unlink both ends.
+pub const LLMDD_UNLINK_FAILED: u32 = 0x5010_B00A;
+/// Could not notify the prompt side of an unlink.
+pub const LLMDD_NOTIFY_PROMPT_UNLINK_FAILED: u32 = 0x5010_B00B;
+/// More than 16 clusters in one (un)link call.
+pub const LLMDD_CLUSTER_NUM_EXCEED_LIMIT: u32 = 0x5010_B00C;
+/// Another (un)link is in progress (never returned by llmdd).
+pub const LLMDD_PROCESSING_LINK: u32 = 0x5010_B00D;
+/// Device memory exhausted.
+pub const LLMDD_DEVICE_OUT_OF_MEMORY: u32 = 0x5010_B00E;
+/// switch_role or unregister while links exist.
+pub const LLMDD_EXIST_LINK: u32 = 0x5010_B018;
+/// Option, pool, backend or placement not available.
+pub const LLMDD_FEATURE_NOT_ENABLED: u32 = 0x5010_B019;
+/// A transfer or wait timed out (re-link after a transfer timeout).
+pub const LLMDD_TIMEOUT: u32 = 0x5010_B01A;
+/// Reserved: conflicting use of a link (never returned by llmdd).
+pub const LLMDD_LINK_BUSY: u32 = 0x5010_B01B;
+/// Memory pool or system memory exhausted.
+pub const LLMDD_OUT_OF_MEMORY: u32 = 0x5010_B01C;
+/// Uncorrectable device memory error.
+pub const LLMDD_DEVICE_MEM_ERROR: u32 = 507_053;
+/// Suspected remote memory fault.
+pub const LLMDD_SUSPECT_REMOTE_ERROR: u32 = 507_057;
+
+/// Role: prompt (prefill).
+pub const LLMDD_ROLE_PROMPT: u32 = 1;
+/// Role: decoder.
+pub const LLMDD_ROLE_DECODER: u32 = 2;
+/// Role: mixed.
+pub const LLMDD_ROLE_MIX: u32 = 3;
+
+/// Placement: host memory.
+pub const LLMDD_PLACEMENT_HOST: u32 = 0;
+/// Placement: device memory (host-addressable on the host backend).
+pub const LLMDD_PLACEMENT_DEVICE: u32 = 1;
+
+/// MemInfo type: device memory (note: reversed vs placement, as documented).
+pub const LLMDD_MEM_TYPE_DEVICE: u32 = 0;
+/// MemInfo type: host memory.
+pub const LLMDD_MEM_TYPE_HOST: u32 = 1;
+
+/// Registered-memory status of a rank-table link: ready.
+pub const LLMDD_MEM_STATUS_OK: u32 = 0;
+/// Registered-memory status: exchange still running.
+pub const LLMDD_MEM_STATUS_PREPARING: u32 = 1;
+/// Registered-memory status: exchange failed.
+pub const LLMDD_MEM_STATUS_FAILED: u32 = 2;
+
+/// Data type codes (GE numbering).
+pub const LLMDD_DT_FLOAT: u32 = 0;
+pub const LLMDD_DT_FLOAT16: u32 = 1;
+pub const LLMDD_DT_INT8: u32 = 2;
+pub const LLMDD_DT_INT32: u32 = 3;
+pub const LLMDD_DT_UINT8: u32 = 4;
+pub const LLMDD_DT_INT16: u32 = 6;
+pub const LLMDD_DT_UINT16: u32 = 7;
+pub const LLMDD_DT_UINT32: u32 = 8;
+pub const LLMDD_DT_INT64: u32 = 9;
+pub const LLMDD_DT_UINT64: u32 = 10;
+pub const LLMDD_DT_DOUBLE: u32 = 11;
+pub const LLMDD_DT_BOOL: u32 = 12;
+pub const LLMDD_DT_STRING: u32 = 13;
+pub const LLMDD_DT_BF16: u32 = 27;
+pub const LLMDD_DT_UNDEFINED: u32 = 28;
+
+/// Default link/unlink timeout in milliseconds (spec §9 item 3).
+pub const LLMDD_DEFAULT_LINK_TIMEOUT_MS: i32 = 3000;
+/// Most clusters per link_clusters / unlink_clusters call.
+pub const LLMDD_MAX_CLUSTERS_PER_CALL: u32 = 16;
+
+/// The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown
+/// codes give `"LLM_FAILED"`. Returns a static string (never NULL, never freed).
+#[no_mangle]
+pub extern "C" fn llmdd_status_name(status: u32) -> *const c_char {
+    run_or(c"LLM_FAILED".as_ptr(), || {
+        let name = Status::from_code(status).name();
+        static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+        let names = NAMES.get_or_init(|| {
+            Status::ALL
+                .iter()
+                .map(|s| std::ffi::CString::new(s.name()).unwrap_or_default())
+                .collect()
+        });
+        names
+            .iter()
+            .find(|c| c.to_bytes() == name.as_bytes())
+            .map(|c| c.as_ptr())
+            .unwrap_or(c"LLM_FAILED".as_ptr())
+    })
+}
+
+/// Message describing the last failed llmdd call on the calling thread
+/// ("" if the last call succeeded). The string is owned by the library and
+/// valid until the next llmdd call on this thread. Never NULL.
+#[no_mangle]
+pub extern "C" fn llmdd_last_error_message() -> *const c_char {
+    run_or(c"".as_ptr(), last_error_ptr)
+}
+
+/// The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
+#[no_mangle]
+pub extern "C" fn llmdd_version() -> *const c_char {
+    static V: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
+        concat!("llmdd ", env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+    ) {
+        Ok(c) => c,
+        Err(_) => c"llmdd",
+    };
+    V.as_ptr()
+}

@@ -1,0 +1,366 @@
+//! `#[repr(C)]` types of the C API and their conversions to engine types.
+
+use std::ffi::c_char;
+
+use crate::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement, MAX_DIMS};
+use crate::datadist::{ClusterInfo, IpInfo};
+use crate::ffi::boundary::{cstr, slice};
+use crate::status::Result;
+use crate::{bail, err};
+
+/// Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
+/// caller, released only by `llmdd_destroy`.
+pub struct llmdd_instance_t {
+    pub(crate) magic: u64,
+    pub(crate) inner: crate::datadist::Instance,
+}
+
+/// Magic value of a live instance handle (catches most stale handles).
+pub(crate) const INSTANCE_MAGIC: u64 = 0x4c4c_4d44_445f_494e;
+
+/// One `{key, value}` option, both NUL-terminated UTF-8 strings.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_option_t {
+    pub key: *const c_char,
+    pub value: *const c_char,
+}
+
+/// An IP endpoint: `ip` is an IPv4 or IPv6 literal (NUL-terminated).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_ip_info_t {
+    pub ip: *const c_char,
+    pub port: u16,
+}
+
+/// One peer of `llmdd_link_clusters` / `llmdd_unlink_clusters`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_cluster_info_t {
+    /// Cluster id of the peer.
+    pub remote_cluster_id: u64,
+    /// Accepted and ignored (as in LLM-DataDist).
+    pub remote_role_type: i32,
+    /// At most one local endpoint (only its IP is used); may be NULL with count 0.
+    pub local_ip_infos: *const llmdd_ip_info_t,
+    pub num_local_ip_infos: usize,
+    /// Exactly one remote endpoint (the server's listen ip:port) for a
+    /// link or a non-forced unlink; ignored by a forced unlink.
+    pub remote_ip_infos: *const llmdd_ip_info_t,
+    pub num_remote_ip_infos: usize,
+}
+
+/// Description of a cache: `num_tensors` tensors of one shape and data type.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_cache_desc_t {
+    /// `LLMDD_PLACEMENT_HOST` (0) or `LLMDD_PLACEMENT_DEVICE` (1).
+    pub placement: u32,
+    /// Number of tensors (> 0).
+    pub num_tensors: u32,
+    /// `LLMDD_DT_*` code.
+    pub data_type: u32,
+    /// Number of valid entries in `shape` (1..=31).
+    pub num_dims: u32,
+    /// Dimensions; dim 0 is the batch size or the block count.
+    pub shape: [i64; 32],
+    /// Accepted and range-checked, unused by transfers (default 0).
+    pub batch_dim_index: i32,
+    /// Accepted and range-checked, unused (-1 = none).
+    pub seq_len_dim_index: i32,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 64],
+}
+
+/// A cache as returned by register/allocate. `tensor_addrs` is owned by the
+/// library and stays valid until the cache is unregistered or deallocated
+/// (or the instance finalized).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_cache_t {
+    pub cache_id: i64,
+    pub desc: llmdd_cache_desc_t,
+    pub tensor_addrs: *const u64,
+    pub num_tensor_addrs: usize,
+}
+
+/// How a peer names a cache. `kind` selects the fields that matter:
+/// - `LLMDD_KEY_CACHE_KEY`: cluster_id, req_id, model_id, prefix_id (unset = `LLMDD_ID_UNSET`)
+/// - `LLMDD_KEY_ID_AND_INDEX`: cluster_id, cache_id, batch_index
+/// - `LLMDD_KEY_BLOCKS`: cluster_id, model_id
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_cache_key_t {
+    pub kind: u32,
+    pub batch_index: u32,
+    pub cluster_id: u64,
+    pub req_id: u64,
+    pub prefix_id: u64,
+    pub model_id: u64,
+    pub cache_id: i64,
+}
+
+/// Layer selection for transfers: half-open layer ranges `[begin, end)`;
+/// `begin = -1` selects all layers of that side. `tensor_num_per_layer` 0
+/// means the default (2). Pass NULL for "all layers, 2 tensors per layer".
+/// (C++ inclusive pairs `(first, second)` convert as `begin = first, end = second + 1`.)
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_layer_range_t {
+    pub src_begin: i32,
+    pub src_end: i32,
+    pub dst_begin: i32,
+    pub dst_end: i32,
+    pub tensor_num_per_layer: u32,
+}
+
+/// A `(src_block, dst_block)` pair for copy_blocks / swap_blocks.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_block_pair_t {
+    pub src: u64,
+    pub dst: u64,
+}
+
+/// Host memory described for swap_blocks without registration
+/// (Python `Cache.create_cpu_cache`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_host_cache_t {
+    pub desc: llmdd_cache_desc_t,
+    pub tensor_addrs: *const u64,
+    pub num_tensor_addrs: usize,
+}
+
+/// Memory range for remap_registered_memory (`mem_type`: `LLMDD_MEM_TYPE_DEVICE` 0, `LLMDD_MEM_TYPE_HOST` 1).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_mem_info_t {
+    pub mem_type: u32,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// Key kind: request/prefix key (`CacheKey`).
+pub const LLMDD_KEY_CACHE_KEY: u32 = 0;
+/// Key kind: cache id and batch index (`CacheKeyByIdAndIndex` / C++ `CacheIndex`).
+pub const LLMDD_KEY_ID_AND_INDEX: u32 = 1;
+/// Key kind: blocks cache of a model (`BlocksCacheKey`).
+pub const LLMDD_KEY_BLOCKS: u32 = 2;
+/// An unset req_id / prefix_id (2^64 - 1).
+pub const LLMDD_ID_UNSET: u64 = u64::MAX;
+
+pub(crate) fn desc_from_c(d: &llmdd_cache_desc_t) -> Result<CacheDesc> {
+    if d.num_dims == 0 || d.num_dims as usize > MAX_DIMS {
+        bail!(
+            ParamInvalid,
+            "cache_desc.num_dims must be in 1..={MAX_DIMS} (got {})",
+            d.num_dims
+        );
+    }
+    if d.reserved.iter().any(|&b| b != 0) {
+        bail!(ParamInvalid, "cache_desc.reserved must be zero");
+    }
+    Ok(CacheDesc {
+        placement: Placement::from_code(d.placement)?,
+        num_tensors: d.num_tensors,
+        data_type: DataType::from_code(d.data_type)?,
+        shape: d.shape[..d.num_dims as usize].to_vec(),
+        batch_dim_index: d.batch_dim_index,
+        seq_len_dim_index: d.seq_len_dim_index,
+    })
+}
+
+pub(crate) fn desc_to_c(d: &CacheDesc) -> llmdd_cache_desc_t {
+    let mut shape = [0i64; 32];
+    shape[..d.shape.len()].copy_from_slice(&d.shape);
+    llmdd_cache_desc_t {
+        placement: d.placement as u32,
+        num_tensors: d.num_tensors,
+        data_type: d.data_type as u32,
+        num_dims: d.shape.len() as u32,
+        shape,
+        batch_dim_index: d.batch_dim_index,
+        seq_len_dim_index: d.seq_len_dim_index,
+        reserved: [0; 64],
+    }
+}
+
+pub(crate) fn key_from_c(k: &llmdd_cache_key_t) -> Result<CacheKey> {
+    Ok(match k.kind {
+        LLMDD_KEY_CACHE_KEY => CacheKey::Req {
+            cluster_id: k.cluster_id,
+            req_id: k.req_id,
+            model_id: k.model_id,
+            prefix_id: k.prefix_id,
+        },
+        LLMDD_KEY_ID_AND_INDEX => CacheKey::IdIndex {
+            cluster_id: k.cluster_id,
+            cache_id: k.cache_id,
+            batch_index: k.batch_index,
+        },
+        LLMDD_KEY_BLOCKS => CacheKey::Blocks {
+            cluster_id: k.cluster_id,
+            model_id: k.model_id,
+        },
+        other => bail!(
+            ParamInvalid,
+            "cache key kind {other} is not CACHE_KEY (0), ID_AND_INDEX (1) or BLOCKS (2)"
+        ),
+    })
+}
+
+fn range(begin: i32, end: i32, what: &str) -> Result<Option<(u32, u32)>> {
+    if begin == -1 {
+        return Ok(None);
+    }
+    if begin < 0 || end <= begin {
+        bail!(ParamInvalid, "{what} layer range [{begin}, {end}) must satisfy 0 <= begin < end (or begin = -1 for all)");
+    }
+    Ok(Some((begin as u32, end as u32)))
+}
+
+pub(crate) fn layers_from_c(p: *const llmdd_layer_range_t) -> Result<LayerSel> {
+    // SAFETY: NULL or a valid struct, per the API contract.
+    let Some(r) = (unsafe { p.as_ref() }) else {
+        return Ok(LayerSel::default());
+    };
+    Ok(LayerSel {
+        src: range(r.src_begin, r.src_end, "src")?,
+        dst: range(r.dst_begin, r.dst_end, "dst")?,
+        per_layer: if r.tensor_num_per_layer == 0 {
+            2
+        } else {
+            r.tensor_num_per_layer
+        },
+    })
+}
+
+unsafe fn ip_list(p: *const llmdd_ip_info_t, n: usize, what: &str) -> Result<Vec<IpInfo>> {
+    slice(p, n, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            Ok(IpInfo {
+                ip: cstr(x.ip, &format!("{what}[{i}].ip"))?.to_string(),
+                port: x.port,
+            })
+        })
+        .collect()
+}
+
+/// Converts a C cluster list.
+///
+/// # Safety
+/// Pointers must be valid per the API contract.
+pub(crate) unsafe fn clusters_from_c(
+    p: *const llmdd_cluster_info_t,
+    n: usize,
+) -> Result<Vec<ClusterInfo>> {
+    slice(p, n, "clusters")?
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(ClusterInfo {
+                remote_cluster_id: c.remote_cluster_id,
+                local_ip_infos: ip_list(
+                    c.local_ip_infos,
+                    c.num_local_ip_infos,
+                    &format!("clusters[{i}].local_ip_infos"),
+                )?,
+                remote_ip_infos: ip_list(
+                    c.remote_ip_infos,
+                    c.num_remote_ip_infos,
+                    &format!("clusters[{i}].remote_ip_infos"),
+                )?,
+            })
+        })
+        .collect()
+}
+
+/// Converts a C option array into an option map.
+///
+/// # Safety
+/// Pointers must be valid per the API contract.
+pub(crate) unsafe fn options_from_c(
+    p: *const llmdd_option_t,
+    n: usize,
+) -> Result<crate::datadist::options::Options> {
+    let opts = slice(p, n, "options")?;
+    let mut pairs = Vec::with_capacity(opts.len());
+    for (i, o) in opts.iter().enumerate() {
+        let k = cstr(o.key, &format!("options[{i}].key"))?;
+        let v = cstr(o.value, &format!("options[{i}].value"))?;
+        pairs.push((k, v));
+    }
+    crate::datadist::options::collect(pairs)
+}
+
+/// Resolves an instance handle.
+///
+/// # Safety
+/// `p` must be NULL or a handle from `llmdd_create` not yet destroyed.
+pub(crate) unsafe fn instance<'a>(
+    p: *const llmdd_instance_t,
+) -> Result<&'a crate::datadist::Instance> {
+    let i = p
+        .as_ref()
+        .ok_or_else(|| err!(ParamInvalid, "instance is NULL"))?;
+    if i.magic != INSTANCE_MAGIC {
+        bail!(ParamInvalid, "instance handle is not a live llmdd instance");
+    }
+    Ok(&i.inner)
+}
+
+/// A request/prefix key (`CacheKey`): pass `LLMDD_ID_UNSET` for the unused one
+/// of `req_id` / `prefix_id`.
+#[no_mangle]
+pub extern "C" fn llmdd_cache_key(
+    cluster_id: u64,
+    req_id: u64,
+    model_id: u64,
+    prefix_id: u64,
+) -> llmdd_cache_key_t {
+    llmdd_cache_key_t {
+        kind: LLMDD_KEY_CACHE_KEY,
+        batch_index: 0,
+        cluster_id,
+        req_id,
+        prefix_id,
+        model_id,
+        cache_id: -1,
+    }
+}
+
+/// A key naming a peer's cache by id and batch slot (`CacheKeyByIdAndIndex` / C++ `CacheIndex`).
+#[no_mangle]
+pub extern "C" fn llmdd_cache_key_by_id(
+    cluster_id: u64,
+    cache_id: i64,
+    batch_index: u32,
+) -> llmdd_cache_key_t {
+    llmdd_cache_key_t {
+        kind: LLMDD_KEY_ID_AND_INDEX,
+        batch_index,
+        cluster_id,
+        req_id: LLMDD_ID_UNSET,
+        prefix_id: LLMDD_ID_UNSET,
+        model_id: 0,
+        cache_id,
+    }
+}
+
+/// A key naming a peer's blocks cache bound to `model_id` (`BlocksCacheKey`).
+#[no_mangle]
+pub extern "C" fn llmdd_blocks_cache_key(cluster_id: u64, model_id: u64) -> llmdd_cache_key_t {
+    llmdd_cache_key_t {
+        kind: LLMDD_KEY_BLOCKS,
+        batch_index: 0,
+        cluster_id,
+        req_id: LLMDD_ID_UNSET,
+        prefix_id: LLMDD_ID_UNSET,
+        model_id,
+        cache_id: -1,
+    }
+}

@@ -1,0 +1,268 @@
+//! Executes transfer plans over a link: same process (memcpy), same host
+//! (mapped peer pools, else process_vm_readv/writev in batches, two threads for
+//! large plans), or TCP (one request per connection, striped over several
+//! connections, bytes landing directly in destination memory).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::types::Segment;
+use crate::datadist::link::{ConnGuard, Link};
+use crate::status::{Error, Result, Status};
+use crate::transport::local::{self, LocalPath};
+use crate::transport::tcp::check_reply;
+use crate::transport::wire::Msg;
+use crate::{bail, err};
+
+/// Most segments carried by one Read/Write request.
+const SEGMENTS_PER_REQUEST: usize = 65_536;
+/// Plans smaller than this use one TCP connection.
+const STRIPE_MIN_BYTES: u64 = 1 << 20;
+
+/// Direction of a transfer relative to this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Remote `src` → local `dst`.
+    Read,
+    /// Local `src` → remote `dst`.
+    Write,
+}
+
+/// Moves the bytes of `plan` over `link` before `deadline`.
+pub fn run(
+    link: &Arc<Link>,
+    plan: &[Segment],
+    dir: Dir,
+    deadline: Instant,
+    stripes: usize,
+) -> Result<()> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let r = match link.local_path {
+        Some(LocalPath::SameProcess) => local::run_split(plan, |s| {
+            local::memcpy_segments(s);
+            Ok(())
+        }),
+        Some(LocalPath::SameHost { pid }) => same_host(link, pid, plan, dir),
+        None => tcp(link, plan, dir, deadline, stripes),
+    };
+    if r.is_ok() && Instant::now() > deadline {
+        bail!(
+            Timeout,
+            "transfer with cluster {} exceeded sync_kv_timeout",
+            link.remote_cluster_id
+        );
+    }
+    r
+}
+
+fn same_host(link: &Link, pid: u32, plan: &[Segment], dir: Dir) -> Result<()> {
+    // Remote addresses inside a mapped peer pool are copied with memcpy.
+    let mut mapped = Vec::new();
+    let mut rest = Vec::with_capacity(plan.len());
+    for s in plan {
+        let remote = if dir == Dir::Read { s.src } else { s.dst };
+        match link.translate(remote, s.len) {
+            Some(l) if dir == Dir::Read => mapped.push(Segment {
+                dst: s.dst,
+                src: l,
+                len: s.len,
+            }),
+            Some(l) => mapped.push(Segment {
+                dst: l,
+                src: s.src,
+                len: s.len,
+            }),
+            None => rest.push(*s),
+        }
+    }
+    if !mapped.is_empty() {
+        local::run_split(&mapped, |s| {
+            local::memcpy_segments(s);
+            Ok(())
+        })?;
+    }
+    if !rest.is_empty() {
+        local::run_split(&rest, |s| local::vm_copy(pid, s, dir == Dir::Write))?;
+    }
+    Ok(())
+}
+
+fn split_bytes(plan: &[Segment], parts: usize) -> Vec<Vec<Segment>> {
+    let total: u64 = plan.iter().map(|s| s.len).sum();
+    let per = total.div_ceil(parts as u64).max(1);
+    let mut out: Vec<Vec<Segment>> = vec![Vec::new()];
+    let mut acc = 0u64;
+    for s in plan {
+        let mut s = *s;
+        while s.len > 0 {
+            let room = per - acc;
+            let k = s.len.min(room);
+            out.last_mut().expect("non-empty").push(Segment {
+                dst: s.dst,
+                src: s.src,
+                len: k,
+            });
+            s.dst += k;
+            s.src += k;
+            s.len -= k;
+            acc += k;
+            if acc == per && out.len() < parts {
+                out.push(Vec::new());
+                acc = 0;
+            }
+        }
+    }
+    out.retain(|v| !v.is_empty());
+    out
+}
+
+fn tcp(
+    link: &Arc<Link>,
+    plan: &[Segment],
+    dir: Dir,
+    deadline: Instant,
+    stripes: usize,
+) -> Result<()> {
+    let total: u64 = plan.iter().map(|s| s.len).sum();
+    let want = if total >= STRIPE_MIN_BYTES {
+        stripes.max(1)
+    } else {
+        1
+    };
+    let mut conns = link.take_conns(want, deadline)?;
+    if conns.len() == 1 {
+        return tcp_one(link, &mut conns[0], plan, dir, deadline);
+    }
+    let parts = split_bytes(plan, conns.len());
+    std::thread::scope(|sc| {
+        let mut it = conns.iter_mut().zip(parts.iter());
+        let first = it.next();
+        let handles: Vec<_> = it
+            .map(|(c, p)| sc.spawn(move || tcp_one(link, c, p, dir, deadline)))
+            .collect();
+        let mut r = match first {
+            Some((c, p)) => tcp_one(link, c, p, dir, deadline),
+            None => Ok(()),
+        };
+        for h in handles {
+            let x = h
+                .join()
+                .unwrap_or_else(|_| Err(err!(Failed, "transfer thread panicked")));
+            if r.is_ok() {
+                r = x;
+            }
+        }
+        r
+    })
+}
+
+fn timeout_msg(link: &Link, e: Error) -> Error {
+    if e.status == Status::Timeout {
+        err!(
+            Timeout,
+            "transfer with cluster {} exceeded sync_kv_timeout",
+            link.remote_cluster_id
+        )
+    } else {
+        e
+    }
+}
+
+fn tcp_one(
+    link: &Link,
+    g: &mut ConnGuard,
+    plan: &[Segment],
+    dir: Dir,
+    deadline: Instant,
+) -> Result<()> {
+    let c = g.conn();
+    for chunk in plan.chunks(SEGMENTS_PER_REQUEST) {
+        let total: u64 = chunk.iter().map(|s| s.len).sum();
+        let r = match dir {
+            Dir::Read => (|| {
+                c.send(
+                    &Msg::Read {
+                        segments: chunk.to_vec(),
+                        total,
+                    },
+                    Some(deadline),
+                )?;
+                match c.recv(Some(deadline))? {
+                    Msg::ReadData {
+                        status: 0,
+                        total: t,
+                        ..
+                    } if t == total => c.recv_bulk(chunk, Some(deadline)),
+                    Msg::ReadData { status: 0, .. } => {
+                        c.mark_broken();
+                        bail!(LinkFailed, "peer announced the wrong byte count")
+                    }
+                    Msg::ReadData {
+                        status, message, ..
+                    } => check_reply(status, &message, "remote read"),
+                    m => {
+                        c.mark_broken();
+                        bail!(LinkFailed, "unexpected reply {} to Read", m.msg_type())
+                    }
+                }
+            })(),
+            Dir::Write => (|| {
+                c.send_with_bulk(
+                    &Msg::Write {
+                        segments: chunk.to_vec(),
+                        total,
+                    },
+                    chunk,
+                    Some(deadline),
+                )?;
+                match c.recv(Some(deadline))? {
+                    Msg::Reply { status, message } => check_reply(status, &message, "remote write"),
+                    m => {
+                        c.mark_broken();
+                        bail!(LinkFailed, "unexpected reply {} to Write", m.msg_type())
+                    }
+                }
+            })(),
+        };
+        r.map_err(|e| timeout_msg(link, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_bytes_even() {
+        let plan = [
+            Segment {
+                dst: 0,
+                src: 1000,
+                len: 10,
+            },
+            Segment {
+                dst: 10,
+                src: 2000,
+                len: 7,
+            },
+        ];
+        let parts = split_bytes(&plan, 2);
+        assert_eq!(parts.len(), 2);
+        let sums: Vec<u64> = parts
+            .iter()
+            .map(|p| p.iter().map(|s| s.len).sum())
+            .collect();
+        assert_eq!(sums, vec![9, 8]);
+        assert_eq!(
+            parts[1][0],
+            Segment {
+                dst: 9,
+                src: 1009,
+                len: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The engine: executes transfer plans and serves peers' requests.
+
+pub mod exec;
+pub mod serve;

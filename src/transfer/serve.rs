@@ -1,0 +1,90 @@
+//! The serving side of a link: answers a peer's requests against this
+//! instance's registry. Every remote read/write is checked against the
+//! registered regions before a byte moves.
+
+use std::sync::Arc;
+
+use crate::bail;
+use crate::cache::registry::Resolved;
+use crate::datadist::link::Link;
+use crate::datadist::session::{serve_deadline, server_unlink, Session};
+use crate::status::{Result, Status};
+use crate::transport::tcp::Conn;
+use crate::transport::wire::Msg;
+
+/// Handles one request; `Ok(false)` ends the connection cleanly.
+pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) -> Result<bool> {
+    let deadline = Some(serve_deadline());
+    match msg {
+        Msg::GetTable => {
+            let entries = session.registry.table(link.generation);
+            conn.send(&Msg::Table { status: 0, entries }, deadline)?;
+        }
+        Msg::Resolve { key } => {
+            let reply = match session.registry.resolve(&key) {
+                Ok(Resolved { record, slot, .. }) => Msg::Resolved {
+                    status: 0,
+                    message: String::new(),
+                    entry: Some(session.registry.entry(&record)),
+                    slot,
+                },
+                Err(e) => Msg::Resolved {
+                    status: e.status.code(),
+                    message: e.message,
+                    entry: None,
+                    slot: 0,
+                },
+            };
+            conn.send(&reply, deadline)?;
+        }
+        Msg::Consume { req_id, model_id } => {
+            let key = crate::cache::types::BindKey {
+                is_prefix: false,
+                id: req_id,
+                model_id,
+            };
+            session.registry.consume(&key);
+            conn.reply(Status::Success, "", deadline)?;
+        }
+        Msg::Read { segments, total } => match session.registry.check_local(&segments, false) {
+            Ok(()) => conn.send_with_bulk(
+                &Msg::ReadData {
+                    status: 0,
+                    message: String::new(),
+                    total,
+                },
+                &segments,
+                deadline,
+            )?,
+            Err(e) => conn.send(
+                &Msg::ReadData {
+                    status: e.status.code(),
+                    message: e.message,
+                    total: 0,
+                },
+                deadline,
+            )?,
+        },
+        Msg::Write { segments, total } => match session.registry.check_local(&segments, true) {
+            Ok(()) => {
+                conn.recv_bulk(&segments, deadline)?;
+                conn.reply(Status::Success, "", deadline)?;
+            }
+            Err(e) => {
+                conn.discard(total, deadline)?;
+                conn.reply(e.status, &e.message, deadline)?;
+            }
+        },
+        Msg::Unlink => {
+            if link.we_dialed {
+                bail!(LinkFailed, "server sent Unlink to a client");
+            }
+            server_unlink(session, link);
+            let _ = conn.reply(Status::Success, "", deadline);
+            link.teardown(session.config.sync_kv_timeout);
+            return Ok(false);
+        }
+        other => bail!(LinkFailed, "unexpected request type {}", other.msg_type()),
+    }
+    Ok(true)
+}
