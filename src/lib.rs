@@ -12,7 +12,9 @@
 //! - [`sys`]: raw declarations of the Ascend runtime and its loader.
 
 pub mod cache;
+pub mod device;
 pub mod status;
+pub mod sys;
 pub mod transport;
 
 pub use status::{Error, Result, Status};

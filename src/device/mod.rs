@@ -1,0 +1,3 @@
+//! Memory owners: the dlopen'd Ascend runtime (ACL).
+
+pub mod acl;
