@@ -48,10 +48,7 @@ impl DataType {
             13 => String,
             27 => Bf16,
             28 => Undefined,
-            _ => bail!(
-                ParamInvalid,
-                "data_type {code} is not a known data type code"
-            ),
+            _ => bail!(ParamInvalid, "data_type {code} is not a known data type code"),
         })
     }
 
@@ -83,10 +80,7 @@ impl Placement {
         match code {
             0 => Ok(Placement::Host),
             1 => Ok(Placement::Device),
-            _ => bail!(
-                ParamInvalid,
-                "placement {code} is neither HOST (0) nor DEVICE (1)"
-            ),
+            _ => bail!(ParamInvalid, "placement {code} is neither HOST (0) nor DEVICE (1)"),
         }
     }
 }
@@ -116,10 +110,7 @@ impl CacheDesc {
             bail!(ParamInvalid, "cache_desc.num_tensors must be > 0");
         }
         let elem = self.data_type.elem_size().ok_or_else(|| {
-            err!(
-                ParamInvalid,
-                "cache_desc.data_type must be defined (got DT_UNDEFINED)"
-            )
+            err!(ParamInvalid, "cache_desc.data_type must be defined (got DT_UNDEFINED)")
         })?;
         if self.shape.is_empty() || self.shape.len() > MAX_DIMS {
             bail!(
@@ -158,9 +149,7 @@ impl CacheDesc {
     /// Bytes per tensor (`prod(shape) * elem`); call after `validate`.
     pub fn tensor_bytes(&self) -> u64 {
         let elem = self.data_type.elem_size().unwrap_or(1);
-        self.shape
-            .iter()
-            .fold(elem, |acc, &d| acc.saturating_mul(d.max(0) as u64))
+        self.shape.iter().fold(elem, |acc, &d| acc.saturating_mul(d.max(0) as u64))
     }
 }
 

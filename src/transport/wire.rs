@@ -135,10 +135,7 @@ pub enum Msg {
     /// Ask for the peer's cache table (remote-cache-accessible mode).
     GetTable,
     /// The peer's cache table.
-    Table {
-        status: u32,
-        entries: Vec<CacheEntry>,
-    },
+    Table { status: u32, entries: Vec<CacheEntry> },
     /// Resolve a key against the owner's current tables.
     Resolve { key: CacheKey },
     /// Reply to `Resolve`: the cache and the slot the key names.
