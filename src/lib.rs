@@ -1,14 +1,15 @@
 //! llmdd: an LLM-DataDist compatible KV-cache transfer library with a C ABI.
 //!
 //! Layers (outermost first):
-//! - `ffi`: the `extern "C"` boundary — pointer checks, panics caught,
+//! - [`ffi`]: the `extern "C"` boundary — pointer checks, panics caught,
 //!   statuses and the thread-local last-error message. No logic.
 //! - [`datadist`] and [`cache`]: API semantics — instance state machine, options,
 //!   links, cache registry and keys, and the address arithmetic that turns one
 //!   call into a transfer plan.
 //! - [`transfer`]: executes plans (coalescing, striping, timeouts) and serves peers.
 //! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
-//!   in-process) and owning memory.
+//!   in-process, HCCL) and owning memory (host pools, ACL).
+//! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.
 
 pub mod log;
 
@@ -17,6 +18,7 @@ pub mod datadist;
 pub mod device;
 pub mod ffi;
 pub mod status;
+pub mod sys;
 pub mod transfer;
 pub mod transport;
 

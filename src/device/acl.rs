@@ -1,0 +1,312 @@
+//! Safe wrapper over the dlopen'd ACL runtime: device selection, device/host
+//! allocation, synchronous copies, and streams with timed synchronisation.
+//!
+//! Addresses are `u64` (device virtual addresses are not Rust pointers). ACL binds the
+//! current device per thread, so every call first makes sure the calling thread has
+//! this context's device set (cached per thread).
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cache::types::Placement;
+use crate::status::{Error, Result, Status};
+use crate::sys::ascend_bindings as b;
+use crate::sys::loader::AscendRuntime;
+use crate::{acl_fn, bail};
+
+/// ACL libraries (by load identity) on which `aclInit` already succeeded.
+static ACL_INITIALIZED: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+thread_local! {
+    /// (library identity, device id) last bound on this thread with aclrtSetDevice.
+    static BOUND_DEVICE: Cell<(usize, i32)> = const { Cell::new((0, -1)) };
+}
+
+/// Direction of a copy, as ACL's `aclrtMemcpyKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemcpyKind {
+    /// Host to host.
+    HostToHost,
+    /// Host to device.
+    HostToDevice,
+    /// Device to host.
+    DeviceToHost,
+    /// Device to device.
+    DeviceToDevice,
+    /// Let the runtime infer the direction from the addresses.
+    Default,
+}
+
+impl MemcpyKind {
+    fn raw(self) -> b::aclrtMemcpyKind {
+        match self {
+            MemcpyKind::HostToHost => b::aclrtMemcpyKind_ACL_MEMCPY_HOST_TO_HOST,
+            MemcpyKind::HostToDevice => b::aclrtMemcpyKind_ACL_MEMCPY_HOST_TO_DEVICE,
+            MemcpyKind::DeviceToHost => b::aclrtMemcpyKind_ACL_MEMCPY_DEVICE_TO_HOST,
+            MemcpyKind::DeviceToDevice => b::aclrtMemcpyKind_ACL_MEMCPY_DEVICE_TO_DEVICE,
+            MemcpyKind::Default => b::aclrtMemcpyKind_ACL_MEMCPY_DEFAULT,
+        }
+    }
+}
+
+/// One device of the loaded ACL runtime. Cheap to share behind an `Arc`; all
+/// methods take `&self` and may be called from any thread.
+#[derive(Debug)]
+pub struct AclContext {
+    rt: Arc<AscendRuntime>,
+    device_id: i32,
+}
+
+impl AclContext {
+    /// Initialises ACL (once per process and library; a prior `aclInit` by someone
+    /// else in the process is accepted) and selects `device_id` on this thread.
+    pub fn open(runtime: Arc<AscendRuntime>, device_id: i32) -> Result<AclContext> {
+        if device_id < 0 {
+            bail!(ParamInvalid, "device id {device_id} is negative");
+        }
+        {
+            let mut guard = ACL_INITIALIZED.lock().unwrap_or_else(|p| p.into_inner());
+            let done = guard.get_or_insert_with(HashSet::new);
+            let id = runtime.acl_identity();
+            if !done.contains(&id) {
+                let init = acl_fn!(runtime, aclInit)?;
+                // SAFETY: a NULL config path is documented as "no config file".
+                let code = unsafe { init(ptr::null()) };
+                if code != b::ACL_ERROR_REPEAT_INITIALIZE {
+                    runtime.check_acl(code, "aclInit")?;
+                }
+                done.insert(id);
+            }
+        }
+        let ctx = AclContext {
+            rt: runtime,
+            device_id,
+        };
+        ctx.bind_thread()?;
+        Ok(ctx)
+    }
+
+    /// The runtime this context uses.
+    pub fn runtime(&self) -> &Arc<AscendRuntime> {
+        &self.rt
+    }
+
+    /// The device this context selects.
+    pub fn device_id(&self) -> i32 {
+        self.device_id
+    }
+
+    /// Makes sure the calling thread has this context's device set.
+    pub fn bind_thread(&self) -> Result<()> {
+        let key = (self.rt.acl_identity(), self.device_id);
+        if BOUND_DEVICE.with(|b| b.get()) == key {
+            return Ok(());
+        }
+        let set = acl_fn!(self.rt, aclrtSetDevice)?;
+        // SAFETY: plain integer argument.
+        let code = unsafe { set(self.device_id) };
+        self.rt
+            .check_acl(code, &format!("aclrtSetDevice({})", self.device_id))?;
+        BOUND_DEVICE.with(|b| b.set(key));
+        Ok(())
+    }
+
+    /// Allocates `size` bytes: device memory (`aclrtMalloc`, huge pages first) or
+    /// pinned host memory (`aclrtMallocHost`). Returns the address.
+    pub fn malloc(&self, size: usize, placement: Placement) -> Result<u64> {
+        if size == 0 {
+            bail!(ParamInvalid, "allocation size must be > 0");
+        }
+        self.bind_thread()?;
+        let mut p: *mut c_void = ptr::null_mut();
+        let (code, what) = match placement {
+            Placement::Device => {
+                let f = acl_fn!(self.rt, aclrtMalloc)?;
+                // SAFETY: `p` is a valid out-pointer.
+                let c = unsafe {
+                    f(
+                        &mut p,
+                        size,
+                        b::aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_FIRST,
+                    )
+                };
+                (c, "aclrtMalloc")
+            }
+            Placement::Host => {
+                let f = acl_fn!(self.rt, aclrtMallocHost)?;
+                // SAFETY: `p` is a valid out-pointer.
+                (unsafe { f(&mut p, size) }, "aclrtMallocHost")
+            }
+        };
+        self.rt.check_acl(code, &format!("{what}({size} bytes)"))?;
+        if p.is_null() {
+            return Err(Error::new(
+                Status::OutOfMemory,
+                format!("{what}({size} bytes) returned success but no memory"),
+            ));
+        }
+        Ok(p as u64)
+    }
+
+    /// Frees memory from [`AclContext::malloc`] with the same placement.
+    pub fn free(&self, addr: u64, placement: Placement) -> Result<()> {
+        if addr == 0 {
+            bail!(ParamInvalid, "cannot free address 0");
+        }
+        self.bind_thread()?;
+        let (code, what) = match placement {
+            Placement::Device => {
+                let f = acl_fn!(self.rt, aclrtFree)?;
+                // SAFETY: the caller passes an address obtained from aclrtMalloc.
+                (unsafe { f(addr as *mut c_void) }, "aclrtFree")
+            }
+            Placement::Host => {
+                let f = acl_fn!(self.rt, aclrtFreeHost)?;
+                // SAFETY: the caller passes an address obtained from aclrtMallocHost.
+                (unsafe { f(addr as *mut c_void) }, "aclrtFreeHost")
+            }
+        };
+        self.rt.check_acl(code, &format!("{what}(0x{addr:x})"))
+    }
+
+    /// Copies `len` bytes from `src` to `dst` and waits for completion.
+    pub fn memcpy_sync(&self, dst: u64, src: u64, len: usize, kind: MemcpyKind) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if dst == 0 || src == 0 {
+            bail!(
+                ParamInvalid,
+                "memcpy with a null address (dst 0x{dst:x}, src 0x{src:x})"
+            );
+        }
+        self.bind_thread()?;
+        let f = acl_fn!(self.rt, aclrtMemcpy)?;
+        // SAFETY: the caller guarantees both ranges are valid for `len` bytes.
+        let code = unsafe {
+            f(
+                dst as *mut c_void,
+                len,
+                src as *const c_void,
+                len,
+                kind.raw(),
+            )
+        };
+        self.rt
+            .check_acl(code, &format!("aclrtMemcpy({len} bytes, {kind:?})"))
+    }
+
+    /// Creates a stream on this context's device.
+    pub fn create_stream(&self) -> Result<Stream> {
+        self.bind_thread()?;
+        let f = acl_fn!(self.rt, aclrtCreateStream)?;
+        let mut raw: b::aclrtStream = ptr::null_mut();
+        // SAFETY: `raw` is a valid out-pointer.
+        let code = unsafe { f(&mut raw) };
+        self.rt.check_acl(code, "aclrtCreateStream")?;
+        if raw.is_null() {
+            bail!(Failed, "aclrtCreateStream returned success but no stream");
+        }
+        Ok(Stream {
+            rt: Arc::clone(&self.rt),
+            raw,
+        })
+    }
+
+    /// Releases the device for the whole process (`aclrtResetDevice`). Only call this
+    /// when nothing allocated through any context of this device is still in use.
+    pub fn reset_device(self) -> Result<()> {
+        self.bind_thread()?;
+        let f = acl_fn!(self.rt, aclrtResetDevice)?;
+        // SAFETY: plain integer argument.
+        let code = unsafe { f(self.device_id) };
+        BOUND_DEVICE.with(|b| b.set((0, -1)));
+        self.rt
+            .check_acl(code, &format!("aclrtResetDevice({})", self.device_id))
+    }
+}
+
+/// An ACL stream: an ordered queue of asynchronous operations. Destroyed on drop.
+#[derive(Debug)]
+pub struct Stream {
+    rt: Arc<AscendRuntime>,
+    raw: b::aclrtStream,
+}
+
+// SAFETY: an aclrtStream handle may be used from any thread; ACL serialises submissions
+// internally (the simulator locks the queue).
+unsafe impl Send for Stream {}
+// SAFETY: see `Send`.
+unsafe impl Sync for Stream {}
+
+impl Stream {
+    /// The raw `aclrtStream` handle, for passing to HCCL.
+    pub fn raw(&self) -> *mut c_void {
+        self.raw
+    }
+
+    /// The runtime this stream belongs to.
+    pub fn runtime(&self) -> &Arc<AscendRuntime> {
+        &self.rt
+    }
+
+    /// Queues a copy of `len` bytes from `src` to `dst`; both ranges must stay valid
+    /// until [`Stream::synchronize`] returns.
+    pub fn memcpy_async(&self, dst: u64, src: u64, len: usize, kind: MemcpyKind) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if dst == 0 || src == 0 {
+            bail!(
+                ParamInvalid,
+                "memcpy_async with a null address (dst 0x{dst:x}, src 0x{src:x})"
+            );
+        }
+        let f = acl_fn!(self.rt, aclrtMemcpyAsync)?;
+        // SAFETY: the caller guarantees both ranges; `raw` is a live stream.
+        let code = unsafe {
+            f(
+                dst as *mut c_void,
+                len,
+                src as *const c_void,
+                len,
+                kind.raw(),
+                self.raw,
+            )
+        };
+        self.rt
+            .check_acl(code, &format!("aclrtMemcpyAsync({len} bytes, {kind:?})"))
+    }
+
+    /// Waits until everything queued so far has finished, at most `timeout`.
+    /// Errors: `Timeout` when the stream does not drain in time; the mapped status of
+    /// a failed operation otherwise. Uses `aclrtSynchronizeStreamWithTimeout`, or plain
+    /// `aclrtSynchronizeStream` (no timeout) on releases without it.
+    pub fn synchronize(&self, timeout: Duration) -> Result<()> {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        if let Some(f) = self.rt.acl.aclrtSynchronizeStreamWithTimeout {
+            // SAFETY: `raw` is a live stream.
+            let code = unsafe { f(self.raw, ms) };
+            return self
+                .rt
+                .check_acl(code, &format!("aclrtSynchronizeStreamWithTimeout({ms} ms)"));
+        }
+        let f = acl_fn!(self.rt, aclrtSynchronizeStream)?;
+        // SAFETY: `raw` is a live stream.
+        let code = unsafe { f(self.raw) };
+        self.rt.check_acl(code, "aclrtSynchronizeStream")
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(f) = self.rt.acl.aclrtDestroyStream {
+            // SAFETY: `raw` is a live stream, destroyed exactly once.
+            let _ = unsafe { f(self.raw) };
+        }
+    }
+}

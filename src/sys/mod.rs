@@ -1,0 +1,12 @@
+//! Raw declarations of the Ascend runtime (bindgen output) and its dlopen loader.
+
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    missing_docs,
+    clippy::all
+)]
+pub mod ascend_bindings;
+pub mod loader;
