@@ -242,6 +242,92 @@
  */
 #define LLMDD_ID_UNSET UINT64_MAX
 
+#define ACL_SUCCESS 0
+
+#define ACL_ERROR_INVALID_PARAM 100000
+
+#define ACL_ERROR_UNINITIALIZE 100001
+
+#define ACL_ERROR_REPEAT_INITIALIZE 100002
+
+#define ACL_ERROR_WAIT_CALLBACK_TIMEOUT 100036
+
+#define ACL_ERROR_REPEAT_FINALIZE 100037
+
+#define ACL_ERROR_BAD_ALLOC 200000
+
+#define ACL_ERROR_API_NOT_SUPPORT 200001
+
+#define ACL_ERROR_INVALID_DEVICE 200002
+
+#define ACL_ERROR_STORAGE_OVER_LIMIT 300000
+
+#define ACL_ERROR_INTERNAL_ERROR 500000
+
+#define ACL_ERROR_FAILURE 500001
+
+#define ACL_ERROR_RT_PARAM_INVALID 107000
+
+#define ACL_ERROR_RT_INVALID_DEVICEID 107001
+
+#define ACL_ERROR_RT_WAIT_TIMEOUT 107019
+
+#define ACL_ERROR_RT_TASK_TIMEOUT 107020
+
+#define ACL_ERROR_RT_FEATURE_NOT_SUPPORT 207000
+
+#define ACL_ERROR_RT_MEMORY_ALLOCATION 207001
+
+#define ACL_ERROR_RT_NO_DEVICE 207004
+
+#define ACL_ERROR_RT_DEVICE_OOM 207018
+
+#define ACL_ERROR_RT_INTERNAL_ERROR 507000
+
+#define ACL_ERROR_RT_STREAM_SYNC_TIMEOUT 507046
+
+#define ACL_ERROR_RT_EVENT_SYNC_TIMEOUT 507047
+
+#define ACL_ERROR_RT_DEVICE_MEM_ERROR 507053
+
+#define ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR 507054
+
+#define ACL_ERROR_RT_SUSPECT_DEVICE_MEM_ERROR 507055
+
+#define ACL_ERROR_RT_LINK_ERROR 507056
+
+#define ACL_ERROR_RT_SUSPECT_REMOTE_ERROR 507057
+
+#define HCCL_COMM_CONFIG_INFO_BYTES 24
+
+#define HCCL_COMM_CONFIG_MAGIC_WORD 4042322160
+
+#define HCCL_COMM_CONFIG_VERSION 10
+
+#define HCCL_COMM_BUFFSIZE_CONFIG_NOT_SET 4294967295
+
+#define HCCL_COMM_DETERMINISTIC_CONFIG_NOT_SET 4294967295
+
+#define HCCL_COMM_TRAFFIC_CLASS_CONFIG_NOT_SET 4294967295
+
+#define HCCL_COMM_SERVICE_LEVEL_CONFIG_NOT_SET 4294967295
+
+#define HCCL_COMM_EXECTIMEOUT_CONFIG_NOT_SET -1
+
+#define HCCL_COMM_QOS_CONFIG_NOT_SET 4294967295
+
+#define COMM_NAME_MAX_LENGTH 128
+
+#define UDI_MAX_LENGTH 128
+
+#define HCCL_COMM_ALGO_MAX_LENGTH 1600
+
+#define HCCL_COMM_RETRY_ENABLE_MAX_LENGTH 50
+
+#define HCCL_COMM_RETRY_PARAMS_MAX_LENGTH 128
+
+#define HCCL_MEM_DESC_LENGTH 511
+
 /**
  * Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
  * released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
@@ -401,6 +487,122 @@ typedef struct llmdd_cluster_info_t {
   const struct llmdd_ip_info_t *remote_ip_infos;
   size_t num_remote_ip_infos;
 } llmdd_cluster_info_t;
+
+typedef unsigned int aclrtMemcpyKind;
+
+typedef unsigned int aclrtMemMallocPolicy;
+
+typedef unsigned int HcclResult;
+
+typedef unsigned int HcclDataType;
+
+typedef unsigned int HcclMemType;
+
+typedef unsigned int HcclTopoType;
+
+#define aclrtMemcpyKind_ACL_MEMCPY_HOST_TO_HOST 0
+
+#define aclrtMemcpyKind_ACL_MEMCPY_HOST_TO_DEVICE 1
+
+#define aclrtMemcpyKind_ACL_MEMCPY_DEVICE_TO_HOST 2
+
+#define aclrtMemcpyKind_ACL_MEMCPY_DEVICE_TO_DEVICE 3
+
+#define aclrtMemcpyKind_ACL_MEMCPY_DEFAULT 4
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_FIRST 0
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_ONLY 1
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_NORMAL_ONLY 2
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_FIRST_P2P 3
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_ONLY_P2P 4
+
+#define aclrtMemMallocPolicy_ACL_MEM_MALLOC_NORMAL_ONLY_P2P 5
+
+#define HcclResult_HCCL_SUCCESS 0
+
+#define HcclResult_HCCL_E_PARA 1
+
+#define HcclResult_HCCL_E_PTR 2
+
+#define HcclResult_HCCL_E_MEMORY 3
+
+#define HcclResult_HCCL_E_INTERNAL 4
+
+#define HcclResult_HCCL_E_NOT_SUPPORT 5
+
+#define HcclResult_HCCL_E_NOT_FOUND 6
+
+#define HcclResult_HCCL_E_UNAVAIL 7
+
+#define HcclResult_HCCL_E_SYSCALL 8
+
+#define HcclResult_HCCL_E_TIMEOUT 9
+
+#define HcclResult_HCCL_E_OPEN_FILE_FAILURE 10
+
+#define HcclResult_HCCL_E_TCP_CONNECT 11
+
+#define HcclResult_HCCL_E_ROCE_CONNECT 12
+
+#define HcclResult_HCCL_E_TCP_TRANSFER 13
+
+#define HcclResult_HCCL_E_ROCE_TRANSFER 14
+
+#define HcclResult_HCCL_E_RUNTIME 15
+
+#define HcclResult_HCCL_E_DRV 16
+
+#define HcclResult_HCCL_E_PROFILING 17
+
+#define HcclResult_HCCL_E_CCE 18
+
+#define HcclResult_HCCL_E_NETWORK 19
+
+#define HcclResult_HCCL_E_AGAIN 20
+
+#define HcclResult_HCCL_E_REMOTE 21
+
+#define HcclResult_HCCL_E_SUSPENDING 22
+
+#define HcclResult_HCCL_E_OPRETRY_FAIL 23
+
+#define HcclResult_HCCL_E_OOM 24
+
+#define HcclResult_HCCL_E_IN_STATUS 1041
+
+#define HcclResult_HCCL_E_RESERVED 1042
+
+#define HcclDataType_HCCL_DATA_TYPE_INT8 0
+
+#define HcclDataType_HCCL_DATA_TYPE_INT16 1
+
+#define HcclDataType_HCCL_DATA_TYPE_INT32 2
+
+#define HcclDataType_HCCL_DATA_TYPE_FP16 3
+
+#define HcclDataType_HCCL_DATA_TYPE_FP32 4
+
+#define HcclDataType_HCCL_DATA_TYPE_INT64 5
+
+#define HcclDataType_HCCL_DATA_TYPE_UINT64 6
+
+#define HcclDataType_HCCL_DATA_TYPE_UINT8 7
+
+#define HcclDataType_HCCL_DATA_TYPE_RESERVED 255
+
+#define HcclMemType_HCCL_MEM_TYPE_DEVICE 0
+
+#define HcclMemType_HCCL_MEM_TYPE_HOST 1
+
+#define HcclMemType_HCCL_MEM_TYPE_NUM 2
+
+#define HcclTopoType_HCCL_TOPO_FULLMESH 0
+
+#define HcclTopoType_HCCL_TOPO_NUM 1
 
 #ifdef __cplusplus
 extern "C" {

@@ -529,7 +529,7 @@ impl Session {
                         desc.num_tensors
                     );
                 }
-                if addrs.iter().any(|&a| a == 0) {
+                if addrs.contains(&0) {
                     bail!(ParamInvalid, "{what}: tensor address 0");
                 }
                 Ok((

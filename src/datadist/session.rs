@@ -361,10 +361,9 @@ impl Session {
             // Extra request connections (striping) and reverse connections on
             // which the server sends its requests.
             let extra = self.config.data_connections.saturating_sub(1) as usize;
-            for _ in 0..extra {
-                let g = link.take_conns(extra + 1, deadline)?;
-                drop(g);
-                break;
+            if extra > 0 {
+                // Opens the extra connections now so transfers never pay for a connect.
+                drop(link.take_conns(extra + 1, deadline)?);
             }
             for _ in 0..self.config.data_connections {
                 let left = deadline.saturating_duration_since(Instant::now());

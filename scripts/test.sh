@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test of llmdd: rustfmt, clippy, the Rust unit and integration
+# tests (including the header drift check), the C/C++ CTest suite, and the same
+# suite again under AddressSanitizer. Installs cmake and a C++ compiler from
+# Debian packages when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
+  echo "== installing cmake and g++ (Debian packages)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake g++ make >/dev/null
+fi
+
+# The build must not rewrite include/llmdd.h here: tests/header.rs compares it.
+export LLMDD_NO_HEADER_UPDATE=1
+export LLMDD_LOG="${LLMDD_LOG:-error}"
+JOBS="$(nproc 2>/dev/null || echo 2)"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test -- --test-threads="$JOBS"
+
+echo "== CTest (C/C++ tests against include/llmdd.h)"
+cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build/test -j "$JOBS"
+ctest --test-dir build/test --output-on-failure -j "$JOBS"
+
+echo "== CTest under AddressSanitizer"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLLMDD_ASAN=ON >/dev/null
+cmake --build build/asan -j "$JOBS"
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
+  ctest --test-dir build/asan --output-on-failure -j "$JOBS"
+
+echo "== all tests passed"
