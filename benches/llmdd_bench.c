@@ -1,0 +1,221 @@
+/* llmdd benchmark: a prompt and a decoder process on 127.0.0.1 move 128 MiB as
+ * blocks of 16K, 64K, 256K, 1M and 2M, pull and push, over each transport, and
+ * report GB/s (median of 5) next to this machine's single-thread memcpy
+ * bandwidth measured in the same run, plus p50/p99 latency of single 16 KiB
+ * block pulls. Blocks are scattered (a permutation), so nothing coalesces.
+ *
+ * Transports:
+ *   same-host   user-registered memory, one-sided process_vm_readv/writev
+ *   same-host-pool  prompt's cache allocated by llmdd from its memfd pool,
+ *                   which the decoder maps (memcpy)
+ *   tcp         llmdd.SameHost=off: TCP, striped over 2 connections
+ *
+ * Usage: llmdd_bench [--runs N] [--transport NAME]
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "llmdd.h"
+
+#define TOTAL (128ull << 20)
+static const uint64_t SIZES[] = {16 << 10, 64 << 10, 256 << 10, 1 << 20, 2 << 20};
+enum { NSIZES = 5, LAT_ITERS = 3000 };
+static int RUNS = 5;
+static const uint64_t P = 11, D = 22;
+
+#define DIE_IF(c, what)                                                                  \
+  do {                                                                                   \
+    if (c) {                                                                             \
+      fprintf(stderr, "%s failed: %s\n", what, llmdd_last_error_message());              \
+      exit(1);                                                                           \
+    }                                                                                    \
+  } while (0)
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, n, sizeof *v, cmp_d);
+  return v[n / 2];
+}
+
+static llmdd_cache_desc_t desc_for(uint64_t block) {
+  llmdd_cache_desc_t d;
+  memset(&d, 0, sizeof d);
+  d.placement = LLMDD_PLACEMENT_DEVICE;
+  d.data_type = LLMDD_DT_UINT8;
+  d.num_tensors = 1;
+  d.num_dims = 2;
+  d.shape[0] = (int64_t)(TOTAL / block);
+  d.shape[1] = (int64_t)block;
+  d.seq_len_dim_index = -1;
+  return d;
+}
+
+static void init(llmdd_instance_t *inst, const char *listen, int tcp, int pool) {
+  llmdd_option_t o[8];
+  size_t n = 0;
+  o[n++] = (llmdd_option_t){"llm.DeviceId", "0"};
+  o[n++] = (llmdd_option_t){"llm.EnableCacheManager", "1"};
+  o[n++] = (llmdd_option_t){"llm.EnableRemoteCacheAccessible", "1"};
+  o[n++] = (llmdd_option_t){"llm.SyncKvCacheWaitTime", "30000"};
+  if (listen) o[n++] = (llmdd_option_t){"llm.ListenIpInfo", listen};
+  if (tcp) o[n++] = (llmdd_option_t){"llmdd.SameHost", "off"};
+  if (pool) o[n++] = (llmdd_option_t){"llm.MemPoolConfig", "{\"memory_size\":1073741824,\"page_shift\":21}"};
+  DIE_IF(llmdd_init(inst, o, n), "llmdd_init");
+}
+
+static int prompt(const char *listen, int tcp, int pool, int ready, int done) {
+  llmdd_instance_t *p;
+  DIE_IF(llmdd_create(LLMDD_ROLE_PROMPT, P, &p), "create");
+  init(p, listen, tcp, pool);
+  for (int s = 0; s < NSIZES; s++) {
+    llmdd_cache_desc_t d = desc_for(SIZES[s]);
+    llmdd_cache_key_t k = llmdd_blocks_cache_key(P, (uint64_t)s);
+    llmdd_cache_t c;
+    if (pool) {
+      DIE_IF(llmdd_allocate_blocks_cache(p, &d, &k, &c), "allocate_blocks_cache");
+    } else {
+      uint8_t *m = aligned_alloc(2 << 20, TOTAL);
+      uint64_t a = (uint64_t)(uintptr_t)m;
+      DIE_IF(llmdd_register_blocks_cache(p, &d, &a, 1, &k, -1, &c), "register_blocks_cache");
+    }
+    memset((void *)(uintptr_t)c.tensor_addrs[0], 0x5a + s, TOTAL);
+  }
+  char x = 'r';
+  if (write(ready, &x, 1) != 1) return 1;
+  struct pollfd pf = {done, POLLIN, 0};
+  poll(&pf, 1, 600000);
+  llmdd_finalize(p);
+  llmdd_destroy(p);
+  return 0;
+}
+
+static double memcpy_gbps(void) {
+  uint8_t *a = aligned_alloc(4096, TOTAL), *b = aligned_alloc(4096, TOTAL);
+  memset(a, 1, TOTAL);
+  memset(b, 2, TOTAL);
+  double r[9];
+  for (int i = 0; i < RUNS; i++) {
+    double s = now();
+    memcpy(b, a, TOTAL);
+    r[i] = TOTAL / (now() - s) / 1e9;
+  }
+  free(a);
+  free(b);
+  return median(r, RUNS);
+}
+
+static void run(const char *name, int tcp, int pool, double mc) {
+  int ready[2], done[2];
+  if (pipe(ready) || pipe(done)) exit(1);
+  uint16_t port = (uint16_t)(21000 + (getpid() * 3 + tcp * 101 + pool * 211) % 30000);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) _exit(prompt(listen, tcp, pool, ready[1], done[0]));
+  char x;
+  struct pollfd pf = {ready[0], POLLIN, 0};
+  if (poll(&pf, 1, 120000) != 1 || read(ready[0], &x, 1) != 1) exit(1);
+
+  llmdd_instance_t *d;
+  DIE_IF(llmdd_create(LLMDD_ROLE_DECODER, D, &d), "create");
+  init(d, NULL, tcp, 0);
+  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_cluster_info_t cl;
+  memset(&cl, 0, sizeof cl);
+  cl.remote_cluster_id = P;
+  cl.remote_ip_infos = &ip;
+  cl.num_remote_ip_infos = 1;
+  llmdd_cache_t dc[NSIZES];
+  for (int s = 0; s < NSIZES; s++) {
+    llmdd_cache_desc_t desc = desc_for(SIZES[s]);
+    uint8_t *m = aligned_alloc(2 << 20, TOTAL);
+    memset(m, 0, TOTAL);
+    uint64_t a = (uint64_t)(uintptr_t)m;
+    DIE_IF(llmdd_register_blocks_cache(d, &desc, &a, 1, NULL, -1, &dc[s]), "register");
+  }
+  uint32_t ret;
+  DIE_IF(llmdd_link_clusters(d, &cl, 1, 5000, &ret), "link_clusters");
+  printf("\n%s (GB/s, median of %d; memcpy 1 thread = %.2f GB/s in this run)\n", name, RUNS, mc);
+  printf("| block | pull | push | pull / memcpy |\n|---|---|---|---|\n");
+  for (int s = 0; s < NSIZES; s++) {
+    uint64_t n = TOTAL / SIZES[s];
+    uint64_t *src = malloc(n * 8), *dst = malloc(n * 8);
+    for (uint64_t i = 0; i < n; i++) {
+      src[i] = (i * 7919) % n; /* scattered: no two consecutive blocks adjacent */
+      dst[i] = i;
+    }
+    llmdd_cache_key_t k = llmdd_blocks_cache_key(P, (uint64_t)s);
+    double pr[9], pw[9];
+    for (int r = 0; r < RUNS; r++) {
+      double t = now();
+      DIE_IF(llmdd_pull_blocks(d, &k, dc[s].cache_id, src, n, dst, n, NULL), "pull_blocks");
+      pr[r] = TOTAL / (now() - t) / 1e9;
+    }
+    const uint8_t *m = (const uint8_t *)(uintptr_t)dc[s].tensor_addrs[0];
+    if (m[0] != 0x5a + s || m[TOTAL - 1] != 0x5a + s) {
+      fprintf(stderr, "pulled bytes are wrong\n");
+      exit(1);
+    }
+    for (int r = 0; r < RUNS; r++) {
+      double t = now();
+      DIE_IF(llmdd_push_blocks(d, &k, dc[s].cache_id, dst, n, src, n, NULL), "push_blocks");
+      pw[r] = TOTAL / (now() - t) / 1e9;
+    }
+    double mp = median(pr, RUNS);
+    printf("| %4llu KiB | %.2f | %.2f | %.0f %% |\n", (unsigned long long)(SIZES[s] >> 10), mp,
+           median(pw, RUNS), 100 * mp / mc);
+    fflush(stdout);
+    free(src);
+    free(dst);
+  }
+  /* Latency of single 16 KiB block pulls. */
+  static double lat[LAT_ITERS];
+  llmdd_cache_key_t k = llmdd_blocks_cache_key(P, 0);
+  for (int i = 0; i < LAT_ITERS; i++) {
+    uint64_t s = (uint64_t)(i * 13) % 8192, t = (uint64_t)i % 8192;
+    double a = now();
+    DIE_IF(llmdd_pull_blocks(d, &k, dc[0].cache_id, &s, 1, &t, 1, NULL), "pull_blocks");
+    lat[i] = (now() - a) * 1e6;
+  }
+  qsort(lat, LAT_ITERS, sizeof lat[0], cmp_d);
+  printf("single 16 KiB block pull: p50 %.1f us, p99 %.1f us (%d pulls)\n", lat[LAT_ITERS / 2],
+         lat[LAT_ITERS * 99 / 100], LAT_ITERS);
+  DIE_IF(llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret), "unlink");
+  llmdd_finalize(d);
+  llmdd_destroy(d);
+  if (write(done[1], "d", 1) != 1) exit(1);
+  waitpid(pid, NULL, 0);
+}
+
+int main(int argc, char **argv) {
+  const char *only = NULL;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--runs")) RUNS = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--transport")) only = argv[i + 1];
+  }
+  if (RUNS < 1 || RUNS > 9) RUNS = 5;
+  printf("%s benchmark: 128 MiB per pass, prompt and decoder processes on 127.0.0.1\n", llmdd_version());
+  double mc = memcpy_gbps();
+  if (!only || !strcmp(only, "same-host")) run("same-host (user-registered memory)", 0, 0, mc);
+  if (!only || !strcmp(only, "same-host-pool")) run("same-host-pool (llmdd-allocated memfd pool)", 0, 1, mc);
+  if (!only || !strcmp(only, "tcp")) run("tcp (llmdd.SameHost=off, 2 connections)", 1, 0, mc);
+  return 0;
+}
