@@ -109,6 +109,7 @@ static void link_ipv6(llmdd_instance_t *d, t_blk *scratch) {
   /* The bracketed form is accepted as an IP literal too. */
   CHECK_OK(t_link1(d, 20, "[::1]", port, 3000, &ret));
   CHECK_OK(t_unlink1(d, 20, "[::1]", port, false, &ret));
+  printf("IPv6 case ran on %s\n", listen);
   CHECK_OK(llmdd_finalize(p));
   llmdd_destroy(p);
   t_blk_free(&src);
