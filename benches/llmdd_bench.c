@@ -163,10 +163,12 @@ static void run(const char *name, int tcp, int pool, double mc) {
       dst[i] = i;
     }
     llmdd_cache_key_t k = llmdd_blocks_cache_key(P, (uint64_t)s);
+    /* One tensor per cache: one tensor per layer. */
+    llmdd_layer_range_t one = {-1, -1, -1, -1, 1};
     double pr[9], pw[9];
     for (int r = 0; r < RUNS; r++) {
       double t = now();
-      DIE_IF(llmdd_pull_blocks(d, &k, dc[s].cache_id, src, n, dst, n, NULL), "pull_blocks");
+      DIE_IF(llmdd_pull_blocks(d, &k, dc[s].cache_id, src, n, dst, n, &one), "pull_blocks");
       pr[r] = TOTAL / (now() - t) / 1e9;
     }
     const uint8_t *m = (const uint8_t *)(uintptr_t)dc[s].tensor_addrs[0];
@@ -176,7 +178,7 @@ static void run(const char *name, int tcp, int pool, double mc) {
     }
     for (int r = 0; r < RUNS; r++) {
       double t = now();
-      DIE_IF(llmdd_push_blocks(d, &k, dc[s].cache_id, dst, n, src, n, NULL), "push_blocks");
+      DIE_IF(llmdd_push_blocks(d, &k, dc[s].cache_id, dst, n, src, n, &one), "push_blocks");
       pw[r] = TOTAL / (now() - t) / 1e9;
     }
     double mp = median(pr, RUNS);

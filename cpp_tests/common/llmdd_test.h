@@ -4,7 +4,9 @@
 #ifndef LLMDD_TEST_H
 #define LLMDD_TEST_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
