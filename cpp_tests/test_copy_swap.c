@@ -113,5 +113,7 @@ int main(void) {
 
   CHECK_OK(llmdd_finalize(p));
   llmdd_destroy(p);
+  t_mem *bufs[] = {&A, &B, &EB, &C2, &K, &EK, &H, &EH, &K2};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) t_mem_free(bufs[i]);
   return t_finish("test_copy_swap");
 }

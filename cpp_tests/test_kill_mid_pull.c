@@ -165,5 +165,6 @@ int main(void) {
   CHECK_OK(llmdd_finalize(g_d));
   CHECK(t_now_ms() - t_fin < 5000);
   llmdd_destroy(g_d);
+  t_mem_free(&sm);
   return t_finish("test_kill_mid_pull");
 }
