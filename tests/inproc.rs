@@ -247,3 +247,146 @@ fn remote_accessible_push_blocks() {
     assert!(pbuf[1][6 * 512..8 * 512].iter().all(|&b| b == 2));
     assert!(pbuf[0][..6 * 512].iter().all(|&b| b == 0));
 }
+
+fn count_dir(p: &str) -> usize {
+    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads and file descriptors of this process (other tests run in parallel
+/// threads, so this test runs its scenario in a child process: itself).
+#[test]
+fn finalize_leaves_no_thread_or_socket() {
+    if std::env::var("LLMDD_LEAK_CHILD").is_err() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "finalize_leaves_no_thread_or_socket",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env("LLMDD_LEAK_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        return;
+    }
+    let threads0 = count_dir("/proc/self/task");
+    let fds0 = count_dir("/proc/self/fd");
+    for _ in 0..3 {
+        let (p, d, port) = pair(&[
+            ("llmdd.SameHost", "off"),
+            ("llm.MemPoolConfig", "{\"memory_size\":1048576}"),
+        ]);
+        assert!(d.link_clusters(&[cluster(100, port)], 3000).unwrap()[0].is_ok());
+        assert!(count_dir("/proc/self/task") > threads0);
+        d.finalize();
+        p.finalize();
+        d.finalize(); // idempotent
+    }
+    assert_eq!(
+        count_dir("/proc/self/task"),
+        threads0,
+        "threads left behind"
+    );
+    assert_eq!(
+        count_dir("/proc/self/fd"),
+        fds0,
+        "file descriptors left behind"
+    );
+}
+
+#[test]
+fn hostile_peers_are_dropped_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let (p, d, port) = pair(&[("llmdd.SameHost", "off")]);
+    let addr = format!("127.0.0.1:{port}");
+    // Garbage, a valid header with a huge length, an unknown type, and a silent peer.
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    let frames: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        [
+            &b"LLDD"[..],
+            &1u16.to_le_bytes(),
+            &1u16.to_le_bytes(),
+            &u32::MAX.to_le_bytes(),
+            &[0; 4],
+        ]
+        .concat(),
+        [
+            &b"LLDD"[..],
+            &1u16.to_le_bytes(),
+            &999u16.to_le_bytes(),
+            &0u32.to_le_bytes(),
+            &[0; 4],
+        ]
+        .concat(),
+        [
+            &b"LLDD"[..],
+            &1u16.to_le_bytes(),
+            &11u16.to_le_bytes(),
+            &8u32.to_le_bytes(),
+            &[0; 4],
+            &[0xff; 8],
+        ]
+        .concat(),
+    ];
+    for f in frames {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(&f).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        // The server drops the connection (EOF or reset), never hangs.
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "server answered a malformed frame");
+    }
+    // A real client still links and transfers while the silent one is connected.
+    let ps = p.session().unwrap();
+    let ds = d.session().unwrap();
+    let mut src = vec![7u8; 4096];
+    let mut dst = vec![0u8; 4096];
+    ps.register_blocks_cache(
+        &desc(1, &[4, 1024]),
+        &[src.as_mut_ptr() as u64],
+        Some(CacheKey::Blocks {
+            cluster_id: 100,
+            model_id: 0,
+        }),
+        None,
+    )
+    .unwrap();
+    let dc = ds
+        .register_blocks_cache(&desc(1, &[4, 1024]), &[dst.as_mut_ptr() as u64], None, None)
+        .unwrap();
+    assert!(d.link_clusters(&[cluster(100, port)], 3000).unwrap()[0].is_ok());
+    let sel = LayerSel {
+        per_layer: 1,
+        ..LayerSel::default()
+    };
+    ds.pull_blocks(
+        &CacheKey::Blocks {
+            cluster_id: 100,
+            model_id: 0,
+        },
+        dc.id,
+        &[0, 1, 2, 3],
+        &[0, 1, 2, 3],
+        &sel,
+    )
+    .unwrap();
+    assert!(dst.iter().all(|&b| b == 7));
+    // Finalize does not wait for the silent peer's handshake timeout.
+    let t = Instant::now();
+    d.finalize();
+    p.finalize();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "finalize took {:?}",
+        t.elapsed()
+    );
+    let _ = silent.write_all(b"x");
+}
