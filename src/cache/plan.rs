@@ -512,6 +512,40 @@ pub fn pull_cache_plan(
     Ok(out)
 }
 
+/// Shared checks of a blocks → blocks transfer between `local` and `remote`:
+/// both blocks-capable, block lists valid, equal block sizes, and indices in
+/// range (`src_side` names which cache the source blocks index: "local" or
+/// "remote"). `ops` are the operation names used for the local and remote
+/// kind checks. Returns the common block size.
+fn blocks_pair_geometry(
+    local: &CacheView,
+    remote: &CacheView,
+    src_blocks: &[u64],
+    dst_blocks: &[u64],
+    ops: (&str, &str),
+    src_side: &str,
+) -> Result<u64> {
+    let s_l = geometry(local, "local")?;
+    let s_r = geometry(remote, "remote")?;
+    require_blocks(local, "local", ops.0)?;
+    require_blocks(remote, "remote", ops.1)?;
+    check_block_lists(src_blocks, dst_blocks)?;
+    if s_l != s_r {
+        bail!(
+            ParamInvalid,
+            "block sizes differ: local blocks are {s_l} bytes, remote blocks are {s_r} bytes"
+        );
+    }
+    let (src_view, dst_view, dst_side) = if src_side == "remote" {
+        (remote, local, "local")
+    } else {
+        (local, remote, "remote")
+    };
+    check_blocks(src_blocks, "src_blocks", src_side, src_view.dim0)?;
+    check_blocks(dst_blocks, "dst_blocks", dst_side, dst_view.dim0)?;
+    Ok(s_l)
+}
+
 /// pull_blocks, blocks → blocks (spec §4.3, §9 item 11). Both views blocks-capable
 /// with equal block sizes; `src_blocks` (remote) and `dst_blocks` (local) non-empty,
 /// of equal length, in range. One block per (tensor pair, j), coalesced.
@@ -522,19 +556,14 @@ pub fn pull_blocks_plan(
     dst_blocks: &[u64],
     sel: &LayerSel,
 ) -> Result<Vec<Segment>> {
-    let s_l = geometry(local, "local")?;
-    let s_r = geometry(remote, "remote")?;
-    require_blocks(local, "local", "pull_blocks")?;
-    require_blocks(remote, "remote", "pull_blocks (blocks → blocks)")?;
-    check_block_lists(src_blocks, dst_blocks)?;
-    if s_l != s_r {
-        bail!(
-            ParamInvalid,
-            "block sizes differ: local blocks are {s_l} bytes, remote blocks are {s_r} bytes"
-        );
-    }
-    check_blocks(src_blocks, "src_blocks", "remote", remote.dim0)?;
-    check_blocks(dst_blocks, "dst_blocks", "local", local.dim0)?;
+    let s_l = blocks_pair_geometry(
+        local,
+        remote,
+        src_blocks,
+        dst_blocks,
+        ("pull_blocks", "pull_blocks (blocks → blocks)"),
+        "remote",
+    )?;
     let t = resolve_tensors(
         remote.num_tensors(),
         local.num_tensors(),
@@ -713,19 +742,14 @@ pub fn push_blocks_plan(
     dst_blocks: &[u64],
     sel: &LayerSel,
 ) -> Result<Vec<(u32, Vec<Segment>)>> {
-    let s_l = geometry(local, "local")?;
-    let s_r = geometry(remote, "remote")?;
-    require_blocks(local, "local", "push_blocks")?;
-    require_blocks(remote, "remote", "push_blocks")?;
-    check_block_lists(src_blocks, dst_blocks)?;
-    if s_l != s_r {
-        bail!(
-            ParamInvalid,
-            "block sizes differ: local blocks are {s_l} bytes, remote blocks are {s_r} bytes"
-        );
-    }
-    check_blocks(src_blocks, "src_blocks", "local", local.dim0)?;
-    check_blocks(dst_blocks, "dst_blocks", "remote", remote.dim0)?;
+    let s_l = blocks_pair_geometry(
+        local,
+        remote,
+        src_blocks,
+        dst_blocks,
+        ("push_blocks", "push_blocks"),
+        "local",
+    )?;
     let lp = resolve_layers(
         local.num_tensors(),
         remote.num_tensors(),

@@ -116,11 +116,6 @@ impl Link {
         self.conn_cv.notify_one();
     }
 
-    /// Number of request connections (idle or in use).
-    pub fn request_conns(&self) -> usize {
-        self.conns.load(Ordering::Acquire)
-    }
-
     /// Opens one more request connection to the server (client side only).
     fn open_forward(&self, deadline: Instant) -> Result<Conn> {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -720,7 +720,11 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
             Ok(m) => m,
             Err(e) => {
                 if !link.is_closed() {
-                    log_debug_conn(&link, &e);
+                    crate::log_debug!(
+                        "connection of link to cluster {} ended: {}",
+                        link.remote_cluster_id,
+                        e.message
+                    );
                 }
                 break;
             }
@@ -747,14 +751,6 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
         );
         link.teardown(Duration::ZERO);
     }
-}
-
-fn log_debug_conn(link: &Link, e: &Error) {
-    crate::log_debug!(
-        "connection of link to cluster {} ended: {}",
-        link.remote_cluster_id,
-        e.message
-    );
 }
 
 /// Handles `Unlink` on the server: drop our side of `link`.

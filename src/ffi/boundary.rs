@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::status::{Error, Result, Status};
+use crate::status::{Result, Status};
 use crate::{bail, err};
 
 thread_local! {
@@ -97,9 +97,4 @@ pub unsafe fn input<'a, T>(p: *const T, what: &str) -> Result<&'a T> {
 pub unsafe fn output<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T> {
     p.as_mut()
         .ok_or_else(|| err!(ParamInvalid, "{what} (output) is NULL"))
-}
-
-/// Checks that an error is the given status (tests).
-pub fn is(e: &Error, s: Status) -> bool {
-    e.status == s
 }
