@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
-    println!("cargo:rerun-if-changed=src/ffi");
+    // cbindgen parses the whole crate (a new pub item anywhere can reach the header).
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let bindings = match cbindgen::Builder::new()
