@@ -287,7 +287,10 @@ impl Stream {
     /// a failed operation otherwise. Uses `aclrtSynchronizeStreamWithTimeout`, or plain
     /// `aclrtSynchronizeStream` (no timeout) on releases without it.
     pub fn synchronize(&self, timeout: Duration) -> Result<()> {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // 0 would mean "do not wait" or "wait forever" depending on the release.
+        let ms = i32::try_from(timeout.as_millis())
+            .unwrap_or(i32::MAX)
+            .max(1);
         if let Some(f) = self.rt.acl.aclrtSynchronizeStreamWithTimeout {
             // SAFETY: `raw` is a live stream.
             let code = unsafe { f(self.raw, ms) };

@@ -264,13 +264,40 @@ impl AscendRuntime {
         self.acl_handle as usize
     }
 
+    /// Checks that every symbol named in `acl` / `hccl` was resolved. Errors:
+    /// `FeatureNotEnabled` naming each missing symbol and the library file.
+    pub fn require(&self, acl: &[&str], hccl: &[&str]) -> Result<()> {
+        let mut missing = Vec::new();
+        for (names, present, path) in [
+            (acl, self.acl.presence(), &self.acl_path),
+            (hccl, self.hccl.presence(), &self.hccl_path),
+        ] {
+            for name in names {
+                if !present.iter().any(|(n, ok)| n == name && *ok) {
+                    missing.push(format!("{name} (from {})", path.display()));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            Status::FeatureNotEnabled,
+            format!(
+                "the Ascend runtime lacks symbol(s) the acl backend needs: {}; \
+                 install a CANN release with the HCCL one-sided API (8.x)",
+                missing.join(", ")
+            ),
+        ))
+    }
+
     /// Turns an ACL return code into `Ok` or an error naming `what` and the vendor's
     /// recent-error text when available.
     pub fn check_acl(&self, code: i32, what: &str) -> Result<()> {
         if code == b::ACL_SUCCESS {
             return Ok(());
         }
-        let mut msg = format!("{what} failed with ACL code {code}");
+        let mut msg = format!("{what} failed: {}", describe_acl_error(code));
         if let Some(f) = self.acl.aclGetRecentErrMsg {
             // SAFETY: the function takes no arguments and returns NULL or a C string.
             let p = unsafe { f() };
@@ -292,7 +319,7 @@ impl AscendRuntime {
         if code == b::HcclResult_HCCL_SUCCESS {
             return Ok(());
         }
-        let mut msg = format!("{what} failed with HCCL code {}", code as i32);
+        let mut msg = format!("{what} failed: {}", describe_hccl_error(code as i32));
         if let Some(f) = self.hccl.HcclGetErrorString {
             // SAFETY: takes the code by value; returns NULL or a static C string.
             let p = unsafe { f(code) };

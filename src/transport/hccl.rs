@@ -1,15 +1,17 @@
 //! HCCL one-sided transport: a communicator built from a rank table, registered
 //! memory made known to peers, and batched one-sided get/put on an ACL stream.
 //!
+//! Memory is registered once per process ([`GlobalMem`], `HcclRegisterGlobalMem`)
+//! and bound to every communicator that should reach it ([`HcclComm::bind`]).
 //! Typical use (both ranks, same order of calls):
-//! `create` → `register` (each region) → `exchange_mem_desc` and/or `prepare` →
-//! `batch_get` / `batch_put` → `Stream::synchronize`.
+//! `create` → `bind` (each region) → `prepare` (or `exchange_mem_desc`) →
+//! `submit` / `batch_get` / `batch_put` → `Stream::synchronize`.
 
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::types::Placement;
+use crate::cache::types::{Placement, Segment};
 use crate::device::acl::Stream;
 use crate::status::Result;
 use crate::sys::ascend_bindings as b;
@@ -25,23 +27,143 @@ pub struct CommConfig {
     pub buffer_size_mb: Option<u32>,
     /// HCCL execution timeout in seconds; `None` leaves the HCCL default.
     pub exec_timeout_s: Option<i32>,
+    /// RDMA traffic class (`llm.RdmaTrafficClass`); `None` leaves HCCL's (env) default.
+    pub rdma_traffic_class: Option<u32>,
+    /// RDMA service level (`llm.RdmaServiceLevel`); `None` leaves HCCL's (env) default.
+    pub rdma_service_level: Option<u32>,
 }
 
-/// One registered region: the global-memory handle bound to the communicator.
-struct Region {
+/// A region registered for one-sided access in this process
+/// (`HcclRegisterGlobalMem`); deregistered when the last reference drops. Bind it
+/// to communicators with [`HcclComm::bind`]; a communicator keeps the regions it
+/// bound alive and unbinds them before it is destroyed.
+pub struct GlobalMem {
+    rt: Arc<AscendRuntime>,
     handle: *mut c_void,
     addr: u64,
     len: u64,
     placement: Placement,
 }
 
-/// A live HCCL communicator. Unbinds and deregisters its memory, then destroys the
-/// communicator, on drop.
+// SAFETY: the handle is an opaque token HCCL accepts from any thread; it is only
+// passed to HCCL calls, and deregistered exactly once (on drop).
+unsafe impl Send for GlobalMem {}
+// SAFETY: see `Send`; nothing is mutated after construction.
+unsafe impl Sync for GlobalMem {}
+
+impl std::fmt::Debug for GlobalMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalMem")
+            .field("addr", &format_args!("0x{:x}", self.addr))
+            .field("len", &self.len)
+            .field("placement", &self.placement)
+            .finish()
+    }
+}
+
+impl GlobalMem {
+    /// Registers `[addr, addr+len)` of `placement` memory with HCCL.
+    /// Errors: `ParamInvalid` for an empty, null or overflowing range; the mapped
+    /// HCCL status otherwise.
+    pub fn register(
+        runtime: &Arc<AscendRuntime>,
+        addr: u64,
+        len: u64,
+        placement: Placement,
+    ) -> Result<GlobalMem> {
+        if addr == 0 || len == 0 {
+            bail!(
+                ParamInvalid,
+                "cannot register an empty or null region (0x{addr:x}, {len})"
+            );
+        }
+        if addr.checked_add(len).is_none() {
+            bail!(ParamInvalid, "region 0x{addr:x}+{len} overflows");
+        }
+        let reg = hccl_fn!(runtime, HcclRegisterGlobalMem)?;
+        let mem = b::HcclMem {
+            type_: mem_type(placement),
+            addr: addr as *mut c_void,
+            size: len,
+        };
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `mem` and `handle` are valid for the call.
+        let code = unsafe { reg(&mem, &mut handle) };
+        runtime.check_hccl(code, &format!("HcclRegisterGlobalMem(0x{addr:x}, {len})"))?;
+        if handle.is_null() {
+            bail!(
+                Failed,
+                "HcclRegisterGlobalMem(0x{addr:x}, {len}) returned success but no handle"
+            );
+        }
+        Ok(GlobalMem {
+            rt: Arc::clone(runtime),
+            handle,
+            addr,
+            len,
+            placement,
+        })
+    }
+
+    /// Start address of the region.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Length of the region in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: empty regions cannot be registered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Placement the region was registered with.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+}
+
+impl Drop for GlobalMem {
+    fn drop(&mut self) {
+        if let Some(dereg) = self.rt.hccl.HcclDeregisterGlobalMem {
+            // SAFETY: a handle from HcclRegisterGlobalMem, no longer bound to any
+            // communicator (each communicator holds an Arc until it unbinds).
+            let code = unsafe { dereg(self.handle) };
+            if let Err(e) = self.rt.check_hccl(code, "HcclDeregisterGlobalMem") {
+                crate::log_warn!("{}", e.message);
+            }
+        }
+    }
+}
+
+/// Direction of a batched one-sided operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OneSided {
+    /// Remote → local (`HcclBatchGet`).
+    Get,
+    /// Local → remote (`HcclBatchPut`).
+    Put,
+}
+
+/// A reusable buffer of one-sided operation descriptors, so that a link can
+/// submit batches without allocating per call.
+#[derive(Default)]
+pub struct DescBuf(Vec<b::HcclOneSideOpDesc>);
+
+// SAFETY: the descriptors hold plain addresses (never dereferenced by Rust); the
+// buffer is only handed to HCCL by the thread that owns it.
+unsafe impl Send for DescBuf {}
+
+/// A live HCCL communicator. Unbinds its memory, then destroys the communicator,
+/// on drop.
 pub struct HcclComm {
     rt: Arc<AscendRuntime>,
     raw: b::HcclComm,
     rank: u32,
-    regions: Mutex<Vec<Region>>,
+    bound: Mutex<Vec<Arc<GlobalMem>>>,
     descs: Mutex<Vec<b::HcclMemDesc>>,
 }
 
@@ -77,8 +199,12 @@ fn init_config(cfg: &CommConfig) -> Result<b::HcclCommConfig> {
         .buffer_size_mb
         .unwrap_or(b::HCCL_COMM_BUFFSIZE_CONFIG_NOT_SET as u32);
     c.hcclDeterministic = b::HCCL_COMM_DETERMINISTIC_CONFIG_NOT_SET as u32;
-    c.hcclRdmaTrafficClass = b::HCCL_COMM_TRAFFIC_CLASS_CONFIG_NOT_SET as u32;
-    c.hcclRdmaServiceLevel = b::HCCL_COMM_SERVICE_LEVEL_CONFIG_NOT_SET as u32;
+    c.hcclRdmaTrafficClass = cfg
+        .rdma_traffic_class
+        .unwrap_or(b::HCCL_COMM_TRAFFIC_CLASS_CONFIG_NOT_SET as u32);
+    c.hcclRdmaServiceLevel = cfg
+        .rdma_service_level
+        .unwrap_or(b::HCCL_COMM_SERVICE_LEVEL_CONFIG_NOT_SET as u32);
     c.hcclExecTimeOut = cfg
         .exec_timeout_s
         .unwrap_or(b::HCCL_COMM_EXECTIMEOUT_CONFIG_NOT_SET);
@@ -141,7 +267,7 @@ impl HcclComm {
             rt: runtime,
             raw,
             rank,
-            regions: Mutex::new(Vec::new()),
+            bound: Mutex::new(Vec::new()),
             descs: Mutex::new(Vec::new()),
         })
     }
@@ -151,46 +277,33 @@ impl HcclComm {
         self.rank
     }
 
-    /// Registers `[addr, addr+len)` for one-sided access (`HcclRegisterGlobalMem` +
-    /// `HcclCommBindMem`). Register before `prepare` / `exchange_mem_desc`.
-    pub fn register(&self, addr: u64, len: u64, placement: Placement) -> Result<()> {
-        if addr == 0 || len == 0 {
+    /// Makes a registered region reachable through this communicator
+    /// (`HcclCommBindMem`). Bind before `prepare`; the communicator keeps `mem`
+    /// alive until it is dropped.
+    pub fn bind(&self, mem: &Arc<GlobalMem>) -> Result<()> {
+        if !Arc::ptr_eq(&mem.rt, &self.rt) {
             bail!(
                 ParamInvalid,
-                "cannot register an empty or null region (0x{addr:x}, {len})"
+                "HcclCommBindMem: region registered with a different runtime"
             );
         }
-        if addr.checked_add(len).is_none() {
-            bail!(ParamInvalid, "region 0x{addr:x}+{len} overflows");
-        }
-        let reg = hccl_fn!(self.rt, HcclRegisterGlobalMem)?;
         let bind = hccl_fn!(self.rt, HcclCommBindMem)?;
-        let mem = b::HcclMem {
-            type_: mem_type(placement),
-            addr: addr as *mut c_void,
-            size: len,
-        };
-        let mut handle: *mut c_void = std::ptr::null_mut();
-        // SAFETY: `mem` and `handle` are valid for the call.
-        let code = unsafe { reg(&mem, &mut handle) };
-        self.rt
-            .check_hccl(code, &format!("HcclRegisterGlobalMem(0x{addr:x}, {len})"))?;
-        // SAFETY: live communicator and a handle just returned by HCCL.
-        let code = unsafe { bind(self.raw, handle) };
-        if let Err(e) = self.rt.check_hccl(code, "HcclCommBindMem") {
-            if let Some(dereg) = self.rt.hccl.HcclDeregisterGlobalMem {
-                // SAFETY: the handle is registered and not bound.
-                let _ = unsafe { dereg(handle) };
-            }
-            return Err(e);
-        }
-        self.lock_regions().push(Region {
-            handle,
-            addr,
-            len,
-            placement,
-        });
+        // SAFETY: live communicator and a live registration handle.
+        let code = unsafe { bind(self.raw, mem.handle) };
+        self.rt.check_hccl(
+            code,
+            &format!("HcclCommBindMem(0x{:x}, {})", mem.addr, mem.len),
+        )?;
+        self.lock_bound().push(Arc::clone(mem));
         Ok(())
+    }
+
+    /// Registers `[addr, addr+len)` for one-sided access and binds it to this
+    /// communicator (`HcclRegisterGlobalMem` + `HcclCommBindMem`). The
+    /// registration ends with the communicator.
+    pub fn register(&self, addr: u64, len: u64, placement: Placement) -> Result<()> {
+        let mem = Arc::new(GlobalMem::register(&self.rt, addr, len, placement)?);
+        self.bind(&mem)
     }
 
     /// Describes every registered region to `remote_rank` and receives its
@@ -206,7 +319,7 @@ impl HcclComm {
         let register = hccl_fn!(self.rt, HcclRegisterMem)?;
         let exchange = hccl_fn!(self.rt, HcclExchangeMemDesc)?;
         let mut local: Vec<b::HcclMemDesc> = Vec::new();
-        for r in self.lock_regions().iter() {
+        for r in self.lock_bound().iter() {
             // SAFETY: plain old data.
             let mut d: b::HcclMemDesc = unsafe { std::mem::zeroed() };
             // SAFETY: live communicator; `d` is a valid out-pointer.
@@ -278,8 +391,14 @@ impl HcclComm {
         ops: &[(u64, u64, u64)],
         stream: &Stream,
     ) -> Result<()> {
-        let get = hccl_fn!(self.rt, HcclBatchGet)?;
-        self.batch(remote_rank, ops, stream, get, "HcclBatchGet")
+        let mut buf = DescBuf::default();
+        self.submit(
+            OneSided::Get,
+            remote_rank,
+            ops.iter().copied(),
+            &mut buf,
+            stream,
+        )
     }
 
     /// Queues writes of `(local_addr, remote_addr, len)` segments to `remote_rank`
@@ -290,21 +409,48 @@ impl HcclComm {
         ops: &[(u64, u64, u64)],
         stream: &Stream,
     ) -> Result<()> {
-        let put = hccl_fn!(self.rt, HcclBatchPut)?;
-        self.batch(remote_rank, ops, stream, put, "HcclBatchPut")
+        let mut buf = DescBuf::default();
+        self.submit(
+            OneSided::Put,
+            remote_rank,
+            ops.iter().copied(),
+            &mut buf,
+            stream,
+        )
     }
 
-    fn batch(
+    /// Queues the segments of a transfer plan: for `Get` each segment's `dst` is
+    /// local and `src` remote, for `Put` the reverse. Uses `buf` as scratch.
+    pub fn submit_segments(
         &self,
+        op: OneSided,
         remote_rank: u32,
-        ops: &[(u64, u64, u64)],
+        segs: &[Segment],
+        buf: &mut DescBuf,
         stream: &Stream,
-        f: b::HcclBatchGet_fn,
-        what: &str,
     ) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
+        let ops = segs.iter().map(|s| match op {
+            OneSided::Get => (s.dst, s.src, s.len),
+            OneSided::Put => (s.src, s.dst, s.len),
+        });
+        self.submit(op, remote_rank, ops, buf, stream)
+    }
+
+    /// Queues `(local_addr, remote_addr, len)` operations on `stream` as one
+    /// `HcclBatchGet` / `HcclBatchPut`, building the descriptors in `buf`
+    /// (reused across calls). Nothing is queued if a segment is invalid.
+    pub fn submit(
+        &self,
+        op: OneSided,
+        remote_rank: u32,
+        ops: impl Iterator<Item = (u64, u64, u64)>,
+        buf: &mut DescBuf,
+        stream: &Stream,
+    ) -> Result<()> {
+        let (f, what) = match op {
+            OneSided::Get => (hccl_fn!(self.rt, HcclBatchGet)?, "HcclBatchGet"),
+            OneSided::Put => (hccl_fn!(self.rt, HcclBatchPut)?, "HcclBatchPut"),
+        };
         if remote_rank == self.rank {
             bail!(ParamInvalid, "{what} to own rank {remote_rank}");
         }
@@ -314,11 +460,9 @@ impl HcclComm {
                 "{what}: stream belongs to a different runtime"
             );
         }
-        let Ok(n) = u32::try_from(ops.len()) else {
-            bail!(ParamInvalid, "{what}: {} segments exceed u32", ops.len());
-        };
-        let mut descs = Vec::with_capacity(ops.len());
-        for (i, &(local, remote, len)) in ops.iter().enumerate() {
+        let descs = &mut buf.0;
+        descs.clear();
+        for (i, (local, remote, len)) in ops.enumerate() {
             if local == 0 || remote == 0 || len == 0 {
                 bail!(
                     ParamInvalid,
@@ -332,8 +476,14 @@ impl HcclComm {
                 dataType: b::HcclDataType_HCCL_DATA_TYPE_UINT8,
             });
         }
-        // SAFETY: live communicator and stream; `descs` outlives the call (HCCL copies
-        // the descriptors at submission).
+        if descs.is_empty() {
+            return Ok(());
+        }
+        let Ok(n) = u32::try_from(descs.len()) else {
+            bail!(ParamInvalid, "{what}: {} segments exceed u32", descs.len());
+        };
+        // SAFETY: live communicator and stream; `descs` outlives the call (HCCL
+        // copies the descriptors at submission).
         let code = unsafe { f(self.raw, remote_rank, descs.as_mut_ptr(), n, stream.raw()) };
         self.rt.check_hccl(
             code,
@@ -341,8 +491,8 @@ impl HcclComm {
         )
     }
 
-    fn lock_regions(&self) -> std::sync::MutexGuard<'_, Vec<Region>> {
-        self.regions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_bound(&self) -> std::sync::MutexGuard<'_, Vec<Arc<GlobalMem>>> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_descs(&self) -> std::sync::MutexGuard<'_, Vec<b::HcclMemDesc>> {
@@ -360,20 +510,25 @@ impl Drop for HcclComm {
                 let _ = unsafe { dereg(self.raw, &mut d) };
             }
         }
-        let regions = std::mem::take(&mut *self.lock_regions());
-        for r in regions {
-            if let Some(unbind) = h.HcclCommUnbindMem {
+        // Unbind before destroying; each region is deregistered when its last
+        // holder (this communicator, other communicators, the backend) drops it.
+        let bound = std::mem::take(&mut *self.lock_bound());
+        if let Some(unbind) = h.HcclCommUnbindMem {
+            for m in &bound {
                 // SAFETY: the handle is bound to this live communicator.
-                let _ = unsafe { unbind(self.raw, r.handle) };
-            }
-            if let Some(dereg) = h.HcclDeregisterGlobalMem {
-                // SAFETY: registered handle, no longer bound.
-                let _ = unsafe { dereg(r.handle) };
+                let code = unsafe { unbind(self.raw, m.handle) };
+                if let Err(e) = self.rt.check_hccl(code, "HcclCommUnbindMem") {
+                    crate::log_warn!("{}", e.message);
+                }
             }
         }
         if let Some(destroy) = h.HcclCommDestroy {
             // SAFETY: live communicator, destroyed exactly once.
-            let _ = unsafe { destroy(self.raw) };
+            let code = unsafe { destroy(self.raw) };
+            if let Err(e) = self.rt.check_hccl(code, "HcclCommDestroy") {
+                crate::log_warn!("{}", e.message);
+            }
         }
+        drop(bound);
     }
 }
