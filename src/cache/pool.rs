@@ -1,17 +1,21 @@
-//! A memory pool for library-allocated caches: one memfd mapping, carved into
-//! page-rounded ranges with a first-fit free list. Because it is a memfd, a
-//! peer on the same host can map it too and copy at memcpy speed.
+//! Memory pools for library-allocated caches: one big allocation carved into
+//! page-rounded ranges by a first-fit free list ([`FirstFit`]). The backing is a
+//! memfd mapping on the host backend (a peer on the same host can map it too and
+//! copy at memcpy speed), or one `aclrtMalloc` / `aclrtMallocHost` allocation on
+//! the acl backend.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::cache::types::Placement;
+use crate::device::acl::AclContext;
 use crate::status::Result;
 use crate::{bail, err};
 
-/// A shared-memory pool.
-pub struct Pool {
-    fd: i32,
+/// A first-fit allocator of page-rounded ranges inside `[base, base+size)`.
+/// Owns no memory: it only hands out addresses.
+pub struct FirstFit {
     base: u64,
     size: u64,
     page_shift: u32,
@@ -19,73 +23,17 @@ pub struct Pool {
     free: Mutex<BTreeMap<u64, u64>>,
 }
 
-// SAFETY: the mapping is process-wide and the free list is behind a Mutex.
-unsafe impl Send for Pool {}
-unsafe impl Sync for Pool {}
-
-impl Pool {
-    /// Creates a pool of `size` bytes with pages of `1 << page_shift` bytes.
-    pub fn new(name: &str, size: u64, page_shift: u32) -> Result<Pool> {
-        let cname = std::ffi::CString::new(name).unwrap_or_default();
-        // SAFETY: valid C string.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            bail!(
-                OutOfMemory,
-                "memfd_create for pool {name} failed: {}",
-                io::Error::last_os_error()
-            );
-        }
-        // SAFETY: fd is ours.
-        if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
-            let e = io::Error::last_os_error();
-            unsafe { libc::close(fd) };
-            bail!(
-                OutOfMemory,
-                "sizing pool {name} to {size} bytes failed: {e}"
-            );
-        }
-        // SAFETY: mapping a fresh memfd of `size` bytes.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            unsafe { libc::close(fd) };
-            bail!(
-                OutOfMemory,
-                "mapping pool {name} of {size} bytes failed: {e}"
-            );
-        }
+impl FirstFit {
+    /// An allocator over `[base, base+size)` with pages of `1 << page_shift` bytes.
+    pub fn new(base: u64, size: u64, page_shift: u32) -> FirstFit {
         let mut free = BTreeMap::new();
         free.insert(0, size);
-        Ok(Pool {
-            fd,
-            base: p as u64,
+        FirstFit {
+            base,
             size,
             page_shift,
             free: Mutex::new(free),
-        })
-    }
-
-    /// The memfd (for same-host peers to map).
-    pub fn fd(&self) -> i32 {
-        self.fd
-    }
-    /// Base address of the mapping.
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-    /// Size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
+        }
     }
 
     /// Bytes actually reserved for a request of `len` bytes.
@@ -137,7 +85,7 @@ impl Pool {
         free.insert(off, len);
     }
 
-    /// Bytes currently free (for tests and diagnostics).
+    /// Bytes currently free.
     pub fn free_bytes(&self) -> u64 {
         self.free
             .lock()
@@ -145,22 +93,151 @@ impl Pool {
             .values()
             .sum()
     }
+}
+
+/// What holds a pool's memory.
+enum Backing {
+    /// A shared memfd mapping (host backend).
+    Memfd { fd: i32 },
+    /// One ACL allocation (acl backend), freed with `aclrtFree` / `aclrtFreeHost`.
+    Acl {
+        ctx: Arc<AclContext>,
+        placement: Placement,
+    },
+}
+
+/// A memory pool: a backing allocation and the allocator that carves it.
+pub struct Pool {
+    backing: Backing,
+    alloc: FirstFit,
+}
+
+// SAFETY: the memory is process-wide, the free list is behind a Mutex and the
+// ACL context is Send + Sync.
+unsafe impl Send for Pool {}
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    /// Creates a memfd-backed pool of `size` bytes with pages of `1 << page_shift` bytes.
+    pub fn new(name: &str, size: u64, page_shift: u32) -> Result<Pool> {
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            bail!(
+                OutOfMemory,
+                "memfd_create for pool {name} failed: {}",
+                io::Error::last_os_error()
+            );
+        }
+        // SAFETY: fd is ours.
+        if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            bail!(
+                OutOfMemory,
+                "sizing pool {name} to {size} bytes failed: {e}"
+            );
+        }
+        // SAFETY: mapping a fresh memfd of `size` bytes.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            bail!(
+                OutOfMemory,
+                "mapping pool {name} of {size} bytes failed: {e}"
+            );
+        }
+        Ok(Pool {
+            backing: Backing::Memfd { fd },
+            alloc: FirstFit::new(p as u64, size, page_shift),
+        })
+    }
+
+    /// Creates a pool of `size` bytes in one ACL allocation: device memory
+    /// (`aclrtMalloc`) or pinned host memory (`aclrtMallocHost`).
+    /// Errors: the mapped ACL status (`OutOfMemory` when the runtime is out of memory).
+    pub fn with_acl(
+        ctx: Arc<AclContext>,
+        placement: Placement,
+        size: u64,
+        page_shift: u32,
+    ) -> Result<Pool> {
+        let len = usize::try_from(size)
+            .map_err(|_| err!(ParamInvalid, "pool size {size} does not fit in memory"))?;
+        let base = ctx.malloc(len, placement)?;
+        Ok(Pool {
+            backing: Backing::Acl { ctx, placement },
+            alloc: FirstFit::new(base, size, page_shift),
+        })
+    }
+
+    /// The memfd a same-host peer may map (memfd pools only).
+    pub fn fd(&self) -> Option<i32> {
+        match self.backing {
+            Backing::Memfd { fd } => Some(fd),
+            Backing::Acl { .. } => None,
+        }
+    }
+    /// Base address of the pool.
+    pub fn base(&self) -> u64 {
+        self.alloc.base
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.alloc.size
+    }
+
+    /// Bytes actually reserved for a request of `len` bytes.
+    pub fn rounded(&self, len: u64) -> u64 {
+        self.alloc.rounded(len)
+    }
+
+    /// Allocates `len` bytes (rounded up to whole pages); returns the address.
+    pub fn alloc(&self, len: u64) -> Result<u64> {
+        self.alloc.alloc(len)
+    }
+
+    /// Returns a range obtained from `alloc(len)`.
+    pub fn free(&self, addr: u64, len: u64) {
+        self.alloc.free(addr, len)
+    }
+
+    /// Bytes currently free (for tests and diagnostics).
+    pub fn free_bytes(&self) -> u64 {
+        self.alloc.free_bytes()
+    }
 
     /// True if `[addr, addr+len)` lies inside the pool.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        addr >= self.base
-            && addr
-                .checked_add(len)
-                .is_some_and(|e| e <= self.base + self.size)
+        let (base, size) = (self.alloc.base, self.alloc.size);
+        addr >= base && addr.checked_add(len).is_some_and(|e| e <= base + size)
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping and closing our fd.
-        unsafe {
-            libc::munmap(self.base as *mut _, self.size as usize);
-            libc::close(self.fd);
+        match &self.backing {
+            // SAFETY: unmapping our own mapping and closing our fd.
+            Backing::Memfd { fd } => unsafe {
+                libc::munmap(self.alloc.base as *mut _, self.alloc.size as usize);
+                libc::close(*fd);
+            },
+            Backing::Acl { ctx, placement } => {
+                if let Err(e) = ctx.free(self.alloc.base, *placement) {
+                    crate::log_warn!("freeing a memory pool: {}", e.message);
+                }
+            }
         }
     }
 }
@@ -262,7 +339,13 @@ mod tests {
         let p = Pool::new("t2", 1 << 16, 12).unwrap();
         let a = p.alloc(100).unwrap();
         unsafe { *(a as *mut u8) = 42 };
-        let m = PeerMapping::open(std::process::id(), p.fd() as u32, p.base(), p.size()).unwrap();
+        let m = PeerMapping::open(
+            std::process::id(),
+            p.fd().unwrap() as u32,
+            p.base(),
+            p.size(),
+        )
+        .unwrap();
         let l = m.translate(a, 1).unwrap();
         assert_eq!(unsafe { *(l as *const u8) }, 42);
         assert!(m.translate(p.base() + p.size(), 1).is_none());
