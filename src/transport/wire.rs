@@ -14,7 +14,8 @@ use crate::cache::types::{CacheKey, Segment};
 /// Frame magic, "LLDD" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
 /// Protocol version; a peer with another version is refused in the handshake.
-pub const VERSION: u16 = 1;
+/// 2: `Hello`/`HelloAck` carry the sender's HCCL device endpoint (acl backend).
+pub const VERSION: u16 = 2;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Largest structured payload accepted (bulk data is bounded separately).
@@ -83,6 +84,20 @@ pub struct ProcessInfo {
     pub pools: Vec<PoolInfo>,
 }
 
+/// Where a peer's HCCL communicator can reach this instance's device (acl
+/// backend): one entry of the generated two-rank table (docs/ascend.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEndpoint {
+    /// Rank-table `server_id` (the host's IP).
+    pub server_id: String,
+    /// Rank-table `device_id`.
+    pub device_id: u32,
+    /// Rank-table `device_ip` (the device NIC's IP).
+    pub device_ip: String,
+    /// Rank-table `device_port`.
+    pub device_port: u16,
+}
+
 /// One cache as published in the owner's table or returned by `Resolve`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -111,6 +126,8 @@ pub enum Msg {
         role: u32,
         remote_accessible: bool,
         process: ProcessInfo,
+        /// The client's device endpoint: present iff it runs the acl backend.
+        device: Option<DeviceEndpoint>,
     },
     /// Server → client reply to `Hello`.
     HelloAck {
@@ -120,6 +137,8 @@ pub enum Msg {
         role: u32,
         link_token: u64,
         process: ProcessInfo,
+        /// The server's device endpoint: present iff it runs the acl backend.
+        device: Option<DeviceEndpoint>,
     },
     /// Client → server, first frame of an extra data connection.
     /// `reverse` = the server will send requests on it (client serves).
@@ -359,6 +378,18 @@ fn put_process(out: &mut Vec<u8>, p: &ProcessInfo) {
         put_u64(out, pool.size);
     }
 }
+fn put_device(out: &mut Vec<u8>, d: &Option<DeviceEndpoint>) {
+    match d {
+        Some(d) => {
+            put_u8(out, 1);
+            put_str(out, &d.server_id);
+            put_u32(out, d.device_id);
+            put_str(out, &d.device_ip);
+            put_u32(out, u32::from(d.device_port));
+        }
+        None => put_u8(out, 0),
+    }
+}
 fn put_entry(out: &mut Vec<u8>, e: &CacheEntry) {
     put_i64(out, e.cache_id);
     put_u8(out, e.kind);
@@ -423,11 +454,13 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             role,
             remote_accessible,
             process,
+            device,
         } => {
             put_u64(out, *cluster_id);
             put_u32(out, *role);
             put_bool(out, *remote_accessible);
             put_process(out, process);
+            put_device(out, device);
         }
         Msg::HelloAck {
             status,
@@ -436,6 +469,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             role,
             link_token,
             process,
+            device,
         } => {
             put_u32(out, *status);
             put_str(out, message);
@@ -443,6 +477,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             put_u32(out, *role);
             put_u64(out, *link_token);
             put_process(out, process);
+            put_device(out, device);
         }
         Msg::Attach {
             cluster_id,
@@ -639,6 +674,23 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn device(&mut self) -> Result<Option<DeviceEndpoint>, WireError> {
+        if !self.bool("device")? {
+            return Ok(None);
+        }
+        let server_id = self.string("device.server_id")?;
+        let device_id = self.u32("device.device_id")?;
+        let device_ip = self.string("device.device_ip")?;
+        let device_port = u16::try_from(self.u32("device.device_port")?)
+            .map_err(|_| WireError::Invalid("device.device_port"))?;
+        Ok(Some(DeviceEndpoint {
+            server_id,
+            device_id,
+            device_ip,
+            device_port,
+        }))
+    }
+
     fn entry(&mut self) -> Result<CacheEntry, WireError> {
         let cache_id = self.i64("cache_id")?;
         let kind = self.u8("kind")?;
@@ -718,6 +770,7 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             role: r.u32("role")?,
             remote_accessible: r.bool("remote_accessible")?,
             process: r.process()?,
+            device: r.device()?,
         },
         2 => Msg::HelloAck {
             status: r.u32("status")?,
@@ -726,6 +779,7 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             role: r.u32("role")?,
             link_token: r.u64("link_token")?,
             process: r.process()?,
+            device: r.device()?,
         },
         3 => Msg::Attach {
             cluster_id: r.u64("cluster_id")?,
@@ -835,6 +889,7 @@ mod tests {
                 role: 1,
                 remote_accessible: true,
                 process: process(3),
+                device: None,
             },
             Msg::HelloAck {
                 status: 0,
@@ -843,6 +898,12 @@ mod tests {
                 role: 2,
                 link_token: u64::MAX - 1,
                 process: process(0),
+                device: Some(DeviceEndpoint {
+                    server_id: "10.0.0.7".to_owned(),
+                    device_id: 3,
+                    device_ip: "192.168.1.3".to_owned(),
+                    device_port: 16666,
+                }),
             },
             Msg::Attach {
                 cluster_id: 1,
@@ -979,7 +1040,24 @@ mod tests {
         let frame = encode_to_vec(&Msg::GetTable, 0x0102_0304);
         assert_eq!(
             frame,
-            [b'L', b'L', b'D', b'D', 1, 0, 6, 0, 0, 0, 0, 0, 4, 3, 2, 1]
+            [
+                b'L',
+                b'L',
+                b'D',
+                b'D',
+                VERSION as u8,
+                0,
+                6,
+                0,
+                0,
+                0,
+                0,
+                0,
+                4,
+                3,
+                2,
+                1
+            ]
         );
     }
 
@@ -1039,10 +1117,10 @@ mod tests {
     #[test]
     fn bad_version() {
         let mut frame = encode_to_vec(&Msg::Unlink, 0);
-        frame[4] = 2;
+        frame[4] = VERSION as u8 + 1;
         assert_eq!(
             decode_header(&header_of(&frame)),
-            Err(WireError::BadVersion(2))
+            Err(WireError::BadVersion(VERSION + 1))
         );
     }
 
@@ -1358,6 +1436,17 @@ mod tests {
         "\\PC{0,24}"
     }
 
+    fn arb_device() -> impl Strategy<Value = Option<DeviceEndpoint>> {
+        prop::option::of((text(), any::<u32>(), text(), any::<u16>()).prop_map(
+            |(server_id, device_id, device_ip, device_port)| DeviceEndpoint {
+                server_id,
+                device_id,
+                device_ip,
+                device_port,
+            },
+        ))
+    }
+
     fn arb_process() -> impl Strategy<Value = ProcessInfo> {
         (
             text(),
@@ -1459,24 +1548,33 @@ mod tests {
 
     fn arb_msg() -> impl Strategy<Value = Msg> {
         prop_oneof![
-            (any::<u64>(), any::<u32>(), any::<bool>(), arb_process()).prop_map(
-                |(cluster_id, role, remote_accessible, process)| Msg::Hello {
-                    cluster_id,
-                    role,
-                    remote_accessible,
-                    process,
-                }
-            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<bool>(),
+                arb_process(),
+                arb_device()
+            )
+                .prop_map(|(cluster_id, role, remote_accessible, process, device)| {
+                    Msg::Hello {
+                        cluster_id,
+                        role,
+                        remote_accessible,
+                        process,
+                        device,
+                    }
+                }),
             (
                 any::<u32>(),
                 text(),
                 any::<u64>(),
                 any::<u32>(),
                 any::<u64>(),
-                arb_process()
+                arb_process(),
+                arb_device()
             )
                 .prop_map(
-                    |(status, message, cluster_id, role, link_token, process)| {
+                    |(status, message, cluster_id, role, link_token, process, device)| {
                         Msg::HelloAck {
                             status,
                             message,
@@ -1484,6 +1582,7 @@ mod tests {
                             role,
                             link_token,
                             process,
+                            device,
                         }
                     }
                 ),
