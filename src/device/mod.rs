@@ -1,30 +1,86 @@
 //! Memory owners and backend selection: host memory (the embedded default) and
-//! the dlopen'd Ascend runtime (ACL).
+//! the dlopen'd Ascend runtime (ACL + HCCL).
 
 pub mod acl;
+pub mod acl_backend;
+pub mod endpoint;
+
+use std::sync::Arc;
 
 use crate::datadist::options::{BackendChoice, Config};
+use crate::device::acl_backend::AclBackend;
+use crate::device::endpoint::LocalDevice;
 use crate::log_info;
-use crate::status::Result;
+use crate::status::{Error, Result};
 
-/// Which backend an instance runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The backend an instance runs on.
+#[derive(Clone, Debug)]
 pub enum Backend {
+    /// Host memory; TCP, same-host one-sided copies or memcpy between peers.
     Host,
-    Acl,
+    /// ACL memory and HCCL one-sided transfers.
+    Acl(Arc<AclBackend>),
 }
 
-/// Picks the backend for `config` and logs the choice. The engine does not yet
-/// drive ACL/HCCL for transfers, so `acl` is refused with a clear status and
-/// `auto` uses the host backend.
+impl Backend {
+    /// The acl backend's state, if that is the backend.
+    pub fn acl(&self) -> Option<&Arc<AclBackend>> {
+        match self {
+            Backend::Acl(a) => Some(a),
+            Backend::Host => None,
+        }
+    }
+}
+
+/// Picks the backend for `config` (`llmdd.Backend`) and logs the choice.
+///
+/// - `host`: the host backend.
+/// - `acl`: the Ascend runtime must load, export every symbol the backend
+///   needs, and open `llm.DeviceId`; otherwise init fails (`FeatureNotEnabled`
+///   naming the libraries and paths tried or the missing symbols; the mapped ACL
+///   status when the device cannot be opened).
+/// - `auto` (default): acl when all of that succeeds, else host (the reason is
+///   logged at info level).
+///
+/// Once the runtime has loaded, a malformed `llm.LocalCommRes` fails init
+/// (`ParamInvalid`) with either choice.
 pub fn select_backend(config: &Config) -> Result<Backend> {
-    let b = match config.backend {
-        BackendChoice::Host | BackendChoice::Auto => Backend::Host,
-        BackendChoice::Acl => crate::bail!(
-            FeatureNotEnabled,
-            "llmdd.Backend=acl: transfers over ACL/HCCL are not wired into the engine in this build; use host or auto"
-        ),
+    let explicit = match config.backend {
+        BackendChoice::Host => {
+            log_info!("using the host backend (llmdd.Backend=host)");
+            return Ok(Backend::Host);
+        }
+        BackendChoice::Acl => true,
+        BackendChoice::Auto => false,
     };
-    log_info!("using the {:?} backend", b);
-    Ok(b)
+    let fallback = |what: &str, e: Error| -> Result<Backend> {
+        if explicit {
+            return Err(Error::new(
+                e.status,
+                format!("llmdd.Backend=acl: {}", e.message),
+            ));
+        }
+        log_info!(
+            "using the host backend (llmdd.Backend=auto; {what} unavailable: {})",
+            e.message
+        );
+        Ok(Backend::Host)
+    };
+    let rt = match AclBackend::bring_up(config) {
+        Ok(rt) => rt,
+        Err(e) => return fallback("Ascend runtime", e),
+    };
+    let local = LocalDevice::parse(config.local_comm_res.as_deref())?;
+    let path = rt.acl_path().display().to_string();
+    match AclBackend::open(rt, local, config) {
+        Ok(a) => {
+            log_info!(
+                "using the acl backend (llmdd.Backend={}; runtime {path}, device {})",
+                if explicit { "acl" } else { "auto" },
+                config.device_id
+            );
+            Ok(Backend::Acl(Arc::new(a)))
+        }
+        Err(e) => fallback(&format!("Ascend device {}", config.device_id), e),
+    }
 }

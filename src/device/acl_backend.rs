@@ -1,0 +1,294 @@
+//! The acl backend of one session: the loaded Ascend runtime and device, memory
+//! pools in ACL memory, HCCL registration of every cache and pool (so links can
+//! bind them), and local copies with `aclrtMemcpyAsync` on pooled streams.
+//!
+//! Lifetime: created at `init` (when the backend is selected), released at
+//! `finalize` after every link is gone. llmdd calls `aclInit` if nobody did, and
+//! never `aclFinalize` / `aclrtResetDevice`: the device belongs to the process.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cache::pool::Pool;
+use crate::cache::registry::CacheRecord;
+use crate::cache::types::{Placement, Segment};
+use crate::datadist::options::{Config, PoolConfig};
+use crate::device::acl::{AclContext, MemcpyKind, Stream};
+use crate::device::endpoint::LocalDevice;
+use crate::status::{Error, Result, Status};
+use crate::sys::loader::AscendRuntime;
+use crate::transport::hccl::{CommConfig, GlobalMem};
+
+/// ACL symbols the backend calls (besides one of the two stream-sync functions).
+pub const REQUIRED_ACL: &[&str] = &[
+    "aclInit",
+    "aclrtSetDevice",
+    "aclrtMalloc",
+    "aclrtMallocHost",
+    "aclrtFree",
+    "aclrtFreeHost",
+    "aclrtMemcpyAsync",
+    "aclrtCreateStream",
+    "aclrtDestroyStream",
+];
+
+/// HCCL symbols the backend calls.
+pub const REQUIRED_HCCL: &[&str] = &[
+    "HcclCommInitClusterInfoMemConfig",
+    "HcclCommDestroy",
+    "HcclRegisterGlobalMem",
+    "HcclDeregisterGlobalMem",
+    "HcclCommBindMem",
+    "HcclCommUnbindMem",
+    "HcclCommPrepare",
+    "HcclBatchGet",
+    "HcclBatchPut",
+];
+
+/// The ACL copy direction for memory of placement `src` to `dst`.
+pub fn memcpy_kind(src: Placement, dst: Placement) -> MemcpyKind {
+    match (src, dst) {
+        (Placement::Host, Placement::Host) => MemcpyKind::HostToHost,
+        (Placement::Host, Placement::Device) => MemcpyKind::HostToDevice,
+        (Placement::Device, Placement::Host) => MemcpyKind::DeviceToHost,
+        (Placement::Device, Placement::Device) => MemcpyKind::DeviceToDevice,
+    }
+}
+
+/// State of the acl backend of one session.
+pub struct AclBackend {
+    ctx: Arc<AclContext>,
+    local: LocalDevice,
+    rdma_traffic_class: u32,
+    rdma_service_level: u32,
+    /// HCCL registrations of registered caches, by cache id (one per tensor).
+    caches: Mutex<HashMap<i64, Vec<Arc<GlobalMem>>>>,
+    /// HCCL registrations of the memory pools.
+    pools: Mutex<Vec<Arc<GlobalMem>>>,
+    /// Streams for local copies, reused across calls.
+    streams: Mutex<Vec<Stream>>,
+    comm_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for AclBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclBackend")
+            .field("runtime", self.ctx.runtime())
+            .field("device_id", &self.ctx.device_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AclBackend {
+    /// Loads the runtime (`llmdd.AscendLibDir`, else `LLMDD_ASCEND_LIB_DIR`, else
+    /// the default search), checks every symbol the backend needs, initialises
+    /// ACL and selects `llm.DeviceId`.
+    /// Errors: `FeatureNotEnabled` naming the libraries / symbols that are
+    /// missing; the mapped ACL status when the device cannot be opened.
+    pub fn bring_up(config: &Config) -> Result<Arc<AscendRuntime>> {
+        let dir = config.ascend_lib_dir.as_deref().map(Path::new);
+        let rt = Arc::new(AscendRuntime::load(dir)?);
+        rt.require(REQUIRED_ACL, REQUIRED_HCCL)?;
+        if rt.acl.aclrtSynchronizeStreamWithTimeout.is_none()
+            && rt.acl.aclrtSynchronizeStream.is_none()
+        {
+            return Err(Error::new(
+                Status::FeatureNotEnabled,
+                format!(
+                    "{} exports neither aclrtSynchronizeStreamWithTimeout nor aclrtSynchronizeStream",
+                    rt.acl_path().display()
+                ),
+            ));
+        }
+        Ok(rt)
+    }
+
+    /// Opens `config.device_id` on a loaded runtime; `local` holds the device
+    /// endpoint hints of `llm.LocalCommRes` ([`LocalDevice::parse`]).
+    pub fn open(rt: Arc<AscendRuntime>, local: LocalDevice, config: &Config) -> Result<AclBackend> {
+        let ctx = Arc::new(AclContext::open(rt, config.device_id)?);
+        Ok(AclBackend {
+            ctx,
+            local,
+            rdma_traffic_class: config.rdma_traffic_class,
+            rdma_service_level: config.rdma_service_level,
+            caches: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Vec::new()),
+            streams: Mutex::new(Vec::new()),
+            comm_seq: AtomicU64::new(1),
+        })
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &Arc<AclContext> {
+        &self.ctx
+    }
+
+    /// The loaded runtime.
+    pub fn runtime(&self) -> &Arc<AscendRuntime> {
+        self.ctx.runtime()
+    }
+
+    /// Device endpoint hints from `llm.LocalCommRes`.
+    pub fn local_device(&self) -> &LocalDevice {
+        &self.local
+    }
+
+    /// Communicator options for a new link's communicator named `name`.
+    pub fn comm_config(&self, name: String) -> CommConfig {
+        CommConfig {
+            name,
+            rdma_traffic_class: Some(self.rdma_traffic_class),
+            rdma_service_level: Some(self.rdma_service_level),
+            ..CommConfig::default()
+        }
+    }
+
+    /// A process-unique sequence number for communicator names.
+    pub fn next_comm_seq(&self) -> u64 {
+        self.comm_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a memory pool in one ACL allocation (`aclrtMalloc` for DEVICE,
+    /// `aclrtMallocHost` for HOST) and registers it with HCCL.
+    /// Errors: `OutOfMemory` when the allocation fails; the mapped HCCL status
+    /// when the registration fails.
+    pub fn create_pool(&self, placement: Placement, cfg: PoolConfig) -> Result<Arc<Pool>> {
+        let pool = Arc::new(Pool::with_acl(
+            self.ctx.clone(),
+            placement,
+            cfg.memory_size,
+            cfg.page_shift,
+        )?);
+        let mem = GlobalMem::register(self.runtime(), pool.base(), pool.size(), placement)?;
+        self.lock_pools().push(Arc::new(mem));
+        Ok(pool)
+    }
+
+    /// Registers every tensor of a registered (user-owned) cache with HCCL so
+    /// that links created from now on can bind it. Allocated caches live in a
+    /// pool, which is registered as a whole.
+    pub fn register_cache(&self, rec: &CacheRecord) -> Result<()> {
+        if rec.is_allocated() {
+            return Ok(());
+        }
+        let mut regs = Vec::with_capacity(rec.addrs.len());
+        for &a in rec.addrs.iter() {
+            regs.push(Arc::new(GlobalMem::register(
+                self.runtime(),
+                a,
+                rec.tensor_bytes,
+                rec.desc.placement,
+            )?));
+        }
+        self.lock_caches().insert(rec.id, regs);
+        Ok(())
+    }
+
+    /// Drops the HCCL registrations of cache `id` (no link may have it bound).
+    pub fn unregister_cache(&self, id: i64) {
+        self.lock_caches().remove(&id);
+    }
+
+    /// Every registered region (pools first, then caches by id), for binding
+    /// to a new link's communicator.
+    pub fn regions(&self) -> Vec<Arc<GlobalMem>> {
+        let mut out: Vec<Arc<GlobalMem>> = self.lock_pools().clone();
+        let caches = self.lock_caches();
+        let mut ids: Vec<&i64> = caches.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            out.extend(caches[id].iter().cloned());
+        }
+        out
+    }
+
+    /// Releases every registration and stream (finalize, after all links).
+    /// Pools are freed when the session drops them.
+    pub fn release(&self) {
+        self.lock_caches().clear();
+        self.lock_pools().clear();
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Copies `segs` from memory of placement `src` to memory of placement `dst`
+    /// with `aclrtMemcpyAsync` on a pooled stream, waiting at most `timeout`.
+    /// Errors: `Timeout` when the stream does not drain in time; the mapped ACL
+    /// status otherwise.
+    pub fn copy(
+        &self,
+        segs: &[Segment],
+        src: Placement,
+        dst: Placement,
+        timeout: Duration,
+    ) -> Result<()> {
+        if segs.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_thread()?;
+        let stream = match self.streams.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(s) => s,
+            None => self.ctx.create_stream()?,
+        };
+        let kind = memcpy_kind(src, dst);
+        let mut queued = Ok(());
+        for s in segs {
+            queued = stream.memcpy_async(s.dst, s.src, s.len as usize, kind);
+            if queued.is_err() {
+                break;
+            }
+        }
+        // Drain what was queued even after a failed submission.
+        let synced = stream.synchronize(timeout);
+        match (queued, synced) {
+            (Ok(()), Ok(())) => {
+                self.streams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(stream);
+                Ok(())
+            }
+            // A stream that failed or timed out is dropped, not reused.
+            (Err(e), _) | (Ok(()), Err(e)) => Err(if e.status == Status::Timeout {
+                Error::new(
+                    Status::Timeout,
+                    format!(
+                        "local copy did not finish within {} ms: {}",
+                        timeout.as_millis(),
+                        e.message
+                    ),
+                )
+            } else {
+                e
+            }),
+        }
+    }
+
+    fn lock_caches(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<Arc<GlobalMem>>>> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_pools(&self) -> std::sync::MutexGuard<'_, Vec<Arc<GlobalMem>>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memcpy_kinds_follow_placement() {
+        use Placement::*;
+        assert_eq!(memcpy_kind(Host, Device), MemcpyKind::HostToDevice);
+        assert_eq!(memcpy_kind(Device, Host), MemcpyKind::DeviceToHost);
+        assert_eq!(memcpy_kind(Device, Device), MemcpyKind::DeviceToDevice);
+        assert_eq!(memcpy_kind(Host, Host), MemcpyKind::HostToHost);
+    }
+}
