@@ -1,4 +1,4 @@
-//! The `acl` backend against the simulated Ascend runtime (cpp_tests/sim_ascend,
+//! The ACL/HCCL wrappers against the simulated Ascend runtime (cpp_tests/sim_ascend,
 //! test infrastructure). The simulator is compiled with `cc` at test time; tests
 //! print a message and pass vacuously when no C compiler is present.
 //!
@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::Placement;
@@ -18,60 +18,19 @@ use llmdd::sys::loader::{AscendRuntime, LIB_DIR_ENV};
 use llmdd::transport::hccl::{CommConfig, HcclComm};
 use llmdd::Status;
 
+mod common;
+
 const CHILD_ENV: &str = "LLMDD_SIM_CHILD";
 const TABLE_ENV: &str = "LLMDD_SIM_RANK_TABLE";
 
-fn sim_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("cpp_tests/sim_ascend/sim_ascend.c")
-}
-
-fn compile(out: &Path, extra: &[&str]) -> Option<PathBuf> {
-    std::fs::create_dir_all(out).ok()?;
-    let src = sim_source();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let builds: [(&str, Vec<&str>); 2] = [
-        ("libascendcl.so", vec![]),
-        ("libhccl.so", [&["-DSIM_BUILD_HCCL"][..], extra].concat()),
-    ];
-    for (name, defs) in builds {
-        let status = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(out.join(name))
-            .args(defs)
-            .arg(&src)
-            .arg("-lpthread")
-            .status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => panic!("building the simulator ({name}) failed: {s}"),
-            Err(e) => {
-                eprintln!("SKIP: no C compiler ({cc}: {e}); simulated-runtime tests not run");
-                return None;
-            }
-        }
-    }
-    Some(out.to_path_buf())
-}
-
 /// Directory holding the simulator libraries (`variant` "full" or "no_batch_get").
 fn sim_dir(variant: &'static str) -> Option<PathBuf> {
-    static FULL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    static NO_GET: OnceLock<Option<PathBuf>> = OnceLock::new();
     if variant == "full" {
         if let Some(dir) = std::env::var_os(LIB_DIR_ENV) {
             return Some(PathBuf::from(dir)); // child process: parent already built it
         }
     }
-    let (cell, extra): (_, &[&str]) = match variant {
-        "full" => (&FULL, &[]),
-        _ => (&NO_GET, &["-DSIM_OMIT_BATCH_GET"]),
-    };
-    cell.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("llmdd-sim-{}-{variant}", std::process::id()));
-        compile(&out, extra)
-    })
-    .clone()
+    common::sim::dir(variant)
 }
 
 fn load(dir: &Path) -> Arc<AscendRuntime> {

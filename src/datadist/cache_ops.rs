@@ -9,6 +9,7 @@ use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
+use crate::datadist::acl_rules::{self, Op};
 use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
 use crate::status::{Result, Status};
@@ -35,8 +36,14 @@ pub struct MemInfo {
 /// The remote side of a transfer, resolved.
 struct Remote {
     view: CacheView,
+    placement: Placement,
     slot: u64,
     consume: Option<(u64, u64)>,
+}
+
+/// The placement a peer reported for one of its caches (untrusted input).
+fn peer_placement(code: u32) -> Result<Placement> {
+    Placement::from_code(code).map_err(|_| err!(LinkFailed, "peer sent cache placement {code}"))
 }
 
 impl Session {
@@ -80,8 +87,37 @@ impl Session {
         remote_accessible: Option<bool>,
         kind: CacheKind,
     ) -> Result<Arc<CacheRecord>> {
-        self.registry
-            .register(desc, addrs, kind, keys, None, remote_accessible)
+        self.check_acl_register(desc, remote_accessible)?;
+        let rec = self
+            .registry
+            .register(desc, addrs, kind, keys, None, remote_accessible)?;
+        self.acl_register(rec)
+    }
+
+    /// acl backend: a remote-accessible cache must be registered before any
+    /// link (HCCL exchanges bound memory once per link; spec §1.8 rule 2).
+    fn check_acl_register(&self, desc: &CacheDesc, remote_accessible: Option<bool>) -> Result<()> {
+        let ra = remote_accessible.unwrap_or(desc.placement == Placement::Device);
+        if self.acl().is_some() && ra && self.link_count() > 0 {
+            bail!(
+                ParamInvalid,
+                "on the acl backend remote-accessible memory must be registered before link_clusters ({} link(s) exist); register first, or unlink, register and link again (or register with remote_accessible=0 for local use)",
+                self.link_count()
+            );
+        }
+        Ok(())
+    }
+
+    /// acl backend: registers the new cache's memory with HCCL (undoing the
+    /// registration in the registry if that fails).
+    fn acl_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
+        if let Some(acl) = self.acl() {
+            if let Err(e) = acl.register_cache(&rec) {
+                let _ = self.registry.unregister(rec.id);
+                return Err(e);
+            }
+        }
+        Ok(rec)
     }
 
     /// register_blocks_cache.
@@ -93,14 +129,16 @@ impl Session {
         remote_accessible: Option<bool>,
     ) -> Result<Arc<CacheRecord>> {
         let model = blocks_model(key)?;
-        self.registry.register(
+        self.check_acl_register(desc, remote_accessible)?;
+        let rec = self.registry.register(
             desc,
             addrs,
             CacheKind::Blocks,
             &[],
             model,
             remote_accessible,
-        )
+        )?;
+        self.acl_register(rec)
     }
 
     /// unregister_cache: only with no live link (spec §9 item 19).
@@ -112,7 +150,11 @@ impl Session {
                 self.link_count()
             );
         }
-        self.registry.unregister(id)
+        self.registry.unregister(id)?;
+        if let Some(acl) = self.acl() {
+            acl.unregister_cache(id);
+        }
+        Ok(())
     }
 
     /// allocate_cache.
@@ -200,6 +242,7 @@ impl Session {
             let (e, slot) = lookup_in_table(&table, key)?;
             return Ok(Remote {
                 view: entry_view(e)?,
+                placement: peer_placement(e.placement)?,
                 slot,
                 consume: None,
             });
@@ -229,6 +272,7 @@ impl Session {
                 }
                 Ok(Remote {
                     view,
+                    placement: peer_placement(e.placement)?,
                     slot,
                     consume,
                 })
@@ -269,8 +313,40 @@ impl Session {
         Ok(())
     }
 
-    fn local_view(&self, id: i64) -> Result<CacheView> {
-        Ok(self.registry.get(id)?.view())
+    /// acl links: the placement restrictions and the registered-before-link
+    /// rule (`acl_rules`). Nothing to check on host links.
+    fn acl_checks(
+        &self,
+        link: &Link,
+        op: Op,
+        local: &CacheRecord,
+        local_view: &CacheView,
+        remote: &Remote,
+    ) -> Result<()> {
+        if link.hccl().is_none() {
+            return Ok(());
+        }
+        acl_rules::check_bound(local, link)?;
+        acl_rules::check_placement(
+            op,
+            local.desc.placement,
+            local_view,
+            remote.placement,
+            &remote.view,
+        )
+    }
+
+    /// Copies a local plan between memory of placements `src` and `dst`: ACL
+    /// memcpy on the acl backend (device memory is not host-addressable), else
+    /// memcpy.
+    fn copy_local(&self, plan: &[Segment], src: Placement, dst: Placement) -> Result<()> {
+        match self.acl() {
+            Some(acl) => acl.copy(plan, src, dst, self.config.sync_kv_timeout),
+            None => {
+                local::memcpy_segments(plan);
+                Ok(())
+            }
+        }
     }
 
     /// pull_cache (contiguous → contiguous).
@@ -282,7 +358,8 @@ impl Session {
         size: i64,
         sel: &LayerSel,
     ) -> Result<()> {
-        let local = self.local_view(dst_id)?;
+        let rec = self.registry.get(dst_id)?;
+        let local = rec.view();
         if !local.kind.is_batch() {
             bail!(
                 ParamInvalid,
@@ -306,6 +383,7 @@ impl Session {
         let _g = link.begin()?;
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let remote = self.resolve_remote(&link, key, deadline)?;
+        self.acl_checks(&link, Op::PullCache, &rec, &local, &remote)?;
         let plan = plan::pull_cache_plan(
             &local,
             &remote.view,
@@ -326,7 +404,8 @@ impl Session {
         dst_blocks: &[u64],
         sel: &LayerSel,
     ) -> Result<()> {
-        let local = self.local_view(dst_id)?;
+        let rec = self.registry.get(dst_id)?;
+        let local = rec.view();
         if !local.kind.is_blocks() {
             bail!(
                 ParamInvalid,
@@ -363,6 +442,12 @@ impl Session {
         let _g = link.begin()?;
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let remote = self.resolve_remote(&link, key, deadline)?;
+        let op = if blocks_to_blocks {
+            Op::PullBlocks
+        } else {
+            Op::PullCacheToBlocks
+        };
+        self.acl_checks(&link, op, &rec, &local, &remote)?;
         let plan = if blocks_to_blocks {
             if !remote.view.kind.is_blocks() {
                 bail!(
@@ -418,7 +503,8 @@ impl Session {
                 "push_cache takes a CacheKeyByIdAndIndex destination"
             );
         };
-        let local = self.local_view(src_id)?;
+        let rec = self.registry.get(src_id)?;
+        let local = rec.view();
         if !local.kind.is_batch() {
             bail!(
                 ParamInvalid,
@@ -429,6 +515,7 @@ impl Session {
         let _g = link.begin()?;
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let remote = self.resolve_remote(&link, key, deadline)?;
+        self.acl_checks(&link, Op::PushCache, &rec, &local, &remote)?;
         let layers = plan::push_cache_plan(
             &local,
             &remote.view,
@@ -464,7 +551,8 @@ impl Session {
                 "push_blocks takes a BlocksCacheKey or CacheKeyByIdAndIndex"
             ),
         }
-        let local = self.local_view(src_id)?;
+        let rec = self.registry.get(src_id)?;
+        let local = rec.view();
         if !local.kind.is_blocks() {
             bail!(
                 ParamInvalid,
@@ -475,6 +563,7 @@ impl Session {
         let _g = link.begin()?;
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let remote = self.resolve_remote(&link, key, deadline)?;
+        self.acl_checks(&link, Op::PushBlocks, &rec, &local, &remote)?;
         let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
         self.run_layers(&link, layers)
     }
@@ -489,19 +578,24 @@ impl Session {
         offset: u64,
         size: i64,
     ) -> Result<()> {
-        let dst = self.local_view(dst_id)?;
-        let src = self.local_view(src_id)?;
-        let p = plan::copy_cache_plan(&dst, &src, dst_bi as u64, src_bi as u64, offset, size)?;
-        local::memcpy_segments(&p);
-        Ok(())
+        let dst = self.registry.get(dst_id)?;
+        let src = self.registry.get(src_id)?;
+        let p = plan::copy_cache_plan(
+            &dst.view(),
+            &src.view(),
+            dst_bi as u64,
+            src_bi as u64,
+            offset,
+            size,
+        )?;
+        self.copy_local(&p, src.desc.placement, dst.desc.placement)
     }
 
     /// copy_blocks (local, within one cache).
     pub fn copy_blocks(&self, id: i64, pairs: &[(u64, u64)]) -> Result<()> {
-        let c = self.local_view(id)?;
-        let p = plan::copy_blocks_plan(&c, pairs)?;
-        local::memcpy_segments(&p);
-        Ok(())
+        let c = self.registry.get(id)?;
+        let p = plan::copy_blocks_plan(&c.view(), pairs)?;
+        self.copy_local(&p, c.desc.placement, c.desc.placement)
     }
 
     fn cache_ref(&self, r: &CacheRef, what: &str) -> Result<(CacheView, Placement)> {
@@ -556,8 +650,7 @@ impl Session {
             );
         }
         let p = plan::swap_blocks_plan(&d, &s, pairs)?;
-        local::memcpy_segments(&p);
-        Ok(())
+        self.copy_local(&p, sp, dp)
     }
 
     /// remap_registered_memory: validated, then reported as not supported (spec §9 item 27).

@@ -103,8 +103,8 @@ impl Instance {
             return Ok(());
         }
         let config = Config::parse(opts)?;
-        crate::device::select_backend(&config)?;
-        let s = Session::start(self.cluster_id, self.role.clone(), config)?;
+        let backend = crate::device::select_backend(&config)?;
+        let s = Session::start(self.cluster_id, self.role.clone(), config, backend)?;
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
         Ok(())
     }
@@ -243,7 +243,12 @@ impl Instance {
                     c.remote_cluster_id
                 );
             }
-            s.connect(c.remote_cluster_id, addr, timeout)
+            let local_ip = c
+                .local_ip_infos
+                .first()
+                .map(|l| options::parse_ip("local ip info", &l.ip))
+                .transpose()?;
+            s.connect(c.remote_cluster_id, addr, local_ip, timeout)
         };
         Ok(parallel(clusters, one))
     }

@@ -4,11 +4,12 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
 use crate::status::Result;
+use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
 use crate::transport::tcp::{check_reply, Conn};
 use crate::transport::wire::{CacheEntry, Msg};
@@ -46,6 +47,8 @@ pub struct Link {
     inflight: Mutex<usize>,
     idle_cv: Condvar,
     closed: AtomicBool,
+    /// The HCCL data path (acl backend), set once during link setup.
+    hccl: OnceLock<Arc<HcclLink>>,
 }
 
 /// Parameters for building a link.
@@ -84,6 +87,19 @@ impl Link {
             inflight: Mutex::new(0),
             idle_cv: Condvar::new(),
             closed: AtomicBool::new(false),
+            hccl: OnceLock::new(),
+        }
+    }
+
+    /// The HCCL data path, if this link moves bytes over HCCL (acl backend).
+    pub fn hccl(&self) -> Option<&Arc<HcclLink>> {
+        self.hccl.get()
+    }
+
+    /// Makes this link move bytes over `h` (once, during link setup).
+    pub fn set_hccl(&self, h: Arc<HcclLink>) {
+        if let Err(h) = self.hccl.set(h) {
+            h.close();
         }
     }
 
@@ -278,6 +294,9 @@ impl Link {
         }
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.conn_cv.notify_all();
+        if let Some(h) = self.hccl.get() {
+            h.close();
+        }
     }
 
     /// Translates a peer address range into this process via a mapped pool.

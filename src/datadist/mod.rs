@@ -1,6 +1,8 @@
 //! API semantics of LLMDataDist: instance lifecycle and roles, options, links
 //! and the cache operations that turn calls into transfer plans.
 
+pub mod acl_link;
+pub mod acl_rules;
 pub mod cache_ops;
 pub mod instance;
 pub mod link;

@@ -3,7 +3,7 @@
 //! instance runs. Finalize tears all of it down and joins every thread.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::cache::pool::{PeerMapping, Pool};
 use crate::cache::registry::Registry;
+use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::options::Config;
+use crate::device::acl_backend::AclBackend;
+use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::tcp::{check_reply, poll_fd, Conn};
@@ -57,6 +60,8 @@ pub struct Session {
     pub cluster_id: u64,
     pub role: Arc<AtomicU32>,
     pub config: Config,
+    /// The backend chosen at init (`llmdd.Backend`).
+    pub backend: Backend,
     pub registry: Registry,
     pub device_pool: Option<Arc<Pool>>,
     pub host_pool: Option<Arc<Pool>>,
@@ -72,21 +77,32 @@ pub struct Session {
 }
 
 impl Session {
-    /// Builds the session: pools, then the listener if configured.
-    pub fn start(cluster_id: u64, role: Arc<AtomicU32>, config: Config) -> Result<Arc<Session>> {
+    /// Builds the session on `backend`: pools, then the listener if configured.
+    pub fn start(
+        cluster_id: u64,
+        role: Arc<AtomicU32>,
+        config: Config,
+        backend: Backend,
+    ) -> Result<Arc<Session>> {
         let mk_pool = |name: &str,
+                       placement: crate::cache::types::Placement,
                        p: Option<crate::datadist::options::PoolConfig>|
          -> Result<Option<Arc<Pool>>> {
-            p.map(|p| Pool::new(name, p.memory_size, p.page_shift).map(Arc::new))
-                .transpose()
+            p.map(|p| match backend.acl() {
+                Some(acl) => acl.create_pool(placement, p),
+                None => Pool::new(name, p.memory_size, p.page_shift).map(Arc::new),
+            })
+            .transpose()
         };
-        let device_pool = mk_pool("llmdd-device-pool", config.device_pool)?;
-        let host_pool = mk_pool("llmdd-host-pool", config.host_pool)?;
+        use crate::cache::types::Placement;
+        let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
+        let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
             config,
+            backend,
             registry: Registry::default(),
             device_pool,
             host_pool,
@@ -106,6 +122,11 @@ impl Session {
             s.listen(addr)?;
         }
         Ok(s)
+    }
+
+    /// The acl backend's state, if the session runs on it.
+    pub fn acl(&self) -> Option<&Arc<AclBackend>> {
+        self.backend.acl()
     }
 
     fn arc(&self) -> Arc<Session> {
@@ -188,8 +209,9 @@ impl Session {
     fn process_info(&self) -> ProcessInfo {
         let mut p = local::local_process();
         for pool in [&self.device_pool, &self.host_pool].into_iter().flatten() {
+            let Some(fd) = pool.fd() else { continue };
             p.pools.push(PoolInfo {
-                fd: pool.fd() as u32,
+                fd: fd as u32,
                 base: pool.base(),
                 size: pool.size(),
             });
@@ -199,7 +221,9 @@ impl Session {
 
     /// Decides the one-sided path to a peer and maps its pools.
     fn local_path_to(&self, peer: &ProcessInfo) -> (Option<LocalPath>, Vec<PeerMapping>) {
-        if !self.config.same_host {
+        // On the acl backend every byte moves over HCCL (device memory is not
+        // host-addressable).
+        if !self.config.same_host || self.acl().is_some() {
             return (None, Vec::new());
         }
         match local::probe(peer) {
@@ -268,11 +292,13 @@ impl Session {
 
     // ---------------------------------------------------------------- client
 
-    /// Client side of link_clusters for one peer.
+    /// Client side of link_clusters for one peer. `local_ip` (the cluster's
+    /// local ip info) names this side's device IP on the acl backend.
     pub fn connect(
         &self,
         remote_cluster_id: u64,
         addr: SocketAddr,
+        local_ip: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<()> {
         if self.closing.load(Ordering::Acquire) {
@@ -301,16 +327,26 @@ impl Session {
         let spin = self.config.busy_poll;
         let mut control = Conn::connect(&addr, timeout, spin)?;
         let generation = self.registry.generation();
+        let acl_end = match self.acl() {
+            Some(acl) => {
+                let ip = local_ip
+                    .or_else(|| control.local_addr().map(|a| a.ip()))
+                    .unwrap_or(addr.ip());
+                Some(acl_link::local_end(acl, ip)?)
+            }
+            None => None,
+        };
         control.send(
             &Msg::Hello {
                 cluster_id: self.cluster_id,
                 role: self.role.load(Ordering::Relaxed),
                 remote_accessible: self.config.remote_cache_accessible,
                 process: self.process_info(),
+                device: acl_end.as_ref().map(|e| e.endpoint.clone()),
             },
             Some(deadline),
         )?;
-        let (remote_role, token, process) = match control.recv(Some(deadline)) {
+        let (remote_role, token, process, server_device) = match control.recv(Some(deadline)) {
             Ok(Msg::HelloAck {
                 status,
                 message,
@@ -318,6 +354,7 @@ impl Session {
                 role,
                 link_token,
                 process,
+                device,
             }) => {
                 check_reply(status, &message, "link handshake")?;
                 if cluster_id != remote_cluster_id {
@@ -326,7 +363,8 @@ impl Session {
                         "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
                     );
                 }
-                (role, link_token, process)
+                acl_link::check_backends(acl_end.is_some(), device.as_ref(), false)?;
+                (role, link_token, process, device)
             }
             Ok(m) => bail!(
                 LinkFailed,
@@ -357,6 +395,16 @@ impl Session {
         }));
         // Build the rest of the link; on failure tell the server to drop it.
         let built = (|| -> Result<()> {
+            if let (Some(acl), Some(end), Some(theirs)) = (self.acl(), acl_end, &server_device) {
+                let ids = LinkIds {
+                    server_cluster: remote_cluster_id,
+                    client_cluster: self.cluster_id,
+                    token,
+                };
+                let h = Arc::new(acl_link::create(acl, end, theirs, false, ids)?);
+                link.set_hccl(h.clone());
+                acl_link::prepare(&h, deadline.saturating_duration_since(Instant::now()))?;
+            }
             link.add_request_conn(control);
             // Extra request connections (striping) and reverse connections on
             // which the server sends its requests.
@@ -473,9 +521,17 @@ impl Session {
                 role,
                 remote_accessible,
                 process,
+                device,
             }) => {
                 self.acquire_setup();
-                let r = self.accept_link(&mut conn, cluster_id, role, remote_accessible, &process);
+                let r = self.accept_link(
+                    &mut conn,
+                    cluster_id,
+                    role,
+                    remote_accessible,
+                    &process,
+                    device.as_ref(),
+                );
                 self.release_setup();
                 unpend(&self);
                 match r {
@@ -494,6 +550,7 @@ impl Session {
                                 role: self.role.load(Ordering::Relaxed),
                                 link_token: 0,
                                 process: local::local_process(),
+                                device: None,
                             },
                             deadline,
                         );
@@ -549,6 +606,7 @@ impl Session {
         role: u32,
         remote_accessible: bool,
         process: &ProcessInfo,
+        device: Option<&crate::transport::wire::DeviceEndpoint>,
     ) -> Result<Arc<Link>> {
         if self.closing.load(Ordering::Acquire) {
             bail!(LinkFailed, "server is finalizing");
@@ -567,6 +625,7 @@ impl Session {
                 self.config.remote_cache_accessible
             );
         }
+        acl_link::check_backends(self.acl().is_some(), device, true)?;
         // A stale link from the same cluster is replaced.
         if let Some(old) = self.link(cluster_id) {
             log_info!("replacing stale link from cluster {cluster_id}");
@@ -596,6 +655,26 @@ impl Session {
             spin: self.config.busy_poll,
         }));
         link.track(conn);
+        // acl backend: create our communicator before answering, so the
+        // client's prepare finds our port listening.
+        let mut our_device = None;
+        if let (Some(acl), Some(theirs)) = (self.acl(), device) {
+            let ip = match self.listen_addr().map(|a| a.ip()) {
+                Some(ip) if !ip.is_unspecified() => ip,
+                _ => conn
+                    .local_addr()
+                    .map(|a| a.ip())
+                    .unwrap_or(conn.peer().ip()),
+            };
+            let end = acl_link::local_end(acl, ip)?;
+            our_device = Some(end.endpoint.clone());
+            let ids = LinkIds {
+                server_cluster: self.cluster_id,
+                client_cluster: cluster_id,
+                token,
+            };
+            link.set_hccl(Arc::new(acl_link::create(acl, end, theirs, true, ids)?));
+        }
         self.links
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -607,12 +686,23 @@ impl Session {
             role: self.role.load(Ordering::Relaxed),
             link_token: token,
             process: self.process_info(),
+            device: our_device,
         };
         if let Err(e) = conn.send(&ack, Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
             if self.remove_exact(&link) {
                 link.teardown(Duration::ZERO);
             }
             return Err(e);
+        }
+        if let Some(h) = link.hccl() {
+            // Bounded by the handshake timeout: the client prepares within its
+            // link timeout or gives up (then this fails and the link is dropped).
+            if let Err(e) = acl_link::prepare(h, HANDSHAKE_TIMEOUT) {
+                if self.remove_exact(&link) {
+                    link.teardown(Duration::ZERO);
+                }
+                return Err(e);
+            }
         }
         log_info!(
             "cluster {} accepted link from cluster {cluster_id}",
@@ -654,6 +744,9 @@ impl Session {
             }
         }
         self.registry.clear();
+        if let Some(acl) = self.acl() {
+            acl.release();
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! Executes transfer plans over a link: same process (memcpy), same host
-//! (mapped peer pools, else process_vm_readv/writev in batches, two threads for
-//! large plans), or TCP (one request per connection, striped over several
-//! connections, bytes landing directly in destination memory).
+//! Executes transfer plans over a link: HCCL one-sided batches (acl backend,
+//! `hccl_path`), same process (memcpy), same host (mapped peer pools, else
+//! process_vm_readv/writev in batches, two threads for large plans), or TCP (one
+//! request per connection, striped over several connections, bytes landing
+//! directly in destination memory).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub fn run(
 ) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
+    }
+    if let Some(h) = link.hccl() {
+        return crate::transfer::hccl_path::run(h, plan, dir, deadline);
     }
     let r = match link.local_path {
         Some(LocalPath::SameProcess) => local::run_split(plan, |s| {

@@ -1,4 +1,5 @@
 //! The engine: executes transfer plans and serves peers' requests.
 
 pub mod exec;
+pub mod hccl_path;
 pub mod serve;

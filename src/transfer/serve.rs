@@ -21,7 +21,12 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             conn.send(&Msg::Table { status: 0, entries }, deadline)?;
         }
         Msg::Resolve { key } => {
-            let reply = match session.registry.resolve(&key) {
+            let resolved = session.registry.resolve(&key).and_then(|r| {
+                // acl: the peer can reach only memory bound to the link's communicator.
+                crate::datadist::acl_rules::check_bound(&r.record, link)?;
+                Ok(r)
+            });
+            let reply = match resolved {
                 Ok(Resolved { record, slot, .. }) => Msg::Resolved {
                     status: 0,
                     message: String::new(),
@@ -45,6 +50,27 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             };
             session.registry.consume(&key);
             conn.reply(Status::Success, "", deadline)?;
+        }
+        Msg::Read { total, .. } | Msg::Write { total, .. } if link.hccl().is_some() => {
+            // acl links move bytes over HCCL only: device memory is not
+            // host-addressable, so it is never served over TCP.
+            if matches!(msg, Msg::Write { .. }) {
+                conn.discard(total, deadline)?;
+                conn.reply(
+                    Status::FeatureNotEnabled,
+                    "this link moves data over HCCL, not TCP",
+                    deadline,
+                )?;
+            } else {
+                conn.send(
+                    &Msg::ReadData {
+                        status: Status::FeatureNotEnabled.code(),
+                        message: "this link moves data over HCCL, not TCP".into(),
+                        total: 0,
+                    },
+                    deadline,
+                )?;
+            }
         }
         Msg::Read { segments, total } => match session.registry.check_local(&segments, false) {
             Ok(()) => conn.send_with_bulk(

@@ -73,6 +73,11 @@ impl Conn {
         self.peer
     }
 
+    /// This end's address (the local IP the peer reaches us through).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
     /// True once the stream is out of sync and must be dropped.
     pub fn is_broken(&self) -> bool {
         self.broken

@@ -1,0 +1,238 @@
+//! The HCCL data path of a link (acl backend): the link's two-rank communicator
+//! with every registered region bound, and transfer plans executed as
+//! `HcclBatchGet` / `HcclBatchPut` on a stream, synchronised with the
+//! transfer's deadline (`sync_kv_timeout`).
+//!
+//! Streams and descriptor buffers are pooled per link ("lanes"), so concurrent
+//! transfers on one link each get their own stream and a steady-state transfer
+//! allocates nothing. A transfer that times out leaves the link unusable
+//! (`LinkFailed` for every later transfer) until it is unlinked and linked again:
+//! the operations may still be queued on the device, so neither the stream nor
+//! the communicator can be trusted (spec §4 common rules: "link must then be
+//! re-established").
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::cache::types::Segment;
+use crate::device::acl::{AclContext, Stream};
+use crate::status::{Error, Result, Status};
+use crate::transfer::exec::Dir;
+use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
+use crate::{bail, err};
+
+/// Most descriptors handed to HCCL in one batch call.
+const DESCS_PER_BATCH: usize = 4096;
+
+/// A stream and the descriptor buffer used with it.
+struct Lane {
+    stream: Stream,
+    descs: DescBuf,
+}
+
+/// The live communicator and its lanes. Field order is drop order: streams are
+/// destroyed before the communicator they queued work for.
+struct Comm {
+    lanes: Mutex<Vec<Lane>>,
+    /// Lanes whose stream timed out; kept (not reused) until the link closes.
+    stuck: Mutex<Vec<Lane>>,
+    comm: HcclComm,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Communicator created, `prepare` not finished.
+    Preparing,
+    Ready,
+    /// A transfer timed out; the message says which.
+    Broken(String),
+    Closed,
+}
+
+/// The HCCL side of one link.
+pub struct HcclLink {
+    remote_cluster_id: u64,
+    remote_rank: u32,
+    ctx: Arc<AclContext>,
+    comm: RwLock<Option<Comm>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for HcclLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HcclLink")
+            .field("remote_cluster_id", &self.remote_cluster_id)
+            .field("remote_rank", &self.remote_rank)
+            .field("state", &*self.lock_state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HcclLink {
+    /// Wraps a communicator whose rank `remote_rank` is the peer cluster, binds
+    /// `regions` to it and creates the first lane. Call [`HcclLink::prepare`]
+    /// (both ranks) before transferring.
+    pub fn new(
+        ctx: Arc<AclContext>,
+        comm: HcclComm,
+        remote_rank: u32,
+        remote_cluster_id: u64,
+        regions: &[Arc<GlobalMem>],
+    ) -> Result<HcclLink> {
+        for r in regions {
+            comm.bind(r)?;
+        }
+        ctx.bind_thread()?;
+        let lane = Lane {
+            stream: ctx.create_stream()?,
+            descs: DescBuf::default(),
+        };
+        Ok(HcclLink {
+            remote_cluster_id,
+            remote_rank,
+            ctx,
+            comm: RwLock::new(Some(Comm {
+                lanes: Mutex::new(vec![lane]),
+                stuck: Mutex::new(Vec::new()),
+                comm,
+            })),
+            state: Mutex::new(State::Preparing),
+        })
+    }
+
+    /// Connects to the peer and exchanges the bound memory
+    /// (`HcclCommPrepare`, both ranks concurrently), waiting at most `timeout`.
+    pub fn prepare(&self, timeout: Duration) -> Result<()> {
+        let guard = self.comm.read().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = guard.as_ref() else {
+            bail!(
+                NotYetLink,
+                "the link to cluster {} is closed",
+                self.remote_cluster_id
+            );
+        };
+        self.ctx.bind_thread()?;
+        c.comm.prepare(timeout)?;
+        let mut st = self.lock_state();
+        if *st == State::Preparing {
+            *st = State::Ready;
+        }
+        Ok(())
+    }
+
+    /// Destroys the lanes and the communicator (after in-flight transfers, which
+    /// end by their deadlines). Idempotent.
+    pub fn close(&self) {
+        *self.lock_state() = State::Closed;
+        let c = self.comm.write().unwrap_or_else(|p| p.into_inner()).take();
+        if c.is_some() {
+            // Streams and the communicator use the device: bind it on this thread.
+            if let Err(e) = self.ctx.bind_thread() {
+                crate::log_warn!("closing the HCCL link: {}", e.message);
+            }
+        }
+        drop(c);
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &*self.lock_state() {
+            State::Ready => Ok(()),
+            State::Preparing => bail!(
+                NotYetLink,
+                "the link to cluster {} is still being set up",
+                self.remote_cluster_id
+            ),
+            State::Broken(why) => bail!(
+                LinkFailed,
+                "the link to cluster {} is unusable ({why}); unlink and link again",
+                self.remote_cluster_id
+            ),
+            State::Closed => bail!(
+                NotYetLink,
+                "the link to cluster {} is closed",
+                self.remote_cluster_id
+            ),
+        }
+    }
+
+    fn take_lane(&self, c: &Comm) -> Result<Lane> {
+        if let Some(l) = c.lanes.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(l);
+        }
+        Ok(Lane {
+            stream: self.ctx.create_stream()?,
+            descs: DescBuf::default(),
+        })
+    }
+}
+
+/// Moves the bytes of `plan` over the link's communicator before `deadline`:
+/// `Read` = remote `src` → local `dst` (`HcclBatchGet`), `Write` = local `src`
+/// → remote `dst` (`HcclBatchPut`).
+///
+/// Errors: `Timeout` when the stream does not drain by the deadline (the link
+/// is then unusable); `LinkFailed` on a link broken by an earlier timeout;
+/// `NotYetLink` on a closed link; the mapped HCCL/ACL status otherwise.
+pub fn run(h: &HcclLink, plan: &[Segment], dir: Dir, deadline: Instant) -> Result<()> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let guard = h.comm.read().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = guard.as_ref() else {
+        bail!(
+            NotYetLink,
+            "the link to cluster {} is closed",
+            h.remote_cluster_id
+        );
+    };
+    h.check_usable()?;
+    h.ctx.bind_thread()?;
+    let op = match dir {
+        Dir::Read => OneSided::Get,
+        Dir::Write => OneSided::Put,
+    };
+    let mut lane = h.take_lane(c)?;
+    let mut submitted = Ok(());
+    for chunk in plan.chunks(DESCS_PER_BATCH) {
+        submitted = c
+            .comm
+            .submit_segments(op, h.remote_rank, chunk, &mut lane.descs, &lane.stream);
+        if submitted.is_err() {
+            break;
+        }
+    }
+    // Drain whatever was queued, also after a failed submission.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let synced = lane.stream.synchronize(left);
+    match (submitted, synced) {
+        (Ok(()), Ok(())) => {
+            c.lanes.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
+            Ok(())
+        }
+        (_, Err(e)) if e.status == Status::Timeout => {
+            let why = format!(
+                "a transfer did not complete within sync_kv_timeout ({})",
+                e.message
+            );
+            *h.lock_state() = State::Broken(why);
+            c.stuck.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
+            Err(err!(
+                Timeout,
+                "transfer with cluster {} exceeded sync_kv_timeout; the link is unusable until unlinked and linked again",
+                h.remote_cluster_id
+            ))
+        }
+        // A failed stream is not reused (its state is unknown).
+        (Err(e), _) | (Ok(()), Err(e)) => Err(Error::new(
+            e.status,
+            format!(
+                "transfer with cluster {} failed: {}",
+                h.remote_cluster_id, e.message
+            ),
+        )),
+    }
+}

@@ -1,0 +1,352 @@
+//! The acl backend end to end inside one process: two instances (prompt server
+//! and decoder client) on the simulated Ascend runtime (cpp_tests/sim_ascend,
+//! test infrastructure), selected with `llmdd.AscendLibDir`. Device memory comes
+//! from the simulator's aclrtMalloc. The two-process scenarios and the failure
+//! injection that needs per-process environment live in cpp_tests/test_acl_*.c.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
+use llmdd::datadist::options::collect;
+use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+use llmdd::device::acl::{AclContext, MemcpyKind};
+use llmdd::sys::loader::AscendRuntime;
+use llmdd::Status;
+
+mod common;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn opts<'a>(
+    dir: &'a str,
+    backend: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut p = vec![
+        ("llm.DeviceId", "0"),
+        ("llm.EnableCacheManager", "1"),
+        ("llmdd.Backend", backend),
+        ("llmdd.AscendLibDir", dir),
+    ];
+    p.extend_from_slice(extra);
+    p
+}
+
+fn cluster(id: u64, port: u16) -> ClusterInfo {
+    ClusterInfo {
+        remote_cluster_id: id,
+        local_ip_infos: vec![],
+        remote_ip_infos: vec![IpInfo {
+            ip: "127.0.0.1".into(),
+            port,
+        }],
+    }
+}
+
+fn desc(placement: Placement, n: u32, shape: &[i64]) -> CacheDesc {
+    CacheDesc {
+        placement,
+        num_tensors: n,
+        data_type: DataType::Uint8,
+        shape: shape.to_vec(),
+        batch_dim_index: 0,
+        seq_len_dim_index: -1,
+    }
+}
+
+fn pattern(seed: u8, t: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32 * 7 + t as u32 * 31 + seed as u32) as u8)
+        .collect()
+}
+
+/// `n` tensors of `len` bytes of `placement` memory from the simulator, filled
+/// with `pattern(seed)` (seed 0: zeros).
+struct Tensors {
+    ctx: AclContext,
+    placement: Placement,
+    addrs: Vec<u64>,
+    len: usize,
+}
+
+impl Tensors {
+    fn new(dir: &Path, placement: Placement, n: usize, len: usize, seed: u8) -> Tensors {
+        let rt = Arc::new(AscendRuntime::load(Some(dir)).unwrap());
+        let ctx = AclContext::open(rt, 0).unwrap();
+        let addrs = (0..n)
+            .map(|t| {
+                let a = ctx.malloc(len, placement).unwrap();
+                let init = if seed == 0 {
+                    vec![0u8; len]
+                } else {
+                    pattern(seed, t, len)
+                };
+                let kind = match placement {
+                    Placement::Device => MemcpyKind::HostToDevice,
+                    Placement::Host => MemcpyKind::HostToHost,
+                };
+                ctx.memcpy_sync(a, init.as_ptr() as u64, len, kind).unwrap();
+                a
+            })
+            .collect();
+        Tensors {
+            ctx,
+            placement,
+            addrs,
+            len,
+        }
+    }
+
+    fn read(&self, t: usize) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        let kind = match self.placement {
+            Placement::Device => MemcpyKind::DeviceToHost,
+            Placement::Host => MemcpyKind::HostToHost,
+        };
+        self.ctx
+            .memcpy_sync(v.as_mut_ptr() as u64, self.addrs[t], self.len, kind)
+            .unwrap();
+        v
+    }
+}
+
+impl Drop for Tensors {
+    fn drop(&mut self) {
+        for &a in &self.addrs {
+            let _ = self.ctx.free(a, self.placement);
+        }
+    }
+}
+
+const BLK: usize = 4096;
+
+#[test]
+fn pull_and_push_blocks_over_hccl() {
+    let Some(dir) = common::sim::dir("full") else {
+        return;
+    };
+    let d = dir.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let ra = [("llm.EnableRemoteCacheAccessible", "1")];
+    let p = Instance::new(1, 100).unwrap();
+    let mut po = opts(d, "acl", &ra);
+    po.push(("llm.ListenIpInfo", listen.as_str()));
+    p.init(&collect(po).unwrap()).unwrap();
+    let q = Instance::new(2, 200).unwrap();
+    q.init(&collect(opts(d, "auto", &ra)).unwrap()).unwrap();
+    let ps = p.session().unwrap();
+    let qs = q.session().unwrap();
+    assert!(ps.acl().is_some() && qs.acl().is_some());
+
+    let src = Tensors::new(&dir, Placement::Device, 4, 16 * BLK, 9);
+    let dst = Tensors::new(&dir, Placement::Device, 4, 8 * BLK, 0);
+    let pc = ps
+        .register_blocks_cache(
+            &desc(Placement::Device, 4, &[16, BLK as i64]),
+            &src.addrs,
+            Some(CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
+    let dc = qs
+        .register_blocks_cache(
+            &desc(Placement::Device, 4, &[8, BLK as i64]),
+            &dst.addrs,
+            None,
+            None,
+        )
+        .unwrap();
+    let r = q.link_clusters(&[cluster(100, port)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    assert!(qs.link(100).unwrap().hccl().is_some());
+
+    // Pull blocks {1,2,15} → {0,5,7}, all layers.
+    let key = CacheKey::Blocks {
+        cluster_id: 100,
+        model_id: 0,
+    };
+    qs.pull_blocks(&key, dc.id, &[1, 2, 15], &[0, 5, 7], &LayerSel::default())
+        .unwrap();
+    for t in 0..4 {
+        let got = dst.read(t);
+        let want = pattern(9, t, 16 * BLK);
+        for (s, d) in [(1, 0), (2, 5), (15, 7)] {
+            assert!(
+                got[d * BLK..(d + 1) * BLK] == want[s * BLK..(s + 1) * BLK],
+                "tensor {t} block {d}"
+            );
+        }
+        assert!(got[BLK..2 * BLK].iter().all(|&b| b == 0), "untouched block");
+    }
+
+    // Push block 7 back into the prompt's block 3 (remote-accessible mode).
+    let idx = CacheKey::IdIndex {
+        cluster_id: 100,
+        cache_id: pc.id,
+        batch_index: 0,
+    };
+    qs.push_blocks(&idx, dc.id, &[7], &[3], &LayerSel::default())
+        .unwrap();
+    for t in 0..4 {
+        let got = src.read(t);
+        let want = pattern(9, t, 16 * BLK);
+        assert!(
+            got[3 * BLK..4 * BLK] == want[15 * BLK..16 * BLK],
+            "pushed tensor {t}"
+        );
+    }
+
+    // Remote-accessible registration after the link is refused; a local-only
+    // one is accepted, but not usable on the existing link.
+    let late = Tensors::new(&dir, Placement::Device, 4, 8 * BLK, 0);
+    let e = qs
+        .register_blocks_cache(
+            &desc(Placement::Device, 4, &[8, BLK as i64]),
+            &late.addrs,
+            None,
+            None,
+        )
+        .err()
+        .expect("refused");
+    assert_eq!(e.status, Status::ParamInvalid, "{e}");
+    assert!(e.message.contains("before link_clusters"), "{e}");
+    let lc = qs
+        .register_blocks_cache(
+            &desc(Placement::Device, 4, &[8, BLK as i64]),
+            &late.addrs,
+            None,
+            Some(false),
+        )
+        .unwrap();
+    let e = qs
+        .pull_blocks(&key, lc.id, &[1], &[0], &LayerSel::default())
+        .unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid, "{e}");
+    assert!(e.message.contains("registered after the link"), "{e}");
+    // Local copies work on it (aclrtMemcpyAsync D2D).
+    qs.copy_blocks(dc.id, &[(7, 1)]).unwrap();
+    assert!(dst.read(2)[BLK..2 * BLK] == dst.read(2)[7 * BLK..8 * BLK]);
+
+    let r = q
+        .unlink_clusters(&[cluster(100, port)], 3000, false)
+        .unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    // After relinking the late cache is bound too.
+    let r = q.link_clusters(&[cluster(100, port)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    qs.pull_blocks(&key, lc.id, &[4], &[2], &LayerSel::default())
+        .unwrap();
+    assert!(late.read(1)[2 * BLK..3 * BLK] == pattern(9, 1, 16 * BLK)[4 * BLK..5 * BLK]);
+    q.finalize();
+    p.finalize();
+}
+
+#[test]
+fn pools_come_from_acl_and_host_peers_are_refused() {
+    let Some(dir) = common::sim::dir("full") else {
+        return;
+    };
+    let d = dir.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let p = Instance::new(1, 300).unwrap();
+    let mut po = opts(
+        d,
+        "acl",
+        &[(
+            "llm.MemPoolConfig",
+            r#"{"memory_size":1048576,"page_shift":12}"#,
+        )],
+    );
+    po.push(("llm.ListenIpInfo", listen.as_str()));
+    p.init(&collect(po).unwrap()).unwrap();
+    let ps = p.session().unwrap();
+    let pool = ps.device_pool.as_ref().unwrap();
+    assert!(pool.fd().is_none(), "an acl pool is not a memfd");
+    let c = ps
+        .allocate_blocks_cache(&desc(Placement::Device, 2, &[4, 4096]), None)
+        .unwrap();
+    assert!(pool.contains(c.addrs[0], 4 * 4096));
+    let e = ps
+        .allocate_blocks_cache(&desc(Placement::Device, 2, &[400, 4096]), None)
+        .err()
+        .expect("pool exhausted");
+    assert_eq!(e.status, Status::OutOfMemory);
+
+    // A host-backend client cannot link to an acl server.
+    let q = Instance::new(2, 400).unwrap();
+    q.init(
+        &collect([
+            ("llm.DeviceId", "0"),
+            ("llm.EnableCacheManager", "1"),
+            ("llmdd.Backend", "host"),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let r = q.link_clusters(&[cluster(300, port)], 3000).unwrap();
+    let e = r[0].as_ref().unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid, "{e}");
+    assert!(e.message.contains("different backends"), "{e}");
+    q.finalize();
+    p.finalize();
+}
+
+#[test]
+fn backend_selection() {
+    let empty = common::sim::empty_dir("sel");
+    let e = empty.to_str().unwrap();
+    // acl without the runtime: FEATURE_NOT_ENABLED naming the paths tried.
+    let i = Instance::new(1, 1).unwrap();
+    let err = i.init(&collect(opts(e, "acl", &[])).unwrap()).unwrap_err();
+    assert_eq!(err.status, Status::FeatureNotEnabled);
+    assert!(err.message.contains("libascendcl.so"), "{err}");
+    assert!(err.message.contains(e), "{err}");
+    // auto falls back to host.
+    i.init(&collect(opts(e, "auto", &[])).unwrap()).unwrap();
+    assert!(i.session().unwrap().acl().is_none());
+    i.finalize();
+    let Some(noget) = common::sim::dir("no_batch_get") else {
+        return;
+    };
+    let n = noget.to_str().unwrap();
+    let err = i.init(&collect(opts(n, "acl", &[])).unwrap()).unwrap_err();
+    assert_eq!(err.status, Status::FeatureNotEnabled);
+    assert!(err.message.contains("HcclBatchGet"), "{err}");
+    i.init(&collect(opts(n, "auto", &[])).unwrap()).unwrap();
+    assert!(i.session().unwrap().acl().is_none());
+    i.finalize();
+    // A bad device id is the mapped ACL status with acl, a fallback with auto.
+    let Some(full) = common::sim::dir("full") else {
+        return;
+    };
+    let f = full.to_str().unwrap();
+    let mut o = opts(f, "acl", &[]);
+    o[0] = ("llm.DeviceId", "99");
+    let err = i.init(&collect(o.clone()).unwrap()).unwrap_err();
+    assert_eq!(err.status, Status::ParamInvalid, "{err}");
+    assert!(err.message.contains("aclrtSetDevice"), "{err}");
+    o[2] = ("llmdd.Backend", "auto");
+    i.init(&collect(o).unwrap()).unwrap();
+    assert!(i.session().unwrap().acl().is_none());
+    i.finalize();
+    // A malformed llm.LocalCommRes is refused once the runtime is up.
+    let bad = opts(
+        f,
+        "acl",
+        &[("llm.LocalCommRes", r#"{"version":"1.0","server_list":[]}"#)],
+    );
+    let err = i.init(&collect(bad).unwrap()).unwrap_err();
+    assert_eq!(err.status, Status::ParamInvalid, "{err}");
+}
