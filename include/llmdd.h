@@ -29,6 +29,16 @@
 
 
 /**
+ * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
+ */
+#define LLMDD_BACKEND_HOST 0
+
+/**
+ * Backend: ACL device memory and HCCL one-sided transfers (dlopen'd Ascend runtime).
+ */
+#define LLMDD_BACKEND_ACL 1
+
+/**
  * Success.
  */
 #define LLMDD_SUCCESS 0
@@ -419,6 +429,14 @@ typedef struct llmdd_cluster_info_t {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Writes the backend the instance chose at init (`LLMDD_BACKEND_HOST` or
+ * `LLMDD_BACKEND_ACL`) to `*out`. With `llmdd.Backend=auto` this tells whether
+ * the Ascend runtime was found. Statuses: `LLMDD_PARAM_INVALID` (NULL or invalid
+ * handle, NULL `out`), `LLMDD_FAILED` (not initialized).
+ */
+uint32_t llmdd_get_backend(const struct llmdd_instance_t *inst, uint32_t *out);
 
 /**
  * Registers user-owned memory as a batch cache (`register_cache`).

@@ -14,6 +14,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod backend;
 pub mod boundary;
 pub mod cache;
 pub mod config;
