@@ -178,7 +178,9 @@ static inline int t_wait(pid_t pid, int timeout_ms) {
   return 255;
 }
 
-/* Options for llmdd_init. `listen` may be NULL (client). */
+/* Options for llmdd_init. `listen` may be NULL (client). With the environment
+ * variable LLMDD_TEST_BACKEND set (CTest's *_acl re-runs), llmdd.Backend is
+ * set to its value. */
 static inline uint32_t t_init(llmdd_instance_t *inst, const char *listen, const llmdd_option_t *extra,
                               size_t n_extra) {
   llmdd_option_t opts[32];
@@ -186,6 +188,8 @@ static inline uint32_t t_init(llmdd_instance_t *inst, const char *listen, const 
   opts[n++] = (llmdd_option_t){"llm.DeviceId", "0"};
   opts[n++] = (llmdd_option_t){"llm.EnableCacheManager", "1"};
   if (listen) opts[n++] = (llmdd_option_t){"llm.ListenIpInfo", listen};
+  const char *backend = getenv("LLMDD_TEST_BACKEND");
+  if (backend && backend[0]) opts[n++] = (llmdd_option_t){"llmdd.Backend", backend};
   for (size_t i = 0; i < n_extra && n < 32; i++) opts[n++] = extra[i];
   return llmdd_init(inst, opts, n);
 }

@@ -167,21 +167,22 @@ impl std::fmt::Debug for AscendRuntime {
     }
 }
 
-/// Where a library was looked for, in order.
-fn candidates(lib: &str, override_dir: Option<&Path>) -> Vec<PathBuf> {
+/// Where a library is looked for, in order, and what chose those places.
+fn search(lib: &str, override_dir: Option<&Path>) -> (Vec<PathBuf>, &'static str) {
     if let Some(dir) = override_dir {
-        return vec![dir.join(lib)];
+        return (vec![dir.join(lib)], "llmdd.AscendLibDir");
     }
     if let Some(dir) = std::env::var_os(LIB_DIR_ENV).filter(|v| !v.is_empty()) {
-        return vec![Path::new(&dir).join(lib)];
+        return (vec![Path::new(&dir).join(lib)], LIB_DIR_ENV);
     }
     let mut out = vec![PathBuf::from(lib)];
     if let Some(home) = std::env::var_os("ASCEND_TOOLKIT_HOME").filter(|v| !v.is_empty()) {
         out.push(Path::new(&home).join("lib64").join(lib));
     }
     out.push(Path::new("/usr/local/Ascend/ascend-toolkit/latest/lib64").join(lib));
-    out
+    (out, "the default search: LD_LIBRARY_PATH, $ASCEND_TOOLKIT_HOME/lib64, the default CANN path")
 }
+
 
 fn dlerror_text() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated thread-local string.
@@ -197,7 +198,8 @@ fn dlerror_text() -> String {
 
 fn open_first(lib: &str, override_dir: Option<&Path>) -> Result<(*mut c_void, PathBuf)> {
     let mut tried = Vec::new();
-    for path in candidates(lib, override_dir) {
+    let (paths, source) = search(lib, override_dir);
+    for path in paths {
         let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
             tried.push(format!("{} (path contains NUL)", path.display()));
             continue;
@@ -212,9 +214,9 @@ fn open_first(lib: &str, override_dir: Option<&Path>) -> Result<(*mut c_void, Pa
     Err(Error::new(
         Status::FeatureNotEnabled,
         format!(
-            "Ascend runtime not available: could not load {lib}; tried: {}. \
-             Set {LIB_DIR_ENV} to the directory holding {ACL_LIB} and {HCCL_LIB}, \
-             or set ASCEND_TOOLKIT_HOME (source CANN's set_env.sh)",
+            "Ascend runtime not available: could not load {lib} (searched by {source}); tried: {}. \
+             Point llmdd.AscendLibDir or {LIB_DIR_ENV} at the directory holding {ACL_LIB} and {HCCL_LIB}, \
+             or source CANN's set_env.sh (ASCEND_TOOLKIT_HOME, LD_LIBRARY_PATH)",
             tried.join("; ")
         ),
     ))
@@ -482,7 +484,7 @@ mod tests {
         if std::env::var_os(LIB_DIR_ENV).is_some() {
             return;
         }
-        let c = candidates(ACL_LIB, None);
+        let (c, _) = search(ACL_LIB, None);
         assert_eq!(c[0], PathBuf::from(ACL_LIB));
         assert_eq!(
             c.last().unwrap(),
