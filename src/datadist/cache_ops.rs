@@ -338,10 +338,16 @@ impl Session {
 
     /// Copies a local plan between memory of placements `src` and `dst`: ACL
     /// memcpy on the acl backend (device memory is not host-addressable), else
-    /// memcpy.
-    fn copy_local(&self, plan: &[Segment], src: Placement, dst: Placement) -> Result<()> {
+    /// memcpy. `pageable`: one side is unregistered (possibly unpinned) host memory.
+    fn copy_local(
+        &self,
+        plan: &[Segment],
+        src: Placement,
+        dst: Placement,
+        pageable: bool,
+    ) -> Result<()> {
         match self.acl() {
-            Some(acl) => acl.copy(plan, src, dst, self.config.sync_kv_timeout),
+            Some(acl) => acl.copy(plan, src, dst, pageable, self.config.sync_kv_timeout),
             None => {
                 local::memcpy_segments(plan);
                 Ok(())
@@ -588,14 +594,14 @@ impl Session {
             offset,
             size,
         )?;
-        self.copy_local(&p, src.desc.placement, dst.desc.placement)
+        self.copy_local(&p, src.desc.placement, dst.desc.placement, false)
     }
 
     /// copy_blocks (local, within one cache).
     pub fn copy_blocks(&self, id: i64, pairs: &[(u64, u64)]) -> Result<()> {
         let c = self.registry.get(id)?;
         let p = plan::copy_blocks_plan(&c.view(), pairs)?;
-        self.copy_local(&p, c.desc.placement, c.desc.placement)
+        self.copy_local(&p, c.desc.placement, c.desc.placement, false)
     }
 
     fn cache_ref(&self, r: &CacheRef, what: &str) -> Result<(CacheView, Placement)> {
@@ -650,7 +656,8 @@ impl Session {
             );
         }
         let p = plan::swap_blocks_plan(&d, &s, pairs)?;
-        self.copy_local(&p, sp, dp)
+        let pageable = matches!(src, CacheRef::Host { .. }) || matches!(dst, CacheRef::Host { .. });
+        self.copy_local(&p, sp, dp, pageable)
     }
 
     /// remap_registered_memory: validated, then reported as not supported (spec §9 item 27).

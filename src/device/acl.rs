@@ -81,6 +81,9 @@ impl AclContext {
                 }
                 done.insert(id);
             }
+            // Initialised (by us or the application): never unload it, which also
+            // keeps `id` naming this library for the rest of the process.
+            runtime.keep_loaded();
         }
         let ctx = AclContext {
             rt: runtime,

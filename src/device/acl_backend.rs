@@ -163,6 +163,7 @@ impl AclBackend {
             cfg.memory_size,
             cfg.page_shift,
         )?);
+        self.ctx.bind_thread()?;
         let mem = GlobalMem::register(self.runtime(), pool.base(), pool.size(), placement)?;
         self.lock_pools().push(Arc::new(mem));
         Ok(pool)
@@ -175,6 +176,7 @@ impl AclBackend {
         if rec.is_allocated() {
             return Ok(());
         }
+        self.ctx.bind_thread()?;
         let mut regs = Vec::with_capacity(rec.addrs.len());
         for &a in rec.addrs.iter() {
             regs.push(Arc::new(GlobalMem::register(
@@ -190,7 +192,19 @@ impl AclBackend {
 
     /// Drops the HCCL registrations of cache `id` (no link may have it bound).
     pub fn unregister_cache(&self, id: i64) {
-        self.lock_caches().remove(&id);
+        let regs = self.lock_caches().remove(&id);
+        if regs.is_some() {
+            self.bind_quietly();
+        }
+        drop(regs);
+    }
+
+    /// Binds the device on this thread before HCCL/ACL cleanup calls; a failure
+    /// is logged (cleanup goes on).
+    fn bind_quietly(&self) {
+        if let Err(e) = self.ctx.bind_thread() {
+            crate::log_warn!("{}", e.message);
+        }
     }
 
     /// Every registered region (pools first, then caches by id), for binding
@@ -209,6 +223,7 @@ impl AclBackend {
     /// Releases every registration and stream (finalize, after all links).
     /// Pools are freed when the session drops them.
     pub fn release(&self) {
+        self.bind_quietly();
         self.lock_caches().clear();
         self.lock_pools().clear();
         self.streams
@@ -219,6 +234,9 @@ impl AclBackend {
 
     /// Copies `segs` from memory of placement `src` to memory of placement `dst`
     /// with `aclrtMemcpyAsync` on a pooled stream, waiting at most `timeout`.
+    /// `pageable`: one side is host memory that may not be pinned (an unregistered
+    /// host description); ACL copies such memory only synchronously, so each
+    /// segment goes through `aclrtMemcpy` instead.
     /// Errors: `Timeout` when the stream does not drain in time; the mapped ACL
     /// status otherwise.
     pub fn copy(
@@ -226,17 +244,24 @@ impl AclBackend {
         segs: &[Segment],
         src: Placement,
         dst: Placement,
+        pageable: bool,
         timeout: Duration,
     ) -> Result<()> {
         if segs.is_empty() {
             return Ok(());
         }
         self.ctx.bind_thread()?;
+        let kind = memcpy_kind(src, dst);
+        if pageable {
+            for s in segs {
+                self.ctx.memcpy_sync(s.dst, s.src, s.len as usize, kind)?;
+            }
+            return Ok(());
+        }
         let stream = match self.streams.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             Some(s) => s,
             None => self.ctx.create_stream()?,
         };
-        let kind = memcpy_kind(src, dst);
         let mut queued = Ok(());
         for s in segs {
             queued = stream.memcpy_async(s.dst, s.src, s.len as usize, kind);

@@ -139,10 +139,13 @@ macro_rules! hccl_fn {
 }
 
 /// The dlopen'd Ascend runtime: both libraries and their resolved symbol tables.
-/// The libraries are closed when the last reference is dropped.
+/// The libraries are closed when the last reference is dropped, unless the runtime
+/// was initialised ([`AscendRuntime::keep_loaded`]): an initialised ACL runtime runs
+/// its own threads, so its code must stay mapped until the process exits.
 pub struct AscendRuntime {
     acl_handle: *mut c_void,
     hccl_handle: *mut c_void,
+    keep: std::sync::atomic::AtomicBool,
     acl_path: PathBuf,
     hccl_path: PathBuf,
     /// ACL symbols.
@@ -180,9 +183,11 @@ fn search(lib: &str, override_dir: Option<&Path>) -> (Vec<PathBuf>, &'static str
         out.push(Path::new(&home).join("lib64").join(lib));
     }
     out.push(Path::new("/usr/local/Ascend/ascend-toolkit/latest/lib64").join(lib));
-    (out, "the default search: LD_LIBRARY_PATH, $ASCEND_TOOLKIT_HOME/lib64, the default CANN path")
+    (
+        out,
+        "the default search: LD_LIBRARY_PATH, $ASCEND_TOOLKIT_HOME/lib64, the default CANN path",
+    )
 }
-
 
 fn dlerror_text() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated thread-local string.
@@ -244,6 +249,7 @@ impl AscendRuntime {
         Ok(AscendRuntime {
             acl_handle,
             hccl_handle,
+            keep: std::sync::atomic::AtomicBool::new(false),
             acl_path,
             hccl_path,
             acl,
@@ -259,6 +265,12 @@ impl AscendRuntime {
     /// Path `libhccl.so` was loaded from.
     pub fn hccl_path(&self) -> &Path {
         &self.hccl_path
+    }
+
+    /// Keeps both libraries loaded for the rest of the process (called once ACL
+    /// is initialised through them).
+    pub fn keep_loaded(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Opaque identity of the loaded ACL library (equal for two loads of one file).
@@ -341,6 +353,9 @@ impl AscendRuntime {
 
 impl Drop for AscendRuntime {
     fn drop(&mut self) {
+        if self.keep.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         // SAFETY: both handles came from dlopen and no table entry is used after drop
         // (every user holds an Arc<AscendRuntime>).
         unsafe {
