@@ -253,7 +253,7 @@ fn pull_and_push_blocks_over_hccl() {
 }
 
 #[test]
-fn pools_come_from_acl_and_host_peers_are_refused() {
+fn pools_late_memory_and_mixed_backends() {
     let Some(dir) = common::sim::dir("full") else {
         return;
     };
@@ -299,6 +299,61 @@ fn pools_come_from_acl_and_host_peers_are_refused() {
     let e = r[0].as_ref().unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid, "{e}");
     assert!(e.message.contains("different backends"), "{e}");
+    q.finalize();
+
+    // An acl client (request/response mode) links; memory the prompt adds
+    // afterwards is reachable only if it lives in the (bound) pool.
+    q.init(&collect(opts(d, "acl", &[])).unwrap()).unwrap();
+    let qs = q.session().unwrap();
+    let dst = Tensors::new(&dir, Placement::Device, 2, 4 * 4096, 0);
+    let dc = qs
+        .register_cache(
+            &desc(Placement::Device, 2, &[4, 4096]),
+            &dst.addrs,
+            &[],
+            None,
+            llmdd::cache::types::CacheKind::Batch,
+        )
+        .unwrap();
+    let r = q.link_clusters(&[cluster(300, port)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    let late = Tensors::new(&dir, Placement::Device, 2, 4 * 4096, 5);
+    let lc = ps
+        .register_cache(
+            &desc(Placement::Device, 2, &[4, 4096]),
+            &late.addrs,
+            &[],
+            Some(false),
+            llmdd::cache::types::CacheKind::Batch,
+        )
+        .unwrap();
+    let by_id = |id| CacheKey::IdIndex {
+        cluster_id: 300,
+        cache_id: id,
+        batch_index: 1,
+    };
+    let e = qs
+        .pull_cache(&by_id(lc.id), dc.id, 0, -1, &LayerSel::default())
+        .unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid, "{e}");
+    assert!(e.message.contains("registered after the link"), "{e}");
+    let ac = ps
+        .allocate_cache(&desc(Placement::Device, 2, &[4, 4096]), &[])
+        .unwrap();
+    let fill = pattern(3, 0, 4096);
+    ps.acl()
+        .unwrap()
+        .context()
+        .memcpy_sync(
+            ac.addrs[1] + 4096,
+            fill.as_ptr() as u64,
+            4096,
+            MemcpyKind::HostToDevice,
+        )
+        .unwrap();
+    qs.pull_cache(&by_id(ac.id), dc.id, 2, -1, &LayerSel::default())
+        .unwrap();
+    assert!(dst.read(1)[2 * 4096..3 * 4096] == fill[..]);
     q.finalize();
     p.finalize();
 }
