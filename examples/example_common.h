@@ -89,6 +89,35 @@ static inline llmdd_cache_desc_t ex_desc(uint32_t num_tensors, int64_t dim0, int
   return d;
 }
 
+/* A paged (blocks) cache and a contiguous (batch) cache of one instance,
+ * both `n` tensors of patterned memory (seed 0 = zeros) owned by the example. */
+#define EX_MAX_TENSORS 64
+typedef struct {
+  int n;
+  uint64_t blocks[EX_MAX_TENSORS], batch[EX_MAX_TENSORS];
+  llmdd_cache_t blocks_cache, batch_cache;
+} ex_kv;
+
+/* Allocates and registers both caches; `key` (may be NULL) binds the blocks cache. */
+static inline void ex_kv_register(llmdd_instance_t *inst, ex_kv *kv, int n, int64_t blocks,
+                                  int64_t block_bytes, int64_t slots, int64_t slot_bytes,
+                                  uint32_t seed, const llmdd_cache_key_t *key) {
+  if (n > EX_MAX_TENSORS) exit(1);
+  kv->n = n;
+  ex_tensors(kv->blocks, n, (uint64_t)(blocks * block_bytes), seed);
+  ex_tensors(kv->batch, n, (uint64_t)(slots * slot_bytes), seed);
+  llmdd_cache_desc_t bd = ex_desc(n, blocks, block_bytes);
+  llmdd_cache_desc_t cd = ex_desc(n, slots, slot_bytes);
+  OK(llmdd_register_blocks_cache(inst, &bd, kv->blocks, n, key, -1, &kv->blocks_cache));
+  OK(llmdd_register_cache(inst, &cd, kv->batch, n, NULL, 0, -1, &kv->batch_cache));
+}
+
+/* Frees the memory (after the caches were unregistered or the instance finalized). */
+static inline void ex_kv_free(ex_kv *kv) {
+  ex_free(kv->blocks, kv->n);
+  ex_free(kv->batch, kv->n);
+}
+
 /* One link_clusters entry for 127.0.0.1:port; `ip` must outlive the call. */
 static inline llmdd_cluster_info_t ex_cluster(uint64_t id, llmdd_ip_info_t *ip, uint16_t port) {
   llmdd_cluster_info_t c;

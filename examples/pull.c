@@ -22,21 +22,14 @@ static int prompt(ex_chan *ch, void *listen) {
                            {"llm.EnableCacheManager", "1"},
                            {"llm.ListenIpInfo", (const char *)listen}};
   OK(llmdd_init(p, opts, 3));
-  uint64_t blocks[TENSORS], batch[TENSORS];
-  ex_tensors(blocks, TENSORS, (uint64_t)BLOCKS * BLOCK_BYTES, PROMPT);
-  ex_tensors(batch, TENSORS, (uint64_t)BATCH * SLOT_BYTES, PROMPT);
-  llmdd_cache_desc_t bd = ex_desc(TENSORS, BLOCKS, BLOCK_BYTES);
-  llmdd_cache_desc_t cd = ex_desc(TENSORS, BATCH, SLOT_BYTES);
   llmdd_cache_key_t key = llmdd_blocks_cache_key(PROMPT, 0);
-  llmdd_cache_t bc, cc;
-  OK(llmdd_register_blocks_cache(p, &bd, blocks, TENSORS, &key, -1, &bc));
-  OK(llmdd_register_cache(p, &cd, batch, TENSORS, NULL, 0, -1, &cc));
-  ex_send(ch, (uint64_t)cc.cache_id);
+  ex_kv kv;
+  ex_kv_register(p, &kv, TENSORS, BLOCKS, BLOCK_BYTES, BATCH, SLOT_BYTES, PROMPT, &key);
+  ex_send(ch, (uint64_t)kv.batch_cache.cache_id);
   ex_recv(ch); /* the decoder is done */
   OK(llmdd_finalize(p)); /* unregisters everything */
   llmdd_destroy(p);
-  ex_free(blocks, TENSORS);
-  ex_free(batch, TENSORS);
+  ex_kv_free(&kv);
   return 0;
 }
 
@@ -52,14 +45,8 @@ int main(void) {
   OK(llmdd_create(LLMDD_ROLE_DECODER, DECODER, &d));
   llmdd_option_t opts[] = {{"llm.DeviceId", "0"}, {"llm.EnableCacheManager", "1"}};
   OK(llmdd_init(d, opts, 2));
-  uint64_t blocks[TENSORS], batch[TENSORS];
-  ex_tensors(blocks, TENSORS, (uint64_t)BLOCKS * BLOCK_BYTES, 0);
-  ex_tensors(batch, TENSORS, (uint64_t)BATCH * SLOT_BYTES, 0);
-  llmdd_cache_desc_t bd = ex_desc(TENSORS, BLOCKS, BLOCK_BYTES);
-  llmdd_cache_desc_t cd = ex_desc(TENSORS, BATCH, SLOT_BYTES);
-  llmdd_cache_t bc, cc;
-  OK(llmdd_register_blocks_cache(d, &bd, blocks, TENSORS, NULL, -1, &bc));
-  OK(llmdd_register_cache(d, &cd, batch, TENSORS, NULL, 0, -1, &cc));
+  ex_kv kv;
+  ex_kv_register(d, &kv, TENSORS, BLOCKS, BLOCK_BYTES, BATCH, SLOT_BYTES, 0, NULL);
 
   /* The decoder (client) dials the prompt's listen endpoint. */
   llmdd_ip_info_t ip;
@@ -70,19 +57,19 @@ int main(void) {
   double t0 = ex_now_ms();
   /* Flow 1: blocks by BlocksCacheKey, all layers (layers = NULL). */
   llmdd_cache_key_t bkey = llmdd_blocks_cache_key(PROMPT, 0);
-  OK(llmdd_pull_blocks(d, &bkey, bc.cache_id, SRC_BLOCKS, 3, DST_BLOCKS, 3, NULL));
+  OK(llmdd_pull_blocks(d, &bkey, kv.blocks_cache.cache_id, SRC_BLOCKS, 3, DST_BLOCKS, 3, NULL));
   /* Flow 3: prompt slot 1 of the contiguous cache into our slot 3. */
   llmdd_cache_key_t ckey = llmdd_cache_key_by_id(PROMPT, batch_id, 1);
-  OK(llmdd_pull_cache(d, &ckey, cc.cache_id, 3, -1, NULL));
+  OK(llmdd_pull_cache(d, &ckey, kv.batch_cache.cache_id, 3, -1, NULL));
   double ms = ex_now_ms() - t0;
 
   uint64_t bad = 0;
   for (int t = 0; t < TENSORS; t++) {
     for (int j = 0; j < 3; j++)
-      bad += ex_mismatch(blocks[t], t, DST_BLOCKS[j] * BLOCK_BYTES, BLOCK_BYTES, PROMPT,
+      bad += ex_mismatch(kv.blocks[t], t, DST_BLOCKS[j] * BLOCK_BYTES, BLOCK_BYTES, PROMPT,
                          SRC_BLOCKS[j] * BLOCK_BYTES);
-    bad += ex_mismatch(batch[t], t, 3 * SLOT_BYTES, SLOT_BYTES, PROMPT, 1 * SLOT_BYTES);
-    bad += ex_mismatch(batch[t], t, 0, 3 * SLOT_BYTES, 0, 0); /* slots 0..2 untouched */
+    bad += ex_mismatch(kv.batch[t], t, 3 * SLOT_BYTES, SLOT_BYTES, PROMPT, 1 * SLOT_BYTES);
+    bad += ex_mismatch(kv.batch[t], t, 0, 3 * SLOT_BYTES, 0, 0); /* slots 0..2 untouched */
   }
   uint64_t moved = (uint64_t)TENSORS * (3 * BLOCK_BYTES + SLOT_BYTES);
   printf("pulled %llu bytes (3 blocks + 1 slot x %d tensors) in %.3f ms: %s\n",
@@ -91,8 +78,7 @@ int main(void) {
   OK(llmdd_unlink_clusters(d, &cl, 1, 3000, false, &ret));
   OK(llmdd_finalize(d));
   llmdd_destroy(d);
-  ex_free(blocks, TENSORS);
-  ex_free(batch, TENSORS);
+  ex_kv_free(&kv);
   ex_send(&ch, 0);
   return ex_join(pid) && !bad ? 0 : 1;
 }

@@ -17,25 +17,25 @@ static const uint64_t SRC_BLOCKS[3] = {0, 1, 2}, DST_BLOCKS[3] = {4, 9, 10};
 static const llmdd_option_t BASE[] = {{"llm.DeviceId", "0"}, {"llm.LocalCommRes", ""}};
 
 /* Checks what the decoder pushed into the prompt's caches. */
-static uint64_t check_prompt(const uint64_t *blocks, const uint64_t *batch) {
+static uint64_t check_prompt(const ex_kv *kv) {
   uint64_t bad = 0;
   for (int t = 0; t < TENSORS; t++) {
     for (uint64_t b = 0; b < BLOCKS; b++) {
       uint64_t seed = 0, src = 0;
       for (int j = 0; j < 3; j++)
         if (DST_BLOCKS[j] == b) seed = DECODER, src = SRC_BLOCKS[j] * BLOCK_BYTES;
-      bad += ex_mismatch(blocks[t], t, b * BLOCK_BYTES, BLOCK_BYTES, (uint32_t)seed, src);
+      bad += ex_mismatch(kv->blocks[t], t, b * BLOCK_BYTES, BLOCK_BYTES, (uint32_t)seed, src);
     }
     /* Slot 2 of tensor t = decoder tensor t + 2 (one layer later), slot 0. */
     int src_t = t + 2;
     if (src_t < TENSORS) {
-      const uint8_t *p = (const uint8_t *)(uintptr_t)batch[t] + 2 * SLOT_BYTES;
+      const uint8_t *p = (const uint8_t *)(uintptr_t)kv->batch[t] + 2 * SLOT_BYTES;
       for (uint64_t i = 0; i < SLOT_BYTES; i++) bad += p[i] != ex_byte(DECODER, src_t, i);
     } else {
-      bad += ex_mismatch(batch[t], t, 2 * SLOT_BYTES, SLOT_BYTES, 0, 0); /* last layer */
+      bad += ex_mismatch(kv->batch[t], t, 2 * SLOT_BYTES, SLOT_BYTES, 0, 0); /* last layer */
     }
-    bad += ex_mismatch(batch[t], t, 0, 2 * SLOT_BYTES, 0, 0);
-    bad += ex_mismatch(batch[t], t, 3 * SLOT_BYTES, SLOT_BYTES, 0, 0);
+    bad += ex_mismatch(kv->batch[t], t, 0, 2 * SLOT_BYTES, 0, 0);
+    bad += ex_mismatch(kv->batch[t], t, 3 * SLOT_BYTES, SLOT_BYTES, 0, 0);
   }
   return bad;
 }
@@ -45,18 +45,12 @@ static int prompt(ex_chan *ch, void *listen) {
   OK(llmdd_create(LLMDD_ROLE_PROMPT, PROMPT, &p));
   llmdd_option_t opts[] = {BASE[0], BASE[1], {"llm.ListenIpInfo", (const char *)listen}};
   OK(llmdd_init(p, opts, 3));
-  uint64_t blocks[TENSORS], batch[TENSORS];
-  ex_tensors(blocks, TENSORS, (uint64_t)BLOCKS * BLOCK_BYTES, 0);
-  ex_tensors(batch, TENSORS, (uint64_t)BATCH * SLOT_BYTES, 0);
-  llmdd_cache_desc_t bd = ex_desc(TENSORS, BLOCKS, BLOCK_BYTES);
-  llmdd_cache_desc_t cd = ex_desc(TENSORS, BATCH, SLOT_BYTES);
   llmdd_cache_key_t key = llmdd_blocks_cache_key(PROMPT, 0);
-  llmdd_cache_t bc, cc;
-  OK(llmdd_register_blocks_cache(p, &bd, blocks, TENSORS, &key, -1, &bc));
-  OK(llmdd_register_cache(p, &cd, batch, TENSORS, NULL, 0, -1, &cc));
-  ex_send(ch, (uint64_t)cc.cache_id);
+  ex_kv kv;
+  ex_kv_register(p, &kv, TENSORS, BLOCKS, BLOCK_BYTES, BATCH, SLOT_BYTES, 0, &key);
+  ex_send(ch, (uint64_t)kv.batch_cache.cache_id);
   ex_recv(ch); /* pushes done */
-  uint64_t bad = check_prompt(blocks, batch);
+  uint64_t bad = check_prompt(&kv);
   printf("prompt received the pushed blocks and layers: %s\n",
          bad ? "MISMATCH" : "all bytes correct");
   /* Force unlink drops our side only; the decoder does the same on its side. */
@@ -66,8 +60,7 @@ static int prompt(ex_chan *ch, void *listen) {
   OK(llmdd_unlink_clusters(p, &cl, 1, 3000, true, &ret));
   OK(llmdd_finalize(p));
   llmdd_destroy(p);
-  ex_free(blocks, TENSORS);
-  ex_free(batch, TENSORS);
+  ex_kv_free(&kv);
   return bad ? 1 : 0;
 }
 
@@ -82,14 +75,8 @@ int main(void) {
   llmdd_instance_t *d;
   OK(llmdd_create(LLMDD_ROLE_DECODER, DECODER, &d));
   OK(llmdd_init(d, BASE, 2));
-  uint64_t blocks[TENSORS], batch[TENSORS];
-  ex_tensors(blocks, TENSORS, (uint64_t)BLOCKS * BLOCK_BYTES, DECODER);
-  ex_tensors(batch, TENSORS, (uint64_t)BATCH * SLOT_BYTES, DECODER);
-  llmdd_cache_desc_t bd = ex_desc(TENSORS, BLOCKS, BLOCK_BYTES);
-  llmdd_cache_desc_t cd = ex_desc(TENSORS, BATCH, SLOT_BYTES);
-  llmdd_cache_t bc, cc;
-  OK(llmdd_register_blocks_cache(d, &bd, blocks, TENSORS, NULL, -1, &bc));
-  OK(llmdd_register_cache(d, &cd, batch, TENSORS, NULL, 0, -1, &cc));
+  ex_kv kv;
+  ex_kv_register(d, &kv, TENSORS, BLOCKS, BLOCK_BYTES, BATCH, SLOT_BYTES, DECODER, NULL);
 
   llmdd_ip_info_t ip;
   llmdd_cluster_info_t cl = ex_cluster(PROMPT, &ip, port);
@@ -98,11 +85,11 @@ int main(void) {
 
   double t0 = ex_now_ms();
   llmdd_cache_key_t bkey = llmdd_blocks_cache_key(PROMPT, 0);
-  OK(llmdd_push_blocks(d, &bkey, bc.cache_id, SRC_BLOCKS, 3, DST_BLOCKS, 3, NULL));
+  OK(llmdd_push_blocks(d, &bkey, kv.blocks_cache.cache_id, SRC_BLOCKS, 3, DST_BLOCKS, 3, NULL));
   /* Layers [1,4) of our slot 0 -> layers [0,3) of the prompt's slot 2. */
   llmdd_cache_key_t ckey = llmdd_cache_key_by_id(PROMPT, p_batch, 2);
   llmdd_layer_range_t layers = {1, 4, 0, 3, 2};
-  OK(llmdd_push_cache(d, &ckey, cc.cache_id, 0, -1, &layers));
+  OK(llmdd_push_cache(d, &ckey, kv.batch_cache.cache_id, 0, -1, &layers));
   double ms = ex_now_ms() - t0;
   uint64_t moved = (uint64_t)TENSORS * 3 * BLOCK_BYTES + 6ull * SLOT_BYTES;
   printf("decoder pushed %llu bytes in %.3f ms\n", (unsigned long long)moved, ms);
@@ -113,7 +100,6 @@ int main(void) {
   OK(llmdd_unlink_clusters(d, &cl, 1, 3000, true, &ret));
   OK(llmdd_finalize(d));
   llmdd_destroy(d);
-  ex_free(blocks, TENSORS);
-  ex_free(batch, TENSORS);
+  ex_kv_free(&kv);
   return ex_join(pid) ? 0 : 1;
 }

@@ -3,34 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use llmdd::datadist::options::collect;
-use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+mod common;
+
+use common::{cluster, free_port, try_init as init};
+use llmdd::datadist::Instance;
 use llmdd::Status;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn init(i: &Instance, extra: &[(&str, &str)]) -> llmdd::status::Result<()> {
-    let mut p = vec![("llm.DeviceId", "0"), ("llm.EnableCacheManager", "1")];
-    p.extend_from_slice(extra);
-    i.init(&collect(p).unwrap())
-}
-
-fn cluster(id: u64, port: u16) -> ClusterInfo {
-    ClusterInfo {
-        remote_cluster_id: id,
-        local_ip_infos: vec![],
-        remote_ip_infos: vec![IpInfo {
-            ip: "127.0.0.1".into(),
-            port,
-        }],
-    }
-}
 
 /// Starts a server on `port` after `delay`, on another thread.
 fn late_server(port: u16, delay: Duration) -> std::thread::JoinHandle<Instance> {
