@@ -9,20 +9,14 @@ use std::sync::Arc;
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::options::collect;
-use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+use llmdd::datadist::Instance;
 use llmdd::device::acl::{AclContext, MemcpyKind};
 use llmdd::sys::loader::AscendRuntime;
 use llmdd::Status;
 
 mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{cluster, free_port};
 
 fn opts<'a>(
     dir: &'a str,
@@ -37,17 +31,6 @@ fn opts<'a>(
     ];
     p.extend_from_slice(extra);
     p
-}
-
-fn cluster(id: u64, port: u16) -> ClusterInfo {
-    ClusterInfo {
-        remote_cluster_id: id,
-        local_ip_infos: vec![],
-        remote_ip_infos: vec![IpInfo {
-            ip: "127.0.0.1".into(),
-            port,
-        }],
-    }
 }
 
 fn desc(placement: Placement, n: u32, shape: &[i64]) -> CacheDesc {

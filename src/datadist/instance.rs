@@ -103,6 +103,15 @@ impl Instance {
             return Ok(());
         }
         let config = Config::parse(opts)?;
+        if let Some(v) = opts.get("llm.Role") {
+            let mine = role_name(self.role());
+            if v != mine {
+                bail!(
+                    ParamInvalid,
+                    "option llm.Role={v} disagrees with the instance's role {mine}"
+                );
+            }
+        }
         let backend = crate::device::select_backend(&config)?;
         let s = Session::start(self.cluster_id, self.role.clone(), config, backend)?;
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
@@ -248,7 +257,7 @@ impl Instance {
                 .first()
                 .map(|l| options::parse_ip("local ip info", &l.ip))
                 .transpose()?;
-            s.connect(c.remote_cluster_id, addr, local_ip, timeout)
+            connect_with_retries(&s, c.remote_cluster_id, addr, local_ip, timeout)
         };
         Ok(parallel(clusters, one))
     }
@@ -285,6 +294,51 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.finalize();
+    }
+}
+
+/// The `llm.Role` spelling of a role.
+pub fn role_name(role: u32) -> &'static str {
+    match role {
+        1 => "Prompt",
+        2 => "Decoder",
+        _ => "Mix",
+    }
+}
+
+/// Pause between two link attempts (`llm.LinkRetryCount` > 1).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Links to one cluster, making up to `llm.LinkRetryCount` attempts inside
+/// the call's timeout. Only connection-level failures (`LLM_LINK_FAILED`) are
+/// retried; an answer such as ALREADY_LINK or PARAM_INVALID is final.
+fn connect_with_retries(
+    s: &Session,
+    cluster: u64,
+    addr: std::net::SocketAddr,
+    local_ip: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut attempt = 1;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let r = s.connect(cluster, addr, local_ip, left.max(Duration::from_millis(1)));
+        match r {
+            Err(e)
+                if e.status == Status::LinkFailed
+                    && attempt < s.config.link_retry_count
+                    && left > RETRY_PAUSE =>
+            {
+                crate::log_info!(
+                    "link to cluster {cluster} failed (attempt {attempt}): {}; retrying",
+                    e.message
+                );
+                std::thread::sleep(RETRY_PAUSE);
+                attempt += 1;
+            }
+            r => return r,
+        }
     }
 }
 

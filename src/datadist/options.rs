@@ -61,7 +61,8 @@ pub struct Config {
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
-/// this implementation (v1-engine leftovers, or handled elsewhere).
+/// this implementation (v1-engine leftovers, or handled elsewhere). Those with
+/// a documented value format are still validated by [`check_ignored`].
 const IGNORED_LLM_KEYS: &[&str] = &[
     "llm.BufPoolCfg",
     "llm.EnableSwitchRole",
@@ -132,6 +133,50 @@ fn check_known(opts: &Options) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Validates the format of accepted-but-unused options, so a malformed value
+/// is reported even though it changes nothing on this implementation.
+fn check_ignored(opts: &Options) -> Result<()> {
+    for key in ["llm.BufPoolCfg", "llm.GlobalResourceConfig"] {
+        if let Some(v) = opts.get(key) {
+            let j: serde_json::Value = serde_json::from_str(v)
+                .map_err(|e| err!(ParamInvalid, "option {key} is not valid JSON: {e}"))?;
+            if !j.is_object() {
+                bail!(ParamInvalid, "option {key} must be a JSON object");
+            }
+        }
+    }
+    if let Some(v) = opts.get("llm.EnableSwitchRole") {
+        parse_flag("llm.EnableSwitchRole", v)?;
+    }
+    if let Some(v) = opts.get("llm.Role") {
+        if !["Prompt", "Decoder", "Mix"].contains(&v.as_str()) {
+            bail!(
+                ParamInvalid,
+                "option llm.Role must be Prompt, Decoder or Mix (got {v:?})"
+            );
+        }
+    }
+    if let Some(v) = opts.get("llm.MemoryUtilization") {
+        match v.trim().parse::<f64>() {
+            Ok(x) if x > 0.0 && x <= 1.0 => {}
+            _ => bail!(
+                ParamInvalid,
+                "option llm.MemoryUtilization must be a number in (0, 1] (got {v:?})"
+            ),
+        }
+    }
+    if let Some(v) = opts.get("llm.OutputMaxSize") {
+        parse_u64("llm.OutputMaxSize", v)?;
+    }
+    if let Some(v) = opts.get("llm.ListenPort") {
+        parse_ranged("llm.ListenPort", v, 1, 65_535)?;
+    }
+    if let Some(v) = opts.get("llm.ListenIp") {
+        parse_ip("option llm.ListenIp", v)?;
     }
     Ok(())
 }
@@ -259,6 +304,7 @@ impl Config {
     /// Validates `init` options into a configuration.
     pub fn parse(opts: &Options) -> Result<Config> {
         check_known(opts)?;
+        check_ignored(opts)?;
         let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?.ok_or_else(|| {
             err!(
                 ParamInvalid,
@@ -500,12 +546,34 @@ mod tests {
             &[("llm.NoSuchOption", "1")],
             &[("llmdd.Backend", "gpu")],
             &[("ge.flowGraphMemMaxSize", "1x")],
+            &[("llm.BufPoolCfg", "[1]")],
+            &[("llm.GlobalResourceConfig", "{")],
+            &[("llm.EnableSwitchRole", "yes")],
+            &[("llm.Role", "prompt")],
+            &[("llm.MemoryUtilization", "1.5")],
+            &[("llm.OutputMaxSize", "-1")],
+            &[("llm.ListenPort", "0")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();
             assert_eq!(e.status, Status::ParamInvalid, "{c:?}");
             assert!(!e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn accepts_documented_no_op_options() {
+        let c = parse_with(&[
+            ("llm.BufPoolCfg", "{\"buf_cfg\":[],\"buf_pool_size\":1024}"),
+            ("llm.GlobalResourceConfig", "{}"),
+            ("llm.EnableSwitchRole", "1"),
+            ("llm.Role", "Mix"),
+            ("llm.MemoryUtilization", "0.95"),
+            ("llm.deployResPath", "/tmp"),
+            ("ge.session_device_id", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.device_id, 0);
     }
 
     #[test]

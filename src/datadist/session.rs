@@ -838,8 +838,9 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
         }
     }
     if control && !link.is_closed() && session.remove_exact(&link) {
-        log_warn!(
-            "client cluster {} went away; freeing its link",
+        // Routine after a forced unlink on the client (spec flow 2), so info.
+        log_info!(
+            "client cluster {} closed its link (forced unlink or exit); freeing our side",
             link.remote_cluster_id
         );
         link.teardown(Duration::ZERO);

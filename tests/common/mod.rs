@@ -1,4 +1,42 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! Helpers shared by the Rust integration tests: a free loopback port, init
+//! with the minimal required options, a one-endpoint cluster entry, and the
+//! simulated Ascend runtime (`sim`).
+#![allow(dead_code)] // each test crate uses a different subset
 
 pub mod sim;
+
+use llmdd::datadist::options::collect;
+use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `init` with `llm.DeviceId=0`, cache-manager mode, plus `extra`.
+pub fn try_init(i: &Instance, extra: &[(&str, &str)]) -> llmdd::status::Result<()> {
+    let mut p = vec![("llm.DeviceId", "0"), ("llm.EnableCacheManager", "1")];
+    p.extend_from_slice(extra);
+    i.init(&collect(p).unwrap())
+}
+
+/// [`try_init`] that must succeed.
+pub fn init(i: &Instance, extra: &[(&str, &str)]) {
+    try_init(i, extra).unwrap();
+}
+
+/// A link_clusters entry for cluster `id` listening on 127.0.0.1:`port`.
+pub fn cluster(id: u64, port: u16) -> ClusterInfo {
+    ClusterInfo {
+        remote_cluster_id: id,
+        local_ip_infos: vec![],
+        remote_ip_infos: vec![IpInfo {
+            ip: "127.0.0.1".into(),
+            port,
+        }],
+    }
+}
