@@ -11,7 +11,7 @@
 //! the communicator can be trusted (spec §4 common rules: "link must then be
 //! re-established").
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
@@ -56,6 +56,8 @@ pub struct HcclLink {
     ctx: Arc<AclContext>,
     comm: RwLock<Option<Comm>>,
     state: Mutex<State>,
+    /// Signalled when the state leaves `Preparing`.
+    settled: Condvar,
 }
 
 impl std::fmt::Debug for HcclLink {
@@ -97,6 +99,7 @@ impl HcclLink {
                 comm,
             })),
             state: Mutex::new(State::Preparing),
+            settled: Condvar::new(),
         })
     }
 
@@ -112,18 +115,23 @@ impl HcclLink {
             );
         };
         self.ctx.bind_thread()?;
-        c.comm.prepare(timeout)?;
+        let r = c.comm.prepare(timeout);
         let mut st = self.lock_state();
         if *st == State::Preparing {
-            *st = State::Ready;
+            *st = match &r {
+                Ok(()) => State::Ready,
+                Err(e) => State::Broken(format!("HcclCommPrepare failed: {}", e.message)),
+            };
         }
-        Ok(())
+        self.settled.notify_all();
+        r
     }
 
     /// Destroys the lanes and the communicator (after in-flight transfers, which
     /// end by their deadlines). Idempotent.
     pub fn close(&self) {
         *self.lock_state() = State::Closed;
+        self.settled.notify_all();
         let c = self.comm.write().unwrap_or_else(|p| p.into_inner()).take();
         if c.is_some() {
             // Streams and the communicator use the device: bind it on this thread.
@@ -138,8 +146,23 @@ impl HcclLink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_usable(&self) -> Result<()> {
-        match &*self.lock_state() {
+    /// Ready for transfers? A link still being prepared (the peer may finish its
+    /// side of the setup a moment after this side's caller saw the link) is
+    /// waited for until `deadline`.
+    fn check_usable(&self, deadline: Instant) -> Result<()> {
+        let mut st = self.lock_state();
+        while *st == State::Preparing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .settled
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match &*st {
             State::Ready => Ok(()),
             State::Preparing => bail!(
                 NotYetLink,
@@ -189,7 +212,7 @@ pub fn run(h: &HcclLink, plan: &[Segment], dir: Dir, deadline: Instant) -> Resul
             h.remote_cluster_id
         );
     };
-    h.check_usable()?;
+    h.check_usable(deadline)?;
     h.ctx.bind_thread()?;
     let op = match dir {
         Dir::Read => OneSided::Get,
