@@ -113,7 +113,7 @@ impl AclContext {
         // SAFETY: plain integer argument.
         let code = unsafe { set(self.device_id) };
         self.rt
-            .check_acl(code, &format!("aclrtSetDevice({})", self.device_id))?;
+            .check_acl(code, format_args!("aclrtSetDevice({})", self.device_id))?;
         BOUND_DEVICE.with(|b| b.set(key));
         Ok(())
     }
@@ -145,7 +145,8 @@ impl AclContext {
                 (unsafe { f(&mut p, size) }, "aclrtMallocHost")
             }
         };
-        self.rt.check_acl(code, &format!("{what}({size} bytes)"))?;
+        self.rt
+            .check_acl(code, format_args!("{what}({size} bytes)"))?;
         if p.is_null() {
             return Err(Error::new(
                 Status::OutOfMemory,
@@ -173,7 +174,7 @@ impl AclContext {
                 (unsafe { f(addr as *mut c_void) }, "aclrtFreeHost")
             }
         };
-        self.rt.check_acl(code, &format!("{what}(0x{addr:x})"))
+        self.rt.check_acl(code, format_args!("{what}(0x{addr:x})"))
     }
 
     /// Copies `len` bytes from `src` to `dst` and waits for completion.
@@ -200,7 +201,7 @@ impl AclContext {
             )
         };
         self.rt
-            .check_acl(code, &format!("aclrtMemcpy({len} bytes, {kind:?})"))
+            .check_acl(code, format_args!("aclrtMemcpy({len} bytes, {kind:?})"))
     }
 
     /// Creates a stream on this context's device.
@@ -229,7 +230,7 @@ impl AclContext {
         let code = unsafe { f(self.device_id) };
         BOUND_DEVICE.with(|b| b.set((0, -1)));
         self.rt
-            .check_acl(code, &format!("aclrtResetDevice({})", self.device_id))
+            .check_acl(code, format_args!("aclrtResetDevice({})", self.device_id))
     }
 }
 
@@ -281,8 +282,10 @@ impl Stream {
                 self.raw,
             )
         };
-        self.rt
-            .check_acl(code, &format!("aclrtMemcpyAsync({len} bytes, {kind:?})"))
+        self.rt.check_acl(
+            code,
+            format_args!("aclrtMemcpyAsync({len} bytes, {kind:?})"),
+        )
     }
 
     /// Waits until everything queued so far has finished, at most `timeout`.
@@ -297,9 +300,10 @@ impl Stream {
         if let Some(f) = self.rt.acl.aclrtSynchronizeStreamWithTimeout {
             // SAFETY: `raw` is a live stream.
             let code = unsafe { f(self.raw, ms) };
-            return self
-                .rt
-                .check_acl(code, &format!("aclrtSynchronizeStreamWithTimeout({ms} ms)"));
+            return self.rt.check_acl(
+                code,
+                format_args!("aclrtSynchronizeStreamWithTimeout({ms} ms)"),
+            );
         }
         let f = acl_fn!(self.rt, aclrtSynchronizeStream)?;
         // SAFETY: `raw` is a live stream.

@@ -306,8 +306,9 @@ impl AscendRuntime {
     }
 
     /// Turns an ACL return code into `Ok` or an error naming `what` and the vendor's
-    /// recent-error text when available.
-    pub fn check_acl(&self, code: i32, what: &str) -> Result<()> {
+    /// recent-error text when available. `what` is formatted only on failure
+    /// (pass `format_args!` on hot paths).
+    pub fn check_acl(&self, code: i32, what: impl std::fmt::Display) -> Result<()> {
         if code == b::ACL_SUCCESS {
             return Ok(());
         }
@@ -328,8 +329,8 @@ impl AscendRuntime {
     }
 
     /// Turns an HCCL return code into `Ok` or an error naming `what` and the
-    /// vendor's description of the code.
-    pub fn check_hccl(&self, code: u32, what: &str) -> Result<()> {
+    /// vendor's description of the code. `what` is formatted only on failure.
+    pub fn check_hccl(&self, code: u32, what: impl std::fmt::Display) -> Result<()> {
         if code == b::HcclResult_HCCL_SUCCESS {
             return Ok(());
         }

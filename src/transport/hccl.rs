@@ -89,7 +89,10 @@ impl GlobalMem {
         let mut handle: *mut c_void = std::ptr::null_mut();
         // SAFETY: `mem` and `handle` are valid for the call.
         let code = unsafe { reg(&mem, &mut handle) };
-        runtime.check_hccl(code, &format!("HcclRegisterGlobalMem(0x{addr:x}, {len})"))?;
+        runtime.check_hccl(
+            code,
+            format_args!("HcclRegisterGlobalMem(0x{addr:x}, {len})"),
+        )?;
         if handle.is_null() {
             bail!(
                 Failed,
@@ -255,7 +258,7 @@ impl HcclComm {
         let code = unsafe { init(table.as_ptr(), rank, &mut cfg, &mut raw) };
         runtime.check_hccl(
             code,
-            &format!("HcclCommInitClusterInfoMemConfig(rank {rank})"),
+            format_args!("HcclCommInitClusterInfoMemConfig(rank {rank})"),
         )?;
         if raw.is_null() {
             bail!(
@@ -292,7 +295,7 @@ impl HcclComm {
         let code = unsafe { bind(self.raw, mem.handle) };
         self.rt.check_hccl(
             code,
-            &format!("HcclCommBindMem(0x{:x}, {})", mem.addr, mem.len),
+            format_args!("HcclCommBindMem(0x{:x}, {})", mem.addr, mem.len),
         )?;
         self.lock_bound().push(Arc::clone(mem));
         Ok(())
@@ -333,8 +336,10 @@ impl HcclComm {
                     &mut d,
                 )
             };
-            self.rt
-                .check_hccl(code, &format!("HcclRegisterMem(0x{:x}, {})", r.addr, r.len))?;
+            self.rt.check_hccl(
+                code,
+                format_args!("HcclRegisterMem(0x{:x}, {})", r.addr, r.len),
+            )?;
             local.push(d);
         }
         // Room for up to 256 peer descriptors (more is reported through actual_num).
@@ -363,7 +368,7 @@ impl HcclComm {
         self.lock_descs().extend(local.iter().copied());
         self.rt.check_hccl(
             code,
-            &format!("HcclExchangeMemDesc(remote rank {remote_rank})"),
+            format_args!("HcclExchangeMemDesc(remote rank {remote_rank})"),
         )?;
         Ok(actual as usize)
     }
@@ -487,7 +492,7 @@ impl HcclComm {
         let code = unsafe { f(self.raw, remote_rank, descs.as_mut_ptr(), n, stream.raw()) };
         self.rt.check_hccl(
             code,
-            &format!("{what}({n} segments, remote rank {remote_rank})"),
+            format_args!("{what}({n} segments, remote rank {remote_rank})"),
         )
     }
 
