@@ -57,18 +57,18 @@ pub fn select_backend(config: &Config) -> Result<Backend> {
         if explicit {
             return Err(Error::new(
                 e.status,
-                format!("llmdd.Backend=acl: {}", e.message),
+                format!("llmdd.Backend=acl: {what}{}", e.message),
             ));
         }
         log_info!(
-            "using the host backend (llmdd.Backend=auto; {what} unavailable: {})",
+            "using the host backend (llmdd.Backend=auto): {what}{}",
             e.message
         );
         Ok(Backend::Host)
     };
     let rt = match AclBackend::bring_up(config) {
         Ok(rt) => rt,
-        Err(e) => return fallback("Ascend runtime", e),
+        Err(e) => return fallback("", e),
     };
     let local = LocalDevice::parse(config.local_comm_res.as_deref())?;
     let path = rt.acl_path().display().to_string();
@@ -81,6 +81,6 @@ pub fn select_backend(config: &Config) -> Result<Backend> {
             );
             Ok(Backend::Acl(Arc::new(a)))
         }
-        Err(e) => fallback(&format!("Ascend device {}", config.device_id), e),
+        Err(e) => fallback(&format!("Ascend device {}: ", config.device_id), e),
     }
 }
