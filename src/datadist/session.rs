@@ -307,6 +307,7 @@ impl Session {
                 role: self.role.load(Ordering::Relaxed),
                 remote_accessible: self.config.remote_cache_accessible,
                 process: self.process_info(),
+                comm_name: String::new(),
             },
             Some(deadline),
         )?;
@@ -473,6 +474,7 @@ impl Session {
                 role,
                 remote_accessible,
                 process,
+                comm_name: _,
             }) => {
                 self.acquire_setup();
                 let r = self.accept_link(&mut conn, cluster_id, role, remote_accessible, &process);
