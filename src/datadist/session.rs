@@ -554,7 +554,7 @@ impl Session {
         }
         let installed = match comm {
             Some(c) => self.comm_adopt(c, &link, true),
-            None => self.insert_plain_link(link.clone()),
+            None => self.insert_plain_link(link.clone(), false),
         };
         if let Err(e) = installed {
             link.teardown(Duration::ZERO);
@@ -568,8 +568,9 @@ impl Session {
     }
 
     /// Adds a link_clusters link to the table unless its cluster is (now)
-    /// reserved by a rank-table comm or already linked.
-    fn insert_plain_link(&self, link: Arc<Link>) -> Result<()> {
+    /// reserved by a rank-table comm. An existing link to the cluster is
+    /// replaced (`replace`, the server side) or `LLM_ALREADY_LINK`.
+    fn insert_plain_link(&self, link: Arc<Link>, replace: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
         if let Some(comm) = t.of_cluster(c) {
@@ -579,6 +580,13 @@ impl Session {
                 comm.id,
                 comm.name()
             );
+        }
+        if replace {
+            self.links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c, link);
+            return Ok(());
         }
         self.insert_link(link).map_err(|_| {
             err!(
@@ -813,7 +821,8 @@ impl Session {
         link.track(conn);
         match &comm {
             Some(c) => self.comm_adopt(c, &link, false)?,
-            None => self.insert_plain_link(link.clone())?,
+            // A server replaces what it has for that cluster (stale links).
+            None => self.insert_plain_link(link.clone(), true)?,
         }
         let ack = Msg::HelloAck {
             status: 0,
