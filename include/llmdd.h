@@ -502,6 +502,15 @@ typedef struct llmdd_cluster_info_t {
   size_t num_remote_ip_infos;
 } llmdd_cluster_info_t;
 
+/**
+ * One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
+ * id in the rank table (Python's `cluster_rank_info` entry).
+ */
+typedef struct llmdd_cluster_rank_t {
+  uint64_t cluster_id;
+  uint32_t rank_id;
+} llmdd_cluster_rank_t;
+
 typedef unsigned int aclrtMemcpyKind;
 
 typedef unsigned int aclrtMemMallocPolicy;
@@ -930,7 +939,9 @@ const char *llmdd_status_name(uint32_t status);
 
 /**
  * Message describing the last failed llmdd call on the calling thread
- * ("" if the last call succeeded). The string is owned by the library and
+ * ("" if the last call succeeded, except that a successful
+ * `llmdd_query_register_mem_status` reporting FAILED leaves the reason
+ * here). The string is owned by the library and
  * valid until the next llmdd call on this thread. Never NULL.
  */
 const char *llmdd_last_error_message(void);
@@ -1028,6 +1039,72 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
                                int32_t timeout_ms,
                                bool force,
                                uint32_t *rets);
+
+/**
+ * Two-sided linking by rank table (Python `link(comm_name, cluster_rank_info,
+ * rank_table)`): every member of the comm domain calls it with the same
+ * members and table at about the same time. Returns as soon as the comm
+ * exists: `*comm_id_out` receives its id (1, 2, … per instance, never
+ * reused) while the links between every pair of members are set up in the
+ * background; poll `llmdd_query_register_mem_status` until
+ * `LLMDD_MEM_STATUS_OK` before transferring (earlier transfers to a member
+ * give `LLMDD_NOT_YET_LINK`). The links are ordinary links keyed by cluster
+ * id, so every pull/push works over them. See docs/rank-table.md.
+ *
+ * Inputs are borrowed for the call only. `comm_name`: 1..127 bytes.
+ * `cluster_ranks`: 2..4 entries, unique cluster ids, rank ids strictly
+ * ascending in array order, including this instance's cluster id.
+ * `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
+ * the host backend each member's TCP endpoint is IP = the server's `host_ip`,
+ * else the device's `device_ip`; port = the device's `host_port`, else its
+ * `device_port`. The higher rank dials the lower one, retrying for
+ * `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
+ * 16 comm setups run at once per instance, others wait (PREPARING).
+ *
+ * Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
+ * table, a member without a usable IP or port, 512 comms already);
+ * `LLMDD_ALREADY_LINK` (a member cluster is already linked by
+ * `llmdd_link_clusters` or belongs to another comm of this instance);
+ * `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
+ * `LLMDD_FEATURE_NOT_ENABLED` (`llm.TransferBackend=hixl`); `LLMDD_FAILED`
+ * (not initialized). Thread-safe.
+ */
+uint32_t llmdd_link(struct llmdd_instance_t *inst,
+                    const char *comm_name,
+                    const struct llmdd_cluster_rank_t *cluster_ranks,
+                    size_t num_cluster_ranks,
+                    const char *rank_table_json,
+                    uint64_t *comm_id_out);
+
+/**
+ * Unlinks a rank-table comm (Python `unlink(comm_id)`); every member calls
+ * it for its own comm id. Aborts a setup still running, tears down this
+ * side of every link of the comm (waiting up to `llm.SyncKvCacheWaitTime`
+ * for transfers in flight, like a forced unlink), closes the comm's own
+ * listener if it bound one, and forgets the comm. Works in any status
+ * (PREPARING, OK, FAILED).
+ *
+ * Statuses: `LLMDD_NOT_YET_LINK` (unknown or already unlinked comm id),
+ * `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL instance). Thread-safe.
+ */
+uint32_t llmdd_unlink(struct llmdd_instance_t *inst, uint64_t comm_id);
+
+/**
+ * Writes the comm's registered-memory status to `*status_out`:
+ * `LLMDD_MEM_STATUS_PREPARING` while the links are being set up,
+ * `LLMDD_MEM_STATUS_OK` once every pair of members is linked, or
+ * `LLMDD_MEM_STATUS_FAILED` (final; unlink the comm). When it writes FAILED
+ * the call returns `LLMDD_SUCCESS` and `llmdd_last_error_message()` gives the
+ * reason (the one exception to "empty after success").
+ *
+ * Statuses: `LLMDD_NOT_YET_LINK` (unknown or unlinked comm id),
+ * `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL pointers). Thread-safe.
+ */
+uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
+                                         uint64_t comm_id,
+                                         uint32_t *status_out);
 
 /**
  * A request/prefix key (`CacheKey`): pass `LLMDD_ID_UNSET` for the unused one

@@ -167,11 +167,15 @@ impl Session {
                 "the key names this instance's own cluster {c}; transfers need a remote cluster"
             );
         }
-        let link = self
-            .link(c)
-            .ok_or_else(|| err!(NotYetLink, "no link to cluster {c}"))?;
+        let Some(link) = self.link(c) else {
+            return Err(self.not_linked(c));
+        };
         if link.is_closed() {
             bail!(NotYetLink, "the link to cluster {c} is closed");
+        }
+        if !link.is_ready() {
+            // A rank-table link whose comm is not OK yet.
+            return Err(self.not_linked(c));
         }
         Ok(link)
     }

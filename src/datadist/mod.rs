@@ -2,9 +2,11 @@
 //! and the cache operations that turn calls into transfer plans.
 
 pub mod cache_ops;
+pub mod comm;
 pub mod instance;
 pub mod link;
 pub mod options;
+pub mod rank_table;
 pub mod session;
 
 pub use instance::{ClusterInfo, Instance, IpInfo};

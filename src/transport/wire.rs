@@ -111,6 +111,9 @@ pub enum Msg {
         role: u32,
         remote_accessible: bool,
         process: ProcessInfo,
+        /// Rank-table comm this link belongs to (`llmdd_link`); empty for
+        /// `link_clusters`. Encoded last, after `process`.
+        comm_name: String,
     },
     /// Server → client reply to `Hello`.
     HelloAck {
@@ -423,11 +426,13 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             role,
             remote_accessible,
             process,
+            comm_name,
         } => {
             put_u64(out, *cluster_id);
             put_u32(out, *role);
             put_bool(out, *remote_accessible);
             put_process(out, process);
+            put_str(out, comm_name);
         }
         Msg::HelloAck {
             status,
@@ -718,6 +723,7 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             role: r.u32("role")?,
             remote_accessible: r.bool("remote_accessible")?,
             process: r.process()?,
+            comm_name: r.string("comm_name")?,
         },
         2 => Msg::HelloAck {
             status: r.u32("status")?,
@@ -835,6 +841,14 @@ mod tests {
                 role: 1,
                 remote_accessible: true,
                 process: process(3),
+                comm_name: String::new(),
+            },
+            Msg::Hello {
+                cluster_id: 3,
+                role: 2,
+                remote_accessible: false,
+                process: process(1),
+                comm_name: "rank-table comm ✓".to_owned(),
             },
             Msg::HelloAck {
                 status: 0,
@@ -1459,14 +1473,22 @@ mod tests {
 
     fn arb_msg() -> impl Strategy<Value = Msg> {
         prop_oneof![
-            (any::<u64>(), any::<u32>(), any::<bool>(), arb_process()).prop_map(
-                |(cluster_id, role, remote_accessible, process)| Msg::Hello {
-                    cluster_id,
-                    role,
-                    remote_accessible,
-                    process,
-                }
-            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                any::<bool>(),
+                arb_process(),
+                text()
+            )
+                .prop_map(
+                    |(cluster_id, role, remote_accessible, process, comm_name)| Msg::Hello {
+                        cluster_id,
+                        role,
+                        remote_accessible,
+                        process,
+                        comm_name,
+                    }
+                ),
             (
                 any::<u32>(),
                 text(),
