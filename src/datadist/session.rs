@@ -15,6 +15,7 @@ use crate::cache::registry::Registry;
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::options::Config;
 use crate::status::{Error, Result, Status};
+use crate::transfer::task::TaskSet;
 use crate::transport::local::{self, LocalPath};
 use crate::transport::tcp::{check_reply, poll_fd, Conn};
 use crate::transport::wire::{Msg, PoolInfo, ProcessInfo};
@@ -68,6 +69,8 @@ pub struct Session {
     next_pending: AtomicU64,
     closing: AtomicBool,
     setups: Slots,
+    /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
+    pub tasks: TaskSet,
     me: Weak<Session>,
 }
 
@@ -100,6 +103,7 @@ impl Session {
                 used: Mutex::new(0),
                 cv: Condvar::new(),
             },
+            tasks: TaskSet::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -623,9 +627,12 @@ impl Session {
 
     // -------------------------------------------------------------- finalize
 
-    /// Tears everything down: listener, links, threads, caches, pools.
+    /// Tears everything down: async tasks, listener, links, threads, caches, pools.
     pub fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
+        // No new layer or callback from here on; in-flight layers finish (or
+        // fail once their link is torn down below).
+        self.tasks.cancel_all();
         self.stop_listening();
         let links: Vec<Arc<Link>> = self
             .links
@@ -645,6 +652,7 @@ impl Session {
         {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        self.tasks.join_all();
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();
