@@ -561,10 +561,7 @@ mod tests {
         );
         t.cancel_and_wait();
         let log = log.lock().unwrap().clone();
-        assert_eq!(
-            log.iter().filter(|e| e.starts_with('s')).last().unwrap(),
-            "s3"
-        );
+        assert_eq!(log.iter().rfind(|e| e.starts_with('s')).unwrap(), "s3");
         // Layers approved before the refusal still moved; nothing after.
         assert!(log.contains(&"x1.2".to_string()));
         assert!(!log.iter().any(|e| e.ends_with(".3") || e.ends_with(".4")));
