@@ -1099,7 +1099,9 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
 /**
  * Layer-wise async push (Python `transfer_cache_async`): sends the layers of
  * local cache `src_cache_id` to every config's destination as soon as `sync`
- * approves each layer, and returns at once with a task in `*task_out`.
+ * approves each layer, and returns at once. On success `*task_out` receives a
+ * task owned by the caller, released with `llmdd_task_free` (`configs`,
+ * `dst_addrs` and the block arrays are copied; they need not outlive the call).
  *
  * Blocks (shared by all configs): `src_blocks` non-empty = blocks → blocks
  * (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
@@ -1117,7 +1119,8 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
  * `LLMDD_FAILED` (not initialized).
  *
  * Threads: `sync(user_data, L, -1)` is called from one library thread per
- * task, never concurrently with itself; it must not call `llmdd_finalize`.
+ * task, never concurrently with itself; it must not call `llmdd_finalize` nor
+ * wait for its own task (`llmdd_task_free` from inside it only cancels).
  * Each layer is moved by a second library thread within
  * `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
  * the layers not yet sent until the task finishes or is freed.

@@ -18,6 +18,7 @@
 //! The engine is generic over the work item `W` so its state machine is tested
 //! without a network; it never sees a raw pointer.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{JoinHandle, ThreadId};
@@ -356,6 +357,8 @@ where
 {
     *shared.sync_thread.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(std::thread::current().id());
+    // Whatever happens below, waiters are released when this thread ends.
+    let _exit = ExitGuard(&shared);
     let layers = spec.layers;
     let (tx, rx) = crossbeam_channel::bounded::<usize>(layers.len().max(1));
     std::thread::scope(|sc| {
@@ -364,7 +367,10 @@ where
             .name("llmdd-task-xfer".into())
             .stack_size(TRANSFER_STACK)
             .spawn_scoped(sc, move || {
-                transfer_loop(sh, ls, &rx, &exec);
+                let r = catch_unwind(AssertUnwindSafe(|| transfer_loop(sh, ls, &rx, &exec)));
+                if r.is_err() {
+                    internal_failure(sh, "the transfer thread panicked");
+                }
                 // Drop the executor (links, source cache) before reporting.
                 drop(exec);
                 finish(sh, false);
@@ -383,7 +389,22 @@ where
             if shared.cancel.load(Ordering::Acquire) || shared.halt.load(Ordering::Acquire) {
                 break;
             }
-            if !sync(l.index) {
+            let approved = match catch_unwind(AssertUnwindSafe(|| sync(l.index))) {
+                Ok(a) => a,
+                Err(_) => {
+                    let mut st = shared.lock();
+                    let e = err!(
+                        Failed,
+                        "internal error: the layer synchronizer panicked at layer {}",
+                        l.index
+                    );
+                    for (c, _) in &l.parts {
+                        shared.fail(&mut st, Some(*c), e.clone());
+                    }
+                    break;
+                }
+            };
+            if !approved {
                 let mut st = shared.lock();
                 let e = err!(
                     ParamInvalid,
@@ -405,10 +426,31 @@ where
         }
         drop(tx);
     });
-    // The callback will not be called again: release it before reporting.
+    // The callback will not be called again: release it before reporting
+    // (the guard then marks the task exited).
     drop(sync);
     drop(layers);
-    finish(&shared, true);
+}
+
+/// Marks the task finished and its threads exited when the sync thread ends,
+/// even by a panic, so no waiter can hang.
+struct ExitGuard<'a>(&'a Shared);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            internal_failure(self.0, "the task thread panicked");
+        }
+        finish(self.0, true);
+    }
+}
+
+/// Records an internal failure (a panic) as the task's failure and stops it.
+fn internal_failure(shared: &Shared, what: &str) {
+    let mut st = shared.lock();
+    shared.fail(&mut st, None, err!(Failed, "internal error: {what}"));
+    drop(st);
+    shared.halt.store(true, Ordering::Release);
 }
 
 fn transfer_loop<W, E>(
@@ -694,6 +736,30 @@ mod tests {
         .unwrap();
         assert_eq!(e.status, Status::Failed);
         drop(release);
+    }
+
+    #[test]
+    fn async_task_panics_end_the_task_instead_of_hanging_it() {
+        let set = TaskSet::default();
+        let exec = |&(_, l): &(usize, u32)| -> Result<()> {
+            if l == 1 {
+                panic!("executor bug");
+            }
+            Ok(())
+        };
+        let t = Task::start(&set, spec(&[(0, 3)], 3), Box::new(|_| true), exec).unwrap();
+        let e = t.synchronize(Some(Duration::from_secs(10))).unwrap_err();
+        assert_eq!(e.status, Status::Failed);
+        assert!(e.message.contains("panicked"), "{}", e.message);
+        t.cancel_and_wait();
+        let sync: SyncFn = Box::new(|l| if l == 1 { panic!("callback bug") } else { true });
+        let log = Log::default();
+        let t = Task::start(&set, spec(&[(0, 3)], 3), sync, logging_exec(&log, None)).unwrap();
+        let e = t.synchronize(Some(Duration::from_secs(10))).unwrap_err();
+        assert!(e.message.contains("synchronizer panicked"), "{}", e.message);
+        assert_eq!(t.results(None).unwrap(), vec![Done(Status::Failed)]);
+        t.cancel_and_wait();
+        set.join_all();
     }
 
     #[test]
