@@ -33,8 +33,8 @@ pub struct MemInfo {
 }
 
 /// The remote side of a transfer, resolved.
-struct Remote {
-    view: CacheView,
+pub(super) struct Remote {
+    pub(super) view: CacheView,
     slot: u64,
     consume: Option<(u64, u64)>,
 }
@@ -159,8 +159,12 @@ impl Session {
         Ok(())
     }
 
-    fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
-        let c = key.cluster_id();
+    pub(super) fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
+        self.peer_cluster(key.cluster_id())
+    }
+
+    /// The open link to cluster `c` (`NOT_YET_LINK` if none).
+    pub(super) fn peer_cluster(&self, c: u64) -> Result<Arc<Link>> {
         if c == self.cluster_id {
             bail!(
                 ParamInvalid,
@@ -182,7 +186,7 @@ impl Session {
 
     /// Resolves the remote cache a key names: from the peer's cached table in
     /// remote-accessible mode, else by asking the owner.
-    fn resolve_remote(
+    pub(super) fn resolve_remote(
         &self,
         link: &Arc<Link>,
         key: &CacheKey,

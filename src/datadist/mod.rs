@@ -1,6 +1,8 @@
 //! API semantics of LLMDataDist: instance lifecycle and roles, options, links
-//! and the cache operations that turn calls into transfer plans.
+//! and the cache operations that turn calls into transfer plans (including the
+//! layer-wise async push).
 
+pub mod async_transfer;
 pub mod cache_ops;
 pub mod comm;
 pub mod instance;

@@ -16,6 +16,7 @@ use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::options::Config;
 use crate::status::{Error, Result, Status};
+use crate::transfer::task::TaskSet;
 use crate::transport::local::{self, LocalPath};
 use crate::transport::tcp::{check_reply, poll_fd, Conn};
 use crate::transport::wire::{Msg, PoolInfo, ProcessInfo};
@@ -76,6 +77,8 @@ pub struct Session {
     comm_ids: Arc<AtomicU64>,
     /// Listeners bound for comms (endpoint → listener, number of comms using it).
     comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
+    /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
+    pub tasks: TaskSet,
     me: Weak<Session>,
 }
 
@@ -116,6 +119,7 @@ impl Session {
             comms: Mutex::new(Comms::default()),
             comm_ids,
             comm_listeners: Mutex::new(HashMap::new()),
+            tasks: TaskSet::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -846,9 +850,12 @@ impl Session {
 
     // -------------------------------------------------------------- finalize
 
-    /// Tears everything down: listener, links, threads, caches, pools.
+    /// Tears everything down: async tasks, listener, links, threads, caches, pools.
     pub fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
+        // No new layer or callback from here on; in-flight layers finish (or
+        // fail once their link is torn down below).
+        self.tasks.cancel_all();
         self.comm_unlink_all(self.config.sync_kv_timeout);
         self.stop_listening();
         let extra: Vec<Listener> = self
@@ -879,6 +886,7 @@ impl Session {
         {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        self.tasks.join_all();
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();

@@ -1,4 +1,6 @@
-//! The engine: executes transfer plans and serves peers' requests.
+//! The engine: executes transfer plans, runs layer-wise async tasks and serves
+//! peers' requests.
 
 pub mod exec;
 pub mod serve;
+pub mod task;
