@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "example_common.h"
 #include "llmdd.h"
 
 enum { LAYERS = 32, TENSORS = 2 * LAYERS, BLOCKS = 64, REQ = 48 };
@@ -36,12 +37,6 @@ static uint64_t src_blocks[REQ], dst_blocks[REQ];
       exit(1);                                                                 \
     }                                                                          \
   } while (0)
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static uint8_t kv_byte(uint32_t t, uint64_t off) { return (uint8_t)((off * 2654435761u) >> 13 ^ t * 37); }
 
@@ -105,25 +100,20 @@ typedef struct {
 static bool layer_ready(void *user, uint32_t layer, int64_t timeout_ms) {
   (void)timeout_ms; /* always -1 */
   prefill *pf = user;
-  double t0 = now_ms();
+  double t0 = ex_now_ms();
   for (uint32_t t = 2 * layer; t < 2 * layer + 2; t++)
     for (int j = 0; j < REQ; j++)
       for (uint64_t i = 0; i < BLOCK_BYTES; i++) {
         uint64_t off = src_blocks[j] * BLOCK_BYTES + i;
         pf->mem[t * TENSOR_BYTES + off] = kv_byte(t, off);
       }
-  pf->compute_ms += now_ms() - t0;
+  pf->compute_ms += ex_now_ms() - t0;
   return true;
 }
 
 static int run(int tcp) {
   const char *label = tcp ? "tcp" : "same-host";
-  int fd = socket(AF_INET, SOCK_STREAM, 0); /* a free port for the decoder */
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, len) || getsockname(fd, (struct sockaddr *)&a, &len)) return 1;
-  uint16_t port = ntohs(a.sin_port);
-  close(fd);
+  uint16_t port = ex_free_port(); /* for the decoder */
   char listen[32];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   int ready[2], done[2];
@@ -157,13 +147,13 @@ static int run(int tcp) {
   cfg.kind = LLMDD_TRANSFER_BY_CACHE_KEY;
   cfg.cache_key = llmdd_blocks_cache_key(DECODER, 0);
   cfg.layers = (llmdd_layer_range_t){-1, -1, -1, -1, 2};
-  double t0 = now_ms();
+  double t0 = ex_now_ms();
   llmdd_task_t *task = NULL;
   DIE_IF(llmdd_transfer_cache_async(p, cache.cache_id, layer_ready, &pf, &cfg, 1, src_blocks, REQ, dst_blocks, REQ,
                                     0, &task),
          "transfer_cache_async");
   uint32_t st = llmdd_task_synchronize(task, -1);
-  double total = now_ms() - t0;
+  double total = ex_now_ms() - t0;
   DIE_IF(st != LLMDD_SUCCESS, "task_synchronize");
   llmdd_task_free(task);
   DIE_IF(llmdd_unlink_clusters(p, &cl, 1, 3000, false, &ret), "unlink_clusters");

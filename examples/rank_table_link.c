@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "example_common.h"
 #include "llmdd.h"
 
 enum { MEMBERS = 3, TENSORS = 16, BLOCKS = 64, PULL_BLOCKS = 16 };
@@ -46,32 +47,10 @@ enum { MEMBERS = 3, TENSORS = 16, BLOCKS = 64, PULL_BLOCKS = 16 };
 static uint64_t g_cluster;
 static char g_table[2048];
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* The byte member `cluster` holds at offset `off` of tensor `t`. */
 static uint8_t kv_byte(uint64_t cluster, uint32_t t, uint64_t off) {
   uint64_t x = off * 0x9E3779B97F4A7C15ull ^ ((uint64_t)t << 48) ^ (cluster << 56);
   return (uint8_t)((x ^ (x >> 31)) >> 24);
-}
-
-static uint16_t free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-    perror("free_port");
-    exit(1);
-  }
-  close(fd);
-  return ntohs(a.sin_port);
 }
 
 /* Blocks until one byte arrives on fd (at most 30 s). */
@@ -135,11 +114,11 @@ static int member(uint32_t rank, int from_parent, int to_parent) {
   if (recv_byte(from_parent) != 'g') return 1;
 
   /* Every member calls llmdd_link with the same members and table. */
-  double t0 = now_s();
+  double t0 = (ex_now_ms() / 1e3);
   uint64_t comm = 0;
   DIE_IF(llmdd_link(inst, "kv-domain", ranks, MEMBERS, g_table, &comm), "llmdd_link");
   uint32_t st = LLMDD_MEM_STATUS_PREPARING;
-  while (st == LLMDD_MEM_STATUS_PREPARING && now_s() - t0 < 25) {
+  while (st == LLMDD_MEM_STATUS_PREPARING && (ex_now_ms() / 1e3) - t0 < 25) {
     DIE_IF(llmdd_query_register_mem_status(inst, comm, &st), "query_register_mem_status");
     if (st == LLMDD_MEM_STATUS_PREPARING) usleep(1000);
   }
@@ -149,7 +128,7 @@ static int member(uint32_t rank, int from_parent, int to_parent) {
             llmdd_last_error_message());
     return 1;
   }
-  double linked_ms = (now_s() - t0) * 1e3;
+  double linked_ms = ((ex_now_ms() / 1e3) - t0) * 1e3;
   send_byte(to_parent, 'l');
   if (recv_byte(from_parent) != 'p') return 1; /* everyone is OK */
 
@@ -161,11 +140,11 @@ static int member(uint32_t rank, int from_parent, int to_parent) {
     dst_blocks[j] = BLOCKS - 1 - 2 * j;  /* elsewhere in the destination */
   }
   llmdd_cache_key_t key = llmdd_blocks_cache_key(from, 0);
-  double p0 = now_s();
+  double p0 = (ex_now_ms() / 1e3);
   DIE_IF(llmdd_pull_blocks(inst, &key, dst_cache.cache_id, src_blocks, PULL_BLOCKS, dst_blocks,
                            PULL_BLOCKS, NULL),
          "llmdd_pull_blocks");
-  double pull_s = now_s() - p0;
+  double pull_s = (ex_now_ms() / 1e3) - p0;
   int ok = 1;
   for (uint32_t t = 0; t < TENSORS && ok; t++) {
     /* Every destination block: the pulled bytes, or still zero. */
@@ -218,7 +197,7 @@ static int step(int to[], int from[], unsigned char b, unsigned char want) {
 
 int main(void) {
   uint16_t ports[MEMBERS];
-  for (int i = 0; i < MEMBERS; i++) ports[i] = free_port();
+  for (int i = 0; i < MEMBERS; i++) ports[i] = ex_free_port();
   /* One server (host_ip), three devices; host_port is each member's endpoint. */
   snprintf(g_table, sizeof g_table,
            "{\"version\": \"1.0\", \"server_count\": \"1\", \"status\": \"completed\","
@@ -249,9 +228,9 @@ int main(void) {
     from[i] = up[0];
   }
   int ok = step(to, from, 0, 'r');              /* all registered */
-  double t0 = now_s();
+  double t0 = (ex_now_ms() / 1e3);
   ok = ok && step(to, from, 'g', 'l');          /* all linked (OK) */
-  printf("comm of %d members linked in %.1f ms\n", MEMBERS, (now_s() - t0) * 1e3);
+  printf("comm of %d members linked in %.1f ms\n", MEMBERS, ((ex_now_ms() / 1e3) - t0) * 1e3);
   ok = ok && step(to, from, 'p', 'v');          /* all pulled and verified */
   if (ok)
     for (int i = 0; i < MEMBERS; i++) send_byte(to[i], 'u');
@@ -264,6 +243,6 @@ int main(void) {
   }
   if (!ok) rc_all = 1;
   printf("%s (%.2f s)\n", rc_all == 0 ? "rank-table link example: OK" : "rank-table link example: FAILED",
-         now_s() - t0);
+         (ex_now_ms() / 1e3) - t0);
   return rc_all;
 }
