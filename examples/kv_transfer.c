@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "example_common.h"
 #include "llmdd.h"
 
 enum { LAYERS = 32, TENSORS = 2 * LAYERS, BLOCKS = 128, TOKENS = 16, HEADS = 8, DIMS = 128 };
@@ -183,7 +184,7 @@ static int run_pair(int tcp_only, int rounds, const char *label) {
   int ready[2], done[2];
   if (pipe(ready) || pipe(done)) return 1;
   /* Ask the kernel for a free port, then hand it to the prompt. */
-  uint16_t port = (uint16_t)(20000 + (getpid() * 7 + tcp_only * 13) % 30000);
+  uint16_t port = ex_free_port();
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   fflush(stdout);

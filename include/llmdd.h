@@ -9,10 +9,13 @@
  *   An array may be NULL only when its count is 0. Outputs are written only on
  *   success. Panics never cross the boundary (they become LLMDD_FAILED).
  * - Ownership: llmdd_instance_t is owned by the caller (llmdd_destroy);
- *   llmdd_config_t likewise (llmdd_config_free). Strings and arrays returned
- *   by the library are owned by it, with the lifetime stated on the function.
+ *   llmdd_config_t likewise (llmdd_config_free), and llmdd_task_t
+ *   (llmdd_task_free). Strings and arrays returned by the library are owned
+ *   by it, with the lifetime stated on the function.
  * - Threads: every call may come from any thread, except llmdd_finalize and
- *   llmdd_destroy, which must not overlap other calls on the same instance.
+ *   llmdd_destroy, which must not overlap other calls on the same instance
+ *   (or on its tasks), and llmdd_task_free, which must not overlap other
+ *   calls on the same task. Callbacks run on library threads.
  */
 
 #ifndef LLMDD_H
@@ -247,6 +250,24 @@
 #define LLMDD_MAX_CLUSTERS_PER_CALL 16
 
 /**
+ * Transfer config kind: explicit destination addresses (`TransferConfig`);
+ * request/response mode only.
+ */
+#define LLMDD_TRANSFER_BY_ADDRS 0
+
+/**
+ * Transfer config kind: destination named by a cache key
+ * (`TransferWithCacheKeyConfig`); remote-cache-accessible mode only.
+ */
+#define LLMDD_TRANSFER_BY_CACHE_KEY 1
+
+/**
+ * `llmdd_task_get_results` entry of a config none of whose layers started
+ * (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
+ */
+#define LLMDD_TASK_RESULT_NOT_STARTED 4294967294
+
+/**
  * Key kind: request/prefix key (`CacheKey`).
  */
 #define LLMDD_KEY_CACHE_KEY 0
@@ -277,6 +298,13 @@ typedef struct llmdd_config_t llmdd_config_t;
  * caller, released only by `llmdd_destroy`.
  */
 typedef struct llmdd_instance_t llmdd_instance_t;
+
+/**
+ * Opaque async transfer task (Python `CacheTask`). Created by
+ * `llmdd_transfer_cache_async`, owned by the caller, released only by
+ * `llmdd_task_free`. It stays usable after its instance is finalized.
+ */
+typedef struct llmdd_task_t llmdd_task_t;
 
 /**
  * Description of a cache: `num_tensors` tensors of one shape and data type.
@@ -425,6 +453,54 @@ typedef struct llmdd_cluster_info_t {
   const struct llmdd_ip_info_t *remote_ip_infos;
   size_t num_remote_ip_infos;
 } llmdd_cluster_info_t;
+
+/**
+ * One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
+ * id in the rank table (Python's `cluster_rank_info` entry).
+ */
+typedef struct llmdd_cluster_rank_t {
+  uint64_t cluster_id;
+  uint32_t rank_id;
+} llmdd_cluster_rank_t;
+
+/**
+ * Layer synchronizer: called by a library thread with each source layer, in
+ * ascending order, that some config includes. Return true once layer
+ * `layer_index` may be sent (its KV values are final), false to fail the task.
+ * `timeout_ms` is always -1 (no limit; reserved). It may block; the transfer
+ * of the previous layer runs meanwhile.
+ */
+typedef bool (*llmdd_layer_sync_fn)(void *user_data, uint32_t layer_index, int64_t timeout_ms);
+
+/**
+ * One destination of `llmdd_transfer_cache_async`.
+ *
+ * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
+ *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
+ *   per selected source layer, in layer order. For a contiguous destination
+ *   the addresses point at the destination slot; for a blocks destination at
+ *   the tensor bases. Every destination byte must lie inside a cache the peer
+ *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
+ * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
+ *   remote-cache-accessible mode): the destination is the peer's cache named
+ *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
+ *   batch slot); source layer L goes to destination layer
+ *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
+ *
+ * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
+ * all layers of that side; both sides must cover the same number of layers;
+ * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
+ */
+typedef struct llmdd_transfer_config_t {
+  uint32_t kind;
+  uint64_t dst_cluster_id;
+  const uint64_t *dst_addrs;
+  size_t num_dst_addrs;
+  struct llmdd_cache_key_t cache_key;
+  struct llmdd_layer_range_t layers;
+  uint32_t src_batch_index;
+  uint8_t reserved[32];
+} llmdd_transfer_config_t;
 
 #ifdef __cplusplus
 extern "C" {
@@ -746,7 +822,9 @@ const char *llmdd_status_name(uint32_t status);
 
 /**
  * Message describing the last failed llmdd call on the calling thread
- * ("" if the last call succeeded). The string is owned by the library and
+ * ("" if the last call succeeded, except that a successful
+ * `llmdd_query_register_mem_status` reporting FAILED leaves the reason
+ * here). The string is owned by the library and
  * valid until the next llmdd call on this thread. Never NULL.
  */
 const char *llmdd_last_error_message(void);
@@ -844,6 +922,149 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
                                int32_t timeout_ms,
                                bool force,
                                uint32_t *rets);
+
+/**
+ * Two-sided linking by rank table (Python `link(comm_name, cluster_rank_info,
+ * rank_table)`): every member of the comm domain calls it with the same
+ * members and table at about the same time. Returns as soon as the comm
+ * exists: `*comm_id_out` receives its id (1, 2, … per instance, never
+ * reused) while the links between every pair of members are set up in the
+ * background; poll `llmdd_query_register_mem_status` until
+ * `LLMDD_MEM_STATUS_OK` before transferring (earlier transfers to a member
+ * give `LLMDD_NOT_YET_LINK`). The links are ordinary links keyed by cluster
+ * id, so every pull/push works over them. See docs/rank-table.md.
+ *
+ * Inputs are borrowed for the call only. `comm_name`: 1..127 bytes.
+ * `cluster_ranks`: 2..4 entries, unique cluster ids, rank ids strictly
+ * ascending in array order, including this instance's cluster id.
+ * `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
+ * the host backend each member's TCP endpoint is IP = the server's `host_ip`,
+ * else the device's `device_ip`; port = the device's `host_port`, else its
+ * `device_port`. The higher rank dials the lower one, retrying for
+ * `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
+ * 16 comm setups run at once per instance, others wait (PREPARING).
+ *
+ * Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
+ * table, a member without a usable IP or port, 512 comms already);
+ * `LLMDD_ALREADY_LINK` (a member cluster is already linked by
+ * `llmdd_link_clusters` or belongs to another comm of this instance);
+ * `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
+ * `LLMDD_FEATURE_NOT_ENABLED` (`llm.TransferBackend=hixl`); `LLMDD_FAILED`
+ * (not initialized). Thread-safe.
+ */
+uint32_t llmdd_link(struct llmdd_instance_t *inst,
+                    const char *comm_name,
+                    const struct llmdd_cluster_rank_t *cluster_ranks,
+                    size_t num_cluster_ranks,
+                    const char *rank_table_json,
+                    uint64_t *comm_id_out);
+
+/**
+ * Unlinks a rank-table comm (Python `unlink(comm_id)`); every member calls
+ * it for its own comm id. Aborts a setup still running, tears down this
+ * side of every link of the comm (waiting up to `llm.SyncKvCacheWaitTime`
+ * for transfers in flight, like a forced unlink), closes the comm's own
+ * listener if it bound one, and forgets the comm. Works in any status
+ * (PREPARING, OK, FAILED).
+ *
+ * Statuses: `LLMDD_NOT_YET_LINK` (unknown or already unlinked comm id),
+ * `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL instance). Thread-safe.
+ */
+uint32_t llmdd_unlink(struct llmdd_instance_t *inst, uint64_t comm_id);
+
+/**
+ * Writes the comm's registered-memory status to `*status_out`:
+ * `LLMDD_MEM_STATUS_PREPARING` while the links are being set up,
+ * `LLMDD_MEM_STATUS_OK` once every pair of members is linked, or
+ * `LLMDD_MEM_STATUS_FAILED` (final; unlink the comm). When it writes FAILED
+ * the call returns `LLMDD_SUCCESS` and `llmdd_last_error_message()` gives the
+ * reason (the one exception to "empty after success").
+ *
+ * Statuses: `LLMDD_NOT_YET_LINK` (unknown or unlinked comm id),
+ * `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL pointers). Thread-safe.
+ */
+uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
+                                         uint64_t comm_id,
+                                         uint32_t *status_out);
+
+/**
+ * Layer-wise async push (Python `transfer_cache_async`): sends the layers of
+ * local cache `src_cache_id` to every config's destination as soon as `sync`
+ * approves each layer, and returns at once. On success `*task_out` receives a
+ * task owned by the caller, released with `llmdd_task_free` (`configs`,
+ * `dst_addrs` and the block arrays are copied; they need not outlive the call).
+ *
+ * Blocks (shared by all configs): `src_blocks` non-empty = blocks → blocks
+ * (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
+ * block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
+ * (`dst_block_memory_size` = destination block size, required); both empty =
+ * contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+ * be DEVICE with an even number of tensors (2 per layer).
+ *
+ * Everything is validated before anything starts; errors are returned here
+ * and no task is created: `LLMDD_PARAM_INVALID` (NULL `sync`/`configs`/
+ * `task_out`, no configs, bad kind/range/index/size, HOST source, wrong mode
+ * for the kind, raw destination outside the peer's registered caches),
+ * `LLMDD_KV_CACHE_NOT_EXIST` (unknown local cache, or the peer has no such
+ * cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
+ * `LLMDD_FAILED` (not initialized).
+ *
+ * Threads: `sync(user_data, L, -1)` is called from one library thread per
+ * task, never concurrently with itself; it must not call `llmdd_finalize` nor
+ * wait for its own task (`llmdd_task_free` from inside it only cancels).
+ * Each layer is moved by a second library thread within
+ * `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
+ * the layers not yet sent until the task finishes or is freed.
+ */
+uint32_t llmdd_transfer_cache_async(struct llmdd_instance_t *inst,
+                                    int64_t src_cache_id,
+                                    llmdd_layer_sync_fn sync,
+                                    void *user_data,
+                                    const struct llmdd_transfer_config_t *configs,
+                                    size_t num_configs,
+                                    const uint64_t *src_blocks,
+                                    size_t num_src_blocks,
+                                    const uint64_t *dst_blocks,
+                                    size_t num_dst_blocks,
+                                    uint64_t dst_block_memory_size,
+                                    struct llmdd_task_t **task_out);
+
+/**
+ * Waits for the task (Python `CacheTask.synchronize`). `timeout_ms`: -1 =
+ * forever, else >= 0 (0 polls). Returns `LLMDD_TIMEOUT` if the task is still
+ * running at the deadline (it keeps running); otherwise the first failure
+ * (chronologically) of any config, `LLMDD_FAILED` if a config never started,
+ * else `LLMDD_SUCCESS`. NULL or invalid task, bad timeout: `LLMDD_PARAM_INVALID`.
+ */
+uint32_t llmdd_task_synchronize(struct llmdd_task_t *task, int64_t timeout_ms);
+
+/**
+ * Per-config results (Python `CacheTask.get_results`): waits like
+ * `llmdd_task_synchronize`, then writes one entry per config, in config order,
+ * to `results` (`num_results` must equal the task's number of configs):
+ * `LLMDD_SUCCESS`, the config's failure status, `LLMDD_FAILED` (cut short by
+ * another config's failure or by cancellation) or
+ * `LLMDD_TASK_RESULT_NOT_STARTED`; returns `LLMDD_SUCCESS`. If the wait
+ * expires, every entry is set to `LLMDD_TIMEOUT` and `LLMDD_TIMEOUT` is
+ * returned (an exception to "outputs only on success").
+ */
+uint32_t llmdd_task_get_results(struct llmdd_task_t *task,
+                                int64_t timeout_ms,
+                                uint32_t *results,
+                                size_t num_results);
+
+/**
+ * Frees a task. NULL (or a pointer that is not a live task) is a no-op. If
+ * the task is still running it is cancelled: no further layer starts and the
+ * synchronizer is not called again; this call waits for a synchronizer call
+ * in progress and for the layer in flight to return. After it returns the
+ * library never calls the synchronizer again nor reads the source cache for
+ * this task. (Called from inside the task's own synchronizer it only
+ * cancels.) The handle must not be used afterwards, nor freed twice.
+ */
+void llmdd_task_free(struct llmdd_task_t *task);
 
 /**
  * A request/prefix key (`CacheKey`): pass `LLMDD_ID_UNSET` for the unused one

@@ -1023,7 +1023,7 @@ pub fn async_layer_plan(
         if b != s_l {
             bail!(
                 ParamInvalid,
-                "dst_block_size = {b} must equal the local block size of {s_l} bytes"
+                "dst_block_memory_size = {b} must equal the local block size of {s_l} bytes"
             );
         }
         check_blocks(src_blocks, "src_blocks", "local", local.dim0)?;
@@ -1048,7 +1048,7 @@ pub fn async_layer_plan(
         if dst_blocks.is_empty() {
             bail!(
                 ParamInvalid,
-                "dst_block_size = {b} is only valid with dst_blocks (the destination is not a blocks cache)"
+                "dst_block_memory_size = {b} is only valid with dst_blocks (the destination is not a blocks cache)"
             );
         }
         require_batch(local, "local", "transfer_cache_async without src_blocks")?;
@@ -1056,7 +1056,7 @@ pub fn async_layer_plan(
         if b >= local.tensor_bytes {
             bail!(
                 ParamInvalid,
-                "dst_block_size = {b} must be smaller than the local tensor size of {} bytes",
+                "dst_block_memory_size = {b} must be smaller than the local tensor size of {} bytes",
                 local.tensor_bytes
             );
         }
@@ -1092,7 +1092,7 @@ pub fn async_layer_plan(
         if !dst_blocks.is_empty() {
             bail!(
                 ParamInvalid,
-                "dst_blocks given ({} entries) for a contiguous source requires dst_block_size",
+                "dst_blocks given ({} entries) for a contiguous source requires dst_block_memory_size",
                 dst_blocks.len()
             );
         }
@@ -1957,7 +1957,7 @@ mod tests {
         );
         invalid(
             async_layer_plan(&local, 0, 0, [0, 0], &[], &[1], None),
-            "requires dst_block_size",
+            "requires dst_block_memory_size",
         );
         invalid(
             async_layer_plan(&local, 0, 0, [u64::MAX - 10, 0], &[], &[], None),
@@ -2062,7 +2062,7 @@ mod tests {
         );
         invalid(
             async_layer_plan(&local, 1, 0, [0, 0], &[1], &[4], Some(16)),
-            "dst_block_size = 16 must equal the local block size of 32",
+            "dst_block_memory_size = 16 must equal the local block size of 32",
         );
         invalid(
             async_layer_plan(&local, 1, 1, [0, 0], &[1], &[4], None),

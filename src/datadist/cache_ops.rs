@@ -34,9 +34,9 @@ pub struct MemInfo {
 }
 
 /// The remote side of a transfer, resolved.
-struct Remote {
-    view: CacheView,
-    placement: Placement,
+pub(super) struct Remote {
+    pub(super) view: CacheView,
+    pub(super) placement: Placement,
     slot: u64,
     consume: Option<(u64, u64)>,
 }
@@ -201,26 +201,34 @@ impl Session {
         Ok(())
     }
 
-    fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
-        let c = key.cluster_id();
+    pub(super) fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
+        self.peer_cluster(key.cluster_id())
+    }
+
+    /// The open link to cluster `c` (`NOT_YET_LINK` if none).
+    pub(super) fn peer_cluster(&self, c: u64) -> Result<Arc<Link>> {
         if c == self.cluster_id {
             bail!(
                 ParamInvalid,
                 "the key names this instance's own cluster {c}; transfers need a remote cluster"
             );
         }
-        let link = self
-            .link(c)
-            .ok_or_else(|| err!(NotYetLink, "no link to cluster {c}"))?;
+        let Some(link) = self.link(c) else {
+            return Err(self.not_linked(c));
+        };
         if link.is_closed() {
             bail!(NotYetLink, "the link to cluster {c} is closed");
+        }
+        if !link.is_ready() {
+            // A rank-table link whose comm is not OK yet.
+            return Err(self.not_linked(c));
         }
         Ok(link)
     }
 
     /// Resolves the remote cache a key names: from the peer's cached table in
     /// remote-accessible mode, else by asking the owner.
-    fn resolve_remote(
+    pub(super) fn resolve_remote(
         &self,
         link: &Arc<Link>,
         key: &CacheKey,

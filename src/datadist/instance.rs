@@ -3,10 +3,11 @@
 //! `LLM_FAILED` ("not initialized"); init on an initialised instance is a
 //! no-op success; init after finalize starts a fresh session.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::datadist::comm::{CommSpec, MemStatus};
 use crate::datadist::options::{self, Config, Options};
 use crate::datadist::session::Session;
 use crate::status::{Error, Result, Status};
@@ -47,6 +48,8 @@ pub struct Instance {
     cluster_id: u64,
     role: Arc<AtomicU32>,
     session: RwLock<Option<Arc<Session>>>,
+    /// Next rank-table comm id; kept across init/finalize so ids are never reused.
+    comm_ids: Arc<AtomicU64>,
     /// Serialises init/finalize/switch_role.
     lifecycle: Mutex<()>,
 }
@@ -59,6 +62,7 @@ impl Instance {
             cluster_id,
             role: Arc::new(AtomicU32::new(role)),
             session: RwLock::new(None),
+            comm_ids: Arc::new(AtomicU64::new(1)),
             lifecycle: Mutex::new(()),
         })
     }
@@ -113,7 +117,13 @@ impl Instance {
             }
         }
         let backend = crate::device::select_backend(&config)?;
-        let s = Session::start(self.cluster_id, self.role.clone(), config, backend)?;
+        let s = Session::start(
+            self.cluster_id,
+            self.role.clone(),
+            self.comm_ids.clone(),
+            config,
+            backend,
+        )?;
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
         Ok(())
     }
@@ -150,6 +160,13 @@ impl Instance {
                 ExistLink,
                 "switch_role needs all links unlinked first ({} remain)",
                 s.link_count()
+            );
+        }
+        if s.comm_count() > 0 {
+            bail!(
+                ExistLink,
+                "switch_role needs every rank-table comm unlinked first ({} remain)",
+                s.comm_count()
             );
         }
         if s.config.hixl && listen != s.config.listen {
@@ -279,6 +296,15 @@ impl Instance {
             );
         }
         let one = |c: &ClusterInfo| -> Result<()> {
+            if let Some(comm) = s.comm_of(c.remote_cluster_id) {
+                bail!(
+                    ParamInvalid,
+                    "cluster {} is linked through rank-table comm {} (\"{}\"); use unlink(comm_id)",
+                    c.remote_cluster_id,
+                    comm.id,
+                    comm.name()
+                );
+            }
             if force {
                 s.drop_link(c.remote_cluster_id, timeout);
                 Ok(())
@@ -288,6 +314,38 @@ impl Instance {
             }
         };
         Ok(parallel(clusters, one))
+    }
+
+    /// The session, unless the backend has no rank-table linking.
+    fn comm_session(&self) -> Result<Arc<Session>> {
+        let s = self.session()?;
+        if s.config.hixl {
+            bail!(
+                FeatureNotEnabled,
+                "link/unlink/query_register_mem_status are not available with llm.TransferBackend=hixl"
+            );
+        }
+        Ok(s)
+    }
+
+    /// `link(comm_name, cluster_rank_info, rank_table)`: validates, then
+    /// returns the new comm id while the links are set up in the background.
+    pub fn link(&self, comm_name: &str, ranks: &[(u64, u32)], rank_table: &str) -> Result<u64> {
+        // Serialised with switch_role, which may move the listener a comm reuses.
+        let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.comm_session()?;
+        let spec = CommSpec::validate(comm_name, ranks, self.cluster_id, rank_table)?;
+        s.comm_link(spec)
+    }
+
+    /// `unlink(comm_id)`.
+    pub fn unlink(&self, comm_id: u64) -> Result<()> {
+        self.comm_session()?.comm_unlink(comm_id)
+    }
+
+    /// `query_register_mem_status(comm_id)`: the status and, when FAILED, why.
+    pub fn query_register_mem_status(&self, comm_id: u64) -> Result<(MemStatus, String)> {
+        self.comm_session()?.comm_status(comm_id)
     }
 }
 

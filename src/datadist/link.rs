@@ -36,6 +36,11 @@ pub struct Link {
     pub generation: u64,
     /// Our cluster id (sent when attaching connections).
     pub local_cluster_id: u64,
+    /// Rank-table comm this link belongs to (`llmdd_link`); 0 = link_clusters.
+    pub comm_id: u64,
+    /// Transfers may use the link. A comm's links become ready when the whole
+    /// comm is linked (status OK); link_clusters links are ready at once.
+    ready: AtomicBool,
     spin: Duration,
     /// Connections on which this side sends requests.
     idle: Mutex<Vec<Conn>>,
@@ -62,6 +67,7 @@ pub struct LinkParts {
     pub peer_pools: Vec<PeerMapping>,
     pub generation: u64,
     pub local_cluster_id: u64,
+    pub comm_id: u64,
     pub spin: Duration,
 }
 
@@ -78,6 +84,8 @@ impl Link {
             peer_pools: p.peer_pools,
             generation: p.generation,
             local_cluster_id: p.local_cluster_id,
+            comm_id: p.comm_id,
+            ready: AtomicBool::new(p.comm_id == 0),
             spin: p.spin,
             idle: Mutex::new(Vec::new()),
             conns: AtomicUsize::new(0),
@@ -106,6 +114,16 @@ impl Link {
     /// True once torn down.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// True when transfers may use the link (see `ready`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks a comm's link usable for transfers (the comm reached OK).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
     }
 
     /// Remembers a socket so teardown can shut it down.

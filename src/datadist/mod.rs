@@ -1,12 +1,16 @@
 //! API semantics of LLMDataDist: instance lifecycle and roles, options, links
-//! and the cache operations that turn calls into transfer plans.
+//! and the cache operations that turn calls into transfer plans (including the
+//! layer-wise async push).
 
 pub mod acl_link;
 pub mod acl_rules;
+pub mod async_transfer;
 pub mod cache_ops;
+pub mod comm;
 pub mod instance;
 pub mod link;
 pub mod options;
+pub mod rank_table;
 pub mod session;
 
 pub use instance::{ClusterInfo, Instance, IpInfo};

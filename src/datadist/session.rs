@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 use crate::cache::pool::{PeerMapping, Pool};
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
+use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
+use crate::transfer::task::TaskSet;
 use crate::transport::local::{self, LocalPath};
 use crate::transport::tcp::{check_reply, poll_fd, Conn};
 use crate::transport::wire::{Msg, PoolInfo, ProcessInfo};
-use crate::{bail, err, log_info, log_warn};
+use crate::{bail, err, log_debug, log_info, log_warn};
 
 /// Server-side concurrent link setups (seed 004).
 const MAX_CONCURRENT_SETUPS: usize = 16;
@@ -73,6 +75,15 @@ pub struct Session {
     next_pending: AtomicU64,
     closing: AtomicBool,
     setups: Slots,
+    /// Rank-table comms (`comm.rs`). Lock order: comms, then a comm's state,
+    /// then `links`; `comms` before `comm_listeners` and `listener`.
+    comms: Mutex<Comms>,
+    /// Comm id counter of the instance (ids are never reused by an instance).
+    comm_ids: Arc<AtomicU64>,
+    /// Listeners bound for comms (endpoint → listener, number of comms using it).
+    comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
+    /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
+    pub tasks: TaskSet,
     me: Weak<Session>,
 }
 
@@ -81,6 +92,7 @@ impl Session {
     pub fn start(
         cluster_id: u64,
         role: Arc<AtomicU32>,
+        comm_ids: Arc<AtomicU64>,
         config: Config,
         backend: Backend,
     ) -> Result<Arc<Session>> {
@@ -116,6 +128,10 @@ impl Session {
                 used: Mutex::new(0),
                 cv: Condvar::new(),
             },
+            comms: Mutex::new(Comms::default()),
+            comm_ids,
+            comm_listeners: Mutex::new(HashMap::new()),
+            tasks: TaskSet::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -129,8 +145,23 @@ impl Session {
         self.backend.acl()
     }
 
-    fn arc(&self) -> Arc<Session> {
+    pub(crate) fn arc(&self) -> Arc<Session> {
         self.me.upgrade().expect("session alive while in use")
+    }
+
+    /// True once finalize has begun.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// The comm table (see the lock order on the field).
+    pub(crate) fn comms(&self) -> std::sync::MutexGuard<'_, Comms> {
+        self.comms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new comm id (1, 2, … per instance).
+    pub(crate) fn next_comm_id(&self) -> u64 {
+        self.comm_ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The endpoint this instance listens on, if it is a server.
@@ -144,20 +175,28 @@ impl Session {
 
     /// Spawns a tracked thread (joined at finalize).
     fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
-        let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        t.retain(|h| !h.is_finished());
-        match std::thread::Builder::new()
-            .name(name.to_string())
-            .stack_size(256 * 1024)
-            .spawn(f)
-        {
-            Ok(h) => t.push(h),
-            Err(e) => log_warn!("could not spawn thread {name}: {e}"),
+        if let Err(e) = self.try_spawn(name, f) {
+            log_warn!("{}", e.message);
         }
     }
 
-    /// Starts listening on `addr` (replacing any current listener).
-    pub fn listen(&self, addr: SocketAddr) -> Result<()> {
+    /// Spawns a tracked thread (joined at finalize), reporting failure.
+    pub(crate) fn try_spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        t.retain(|h| !h.is_finished());
+        let h = std::thread::Builder::new()
+            .name(name.to_string())
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .map_err(|e| err!(Failed, "could not spawn thread {name}: {e}"))?;
+        t.push(h);
+        Ok(())
+    }
+
+    /// Binds `addr` and starts its accept thread. `comm_only`: a listener
+    /// bound for rank-table comms, which refuses link_clusters handshakes
+    /// (only `llm.ListenIpInfo` makes an instance a server).
+    fn bind_listener(&self, addr: SocketAddr, comm_only: bool) -> Result<Listener> {
         let l =
             TcpListener::bind(addr).map_err(|e| err!(Failed, "cannot listen on {addr}: {e}"))?;
         l.set_nonblocking(true)
@@ -175,22 +214,80 @@ impl Session {
         let me = self.me.clone();
         let thread = std::thread::Builder::new()
             .name("llmdd-accept".into())
-            .spawn(move || accept_loop(me, l, wake))
-            .map_err(|e| err!(Failed, "cannot start accept thread: {e}"))?;
+            .spawn(move || accept_loop(me, l, wake, comm_only));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: closing our eventfd.
+                unsafe { libc::close(wake) };
+                bail!(Failed, "cannot start accept thread: {e}");
+            }
+        };
+        log_info!("cluster {} listening on {bound}", self.cluster_id);
+        Ok(Listener {
+            addr: bound,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts listening on `addr` (replacing any current listener).
+    pub fn listen(&self, addr: SocketAddr) -> Result<()> {
+        let l = self.bind_listener(addr, false)?;
         let old = self
             .listener
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .replace(Listener {
-                addr: bound,
-                wake,
-                thread: Some(thread),
-            });
+            .replace(l);
         if let Some(o) = old {
             o.stop();
         }
-        log_info!("cluster {} listening on {bound}", self.cluster_id);
         Ok(())
+    }
+
+    /// A listener on `addr` for a comm: `None` when the instance's own
+    /// listener (`llm.ListenIpInfo`) already serves that endpoint, else a
+    /// reference on a comm listener (bound now, or shared with another comm),
+    /// released with [`Session::release_listener`].
+    pub(crate) fn acquire_listener(&self, addr: SocketAddr) -> Result<Option<SocketAddr>> {
+        if let Some(main) = self.listen_addr() {
+            if main.port() == addr.port() && (main.ip() == addr.ip() || main.ip().is_unspecified())
+            {
+                return Ok(None);
+            }
+        }
+        let mut m = self
+            .comm_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = m.get_mut(&addr) {
+            *n += 1;
+            return Ok(Some(addr));
+        }
+        let l = self.bind_listener(addr, true)?;
+        m.insert(addr, (l, 1));
+        Ok(Some(addr))
+    }
+
+    /// Drops a comm's reference on its listener; the last one closes it.
+    pub(crate) fn release_listener(&self, addr: SocketAddr) {
+        let mut m = self
+            .comm_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let last = match m.get_mut(&addr) {
+            Some((_, n)) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let l = if last { m.remove(&addr) } else { None };
+        drop(m);
+        if let Some((l, _)) = l {
+            l.stop();
+        }
     }
 
     /// Stops listening (becomes a client).
@@ -262,8 +359,28 @@ impl Session {
         self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Adds `link` to the table; an open link to the same cluster is
+    /// `LLM_ALREADY_LINK` (a closed one is replaced).
+    pub(crate) fn insert_link(&self, link: Arc<Link>) -> Result<()> {
+        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let c = link.remote_cluster_id;
+        if m.get(&c).is_some_and(|l| !l.is_closed()) {
+            bail!(AlreadyLink, "a link to cluster {c} already exists");
+        }
+        m.insert(c, link);
+        Ok(())
+    }
+
+    /// Why there is no usable link to `cluster_id`, for a refused transfer.
+    pub(crate) fn not_linked(&self, cluster_id: u64) -> Error {
+        match self.comm_of(cluster_id) {
+            Some(c) => c.not_ready(cluster_id),
+            None => err!(NotYetLink, "no link to cluster {cluster_id}"),
+        }
+    }
+
     /// Removes `link` from the table if it is still the current one.
-    fn remove_exact(&self, link: &Arc<Link>) -> bool {
+    pub(crate) fn remove_exact(&self, link: &Arc<Link>) -> bool {
         let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
         match m.get(&link.remote_cluster_id) {
             Some(l) if Arc::ptr_eq(l, link) => {
@@ -301,7 +418,7 @@ impl Session {
         local_ip: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<()> {
-        if self.closing.load(Ordering::Acquire) {
+        if self.is_closing() {
             bail!(Failed, "instance is finalizing");
         }
         if remote_cluster_id == self.cluster_id {
@@ -316,6 +433,34 @@ impl Session {
                 "a link to cluster {remote_cluster_id} already exists"
             );
         }
+        if let Some(c) = self.comm_of(remote_cluster_id) {
+            bail!(
+                AlreadyLink,
+                "cluster {remote_cluster_id} is a member of rank-table comm {} (\"{}\"); unlink it first",
+                c.id,
+                c.name()
+            );
+        }
+        self.dial(remote_cluster_id, addr, local_ip, timeout, None)
+    }
+
+    /// Dials the server at `addr`: handshake, extra connections, then the
+    /// link joins the table (and `comm`, for a rank-table link). For a comm,
+    /// failures before the handshake is accepted (nothing listening yet, the
+    /// peer has no such comm yet, no answer in time) are `LLM_NOT_YET_LINK`
+    /// so the caller retries. `local_ip` names this side's device IP on the acl
+    /// backend (else the control connection's local address is used).
+    pub(crate) fn dial(
+        &self,
+        remote_cluster_id: u64,
+        addr: SocketAddr,
+        local_ip: Option<IpAddr>,
+        timeout: Duration,
+        comm: Option<&Arc<Comm>>,
+    ) -> Result<()> {
+        if self.is_closing() {
+            bail!(Failed, "instance is finalizing");
+        }
         if self.link_count() >= self.config.max_links as usize {
             bail!(
                 LinkFailed,
@@ -323,9 +468,13 @@ impl Session {
                 self.config.max_links
             );
         }
+        let retryable = |e: Error| match comm {
+            Some(_) => Error::new(Status::NotYetLink, e.message),
+            None => e,
+        };
         let deadline = Instant::now() + timeout;
         let spin = self.config.busy_poll;
-        let mut control = Conn::connect(&addr, timeout, spin)?;
+        let mut control = Conn::connect(&addr, timeout, spin).map_err(retryable)?;
         let generation = self.registry.generation();
         let acl_end = match self.acl() {
             Some(acl) => {
@@ -336,16 +485,19 @@ impl Session {
             }
             None => None,
         };
-        control.send(
-            &Msg::Hello {
-                cluster_id: self.cluster_id,
-                role: self.role.load(Ordering::Relaxed),
-                remote_accessible: self.config.remote_cache_accessible,
-                process: self.process_info(),
-                device: acl_end.as_ref().map(|e| e.endpoint.clone()),
-            },
-            Some(deadline),
-        )?;
+        control
+            .send(
+                &Msg::Hello {
+                    cluster_id: self.cluster_id,
+                    role: self.role.load(Ordering::Relaxed),
+                    remote_accessible: self.config.remote_cache_accessible,
+                    process: self.process_info(),
+                    comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
+                    device: acl_end.as_ref().map(|e| e.endpoint.clone()),
+                },
+                Some(deadline),
+            )
+            .map_err(retryable)?;
         let (remote_role, token, process, server_device) = match control.recv(Some(deadline)) {
             Ok(Msg::HelloAck {
                 status,
@@ -372,13 +524,13 @@ impl Session {
                 m.msg_type()
             ),
             Err(e) if e.status == Status::Timeout => {
-                bail!(
+                return Err(retryable(err!(
                     LinkFailed,
                     "handshake with {addr} timed out after {} ms",
                     timeout.as_millis()
-                )
+                )))
             }
-            Err(e) => return Err(Error::new(Status::LinkFailed, e.message)),
+            Err(e) => return Err(retryable(Error::new(Status::LinkFailed, e.message))),
         };
         let (local_path, peer_pools) = self.local_path_to(&process);
         let link = Arc::new(Link::new(LinkParts {
@@ -391,6 +543,7 @@ impl Session {
             peer_pools,
             generation,
             local_cluster_id: self.cluster_id,
+            comm_id: comm.map_or(0, |c| c.id),
             spin,
         }));
         // Build the rest of the link; on failure tell the server to drop it.
@@ -449,21 +602,48 @@ impl Session {
             };
             return Err(e);
         }
-        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        if m.contains_key(&remote_cluster_id) {
-            drop(m);
+        let installed = match comm {
+            Some(c) => self.comm_adopt(c, &link, true),
+            None => self.insert_plain_link(link.clone(), false),
+        };
+        if let Err(e) = installed {
             link.teardown(Duration::ZERO);
-            bail!(
-                AlreadyLink,
-                "a link to cluster {remote_cluster_id} was created concurrently"
-            );
+            return Err(e);
         }
-        m.insert(remote_cluster_id, link);
         log_info!(
             "cluster {} linked to cluster {remote_cluster_id} at {addr}",
             self.cluster_id
         );
         Ok(())
+    }
+
+    /// Adds a link_clusters link to the table unless its cluster is (now)
+    /// reserved by a rank-table comm. An existing link to the cluster is
+    /// replaced (`replace`, the server side) or `LLM_ALREADY_LINK`.
+    fn insert_plain_link(&self, link: Arc<Link>, replace: bool) -> Result<()> {
+        let t = self.comms();
+        let c = link.remote_cluster_id;
+        if let Some(comm) = t.of_cluster(c) {
+            bail!(
+                AlreadyLink,
+                "cluster {c} is a member of rank-table comm {} (\"{}\")",
+                comm.id,
+                comm.name()
+            );
+        }
+        if replace {
+            self.links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c, link);
+            return Ok(());
+        }
+        self.insert_link(link).map_err(|_| {
+            err!(
+                AlreadyLink,
+                "a link to cluster {c} was created concurrently"
+            )
+        })
     }
 
     /// Client side of a non-forced unlink: tell the server, then drop ours.
@@ -501,7 +681,7 @@ impl Session {
     }
 
     /// Handles a freshly accepted connection: handshake or attach, then serve.
-    fn incoming(self: Arc<Self>, stream: TcpStream, pending_id: u64) {
+    fn incoming(self: Arc<Self>, stream: TcpStream, pending_id: u64, comm_only: bool) {
         let spin = self.config.busy_poll;
         let mut conn = match Conn::new(stream, spin) {
             Ok(c) => c,
@@ -521,27 +701,46 @@ impl Session {
                 role,
                 remote_accessible,
                 process,
+                comm_name,
                 device,
             }) => {
                 self.acquire_setup();
-                let r = self.accept_link(
-                    &mut conn,
-                    cluster_id,
-                    role,
-                    remote_accessible,
-                    &process,
-                    device.as_ref(),
-                );
+                let r = if comm_only && comm_name.is_empty() {
+                    Err(err!(
+                        ParamInvalid,
+                        "this endpoint of cluster {} serves rank-table comms only; link_clusters needs its llm.ListenIpInfo",
+                        self.cluster_id
+                    ))
+                } else {
+                    self.accept_link(
+                        &mut conn,
+                        cluster_id,
+                        role,
+                        remote_accessible,
+                        &process,
+                        &comm_name,
+                        device.as_ref(),
+                    )
+                };
                 self.release_setup();
                 unpend(&self);
                 match r {
                     Ok(link) => serve(self, link, conn, true),
                     Err(e) => {
-                        log_warn!(
-                            "refused link from cluster {cluster_id} at {}: {}",
-                            conn.peer(),
-                            e.message
-                        );
+                        if e.status == Status::NotYetLink {
+                            // A rank-table dialer that came early; it retries.
+                            log_debug!(
+                                "not yet accepting cluster {cluster_id} at {}: {}",
+                                conn.peer(),
+                                e.message
+                            );
+                        } else {
+                            log_warn!(
+                                "refused link from cluster {cluster_id} at {}: {}",
+                                conn.peer(),
+                                e.message
+                            );
+                        }
                         let _ = conn.send(
                             &Msg::HelloAck {
                                 status: e.status.code(),
@@ -579,6 +778,9 @@ impl Session {
                 }
                 if reverse {
                     link.add_request_conn(conn);
+                    if link.comm_id != 0 {
+                        self.comm_peer_ready(&link);
+                    }
                 } else {
                     link.track(&conn);
                     serve(self, link, conn, false);
@@ -599,6 +801,10 @@ impl Session {
         }
     }
 
+    /// Server side of the handshake. `comm_name` non-empty: a rank-table
+    /// dialer, matched to our pending comm of that name (`comm.rs`).
+    // The handshake's fields, one by one: a struct would only re-pack `Msg::Hello`.
+    #[allow(clippy::too_many_arguments)]
     fn accept_link(
         &self,
         conn: &mut Conn,
@@ -606,6 +812,7 @@ impl Session {
         role: u32,
         remote_accessible: bool,
         process: &ProcessInfo,
+        comm_name: &str,
         device: Option<&crate::transport::wire::DeviceEndpoint>,
     ) -> Result<Arc<Link>> {
         if self.closing.load(Ordering::Acquire) {
@@ -626,13 +833,26 @@ impl Session {
             );
         }
         acl_link::check_backends(self.acl().is_some(), device, true)?;
-        // A stale link from the same cluster is replaced.
-        if let Some(old) = self.link(cluster_id) {
-            log_info!("replacing stale link from cluster {cluster_id}");
-            if self.remove_exact(&old) {
-                old.teardown(Duration::ZERO);
+        let comm = if comm_name.is_empty() {
+            if let Some(c) = self.comm_of(cluster_id) {
+                bail!(
+                    AlreadyLink,
+                    "cluster {cluster_id} is a member of rank-table comm {} (\"{}\") here",
+                    c.id,
+                    c.name()
+                );
             }
-        }
+            // A stale link from the same cluster is replaced.
+            if let Some(old) = self.link(cluster_id) {
+                log_info!("replacing stale link from cluster {cluster_id}");
+                if self.remove_exact(&old) {
+                    old.teardown(Duration::ZERO);
+                }
+            }
+            None
+        } else {
+            Some(self.pending_comm(comm_name, cluster_id)?)
+        };
         if self.link_count() >= self.config.max_links as usize {
             bail!(
                 LinkFailed,
@@ -652,6 +872,7 @@ impl Session {
             peer_pools,
             generation: self.registry.generation(),
             local_cluster_id: self.cluster_id,
+            comm_id: comm.as_ref().map_or(0, |c| c.id),
             spin: self.config.busy_poll,
         }));
         link.track(conn);
@@ -675,10 +896,11 @@ impl Session {
             };
             link.set_hccl(Arc::new(acl_link::create(acl, end, theirs, true, ids)?));
         }
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(cluster_id, link.clone());
+        match &comm {
+            Some(c) => self.comm_adopt(c, &link, false)?,
+            // A server replaces what it has for that cluster (stale links).
+            None => self.insert_plain_link(link.clone(), true)?,
+        }
         let ack = Msg::HelloAck {
             status: 0,
             message: String::new(),
@@ -689,18 +911,16 @@ impl Session {
             device: our_device,
         };
         if let Err(e) = conn.send(&ack, Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
-            if self.remove_exact(&link) {
-                link.teardown(Duration::ZERO);
-            }
+            self.remove_exact(&link);
+            link.teardown(Duration::ZERO);
             return Err(e);
         }
         if let Some(h) = link.hccl() {
             // Bounded by the handshake timeout: the client prepares within its
             // link timeout or gives up (then this fails and the link is dropped).
             if let Err(e) = acl_link::prepare(h, HANDSHAKE_TIMEOUT) {
-                if self.remove_exact(&link) {
-                    link.teardown(Duration::ZERO);
-                }
+                self.remove_exact(&link);
+                link.teardown(Duration::ZERO);
                 return Err(e);
             }
         }
@@ -713,10 +933,24 @@ impl Session {
 
     // -------------------------------------------------------------- finalize
 
-    /// Tears everything down: listener, links, threads, caches, pools.
+    /// Tears everything down: async tasks, listener, links, threads, caches, pools.
     pub fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
+        // No new layer or callback from here on; in-flight layers finish (or
+        // fail once their link is torn down below).
+        self.tasks.cancel_all();
+        self.comm_unlink_all(self.config.sync_kv_timeout);
         self.stop_listening();
+        let extra: Vec<Listener> = self
+            .comm_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, (l, _))| l)
+            .collect();
+        for l in extra {
+            l.stop();
+        }
         let links: Vec<Arc<Link>> = self
             .links
             .lock()
@@ -735,6 +969,7 @@ impl Session {
         {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        self.tasks.join_all();
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();
@@ -750,7 +985,7 @@ impl Session {
     }
 }
 
-fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32) {
+fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32, comm_only: bool) {
     let lfd = l.as_raw_fd();
     loop {
         let mut fds = [
@@ -791,7 +1026,7 @@ fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32) {
                             .insert(id, c);
                     }
                     let s2 = s.clone();
-                    s.spawn("llmdd-conn", move || s2.incoming(stream, id));
+                    s.spawn("llmdd-conn", move || s2.incoming(stream, id, comm_only));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -838,11 +1073,20 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
         }
     }
     if control && !link.is_closed() && session.remove_exact(&link) {
-        // Routine after a forced unlink on the client (spec flow 2), so info.
-        log_info!(
-            "client cluster {} closed its link (forced unlink or exit); freeing our side",
-            link.remote_cluster_id
-        );
+        if link.comm_id != 0 {
+            // The usual end of a rank-table link: the dialer unlinked first.
+            log_info!(
+                "cluster {} closed its side of comm {}; freeing the link",
+                link.remote_cluster_id,
+                link.comm_id
+            );
+        } else {
+            // Routine after a forced unlink on the client (spec flow 2), so info.
+            log_info!(
+                "client cluster {} closed its link (forced unlink or exit); freeing our side",
+                link.remote_cluster_id
+            );
+        }
         link.teardown(Duration::ZERO);
     }
 }

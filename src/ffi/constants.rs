@@ -121,7 +121,9 @@ pub extern "C" fn llmdd_status_name(status: u32) -> *const c_char {
 }
 
 /// Message describing the last failed llmdd call on the calling thread
-/// ("" if the last call succeeded). The string is owned by the library and
+/// ("" if the last call succeeded, except that a successful
+/// `llmdd_query_register_mem_status` reporting FAILED leaves the reason
+/// here). The string is owned by the library and
 /// valid until the next llmdd call on this thread. Never NULL.
 #[no_mangle]
 pub extern "C" fn llmdd_last_error_message() -> *const c_char {

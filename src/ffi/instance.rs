@@ -1,10 +1,13 @@
 //! Exported functions of the instance: lifecycle, roles and linking.
 
+use std::ffi::c_char;
+
+use crate::datadist::comm::MemStatus;
 use crate::datadist::Instance;
-use crate::ffi::boundary::{output, run};
+use crate::ffi::boundary::{cstr, output, run, set_last_error};
 use crate::ffi::types::{
-    clusters_from_c, instance, llmdd_cluster_info_t, llmdd_instance_t, llmdd_option_t,
-    options_from_c, INSTANCE_MAGIC,
+    cluster_ranks_from_c, clusters_from_c, instance, llmdd_cluster_info_t, llmdd_cluster_rank_t,
+    llmdd_instance_t, llmdd_option_t, options_from_c, INSTANCE_MAGIC,
 };
 use crate::status::{Result, Status};
 
@@ -192,5 +195,97 @@ pub unsafe extern "C" fn llmdd_unlink_clusters(
         let cs = clusters_from_c(clusters, num_clusters)?;
         let results = i.unlink_clusters(&cs, timeout_ms, force)?;
         fill(results, rets)
+    })
+}
+
+/// Two-sided linking by rank table (Python `link(comm_name, cluster_rank_info,
+/// rank_table)`): every member of the comm domain calls it with the same
+/// members and table at about the same time. Returns as soon as the comm
+/// exists: `*comm_id_out` receives its id (1, 2, … per instance, never
+/// reused) while the links between every pair of members are set up in the
+/// background; poll `llmdd_query_register_mem_status` until
+/// `LLMDD_MEM_STATUS_OK` before transferring (earlier transfers to a member
+/// give `LLMDD_NOT_YET_LINK`). The links are ordinary links keyed by cluster
+/// id, so every pull/push works over them. See docs/rank-table.md.
+///
+/// Inputs are borrowed for the call only. `comm_name`: 1..127 bytes.
+/// `cluster_ranks`: 2..4 entries, unique cluster ids, rank ids strictly
+/// ascending in array order, including this instance's cluster id.
+/// `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
+/// the host backend each member's TCP endpoint is IP = the server's `host_ip`,
+/// else the device's `device_ip`; port = the device's `host_port`, else its
+/// `device_port`. The higher rank dials the lower one, retrying for
+/// `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
+/// 16 comm setups run at once per instance, others wait (PREPARING).
+///
+/// Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
+/// table, a member without a usable IP or port, 512 comms already);
+/// `LLMDD_ALREADY_LINK` (a member cluster is already linked by
+/// `llmdd_link_clusters` or belongs to another comm of this instance);
+/// `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
+/// `LLMDD_FEATURE_NOT_ENABLED` (`llm.TransferBackend=hixl`); `LLMDD_FAILED`
+/// (not initialized). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_link(
+    inst: *mut llmdd_instance_t,
+    comm_name: *const c_char,
+    cluster_ranks: *const llmdd_cluster_rank_t,
+    num_cluster_ranks: usize,
+    rank_table_json: *const c_char,
+    comm_id_out: *mut u64,
+) -> u32 {
+    run("llmdd_link", || {
+        let i = instance(inst)?;
+        let out = output(comm_id_out, "comm_id_out")?;
+        let name = cstr(comm_name, "comm_name")?;
+        let ranks = cluster_ranks_from_c(cluster_ranks, num_cluster_ranks)?;
+        let table = cstr(rank_table_json, "rank_table_json")?;
+        *out = i.link(name, &ranks, table)?;
+        Ok(())
+    })
+}
+
+/// Unlinks a rank-table comm (Python `unlink(comm_id)`); every member calls
+/// it for its own comm id. Aborts a setup still running, tears down this
+/// side of every link of the comm (waiting up to `llm.SyncKvCacheWaitTime`
+/// for transfers in flight, like a forced unlink), closes the comm's own
+/// listener if it bound one, and forgets the comm. Works in any status
+/// (PREPARING, OK, FAILED).
+///
+/// Statuses: `LLMDD_NOT_YET_LINK` (unknown or already unlinked comm id),
+/// `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+/// `LLMDD_PARAM_INVALID` (NULL instance). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_unlink(inst: *mut llmdd_instance_t, comm_id: u64) -> u32 {
+    run("llmdd_unlink", || instance(inst)?.unlink(comm_id))
+}
+
+/// Writes the comm's registered-memory status to `*status_out`:
+/// `LLMDD_MEM_STATUS_PREPARING` while the links are being set up,
+/// `LLMDD_MEM_STATUS_OK` once every pair of members is linked, or
+/// `LLMDD_MEM_STATUS_FAILED` (final; unlink the comm). When it writes FAILED
+/// the call returns `LLMDD_SUCCESS` and `llmdd_last_error_message()` gives the
+/// reason (the one exception to "empty after success").
+///
+/// Statuses: `LLMDD_NOT_YET_LINK` (unknown or unlinked comm id),
+/// `LLMDD_FEATURE_NOT_ENABLED` (hixl), `LLMDD_FAILED` (not initialized),
+/// `LLMDD_PARAM_INVALID` (NULL pointers). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_query_register_mem_status(
+    inst: *mut llmdd_instance_t,
+    comm_id: u64,
+    status_out: *mut u32,
+) -> u32 {
+    run("llmdd_query_register_mem_status", || {
+        let i = instance(inst)?;
+        let out = output(status_out, "status_out")?;
+        let (status, why) = i.query_register_mem_status(comm_id)?;
+        *out = status as u32;
+        if status == MemStatus::Failed {
+            set_last_error(&format!(
+                "llmdd_query_register_mem_status: comm {comm_id} FAILED: {why}"
+            ));
+        }
+        Ok(())
     })
 }

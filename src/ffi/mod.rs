@@ -20,4 +20,5 @@ pub mod cache;
 pub mod config;
 pub mod constants;
 pub mod instance;
+pub mod task;
 pub mod types;

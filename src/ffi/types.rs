@@ -51,6 +51,15 @@ pub struct llmdd_cluster_info_t {
     pub num_remote_ip_infos: usize,
 }
 
+/// One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
+/// id in the rank table (Python's `cluster_rank_info` entry).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_cluster_rank_t {
+    pub cluster_id: u64,
+    pub rank_id: u32,
+}
+
 /// Description of a cache: `num_tensors` tensors of one shape and data type.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -295,6 +304,20 @@ pub(crate) unsafe fn options_from_c(
         pairs.push((k, v));
     }
     crate::datadist::options::collect(pairs)
+}
+
+/// The members of a `llmdd_link` call as `(cluster_id, rank_id)` pairs.
+///
+/// # Safety
+/// When non-NULL, `p` must point to `n` valid entries.
+pub(crate) unsafe fn cluster_ranks_from_c(
+    p: *const llmdd_cluster_rank_t,
+    n: usize,
+) -> Result<Vec<(u64, u32)>> {
+    Ok(slice(p, n, "cluster_ranks")?
+        .iter()
+        .map(|m| (m.cluster_id, m.rank_id))
+        .collect())
 }
 
 /// Resolves an instance handle.

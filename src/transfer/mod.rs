@@ -1,5 +1,7 @@
-//! The engine: executes transfer plans and serves peers' requests.
+//! The engine: executes transfer plans, runs layer-wise async tasks and serves
+//! peers' requests.
 
 pub mod exec;
 pub mod hccl_path;
 pub mod serve;
+pub mod task;

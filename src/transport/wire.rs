@@ -14,7 +14,8 @@ use crate::cache::types::{CacheKey, Segment};
 /// Frame magic, "LLDD" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
 /// Protocol version; a peer with another version is refused in the handshake.
-/// 2: `Hello`/`HelloAck` carry the sender's HCCL device endpoint (acl backend).
+/// 2: `Hello` carries the rank-table comm name; `Hello`/`HelloAck` carry the
+/// sender's HCCL device endpoint (acl backend).
 pub const VERSION: u16 = 2;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
@@ -126,7 +127,11 @@ pub enum Msg {
         role: u32,
         remote_accessible: bool,
         process: ProcessInfo,
+        /// Rank-table comm this link belongs to (`llmdd_link`); empty for
+        /// `link_clusters`. Encoded after `process`.
+        comm_name: String,
         /// The client's device endpoint: present iff it runs the acl backend.
+        /// Encoded last.
         device: Option<DeviceEndpoint>,
     },
     /// Server → client reply to `Hello`.
@@ -454,12 +459,14 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             role,
             remote_accessible,
             process,
+            comm_name,
             device,
         } => {
             put_u64(out, *cluster_id);
             put_u32(out, *role);
             put_bool(out, *remote_accessible);
             put_process(out, process);
+            put_str(out, comm_name);
             put_device(out, device);
         }
         Msg::HelloAck {
@@ -770,6 +777,7 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             role: r.u32("role")?,
             remote_accessible: r.bool("remote_accessible")?,
             process: r.process()?,
+            comm_name: r.string("comm_name")?,
             device: r.device()?,
         },
         2 => Msg::HelloAck {
@@ -889,7 +897,21 @@ mod tests {
                 role: 1,
                 remote_accessible: true,
                 process: process(3),
+                comm_name: String::new(),
                 device: None,
+            },
+            Msg::Hello {
+                cluster_id: 3,
+                role: 2,
+                remote_accessible: false,
+                process: process(1),
+                comm_name: "rank-table comm ✓".to_owned(),
+                device: Some(DeviceEndpoint {
+                    server_id: "127.0.0.1".to_owned(),
+                    device_id: 0,
+                    device_ip: "127.0.0.1".to_owned(),
+                    device_port: 40000,
+                }),
             },
             Msg::HelloAck {
                 status: 0,
@@ -1553,17 +1575,21 @@ mod tests {
                 any::<u32>(),
                 any::<bool>(),
                 arb_process(),
+                text(),
                 arb_device()
             )
-                .prop_map(|(cluster_id, role, remote_accessible, process, device)| {
-                    Msg::Hello {
-                        cluster_id,
-                        role,
-                        remote_accessible,
-                        process,
-                        device,
+                .prop_map(
+                    |(cluster_id, role, remote_accessible, process, comm_name, device)| {
+                        Msg::Hello {
+                            cluster_id,
+                            role,
+                            remote_accessible,
+                            process,
+                            comm_name,
+                            device,
+                        }
                     }
-                }),
+                ),
             (
                 any::<u32>(),
                 text(),

@@ -1,0 +1,399 @@
+//! The HCCL rank table given to `link` (spec §6) and the TCP control endpoint
+//! of each member on the host backend.
+//!
+//! Accepted shape (unknown fields are ignored, e.g. `server_id`,
+//! `super_device_id`, `super_pod_list`):
+//!
+//! ```json
+//! {"version": "1.0", "server_count": "1", "status": "completed",
+//!  "server_list": [{"server_id": "node0", "host_ip": "127.0.0.1",
+//!    "device": [{"device_id": "0", "device_ip": "127.0.0.1", "rank_id": "0",
+//!                "host_port": "26001"}]}]}
+//! ```
+//!
+//! Integers may be JSON strings of digits (as HCCL writes them) or JSON
+//! numbers. A member's endpoint is `IP:port` with IP = the server's `host_ip`
+//! if present, else the device's `device_ip`; port = the device's `host_port`
+//! if present, else its `device_port`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Map, Value};
+
+use crate::status::Result;
+use crate::{bail, err};
+
+/// Longest rank table accepted (bytes).
+const MAX_TABLE_BYTES: usize = 1 << 20;
+
+/// One `device[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: u64,
+    pub rank_id: u32,
+    pub device_ip: Option<String>,
+    /// Raw `device_port` / `host_port` values, checked when a member's
+    /// endpoint is derived (entries of non-members are not our business).
+    pub device_port: Option<Value>,
+    pub host_port: Option<Value>,
+}
+
+/// One `server_list[]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub host_ip: Option<String>,
+    pub devices: Vec<Device>,
+}
+
+/// A parsed rank table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RankTable {
+    pub version: String,
+    pub servers: Vec<Server>,
+}
+
+/// An unsigned integer written as a JSON number or a string of digits.
+fn uint(v: &Value, what: &str) -> Result<u64> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let t = s.trim();
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                t.parse::<u64>().ok()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        err!(
+            ParamInvalid,
+            "rank table: {what} must be an unsigned integer or a string of digits (got {v})"
+        )
+    })
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<&'a Value> {
+    obj.get(key)
+        .ok_or_else(|| err!(ParamInvalid, "rank table: {at} has no \"{key}\" field"))
+}
+
+/// An optional string field; present but not a string is an error, an empty
+/// string counts as absent.
+fn opt_str(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(v) => bail!(
+            ParamInvalid,
+            "rank table: {at}.{key} must be a string (got {v})"
+        ),
+    }
+}
+
+fn opt_raw(obj: &Map<String, Value>, key: &str) -> Option<Value> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(v) => Some(v.clone()),
+    }
+}
+
+impl RankTable {
+    /// Parses and checks a rank table: `version`, `server_count` (equal to the
+    /// number of servers), `status` = "completed", a non-empty `server_list`
+    /// whose `device[]` entries carry `device_id` and `rank_id`; rank ids unique.
+    pub fn parse(json: &str) -> Result<RankTable> {
+        if json.len() > MAX_TABLE_BYTES {
+            bail!(
+                ParamInvalid,
+                "rank table is {} bytes; at most {MAX_TABLE_BYTES} are accepted",
+                json.len()
+            );
+        }
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| err!(ParamInvalid, "rank table is not valid JSON: {e}"))?;
+        let top = v
+            .as_object()
+            .ok_or_else(|| err!(ParamInvalid, "rank table must be a JSON object"))?;
+        let version = match field(top, "version", "the table")? {
+            Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+            Value::Number(n) => n.to_string(),
+            other => bail!(
+                ParamInvalid,
+                "rank table: \"version\" must be a non-empty string (got {other})"
+            ),
+        };
+        let server_count = uint(field(top, "server_count", "the table")?, "server_count")?;
+        match field(top, "status", "the table")? {
+            Value::String(s) if s == "completed" => {}
+            other => bail!(
+                ParamInvalid,
+                "rank table: \"status\" must be \"completed\" (got {other})"
+            ),
+        }
+        let list = field(top, "server_list", "the table")?
+            .as_array()
+            .ok_or_else(|| err!(ParamInvalid, "rank table: \"server_list\" must be an array"))?;
+        if list.is_empty() {
+            bail!(ParamInvalid, "rank table: \"server_list\" is empty");
+        }
+        if server_count != list.len() as u64 {
+            bail!(
+                ParamInvalid,
+                "rank table: server_count is {server_count} but server_list has {} entries",
+                list.len()
+            );
+        }
+        let mut servers = Vec::with_capacity(list.len());
+        let mut seen = std::collections::HashSet::new();
+        for (si, s) in list.iter().enumerate() {
+            let at = format!("server_list[{si}]");
+            let so = s
+                .as_object()
+                .ok_or_else(|| err!(ParamInvalid, "rank table: {at} must be an object"))?;
+            let host_ip = opt_str(so, "host_ip", &at)?;
+            let devs = field(so, "device", &at)?
+                .as_array()
+                .ok_or_else(|| err!(ParamInvalid, "rank table: {at}.device must be an array"))?;
+            let mut devices = Vec::with_capacity(devs.len());
+            for (di, d) in devs.iter().enumerate() {
+                let at = format!("{at}.device[{di}]");
+                let dobj = d
+                    .as_object()
+                    .ok_or_else(|| err!(ParamInvalid, "rank table: {at} must be an object"))?;
+                let device_id = uint(field(dobj, "device_id", &at)?, &format!("{at}.device_id"))?;
+                let rank = uint(field(dobj, "rank_id", &at)?, &format!("{at}.rank_id"))?;
+                let rank_id = u32::try_from(rank).map_err(|_| {
+                    err!(
+                        ParamInvalid,
+                        "rank table: {at}.rank_id {rank} is out of range"
+                    )
+                })?;
+                if !seen.insert(rank_id) {
+                    bail!(
+                        ParamInvalid,
+                        "rank table: rank_id {rank_id} appears more than once"
+                    );
+                }
+                devices.push(Device {
+                    device_id,
+                    rank_id,
+                    device_ip: opt_str(dobj, "device_ip", &at)?,
+                    device_port: opt_raw(dobj, "device_port"),
+                    host_port: opt_raw(dobj, "host_port"),
+                });
+            }
+            servers.push(Server { host_ip, devices });
+        }
+        Ok(RankTable { version, servers })
+    }
+
+    /// The server and device entries of `rank`, if the table has it.
+    pub fn find(&self, rank: u32) -> Option<(&Server, &Device)> {
+        self.servers
+            .iter()
+            .find_map(|s| s.devices.iter().find(|d| d.rank_id == rank).map(|d| (s, d)))
+    }
+
+    /// The TCP control endpoint of `rank` on the host backend (module docs).
+    pub fn endpoint(&self, rank: u32) -> Result<SocketAddr> {
+        let Some((server, dev)) = self.find(rank) else {
+            bail!(
+                ParamInvalid,
+                "rank {rank} does not appear as a rank_id in the rank table"
+            );
+        };
+        let (ip_text, ip_field) = match (&server.host_ip, &dev.device_ip) {
+            (Some(h), _) => (h, "host_ip"),
+            (None, Some(d)) => (d, "device_ip"),
+            (None, None) => bail!(
+                ParamInvalid,
+                "rank {rank} has no IP in the rank table (needs the server's host_ip or the device's device_ip)"
+            ),
+        };
+        let ip: IpAddr = ip_text
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| {
+                err!(
+                    ParamInvalid,
+                    "rank {rank}: {ip_field} {ip_text:?} is not an IPv4 or IPv6 literal"
+                )
+            })?;
+        if ip.is_unspecified() {
+            bail!(
+                ParamInvalid,
+                "rank {rank}: {ip_field} {ip} is unspecified; give the address peers can reach"
+            );
+        }
+        let (raw, port_field) = match (&dev.host_port, &dev.device_port) {
+            (Some(p), _) => (p, "host_port"),
+            (None, Some(p)) => (p, "device_port"),
+            (None, None) => bail!(
+                ParamInvalid,
+                "rank {rank} has no port in the rank table (needs the device's host_port or device_port)"
+            ),
+        };
+        let port = uint(raw, &format!("rank {rank}'s {port_field}"))?;
+        if port == 0 || port > u64::from(u16::MAX) {
+            bail!(
+                ParamInvalid,
+                "rank {rank}: {port_field} {port} is not a port number in 1..=65535"
+            );
+        }
+        Ok(SocketAddr::new(ip, port as u16))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Status;
+
+    fn table(devices: &[(&str, &str)]) -> String {
+        // (rank_id, extra fields) on one server with host_ip 127.0.0.1
+        let devs: Vec<String> = devices
+            .iter()
+            .map(|(r, extra)| format!(r#"{{"device_id":"0","rank_id":"{r}"{extra}}}"#))
+            .collect();
+        format!(
+            r#"{{"version":"1.0","server_count":"1","status":"completed","server_list":[{{"server_id":"s","host_ip":"127.0.0.1","device":[{}]}}]}}"#,
+            devs.join(",")
+        )
+    }
+
+    fn perr(json: &str) -> String {
+        let e = RankTable::parse(json).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        e.message
+    }
+
+    #[test]
+    fn parses_hccl_strings_and_numbers() {
+        let t = RankTable::parse(
+            r#"{"version":"1.0","server_count":"2","status":"completed","server_list":[
+                {"server_id":"a","device":[{"device_id":"0","device_ip":"10.0.0.1","rank_id":"0","device_port":"16666"}]},
+                {"server_id":"b","host_ip":"192.168.1.2","device":[{"device_id":1,"device_ip":"10.0.0.2","rank_id":1,"host_port":26001,"device_port":"16667"}]}],
+              "super_pod_list":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.version, "1.0");
+        assert_eq!(t.servers.len(), 2);
+        assert_eq!(t.servers[1].devices[0].device_id, 1);
+        // device_ip + device_port when there is no host_ip / host_port
+        assert_eq!(t.endpoint(0).unwrap(), "10.0.0.1:16666".parse().unwrap());
+        // host_ip and host_port win
+        assert_eq!(t.endpoint(1).unwrap(), "192.168.1.2:26001".parse().unwrap());
+    }
+
+    #[test]
+    fn ipv6_endpoint() {
+        let t =
+            RankTable::parse(&table(&[("0", r#","device_ip":"::1","host_port":"9""#)])).unwrap();
+        assert_eq!(t.endpoint(0).unwrap(), "127.0.0.1:9".parse().unwrap());
+        let j = r#"{"version":"1.2","server_count":"1","status":"completed","server_list":[{"device":[{"device_id":"0","device_ip":"[::1]","rank_id":"3","device_port":"7"}]}]}"#;
+        let t = RankTable::parse(j).unwrap();
+        assert_eq!(t.endpoint(3).unwrap(), "[::1]:7".parse().unwrap());
+    }
+
+    #[test]
+    fn malformed_tables() {
+        assert!(perr("{").contains("not valid JSON"));
+        assert!(perr("[1]").contains("JSON object"));
+        assert!(
+            perr(r#"{"server_count":"1","status":"completed","server_list":[]}"#)
+                .contains("\"version\"")
+        );
+        assert!(
+            perr(r#"{"version":"1.0","status":"completed","server_list":[]}"#)
+                .contains("\"server_count\"")
+        );
+        assert!(
+            perr(r#"{"version":"1.0","server_count":"1","server_list":[]}"#).contains("\"status\"")
+        );
+        assert!(perr(
+            r#"{"version":"1.0","server_count":"1","status":"pending","server_list":[]}"#
+        )
+        .contains("completed"));
+        assert!(
+            perr(r#"{"version":"1.0","server_count":"1","status":"completed"}"#)
+                .contains("\"server_list\"")
+        );
+        assert!(perr(
+            r#"{"version":"1.0","server_count":"0","status":"completed","server_list":[]}"#
+        )
+        .contains("empty"));
+        assert!(perr(
+            r#"{"version":"1.0","server_count":"2","status":"completed","server_list":[{"device":[]}]}"#
+        )
+        .contains("server_count is 2"));
+        assert!(perr(
+            r#"{"version":"1.0","server_count":"x","status":"completed","server_list":[{"device":[]}]}"#
+        )
+        .contains("server_count must be an unsigned integer"));
+        assert!(perr(
+            r#"{"version":"1.0","server_count":"1","status":"completed","server_list":[{}]}"#
+        )
+        .contains("server_list[0] has no \"device\""));
+        assert!(perr(&table(&[("-1", "")])).contains("rank_id must be an unsigned integer"));
+        assert!(perr(&table(&[("4294967296", "")])).contains("out of range"));
+        assert!(perr(&table(&[("0", ""), ("0", "")])).contains("more than once"));
+        let no_dev_id = table(&[("0", "")]).replace(r#""device_id":"0","#, "");
+        assert!(perr(&no_dev_id).contains("has no \"device_id\""));
+        let bad_ip_type = table(&[("0", r#","device_ip":5"#)]);
+        assert!(perr(&bad_ip_type).contains("device_ip must be a string"));
+    }
+
+    #[test]
+    fn endpoint_errors_name_rank_and_field() {
+        let t = RankTable::parse(&table(&[("0", ""), ("1", r#","host_port":"0""#)])).unwrap();
+        let e = t.endpoint(0).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        assert!(e.message.contains("rank 0 has no port"), "{}", e.message);
+        assert!(e.message.contains("host_port or device_port"));
+        let e = t.endpoint(1).unwrap_err();
+        assert!(e.message.contains("rank 1: host_port 0"), "{}", e.message);
+        let e = t.endpoint(7).unwrap_err();
+        assert!(
+            e.message.contains("rank 7 does not appear"),
+            "{}",
+            e.message
+        );
+        // No host_ip and no device_ip.
+        let j = table(&[("2", r#","device_port":"5""#)]).replace(r#""host_ip":"127.0.0.1","#, "");
+        let t = RankTable::parse(&j).unwrap();
+        let e = t.endpoint(2).unwrap_err();
+        assert!(e.message.contains("rank 2 has no IP"), "{}", e.message);
+        // Bad IP literal, bad port text, port too large, unspecified IP.
+        let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "not-an-ip");
+        let e = RankTable::parse(&j).unwrap().endpoint(0).unwrap_err();
+        assert!(
+            e.message.contains("rank 0: host_ip \"not-an-ip\""),
+            "{}",
+            e.message
+        );
+        let t = RankTable::parse(&table(&[("0", r#","device_port":"http""#)])).unwrap();
+        assert!(t
+            .endpoint(0)
+            .unwrap_err()
+            .message
+            .contains("rank 0's device_port must be"));
+        let t = RankTable::parse(&table(&[("0", r#","device_port":70000"#)])).unwrap();
+        assert!(t.endpoint(0).unwrap_err().message.contains("70000"));
+        let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "0.0.0.0");
+        let e = RankTable::parse(&j).unwrap().endpoint(0).unwrap_err();
+        assert!(e.message.contains("unspecified"), "{}", e.message);
+        // Empty strings count as absent: device_ip is used when host_ip is "".
+        let j = table(&[(
+            "0",
+            r#","device_ip":"127.0.0.2","host_port":"","device_port":"8""#,
+        )])
+        .replace(r#""host_ip":"127.0.0.1""#, r#""host_ip":"""#);
+        let t = RankTable::parse(&j).unwrap();
+        assert_eq!(t.endpoint(0).unwrap(), "127.0.0.2:8".parse().unwrap());
+    }
+}
