@@ -125,7 +125,13 @@ pub fn create(
             &acl.regions(),
         )
     })();
-    built.map_err(|e| link_failed("creating the HCCL communicator", e))
+    let h = built.map_err(|e| link_failed("creating the HCCL communicator", e))?;
+    crate::log_info!(
+        "HCCL communicator {name}: rank {rank} of 2, peer cluster {remote_cluster} at device {}:{}",
+        theirs.device_ip,
+        theirs.device_port
+    );
+    Ok(h)
 }
 
 /// Turns a vendor error during link setup into `LinkFailed` (spec §4.1: comm
