@@ -29,7 +29,7 @@ static size_t opts_for(int tcp) {
 }
 
 /* Step markers exchanged over the pipe. */
-enum { S_PULLED = 100, S_SWITCHED, S_LISTENING, S_LINKED, S_PUSHED, S_MIX, S_DONE };
+enum { S_READY = 99, S_PULLED, S_SWITCHED, S_LISTENING, S_LINKED, S_PUSHED, S_MIX, S_DONE };
 
 static int decoder_main(void *argp) {
   flow_arg *a = (flow_arg *)argp;
@@ -43,7 +43,8 @@ static int decoder_main(void *argp) {
   REQUIRE_OK(t_blk_register(d, &src, D_ID, D_ID)); /* pushed in step 3 */
   REQUIRE_OK(t_blk_register(d, &scratch, 0, 0));   /* pull target of step 1 */
 
-  /* 1. D is the client: link, pull, unlink. */
+  /* 1. D is the client: link (once P listens), pull, unlink. */
+  CHECK(t_recv(a->ch, 30000) == S_READY);
   uint32_t ret = 99;
   CHECK_OK(t_link1(d, P_ID, "127.0.0.1", a->port_p, 3000, &ret));
   CHECK_OK(t_blk_pull_verify(d, &scratch, P_ID));
@@ -107,6 +108,8 @@ static void run_flow(int tcp) {
   t_blk src, scratch;
   REQUIRE_OK(t_blk_register(p, &src, P_ID, P_ID));
   REQUIRE_OK(t_blk_register(p, &scratch, 0, 0));
+  /* P listens now (init may take a while, e.g. loading the Ascend runtime). */
+  t_send(ch.parent, S_READY);
 
   /* 1. D pulls from us. */
   CHECK(t_recv(ch.parent, 30000) == S_PULLED);
