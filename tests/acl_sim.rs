@@ -20,6 +20,8 @@ use llmdd::Status;
 
 mod common;
 
+use common::free_port;
+
 const CHILD_ENV: &str = "LLMDD_SIM_CHILD";
 const TABLE_ENV: &str = "LLMDD_SIM_RANK_TABLE";
 
@@ -63,14 +65,6 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32 * 7 + seed as u32) as u8)
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rank_table(ports: [u16; 2]) -> String {

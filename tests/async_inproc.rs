@@ -2,6 +2,10 @@
 //! (in-process memcpy and TCP): bytes land where the spec says, validation
 //! happens before anything starts, failures and finalize end tasks.
 
+mod common;
+
+use common::free_port;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -18,14 +22,6 @@ const D: u64 = 200; // receiver (server)
 const NT: u32 = 8; // 4 layers
 const BLK: usize = 1024;
 const NB: usize = 8;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn desc(placement: Placement, shape: &[i64]) -> CacheDesc {
     CacheDesc {

@@ -1,38 +1,16 @@
 //! Two instances in one process over 127.0.0.1: link, transfers, unlink.
 
+mod common;
+
+use common::{cluster, count_dir, free_port, init};
+
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{
     CacheDesc, CacheKey, CacheKind, DataType, LayerSel, Placement, ID_UNSET,
 };
-use llmdd::datadist::options::collect;
-use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+use llmdd::datadist::Instance;
 use llmdd::Status;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn init(i: &Instance, extra: &[(&str, &str)]) {
-    let mut p = vec![("llm.DeviceId", "0"), ("llm.EnableCacheManager", "1")];
-    p.extend_from_slice(extra);
-    i.init(&collect(p).unwrap()).unwrap();
-}
-
-fn cluster(id: u64, port: u16) -> ClusterInfo {
-    ClusterInfo {
-        remote_cluster_id: id,
-        local_ip_infos: vec![],
-        remote_ip_infos: vec![IpInfo {
-            ip: "127.0.0.1".into(),
-            port,
-        }],
-    }
-}
 
 fn desc(n: u32, shape: &[i64]) -> CacheDesc {
     CacheDesc {
@@ -246,10 +224,6 @@ fn remote_accessible_push_blocks() {
     .unwrap();
     assert!(pbuf[1][6 * 512..8 * 512].iter().all(|&b| b == 2));
     assert!(pbuf[0][..6 * 512].iter().all(|&b| b == 0));
-}
-
-fn count_dir(p: &str) -> usize {
-    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Threads and file descriptors of this process (other tests run in parallel

@@ -1,6 +1,10 @@
 //! Rank-table linking (`link` / `unlink` / `query_register_mem_status`) with
 //! several instances in one process over 127.0.0.1.
 
+mod common;
+
+use common::{count_dir, free_port};
+
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
@@ -8,14 +12,6 @@ use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
 use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
 use llmdd::Status;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A rank table on 127.0.0.1: rank r listens on `ports[r]` (`host_port`).
 fn table(ports: &[u16]) -> String {
@@ -472,10 +468,6 @@ fn bind_failure_and_hixl() {
     assert_eq!(h.unlink(1).unwrap_err().status, Status::FeatureNotEnabled);
     h.finalize();
     assert_eq!(h.unlink(1).unwrap_err().status, Status::Failed);
-}
-
-fn count_dir(p: &str) -> usize {
-    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Finalize with comms in every state leaves no thread or fd behind (run in
