@@ -20,16 +20,7 @@ static t_mem d_k, d_b;
 static void d_setup(t_peer *self, llmdd_instance_t *d) {
   d_k = t_mem_new(NT, (uint64_t)NB * BLK);
   d_b = t_mem_new(NT, 2ull * BLK);
-  llmdd_cache_desc_t kd = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, NB, BLK);
-  llmdd_cache_desc_t bd = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, 2, BLK);
-  llmdd_cache_key_t key = llmdd_blocks_cache_key(D_ID, 0);
-  llmdd_cache_t kc, bc;
-  REQUIRE_OK(llmdd_register_blocks_cache(d, &kd, d_k.addrs, NT, &key, -1, &kc));
-  REQUIRE_OK(llmdd_register_cache(d, &bd, d_b.addrs, NT, NULL, 0, -1, &bc));
-  t_send(self->ch, (uint64_t)kc.cache_id);
-  t_send(self->ch, (uint64_t)bc.cache_id);
-  for (uint32_t t = 0; t < NT; t++) t_send(self->ch, d_k.addrs[t]);
-  for (uint32_t t = 0; t < NT; t++) t_send(self->ch, d_b.addrs[t]);
+  t_async_dst(self, d, &d_k, NB, BLK, &d_b, 2, BLK);
 }
 
 /* cmd 1: 1 if all memory is still zero; cmd 2: zero it. */
@@ -206,10 +197,7 @@ static void run(int by_key) {
   t_chan_pair ch = t_chan_new();
   pid_t pid = t_peer_start(&peer, &ch);
   ids id;
-  id.dk = (int64_t)t_recv(ch.parent, 30000);
-  id.db = (int64_t)t_recv(ch.parent, 30000);
-  for (uint32_t t = 0; t < NT; t++) id.dk_addrs[t] = t_recv(ch.parent, 30000);
-  for (uint32_t t = 0; t < NT; t++) id.db_addrs[t] = t_recv(ch.parent, 30000);
+  t_async_recv_dst(ch.parent, NT, &id.dk, &id.db, id.dk_addrs, id.db_addrs);
 
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, P_ID, &p));

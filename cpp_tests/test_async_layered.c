@@ -48,11 +48,7 @@ static uint8_t *d_want; /* expected bytes of one layer: 2 tensors x K blocks */
 static void d_setup(t_peer *self, llmdd_instance_t *d) {
   d_mem = t_mem_new(NT, (uint64_t)NB * BLK);
   d_want = malloc(2ull * K * BLK);
-  llmdd_cache_desc_t desc = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, NB, BLK);
-  llmdd_cache_key_t key = llmdd_blocks_cache_key(D_ID, 0);
-  llmdd_cache_t c;
-  REQUIRE_OK(llmdd_register_blocks_cache(d, &desc, d_mem.addrs, NT, &key, -1, &c));
-  t_send(self->ch, (uint64_t)c.cache_id);
+  t_async_dst(self, d, &d_mem, NB, BLK, NULL, 0, 0);
 }
 
 static int layer_arrived(uint32_t l) {
@@ -122,15 +118,10 @@ static void run(int tcp) {
   pid_t pid = t_peer_start(&peer, &ch);
   (void)t_recv(ch.parent, 30000);
 
-  llmdd_instance_t *p = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, P_ID, &p));
-  REQUIRE_OK(t_init(p, NULL, peer.opts.o, peer.opts.n));
   t_mem src = t_mem_new(NT, (uint64_t)NB * BLK);
   t_mem_fill(&src, SEED);
-  llmdd_cache_desc_t desc = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, NB, BLK);
   llmdd_cache_t sc;
-  REQUIRE_OK(llmdd_register_blocks_cache(p, &desc, src.addrs, NT, NULL, -1, &sc));
-  REQUIRE_OK(t_link(p, D_ID, peer.port));
+  llmdd_instance_t *p = t_async_prompt(P_ID, &peer, &src, NB, BLK, &sc);
 
   t_gate g;
   t_gate_init(&g, 0, -1);

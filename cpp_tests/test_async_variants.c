@@ -71,16 +71,7 @@ static void d_setup(t_peer *self, llmdd_instance_t *d) {
   d_b = t_mem_new(NT, 3ull * SD);
   e_k = t_mem_new(NT, (uint64_t)NBLK * BLK);
   e_b = t_mem_new(NT, 3ull * SD);
-  llmdd_cache_desc_t kd = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, NBLK, BLK);
-  llmdd_cache_desc_t bd = t_desc2(LLMDD_PLACEMENT_DEVICE, NT, 3, SD);
-  llmdd_cache_key_t key = llmdd_blocks_cache_key(D_ID, 0);
-  llmdd_cache_t kc, bc;
-  REQUIRE_OK(llmdd_register_blocks_cache(d, &kd, d_k.addrs, NT, &key, -1, &kc));
-  REQUIRE_OK(llmdd_register_cache(d, &bd, d_b.addrs, NT, NULL, 0, -1, &bc));
-  t_send(self->ch, (uint64_t)kc.cache_id);
-  t_send(self->ch, (uint64_t)bc.cache_id);
-  for (uint32_t t = 0; t < NT; t++) t_send(self->ch, d_k.addrs[t]);
-  for (uint32_t t = 0; t < NT; t++) t_send(self->ch, d_b.addrs[t]);
+  t_async_dst(self, d, &d_k, NBLK, BLK, &d_b, 3, SD);
 }
 
 /* cmd 1: zero memory; cmd 100+i: compare with the model of case i. */
@@ -138,11 +129,9 @@ static void run(int tcp, int by_key) {
   peer.cmd = d_cmd;
   t_chan_pair ch = t_chan_new();
   pid_t pid = t_peer_start(&peer, &ch);
-  int64_t dk_id = (int64_t)t_recv(ch.parent, 30000);
-  int64_t db_id = (int64_t)t_recv(ch.parent, 30000);
+  int64_t dk_id, db_id;
   uint64_t dk_addrs[NT], db_addrs[NT];
-  for (uint32_t t = 0; t < NT; t++) dk_addrs[t] = t_recv(ch.parent, 30000);
-  for (uint32_t t = 0; t < NT; t++) db_addrs[t] = t_recv(ch.parent, 30000);
+  t_async_recv_dst(ch.parent, NT, &dk_id, &db_id, dk_addrs, db_addrs);
 
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, P_ID, &p));

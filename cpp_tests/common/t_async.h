@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "llmdd_test.h"
+#include "t_dataplane.h"
 
 #define T_GATE_MAX 256
 
@@ -129,5 +130,51 @@ static inline llmdd_transfer_config_t t_cfg_addrs(uint64_t cluster, const uint64
 
 /* Compiler barrier for polling memory another process writes. */
 #define T_BARRIER() __asm__ __volatile__("" ::: "memory")
+
+/* ---------- the decoder peer and the prompt of the two-process tests ---------- */
+
+/* Decoder setup: registers `k` (nblocks x blk per tensor) as a blocks cache
+ * keyed BlocksCacheKey(self->cluster, 0) and, when `b` is not NULL, `b`
+ * (slots x slot_bytes) as a batch cache; sends the blocks cache id, then (with
+ * `b`) the batch cache id and every tensor address of k and of b. */
+static inline void t_async_dst(t_peer *self, llmdd_instance_t *d, t_mem *k, uint64_t nblocks,
+                               uint64_t blk, t_mem *b, uint64_t slots, uint64_t slot_bytes) {
+  uint32_t n = k->n;
+  llmdd_cache_desc_t kd = t_desc2(LLMDD_PLACEMENT_DEVICE, n, (int64_t)nblocks, (int64_t)blk);
+  llmdd_cache_key_t key = llmdd_blocks_cache_key(self->cluster, 0);
+  llmdd_cache_t kc, bc;
+  REQUIRE_OK(llmdd_register_blocks_cache(d, &kd, k->addrs, n, &key, -1, &kc));
+  t_send(self->ch, (uint64_t)kc.cache_id);
+  if (!b) return;
+  llmdd_cache_desc_t bd = t_desc2(LLMDD_PLACEMENT_DEVICE, n, (int64_t)slots, (int64_t)slot_bytes);
+  REQUIRE_OK(llmdd_register_cache(d, &bd, b->addrs, n, NULL, 0, -1, &bc));
+  t_send(self->ch, (uint64_t)bc.cache_id);
+  for (uint32_t t = 0; t < n; t++) t_send(self->ch, k->addrs[t]);
+  for (uint32_t t = 0; t < n; t++) t_send(self->ch, b->addrs[t]);
+}
+
+/* Receives what t_async_dst sent with a batch cache: ids and n addresses each. */
+static inline void t_async_recv_dst(t_chan c, uint32_t n, int64_t *k_id, int64_t *b_id,
+                                    uint64_t *k_addrs, uint64_t *b_addrs) {
+  *k_id = (int64_t)t_recv(c, 30000);
+  *b_id = (int64_t)t_recv(c, 30000);
+  for (uint32_t t = 0; t < n; t++) k_addrs[t] = t_recv(c, 30000);
+  for (uint32_t t = 0; t < n; t++) b_addrs[t] = t_recv(c, 30000);
+}
+
+/* Prompt side: creates and inits cluster `id` with the peer's options,
+ * registers `src` (nblocks x blk) as an unkeyed blocks cache into *cache, and
+ * links to the peer. */
+static inline llmdd_instance_t *t_async_prompt(uint64_t id, const t_peer *peer, t_mem *src,
+                                               uint64_t nblocks, uint64_t blk,
+                                               llmdd_cache_t *cache) {
+  llmdd_instance_t *p = NULL;
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, id, &p));
+  REQUIRE_OK(t_init(p, NULL, peer->opts.o, peer->opts.n));
+  llmdd_cache_desc_t desc = t_desc2(LLMDD_PLACEMENT_DEVICE, src->n, (int64_t)nblocks, (int64_t)blk);
+  REQUIRE_OK(llmdd_register_blocks_cache(p, &desc, src->addrs, src->n, NULL, -1, cache));
+  REQUIRE_OK(t_link(p, peer->cluster, peer->port));
+  return p;
+}
 
 #endif
