@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{cluster, count_dir, free_port, init};
+use common::{cluster, count_dir, free_port, in_child_process, init};
 
 use std::time::{Duration, Instant};
 
@@ -230,23 +230,7 @@ fn remote_accessible_push_blocks() {
 /// threads, so this test runs its scenario in a child process: itself).
 #[test]
 fn finalize_leaves_no_thread_or_socket() {
-    if std::env::var("LLMDD_LEAK_CHILD").is_err() {
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "finalize_leaves_no_thread_or_socket",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env("LLMDD_LEAK_CHILD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    if !in_child_process("finalize_leaves_no_thread_or_socket") {
         return;
     }
     let threads0 = count_dir("/proc/self/task");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{count_dir, free_port};
+use common::{count_dir, free_port, in_child_process};
 
 use std::time::{Duration, Instant};
 
@@ -474,24 +474,7 @@ fn bind_failure_and_hixl() {
 /// a child process: other tests run in parallel threads).
 #[test]
 fn finalize_leaves_no_thread_or_socket() {
-    if std::env::var("LLMDD_RT_LEAK_CHILD").is_err() {
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "finalize_leaves_no_thread_or_socket",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env("LLMDD_RT_LEAK_CHILD", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !in_child_process("finalize_leaves_no_thread_or_socket") {
         return;
     }
     let threads0 = count_dir("/proc/self/task");

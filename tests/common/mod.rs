@@ -45,3 +45,27 @@ pub fn cluster(id: u64, port: u16) -> ClusterInfo {
 pub fn count_dir(p: &str) -> usize {
     std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
 }
+
+/// Runs the test `name` alone in a child process (this test binary again) and
+/// returns true there; in the parent it waits for the child, asserts that it
+/// passed, and returns false. For tests that count the process's threads and
+/// fds, which tests running in parallel threads would disturb.
+pub fn in_child_process(name: &str) -> bool {
+    const CHILD: &str = "LLMDD_TEST_CHILD";
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
