@@ -62,6 +62,10 @@ pub fn run(
 }
 
 fn same_host(link: &Link, pid: u32, plan: &[Segment], dir: Dir) -> Result<()> {
+    if link.peer_pools.is_empty() {
+        // Nothing mapped (user-registered memory): no sorting, no allocation.
+        return local::run_split(plan, |s| local::vm_copy(pid, s, dir == Dir::Write));
+    }
     // Remote addresses inside a mapped peer pool are copied with memcpy.
     let mut mapped = Vec::new();
     let mut rest = Vec::with_capacity(plan.len());

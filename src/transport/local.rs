@@ -93,8 +93,29 @@ pub fn probe(peer: &ProcessInfo) -> std::result::Result<LocalPath, String> {
 /// process_vm_writev (write=true: local `src` → peer `dst`) pass over `segs`,
 /// IOV_MAX segments per syscall, retrying partial transfers.
 pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
-    let mut local: Vec<libc::iovec> = Vec::with_capacity(segs.len().min(IOV_MAX));
-    let mut remote: Vec<libc::iovec> = Vec::with_capacity(segs.len().min(IOV_MAX));
+    // iovec arrays reused per thread (cleared before each use, so no stale
+    // pointer is ever passed): a transfer allocates nothing once warm.
+    thread_local! {
+        static IOVECS: std::cell::RefCell<(Vec<libc::iovec>, Vec<libc::iovec>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    IOVECS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            let (local, remote) = &mut *v;
+            vm_copy_with(pid, segs, write, local, remote)
+        }
+        // Re-entered on this thread (cannot happen today): use fresh arrays.
+        Err(_) => vm_copy_with(pid, segs, write, &mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+fn vm_copy_with(
+    pid: u32,
+    segs: &[Segment],
+    write: bool,
+    local: &mut Vec<libc::iovec>,
+    remote: &mut Vec<libc::iovec>,
+) -> Result<()> {
     for chunk in segs.chunks(IOV_MAX) {
         local.clear();
         remote.clear();
