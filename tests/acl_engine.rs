@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
+use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
 use llmdd::datadist::Instance;
 use llmdd::device::acl::{AclContext, MemcpyKind};
@@ -387,4 +388,212 @@ fn backend_selection() {
     );
     let err = i.init(&collect(bad).unwrap()).unwrap_err();
     assert_eq!(err.status, Status::ParamInvalid, "{err}");
+}
+
+/// A rank table on 127.0.0.1 for the acl backend: rank r's TCP control
+/// endpoint is `host[r]` (`host_port`) and its HCCL endpoint `device[r]`
+/// (`device_port`, where the simulator's communicator listens).
+fn acl_rank_table(host: &[u16], device: &[u16]) -> String {
+    let devs: Vec<String> = host
+        .iter()
+        .zip(device)
+        .enumerate()
+        .map(|(r, (h, d))| {
+            format!(
+                r#"{{"device_id":"{r}","device_ip":"127.0.0.1","rank_id":"{r}","host_port":"{h}","device_port":"{d}"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":"1.0","server_count":"1","status":"completed","server_list":[{{"server_id":"node0","host_ip":"127.0.0.1","device":[{}]}}]}}"#,
+        devs.join(",")
+    )
+}
+
+fn wait_comm(i: &Instance, comm: u64, within: std::time::Duration) -> (MemStatus, String) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = i.query_register_mem_status(comm).unwrap();
+        if s.0 != MemStatus::Preparing || t0.elapsed() > within {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Three instances link by rank table on the acl backend: each builds ONE
+/// communicator from the user's table (its rank, the table's device ports),
+/// every link of the comm uses it with the peer's rank, and every member
+/// pulls from every other byte-exact. A table whose device ports collide
+/// fails the comm with the vendor's message; host_port is required.
+#[test]
+fn rank_table_comm_shares_one_communicator() {
+    let Some(dir) = common::sim::dir("full") else {
+        return;
+    };
+    let d = dir.to_str().unwrap();
+    const N: usize = 3;
+    const NB: usize = 8;
+    let clusters: [u64; N] = [11, 12, 13];
+    let ranks: Vec<(u64, u32)> = clusters
+        .iter()
+        .enumerate()
+        .map(|(r, &c)| (c, r as u32))
+        .collect();
+    let insts: Vec<Instance> = clusters
+        .iter()
+        .map(|&c| {
+            let i = Instance::new(1, c).unwrap();
+            i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "20")])).unwrap())
+                .unwrap();
+            assert!(i.session().unwrap().acl().is_some());
+            i
+        })
+        .collect();
+    let mut srcs = Vec::new();
+    let mut dsts = Vec::new();
+    for (k, i) in insts.iter().enumerate() {
+        let s = i.session().unwrap();
+        let src = Tensors::new(&dir, Placement::Device, 2, NB * BLK, 20 + k as u8);
+        let dst = Tensors::new(&dir, Placement::Device, 2, NB * BLK, 0);
+        s.register_blocks_cache(
+            &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
+            &src.addrs,
+            Some(CacheKey::Blocks {
+                cluster_id: clusters[k],
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
+        let dc = s
+            .register_blocks_cache(
+                &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
+                &dst.addrs,
+                None,
+                None,
+            )
+            .unwrap();
+        srcs.push(src);
+        dsts.push((dst, dc.id));
+    }
+
+    // host_port is required on acl (no fallback to device_port).
+    let no_host = acl_rank_table(&[1, 2, 3], &[4, 5, 6]).replace(r#""host_port":"2","#, "");
+    let e = insts[0].link("kv", &ranks, &no_host).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(
+        e.message.contains("rank 1 has no host_port"),
+        "{}",
+        e.message
+    );
+
+    let host: Vec<u16> = (0..N).map(|_| free_port()).collect();
+    let dev: Vec<u16> = (0..N).map(|_| free_port()).collect();
+    let table = acl_rank_table(&host, &dev);
+    let ids: Vec<u64> = std::thread::scope(|sc| {
+        let hs: Vec<_> = insts
+            .iter()
+            .map(|i| sc.spawn(|| i.link("kv", &ranks, &table).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, i) in insts.iter().enumerate() {
+        let st = wait_comm(i, ids[k], std::time::Duration::from_secs(20));
+        assert_eq!(st.0, MemStatus::Ok, "member {k}: {}", st.1);
+    }
+    for (k, i) in insts.iter().enumerate() {
+        let s = i.session().unwrap();
+        let peer = clusters[(k + 1) % N];
+        let comm = s.comm_of(peer).unwrap();
+        let shared = comm.hccl().expect("one communicator per comm");
+        assert_eq!(shared.rank(), k as u32, "built with this member's rank");
+        for (r, &c) in clusters.iter().enumerate() {
+            if r == k {
+                continue;
+            }
+            let l = s.link(c).unwrap();
+            let h = l.hccl().unwrap();
+            assert!(
+                h.uses(&shared),
+                "member {k}'s link to rank {r} uses the comm's communicator"
+            );
+            assert_eq!(h.remote_rank(), r as u32);
+        }
+    }
+    // Every member pulls blocks {1,6} of every other into {2,3}, byte-exact.
+    for (k, i) in insts.iter().enumerate() {
+        let s = i.session().unwrap();
+        for (r, &c) in clusters.iter().enumerate() {
+            if r == k {
+                continue;
+            }
+            let (dst, dc) = &dsts[k];
+            s.pull_blocks(
+                &CacheKey::Blocks {
+                    cluster_id: c,
+                    model_id: 0,
+                },
+                *dc,
+                &[1, 6],
+                &[2, 3],
+                &LayerSel::default(),
+            )
+            .unwrap();
+            for t in 0..2 {
+                let got = dst.read(t);
+                let want = pattern(20 + r as u8, t, NB * BLK);
+                assert!(
+                    got[2 * BLK..3 * BLK] == want[BLK..2 * BLK],
+                    "{k}<-{r} t{t} b2"
+                );
+                assert!(
+                    got[3 * BLK..4 * BLK] == want[6 * BLK..7 * BLK],
+                    "{k}<-{r} t{t} b3"
+                );
+                assert!(got[..2 * BLK].iter().all(|&b| b == 0), "{k}<-{r} untouched");
+            }
+        }
+    }
+    for (k, i) in insts.iter().enumerate() {
+        i.unlink(ids[k]).unwrap();
+        assert!(i.session().unwrap().link_count() == 0);
+    }
+
+    // Relink with colliding device ports (ranks 1 and 2): the communicator
+    // of one of them cannot listen, so the comm FAILS everywhere, naming the
+    // vendor error; nobody hangs past the link budget.
+    let insts: Vec<Instance> = insts
+        .into_iter()
+        .map(|i| {
+            i.finalize();
+            i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "3")])).unwrap())
+                .unwrap();
+            i
+        })
+        .collect();
+    let host: Vec<u16> = (0..N).map(|_| free_port()).collect();
+    let p = free_port();
+    let bad = acl_rank_table(&host, &[free_port(), p, p]);
+    let ids: Vec<u64> = insts
+        .iter()
+        .map(|i| i.link("clash", &ranks, &bad).unwrap())
+        .collect();
+    let mut vendor = 0;
+    for (k, i) in insts.iter().enumerate() {
+        let st = wait_comm(i, ids[k], std::time::Duration::from_secs(15));
+        assert_eq!(st.0, MemStatus::Failed, "member {k}: {}", st.1);
+        if st.1.contains("creating the HCCL communicator") {
+            vendor += 1;
+        }
+    }
+    assert!(
+        vendor >= 1,
+        "a member reports the failed HcclCommInitClusterInfoMemConfig"
+    );
+    for (k, i) in insts.iter().enumerate() {
+        i.unlink(ids[k]).unwrap();
+    }
+    drop(dsts);
+    drop(srcs);
 }

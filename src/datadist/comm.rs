@@ -11,6 +11,16 @@
 //! (`llm.LinkTotalTime`) runs out. The resulting links are ordinary links keyed
 //! by remote cluster id; they only become usable for transfers when every pair
 //! of the comm is linked (status OK).
+//!
+//! On the acl backend the members' HCCL endpoints are the table's
+//! `device_ip` / `device_port`, and the comm has ONE communicator built from
+//! the user's rank table: once every pair's TCP link is up, the setup thread
+//! creates it (`HcclCommInitClusterInfoMemConfig` with this member's rank),
+//! binds every registered region and runs `HcclCommPrepare` (full mesh; every
+//! member does so concurrently). Every link of the comm then gets an
+//! `HcclLink` sharing that communicator, with the peer's `rank_id` as remote
+//! rank; status OK needs the links and the prepared communicator. The
+//! communicator is destroyed at unlink / finalize after the links.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -20,7 +30,11 @@ use std::time::{Duration, Instant};
 use crate::datadist::link::Link;
 use crate::datadist::rank_table::RankTable;
 use crate::datadist::session::Session;
+use crate::device::acl_backend::AclBackend;
 use crate::status::{Error, Result, Status};
+use crate::transfer::hccl_path::HcclLink;
+use crate::transport::hccl::HcclComm;
+use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err, log_info, log_warn};
 
 /// Longest comm name, in bytes (spec §7: "< 128 chars").
@@ -53,6 +67,8 @@ pub struct Member {
     pub cluster_id: u64,
     pub rank_id: u32,
     pub addr: SocketAddr,
+    /// The member's HCCL endpoint from the table (acl backend only).
+    pub device: Option<DeviceEndpoint>,
 }
 
 /// A validated `link` request.
@@ -63,15 +79,23 @@ pub struct CommSpec {
     pub members: Vec<Member>,
     /// Index of this instance in `members`.
     pub local: usize,
+    /// The user's rank table (the acl backend builds the comm's HCCL
+    /// communicator from it).
+    pub rank_table: String,
+    /// Validated for the acl backend.
+    pub acl: bool,
 }
 
 impl CommSpec {
     /// Checks a `link` request (spec §4.1) and derives every member's endpoint.
+    /// `acl`: the instance runs the acl backend, where every member needs a
+    /// `host_port` and a device endpoint (`rank_table.rs`).
     pub fn validate(
         name: &str,
         ranks: &[(u64, u32)],
         local_cluster: u64,
         rank_table: &str,
+        acl: bool,
     ) -> Result<CommSpec> {
         if name.is_empty() || name.len() > MAX_COMM_NAME {
             bail!(
@@ -128,7 +152,12 @@ impl CommSpec {
                 Ok(Member {
                     cluster_id,
                     rank_id,
-                    addr: table.endpoint(rank_id)?,
+                    addr: table.endpoint(rank_id, acl)?,
+                    device: if acl {
+                        Some(table.device_endpoint(rank_id)?)
+                    } else {
+                        None
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -136,6 +165,8 @@ impl CommSpec {
             name: name.to_string(),
             members,
             local,
+            rank_table: rank_table.to_string(),
+            acl,
         })
     }
 
@@ -152,6 +183,20 @@ impl CommSpec {
     /// True if some member dials this instance (it needs a listener).
     pub fn accepts(&self) -> bool {
         self.local + 1 < self.members.len()
+    }
+
+    /// Name of the comm's HCCL communicator (acl backend): the same on every
+    /// member, at most 127 bytes.
+    pub fn hccl_name(&self) -> String {
+        let n = format!("llmdd-rt-{}", self.name);
+        if n.len() <= MAX_COMM_NAME {
+            return n;
+        }
+        // FNV-1a: stable across members and processes.
+        let h = self.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        format!("llmdd-rt-{h:016x}")
     }
 }
 
@@ -179,6 +224,8 @@ pub(crate) struct CommState {
     /// Peers whose link is complete: dialed, or (accepted) the dialer has
     /// attached the connection on which this side sends its requests.
     pub ready: HashSet<u64>,
+    /// The comm's prepared HCCL communicator (acl backend).
+    pub hccl: Option<Arc<HcclComm>>,
 }
 
 /// One comm domain on this instance.
@@ -203,6 +250,7 @@ impl Comm {
                 closed: false,
                 links: HashMap::new(),
                 ready: HashSet::new(),
+                hccl: None,
             }),
             cv: Condvar::new(),
         }
@@ -262,14 +310,43 @@ impl Comm {
             .collect()
     }
 
-    /// Moves PREPARING → OK once every pair is linked; true if OK now.
-    fn try_complete(&self) -> bool {
+    /// The comm's prepared HCCL communicator, if any (acl backend).
+    pub fn hccl(&self) -> Option<Arc<HcclComm>> {
+        self.lock().hccl.clone()
+    }
+
+    /// True when every pair has a complete, open link.
+    fn all_linked(&self) -> bool {
+        self.missing(&self.lock()).is_empty()
+    }
+
+    /// Moves PREPARING → OK once every pair is linked (and, on the acl
+    /// backend, the communicator is prepared: every link then gets its
+    /// `HcclLink` on it); true if OK now.
+    fn try_complete(&self, acl: Option<&Arc<AclBackend>>) -> bool {
         let mut st = self.lock();
         if st.status == MemStatus::Ok {
             return true;
         }
         if st.closed || st.status != MemStatus::Preparing || !self.missing(&st).is_empty() {
             return false;
+        }
+        if let Some(acl) = acl.filter(|_| self.spec.acl) {
+            let Some(comm) = st.hccl.clone() else {
+                return false;
+            };
+            for (&cluster, l) in &st.links {
+                if l.hccl().is_some() {
+                    continue;
+                }
+                let rank = self.peer(cluster).map_or(0, |m| m.rank_id);
+                l.set_hccl(Arc::new(HcclLink::shared(
+                    acl.context().clone(),
+                    comm.clone(),
+                    rank,
+                    cluster,
+                )));
+            }
         }
         st.status = MemStatus::Ok;
         for l in st.links.values() {
@@ -300,6 +377,12 @@ impl Comm {
         drop(st);
         self.notify();
         links
+    }
+
+    /// Takes the comm's HCCL communicator out (to destroy it once the links
+    /// are torn down).
+    fn take_hccl(&self) -> Option<Arc<HcclComm>> {
+        self.lock().hccl.take()
     }
 
     /// The message of a transfer refused because this comm is not usable.
@@ -457,9 +540,79 @@ impl Session {
             self.remove_exact(&l);
             l.teardown(wait);
         }
+        self.destroy_comm_hccl(comm);
         if let Some(a) = comm.listener {
             self.release_listener(a);
         }
+    }
+
+    /// Destroys the comm's HCCL communicator (after its links are torn down:
+    /// their `HcclLink`s no longer hold it).
+    fn destroy_comm_hccl(&self, comm: &Comm) {
+        if let Some(h) = comm.take_hccl() {
+            drop_comm(self.acl(), h);
+        }
+    }
+
+    /// acl backend, every pair linked: creates the comm's communicator from
+    /// the user's rank table, binds every registered region and prepares it
+    /// (full mesh) before `deadline`. Errors carry the vendor message.
+    fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
+        let Some(acl) = self.acl() else {
+            return Ok(());
+        };
+        let me = c.spec.local_member().rank_id;
+        let name = c.spec.hccl_name();
+        acl.context().bind_thread()?;
+        let comm = HcclComm::create(
+            acl.runtime().clone(),
+            &c.spec.rank_table,
+            me,
+            &acl.comm_config(name.clone()),
+        )
+        .map_err(|e| {
+            err!(
+                LinkFailed,
+                "creating the HCCL communicator {name} from the rank table failed ({}): {}",
+                e.status.name(),
+                e.message
+            )
+        })?;
+        for r in acl.regions() {
+            comm.bind(&r).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "binding memory to the HCCL communicator {name} failed ({}): {}",
+                    e.status.name(),
+                    e.message
+                )
+            })?;
+        }
+        let comm = Arc::new(comm);
+        let left = deadline.saturating_duration_since(Instant::now());
+        comm.prepare(left.max(Duration::from_secs(1)))
+            .map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "HcclCommPrepare of the communicator {name} failed ({}): {}",
+                    e.status.name(),
+                    e.message
+                )
+            })?;
+        let mut st = c.lock();
+        if st.closed || st.status != MemStatus::Preparing {
+            drop(st);
+            drop_comm(Some(acl), comm);
+            return Ok(());
+        }
+        st.hccl = Some(comm);
+        drop(st);
+        log_info!(
+            "HCCL communicator {name}: rank {me} of {} from the user's rank table (comm {})",
+            c.spec.members.len(),
+            c.id
+        );
+        Ok(())
     }
 
     /// Number of comms (any status).
@@ -541,8 +694,16 @@ impl Session {
                 }
             }
         }
+        let mut hccl_done = !c.spec.acl;
         loop {
-            if c.try_complete() {
+            if !hccl_done && c.all_linked() {
+                if let Err(e) = self.comm_hccl_setup(c, deadline) {
+                    self.comm_failed(c, &e.message);
+                    return;
+                }
+                hccl_done = true;
+            }
+            if hccl_done && c.try_complete(self.acl()) {
                 log_info!(
                     "cluster {}: comm {} (\"{}\") is linked",
                     self.cluster_id,
@@ -591,6 +752,7 @@ impl Session {
             self.remove_exact(&l);
             l.teardown(Duration::ZERO);
         }
+        self.destroy_comm_hccl(c);
     }
 
     /// The pending comm a dialer's `Hello` names: `LLM_NOT_YET_LINK` (the
@@ -684,6 +846,17 @@ impl Session {
     }
 }
 
+/// Drops a comm's communicator with the device bound on this thread (the
+/// last reference destroys it).
+fn drop_comm(acl: Option<&Arc<AclBackend>>, h: Arc<HcclComm>) {
+    if let Some(acl) = acl {
+        if let Err(e) = acl.context().bind_thread() {
+            log_warn!("destroying a comm's HCCL communicator: {}", e.message);
+        }
+    }
+    drop(h);
+}
+
 fn unknown_comm(comm_id: u64) -> Error {
     err!(
         NotYetLink,
@@ -711,7 +884,7 @@ mod tests {
     }
 
     fn verr(name: &str, ranks: &[(u64, u32)], local: u64, t: &str) -> String {
-        let e = CommSpec::validate(name, ranks, local, t).unwrap_err();
+        let e = CommSpec::validate(name, ranks, local, t, false).unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid, "{}", e.message);
         e.message
     }
@@ -719,18 +892,18 @@ mod tests {
     #[test]
     fn validate_ok_and_roles() {
         let t = table(4, 30000);
-        let s = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 3, &t).unwrap();
+        let s = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 3, &t, false).unwrap();
         assert_eq!(s.local, 1);
         assert_eq!(s.local_member().addr, "127.0.0.1:30001".parse().unwrap());
         assert_eq!(s.dial_targets().len(), 1);
         assert_eq!(s.dial_targets()[0].cluster_id, 7);
         assert!(s.accepts());
         assert_eq!(s.members[2].addr, "127.0.0.1:30003".parse().unwrap());
-        let top = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 9, &t).unwrap();
+        let top = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 9, &t, false).unwrap();
         assert!(!top.accepts());
         assert_eq!(top.dial_targets().len(), 2);
         let name = "n".repeat(MAX_COMM_NAME);
-        assert!(CommSpec::validate(&name, &[(1, 0), (2, 1)], 1, &t).is_ok());
+        assert!(CommSpec::validate(&name, &[(1, 0), (2, 1)], 1, &t, false).is_ok());
     }
 
     #[test]
@@ -763,11 +936,11 @@ mod tests {
     #[test]
     fn comm_state_transitions() {
         let t = table(3, 30000);
-        let spec = CommSpec::validate("c", &[(1, 0), (2, 1), (3, 2)], 3, &t).unwrap();
+        let spec = CommSpec::validate("c", &[(1, 0), (2, 1), (3, 2)], 3, &t, false).unwrap();
         let c = Comm::new(4, spec, None);
         assert_eq!(c.status().0, MemStatus::Preparing);
         assert_eq!(c.missing(&c.lock()), vec![1, 2]);
-        assert!(!c.try_complete());
+        assert!(!c.try_complete(None));
         assert!(c.peer(3).is_none(), "the local cluster is not a peer");
         assert!(c.peer(1).is_some());
         let e = c.not_ready(1);
@@ -779,7 +952,7 @@ mod tests {
         // FAILED is final; a second failure keeps the first reason.
         assert!(c.fail("again").is_none());
         assert_eq!(c.status().1, "boom");
-        assert!(!c.try_complete());
+        assert!(!c.try_complete(None));
         c.close();
         assert!(c.is_closed());
     }

@@ -334,7 +334,13 @@ impl Instance {
         // Serialised with switch_role, which may move the listener a comm reuses.
         let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.comm_session()?;
-        let spec = CommSpec::validate(comm_name, ranks, self.cluster_id, rank_table)?;
+        let spec = CommSpec::validate(
+            comm_name,
+            ranks,
+            self.cluster_id,
+            rank_table,
+            s.acl().is_some(),
+        )?;
         s.comm_link(spec)
     }
 

@@ -14,13 +14,16 @@
 //! Integers may be JSON strings of digits (as HCCL writes them) or JSON
 //! numbers. A member's endpoint is `IP:port` with IP = the server's `host_ip`
 //! if present, else the device's `device_ip`; port = the device's `host_port`
-//! if present, else its `device_port`.
+//! if present, else (host backend only) its `device_port`. On the acl backend
+//! `device_ip` / `device_port` are the member's HCCL endpoint (the shared
+//! communicator listens there), so `host_port` is required.
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Map, Value};
 
 use crate::status::Result;
+use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err};
 
 /// Longest rank table accepted (bytes).
@@ -41,6 +44,7 @@ pub struct Device {
 /// One `server_list[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
+    pub server_id: Option<String>,
     pub host_ip: Option<String>,
     pub devices: Vec<Device>,
 }
@@ -155,6 +159,10 @@ impl RankTable {
                 .as_object()
                 .ok_or_else(|| err!(ParamInvalid, "rank table: {at} must be an object"))?;
             let host_ip = opt_str(so, "host_ip", &at)?;
+            let server_id = match so.get("server_id") {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                _ => None,
+            };
             let devs = field(so, "device", &at)?
                 .as_array()
                 .ok_or_else(|| err!(ParamInvalid, "rank table: {at}.device must be an array"))?;
@@ -186,7 +194,11 @@ impl RankTable {
                     host_port: opt_raw(dobj, "host_port"),
                 });
             }
-            servers.push(Server { host_ip, devices });
+            servers.push(Server {
+                server_id,
+                host_ip,
+                devices,
+            });
         }
         Ok(RankTable { version, servers })
     }
@@ -198,8 +210,9 @@ impl RankTable {
             .find_map(|s| s.devices.iter().find(|d| d.rank_id == rank).map(|d| (s, d)))
     }
 
-    /// The TCP control endpoint of `rank` on the host backend (module docs).
-    pub fn endpoint(&self, rank: u32) -> Result<SocketAddr> {
+    /// The TCP control endpoint of `rank` (module docs). `acl`: the acl
+    /// backend, where `device_port` is HCCL's and `host_port` is required.
+    pub fn endpoint(&self, rank: u32, acl: bool) -> Result<SocketAddr> {
         let Some((server, dev)) = self.find(rank) else {
             bail!(
                 ParamInvalid,
@@ -232,6 +245,10 @@ impl RankTable {
         }
         let (raw, port_field) = match (&dev.host_port, &dev.device_port) {
             (Some(p), _) => (p, "host_port"),
+            (None, _) if acl => bail!(
+                ParamInvalid,
+                "rank {rank} has no host_port in the rank table (required on the acl backend: device_ip/device_port are the HCCL endpoint, so the TCP control endpoint needs its own port)"
+            ),
             (None, Some(p)) => (p, "device_port"),
             (None, None) => bail!(
                 ParamInvalid,
@@ -246,6 +263,60 @@ impl RankTable {
             );
         }
         Ok(SocketAddr::new(ip, port as u16))
+    }
+
+    /// The HCCL endpoint of `rank` (acl backend): its `server_list` entry's
+    /// `server_id` (or host_ip), `device_id`, `device_ip` and `device_port`,
+    /// all required. Errors: `ParamInvalid` naming the rank and the field.
+    pub fn device_endpoint(&self, rank: u32) -> Result<DeviceEndpoint> {
+        let Some((server, dev)) = self.find(rank) else {
+            bail!(
+                ParamInvalid,
+                "rank {rank} does not appear as a rank_id in the rank table"
+            );
+        };
+        let Some(ip) = &dev.device_ip else {
+            bail!(
+                ParamInvalid,
+                "rank {rank} has no device_ip in the rank table (required on the acl backend)"
+            );
+        };
+        if ip.parse::<IpAddr>().is_err() {
+            bail!(
+                ParamInvalid,
+                "rank {rank}: device_ip {ip:?} is not an IPv4 or IPv6 literal"
+            );
+        }
+        let Some(raw) = &dev.device_port else {
+            bail!(
+                ParamInvalid,
+                "rank {rank} has no device_port in the rank table (required on the acl backend)"
+            );
+        };
+        let port = uint(raw, &format!("rank {rank}'s device_port"))?;
+        if port == 0 || port > u64::from(u16::MAX) {
+            bail!(
+                ParamInvalid,
+                "rank {rank}: device_port {port} is not a port number in 1..=65535"
+            );
+        }
+        let device_id = u32::try_from(dev.device_id).map_err(|_| {
+            err!(
+                ParamInvalid,
+                "rank {rank}: device_id {} is out of range",
+                dev.device_id
+            )
+        })?;
+        Ok(DeviceEndpoint {
+            server_id: server
+                .server_id
+                .clone()
+                .or_else(|| server.host_ip.clone())
+                .unwrap_or_else(|| ip.clone()),
+            device_id,
+            device_ip: ip.clone(),
+            device_port: port as u16,
+        })
     }
 }
 
@@ -285,19 +356,28 @@ mod tests {
         assert_eq!(t.servers.len(), 2);
         assert_eq!(t.servers[1].devices[0].device_id, 1);
         // device_ip + device_port when there is no host_ip / host_port
-        assert_eq!(t.endpoint(0).unwrap(), "10.0.0.1:16666".parse().unwrap());
+        assert_eq!(
+            t.endpoint(0, false).unwrap(),
+            "10.0.0.1:16666".parse().unwrap()
+        );
         // host_ip and host_port win
-        assert_eq!(t.endpoint(1).unwrap(), "192.168.1.2:26001".parse().unwrap());
+        assert_eq!(
+            t.endpoint(1, false).unwrap(),
+            "192.168.1.2:26001".parse().unwrap()
+        );
     }
 
     #[test]
     fn ipv6_endpoint() {
         let t =
             RankTable::parse(&table(&[("0", r#","device_ip":"::1","host_port":"9""#)])).unwrap();
-        assert_eq!(t.endpoint(0).unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            t.endpoint(0, false).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
         let j = r#"{"version":"1.2","server_count":"1","status":"completed","server_list":[{"device":[{"device_id":"0","device_ip":"[::1]","rank_id":"3","device_port":"7"}]}]}"#;
         let t = RankTable::parse(j).unwrap();
-        assert_eq!(t.endpoint(3).unwrap(), "[::1]:7".parse().unwrap());
+        assert_eq!(t.endpoint(3, false).unwrap(), "[::1]:7".parse().unwrap());
     }
 
     #[test]
@@ -351,13 +431,13 @@ mod tests {
     #[test]
     fn endpoint_errors_name_rank_and_field() {
         let t = RankTable::parse(&table(&[("0", ""), ("1", r#","host_port":"0""#)])).unwrap();
-        let e = t.endpoint(0).unwrap_err();
+        let e = t.endpoint(0, false).unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid);
         assert!(e.message.contains("rank 0 has no port"), "{}", e.message);
         assert!(e.message.contains("host_port or device_port"));
-        let e = t.endpoint(1).unwrap_err();
+        let e = t.endpoint(1, false).unwrap_err();
         assert!(e.message.contains("rank 1: host_port 0"), "{}", e.message);
-        let e = t.endpoint(7).unwrap_err();
+        let e = t.endpoint(7, false).unwrap_err();
         assert!(
             e.message.contains("rank 7 does not appear"),
             "{}",
@@ -366,11 +446,14 @@ mod tests {
         // No host_ip and no device_ip.
         let j = table(&[("2", r#","device_port":"5""#)]).replace(r#""host_ip":"127.0.0.1","#, "");
         let t = RankTable::parse(&j).unwrap();
-        let e = t.endpoint(2).unwrap_err();
+        let e = t.endpoint(2, false).unwrap_err();
         assert!(e.message.contains("rank 2 has no IP"), "{}", e.message);
         // Bad IP literal, bad port text, port too large, unspecified IP.
         let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "not-an-ip");
-        let e = RankTable::parse(&j).unwrap().endpoint(0).unwrap_err();
+        let e = RankTable::parse(&j)
+            .unwrap()
+            .endpoint(0, false)
+            .unwrap_err();
         assert!(
             e.message.contains("rank 0: host_ip \"not-an-ip\""),
             "{}",
@@ -378,14 +461,17 @@ mod tests {
         );
         let t = RankTable::parse(&table(&[("0", r#","device_port":"http""#)])).unwrap();
         assert!(t
-            .endpoint(0)
+            .endpoint(0, false)
             .unwrap_err()
             .message
             .contains("rank 0's device_port must be"));
         let t = RankTable::parse(&table(&[("0", r#","device_port":70000"#)])).unwrap();
-        assert!(t.endpoint(0).unwrap_err().message.contains("70000"));
+        assert!(t.endpoint(0, false).unwrap_err().message.contains("70000"));
         let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "0.0.0.0");
-        let e = RankTable::parse(&j).unwrap().endpoint(0).unwrap_err();
+        let e = RankTable::parse(&j)
+            .unwrap()
+            .endpoint(0, false)
+            .unwrap_err();
         assert!(e.message.contains("unspecified"), "{}", e.message);
         // Empty strings count as absent: device_ip is used when host_ip is "".
         let j = table(&[(
@@ -394,6 +480,47 @@ mod tests {
         )])
         .replace(r#""host_ip":"127.0.0.1""#, r#""host_ip":"""#);
         let t = RankTable::parse(&j).unwrap();
-        assert_eq!(t.endpoint(0).unwrap(), "127.0.0.2:8".parse().unwrap());
+        assert_eq!(
+            t.endpoint(0, false).unwrap(),
+            "127.0.0.2:8".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn acl_needs_host_port_and_device_endpoint() {
+        let t = RankTable::parse(&table(&[
+            (
+                "0",
+                r#","device_ip":"127.0.0.1","device_port":"7000","host_port":"26000""#,
+            ),
+            ("1", r#","device_ip":"127.0.0.1","device_port":"7001""#),
+            ("2", r#","host_port":"26002""#),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.endpoint(0, true).unwrap(),
+            "127.0.0.1:26000".parse().unwrap()
+        );
+        // No device_port fallback on acl; the host backend keeps it.
+        let e = t.endpoint(1, true).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        assert!(
+            e.message.contains("rank 1 has no host_port"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            t.endpoint(1, false).unwrap(),
+            "127.0.0.1:7001".parse().unwrap()
+        );
+        let ep = t.device_endpoint(0).unwrap();
+        assert_eq!((ep.device_ip.as_str(), ep.device_port), ("127.0.0.1", 7000));
+        assert_eq!(ep.server_id, "s");
+        let e = t.device_endpoint(2).unwrap_err();
+        assert!(
+            e.message.contains("rank 2 has no device_ip"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -476,14 +476,21 @@ impl Session {
         let spin = self.config.busy_poll;
         let mut control = Conn::connect(&addr, timeout, spin).map_err(retryable)?;
         let generation = self.registry.generation();
-        let acl_end = match self.acl() {
-            Some(acl) => {
+        // A link_clusters link gets its own two-rank communicator (reserve our
+        // device port now); a rank-table comm's links share the comm's
+        // communicator, so they only announce the member's table endpoint.
+        let acl_end = match (self.acl(), comm) {
+            (Some(acl), None) => {
                 let ip = local_ip
                     .or_else(|| control.local_addr().map(|a| a.ip()))
                     .unwrap_or(addr.ip());
                 Some(acl_link::local_end(acl, ip)?)
             }
-            None => None,
+            _ => None,
+        };
+        let our_device = match comm {
+            Some(c) => c.spec.local_member().device.clone(),
+            None => acl_end.as_ref().map(|e| e.endpoint.clone()),
         };
         control
             .send(
@@ -493,7 +500,7 @@ impl Session {
                     remote_accessible: self.config.remote_cache_accessible,
                     process: self.process_info(),
                     comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
-                    device: acl_end.as_ref().map(|e| e.endpoint.clone()),
+                    device: our_device.clone(),
                 },
                 Some(deadline),
             )
@@ -515,7 +522,7 @@ impl Session {
                         "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
                     );
                 }
-                acl_link::check_backends(acl_end.is_some(), device.as_ref(), false)?;
+                acl_link::check_backends(our_device.is_some(), device.as_ref(), false)?;
                 (role, link_token, process, device)
             }
             Ok(m) => bail!(
@@ -878,8 +885,12 @@ impl Session {
         link.track(conn);
         // acl backend: create our communicator before answering, so the
         // client's prepare finds our port listening.
-        let mut our_device = None;
-        if let (Some(acl), Some(theirs)) = (self.acl(), device) {
+        // A rank-table comm's links get the comm's shared communicator once
+        // the comm is set up (`comm.rs`); here we only announce our endpoint.
+        let mut our_device = comm
+            .as_ref()
+            .and_then(|c| c.spec.local_member().device.clone());
+        if let (Some(acl), Some(theirs), None) = (self.acl(), device, &comm) {
             let ip = match self.listen_addr().map(|a| a.ip()) {
                 Some(ip) if !ip.is_unspecified() => ip,
                 _ => conn

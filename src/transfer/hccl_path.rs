@@ -1,5 +1,7 @@
-//! The HCCL data path of a link (acl backend): the link's two-rank communicator
-//! with every registered region bound, and transfer plans executed as
+//! The HCCL data path of a link (acl backend): the link's communicator with
+//! every registered region bound (a generated two-rank one owned by the link
+//! for `link_clusters`, or the comm's shared one built from the user's rank
+//! table for `llmdd_link`), and transfer plans executed as
 //! `HcclBatchGet` / `HcclBatchPut` on a stream, synchronised with the
 //! transfer's deadline (`sync_kv_timeout`).
 //!
@@ -31,12 +33,14 @@ struct Lane {
 }
 
 /// The live communicator and its lanes. Field order is drop order: streams are
-/// destroyed before the communicator they queued work for.
+/// destroyed before the communicator they queued work for. The communicator
+/// is destroyed with the last reference: here for a link's own one, by the
+/// rank-table comm for a shared one.
 struct Comm {
     lanes: Mutex<Vec<Lane>>,
     /// Lanes whose stream timed out; kept (not reused) until the link closes.
     stuck: Mutex<Vec<Lane>>,
-    comm: HcclComm,
+    comm: Arc<HcclComm>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,11 +100,47 @@ impl HcclLink {
             comm: RwLock::new(Some(Comm {
                 lanes: Mutex::new(vec![lane]),
                 stuck: Mutex::new(Vec::new()),
-                comm,
+                comm: Arc::new(comm),
             })),
             state: Mutex::new(State::Preparing),
             settled: Condvar::new(),
         })
+    }
+
+    /// A link of a rank-table comm on the comm's shared communicator, which
+    /// is already created, bound and prepared (so the link is ready); its
+    /// rank `remote_rank` is the peer. Streams are created on first use.
+    /// Closing the link does not destroy the communicator.
+    pub fn shared(
+        ctx: Arc<AclContext>,
+        comm: Arc<HcclComm>,
+        remote_rank: u32,
+        remote_cluster_id: u64,
+    ) -> HcclLink {
+        HcclLink {
+            remote_cluster_id,
+            remote_rank,
+            ctx,
+            comm: RwLock::new(Some(Comm {
+                lanes: Mutex::new(Vec::new()),
+                stuck: Mutex::new(Vec::new()),
+                comm,
+            })),
+            state: Mutex::new(State::Ready),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// True if the link runs on `comm` (tests: a rank-table comm's links share
+    /// one communicator).
+    pub fn uses(&self, comm: &Arc<HcclComm>) -> bool {
+        let guard = self.comm.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().is_some_and(|c| Arc::ptr_eq(&c.comm, comm))
+    }
+
+    /// The peer's rank in the link's communicator.
+    pub fn remote_rank(&self) -> u32 {
+        self.remote_rank
     }
 
     /// Connects to the peer and exchanges the bound memory
