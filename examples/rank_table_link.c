@@ -196,17 +196,22 @@ static int step(int to[], int from[], unsigned char b, unsigned char want) {
 }
 
 int main(void) {
-  uint16_t ports[MEMBERS];
-  for (int i = 0; i < MEMBERS; i++) ports[i] = ex_free_port();
-  /* One server (host_ip), three devices; host_port is each member's endpoint. */
+  uint16_t ports[MEMBERS], dports[MEMBERS];
+  for (int i = 0; i < MEMBERS; i++) {
+    ports[i] = ex_free_port();
+    dports[i] = ex_free_port();
+  }
+  /* One server (host_ip), three devices; host_port is each member's TCP
+   * endpoint, device_ip/device_port its HCCL endpoint (used on the acl backend,
+   * which requires host_port). */
   snprintf(g_table, sizeof g_table,
            "{\"version\": \"1.0\", \"server_count\": \"1\", \"status\": \"completed\","
            " \"server_list\": [{\"server_id\": \"node0\", \"host_ip\": \"127.0.0.1\", \"device\": ["
-           "{\"device_id\": \"0\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"0\", \"host_port\": \"%u\"},"
-           "{\"device_id\": \"1\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"1\", \"host_port\": \"%u\"},"
-           "{\"device_id\": \"2\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"2\", \"host_port\": \"%u\"}"
+           "{\"device_id\": \"0\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"0\", \"host_port\": \"%u\", \"device_port\": \"%u\"},"
+           "{\"device_id\": \"1\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"1\", \"host_port\": \"%u\", \"device_port\": \"%u\"},"
+           "{\"device_id\": \"2\", \"device_ip\": \"127.0.0.1\", \"rank_id\": \"2\", \"host_port\": \"%u\", \"device_port\": \"%u\"}"
            "]}]}",
-           ports[0], ports[1], ports[2]);
+           ports[0], dports[0], ports[1], dports[1], ports[2], dports[2]);
   int to[MEMBERS], from[MEMBERS];
   pid_t pids[MEMBERS];
   for (int i = 0; i < MEMBERS; i++) {

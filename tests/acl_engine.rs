@@ -483,7 +483,8 @@ fn rank_table_comm_shares_one_communicator() {
     let e = insts[0].link("kv", &ranks, &no_host).unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid);
     assert!(
-        e.message.contains("rank 1 has no host_port"),
+        e.message.contains("rank 1 has no port")
+            && e.message.contains("needs the device's host_port"),
         "{}",
         e.message
     );
@@ -563,15 +564,11 @@ fn rank_table_comm_shares_one_communicator() {
     // Relink with colliding device ports (ranks 1 and 2): the communicator
     // of one of them cannot listen, so the comm FAILS everywhere, naming the
     // vendor error; nobody hangs past the link budget.
-    let insts: Vec<Instance> = insts
-        .into_iter()
-        .map(|i| {
-            i.finalize();
-            i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "3")])).unwrap())
-                .unwrap();
-            i
-        })
-        .collect();
+    for i in &insts {
+        i.finalize();
+        i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "3")])).unwrap())
+            .unwrap();
+    }
     let host: Vec<u16> = (0..N).map(|_| free_port()).collect();
     let p = free_port();
     let bad = acl_rank_table(&host, &[free_port(), p, p]);

@@ -146,21 +146,23 @@ impl CommSpec {
                 );
             }
         }
-        let members = ranks
+        let mut members = ranks
             .iter()
             .map(|&(cluster_id, rank_id)| {
                 Ok(Member {
                     cluster_id,
                     rank_id,
                     addr: table.endpoint(rank_id, acl)?,
-                    device: if acl {
-                        Some(table.device_endpoint(rank_id)?)
-                    } else {
-                        None
-                    },
+                    device: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // acl: every member's HCCL endpoint, checked after the TCP endpoints.
+        if acl {
+            for m in &mut members {
+                m.device = Some(table.device_endpoint(m.rank_id)?);
+            }
+        }
         Ok(CommSpec {
             name: name.to_string(),
             members,

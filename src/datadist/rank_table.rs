@@ -247,7 +247,7 @@ impl RankTable {
             (Some(p), _) => (p, "host_port"),
             (None, _) if acl => bail!(
                 ParamInvalid,
-                "rank {rank} has no host_port in the rank table (required on the acl backend: device_ip/device_port are the HCCL endpoint, so the TCP control endpoint needs its own port)"
+                "rank {rank} has no port in the rank table (the acl backend needs the device's host_port: device_ip/device_port are its HCCL endpoint)"
             ),
             (None, Some(p)) => (p, "device_port"),
             (None, None) => bail!(
@@ -505,7 +505,8 @@ mod tests {
         let e = t.endpoint(1, true).unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid);
         assert!(
-            e.message.contains("rank 1 has no host_port"),
+            e.message.contains("rank 1 has no port")
+                && e.message.contains("needs the device's host_port"),
             "{}",
             e.message
         );
