@@ -13,7 +13,7 @@ use crate::{bail, err};
 /// Most iovecs per process_vm_* call (the kernel's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 /// Plans at least this large are split over two threads.
-const PARALLEL_BYTES: u64 = 8 << 20;
+const PARALLEL_BYTES: u64 = 2 << 20;
 
 struct Identity {
     host_id: String,
