@@ -65,6 +65,20 @@ static double median(double *v, int n) {
   return v[n / 2];
 }
 
+/* A UINT8 cache of `n` tensors, each `blocks` x `block` bytes. */
+static llmdd_cache_desc_t blocks_desc(uint32_t n, uint64_t blocks, uint64_t block) {
+  llmdd_cache_desc_t d;
+  memset(&d, 0, sizeof d);
+  d.placement = LLMDD_PLACEMENT_DEVICE;
+  d.data_type = LLMDD_DT_UINT8;
+  d.num_tensors = n;
+  d.num_dims = 2;
+  d.shape[0] = (int64_t)blocks;
+  d.shape[1] = (int64_t)block;
+  d.seq_len_dim_index = -1;
+  return d;
+}
+
 /* A loopback port that is free right now. */
 static uint16_t free_port(void) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -79,15 +93,7 @@ static uint16_t free_port(void) {
 
 /* Registers A_TENSORS tensors of A_BLOCKS x A_BLOCK as a blocks cache. */
 static llmdd_cache_t async_cache(llmdd_instance_t *inst, const llmdd_cache_key_t *key, uint8_t fill) {
-  llmdd_cache_desc_t d;
-  memset(&d, 0, sizeof d);
-  d.placement = LLMDD_PLACEMENT_DEVICE;
-  d.data_type = LLMDD_DT_UINT8;
-  d.num_tensors = A_TENSORS;
-  d.num_dims = 2;
-  d.shape[0] = A_BLOCKS;
-  d.shape[1] = (int64_t)A_BLOCK;
-  d.seq_len_dim_index = -1;
+  llmdd_cache_desc_t d = blocks_desc(A_TENSORS, A_BLOCKS, A_BLOCK);
   uint64_t addrs[A_TENSORS];
   for (int t = 0; t < A_TENSORS; t++) {
     uint8_t *m = aligned_alloc(2 << 20, A_BLOCKS * A_BLOCK);
@@ -156,18 +162,7 @@ static void run_async(llmdd_instance_t *d, double mc) {
          A_LAT_ITERS);
 }
 
-static llmdd_cache_desc_t desc_for(uint64_t block) {
-  llmdd_cache_desc_t d;
-  memset(&d, 0, sizeof d);
-  d.placement = LLMDD_PLACEMENT_DEVICE;
-  d.data_type = LLMDD_DT_UINT8;
-  d.num_tensors = 1;
-  d.num_dims = 2;
-  d.shape[0] = (int64_t)(TOTAL / block);
-  d.shape[1] = (int64_t)block;
-  d.seq_len_dim_index = -1;
-  return d;
-}
+static llmdd_cache_desc_t desc_for(uint64_t block) { return blocks_desc(1, TOTAL / block, block); }
 
 static void init(llmdd_instance_t *inst, const char *listen, int tcp, int pool) {
   llmdd_option_t o[8];

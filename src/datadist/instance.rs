@@ -108,7 +108,7 @@ impl Instance {
         }
         let config = Config::parse(opts)?;
         if let Some(v) = opts.get("llm.Role") {
-            let mine = role_name(self.role());
+            let mine = options::role_name(self.role());
             if v != mine {
                 bail!(
                     ParamInvalid,
@@ -358,15 +358,6 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.finalize();
-    }
-}
-
-/// The `llm.Role` spelling of a role.
-pub fn role_name(role: u32) -> &'static str {
-    match role {
-        1 => "Prompt",
-        2 => "Decoder",
-        _ => "Mix",
     }
 }
 

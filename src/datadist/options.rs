@@ -137,6 +137,15 @@ fn check_known(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The `llm.Role` spelling of a role (`PROMPT` 1, `DECODER` 2, `MIX` 3).
+pub fn role_name(role: u32) -> &'static str {
+    match role {
+        1 => "Prompt",
+        2 => "Decoder",
+        _ => "Mix",
+    }
+}
+
 /// Validates the format of accepted-but-unused options, so a malformed value
 /// is reported even though it changes nothing on this implementation.
 fn check_ignored(opts: &Options) -> Result<()> {
@@ -153,7 +162,7 @@ fn check_ignored(opts: &Options) -> Result<()> {
         parse_flag("llm.EnableSwitchRole", v)?;
     }
     if let Some(v) = opts.get("llm.Role") {
-        if !["Prompt", "Decoder", "Mix"].contains(&v.as_str()) {
+        if !(1..=3).any(|r| role_name(r) == v) {
             bail!(
                 ParamInvalid,
                 "option llm.Role must be Prompt, Decoder or Mix (got {v:?})"
