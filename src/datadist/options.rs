@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::status::Result;
+use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
 /// Which engine moves the bytes.
@@ -58,7 +59,17 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    // -- proven identity, access and link authentication (issue 9) --
+    /// Shared link secret (`llmdd.LinkSecret` / `llmdd.LinkSecretFile`):
+    /// links are mutually authenticated when set.
+    pub link_key: Option<LinkKey>,
+    /// Largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
+    pub peer_pool_max: u64,
 }
+
+/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
+/// limit and typical device pools; a larger announcement is not mapped).
+pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
 /// this implementation (v1-engine leftovers, or handled elsewhere). Those with
@@ -99,6 +110,10 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    // proven identity, access and link authentication (issue 9)
+    "llmdd.LinkSecret",
+    "llmdd.LinkSecretFile",
+    "llmdd.PeerPoolMaxBytes",
 ];
 
 /// Option map with duplicate detection.
@@ -460,6 +475,11 @@ impl Config {
             Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
             None => Duration::from_micros(50),
         };
+        let link_key = link_key(opts)?;
+        let peer_pool_max = match opts.get("llmdd.PeerPoolMaxBytes") {
+            Some(v) => parse_ranged("llmdd.PeerPoolMaxBytes", v, 1 << 20, u64::MAX)?,
+            None => DEFAULT_PEER_POOL_MAX,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -479,7 +499,63 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            link_key,
+            peer_pool_max,
         })
+    }
+}
+
+/// The link secret of `llmdd.LinkSecret` (the value) or `llmdd.LinkSecretFile`
+/// (a file holding it; one trailing newline is dropped). Messages never
+/// include the secret.
+fn link_key(opts: &Options) -> Result<Option<LinkKey>> {
+    let secret: Vec<u8> = match (
+        opts.get("llmdd.LinkSecret"),
+        opts.get("llmdd.LinkSecretFile"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            ParamInvalid,
+            "options llmdd.LinkSecret and llmdd.LinkSecretFile are exclusive: give one"
+        ),
+        (Some(v), None) => v.as_bytes().to_vec(),
+        (None, Some(path)) => {
+            let mut b = std::fs::read(path).map_err(|e| {
+                err!(
+                    ParamInvalid,
+                    "option llmdd.LinkSecretFile: cannot read {path:?}: {e}"
+                )
+            })?;
+            if b.ends_with(b"\n") {
+                b.pop();
+                if b.ends_with(b"\r") {
+                    b.pop();
+                }
+            }
+            warn_if_readable_by_others(path);
+            b
+        }
+    };
+    LinkKey::new(&secret).map(Some).ok_or_else(|| {
+        err!(
+            ParamInvalid,
+            "the link secret (llmdd.LinkSecret / llmdd.LinkSecretFile) must be at least {MIN_SECRET_LEN} bytes (it is {}); use a random one",
+            secret.len()
+        )
+    })
+}
+
+/// A secret file others can read is worth a warning (not an error: the
+/// deployment decides).
+fn warn_if_readable_by_others(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o044 != 0 {
+            crate::log_warn!(
+                "llmdd.LinkSecretFile {path:?} is readable by group or others (mode {:o})",
+                m.permissions().mode() & 0o777
+            );
+        }
     }
 }
 
