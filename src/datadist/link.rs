@@ -143,9 +143,18 @@ impl Link {
         if self.dead.swap(true, Ordering::AcqRel) {
             return;
         }
-        if !self.is_closed() {
+        if self.is_closed() {
+            // Torn down here already: nothing to report.
+        } else if let Some(p) = self.peer_process().filter(|p| !p.is_alive()) {
             crate::log_warn!(
-                "link to cluster {} is dead: {why}; its transfers now fail (unlink it)",
+                "link to cluster {} is dead: its peer process {} exited; its transfers now fail (unlink it)",
+                self.remote_cluster_id,
+                p.pid()
+            );
+        } else {
+            // The peer unlinked or finalized: routine.
+            crate::log_info!(
+                "link to cluster {} ended: {why}; its transfers now fail (unlink it)",
                 self.remote_cluster_id
             );
         }

@@ -67,10 +67,15 @@ pub fn run(
     r
 }
 
-/// A same-host copy, bound to the verified peer process by its pidfd: a write
-/// starts only if the peer is alive, and every copy counts only if the peer
-/// is still alive after it (then the pid named that process throughout, so a
-/// read returned its bytes and not those of a process that reused the pid).
+/// A same-host copy, bound to the verified peer process by its pidfd. A write
+/// starts only if the peer is alive (never into a process that took over the
+/// pid); every copy counts only if the peer is still alive after it (then the
+/// pid named that process throughout, so a read returned its bytes and not a
+/// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
+/// A read starts unless the link is already marked dead (the liveness watch
+/// does that within moments of the exit): a read racing the peer's exit fails,
+/// but may have written its destination. One poll of the pidfd per read, two
+/// per write (docs/security.md has the figures).
 /// A dead peer marks the link dead (its pool mappings are dropped).
 fn same_host(link: &Link, peer: &PeerProcess, plan: &[Segment], dir: Dir) -> Result<()> {
     let pools = link.pools();
