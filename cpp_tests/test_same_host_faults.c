@@ -264,16 +264,25 @@ static int looping_decoder(void *v) {
   return 0;
 }
 
+/* Starts prompt 25 and looping decoder 26 linked to it. */
+static pid_t start_prompt_and_looping_decoder(prompt_arg *a, t_chan_pair *ch, dec_arg *da,
+                                              t_chan_pair *dch, pid_t *d1) {
+  memset(a, 0, sizeof *a);
+  pid_t pp = start_prompt(a, ch, 25, 0, 1);
+  da->port = a->port;
+  *dch = t_chan_new();
+  da->ch = dch->child;
+  *d1 = t_fork(looping_decoder, da);
+  CHECK((uint32_t)t_recv(dch->parent, 20000) == LLMDD_SUCCESS);
+  return pp;
+}
+
 static void case_decoder_killed(void) {
   prompt_arg a;
-  memset(&a, 0, sizeof a);
-  t_chan_pair ch;
-  pid_t pp = start_prompt(&a, &ch, 25, 0, 1);
-  dec_arg da = {.port = a.port};
-  t_chan_pair dch = t_chan_new();
-  da.ch = dch.child;
-  pid_t d1 = t_fork(looping_decoder, &da);
-  CHECK((uint32_t)t_recv(dch.parent, 20000) == LLMDD_SUCCESS);
+  t_chan_pair ch, dch;
+  dec_arg da;
+  pid_t d1;
+  pid_t pp = start_prompt_and_looping_decoder(&a, &ch, &da, &dch, &d1);
   t_send(ch.parent, TCMD_PULL(26)); /* the prompt pulls from the decoder too */
   CHECK((uint32_t)t_recv(ch.parent, 20000) == LLMDD_SUCCESS);
   usleep(50000);
@@ -348,14 +357,10 @@ static void case_prompt_stopped(void) {
 /* ------------------------------------------------------------------ D */
 static void case_decoder_stopped(void) {
   prompt_arg a;
-  memset(&a, 0, sizeof a);
-  t_chan_pair ch;
-  pid_t pp = start_prompt(&a, &ch, 25, 0, 1);
-  dec_arg da = {.port = a.port};
-  t_chan_pair dch = t_chan_new();
-  da.ch = dch.child;
-  pid_t d1 = t_fork(looping_decoder, &da);
-  CHECK((uint32_t)t_recv(dch.parent, 20000) == LLMDD_SUCCESS);
+  t_chan_pair ch, dch;
+  dec_arg da;
+  pid_t d1;
+  pid_t pp = start_prompt_and_looping_decoder(&a, &ch, &da, &dch, &d1);
   usleep(50000);
   t_stop(d1);
   /* Meanwhile the prompt serves another decoder, and pulls from the stopped one. */
