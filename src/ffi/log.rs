@@ -49,7 +49,8 @@ impl UserData {
 /// Routes llmdd's log lines that pass the filter to `callback` (with
 /// `user_data`) instead of stderr; NULL restores stderr. When this returns,
 /// the previous callback is never called again and no call of it is still
-/// running, so its `user_data` may be freed. Calling it from inside the
+/// running, so its `user_data` may be freed (it waits for those calls: do not
+/// call it holding a lock the callback takes). Calling it from inside the
 /// callback is refused with `LLMDD_PARAM_INVALID` (it would wait for that very
 /// call). A line the callback itself causes (it calls an llmdd function that
 /// logs) goes to stderr rather than back into the callback. `user_data` must
