@@ -20,5 +20,6 @@ pub mod cache;
 pub mod config;
 pub mod constants;
 pub mod instance;
+pub mod log;
 pub mod task;
 pub mod types;
