@@ -73,6 +73,9 @@ class BuildPyWithLibrary(build_py):
     """``build_py`` that also bundles libllmdd.so into the package."""
 
     def run(self) -> None:
+        if not getattr(self, "editable_mode", False):
+            # A stale copy of a removed module must not reach the wheel (pip builds in-tree).
+            shutil.rmtree(Path(self.build_lib) / "llm_datadist", ignore_errors=True)
         super().run()
         lib = _cargo_build()
         if getattr(self, "editable_mode", False):
