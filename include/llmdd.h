@@ -893,10 +893,11 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
                            size_t num_options);
 
 /**
- * Links this client to each cluster's server (`remote_ip_infos[0]`), up to 16
- * clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
- * default). Only clients (instances initialized without `llm.ListenIpInfo`)
- * call it. `rets` (NULL, or `num_clusters` entries) receives one status per
+ * Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
+ * 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
+ * documented default). Any initialized instance may call it, whether it
+ * listens itself or not (the side that dials is the link's client). A cluster
+ * that already dialled this instance gives `LLMDD_ALREADY_LINK`. `rets` (NULL, or `num_clusters` entries) receives one status per
  * cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
  * Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
  * Argument errors before any linking (empty list, >16 clusters =
@@ -909,8 +910,9 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
                              uint32_t *rets);
 
 /**
- * Unlinks each cluster. `force = false` (client only): tells the server to
- * drop its side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
+ * Unlinks each cluster. `force = false` (on the side that dialled the link;
+ * the other side gets `LLMDD_PARAM_INVALID`): tells the peer to drop its
+ * side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
  * told: then force-unlink both ends). `force = true`: drops only the local
  * side and must be called on both ends; only `remote_cluster_id` is used.
  * Unlinking a cluster that is not linked succeeds. Waits for in-flight

@@ -1,0 +1,115 @@
+//! Compatibility with code written for CANN's LLM-DataDist (issue 12): one
+//! test per behaviour that real code relies on and llmdd once refused.
+
+mod common;
+
+use common::{cluster, free_port, init};
+
+use std::time::{Duration, Instant};
+
+use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
+use llmdd::datadist::Instance;
+use llmdd::Status;
+
+fn desc(n: u32, shape: &[i64]) -> CacheDesc {
+    CacheDesc {
+        placement: Placement::Device,
+        num_tensors: n,
+        data_type: DataType::Uint8,
+        shape: shape.to_vec(),
+        batch_dim_index: 0,
+        seq_len_dim_index: -1,
+    }
+}
+
+/// `n` tensors of `len` bytes, byte i of tensor t = `seed + 3t + i`.
+fn tensors(n: usize, len: usize, seed: u8) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|t| {
+            (0..len)
+                .map(|i| seed.wrapping_add((3 * t + i) as u8))
+                .collect()
+        })
+        .collect()
+}
+
+fn addrs(v: &mut [Vec<u8>]) -> Vec<u64> {
+    v.iter_mut().map(|t| t.as_mut_ptr() as u64).collect()
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The upstream samples and vllm-ascend's connector have the dialling side
+/// listen too: an instance initialised with `llm.ListenIpInfo` may call
+/// `link_clusters`. The dialler owns the link (non-forced unlink); either side
+/// may transfer over it; the other side dialling back is `ALREADY_LINK`.
+#[test]
+fn listening_instance_may_dial() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Instance::new(1, 10).unwrap();
+    let b = Instance::new(2, 20).unwrap();
+    init(&a, &[("llm.ListenIpInfo", &format!("127.0.0.1:{pa}"))]);
+    init(&b, &[("llm.ListenIpInfo", &format!("127.0.0.1:{pb}"))]);
+    let (sa, sb) = (a.session().unwrap(), b.session().unwrap());
+    let mut ma = tensors(2, 4 * 64, 1);
+    let mut mb = tensors(2, 4 * 64, 100);
+    let ca = sa
+        .register_blocks_cache(&desc(2, &[4, 64]), &addrs(&mut ma), None, None)
+        .unwrap();
+    let cb = sb
+        .register_blocks_cache(&desc(2, &[4, 64]), &addrs(&mut mb), None, None)
+        .unwrap();
+
+    let r = a.link_clusters(&[cluster(20, pb)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    wait_until("b sees the link", || sb.link_count() == 1);
+    // The accepting side dialling back finds the link already there.
+    let r = b.link_clusters(&[cluster(10, pa)], 3000).unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().status, Status::AlreadyLink);
+    assert_eq!(sa.link_count(), 1);
+
+    // Both directions move bytes over the one link.
+    let by_id = |cluster_id, cache_id| CacheKey::IdIndex {
+        cluster_id,
+        cache_id,
+        batch_index: 0,
+    };
+    sa.pull_blocks(&by_id(20, cb.id), ca.id, &[1], &[2], &LayerSel::default())
+        .unwrap();
+    sb.pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
+        .unwrap();
+    let want_a: Vec<Vec<u8>> = tensors(2, 256, 100)
+        .iter()
+        .map(|t| t[64..128].to_vec())
+        .collect();
+    let want_b: Vec<Vec<u8>> = tensors(2, 256, 1)
+        .iter()
+        .map(|t| t[192..256].to_vec())
+        .collect();
+    for t in 0..2 {
+        assert_eq!(ma[t][128..192], want_a[t][..]);
+        assert_eq!(mb[t][0..64], want_b[t][..]);
+    }
+
+    // A non-forced unlink belongs to the dialler.
+    let r = b.unlink_clusters(&[cluster(10, pa)], 3000, false).unwrap();
+    let e = r[0].as_ref().unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("dialled this instance"), "{}", e.message);
+    let r = a.unlink_clusters(&[cluster(20, pb)], 3000, false).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    wait_until("b drops its side", || sb.link_count() == 0);
+
+    // Now b dials a (both still listen).
+    let r = b.link_clusters(&[cluster(10, pa)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    wait_until("a sees b's link", || sa.link_count() == 1);
+    a.finalize();
+    b.finalize();
+}
