@@ -1002,7 +1002,9 @@ uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
  * (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
  * block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
  * (`dst_block_memory_size` = destination block size, required); both empty =
- * contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+ * contiguous → contiguous (`dst_block_memory_size` 0). Without indices a
+ * blocks cache (source or destination) counts as one batch of stride one
+ * block, as in the reference: slot 0 is block 0. The source cache must
  * be DEVICE with an even number of tensors (2 per layer).
  *
  * Everything is validated before anything starts; errors are returned here

@@ -113,3 +113,84 @@ fn listening_instance_may_dial() {
     a.finalize();
     b.finalize();
 }
+
+/// `transfer_cache_async_sample.py`: a blocks cache sent without block
+/// indices to a `BlocksCacheKey` destination. The reference treats a blocks
+/// cache as one batch whose stride is one block, so block 0 of each tensor of
+/// the layer moves; llmdd refused it ("needs a batch (contiguous) local cache").
+#[test]
+fn async_from_blocks_cache_without_indices() {
+    use llmdd::datadist::async_transfer::{AsyncBlocks, AsyncConfig, AsyncDst};
+    use llmdd::transfer::task::ConfigResult;
+
+    let port = free_port();
+    let d = Instance::new(2, 1).unwrap();
+    let p = Instance::new(1, 0).unwrap();
+    let ra = ("llm.EnableRemoteCacheAccessible", "1");
+    init(
+        &d,
+        &[("llm.ListenIpInfo", &format!("127.0.0.1:{port}")), ra],
+    );
+    init(&p, &[ra]);
+    let (sp, sd) = (p.session().unwrap(), d.session().unwrap());
+    // Two tensors of 3 blocks x 10 floats (the sample's shape).
+    let f32_desc = |shape: &[i64]| CacheDesc {
+        data_type: DataType::Float,
+        ..desc(2, shape)
+    };
+    let mut src = tensors(2, 3 * 40, 7);
+    let mut dst = vec![vec![0u8; 3 * 40]; 2];
+    let pc = sp
+        .register_blocks_cache(
+            &f32_desc(&[3, 10]),
+            &addrs(&mut src),
+            Some(CacheKey::Blocks {
+                cluster_id: 0,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
+    sd.register_blocks_cache(
+        &f32_desc(&[3, 10]),
+        &addrs(&mut dst),
+        Some(CacheKey::Blocks {
+            cluster_id: 1,
+            model_id: 0,
+        }),
+        None,
+    )
+    .unwrap();
+    let r = p.link_clusters(&[cluster(1, port)], 5000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    let config = AsyncConfig {
+        dst: AsyncDst::Key(CacheKey::Blocks {
+            cluster_id: 1,
+            model_id: 0,
+        }),
+        layers: LayerSel {
+            src: Some((0, 1)),
+            dst: Some((0, 1)),
+            per_layer: 2,
+        },
+        src_batch_index: 0,
+    };
+    let task = sp
+        .transfer_cache_async(pc.id, &[config], AsyncBlocks::default(), Box::new(|_| true))
+        .unwrap();
+    let res = task.results(Some(Duration::from_secs(10))).unwrap();
+    assert!(
+        matches!(res[0], ConfigResult::Done(Status::Success)),
+        "{res:?}"
+    );
+    let want = tensors(2, 3 * 40, 7);
+    for t in 0..2 {
+        assert_eq!(dst[t][..40], want[t][..40], "block 0 of tensor {t}");
+        assert!(
+            dst[t][40..].iter().all(|&b| b == 0),
+            "tensor {t} past block 0"
+        );
+    }
+    p.finalize();
+    d.finalize();
+}
