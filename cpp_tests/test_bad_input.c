@@ -1,5 +1,5 @@
 /* The bad-input matrix: NULL for every pointer parameter (PARAM_INVALID with
- * a message), bad init options, missing cache-manager mode, init twice, every
+ * a message), bad init options, cache-manager mode off, init twice, every
  * call before init and after finalize (LLMDD_FAILED, "not initialized"),
  * finalize twice, destroy(NULL), bad roles, link/unlink argument errors
  * (rets untouched) and per-cluster errors (in rets), a listening instance
@@ -164,9 +164,9 @@ static void init_options(void) {
   bad_option("llm.EnableSwitchRole", "1", LLMDD_SUCCESS);
   bad_option("llm.BufPoolCfg", "{}", LLMDD_SUCCESS);
 
-  /* Cache-manager mode missing or off. */
+  /* Cache-manager mode is implied (as in C++ Initialize); off is refused. */
   llmdd_option_t no_cm[] = {{"llm.DeviceId", "0"}};
-  expect_init(no_cm, NOPT(no_cm), LLMDD_FEATURE_NOT_ENABLED, "no cache manager");
+  expect_init(no_cm, NOPT(no_cm), LLMDD_SUCCESS, "cache manager implied");
   bad_option("llm.EnableCacheManager", "0", LLMDD_FEATURE_NOT_ENABLED);
 
   /* NULL options. */

@@ -852,13 +852,15 @@ void llmdd_destroy(struct llmdd_instance_t *inst);
 /**
  * Initializes the instance with `num_options` `{key, value}` options (spec §3;
  * build them with the `llmdd_config_*` builder). Required: `llm.DeviceId` (or
- * `ge.exec.deviceId`) and cache-manager mode (`llm.EnableCacheManager=1` or
- * `llm.LocalCommRes`). With `llm.ListenIpInfo` the instance listens (server).
- * A second init on an initialized instance is a no-op success; init after
- * finalize starts afresh.
+ * `ge.exec.deviceId`). Cache-manager mode is implied, as in C++ `Initialize`
+ * (`llm.EnableCacheManager=0`, Python's v1 engine, is refused); remote-cache-
+ * accessible mode is off unless `llm.EnableRemoteCacheAccessible=1` or
+ * `llm.LocalCommRes` is given. With `llm.ListenIpInfo` the instance listens
+ * (server). A second init on an initialized instance is a no-op success; init
+ * after finalize starts afresh.
  *
  * Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
- * `LLMDD_FEATURE_NOT_ENABLED` (no cache-manager mode, backend unavailable),
+ * `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
  * `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
  */
 uint32_t llmdd_init(struct llmdd_instance_t *inst,

@@ -7,7 +7,7 @@ use common::{cluster, free_port, init};
 
 use std::time::{Duration, Instant};
 
-use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
+use llmdd::cache::types::{CacheDesc, CacheKey, CacheKind, DataType, LayerSel, Placement};
 use llmdd::datadist::Instance;
 use llmdd::Status;
 
@@ -193,4 +193,35 @@ fn async_from_blocks_cache_without_indices() {
     }
     p.finalize();
     d.finalize();
+}
+
+/// C++ `Initialize` never passes `llm.EnableCacheManager` (cache-manager mode
+/// is implied there); init with just a device id must give a working
+/// instance. Only an explicit "0" (Python's v1 engine) is refused.
+#[test]
+fn cache_manager_mode_is_implied() {
+    use llmdd::datadist::options::collect;
+    let i = Instance::new(1, 5).unwrap();
+    i.init(&collect([("llm.DeviceId", "0")]).unwrap()).unwrap();
+    let s = i.session().unwrap();
+    assert!(
+        !s.config.remote_cache_accessible,
+        "request/response by default"
+    );
+    let mut m = tensors(2, 64, 0);
+    s.register_cache(
+        &desc(2, &[2, 32]),
+        &addrs(&mut m),
+        &[],
+        None,
+        CacheKind::Batch,
+    )
+    .unwrap();
+    i.finalize();
+    let j = Instance::new(1, 6).unwrap();
+    let e = j
+        .init(&collect([("llm.DeviceId", "0"), ("llm.EnableCacheManager", "0")]).unwrap())
+        .unwrap_err();
+    assert_eq!(e.status, Status::FeatureNotEnabled);
+    assert!(e.message.contains("v1 engine"), "{}", e.message);
 }

@@ -349,9 +349,12 @@ impl Config {
                 }
             }
         }
+        // Cache-manager mode is the only engine llmdd has, and C++'s
+        // `Initialize` always runs it: absent means on. Only an explicit "0"
+        // (Python's v1 engine) is refused.
         let cache_manager = match opts.get("llm.EnableCacheManager") {
             Some(v) => parse_flag("llm.EnableCacheManager", v)?,
-            None => local_comm_res.is_some(),
+            None => true,
         };
         if !cache_manager {
             if local_comm_res.is_some() {
@@ -362,7 +365,7 @@ impl Config {
             }
             bail!(
                 FeatureNotEnabled,
-                "cache-manager mode is required: set llm.EnableCacheManager=1 or llm.LocalCommRes (the v1 engine is not supported)"
+                "llm.EnableCacheManager=0 selects the v1 engine, which llmdd does not implement (omit the option or set it to 1)"
             );
         }
         let hixl = match opts.get("llm.TransferBackend") {
@@ -586,8 +589,14 @@ mod tests {
     }
 
     #[test]
-    fn cache_manager_required() {
-        let e = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap_err();
+    fn cache_manager_implied() {
+        let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
+        assert!(!c.remote_cache_accessible);
+        let e = Config::parse(&opts(&[
+            ("llm.DeviceId", "0"),
+            ("llm.EnableCacheManager", "0"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.status, Status::FeatureNotEnabled);
         let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
         assert!(c.remote_cache_accessible);
