@@ -225,3 +225,58 @@ fn cache_manager_mode_is_implied() {
     assert_eq!(e.status, Status::FeatureNotEnabled);
     assert!(e.message.contains("v1 engine"), "{}", e.message);
 }
+
+/// `pull_blocks_sample.py` builds its rank table with no ports at all (one
+/// server, two devices). Such a member is reached at its IP on the default
+/// port (16666, the device NIC's documented default; `llmdd.RankTableDefaultPort`
+/// here so concurrent test runs cannot collide); llmdd refused the table
+/// ("rank 0 has no port").
+#[test]
+fn rank_table_without_ports_uses_the_default_port() {
+    use llmdd::datadist::comm::MemStatus;
+    let port = free_port().to_string();
+    let table = r#"{"server_count": "1", "status": "completed", "version": "1.2",
+        "server_list": [{"device": [
+            {"device_id": "0", "device_ip": "192.168.1.1", "rank_id": "0"},
+            {"device_id": "1", "device_ip": "192.168.1.2", "rank_id": "1"}],
+          "host_ip": "127.0.0.1", "server_id": "1"}]}"#;
+    let p = Instance::new(1, 1).unwrap();
+    let d = Instance::new(2, 2).unwrap();
+    for i in [&p, &d] {
+        init(i, &[("llmdd.RankTableDefaultPort", &port)]);
+    }
+    let (sp, sd) = (p.session().unwrap(), d.session().unwrap());
+    let mut src = tensors(2, 4 * 32, 9);
+    let mut dst = vec![vec![0u8; 4 * 32]; 2];
+    let pc = sp
+        .register_blocks_cache(&desc(2, &[4, 32]), &addrs(&mut src), None, None)
+        .unwrap();
+    let dc = sd
+        .register_blocks_cache(&desc(2, &[4, 32]), &addrs(&mut dst), None, None)
+        .unwrap();
+    let ranks = [(1, 0), (2, 1)];
+    let cp = p.link("link", &ranks, table).unwrap();
+    let cd = d.link("link", &ranks, table).unwrap();
+    wait_until("the comm is OK on both ends", || {
+        let ok = |i: &Instance, c| i.query_register_mem_status(c).unwrap().0 == MemStatus::Ok;
+        ok(&p, cp) && ok(&d, cd)
+    });
+    let key = CacheKey::IdIndex {
+        cluster_id: 1,
+        cache_id: pc.id,
+        batch_index: 0,
+    };
+    sd.pull_blocks(
+        &key,
+        dc.id,
+        &[0, 1, 2, 3],
+        &[0, 1, 2, 3],
+        &LayerSel::default(),
+    )
+    .unwrap();
+    assert_eq!(dst, tensors(2, 4 * 32, 9));
+    d.unlink(cd).unwrap();
+    p.unlink(cp).unwrap();
+    p.finalize();
+    d.finalize();
+}

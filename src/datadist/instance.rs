@@ -336,6 +336,7 @@ impl Instance {
             self.cluster_id,
             rank_table,
             s.acl().is_some(),
+            s.config.rank_table_default_port,
         )?;
         s.comm_link(spec)
     }

@@ -58,6 +58,9 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Port of a rank-table member whose entry has none
+    /// (`llmdd.RankTableDefaultPort`, default 16666).
+    pub rank_table_default_port: u16,
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
@@ -99,6 +102,7 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    "llmdd.RankTableDefaultPort",
 ];
 
 /// Option map with duplicate detection.
@@ -463,6 +467,10 @@ impl Config {
             Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
             None => Duration::from_micros(50),
         };
+        let rank_table_default_port = match opts.get("llmdd.RankTableDefaultPort") {
+            Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
+            None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -482,6 +490,7 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            rank_table_default_port,
         })
     }
 }
@@ -514,6 +523,7 @@ mod tests {
         assert!(!c.remote_cache_accessible);
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
+        assert_eq!(c.rank_table_default_port, 16666);
     }
 
     #[test]
@@ -565,6 +575,8 @@ mod tests {
             &[("llm.MemoryUtilization", "1.5")],
             &[("llm.OutputMaxSize", "-1")],
             &[("llm.ListenPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "65536")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();

@@ -218,12 +218,13 @@ pub unsafe extern "C" fn llmdd_unlink_clusters(
 /// `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
 /// the host backend each member's TCP endpoint is IP = the server's `host_ip`,
 /// else the device's `device_ip`; port = the device's `host_port`, else its
-/// `device_port`. The higher rank dials the lower one, retrying for
+/// `device_port`, else 16666 (`llmdd.RankTableDefaultPort`). The higher rank dials the lower one, retrying for
 /// `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
 /// 16 comm setups run at once per instance, others wait (PREPARING).
 ///
 /// Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
-/// table, a member without a usable IP or port, 512 comms already);
+/// table, a member without a usable IP or port, two dialled members with one
+/// endpoint, 512 comms already);
 /// `LLMDD_ALREADY_LINK` (a member cluster is already linked by
 /// `llmdd_link_clusters` or belongs to another comm of this instance);
 /// `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
