@@ -422,6 +422,36 @@ typedef struct llmdd_option_t {
 } llmdd_option_t;
 
 /**
+ * One destination of `llmdd_transfer_cache_async`.
+ *
+ * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
+ *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
+ *   per selected source layer, in layer order. For a contiguous destination
+ *   the addresses point at the destination slot; for a blocks destination at
+ *   the tensor bases. Every destination byte must lie inside a cache the peer
+ *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
+ * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
+ *   remote-cache-accessible mode): the destination is the peer's cache named
+ *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
+ *   batch slot); source layer L goes to destination layer
+ *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
+ *
+ * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
+ * all layers of that side; both sides must cover the same number of layers;
+ * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
+ */
+typedef struct llmdd_transfer_config_t {
+  uint32_t kind;
+  uint64_t dst_cluster_id;
+  const uint64_t *dst_addrs;
+  size_t num_dst_addrs;
+  struct llmdd_cache_key_t cache_key;
+  struct llmdd_layer_range_t layers;
+  uint32_t src_batch_index;
+  uint8_t reserved[32];
+} llmdd_transfer_config_t;
+
+/**
  * An IP endpoint: `ip` is an IPv4 or IPv6 literal (NUL-terminated).
  */
 typedef struct llmdd_ip_info_t {
@@ -471,36 +501,6 @@ typedef struct llmdd_cluster_rank_t {
  * of the previous layer runs meanwhile.
  */
 typedef bool (*llmdd_layer_sync_fn)(void *user_data, uint32_t layer_index, int64_t timeout_ms);
-
-/**
- * One destination of `llmdd_transfer_cache_async`.
- *
- * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
- *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
- *   per selected source layer, in layer order. For a contiguous destination
- *   the addresses point at the destination slot; for a blocks destination at
- *   the tensor bases. Every destination byte must lie inside a cache the peer
- *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
- * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
- *   remote-cache-accessible mode): the destination is the peer's cache named
- *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
- *   batch slot); source layer L goes to destination layer
- *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
- *
- * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
- * all layers of that side; both sides must cover the same number of layers;
- * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
- */
-typedef struct llmdd_transfer_config_t {
-  uint32_t kind;
-  uint64_t dst_cluster_id;
-  const uint64_t *dst_addrs;
-  size_t num_dst_addrs;
-  struct llmdd_cache_key_t cache_key;
-  struct llmdd_layer_range_t layers;
-  uint32_t src_batch_index;
-  uint8_t reserved[32];
-} llmdd_transfer_config_t;
 
 #ifdef __cplusplus
 extern "C" {
@@ -833,6 +833,50 @@ const char *llmdd_last_error_message(void);
  * The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
  */
 const char *llmdd_version(void);
+
+/**
+ * A cache description with the C++ `CacheDesc{}` defaults: DEVICE placement,
+ * `LLMDD_DT_UNDEFINED`, no tensors, no dims, `batch_dim_index` 0,
+ * `seq_len_dim_index` -1 (none), reserved zero. Set `num_tensors`,
+ * `data_type`, `num_dims` and `shape` before use.
+ */
+struct llmdd_cache_desc_t llmdd_cache_desc_init(void);
+
+/**
+ * A cache with the C++ `Cache{}` defaults: `cache_id` -1, a description from
+ * `llmdd_cache_desc_init`, no tensor addresses.
+ */
+struct llmdd_cache_t llmdd_cache_init(void);
+
+/**
+ * Host memory described without registration (Python
+ * `Cache.create_cpu_cache`): a description from `llmdd_cache_desc_init` with
+ * HOST placement (the only one swap_blocks accepts here), no tensor addresses.
+ */
+struct llmdd_host_cache_t llmdd_host_cache_init(void);
+
+/**
+ * An unset request key: `LLMDD_KEY_CACHE_KEY` with `req_id` and `prefix_id`
+ * `LLMDD_ID_UNSET` (a zeroed key has prefix_id 0, which is a set prefix),
+ * `model_id` 0, `cache_id` -1. The `llmdd_cache_key*` constructors build the
+ * usual kinds directly.
+ */
+struct llmdd_cache_key_t llmdd_cache_key_init(void);
+
+/**
+ * The C++ `KvCacheExtParam{}` defaults: every layer on both sides
+ * (`src_begin = dst_begin = -1`) and 2 tensors per layer. (A zeroed range is
+ * `[0, 0)`, which selects no layer and is rejected.)
+ */
+struct llmdd_layer_range_t llmdd_layer_range_init(void);
+
+/**
+ * A transfer config for `llmdd_transfer_cache_async` with every layer
+ * (`llmdd_layer_range_init`), an unset key (`llmdd_cache_key_init`), kind
+ * `LLMDD_TRANSFER_BY_ADDRS`, no addresses, source slot 0, reserved zero. Set
+ * `kind` and the destination before use.
+ */
+struct llmdd_transfer_config_t llmdd_transfer_config_init(void);
 
 /**
  * Creates an instance with a role (`LLMDD_ROLE_*`) and a cluster id that is
