@@ -520,8 +520,9 @@ uint32_t llmdd_get_backend(const struct llmdd_instance_t *inst, uint32_t *out);
  * `cache_keys` (may be NULL with 0) binds slot i to key i
  * (`LLMDD_KEY_CACHE_KEY`; req_id `LLMDD_ID_UNSET` = leave slot unbound);
  * `remote_accessible`: -1 default (DEVICE → yes, HOST → no), 0, 1.
- * Memory must stay valid until unregistered. At most 240 registered addresses
- * in total; overlapping registrations are rejected. `*out` on success.
+ * Memory must stay valid until unregistered. At most 1024 registered
+ * addresses in total by default (`llmdd.MaxRegisteredAddrs`, up to 65536);
+ * overlapping registrations are rejected. `*out` on success.
  */
 uint32_t llmdd_register_cache(struct llmdd_instance_t *inst,
                               const struct llmdd_cache_desc_t *desc,

@@ -280,3 +280,47 @@ fn rank_table_without_ports_uses_the_default_port() {
     p.finalize();
     d.finalize();
 }
+
+/// vllm-ascend's HIXL connector on a 64-layer model registers K and V per
+/// layer plus two decode-side staging caches per layer: 256 addresses, above
+/// the 240 the reference documents (but does not enforce). The default limit
+/// admits it; `llmdd.MaxRegisteredAddrs` lowers or raises the limit within a
+/// hard cap.
+#[test]
+fn registered_address_limit_fits_vllm_ascend() {
+    use llmdd::datadist::options::collect;
+    let layers = 64;
+    let mut kv = tensors(2 * layers, 64, 0);
+    let mut staging = tensors(2 * layers, 64, 1);
+    let i = Instance::new(2, 1).unwrap();
+    init(&i, &[]);
+    let s = i.session().unwrap();
+    let d = desc(2 * layers as u32, &[4, 16]);
+    s.register_blocks_cache(&d, &addrs(&mut kv), None, None)
+        .unwrap();
+    s.register_blocks_cache(&d, &addrs(&mut staging), None, None)
+        .unwrap();
+    i.finalize();
+
+    let j = Instance::new(2, 2).unwrap();
+    init(&j, &[("llmdd.MaxRegisteredAddrs", "200")]);
+    let s = j.session().unwrap();
+    s.register_blocks_cache(&d, &addrs(&mut kv), None, None)
+        .unwrap();
+    let Err(e) = s.register_blocks_cache(&d, &addrs(&mut staging), None, None) else {
+        panic!("256 addresses registered under a limit of 200");
+    };
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("limit of 200"), "{}", e.message);
+    j.finalize();
+
+    let k = Instance::new(2, 3).unwrap();
+    for bad in ["0", "65537", "x"] {
+        let o = collect([("llm.DeviceId", "0"), ("llmdd.MaxRegisteredAddrs", bad)]).unwrap();
+        assert_eq!(
+            k.init(&o).unwrap_err().status,
+            Status::ParamInvalid,
+            "{bad}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ pub struct Config {
     /// Port of a rank-table member whose entry has none
     /// (`llmdd.RankTableDefaultPort`, default 16666).
     pub rank_table_default_port: u16,
+    /// Tensor addresses registered at once (`llmdd.MaxRegisteredAddrs`).
+    pub max_registered_addrs: u32,
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
@@ -103,6 +105,7 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
     "llmdd.RankTableDefaultPort",
+    "llmdd.MaxRegisteredAddrs",
 ];
 
 /// Option map with duplicate detection.
@@ -471,6 +474,15 @@ impl Config {
             Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
             None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
         };
+        let max_registered_addrs = match opts.get("llmdd.MaxRegisteredAddrs") {
+            Some(v) => parse_ranged(
+                "llmdd.MaxRegisteredAddrs",
+                v,
+                1,
+                crate::cache::registry::MAX_REGISTERED_ADDRS_CAP as u64,
+            )? as u32,
+            None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -491,6 +503,7 @@ impl Config {
             max_links,
             busy_poll,
             rank_table_default_port,
+            max_registered_addrs,
         })
     }
 }
@@ -524,6 +537,7 @@ mod tests {
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
         assert_eq!(c.rank_table_default_port, 16666);
+        assert_eq!(c.max_registered_addrs, 1024);
     }
 
     #[test]
@@ -577,6 +591,8 @@ mod tests {
             &[("llm.ListenPort", "0")],
             &[("llmdd.RankTableDefaultPort", "0")],
             &[("llmdd.RankTableDefaultPort", "65536")],
+            &[("llmdd.MaxRegisteredAddrs", "0")],
+            &[("llmdd.MaxRegisteredAddrs", "65537")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();

@@ -110,12 +110,13 @@ impl Session {
         let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
+        let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
             config,
             backend,
-            registry: Registry::default(),
+            registry,
             device_pool,
             host_pool,
             links: Mutex::new(HashMap::new()),
