@@ -422,6 +422,36 @@ typedef struct llmdd_option_t {
 } llmdd_option_t;
 
 /**
+ * One destination of `llmdd_transfer_cache_async`.
+ *
+ * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
+ *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
+ *   per selected source layer, in layer order. For a contiguous destination
+ *   the addresses point at the destination slot; for a blocks destination at
+ *   the tensor bases. Every destination byte must lie inside a cache the peer
+ *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
+ * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
+ *   remote-cache-accessible mode): the destination is the peer's cache named
+ *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
+ *   batch slot); source layer L goes to destination layer
+ *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
+ *
+ * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
+ * all layers of that side; both sides must cover the same number of layers;
+ * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
+ */
+typedef struct llmdd_transfer_config_t {
+  uint32_t kind;
+  uint64_t dst_cluster_id;
+  const uint64_t *dst_addrs;
+  size_t num_dst_addrs;
+  struct llmdd_cache_key_t cache_key;
+  struct llmdd_layer_range_t layers;
+  uint32_t src_batch_index;
+  uint8_t reserved[32];
+} llmdd_transfer_config_t;
+
+/**
  * An IP endpoint: `ip` is an IPv4 or IPv6 literal (NUL-terminated).
  */
 typedef struct llmdd_ip_info_t {
@@ -472,36 +502,6 @@ typedef struct llmdd_cluster_rank_t {
  */
 typedef bool (*llmdd_layer_sync_fn)(void *user_data, uint32_t layer_index, int64_t timeout_ms);
 
-/**
- * One destination of `llmdd_transfer_cache_async`.
- *
- * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
- *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
- *   per selected source layer, in layer order. For a contiguous destination
- *   the addresses point at the destination slot; for a blocks destination at
- *   the tensor bases. Every destination byte must lie inside a cache the peer
- *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
- * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
- *   remote-cache-accessible mode): the destination is the peer's cache named
- *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
- *   batch slot); source layer L goes to destination layer
- *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
- *
- * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
- * all layers of that side; both sides must cover the same number of layers;
- * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
- */
-typedef struct llmdd_transfer_config_t {
-  uint32_t kind;
-  uint64_t dst_cluster_id;
-  const uint64_t *dst_addrs;
-  size_t num_dst_addrs;
-  struct llmdd_cache_key_t cache_key;
-  struct llmdd_layer_range_t layers;
-  uint32_t src_batch_index;
-  uint8_t reserved[32];
-} llmdd_transfer_config_t;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -520,8 +520,9 @@ uint32_t llmdd_get_backend(const struct llmdd_instance_t *inst, uint32_t *out);
  * `cache_keys` (may be NULL with 0) binds slot i to key i
  * (`LLMDD_KEY_CACHE_KEY`; req_id `LLMDD_ID_UNSET` = leave slot unbound);
  * `remote_accessible`: -1 default (DEVICE → yes, HOST → no), 0, 1.
- * Memory must stay valid until unregistered. At most 240 registered addresses
- * in total; overlapping registrations are rejected. `*out` on success.
+ * Memory must stay valid until unregistered. At most 1024 registered
+ * addresses in total by default (`llmdd.MaxRegisteredAddrs`, up to 65536);
+ * overlapping registrations are rejected. `*out` on success.
  */
 uint32_t llmdd_register_cache(struct llmdd_instance_t *inst,
                               const struct llmdd_cache_desc_t *desc,
@@ -835,6 +836,50 @@ const char *llmdd_last_error_message(void);
 const char *llmdd_version(void);
 
 /**
+ * A cache description with the C++ `CacheDesc{}` defaults: DEVICE placement,
+ * `LLMDD_DT_UNDEFINED`, no tensors, no dims, `batch_dim_index` 0,
+ * `seq_len_dim_index` -1 (none), reserved zero. Set `num_tensors`,
+ * `data_type`, `num_dims` and `shape` before use.
+ */
+struct llmdd_cache_desc_t llmdd_cache_desc_init(void);
+
+/**
+ * A cache with the C++ `Cache{}` defaults: `cache_id` -1, a description from
+ * `llmdd_cache_desc_init`, no tensor addresses.
+ */
+struct llmdd_cache_t llmdd_cache_init(void);
+
+/**
+ * Host memory described without registration (Python
+ * `Cache.create_cpu_cache`): a description from `llmdd_cache_desc_init` with
+ * HOST placement (the only one swap_blocks accepts here), no tensor addresses.
+ */
+struct llmdd_host_cache_t llmdd_host_cache_init(void);
+
+/**
+ * An unset request key: `LLMDD_KEY_CACHE_KEY` with `req_id` and `prefix_id`
+ * `LLMDD_ID_UNSET` (a zeroed key has prefix_id 0, which is a set prefix),
+ * `model_id` 0, `cache_id` -1. The `llmdd_cache_key*` constructors build the
+ * usual kinds directly.
+ */
+struct llmdd_cache_key_t llmdd_cache_key_init(void);
+
+/**
+ * The C++ `KvCacheExtParam{}` defaults: every layer on both sides
+ * (`src_begin = dst_begin = -1`) and 2 tensors per layer. (A zeroed range is
+ * `[0, 0)`, which selects no layer and is rejected.)
+ */
+struct llmdd_layer_range_t llmdd_layer_range_init(void);
+
+/**
+ * A transfer config for `llmdd_transfer_cache_async` with every layer
+ * (`llmdd_layer_range_init`), an unset key (`llmdd_cache_key_init`), kind
+ * `LLMDD_TRANSFER_BY_ADDRS`, no addresses, source slot 0, reserved zero. Set
+ * `kind` and the destination before use.
+ */
+struct llmdd_transfer_config_t llmdd_transfer_config_init(void);
+
+/**
  * Creates an instance with a role (`LLMDD_ROLE_*`) and a cluster id that is
  * unique among every instance that will link to it. No I/O.
  *
@@ -852,13 +897,15 @@ void llmdd_destroy(struct llmdd_instance_t *inst);
 /**
  * Initializes the instance with `num_options` `{key, value}` options (spec §3;
  * build them with the `llmdd_config_*` builder). Required: `llm.DeviceId` (or
- * `ge.exec.deviceId`) and cache-manager mode (`llm.EnableCacheManager=1` or
- * `llm.LocalCommRes`). With `llm.ListenIpInfo` the instance listens (server).
- * A second init on an initialized instance is a no-op success; init after
- * finalize starts afresh.
+ * `ge.exec.deviceId`). Cache-manager mode is implied, as in C++ `Initialize`
+ * (`llm.EnableCacheManager=0`, Python's v1 engine, is refused); remote-cache-
+ * accessible mode is off unless `llm.EnableRemoteCacheAccessible=1` or
+ * `llm.LocalCommRes` is given. With `llm.ListenIpInfo` the instance listens
+ * (server). A second init on an initialized instance is a no-op success; init
+ * after finalize starts afresh.
  *
  * Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
- * `LLMDD_FEATURE_NOT_ENABLED` (no cache-manager mode, backend unavailable),
+ * `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
  * `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
  */
 uint32_t llmdd_init(struct llmdd_instance_t *inst,
@@ -893,10 +940,11 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
                            size_t num_options);
 
 /**
- * Links this client to each cluster's server (`remote_ip_infos[0]`), up to 16
- * clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
- * default). Only clients (instances initialized without `llm.ListenIpInfo`)
- * call it. `rets` (NULL, or `num_clusters` entries) receives one status per
+ * Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
+ * 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
+ * documented default). Any initialized instance may call it, whether it
+ * listens itself or not (the side that dials is the link's client). A cluster
+ * that already dialled this instance gives `LLMDD_ALREADY_LINK`. `rets` (NULL, or `num_clusters` entries) receives one status per
  * cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
  * Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
  * Argument errors before any linking (empty list, >16 clusters =
@@ -909,8 +957,9 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
                              uint32_t *rets);
 
 /**
- * Unlinks each cluster. `force = false` (client only): tells the server to
- * drop its side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
+ * Unlinks each cluster. `force = false` (on the side that dialled the link;
+ * the other side gets `LLMDD_PARAM_INVALID`): tells the peer to drop its
+ * side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
  * told: then force-unlink both ends). `force = true`: drops only the local
  * side and must be called on both ends; only `remote_cluster_id` is used.
  * Unlinking a cluster that is not linked succeeds. Waits for in-flight
@@ -940,12 +989,13 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
  * `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
  * the host backend each member's TCP endpoint is IP = the server's `host_ip`,
  * else the device's `device_ip`; port = the device's `host_port`, else its
- * `device_port`. The higher rank dials the lower one, retrying for
+ * `device_port`, else 16666 (`llmdd.RankTableDefaultPort`). The higher rank dials the lower one, retrying for
  * `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
  * 16 comm setups run at once per instance, others wait (PREPARING).
  *
  * Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
- * table, a member without a usable IP or port, 512 comms already);
+ * table, a member without a usable IP or port, two dialled members with one
+ * endpoint, 512 comms already);
  * `LLMDD_ALREADY_LINK` (a member cluster is already linked by
  * `llmdd_link_clusters` or belongs to another comm of this instance);
  * `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
@@ -1000,7 +1050,9 @@ uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
  * (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
  * block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
  * (`dst_block_memory_size` = destination block size, required); both empty =
- * contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+ * contiguous → contiguous (`dst_block_memory_size` 0). Without indices a
+ * blocks cache (source or destination) counts as one batch of stride one
+ * block, as in the reference: slot 0 is block 0. The source cache must
  * be DEVICE with an even number of tensors (2 per layer).
  *
  * Everything is validated before anything starts; errors are returned here

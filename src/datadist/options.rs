@@ -58,6 +58,11 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Port of a rank-table member whose entry has none
+    /// (`llmdd.RankTableDefaultPort`, default 16666).
+    pub rank_table_default_port: u16,
+    /// Tensor addresses registered at once (`llmdd.MaxRegisteredAddrs`).
+    pub max_registered_addrs: u32,
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
@@ -99,6 +104,8 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    "llmdd.RankTableDefaultPort",
+    "llmdd.MaxRegisteredAddrs",
 ];
 
 /// Option map with duplicate detection.
@@ -349,9 +356,12 @@ impl Config {
                 }
             }
         }
+        // Cache-manager mode is the only engine llmdd has, and C++'s
+        // `Initialize` always runs it: absent means on. Only an explicit "0"
+        // (Python's v1 engine) is refused.
         let cache_manager = match opts.get("llm.EnableCacheManager") {
             Some(v) => parse_flag("llm.EnableCacheManager", v)?,
-            None => local_comm_res.is_some(),
+            None => true,
         };
         if !cache_manager {
             if local_comm_res.is_some() {
@@ -362,7 +372,7 @@ impl Config {
             }
             bail!(
                 FeatureNotEnabled,
-                "cache-manager mode is required: set llm.EnableCacheManager=1 or llm.LocalCommRes (the v1 engine is not supported)"
+                "llm.EnableCacheManager=0 selects the v1 engine, which llmdd does not implement (omit the option or set it to 1)"
             );
         }
         let hixl = match opts.get("llm.TransferBackend") {
@@ -460,6 +470,19 @@ impl Config {
             Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
             None => Duration::from_micros(50),
         };
+        let rank_table_default_port = match opts.get("llmdd.RankTableDefaultPort") {
+            Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
+            None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
+        };
+        let max_registered_addrs = match opts.get("llmdd.MaxRegisteredAddrs") {
+            Some(v) => parse_ranged(
+                "llmdd.MaxRegisteredAddrs",
+                v,
+                1,
+                crate::cache::registry::MAX_REGISTERED_ADDRS_CAP as u64,
+            )? as u32,
+            None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -479,6 +502,8 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            rank_table_default_port,
+            max_registered_addrs,
         })
     }
 }
@@ -511,6 +536,8 @@ mod tests {
         assert!(!c.remote_cache_accessible);
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
+        assert_eq!(c.rank_table_default_port, 16666);
+        assert_eq!(c.max_registered_addrs, 1024);
     }
 
     #[test]
@@ -562,6 +589,10 @@ mod tests {
             &[("llm.MemoryUtilization", "1.5")],
             &[("llm.OutputMaxSize", "-1")],
             &[("llm.ListenPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "65536")],
+            &[("llmdd.MaxRegisteredAddrs", "0")],
+            &[("llmdd.MaxRegisteredAddrs", "65537")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();
@@ -586,8 +617,14 @@ mod tests {
     }
 
     #[test]
-    fn cache_manager_required() {
-        let e = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap_err();
+    fn cache_manager_implied() {
+        let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
+        assert!(!c.remote_cache_accessible);
+        let e = Config::parse(&opts(&[
+            ("llm.DeviceId", "0"),
+            ("llm.EnableCacheManager", "0"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.status, Status::FeatureNotEnabled);
         let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
         assert!(c.remote_cache_accessible);
