@@ -21,5 +21,6 @@ pub mod config;
 pub mod constants;
 pub mod init;
 pub mod instance;
+pub mod log;
 pub mod task;
 pub mod types;
