@@ -10,11 +10,6 @@ import pytest
 import procs
 import sample_flows as f
 
-# Samples whose flow needs library changes of issue 12 (a listening instance that
-# calls link_clusters; an async transfer from a blocks cache without block indices).
-needs_compat_fix = pytest.mark.xfail(strict=True, reason="needs the issue-12 compat fix")
-
-
 def _rank_table_pair(flow):
     ports = [procs.free_port(), procs.free_port()]
     procs.run([(flow, (1, ports)), (flow, (2, ports))])
@@ -53,17 +48,14 @@ def _listening_pair(flow):
     procs.run([(flow, ("p", p_port, d_port)), (flow, ("d", p_port, d_port))])
 
 
-@needs_compat_fix
 def test_push_blocks_sample():
     _listening_pair(f.push_blocks_sample)
 
 
-@needs_compat_fix
 def test_push_cache_sample():
     _listening_pair(f.push_cache_sample)
 
 
-@needs_compat_fix
 def test_transfer_cache_async_sample():
     _listening_pair(f.transfer_cache_async_sample)
 
