@@ -5,9 +5,10 @@ emits (from whatever thread) becomes a record of the logger
 ``llm_datadist.llmdd.<module>`` (e.g. ``llm_datadist.llmdd.transport.tcp``),
 at the matching level (TRACE is level 5). The library's own filter
 (``llmdd_set_log_filter``) follows the effective level of the
-``llm_datadist.llmdd`` logger, read at import and at each
-``LLMDataDist.init`` (so disabled lines never cross into Python), unless
-``LLMDD_LOG`` is set, which then wins. With an older library the lines go
+``llm_datadist.llmdd`` logger and of its children that have a level of their
+own (``llm_datadist.llmdd.transport`` -> ``llmdd::transport=...``), read at
+import and at each ``LLMDataDist.init`` (so disabled lines never cross into
+Python), unless ``LLMDD_LOG`` is set, which then wins. With an older library the lines go
 to stderr as before.
 """
 
@@ -71,14 +72,32 @@ def filter_for_level(level: int) -> str:
     return "off"
 
 
+def current_filter() -> str:
+    """The library filter matching the Python loggers: the level of ``llm_datadist.llmdd``,
+    plus one ``llmdd::MODULE=LEVEL`` directive per child logger that has its own level."""
+    parts = [filter_for_level(logging.getLogger(NATIVE_LOGGER).getEffectiveLevel())]
+    prefix = NATIVE_LOGGER + "."
+    for name, lg in sorted(logging.Logger.manager.loggerDict.items()):
+        if name.startswith(prefix) and isinstance(lg, logging.Logger) and lg.level != logging.NOTSET:
+            module = "llmdd::" + name[len(prefix):].replace(".", "::")
+            parts.append(f"{module}={filter_for_level(lg.level)}")
+    return ",".join(parts)
+
+
 def sync_filter() -> None:
-    """Sets the library filter from the ``llm_datadist.llmdd`` logger's effective level."""
+    """Sets the library's filter from the Python loggers (unless ``LLMDD_LOG`` is set)."""
     global _last_filter
     if not _installed or os.environ.get("LLMDD_LOG"):
         return
-    f = filter_for_level(logging.getLogger(NATIVE_LOGGER).getEffectiveLevel())
-    if f != _last_filter and _native.lib.llmdd_set_log_filter(f.encode()) == _native.SUCCESS:
-        _last_filter = f
+    f = current_filter()
+    if f == _last_filter:
+        return
+    if _native.lib.llmdd_set_log_filter(f.encode()) != _native.SUCCESS:
+        logging.getLogger("llm_datadist").warning("libllmdd refused log filter %r: %s", f, _native.last_error())
+        f = f.split(",")[0]  # the overall level alone is always valid
+        if _native.lib.llmdd_set_log_filter(f.encode()) != _native.SUCCESS:
+            return
+    _last_filter = f
 
 
 def install() -> bool:
