@@ -42,8 +42,9 @@ _tls = threading.local()
 class _Guard:
     """Counts calls in flight; ``exclusive()`` waits for none and refuses new ones meanwhile."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, wait_while_closing: bool = False) -> None:
         self._what = what
+        self._wait = wait_while_closing
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
         self._closing = False
@@ -52,6 +53,8 @@ class _Guard:
     @contextmanager
     def call(self, func_name: str) -> Iterator[None]:
         with self._cond:
+            while self._wait and self._closing:
+                self._cond.wait()
             if self._closed or self._closing:
                 state = "released" if self._closed else "being finalized"
                 raise LLMException(
@@ -83,6 +86,7 @@ class _Guard:
             with self._cond:
                 self._closing = False
                 self._closed = self._closed or close
+                self._cond.notify_all()
 
 
 class InstanceHandle:
@@ -186,7 +190,8 @@ class TaskState:
         self.num_configs = num_configs
         self.handle = c_void_p()
         self.orphan = False
-        self._guard = _Guard("CacheTask")
+        # A call racing with free() waits for it, then reads the kept results.
+        self._guard = _Guard("CacheTask", wait_while_closing=True)
         self._final: Optional[tuple] = None  # (synchronize status, results) once freed
         self._freed = False
         self._free_lock = threading.Lock()
