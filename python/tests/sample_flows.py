@@ -63,6 +63,28 @@ def pattern(shape, seed: int, dtype=np.float32) -> np.ndarray:
     return ((np.arange(n, dtype=np.int64) * 7 + seed * 1009) % 65521).astype(dtype).reshape(shape)
 
 
+def link_to(datadist, remote_cluster_id: int, local_port: int, remote_port: int) -> None:
+    """The samples' link step: one LLMClusterInfo, link_clusters(..., 5000), raise unless success."""
+    cluster = LLMClusterInfo()
+    cluster.remote_cluster_id = remote_cluster_id
+    cluster.append_local_ip_info(HOST, local_port)
+    cluster.append_remote_ip_info(HOST, remote_port)
+    ret, rets = datadist.link_clusters([cluster], 5000)
+    if ret != LLMStatusCode.LLM_SUCCESS:
+        raise Exception(f"link failed: {ret} {rets}")
+
+
+def unlink_from(datadist, remote_cluster_id: int, remote_port: Optional[int] = None, force: bool = False) -> None:
+    """The samples' unlink step (a non-forced unlink names the server's endpoint)."""
+    cluster = LLMClusterInfo()
+    cluster.remote_cluster_id = remote_cluster_id
+    if remote_port is not None:
+        cluster.append_remote_ip_info(HOST, remote_port)
+    ret, _ = datadist.unlink_clusters([cluster], 5000, force=force)
+    if ret != LLMStatusCode.LLM_SUCCESS:
+        raise Exception(f"unlink failed: {ret}")
+
+
 # ---------------------------------------------------------------------------
 # Rank-table samples: pull_blocks_sample.py, pull_cache_sample.py,
 # pull_from_cache_to_blocks.py (cluster ids 1 = prompt, 2 = decoder).
@@ -283,6 +305,13 @@ PROMPT_CLUSTER_ID = 0
 DECODER_CLUSTER_ID = 1
 
 
+def _role(role_name: str):
+    """The samples' ``--role p|d``: (role, cluster id)."""
+    if role_name == "p":
+        return LLMRole.PROMPT, PROMPT_CLUSTER_ID
+    return LLMRole.DECODER, DECODER_CLUSTER_ID
+
+
 def _init_link_sample(role, cluster_id, listen: Optional[str], *, local_comm_res=True, remote_cache=False,
                       transfer_backend: str = "") -> LLMDataDist:
     datadist = LLMDataDist(role, cluster_id)
@@ -301,16 +330,20 @@ def _init_link_sample(role, cluster_id, listen: Optional[str], *, local_comm_res
     return datadist
 
 
-def push_blocks_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
-    # The sample: both listen (P on 26000, D on 26001); D links to P and pushes.
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
+def _both_listen(role_name: str, p_port: int, d_port: int, **init):
+    """The common start of the samples where P listens on p_port and D on d_port."""
+    role, cluster_id = _role(role_name)
     listen = f"{HOST}:{p_port}" if role == LLMRole.PROMPT else f"{HOST}:{d_port}"
-    datadist = _init_link_sample(role, cluster_id, listen)
-    cache_manager = datadist.cache_manager
+    datadist = _init_link_sample(role, cluster_id, listen, **init)
     cache_desc = CacheDesc(
         num_tensors=NUM_TENSORS, shape=[BLOCKS_NUM, KV_SHAPE], data_type=DataType.DT_FLOAT, placement=Placement.DEVICE
     )
+    return role, datadist, datadist.cache_manager, cache_desc
+
+
+def push_blocks_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
+    # The sample: both listen (P on 26000, D on 26001); D links to P and pushes.
+    role, datadist, cache_manager, cache_desc = _both_listen(role_name, p_port, d_port)
     if role == LLMRole.PROMPT:
         tensor = np.ones((BLOCKS_NUM, KV_SHAPE), dtype=np.float32)
         tensor2 = np.ones((BLOCKS_NUM, KV_SHAPE), dtype=np.float32)
@@ -323,11 +356,7 @@ def push_blocks_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
             src = pattern((BLOCKS_NUM, KV_SHAPE), seed)
             assert np.array_equal(t[0], src[0]) and np.array_equal(t[2], src[1]), "pushed blocks"
             assert np.all(t[1] == 1), "block 1 was not pushed to"
-        cluster = LLMClusterInfo()
-        cluster.remote_cluster_id = DECODER_CLUSTER_ID
-        ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-        if ret != LLMStatusCode.LLM_SUCCESS:
-            raise Exception("unlink failed")
+        unlink_from(datadist, DECODER_CLUSTER_ID, force=True)
         cache_manager.unregister_cache(cache.cache_id)
         datadist.finalize()
         return
@@ -337,34 +366,17 @@ def push_blocks_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
         cache_desc, [int(tensor.ctypes.data), int(tensor2.ctypes.data)], BlocksCacheKey(DECODER_CLUSTER_ID, 0)
     )
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, d_port)
-    cluster.append_remote_ip_info(HOST, p_port)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception(f"link failed: {ret}")
+    link_to(datadist, PROMPT_CLUSTER_ID, d_port, p_port)
     cache_manager.push_blocks(BlocksCacheKey(PROMPT_CLUSTER_ID, 0), cache, src_blocks=[0, 1], dst_blocks=[0, 2])
     dist.barrier()  # push_blocks end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception("unlink failed")
+    unlink_from(datadist, PROMPT_CLUSTER_ID, force=True)
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()
 
 
 def push_cache_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
     # The sample: both listen; D links to P and pushes its batch slot 0 into P's cache 1, slot 0.
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
-    listen = f"{HOST}:{p_port}" if role == LLMRole.PROMPT else f"{HOST}:{d_port}"
-    datadist = _init_link_sample(role, cluster_id, listen)
-    cache_manager = datadist.cache_manager
-    cache_desc = CacheDesc(
-        num_tensors=NUM_TENSORS, shape=[BLOCKS_NUM, KV_SHAPE], data_type=DataType.DT_FLOAT, placement=Placement.DEVICE
-    )
+    role, datadist, cache_manager, cache_desc = _both_listen(role_name, p_port, d_port)
     if role == LLMRole.PROMPT:
         tensor = np.full((BLOCKS_NUM, KV_SHAPE), 0, dtype=np.float32)
         tensor2 = np.full((BLOCKS_NUM, KV_SHAPE), 0, dtype=np.float32)
@@ -382,23 +394,12 @@ def push_cache_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
     tensor2 = np.full((BLOCKS_NUM, KV_SHAPE), 1, dtype=np.float32)
     cache = cache_manager.register_cache(cache_desc, [int(tensor.ctypes.data), int(tensor2.ctypes.data)])
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, d_port)
-    cluster.append_remote_ip_info(HOST, p_port)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception(f"link failed: {ret}")
+    link_to(datadist, PROMPT_CLUSTER_ID, d_port, p_port)
     cache_manager.push_cache(
         CacheKeyByIdAndIndex(cluster_id=PROMPT_CLUSTER_ID, cache_id=1, batch_index=0), cache, src_batch_index=0
     )
     dist.barrier()  # push cache end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_remote_ip_info(HOST, p_port)
-    ret, _ = datadist.unlink_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception("unlink failed")
+    unlink_from(datadist, PROMPT_CLUSTER_ID, p_port)
     dist.barrier()  # unlink end
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()
@@ -407,8 +408,7 @@ def push_cache_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
 def switch_role_sample(dist, role_name: str, port: int) -> None:
     # The sample uses one port (26000) for both: first P listens on it, after the
     # switch D does. Here both run on one host, so D takes over P's port.
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
+    role, cluster_id = _role(role_name)
     listen = f"{HOST}:{port}" if role == LLMRole.PROMPT else None
     datadist = _init_link_sample(role, cluster_id, listen)
     cache_manager = datadist.cache_manager
@@ -426,13 +426,7 @@ def switch_role_sample(dist, role_name: str, port: int) -> None:
         datadist.switch_role(LLMRole.DECODER)
         dist.barrier()  # prompt switch role end, close listen
         dist.barrier()  # decoder switch role end, listen
-        cluster = LLMClusterInfo()
-        cluster.remote_cluster_id = DECODER_CLUSTER_ID
-        cluster.append_local_ip_info(HOST, port)
-        cluster.append_remote_ip_info(HOST, port)
-        ret, _ = datadist.link_clusters([cluster], 5000)
-        if ret != LLMStatusCode.LLM_SUCCESS:
-            raise Exception(f"link failed: {ret}")
+        link_to(datadist, DECODER_CLUSTER_ID, port, port)
         dist.barrier()  # prompt link end
         dist.barrier()  # decoder push blocks end
         # D pulled P's blocks 0,1 into its blocks 0,2 (block 1 stayed 0), then pushed all 3 back.
@@ -440,11 +434,7 @@ def switch_role_sample(dist, role_name: str, port: int) -> None:
             assert np.array_equal(t[0], src[0]) and np.array_equal(t[1], src[0] * 0) and np.array_equal(
                 t[2], src[1]
             ), "blocks pushed back after the switch"
-        cluster = LLMClusterInfo()
-        cluster.remote_cluster_id = DECODER_CLUSTER_ID
-        ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-        if ret != LLMStatusCode.LLM_SUCCESS:
-            raise Exception("unlink failed")
+        unlink_from(datadist, DECODER_CLUSTER_ID, force=True)
         cache_manager.unregister_cache(cache.cache_id)
         datadist.finalize()
         return
@@ -454,22 +444,11 @@ def switch_role_sample(dist, role_name: str, port: int) -> None:
         cache_desc, [int(tensor.ctypes.data), int(tensor2.ctypes.data)], BlocksCacheKey(DECODER_CLUSTER_ID, 0)
     )
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, port)
-    cluster.append_remote_ip_info(HOST, port)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception(f"link failed: {ret}")
+    link_to(datadist, PROMPT_CLUSTER_ID, port, port)
     cache_manager.pull_blocks(BlocksCacheKey(PROMPT_CLUSTER_ID, 0), cache, src_blocks=[0, 1], dst_blocks=[0, 2])
     for t, src in ((tensor, p_data[0]), (tensor2, p_data[1])):
         assert np.array_equal(t[0], src[0]) and np.array_equal(t[2], src[1]) and np.all(t[1] == 0), "pull"
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_remote_ip_info(HOST, port)
-    ret, _ = datadist.unlink_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception("unlink failed")
+    unlink_from(datadist, PROMPT_CLUSTER_ID, port)
     dist.barrier()  # decoder unlink
     dist.barrier()  # prompt switch role end, close listen
     llm_config = LLMConfig()
@@ -488,11 +467,7 @@ def switch_role_sample(dist, role_name: str, port: int) -> None:
         tensor_num_per_layer=1,
     )
     dist.barrier()  # decoder push blocks end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception("unlink failed")
+    unlink_from(datadist, PROMPT_CLUSTER_ID, force=True)
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()
 
@@ -508,8 +483,7 @@ class LayerSynchronizerImpl(LayerSynchronizer):
 def transfer_cache_async_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
     # The sample: D listens on 26000, P on 26001; P links to D and sends layer 0
     # of its blocks cache (no block indices) into D's blocks cache.
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
+    role, cluster_id = _role(role_name)
     listen = f"{HOST}:{d_port}" if role == LLMRole.DECODER else f"{HOST}:{p_port}"
     datadist = _init_link_sample(role, cluster_id, listen, local_comm_res=False, remote_cache=True)
     cache_manager = datadist.cache_manager
@@ -523,23 +497,13 @@ def transfer_cache_async_sample(dist, role_name: str, p_port: int, d_port: int) 
             cache_desc, [int(tensor.ctypes.data), int(tensor2.ctypes.data)], BlocksCacheKey(PROMPT_CLUSTER_ID, 0)
         )
         dist.barrier()  # register end
-        cluster = LLMClusterInfo()
-        cluster.remote_cluster_id = DECODER_CLUSTER_ID
-        cluster.append_local_ip_info(HOST, p_port)
-        cluster.append_remote_ip_info(HOST, d_port)
-        ret, _ = datadist.link_clusters([cluster], 5000)
-        if ret != LLMStatusCode.LLM_SUCCESS:
-            raise Exception(f"link failed: {ret}")
+        link_to(datadist, DECODER_CLUSTER_ID, p_port, d_port)
         transfer_config = TransferWithCacheKeyConfig(BlocksCacheKey(DECODER_CLUSTER_ID, 0), range(0, 1), range(0, 1))
         cache_task = cache_manager.transfer_cache_async(cache, LayerSynchronizerImpl(True), [transfer_config])
         results = cache_task.get_results()
         assert results == [LLMStatusCode.LLM_SUCCESS], results
         dist.barrier()  # transfer cache end
-        cluster = LLMClusterInfo()
-        cluster.remote_cluster_id = DECODER_CLUSTER_ID
-        ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-        if ret != LLMStatusCode.LLM_SUCCESS:
-            raise Exception("unlink failed")
+        unlink_from(datadist, DECODER_CLUSTER_ID, force=True)
         cache_manager.unregister_cache(cache.cache_id)
         datadist.finalize()
         return
@@ -555,11 +519,7 @@ def transfer_cache_async_sample(dist, role_name: str, p_port: int, d_port: int) 
     for t, seed in ((tensor, 5), (tensor2, 6)):
         assert np.array_equal(t[0], pattern((BLOCKS_NUM, KV_SHAPE), seed)[0]), "block 0 after transfer"
         assert np.all(t[1:] == 0), "blocks 1 and 2 were not sent"
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    ret, _ = datadist.unlink_clusters([cluster], 5000, force=True)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception("unlink failed")
+    unlink_from(datadist, PROMPT_CLUSTER_ID, force=True)
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()
 
@@ -567,14 +527,7 @@ def transfer_cache_async_sample(dist, role_name: str, p_port: int, d_port: int) 
 def hixl_transfer_backend_sample(dist, role_name: str, p_port: int, d_port: int) -> None:
     # The sample: transfer_backend "hixl", both listen, each links to the other;
     # P pulls D's block 2, D pushes its blocks 0,1 into P; P's tensors end all zeros.
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
-    listen = f"{HOST}:{p_port}" if role == LLMRole.PROMPT else f"{HOST}:{d_port}"
-    datadist = _init_link_sample(role, cluster_id, listen, transfer_backend="hixl")
-    cache_manager = datadist.cache_manager
-    cache_desc = CacheDesc(
-        num_tensors=NUM_TENSORS, shape=[BLOCKS_NUM, KV_SHAPE], data_type=DataType.DT_FLOAT, placement=Placement.DEVICE
-    )
+    role, datadist, cache_manager, cache_desc = _both_listen(role_name, p_port, d_port, transfer_backend="hixl")
     mine, peer = (p_port, d_port) if role == LLMRole.PROMPT else (d_port, p_port)
     if role == LLMRole.PROMPT:
         tensor = np.ones((BLOCKS_NUM, KV_SHAPE), dtype=np.float32)
@@ -586,13 +539,7 @@ def hixl_transfer_backend_sample(dist, role_name: str, p_port: int, d_port: int)
         key = BlocksCacheKey(DECODER_CLUSTER_ID, 0)
     cache = cache_manager.register_blocks_cache(cache_desc, [int(tensor.ctypes.data), int(tensor2.ctypes.data)], key)
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = DECODER_CLUSTER_ID if role == LLMRole.PROMPT else PROMPT_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, mine)
-    cluster.append_remote_ip_info(HOST, peer)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    if ret != LLMStatusCode.LLM_SUCCESS:
-        raise Exception(f"link failed: {ret}")
+    link_to(datadist, DECODER_CLUSTER_ID if role == LLMRole.PROMPT else PROMPT_CLUSTER_ID, mine, peer)
     if role == LLMRole.PROMPT:
         cache_manager.pull_blocks(BlocksCacheKey(DECODER_CLUSTER_ID, 0), cache, src_blocks=[2], dst_blocks=[2])
     else:
@@ -682,8 +629,7 @@ LAYERS = 4
 
 def push_cache_layer_ranges(dist, role_name: str, p_port: int) -> None:
     """D pushes chosen layers of one batch slot into another slot of P's cache."""
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
+    role, cluster_id = _role(role_name)
     datadist = _init_link_sample(role, cluster_id, f"{HOST}:{p_port}" if role == LLMRole.PROMPT else None)
     cache_manager = datadist.cache_manager
     desc = CacheDesc(num_tensors=2 * LAYERS, shape=[BLOCKS_NUM, KV_SHAPE], data_type=DataType.DT_FLOAT)
@@ -712,23 +658,14 @@ def push_cache_layer_ranges(dist, role_name: str, p_port: int) -> None:
     cache = cache_manager.register_cache(desc, [int(t.ctypes.data) for t in tensors])
     p_cache_id = dist.recv()
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, 0)
-    cluster.append_remote_ip_info(HOST, p_port)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    assert ret == LLMStatusCode.LLM_SUCCESS, ret
+    link_to(datadist, PROMPT_CLUSTER_ID, 0, p_port)
     key = CacheKeyByIdAndIndex(PROMPT_CLUSTER_ID, p_cache_id, batch_index=1)
     cache_manager.push_cache(key, cache, src_batch_index=2, src_layer_range=range(1, 3), dst_layer_range=range(0, 2))
     key0 = CacheKeyByIdAndIndex(PROMPT_CLUSTER_ID, p_cache_id, batch_index=0)
     cache_manager.push_cache(key0, cache, src_batch_index=0, src_layer_range=range(7, 8),
                              dst_layer_range=range(6, 7), tensor_num_per_layer=1)
     dist.barrier()  # push end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = PROMPT_CLUSTER_ID
-    cluster.append_remote_ip_info(HOST, p_port)
-    ret, _ = datadist.unlink_clusters([cluster], 5000)
-    assert ret == LLMStatusCode.LLM_SUCCESS, ret
+    unlink_from(datadist, PROMPT_CLUSTER_ID, p_port)
     dist.barrier()  # unlink end
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()
@@ -749,8 +686,7 @@ class ComputedLayers(LayerSynchronizer):
 
 def layerwise_async(dist, role_name: str, d_port: int, by_key: bool) -> None:
     """P sends each layer of a blocks cache as it is "computed" (by key, or by address)."""
-    role = LLMRole.PROMPT if role_name == "p" else LLMRole.DECODER
-    cluster_id = PROMPT_CLUSTER_ID if role_name == "p" else DECODER_CLUSTER_ID
+    role, cluster_id = _role(role_name)
     listen = f"{HOST}:{d_port}" if role == LLMRole.DECODER else None
     datadist = _init_link_sample(role, cluster_id, listen, local_comm_res=False, remote_cache=by_key)
     cache_manager = datadist.cache_manager
@@ -777,12 +713,7 @@ def layerwise_async(dist, role_name: str, d_port: int, by_key: bool) -> None:
     cache = cache_manager.register_blocks_cache(desc, tensors)
     d_addrs = dist.recv()
     dist.barrier()  # register end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = DECODER_CLUSTER_ID
-    cluster.append_local_ip_info(HOST, 0)
-    cluster.append_remote_ip_info(HOST, d_port)
-    ret, _ = datadist.link_clusters([cluster], 5000)
-    assert ret == LLMStatusCode.LLM_SUCCESS, ret
+    link_to(datadist, DECODER_CLUSTER_ID, 0, d_port)
     sync = ComputedLayers(LAYERS)
     if by_key:
         config = TransferWithCacheKeyConfig(BlocksCacheKey(DECODER_CLUSTER_ID, 0), range(0, LAYERS), range(0, LAYERS))
@@ -800,11 +731,7 @@ def layerwise_async(dist, role_name: str, d_port: int, by_key: bool) -> None:
     assert task.get_results() == [LLMStatusCode.LLM_SUCCESS]
     assert sync.calls == list(range(LAYERS)), sync.calls
     dist.barrier()  # transfer end
-    cluster = LLMClusterInfo()
-    cluster.remote_cluster_id = DECODER_CLUSTER_ID
-    cluster.append_remote_ip_info(HOST, d_port)
-    ret, _ = datadist.unlink_clusters([cluster], 5000)
-    assert ret == LLMStatusCode.LLM_SUCCESS, ret
+    unlink_from(datadist, DECODER_CLUSTER_ID, d_port)
     dist.barrier()  # unlink end
     cache_manager.unregister_cache(cache.cache_id)
     datadist.finalize()

@@ -186,23 +186,26 @@ class CacheManager:
                   "[allocate_blocks_cache]")
         return self._make_cache(out, cache_desc, False, True)
 
-    def deallocate_cache(self, cache: Cache) -> None:
-        """Drops the id reference of an allocated batch cache (freed once its keys are gone too)."""
+    def _deallocate(self, cache: Cache, blocks: bool) -> None:
         check_type("cache", cache, Cache, allow_none=False)
-        raise_if_false(not cache.is_blocks_cache, "param check failed, cache can not be blocks cache.")
-        with self._handle.call("[deallocate_cache]") as h:
-            check(_native.lib.llmdd_deallocate_cache(h, cache.cache_id), "[deallocate_cache]")
+        if blocks:
+            raise_if_false(cache.is_blocks_cache, "param check failed, cache should be blocks cache.")
+            func, fn = "[deallocate_blocks_cache]", _native.lib.llmdd_deallocate_blocks_cache
+        else:
+            raise_if_false(not cache.is_blocks_cache, "param check failed, cache can not be blocks cache.")
+            func, fn = "[deallocate_cache]", _native.lib.llmdd_deallocate_cache
+        with self._handle.call(func) as h:
+            check(fn(h, cache.cache_id), func)
         cache._tensor_addrs = []
         cache._valid = False
 
+    def deallocate_cache(self, cache: Cache) -> None:
+        """Drops the id reference of an allocated batch cache (freed once its keys are gone too)."""
+        self._deallocate(cache, blocks=False)
+
     def deallocate_blocks_cache(self, cache: Cache) -> None:
         """Frees an allocated blocks cache."""
-        check_type("cache", cache, Cache, allow_none=False)
-        raise_if_false(cache.is_blocks_cache, "param check failed, cache should be blocks cache.")
-        with self._handle.call("[deallocate_blocks_cache]") as h:
-            check(_native.lib.llmdd_deallocate_blocks_cache(h, cache.cache_id), "[deallocate_blocks_cache]")
-        cache._tensor_addrs = []
-        cache._valid = False
+        self._deallocate(cache, blocks=True)
 
     def remove_cache_key(self, cache_key: CacheKey) -> None:
         """Unbinds a key so it can no longer be pulled (frees its cache if it was deallocated)."""
@@ -374,11 +377,14 @@ class CacheManager:
                 "src_blocks should be empty when src_cache_key is not instance of BlocksCacheKey.",
             )
         layers = _native.layer_range(src, dst, per_layer)
-        with self._handle.call("[pull_blocks]") as h:
-            check(_native.lib.llmdd_pull_blocks(h, byref(_c_key(src_cache_key)), dst_cache.cache_id,
-                                                _native.u64_array(src_blocks), len(src_blocks),
-                                                _native.u64_array(dst_blocks), len(dst_blocks), byref(layers)),
-                  "[pull_blocks]")
+        self._blocks_call("[pull_blocks]", _native.lib.llmdd_pull_blocks, src_cache_key, dst_cache, src_blocks,
+                          dst_blocks, layers)
+
+    def _blocks_call(self, func: str, fn, key: _AnyKey, cache: Cache, src_blocks, dst_blocks, layers) -> None:
+        """One ``llmdd_pull_blocks`` / ``llmdd_push_blocks`` call (same argument list)."""
+        with self._handle.call(func) as h:
+            check(fn(h, byref(_c_key(key)), cache.cache_id, _native.u64_array(src_blocks), len(src_blocks),
+                     _native.u64_array(dst_blocks), len(dst_blocks), byref(layers)), func)
 
     # -- push -------------------------------------------------------------------
     def _push_layers(
@@ -444,11 +450,8 @@ class CacheManager:
         raise_if_false(src_cache.is_blocks_cache, "param check failed, cache should be blocks cache.")
         raise_if_false(len(dst_blocks) > 0, "dst_blocks can not be empty.")
         layers = self._push_layers("push_blocks", src_cache, src_layer_range, dst_layer_range, tensor_num_per_layer)
-        with self._handle.call("[push_blocks]") as h:
-            check(_native.lib.llmdd_push_blocks(h, byref(_c_key(dst_cache_key)), src_cache.cache_id,
-                                                _native.u64_array(src_blocks), len(src_blocks),
-                                                _native.u64_array(dst_blocks), len(dst_blocks), byref(layers)),
-                  "[push_blocks]")
+        self._blocks_call("[push_blocks]", _native.lib.llmdd_push_blocks, dst_cache_key, src_cache, src_blocks,
+                          dst_blocks, layers)
 
     # -- local copies -------------------------------------------------------------
     def copy_cache(
