@@ -324,3 +324,22 @@ fn registered_address_limit_fits_vllm_ascend() {
         );
     }
 }
+
+/// A configuration written for a newer CANN carries `llm.` keys this version
+/// does not know; the reference ignores them, so llmdd logs and ignores them
+/// too (it failed init). `llmdd.StrictOptions=1` restores the refusal; typos
+/// in llmdd's own `llmdd.` namespace are always refused.
+#[test]
+fn unknown_llm_options_are_ignored() {
+    use llmdd::datadist::options::collect;
+    let base = [("llm.DeviceId", "0"), ("llm.SomeFutureOption", "1")];
+    let i = Instance::new(1, 1).unwrap();
+    i.init(&collect(base).unwrap()).unwrap();
+    i.finalize();
+    let strict = collect([base[0], base[1], ("llmdd.StrictOptions", "1")]).unwrap();
+    let e = i.init(&strict).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("llm.SomeFutureOption"), "{}", e.message);
+    let typo = collect([base[0], ("llmdd.MaxLinkz", "4")]).unwrap();
+    assert_eq!(i.init(&typo).unwrap_err().status, Status::ParamInvalid);
+}
