@@ -207,7 +207,8 @@
 #define LLMDD_MEM_STATUS_FAILED 2
 
 /**
- * Data type codes (GE numbering).
+ * Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
+ * gives each one's element size. Sub-byte types are packed.
  */
 #define LLMDD_DT_FLOAT 0
 
@@ -235,9 +236,63 @@
 
 #define LLMDD_DT_STRING 13
 
+#define LLMDD_DT_DUAL_SUB_INT8 14
+
+#define LLMDD_DT_DUAL_SUB_UINT8 15
+
+#define LLMDD_DT_COMPLEX64 16
+
+#define LLMDD_DT_COMPLEX128 17
+
+#define LLMDD_DT_QINT8 18
+
+#define LLMDD_DT_QINT16 19
+
+#define LLMDD_DT_QINT32 20
+
+#define LLMDD_DT_QUINT8 21
+
+#define LLMDD_DT_QUINT16 22
+
+#define LLMDD_DT_RESOURCE 23
+
+#define LLMDD_DT_STRING_REF 24
+
+#define LLMDD_DT_DUAL 25
+
+#define LLMDD_DT_VARIANT 26
+
 #define LLMDD_DT_BF16 27
 
 #define LLMDD_DT_UNDEFINED 28
+
+#define LLMDD_DT_INT4 29
+
+#define LLMDD_DT_UINT1 30
+
+#define LLMDD_DT_INT2 31
+
+#define LLMDD_DT_UINT2 32
+
+#define LLMDD_DT_COMPLEX32 33
+
+#define LLMDD_DT_HIFLOAT8 34
+
+#define LLMDD_DT_FLOAT8_E5M2 35
+
+#define LLMDD_DT_FLOAT8_E4M3FN 36
+
+#define LLMDD_DT_FLOAT8_E8M0 37
+
+#define LLMDD_DT_FLOAT6_E3M2 38
+
+#define LLMDD_DT_FLOAT6_E2M3 39
+
+#define LLMDD_DT_FLOAT4_E2M1 40
+
+#define LLMDD_DT_FLOAT4_E1M2 41
+
+#define LLMDD_DT_HIFLOAT4 42
 
 /**
  * Default link/unlink timeout in milliseconds (spec §9 item 3).
@@ -814,6 +869,15 @@ uint32_t llmdd_config_set_option(struct llmdd_config_t *config, const char *key,
 uint32_t llmdd_config_generate_options(struct llmdd_config_t *config,
                                        const struct llmdd_option_t **out_options,
                                        size_t *out_num);
+
+/**
+ * Writes the element size of data type `data_type` in bits to `*bits_out`
+ * (e.g. 16 for `LLMDD_DT_FLOAT16`, 4 for `LLMDD_DT_INT4`; strings count as
+ * 16-byte heads, as in the reference). A cache of a sub-byte type must hold
+ * a whole number of bytes per dim-0 row. `LLMDD_PARAM_INVALID` for an
+ * unknown code, `LLMDD_DT_UNDEFINED` or a NULL `bits_out`.
+ */
+uint32_t llmdd_data_type_bits(uint32_t data_type, uint32_t *bits_out);
 
 /**
  * The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown

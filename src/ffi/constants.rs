@@ -77,7 +77,8 @@ pub const LLMDD_MEM_STATUS_PREPARING: u32 = 1;
 /// Registered-memory status: exchange failed.
 pub const LLMDD_MEM_STATUS_FAILED: u32 = 2;
 
-/// Data type codes (GE numbering).
+/// Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
+/// gives each one's element size. Sub-byte types are packed.
 pub const LLMDD_DT_FLOAT: u32 = 0;
 pub const LLMDD_DT_FLOAT16: u32 = 1;
 pub const LLMDD_DT_INT8: u32 = 2;
@@ -91,13 +92,61 @@ pub const LLMDD_DT_UINT64: u32 = 10;
 pub const LLMDD_DT_DOUBLE: u32 = 11;
 pub const LLMDD_DT_BOOL: u32 = 12;
 pub const LLMDD_DT_STRING: u32 = 13;
+pub const LLMDD_DT_DUAL_SUB_INT8: u32 = 14;
+pub const LLMDD_DT_DUAL_SUB_UINT8: u32 = 15;
+pub const LLMDD_DT_COMPLEX64: u32 = 16;
+pub const LLMDD_DT_COMPLEX128: u32 = 17;
+pub const LLMDD_DT_QINT8: u32 = 18;
+pub const LLMDD_DT_QINT16: u32 = 19;
+pub const LLMDD_DT_QINT32: u32 = 20;
+pub const LLMDD_DT_QUINT8: u32 = 21;
+pub const LLMDD_DT_QUINT16: u32 = 22;
+pub const LLMDD_DT_RESOURCE: u32 = 23;
+pub const LLMDD_DT_STRING_REF: u32 = 24;
+pub const LLMDD_DT_DUAL: u32 = 25;
+pub const LLMDD_DT_VARIANT: u32 = 26;
 pub const LLMDD_DT_BF16: u32 = 27;
 pub const LLMDD_DT_UNDEFINED: u32 = 28;
+pub const LLMDD_DT_INT4: u32 = 29;
+pub const LLMDD_DT_UINT1: u32 = 30;
+pub const LLMDD_DT_INT2: u32 = 31;
+pub const LLMDD_DT_UINT2: u32 = 32;
+pub const LLMDD_DT_COMPLEX32: u32 = 33;
+pub const LLMDD_DT_HIFLOAT8: u32 = 34;
+pub const LLMDD_DT_FLOAT8_E5M2: u32 = 35;
+pub const LLMDD_DT_FLOAT8_E4M3FN: u32 = 36;
+pub const LLMDD_DT_FLOAT8_E8M0: u32 = 37;
+pub const LLMDD_DT_FLOAT6_E3M2: u32 = 38;
+pub const LLMDD_DT_FLOAT6_E2M3: u32 = 39;
+pub const LLMDD_DT_FLOAT4_E2M1: u32 = 40;
+pub const LLMDD_DT_FLOAT4_E1M2: u32 = 41;
+pub const LLMDD_DT_HIFLOAT4: u32 = 42;
 
 /// Default link/unlink timeout in milliseconds (spec §9 item 3).
 pub const LLMDD_DEFAULT_LINK_TIMEOUT_MS: i32 = 3000;
 /// Most clusters per link_clusters / unlink_clusters call.
 pub const LLMDD_MAX_CLUSTERS_PER_CALL: u32 = 16;
+
+/// Writes the element size of data type `data_type` in bits to `*bits_out`
+/// (e.g. 16 for `LLMDD_DT_FLOAT16`, 4 for `LLMDD_DT_INT4`; strings count as
+/// 16-byte heads, as in the reference). A cache of a sub-byte type must hold
+/// a whole number of bytes per dim-0 row. `LLMDD_PARAM_INVALID` for an
+/// unknown code, `LLMDD_DT_UNDEFINED` or a NULL `bits_out`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_data_type_bits(data_type: u32, bits_out: *mut u32) -> u32 {
+    crate::ffi::boundary::run("llmdd_data_type_bits", || {
+        let out = crate::ffi::boundary::output(bits_out, "bits_out")?;
+        let dt = crate::cache::types::DataType::from_code(data_type)?;
+        let bits = dt.elem_bits().ok_or_else(|| {
+            crate::err!(
+                ParamInvalid,
+                "data_type {data_type} (DT_UNDEFINED) has no size"
+            )
+        })?;
+        *out = bits as u32;
+        Ok(())
+    })
+}
 
 /// The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown
 /// codes give `"LLM_FAILED"`. Returns a static string (never NULL, never freed).
