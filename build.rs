@@ -21,8 +21,9 @@ fn main() {
             return;
         }
     };
-    let mut text = Vec::new();
-    bindings.write(&mut text);
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let text = typed_hex_constants(&String::from_utf8_lossy(&raw)).into_bytes();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("out dir"));
     std::fs::write(out.join("llmdd.h"), &text).expect("write OUT_DIR header");
     println!("cargo:include={}", out.display());
@@ -34,4 +35,33 @@ fn main() {
             let _ = std::fs::write(&dst, &text);
         }
     }
+}
+
+/// cbindgen writes integer constants in decimal: a `u32`-suffixed Rust
+/// constant becomes `#define LLMDD_X 4294967295u`. Those (the statuses) are
+/// rewritten as `0xFFFFFFFFU`, the form the documentation and the reference
+/// use; other constants are left as they are.
+fn typed_hex_constants(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let rewritten = body
+            .strip_prefix("#define LLMDD_")
+            .and_then(|rest| rest.rsplit_once(' '))
+            .and_then(|(name, value)| {
+                let digits = value.strip_suffix('u')?;
+                let v: u32 = digits.parse().ok()?;
+                Some(format!("#define LLMDD_{name} 0x{v:X}U"))
+            });
+        match rewritten {
+            Some(r) => {
+                out.push_str(&r);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }

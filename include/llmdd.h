@@ -44,117 +44,117 @@
 /**
  * Success.
  */
-#define LLMDD_SUCCESS 0
+#define LLMDD_SUCCESS 0x0U
 
 /**
  * Generic failure; also returned by calls before init / after finalize.
  */
-#define LLMDD_FAILED 4294967295
+#define LLMDD_FAILED 0xFFFFFFFFU
 
 /**
  * Legacy: request waited too long.
  */
-#define LLMDD_WAIT_PROCESS_TIMEOUT 1343270913
+#define LLMDD_WAIT_PROCESS_TIMEOUT 0x5010B001U
 
 /**
  * Cache does not exist (local id, or the peer's key/id/slot).
  */
-#define LLMDD_KV_CACHE_NOT_EXIST 1343270914
+#define LLMDD_KV_CACHE_NOT_EXIST 0x5010B002U
 
 /**
  * Legacy: repeated request.
  */
-#define LLMDD_REPEAT_REQUEST 1343270915
+#define LLMDD_REPEAT_REQUEST 0x5010B003U
 
 /**
  * Legacy: request already completed.
  */
-#define LLMDD_REQUEST_ALREADY_COMPLETED 1343270916
+#define LLMDD_REQUEST_ALREADY_COMPLETED 0x5010B004U
 
 /**
  * Invalid argument, option or state.
  */
-#define LLMDD_PARAM_INVALID 1343270917
+#define LLMDD_PARAM_INVALID 0x5010B005U
 
 /**
  * Legacy: engine finalized.
  */
-#define LLMDD_ENGINE_FINALIZED 1343270918
+#define LLMDD_ENGINE_FINALIZED 0x5010B006U
 
 /**
  * No link to the peer (or rank-table link not ready, or unknown comm id).
  */
-#define LLMDD_NOT_YET_LINK 1343270919
+#define LLMDD_NOT_YET_LINK 0x5010B007U
 
 /**
  * A link to that cluster already exists.
  */
-#define LLMDD_ALREADY_LINK 1343270920
+#define LLMDD_ALREADY_LINK 0x5010B008U
 
 /**
  * Link setup failed.
  */
-#define LLMDD_LINK_FAILED 1343270921
+#define LLMDD_LINK_FAILED 0x5010B009U
 
 /**
  * Unlink failed; force-unlink both ends.
  */
-#define LLMDD_UNLINK_FAILED 1343270922
+#define LLMDD_UNLINK_FAILED 0x5010B00AU
 
 /**
  * Could not notify the prompt side of an unlink.
  */
-#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 1343270923
+#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 0x5010B00BU
 
 /**
  * More than 16 clusters in one (un)link call.
  */
-#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 1343270924
+#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 0x5010B00CU
 
 /**
  * Another (un)link is in progress (never returned by llmdd).
  */
-#define LLMDD_PROCESSING_LINK 1343270925
+#define LLMDD_PROCESSING_LINK 0x5010B00DU
 
 /**
  * Device memory exhausted.
  */
-#define LLMDD_DEVICE_OUT_OF_MEMORY 1343270926
+#define LLMDD_DEVICE_OUT_OF_MEMORY 0x5010B00EU
 
 /**
  * switch_role or unregister while links exist.
  */
-#define LLMDD_EXIST_LINK 1343270936
+#define LLMDD_EXIST_LINK 0x5010B018U
 
 /**
  * Option, pool, backend or placement not available.
  */
-#define LLMDD_FEATURE_NOT_ENABLED 1343270937
+#define LLMDD_FEATURE_NOT_ENABLED 0x5010B019U
 
 /**
  * A transfer or wait timed out (re-link after a transfer timeout).
  */
-#define LLMDD_TIMEOUT 1343270938
+#define LLMDD_TIMEOUT 0x5010B01AU
 
 /**
  * Reserved: conflicting use of a link (never returned by llmdd).
  */
-#define LLMDD_LINK_BUSY 1343270939
+#define LLMDD_LINK_BUSY 0x5010B01BU
 
 /**
  * Memory pool or system memory exhausted.
  */
-#define LLMDD_OUT_OF_MEMORY 1343270940
+#define LLMDD_OUT_OF_MEMORY 0x5010B01CU
 
 /**
  * Uncorrectable device memory error.
  */
-#define LLMDD_DEVICE_MEM_ERROR 507053
+#define LLMDD_DEVICE_MEM_ERROR 0x7BCADU
 
 /**
  * Suspected remote memory fault.
  */
-#define LLMDD_SUSPECT_REMOTE_ERROR 507057
+#define LLMDD_SUSPECT_REMOTE_ERROR 0x7BCB1U
 
 /**
  * Role: prompt (prefill).
@@ -320,7 +320,7 @@
  * `llmdd_task_get_results` entry of a config none of whose layers started
  * (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
  */
-#define LLMDD_TASK_RESULT_NOT_STARTED 4294967294
+#define LLMDD_TASK_RESULT_NOT_STARTED 0xFFFFFFFEU
 
 /**
  * Key kind: request/prefix key (`CacheKey`).
