@@ -4,12 +4,18 @@
 
 use std::path::PathBuf;
 
+// OPTION_KEYS: the `LLMDD_OPTION_*` macros (shared with the crate).
+include!("src/ffi/option_keys.rs");
+
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
     // cbindgen parses the whole crate (a new pub item anywhere can reach the header).
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut after = config.after_includes.take().unwrap_or_default();
+    after.push_str(&option_macros());
+    config.after_includes = Some(after);
     let bindings = match cbindgen::Builder::new()
         .with_crate(&dir)
         .with_config(config)
@@ -62,6 +68,16 @@ fn typed_hex_constants(text: &str) -> String {
             }
             None => out.push_str(line),
         }
+    }
+    out
+}
+
+/// `#define LLMDD_OPTION_X "key"` for every entry of `OPTION_KEYS`, each with
+/// its description as a doc comment.
+fn option_macros() -> String {
+    let mut out = String::from("\n/* Init option keys (docs/options.md). */\n");
+    for (name, key, doc) in OPTION_KEYS {
+        out.push_str(&format!("\n/**\n * {doc}\n */\n#define {name} \"{key}\"\n"));
     }
     out
 }

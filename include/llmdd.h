@@ -30,6 +30,143 @@
 #define LLMDD_VERSION_PATCH 0
 #define LLMDD_VERSION_NUMBER ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH)
 
+/* Init option keys (docs/options.md). */
+
+/**
+ * Device id (required; C++ OPTION_DEVICE_ID).
+ */
+#define LLMDD_OPTION_DEVICE_ID "llm.DeviceId"
+
+/**
+ * Device id, Python's spelling.
+ */
+#define LLMDD_OPTION_GE_DEVICE_ID "ge.exec.deviceId"
+
+/**
+ * "ip:port" to listen on (C++ OPTION_LISTEN_IP_INFO).
+ */
+#define LLMDD_OPTION_LISTEN_IP_INFO "llm.ListenIpInfo"
+
+/**
+ * Transfer timeout in ms (C++ OPTION_SYNC_CACHE_WAIT_TIME).
+ */
+#define LLMDD_OPTION_SYNC_KV_CACHE_WAIT_TIME "llm.SyncKvCacheWaitTime"
+
+/**
+ * "1" (default) / "0" (v1 engine: refused).
+ */
+#define LLMDD_OPTION_ENABLE_CACHE_MANAGER "llm.EnableCacheManager"
+
+/**
+ * "1": remote-cache-accessible mode (push).
+ */
+#define LLMDD_OPTION_ENABLE_REMOTE_CACHE_ACCESSIBLE "llm.EnableRemoteCacheAccessible"
+
+/**
+ * Local communication resource JSON (C++ OPTION_LOCAL_COMM_RES).
+ */
+#define LLMDD_OPTION_LOCAL_COMM_RES "llm.LocalCommRes"
+
+/**
+ * "hixl" (C++ OPTION_TRANSFER_BACKEND).
+ */
+#define LLMDD_OPTION_TRANSFER_BACKEND "llm.TransferBackend"
+
+/**
+ * JSON object (C++ OPTION_GLOBAL_RESOURCE_CONFIG).
+ */
+#define LLMDD_OPTION_GLOBAL_RESOURCE_CONFIG "llm.GlobalResourceConfig"
+
+/**
+ * RDMA traffic class (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_TRAFFIC_CLASS "llm.RdmaTrafficClass"
+
+/**
+ * RDMA service level (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_SERVICE_LEVEL "llm.RdmaServiceLevel"
+
+/**
+ * Rank-table link budget in seconds.
+ */
+#define LLMDD_OPTION_LINK_TOTAL_TIME "llm.LinkTotalTime"
+
+/**
+ * Attempts per cluster in link_clusters.
+ */
+#define LLMDD_OPTION_LINK_RETRY_COUNT "llm.LinkRetryCount"
+
+/**
+ * Device pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_MEM_POOL_CONFIG "llm.MemPoolConfig"
+
+/**
+ * Host pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_HOST_MEM_POOL_CONFIG "llm.HostMemPoolConfig"
+
+/**
+ * v1 engine only: validated, no effect (C++ OPTION_BUF_POOL_CFG).
+ */
+#define LLMDD_OPTION_BUF_POOL_CFG "llm.BufPoolCfg"
+
+/**
+ * Validated, no effect (C++ OPTION_ENABLE_SET_ROLE).
+ */
+#define LLMDD_OPTION_ENABLE_SWITCH_ROLE "llm.EnableSwitchRole"
+
+/**
+ * "Prompt"/"Decoder"/"Mix"; must match the instance's role.
+ */
+#define LLMDD_OPTION_ROLE "llm.Role"
+
+/**
+ * "auto" (default), "host" or "acl".
+ */
+#define LLMDD_OPTION_BACKEND "llmdd.Backend"
+
+/**
+ * Directory of libascendcl.so / libhccl.so.
+ */
+#define LLMDD_OPTION_ASCEND_LIB_DIR "llmdd.AscendLibDir"
+
+/**
+ * "auto" (default) or "off" (force TCP).
+ */
+#define LLMDD_OPTION_SAME_HOST "llmdd.SameHost"
+
+/**
+ * TCP connections a transfer stripes over (1..8).
+ */
+#define LLMDD_OPTION_DATA_CONNECTIONS "llmdd.DataConnections"
+
+/**
+ * Links per instance (default 512).
+ */
+#define LLMDD_OPTION_MAX_LINKS "llmdd.MaxLinks"
+
+/**
+ * Spin before sleeping on a reply, in us.
+ */
+#define LLMDD_OPTION_BUSY_POLL_US "llmdd.BusyPollUs"
+
+/**
+ * Port of a rank-table member without one (default 16666).
+ */
+#define LLMDD_OPTION_RANK_TABLE_DEFAULT_PORT "llmdd.RankTableDefaultPort"
+
+/**
+ * Registered tensor addresses at once (default 1024).
+ */
+#define LLMDD_OPTION_MAX_REGISTERED_ADDRS "llmdd.MaxRegisteredAddrs"
+
+/**
+ * "1": unknown llm. keys fail init instead of being ignored.
+ */
+#define LLMDD_OPTION_STRICT_OPTIONS "llmdd.StrictOptions"
+
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.

@@ -640,6 +640,28 @@ mod tests {
     }
 
     #[test]
+    fn every_option_has_a_header_macro() {
+        use crate::ffi::option_keys::OPTION_KEYS;
+        for (name, key, _) in OPTION_KEYS {
+            assert!(name.starts_with("LLMDD_OPTION_"), "{name}");
+            assert!(
+                KNOWN_KEYS.contains(key) || IGNORED_LLM_KEYS.contains(key),
+                "{name} names {key}, which options.rs does not know"
+            );
+        }
+        for key in KNOWN_KEYS {
+            // Python's lower-case spelling of the listen endpoint has no macro.
+            if *key == "llm.listenIpInfo" {
+                continue;
+            }
+            assert!(
+                OPTION_KEYS.iter().any(|(_, k, _)| k == key),
+                "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
+            );
+        }
+    }
+
+    #[test]
     fn cache_manager_implied() {
         let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
         assert!(!c.remote_cache_accessible);

@@ -1,7 +1,9 @@
-/* Status constants are uint32_t-typed hex literals (0x5010B005U), so a status
- * kept in a uint32_t compares without warnings (-Wall -Wextra -Werror) and one
- * kept in an int compares true (LLMDD_FAILED used to be a `long` 4294967295,
- * for which `int rc == LLMDD_FAILED` was false). */
+/* Header hygiene, in C (-Wall -Wextra -Werror):
+ * - status constants are uint32_t-typed hex literals (0x5010B005U), so a status
+ *   kept in a uint32_t compares without warnings and one kept in an int
+ *   compares true (LLMDD_FAILED used to be a `long` 4294967295, for which
+ *   `int rc == LLMDD_FAILED` was false);
+ * - the LLMDD_OPTION_* macros are the option keys and init accepts them. */
 #include "llmdd_test.h"
 
 #define IS_UINT(x) _Generic((x), unsigned int: 1, default: 0)
@@ -10,7 +12,29 @@ _Static_assert(sizeof(LLMDD_FAILED) == 4, "LLMDD_FAILED is 32-bit");
 _Static_assert(LLMDD_FAILED == 0xFFFFFFFFu, "LLMDD_FAILED value");
 _Static_assert(LLMDD_PARAM_INVALID == 0x5010B005u, "LLMDD_PARAM_INVALID value");
 
+static void option_macros(void) {
+  CHECK(strcmp(LLMDD_OPTION_DEVICE_ID, "llm.DeviceId") == 0);
+  CHECK(strcmp(LLMDD_OPTION_LISTEN_IP_INFO, "llm.ListenIpInfo") == 0);
+  CHECK(strcmp(LLMDD_OPTION_SYNC_KV_CACHE_WAIT_TIME, "llm.SyncKvCacheWaitTime") == 0);
+  CHECK(strcmp(LLMDD_OPTION_MAX_REGISTERED_ADDRS, "llmdd.MaxRegisteredAddrs") == 0);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", t_free_port());
+  llmdd_option_t opts[] = {
+      {LLMDD_OPTION_DEVICE_ID, "0"},
+      {LLMDD_OPTION_LISTEN_IP_INFO, listen},
+      {LLMDD_OPTION_SYNC_KV_CACHE_WAIT_TIME, "2000"},
+      {LLMDD_OPTION_ENABLE_REMOTE_CACHE_ACCESSIBLE, "1"},
+      {LLMDD_OPTION_MAX_LINKS, "8"},
+      {LLMDD_OPTION_STRICT_OPTIONS, "1"},
+  };
+  llmdd_instance_t *inst = NULL;
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &inst));
+  CHECK_OK(llmdd_init(inst, opts, sizeof opts / sizeof opts[0]));
+  llmdd_destroy(inst);
+}
+
 int main(void) {
+  option_macros();
   CHECK(IS_UINT(LLMDD_SUCCESS) && IS_UINT(LLMDD_FAILED) && IS_UINT(LLMDD_PARAM_INVALID));
   CHECK(IS_UINT(LLMDD_TIMEOUT) && IS_UINT(LLMDD_DEVICE_MEM_ERROR) && IS_UINT(LLMDD_TASK_RESULT_NOT_STARTED));
 
@@ -35,5 +59,5 @@ int main(void) {
     default: CHECK(0);
   }
   llmdd_destroy(inst);
-  return t_finish("test_status_types");
+  return t_finish("test_header_c");
 }
