@@ -114,9 +114,13 @@ static void init_options(void) {
     llmdd_option_t o[] = {{"ge.exec.deviceId", bad_dev[i]}, {"llm.EnableCacheManager", "1"}};
     expect_init(o, NOPT(o), LLMDD_PARAM_INVALID, "bad ge.exec.deviceId");
   }
-  bad_option("llm.Foo", "1", LLMDD_PARAM_INVALID);
   bad_option("llmdd.Foo", "1", LLMDD_PARAM_INVALID);
-  bad_option("llm.listenipinfo", l1, LLMDD_PARAM_INVALID);
+  bad_option("llmdd.StrictOptions", "2", LLMDD_PARAM_INVALID);
+  /* Unknown llm. keys are ignored (as the reference), unless strict. */
+  bad_option("llm.Foo", "1", LLMDD_SUCCESS);
+  llmdd_option_t strict[] = {{"llm.DeviceId", "0"}, {"llmdd.StrictOptions", "1"}, {"llm.Foo", "1"}};
+  expect_init(strict, NOPT(strict), LLMDD_PARAM_INVALID, "llm.Foo with llmdd.StrictOptions=1");
+  bad_option("llm.listenipinfo", l1, LLMDD_SUCCESS); /* keys are case-sensitive: an unknown key, ignored */
   const char *bad_listen[] = {"127.0.0.1", "127.0.0.1:0", "300.1.1.1:5", "[::1]", "host:99999",
                               "", "127.0.0.1:65536", "localhost:80"};
   for (size_t i = 0; i < NOPT(bad_listen); i++) {

@@ -30,6 +30,143 @@
 #define LLMDD_VERSION_PATCH 0
 #define LLMDD_VERSION_NUMBER ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH)
 
+/* Init option keys (docs/options.md). */
+
+/**
+ * Device id (required; C++ OPTION_DEVICE_ID).
+ */
+#define LLMDD_OPTION_DEVICE_ID "llm.DeviceId"
+
+/**
+ * Device id, Python's spelling.
+ */
+#define LLMDD_OPTION_GE_DEVICE_ID "ge.exec.deviceId"
+
+/**
+ * "ip:port" to listen on (C++ OPTION_LISTEN_IP_INFO).
+ */
+#define LLMDD_OPTION_LISTEN_IP_INFO "llm.ListenIpInfo"
+
+/**
+ * Transfer timeout in ms (C++ OPTION_SYNC_CACHE_WAIT_TIME).
+ */
+#define LLMDD_OPTION_SYNC_KV_CACHE_WAIT_TIME "llm.SyncKvCacheWaitTime"
+
+/**
+ * "1" (default) / "0" (v1 engine: refused).
+ */
+#define LLMDD_OPTION_ENABLE_CACHE_MANAGER "llm.EnableCacheManager"
+
+/**
+ * "1": remote-cache-accessible mode (push).
+ */
+#define LLMDD_OPTION_ENABLE_REMOTE_CACHE_ACCESSIBLE "llm.EnableRemoteCacheAccessible"
+
+/**
+ * Local communication resource JSON (C++ OPTION_LOCAL_COMM_RES).
+ */
+#define LLMDD_OPTION_LOCAL_COMM_RES "llm.LocalCommRes"
+
+/**
+ * "hixl" (C++ OPTION_TRANSFER_BACKEND).
+ */
+#define LLMDD_OPTION_TRANSFER_BACKEND "llm.TransferBackend"
+
+/**
+ * JSON object (C++ OPTION_GLOBAL_RESOURCE_CONFIG).
+ */
+#define LLMDD_OPTION_GLOBAL_RESOURCE_CONFIG "llm.GlobalResourceConfig"
+
+/**
+ * RDMA traffic class (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_TRAFFIC_CLASS "llm.RdmaTrafficClass"
+
+/**
+ * RDMA service level (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_SERVICE_LEVEL "llm.RdmaServiceLevel"
+
+/**
+ * Rank-table link budget in seconds.
+ */
+#define LLMDD_OPTION_LINK_TOTAL_TIME "llm.LinkTotalTime"
+
+/**
+ * Attempts per cluster in link_clusters.
+ */
+#define LLMDD_OPTION_LINK_RETRY_COUNT "llm.LinkRetryCount"
+
+/**
+ * Device pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_MEM_POOL_CONFIG "llm.MemPoolConfig"
+
+/**
+ * Host pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_HOST_MEM_POOL_CONFIG "llm.HostMemPoolConfig"
+
+/**
+ * v1 engine only: validated, no effect (C++ OPTION_BUF_POOL_CFG).
+ */
+#define LLMDD_OPTION_BUF_POOL_CFG "llm.BufPoolCfg"
+
+/**
+ * Validated, no effect (C++ OPTION_ENABLE_SET_ROLE).
+ */
+#define LLMDD_OPTION_ENABLE_SWITCH_ROLE "llm.EnableSwitchRole"
+
+/**
+ * "Prompt"/"Decoder"/"Mix"; must match the instance's role.
+ */
+#define LLMDD_OPTION_ROLE "llm.Role"
+
+/**
+ * "auto" (default), "host" or "acl".
+ */
+#define LLMDD_OPTION_BACKEND "llmdd.Backend"
+
+/**
+ * Directory of libascendcl.so / libhccl.so.
+ */
+#define LLMDD_OPTION_ASCEND_LIB_DIR "llmdd.AscendLibDir"
+
+/**
+ * "auto" (default) or "off" (force TCP).
+ */
+#define LLMDD_OPTION_SAME_HOST "llmdd.SameHost"
+
+/**
+ * TCP connections a transfer stripes over (1..8).
+ */
+#define LLMDD_OPTION_DATA_CONNECTIONS "llmdd.DataConnections"
+
+/**
+ * Links per instance (default 512).
+ */
+#define LLMDD_OPTION_MAX_LINKS "llmdd.MaxLinks"
+
+/**
+ * Spin before sleeping on a reply, in us.
+ */
+#define LLMDD_OPTION_BUSY_POLL_US "llmdd.BusyPollUs"
+
+/**
+ * Port of a rank-table member without one (default 16666).
+ */
+#define LLMDD_OPTION_RANK_TABLE_DEFAULT_PORT "llmdd.RankTableDefaultPort"
+
+/**
+ * Registered tensor addresses at once (default 1024).
+ */
+#define LLMDD_OPTION_MAX_REGISTERED_ADDRS "llmdd.MaxRegisteredAddrs"
+
+/**
+ * "1": unknown llm. keys fail init instead of being ignored.
+ */
+#define LLMDD_OPTION_STRICT_OPTIONS "llmdd.StrictOptions"
+
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
@@ -44,117 +181,117 @@
 /**
  * Success.
  */
-#define LLMDD_SUCCESS 0
+#define LLMDD_SUCCESS 0x0U
 
 /**
  * Generic failure; also returned by calls before init / after finalize.
  */
-#define LLMDD_FAILED 4294967295
+#define LLMDD_FAILED 0xFFFFFFFFU
 
 /**
  * Legacy: request waited too long.
  */
-#define LLMDD_WAIT_PROCESS_TIMEOUT 1343270913
+#define LLMDD_WAIT_PROCESS_TIMEOUT 0x5010B001U
 
 /**
  * Cache does not exist (local id, or the peer's key/id/slot).
  */
-#define LLMDD_KV_CACHE_NOT_EXIST 1343270914
+#define LLMDD_KV_CACHE_NOT_EXIST 0x5010B002U
 
 /**
  * Legacy: repeated request.
  */
-#define LLMDD_REPEAT_REQUEST 1343270915
+#define LLMDD_REPEAT_REQUEST 0x5010B003U
 
 /**
  * Legacy: request already completed.
  */
-#define LLMDD_REQUEST_ALREADY_COMPLETED 1343270916
+#define LLMDD_REQUEST_ALREADY_COMPLETED 0x5010B004U
 
 /**
  * Invalid argument, option or state.
  */
-#define LLMDD_PARAM_INVALID 1343270917
+#define LLMDD_PARAM_INVALID 0x5010B005U
 
 /**
  * Legacy: engine finalized.
  */
-#define LLMDD_ENGINE_FINALIZED 1343270918
+#define LLMDD_ENGINE_FINALIZED 0x5010B006U
 
 /**
  * No link to the peer (or rank-table link not ready, or unknown comm id).
  */
-#define LLMDD_NOT_YET_LINK 1343270919
+#define LLMDD_NOT_YET_LINK 0x5010B007U
 
 /**
  * A link to that cluster already exists.
  */
-#define LLMDD_ALREADY_LINK 1343270920
+#define LLMDD_ALREADY_LINK 0x5010B008U
 
 /**
  * Link setup failed.
  */
-#define LLMDD_LINK_FAILED 1343270921
+#define LLMDD_LINK_FAILED 0x5010B009U
 
 /**
  * Unlink failed; force-unlink both ends.
  */
-#define LLMDD_UNLINK_FAILED 1343270922
+#define LLMDD_UNLINK_FAILED 0x5010B00AU
 
 /**
  * Could not notify the prompt side of an unlink.
  */
-#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 1343270923
+#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 0x5010B00BU
 
 /**
  * More than 16 clusters in one (un)link call.
  */
-#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 1343270924
+#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 0x5010B00CU
 
 /**
  * Another (un)link is in progress (never returned by llmdd).
  */
-#define LLMDD_PROCESSING_LINK 1343270925
+#define LLMDD_PROCESSING_LINK 0x5010B00DU
 
 /**
  * Device memory exhausted.
  */
-#define LLMDD_DEVICE_OUT_OF_MEMORY 1343270926
+#define LLMDD_DEVICE_OUT_OF_MEMORY 0x5010B00EU
 
 /**
  * switch_role or unregister while links exist.
  */
-#define LLMDD_EXIST_LINK 1343270936
+#define LLMDD_EXIST_LINK 0x5010B018U
 
 /**
  * Option, pool, backend or placement not available.
  */
-#define LLMDD_FEATURE_NOT_ENABLED 1343270937
+#define LLMDD_FEATURE_NOT_ENABLED 0x5010B019U
 
 /**
  * A transfer or wait timed out (re-link after a transfer timeout).
  */
-#define LLMDD_TIMEOUT 1343270938
+#define LLMDD_TIMEOUT 0x5010B01AU
 
 /**
  * Reserved: conflicting use of a link (never returned by llmdd).
  */
-#define LLMDD_LINK_BUSY 1343270939
+#define LLMDD_LINK_BUSY 0x5010B01BU
 
 /**
  * Memory pool or system memory exhausted.
  */
-#define LLMDD_OUT_OF_MEMORY 1343270940
+#define LLMDD_OUT_OF_MEMORY 0x5010B01CU
 
 /**
  * Uncorrectable device memory error.
  */
-#define LLMDD_DEVICE_MEM_ERROR 507053
+#define LLMDD_DEVICE_MEM_ERROR 0x7BCADU
 
 /**
  * Suspected remote memory fault.
  */
-#define LLMDD_SUSPECT_REMOTE_ERROR 507057
+#define LLMDD_SUSPECT_REMOTE_ERROR 0x7BCB1U
 
 /**
  * Role: prompt (prefill).
@@ -207,7 +344,8 @@
 #define LLMDD_MEM_STATUS_FAILED 2
 
 /**
- * Data type codes (GE numbering).
+ * Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
+ * gives each one's element size. Sub-byte types are packed.
  */
 #define LLMDD_DT_FLOAT 0
 
@@ -235,9 +373,63 @@
 
 #define LLMDD_DT_STRING 13
 
+#define LLMDD_DT_DUAL_SUB_INT8 14
+
+#define LLMDD_DT_DUAL_SUB_UINT8 15
+
+#define LLMDD_DT_COMPLEX64 16
+
+#define LLMDD_DT_COMPLEX128 17
+
+#define LLMDD_DT_QINT8 18
+
+#define LLMDD_DT_QINT16 19
+
+#define LLMDD_DT_QINT32 20
+
+#define LLMDD_DT_QUINT8 21
+
+#define LLMDD_DT_QUINT16 22
+
+#define LLMDD_DT_RESOURCE 23
+
+#define LLMDD_DT_STRING_REF 24
+
+#define LLMDD_DT_DUAL 25
+
+#define LLMDD_DT_VARIANT 26
+
 #define LLMDD_DT_BF16 27
 
 #define LLMDD_DT_UNDEFINED 28
+
+#define LLMDD_DT_INT4 29
+
+#define LLMDD_DT_UINT1 30
+
+#define LLMDD_DT_INT2 31
+
+#define LLMDD_DT_UINT2 32
+
+#define LLMDD_DT_COMPLEX32 33
+
+#define LLMDD_DT_HIFLOAT8 34
+
+#define LLMDD_DT_FLOAT8_E5M2 35
+
+#define LLMDD_DT_FLOAT8_E4M3FN 36
+
+#define LLMDD_DT_FLOAT8_E8M0 37
+
+#define LLMDD_DT_FLOAT6_E3M2 38
+
+#define LLMDD_DT_FLOAT6_E2M3 39
+
+#define LLMDD_DT_FLOAT4_E2M1 40
+
+#define LLMDD_DT_FLOAT4_E1M2 41
+
+#define LLMDD_DT_HIFLOAT4 42
 
 /**
  * Default link/unlink timeout in milliseconds (spec §9 item 3).
@@ -290,7 +482,7 @@
  * `llmdd_task_get_results` entry of a config none of whose layers started
  * (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
  */
-#define LLMDD_TASK_RESULT_NOT_STARTED 4294967294
+#define LLMDD_TASK_RESULT_NOT_STARTED 0xFFFFFFFEU
 
 /**
  * Key kind: request/prefix key (`CacheKey`).
@@ -854,6 +1046,15 @@ uint32_t llmdd_config_generate_options(struct llmdd_config_t *config,
                                        size_t *out_num);
 
 /**
+ * Writes the element size of data type `data_type` in bits to `*bits_out`
+ * (e.g. 16 for `LLMDD_DT_FLOAT16`, 4 for `LLMDD_DT_INT4`; strings count as
+ * 16-byte heads, as in the reference). A cache of a sub-byte type must hold
+ * a whole number of bytes per dim-0 row. `LLMDD_PARAM_INVALID` for an
+ * unknown code, `LLMDD_DT_UNDEFINED` or a NULL `bits_out`.
+ */
+uint32_t llmdd_data_type_bits(uint32_t data_type, uint32_t *bits_out);
+
+/**
  * The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown
  * codes give `"LLM_FAILED"`. Returns a static string (never NULL, never freed).
  */
@@ -942,7 +1143,9 @@ void llmdd_destroy(struct llmdd_instance_t *inst);
  * (server). A second init on an initialized instance is a no-op success; init
  * after finalize starts afresh.
  *
- * Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
+ * Statuses: `LLMDD_PARAM_INVALID` (bad option, unknown `llmdd.` key or, with
+ * `llmdd.StrictOptions=1`, unknown `llm.` key; NULL pointers; unknown `llm.`
+ * keys are otherwise logged and ignored),
  * `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
  * `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
  */

@@ -324,3 +324,97 @@ fn registered_address_limit_fits_vllm_ascend() {
         );
     }
 }
+
+/// A configuration written for a newer CANN carries `llm.` keys this version
+/// does not know; the reference ignores them, so llmdd logs and ignores them
+/// too (it failed init). `llmdd.StrictOptions=1` restores the refusal; typos
+/// in llmdd's own `llmdd.` namespace are always refused.
+#[test]
+fn unknown_llm_options_are_ignored() {
+    use llmdd::datadist::options::collect;
+    let base = [("llm.DeviceId", "0"), ("llm.SomeFutureOption", "1")];
+    let i = Instance::new(1, 1).unwrap();
+    i.init(&collect(base).unwrap()).unwrap();
+    i.finalize();
+    let strict = collect([base[0], base[1], ("llmdd.StrictOptions", "1")]).unwrap();
+    let e = i.init(&strict).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("llm.SomeFutureOption"), "{}", e.message);
+    let typo = collect([base[0], ("llmdd.MaxLinkz", "4")]).unwrap();
+    assert_eq!(i.init(&typo).unwrap_err().status, Status::ParamInvalid);
+}
+
+/// About 40 CANN data types exist; an FP8- or INT4-quantised KV cache was
+/// refused ("data_type 36 is not a known data type code"). Every code now
+/// registers with the reference's element size; packed sub-byte types need a
+/// whole number of bytes per dim-0 row (the unit a slot or block transfer
+/// moves), and the bytes that move are exactly those.
+#[test]
+fn every_cann_data_type_with_its_size() {
+    let port = free_port();
+    let p = Instance::new(1, 1).unwrap();
+    let d = Instance::new(2, 2).unwrap();
+    init(&p, &[("llm.ListenIpInfo", &format!("127.0.0.1:{port}"))]);
+    init(&d, &[]);
+    let (sp, sd) = (p.session().unwrap(), d.session().unwrap());
+    let typed = |dt, shape: &[i64]| CacheDesc {
+        data_type: dt,
+        ..desc(2, shape)
+    };
+    // (type, shape, bytes per tensor)
+    let cases = [
+        (DataType::Float8E4M3FN, &[4i64, 64][..], 256u64),
+        (DataType::Float8E5M2, &[4, 64], 256),
+        (DataType::HiFloat8, &[4, 64], 256),
+        (DataType::Int4, &[4, 64], 128),
+        (DataType::Float4E2M1, &[4, 2, 3], 12),
+        (DataType::Float6E3M2, &[2, 4], 6),
+        (DataType::Uint1, &[2, 8], 2),
+        (DataType::Complex128, &[2, 2], 64),
+        (DataType::Dual, &[2, 3], 30),
+    ];
+    for (dt, shape, bytes) in cases {
+        let desc = typed(dt, shape);
+        assert_eq!(desc.validate().unwrap(), bytes, "{dt:?}");
+        let mut m = tensors(2, bytes as usize, 0);
+        let c = sp.register_blocks_cache(&desc, &addrs(&mut m), None, None);
+        assert!(c.is_ok(), "{dt:?}: {:?}", c.err().map(|e| e.message));
+        sp.unregister_cache(c.unwrap().id).unwrap();
+    }
+    for code in 0..=42u32 {
+        let known = DataType::from_code(code);
+        assert_eq!(known.is_ok(), code != 5, "code {code}");
+    }
+    assert!(DataType::from_code(43).is_err());
+    // Half-byte rows cannot be moved.
+    let e = typed(DataType::Int4, &[4, 3]).validate().unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("12 bits"), "{}", e.message);
+
+    // An INT4 KV cache moves block by block, byte-exact.
+    let d4 = typed(DataType::Int4, &[4, 64]);
+    let mut src = tensors(2, 128, 5);
+    let mut dst = vec![vec![0u8; 128]; 2];
+    let pc = sp
+        .register_blocks_cache(&d4, &addrs(&mut src), None, None)
+        .unwrap();
+    let dc = sd
+        .register_blocks_cache(&d4, &addrs(&mut dst), None, None)
+        .unwrap();
+    let r = d.link_clusters(&[cluster(1, port)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    let key = CacheKey::IdIndex {
+        cluster_id: 1,
+        cache_id: pc.id,
+        batch_index: 0,
+    };
+    sd.pull_blocks(&key, dc.id, &[2], &[1], &LayerSel::default())
+        .unwrap();
+    let want = tensors(2, 128, 5);
+    for t in 0..2 {
+        assert_eq!(dst[t][32..64], want[t][64..96]);
+        assert!(dst[t][..32].iter().chain(&dst[t][64..]).all(|&b| b == 0));
+    }
+    p.finalize();
+    d.finalize();
+}

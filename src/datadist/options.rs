@@ -3,9 +3,12 @@
 //! Keys are case-sensitive. Both documented spellings of the listen endpoint
 //! (`llm.ListenIpInfo`, `llm.listenIpInfo`) and of the device id (`llm.DeviceId`,
 //! `ge.exec.deviceId`) are accepted; two spellings that disagree are rejected.
-//! Unknown keys in the `llm.` and `llmdd.` namespaces are rejected (a typo must
-//! not silently change behaviour); other namespaces (`ge.*`, …) are ignored, as
-//! the reference passes them to other components.
+//! Unknown `llm.` keys are logged (warn) and ignored, as the reference ignores
+//! them, so a configuration written for a newer CANN still initialises;
+//! `llmdd.StrictOptions=1` rejects them instead. Unknown `llmdd.` keys are
+//! always rejected (llmdd's own namespace: a typo must not silently change
+//! behaviour). Other namespaces (`ge.*`, …) are ignored, as the reference
+//! passes them to other components.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -106,6 +109,7 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.BusyPollUs",
     "llmdd.RankTableDefaultPort",
     "llmdd.MaxRegisteredAddrs",
+    "llmdd.StrictOptions",
 ];
 
 /// Option map with duplicate detection.
@@ -125,11 +129,22 @@ pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     Ok(map)
 }
 
-fn check_known(opts: &Options) -> Result<()> {
+/// Unknown `llm.` keys: ignored with a warning, or rejected when `strict`.
+/// Unknown `llmdd.` keys: rejected.
+fn check_known(opts: &Options, strict: bool) -> Result<()> {
     for k in opts.keys() {
-        let ours = k.starts_with("llm.") || k.starts_with("llmdd.");
-        if ours && !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_LLM_KEYS.contains(&k.as_str()) {
+        let known = KNOWN_KEYS.contains(&k.as_str()) || IGNORED_LLM_KEYS.contains(&k.as_str());
+        if !known && k.starts_with("llmdd.") {
             bail!(ParamInvalid, "unknown option key {k}");
+        }
+        if !known && k.starts_with("llm.") {
+            if strict {
+                bail!(
+                    ParamInvalid,
+                    "unknown option key {k} (rejected because llmdd.StrictOptions=1)"
+                );
+            }
+            crate::log_warn!("ignoring unknown option {k} (not used by llmdd)");
         }
         if k == "ge.flowGraphMemMaxSize" {
             let v = &opts[k];
@@ -319,7 +334,11 @@ pub fn listen_endpoint(opts: &Options) -> Result<Option<SocketAddr>> {
 impl Config {
     /// Validates `init` options into a configuration.
     pub fn parse(opts: &Options) -> Result<Config> {
-        check_known(opts)?;
+        let strict = match opts.get("llmdd.StrictOptions") {
+            Some(v) => parse_flag("llmdd.StrictOptions", v)?,
+            None => false,
+        };
+        check_known(opts, strict)?;
         check_ignored(opts)?;
         let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?.ok_or_else(|| {
             err!(
@@ -579,7 +598,9 @@ mod tests {
             )],
             &[("llm.MemPoolConfig", "nope")],
             &[("llm.TransferBackend", "nccl")],
-            &[("llm.NoSuchOption", "1")],
+            &[("llmdd.NoSuchOption", "1")],
+            &[("llm.NoSuchOption", "1"), ("llmdd.StrictOptions", "1")],
+            &[("llmdd.StrictOptions", "yes")],
             &[("llmdd.Backend", "gpu")],
             &[("ge.flowGraphMemMaxSize", "1x")],
             &[("llm.BufPoolCfg", "[1]")],
@@ -611,9 +632,33 @@ mod tests {
             ("llm.MemoryUtilization", "0.95"),
             ("llm.deployResPath", "/tmp"),
             ("ge.session_device_id", "0"),
+            ("llm.SomeFutureOption", "x"),
+            ("llmdd.StrictOptions", "0"),
         ])
         .unwrap();
         assert_eq!(c.device_id, 0);
+    }
+
+    #[test]
+    fn every_option_has_a_header_macro() {
+        use crate::ffi::option_keys::OPTION_KEYS;
+        for (name, key, _) in OPTION_KEYS {
+            assert!(name.starts_with("LLMDD_OPTION_"), "{name}");
+            assert!(
+                KNOWN_KEYS.contains(key) || IGNORED_LLM_KEYS.contains(key),
+                "{name} names {key}, which options.rs does not know"
+            );
+        }
+        for key in KNOWN_KEYS {
+            // Python's lower-case spelling of the listen endpoint has no macro.
+            if *key == "llm.listenIpInfo" {
+                continue;
+            }
+            assert!(
+                OPTION_KEYS.iter().any(|(_, k, _)| k == key),
+                "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
+            );
+        }
     }
 
     #[test]

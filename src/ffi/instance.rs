@@ -56,7 +56,9 @@ pub unsafe extern "C" fn llmdd_destroy(inst: *mut llmdd_instance_t) {
 /// (server). A second init on an initialized instance is a no-op success; init
 /// after finalize starts afresh.
 ///
-/// Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
+/// Statuses: `LLMDD_PARAM_INVALID` (bad option, unknown `llmdd.` key or, with
+/// `llmdd.StrictOptions=1`, unknown `llm.` key; NULL pointers; unknown `llm.`
+/// keys are otherwise logged and ignored),
 /// `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
 /// `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
 #[no_mangle]

@@ -22,7 +22,7 @@ pub const LLMDD_TRANSFER_BY_ADDRS: u32 = 0;
 pub const LLMDD_TRANSFER_BY_CACHE_KEY: u32 = 1;
 /// `llmdd_task_get_results` entry of a config none of whose layers started
 /// (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
-pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFE;
+pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFEu32;
 
 /// Layer synchronizer: called by a library thread with each source layer, in
 /// ascending order, that some config includes. Return true once layer
