@@ -46,7 +46,8 @@ def header_text():
 def probe(tmp_path_factory, header_text):
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "a C compiler is needed for the ABI probe"
-    macros = sorted(set(re.findall(r"^#define (LLMDD_[A-Z0-9_]+)[ \t]+\S", header_text, re.M)))
+    # Numeric object-like macros (the LLMDD_OPTION_* keys are strings).
+    macros = sorted(set(re.findall(r"^#define (LLMDD_[A-Z0-9_]+)[ \t]+[^\s\"]", header_text, re.M)))
     lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "llmdd.h"', "int main(void) {", 'printf("{");']
     for name, cls in STRUCTS.items():
         lines.append(f'printf("\\"{name}\\": {{\\"(sizeof)\\": %zu", sizeof({name}));')

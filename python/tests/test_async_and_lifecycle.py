@@ -113,14 +113,17 @@ def test_synchronizer_that_refuses(remote_pair, answer):
 def test_synchronizer_cannot_wait_for_its_own_task_or_finalize(remote_pair, llm_logs):
     cache, cfg, src, dst = setup_async(remote_pair)
     box = {}
+    started = threading.Event()
 
     def action(layer):
         if layer == 0:
+            started.wait(10)  # the callback may run before transfer_cache_async has returned
             box["task"].synchronize()  # would wait forever: refused
         return True
 
     sync = Recorder(action)
     box["task"] = start(remote_pair, cache, cfg, sync)
+    started.set()
     assert box["task"].synchronize() == S.LLM_PARAM_INVALID
     assert any(isinstance(r.exc_info[1], RuntimeError) for r in llm_logs.records if r.exc_info)
     llm_logs.clear()
