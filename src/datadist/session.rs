@@ -114,12 +114,13 @@ impl Session {
         let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
+        let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
             config,
             backend,
-            registry: Registry::default(),
+            registry,
             device_pool,
             host_pool,
             links: Mutex::new(HashMap::new()),
@@ -562,7 +563,8 @@ impl Session {
 
     /// Adds a link_clusters link to the table unless its cluster is (now)
     /// reserved by a rank-table comm. An existing link to the cluster is
-    /// replaced (`replace`, the server side) or `LLM_ALREADY_LINK`.
+    /// replaced (`replace`, the accepting side, when that link was accepted
+    /// too: a stale one) or `LLM_ALREADY_LINK` (a link this side dialled).
     fn insert_plain_link(&self, link: Arc<Link>, replace: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
@@ -575,10 +577,15 @@ impl Session {
             );
         }
         if replace {
-            self.links
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(c, link);
+            let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            if m.get(&c).is_some_and(|l| l.we_dialed && !l.is_closed()) {
+                bail!(
+                    AlreadyLink,
+                    "cluster {} dialled cluster {c} concurrently",
+                    self.cluster_id
+                );
+            }
+            m.insert(c, link);
             return Ok(());
         }
         self.insert_link(link).map_err(|_| {
@@ -771,8 +778,16 @@ impl Session {
                     c.name()
                 );
             }
-            // A stale link from the same cluster is replaced.
+            // A stale link from the same cluster is replaced; a link this
+            // instance dialled to that cluster stays (both ends may dial).
             if let Some(old) = self.link(cluster_id) {
+                if old.we_dialed && !old.is_closed() {
+                    bail!(
+                        AlreadyLink,
+                        "cluster {} already has a link to cluster {cluster_id} that it dialled itself",
+                        self.cluster_id
+                    );
+                }
                 log_info!("replacing stale link from cluster {cluster_id}");
                 if self.remove_exact(&old) {
                     old.teardown(Duration::ZERO);
@@ -829,10 +844,17 @@ impl Session {
             };
             link.set_hccl(Arc::new(acl_link::create(acl, end, theirs, true, ids)?));
         }
-        match &comm {
-            Some(c) => self.comm_adopt(c, &link, false)?,
-            // A server replaces what it has for that cluster (stale links).
-            None => self.insert_plain_link(link.clone(), true)?,
+        let installed = match &comm {
+            Some(c) => self.comm_adopt(c, &link, false),
+            // A server replaces what it accepted from that cluster (stale links).
+            None => self.insert_plain_link(link.clone(), true),
+        };
+        if let Err(e) = installed {
+            // The refusal still goes out on `conn`; only the communicator goes.
+            if let Some(h) = link.hccl() {
+                h.close();
+            }
+            return Err(e);
         }
         let ack = self.join_ack(req, &link, our_device);
         let sent = conn
