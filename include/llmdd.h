@@ -167,6 +167,21 @@
  */
 #define LLMDD_OPTION_STRICT_OPTIONS "llmdd.StrictOptions"
 
+/**
+ * Shared link secret (>= 16 bytes): mutual link authentication.
+ */
+#define LLMDD_OPTION_LINK_SECRET "llmdd.LinkSecret"
+
+/**
+ * File holding the shared link secret.
+ */
+#define LLMDD_OPTION_LINK_SECRET_FILE "llmdd.LinkSecretFile"
+
+/**
+ * Largest same-host peer pool mapped (default 64 GiB).
+ */
+#define LLMDD_OPTION_PEER_POOL_MAX_BYTES "llmdd.PeerPoolMaxBytes"
+
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
