@@ -1329,6 +1329,10 @@ fn nothing_identifying_before_proof() {
     let e = none.link(73, p2.port).unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid, "{e}");
     assert!(e.message.contains("LinkSecret"), "{e}");
+    // A client with a secret refuses a server without one (which says why).
+    let e = good.link(71, p.port).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid, "{e}");
+    assert!(e.message.contains("no llmdd.LinkSecret"), "{e}");
     // A too-short secret is an init error that does not echo the value.
     let i = Instance::new(2, 82).unwrap();
     let e = try_init(&i, &[("llmdd.LinkSecret", "short-secret")]).unwrap_err();

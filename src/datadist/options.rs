@@ -738,6 +738,41 @@ mod tests {
     }
 
     #[test]
+    fn link_secret_value_or_file() {
+        let c = parse_with(&[("llmdd.LinkSecret", "0123456789abcdef")]).unwrap();
+        assert!(c.link_key.is_some());
+        assert!(parse_with(&[]).unwrap().link_key.is_none());
+        let path = std::env::temp_dir().join(format!("llmdd-secret-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+        let p = path.to_str().unwrap();
+        let f = parse_with(&[("llmdd.LinkSecretFile", p)]).unwrap();
+        assert_eq!(f.link_key, c.link_key, "one trailing newline is dropped");
+        for bad in [
+            &[
+                ("llmdd.LinkSecret", "0123456789abcdef"),
+                ("llmdd.LinkSecretFile", p),
+            ][..],
+            &[("llmdd.LinkSecret", "too-short")][..],
+            &[("llmdd.LinkSecretFile", "/nonexistent/llmdd-secret")][..],
+            &[("llmdd.PeerPoolMaxBytes", "1024")][..],
+        ] {
+            let e = parse_with(bad).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+            assert!(
+                !e.message.contains("too-short"),
+                "the secret is never echoed"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            parse_with(&[("llmdd.PeerPoolMaxBytes", "1048576")])
+                .unwrap()
+                .peer_pool_max,
+            1 << 20
+        );
+    }
+
+    #[test]
     fn cache_manager_implied() {
         let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
         assert!(!c.remote_cache_accessible);
