@@ -110,7 +110,9 @@ struct State {
     cancelled: bool,
     /// Set on the first transfer failure or cancel: approved layers are dropped.
     halted: bool,
-    /// No byte will move any more and results are final.
+    /// No byte will move any more: the work is being released, then results
+    /// are final.
+    finishing: bool,
     done: bool,
     /// Both drivers are gone for good (no callback running, nothing in flight).
     exiting: bool,
@@ -378,6 +380,7 @@ impl Task {
                     cb_thread: None,
                     cancelled: false,
                     halted: false,
+                    finishing: false,
                     done: false,
                     exiting: false,
                     exited: false,
@@ -740,14 +743,20 @@ where
     /// Called whenever a driver goes idle or the task is cancelled: makes the
     /// results final once no byte will move, and ends the task once no
     /// driver is left.
-    fn settle(&self, mut st: MutexGuard<'_, State>) {
+    fn settle<'a>(&'a self, mut st: MutexGuard<'a, State>) {
         let sh = &self.shared;
         if !st.done
+            && !st.finishing
             && st.xfer == Driver::Idle
             && (st.halted || (st.sync_over && st.moved >= st.approved))
         {
-            // Plans, links and the source cache go before results are final.
-            drop(self.work.lock().unwrap_or_else(|p| p.into_inner()).take());
+            // Plans, links and the source cache go before results are final,
+            // dropped outside the lock (nothing can move any more).
+            st.finishing = true;
+            let work = self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(st);
+            drop(work);
+            st = sh.lock();
             if st.cfgs.iter().any(|c| c.status.is_none()) && st.first_failure.is_none() {
                 let e = if st.cancelled {
                     err!(
