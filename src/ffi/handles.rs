@@ -77,6 +77,21 @@ impl<T> HandleTable<T> {
         slot.item.clone()
     }
 
+    /// The live object behind the C handle `p` (`what` names it in
+    /// messages): `LLMDD_PARAM_INVALID` for NULL and for a handle that is not
+    /// live (freed or foreign), which is never dereferenced.
+    pub fn resolve<P>(&self, p: *const P, what: &str) -> crate::Result<Arc<T>> {
+        if p.is_null() {
+            crate::bail!(ParamInvalid, "{what} is NULL");
+        }
+        self.get(p as usize).ok_or_else(|| {
+            crate::err!(
+                ParamInvalid,
+                "{what} handle is not a live llmdd {what} (freed or foreign)"
+            )
+        })
+    }
+
     /// Removes the object behind `handle` (the handle is dead from now on) and
     /// returns it; `None` if the handle is not live.
     pub fn remove(&self, handle: usize) -> Option<Arc<T>> {

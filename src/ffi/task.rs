@@ -77,15 +77,7 @@ static TASKS: HandleTable<Task> = HandleTable::new();
 
 /// Resolves a task handle through the table of live tasks.
 fn task_ref(p: *const llmdd_task_t) -> Result<Arc<Task>> {
-    if p.is_null() {
-        bail!(ParamInvalid, "task is NULL");
-    }
-    TASKS.get(p as usize).ok_or_else(|| {
-        err!(
-            ParamInvalid,
-            "task handle is not a live llmdd task (freed or foreign)"
-        )
-    })
+    TASKS.resolve(p, "task")
 }
 
 fn timeout(ms: i64) -> Result<Option<Duration>> {

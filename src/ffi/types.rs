@@ -3,12 +3,12 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
+use crate::bail;
 use crate::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement, MAX_DIMS};
 use crate::datadist::{ClusterInfo, IpInfo};
 use crate::ffi::boundary::{cstr, slice};
 use crate::ffi::handles::HandleTable;
 use crate::status::Result;
-use crate::{bail, err};
 
 /// Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
 /// caller, released only by `llmdd_destroy`. The handle is not a pointer to
@@ -326,15 +326,7 @@ pub(crate) unsafe fn cluster_ranks_from_c(
 /// Resolves an instance handle through the table of live instances (never
 /// reading the memory the handle might point at).
 pub(crate) fn instance(p: *const llmdd_instance_t) -> Result<Arc<crate::datadist::Instance>> {
-    if p.is_null() {
-        bail!(ParamInvalid, "instance is NULL");
-    }
-    INSTANCES.get(p as usize).ok_or_else(|| {
-        err!(
-            ParamInvalid,
-            "instance handle is not a live llmdd instance (destroyed or foreign)"
-        )
-    })
+    INSTANCES.resolve(p, "instance")
 }
 
 /// A request/prefix key (`CacheKey`): pass `LLMDD_ID_UNSET` for the unused one
