@@ -1,17 +1,22 @@
 //! A link to one remote cluster: its TCP connections, the one-sided local path
 //! when the peer shares this host, the peer's cache table (remote-accessible
 //! mode), and in-flight accounting so unlink/finalize can wait for transfers.
+//!
+//! The client's first connection is the link's *control* connection: it
+//! carries the handshake and the unlink, never a transfer, so a transfer
+//! timeout (which drops its connection) cannot end the link. Either side
+//! closing it, or keepalive finding the peer dead, ends the link on both ends.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
 use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
-use crate::transport::tcp::{check_reply, Conn};
+use crate::transport::tcp::{check_reply, hangup, Conn, ConnOpts};
 use crate::transport::wire::{CacheEntry, Msg};
 use crate::{bail, err};
 
@@ -41,16 +46,30 @@ pub struct Link {
     /// Transfers may use the link. A comm's links become ready when the whole
     /// comm is linked (status OK); link_clusters links are ready at once.
     ready: AtomicBool,
-    spin: Duration,
+    conn_opts: ConnOpts,
     /// Connections on which this side sends requests.
     idle: Mutex<Vec<Conn>>,
     conns: AtomicUsize,
     conn_cv: Condvar,
-    /// Clones of every socket of this link, shut down at teardown.
-    sockets: Mutex<Vec<TcpStream>>,
+    /// Forward connections the client may open (lowered when the server
+    /// refuses one: its `llmdd.MaxConnsPerLink`).
+    forward_cap: AtomicUsize,
+    /// Every live socket of this link, shut down at teardown (weak: a
+    /// connection that ends releases its descriptor at once).
+    sockets: Mutex<Vec<Weak<TcpStream>>>,
+    /// The client's control connection (handshake, unlink), held here.
+    control: Mutex<Option<Conn>>,
+    /// The control connection's socket on either side, for liveness checks.
+    control_sock: OnceLock<Weak<TcpStream>>,
     table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
+    /// Transfers this side started plus requests it is serving.
     inflight: Mutex<usize>,
     idle_cv: Condvar,
+    /// A non-forced unlink is under way: no new transfer starts.
+    draining: AtomicBool,
+    /// Why the link died (peer gone), if it did; the entry stays until
+    /// unlink or a new link_clusters replaces it.
+    dead: OnceLock<String>,
     closed: AtomicBool,
     /// The HCCL data path (acl backend), set once during link setup.
     hccl: OnceLock<Arc<HcclLink>>,
@@ -68,7 +87,7 @@ pub struct LinkParts {
     pub generation: u64,
     pub local_cluster_id: u64,
     pub comm_id: u64,
-    pub spin: Duration,
+    pub conn: ConnOpts,
 }
 
 impl Link {
@@ -86,14 +105,19 @@ impl Link {
             local_cluster_id: p.local_cluster_id,
             comm_id: p.comm_id,
             ready: AtomicBool::new(p.comm_id == 0),
-            spin: p.spin,
+            conn_opts: p.conn,
             idle: Mutex::new(Vec::new()),
             conns: AtomicUsize::new(0),
             conn_cv: Condvar::new(),
+            forward_cap: AtomicUsize::new(MAX_FORWARD_CONNS),
             sockets: Mutex::new(Vec::new()),
+            control: Mutex::new(None),
+            control_sock: OnceLock::new(),
             table: Mutex::new(None),
             inflight: Mutex::new(0),
             idle_cv: Condvar::new(),
+            draining: AtomicBool::new(false),
+            dead: OnceLock::new(),
             closed: AtomicBool::new(false),
             hccl: OnceLock::new(),
         }
@@ -128,20 +152,163 @@ impl Link {
 
     /// Remembers a socket so teardown can shut it down.
     pub fn track(&self, conn: &Conn) {
-        if let Ok(s) = conn.shutdown_handle() {
-            self.sockets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(s);
+        self.try_track(conn, usize::MAX);
+    }
+
+    /// [`Link::track`] unless the link already has `max` live connections
+    /// (then false and nothing is tracked).
+    pub fn try_track(&self, conn: &Conn, max: usize) -> bool {
+        let mut v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        if v.len() >= max {
+            return false;
         }
+        v.push(conn.weak());
+        drop(v);
         if self.is_closed() {
             conn.shutdown();
         }
+        true
     }
 
-    /// Adds a connection on which this side sends requests.
+    /// Live connections of this link on this side.
+    pub fn conn_count(&self) -> usize {
+        let v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Makes `conn` the link's control connection, held by the link (client).
+    pub fn set_control(&self, conn: Conn) {
+        self.watch_control(&conn);
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+    }
+
+    /// Remembers `conn` as the control connection, owned elsewhere (server:
+    /// by the thread serving it), and tracks it.
+    pub fn watch_control(&self, conn: &Conn) {
+        let _ = self.control_sock.set(conn.weak());
+        self.track(conn);
+    }
+
+    /// The control connection's socket, while it lives.
+    pub fn control_socket(&self) -> Option<Arc<TcpStream>> {
+        self.control_sock.get().and_then(Weak::upgrade)
+    }
+
+    /// Why the peer is known to be gone, if it is: the link died or was torn
+    /// down, or its control connection is closed or errored.
+    pub fn peer_gone(&self) -> Option<String> {
+        if let Some(why) = self.dead.get() {
+            return Some(why.clone());
+        }
+        if self.is_closed() {
+            return Some("the link was torn down".into());
+        }
+        match self.control_socket() {
+            Some(s) => hangup(&s),
+            None if self.control_sock.get().is_some() => {
+                Some("its control connection has ended".into())
+            }
+            None => None,
+        }
+    }
+
+    /// [`Link::peer_gone`], waiting up to `grace` for a hang-up already on
+    /// its way (a client that force-unlinked and links again at once).
+    pub fn peer_gone_within(&self, grace: Duration) -> Option<String> {
+        let until = Instant::now() + grace;
+        loop {
+            if let Some(why) = self.peer_gone() {
+                return Some(why);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            let s = self.control_socket()?;
+            let ms = (until - now).as_millis().clamp(1, 100) as i32;
+            let mut p = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&*s),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd (the Arc keeps the fd open).
+            unsafe { libc::poll(&mut p, 1, ms) };
+        }
+    }
+
+    /// Marks the link dead (its peer is gone) and tears it down; transfers
+    /// on it then fail with `LLM_LINK_FAILED` naming `why`.
+    pub fn mark_dead(&self, why: &str) {
+        let _ = self.dead.set(why.to_string());
+        self.teardown(Duration::ZERO);
+    }
+
+    /// Why the link died, if it did.
+    pub fn dead_reason(&self) -> Option<&str> {
+        self.dead.get().map(String::as_str)
+    }
+
+    /// True while a non-forced unlink waits for transfers.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops new transfers and waits up to `wait` for those in flight (and
+    /// requests being served); true if none is left.
+    pub fn drain(&self, wait: Duration) -> bool {
+        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        self.draining.store(true, Ordering::Release);
+        let until = Instant::now() + wait;
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            n = self
+                .idle_cv
+                .wait_timeout(n, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Lets transfers start again (a non-forced unlink that failed).
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::Release);
+    }
+
+    /// Shuts down every connection except the control one (cuts transfers
+    /// still in flight when an unlink's wait ran out).
+    pub fn shutdown_data(&self) {
+        let control = self.control_socket();
+        let v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for s in v.iter().filter_map(Weak::upgrade) {
+            if control.as_ref().is_some_and(|c| Arc::ptr_eq(c, &s)) {
+                continue;
+            }
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Sends `msg` on the control connection and returns the reply (client).
+    pub fn control_request(&self, msg: &Msg, deadline: Instant) -> Result<Msg> {
+        let mut g = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = g.as_mut() else {
+            bail!(
+                LinkFailed,
+                "the link to cluster {} has no control connection",
+                self.remote_cluster_id
+            );
+        };
+        c.send(msg, Some(deadline))?;
+        c.recv(Some(deadline))
+    }
+
+    /// Adds a connection on which this side sends requests (already tracked,
+    /// see [`Link::try_track`]).
     pub fn add_request_conn(&self, conn: Conn) {
-        self.track(&conn);
         self.conns.fetch_add(1, Ordering::AcqRel);
         self.idle
             .lock()
@@ -153,7 +320,7 @@ impl Link {
     /// Opens one more request connection to the server (client side only).
     fn open_forward(&self, deadline: Instant) -> Result<Conn> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut c = Conn::connect(&self.remote_addr, left, self.spin)?;
+        let mut c = Conn::connect(&self.remote_addr, left, self.conn_opts)?;
         c.send(
             &Msg::Attach {
                 cluster_id: self.local_cluster_id,
@@ -168,6 +335,7 @@ impl Link {
             }
             m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
         }
+        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
         self.track(&c);
         Ok(c)
     }
@@ -177,13 +345,7 @@ impl Link {
     pub fn take_conn(self: &Arc<Self>, deadline: Instant) -> Result<ConnGuard> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.is_closed() {
-                bail!(
-                    NotYetLink,
-                    "link to cluster {} is closed",
-                    self.remote_cluster_id
-                );
-            }
+            self.check_open()?;
             if let Some(c) = idle.pop() {
                 return Ok(ConnGuard {
                     link: self.clone(),
@@ -191,20 +353,34 @@ impl Link {
                 });
             }
             let n = self.conns.load(Ordering::Acquire);
-            if self.we_dialed && n < MAX_FORWARD_CONNS {
+            if self.can_open_forward(n) {
                 self.conns.fetch_add(1, Ordering::AcqRel);
                 drop(idle);
-                return match self.open_forward(deadline) {
-                    Ok(c) => Ok(ConnGuard {
-                        link: self.clone(),
-                        conn: Some(c),
-                    }),
-                    Err(e) => {
-                        self.conns.fetch_sub(1, Ordering::AcqRel);
-                        self.conn_cv.notify_one();
-                        Err(e)
+                match self.open_forward(deadline) {
+                    Ok(c) => {
+                        return Ok(ConnGuard {
+                            link: self.clone(),
+                            conn: Some(c),
+                        })
                     }
-                };
+                    Err(e) => {
+                        let left = self.conns.fetch_sub(1, Ordering::AcqRel) - 1;
+                        self.conn_cv.notify_one();
+                        if left == 0 || self.is_closed() {
+                            return Err(e);
+                        }
+                        // The server allows no more (llmdd.MaxConnsPerLink) or
+                        // cannot take one now: make do with the ones we have.
+                        self.forward_cap.store(left, Ordering::Release);
+                        crate::log_info!(
+                            "link to cluster {}: staying at {left} connections ({})",
+                            self.remote_cluster_id,
+                            e.message
+                        );
+                        idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                }
             }
             if n == 0 {
                 bail!(
@@ -241,7 +417,7 @@ impl Link {
                 });
                 continue;
             }
-            let can_open = self.we_dialed && self.conns.load(Ordering::Acquire) < MAX_FORWARD_CONNS;
+            let can_open = self.can_open_forward(self.conns.load(Ordering::Acquire));
             drop(idle);
             if !can_open {
                 break;
@@ -252,6 +428,30 @@ impl Link {
             }
         }
         Ok(v)
+    }
+
+    /// Fails if the link is closed (dead: `LLM_LINK_FAILED` with the reason).
+    fn check_open(&self) -> Result<()> {
+        if let Some(why) = self.dead_reason() {
+            bail!(
+                LinkFailed,
+                "the link to cluster {} is dead ({why}); link_clusters again or unlink it",
+                self.remote_cluster_id
+            );
+        }
+        if self.is_closed() {
+            bail!(
+                NotYetLink,
+                "link to cluster {} is closed",
+                self.remote_cluster_id
+            );
+        }
+        Ok(())
+    }
+
+    /// True if this side may open one more forward connection (client).
+    fn can_open_forward(&self, open: usize) -> bool {
+        self.we_dialed && open < self.forward_cap.load(Ordering::Acquire)
     }
 
     /// The peer's cache table, if fetched.
@@ -267,6 +467,13 @@ impl Link {
     /// Counts a transfer in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
         let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = self.dead_reason() {
+            bail!(
+                LinkFailed,
+                "the link to cluster {} is dead ({why}); link_clusters again or unlink it",
+                self.remote_cluster_id
+            );
+        }
         if self.is_closed() {
             bail!(
                 NotYetLink,
@@ -274,8 +481,21 @@ impl Link {
                 self.remote_cluster_id
             );
         }
+        if self.is_draining() {
+            bail!(
+                NotYetLink,
+                "link to cluster {} is being unlinked",
+                self.remote_cluster_id
+            );
+        }
         *n += 1;
         Ok(InflightGuard { link: self.clone() })
+    }
+
+    /// Counts a request this side is serving (so an unlink waits for it).
+    pub fn serving(self: &Arc<Self>) -> InflightGuard {
+        *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        InflightGuard { link: self.clone() }
     }
 
     /// Marks the link closed, waits up to `wait` for in-flight transfers, then
@@ -302,15 +522,24 @@ impl Link {
                     .0;
             }
         }
-        for s in self
+        let sockets: Vec<_> = self
             .sockets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
-        {
+            .collect();
+        for s in sockets.iter().filter_map(Weak::upgrade) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(c) = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            c.shutdown();
+        }
         self.conn_cv.notify_all();
         if let Some(h) = self.hccl.get() {
             h.close();

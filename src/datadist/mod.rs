@@ -4,6 +4,7 @@
 
 pub mod acl_link;
 pub mod acl_rules;
+pub mod admission;
 pub mod async_transfer;
 pub mod cache_ops;
 pub mod comm;
@@ -12,5 +13,6 @@ pub mod link;
 pub mod options;
 pub mod rank_table;
 pub mod session;
+pub mod watch;
 
 pub use instance::{ClusterInfo, Instance, IpInfo};

@@ -58,6 +58,75 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Connection limits and timeouts (`llmdd.MaxConnsPerLink`, …).
+    pub net: NetLimits,
+}
+
+/// What one peer may cost this instance on the network, and how long a stalled
+/// or dead peer may hold a connection (docs/security.md, "Network limits and
+/// timeouts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Connections one link may have on the server (`llmdd.MaxConnsPerLink`).
+    pub max_conns_per_link: u32,
+    /// Connections one peer IP address may have open to the listener, linked
+    /// or not (`llmdd.MaxConnsPerPeer`).
+    pub max_conns_per_peer: u32,
+    /// Serving side: a frame, once begun, must arrive within this, and each
+    /// served request's I/O must finish within it (`llmdd.IoTimeoutMs`).
+    pub io_timeout: Duration,
+    /// A peer silent for this long (no data, no keepalive answer) is dead and
+    /// its connection errors (`llmdd.DeadPeerTimeoutMs`).
+    pub dead_peer_timeout: Duration,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            max_conns_per_link: 32,
+            max_conns_per_peer: 1024,
+            io_timeout: Duration::from_secs(30),
+            dead_peer_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NetLimits {
+    /// Reads the `llmdd.` network limit options (defaults for absent ones).
+    fn parse(opts: &Options) -> Result<NetLimits> {
+        let d = NetLimits::default();
+        let get = |key: &str, lo: u64, hi: u64, default: u64| -> Result<u64> {
+            opts.get(key)
+                .map_or(Ok(default), |v| parse_ranged(key, v, lo, hi))
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        Ok(NetLimits {
+            max_conns_per_link: get(
+                "llmdd.MaxConnsPerLink",
+                4,
+                1024,
+                d.max_conns_per_link.into(),
+            )? as u32,
+            max_conns_per_peer: get(
+                "llmdd.MaxConnsPerPeer",
+                1,
+                1 << 20,
+                d.max_conns_per_peer.into(),
+            )? as u32,
+            io_timeout: Duration::from_millis(get(
+                "llmdd.IoTimeoutMs",
+                100,
+                3_600_000,
+                ms(d.io_timeout),
+            )?),
+            dead_peer_timeout: Duration::from_millis(get(
+                "llmdd.DeadPeerTimeoutMs",
+                1000,
+                3_600_000,
+                ms(d.dead_peer_timeout),
+            )?),
+        })
+    }
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
@@ -99,6 +168,11 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    // Network limits and timeouts (NetLimits).
+    "llmdd.MaxConnsPerLink",
+    "llmdd.MaxConnsPerPeer",
+    "llmdd.IoTimeoutMs",
+    "llmdd.DeadPeerTimeoutMs",
 ];
 
 /// Option map with duplicate detection.
@@ -479,7 +553,16 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            net: NetLimits::parse(opts)?,
         })
+    }
+
+    /// The settings every TCP connection of the instance gets.
+    pub fn conn_opts(&self) -> crate::transport::tcp::ConnOpts {
+        crate::transport::tcp::ConnOpts {
+            spin: self.busy_poll,
+            dead_peer: self.net.dead_peer_timeout,
+        }
     }
 }
 
@@ -511,6 +594,28 @@ mod tests {
         assert!(!c.remote_cache_accessible);
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
+        assert_eq!(c.net, NetLimits::default());
+    }
+
+    #[test]
+    fn net_limits() {
+        let c = parse_with(&[
+            ("llmdd.MaxConnsPerLink", "8"),
+            ("llmdd.MaxConnsPerPeer", "3"),
+            ("llmdd.IoTimeoutMs", "1500"),
+            ("llmdd.DeadPeerTimeoutMs", "2000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.net,
+            NetLimits {
+                max_conns_per_link: 8,
+                max_conns_per_peer: 3,
+                io_timeout: Duration::from_millis(1500),
+                dead_peer_timeout: Duration::from_millis(2000),
+            }
+        );
+        assert_eq!(c.conn_opts().dead_peer, Duration::from_secs(2));
     }
 
     #[test]
@@ -562,6 +667,11 @@ mod tests {
             &[("llm.MemoryUtilization", "1.5")],
             &[("llm.OutputMaxSize", "-1")],
             &[("llm.ListenPort", "0")],
+            &[("llmdd.MaxConnsPerLink", "3")],
+            &[("llmdd.MaxConnsPerPeer", "0")],
+            &[("llmdd.IoTimeoutMs", "99")],
+            &[("llmdd.DeadPeerTimeoutMs", "999")],
+            &[("llmdd.DeadPeerTimeoutMs", "10s")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();

@@ -14,7 +14,7 @@ use crate::transport::wire::Msg;
 
 /// Handles one request; `Ok(false)` ends the connection cleanly.
 pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) -> Result<bool> {
-    let deadline = Some(serve_deadline());
+    let deadline = Some(serve_deadline(session));
     match msg {
         Msg::GetTable => {
             let entries = session.registry.table(link.generation);
