@@ -897,7 +897,14 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
  * clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
  * default). Only clients (instances initialized without `llm.ListenIpInfo`)
  * call it. `rets` (NULL, or `num_clusters` entries) receives one status per
- * cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
+ * cluster: `LLMDD_ALREADY_LINK` (a live link to that cluster exists here, or
+ * the server already has a live link from this cluster id), `LLMDD_LINK_FAILED`
+ * (also at once, with the server's reason, when the server refuses: its
+ * connection limits, or no file descriptor or thread left), `LLMDD_PARAM_INVALID`…
+ * A link whose server is gone (its control connection closed, or keepalive
+ * failed: see `llmdd.DeadPeerTimeoutMs`) is dead: transfers on it return
+ * `LLMDD_LINK_FAILED`, and linking that cluster again replaces it (no forced
+ * unlink needed).
  * Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
  * Argument errors before any linking (empty list, >16 clusters =
  * `LLMDD_CLUSTER_NUM_EXCEED_LIMIT`, timeout <= 0) leave `rets` untouched.
@@ -909,12 +916,16 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
                              uint32_t *rets);
 
 /**
- * Unlinks each cluster. `force = false` (client only): tells the server to
- * drop its side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
- * told: then force-unlink both ends). `force = true`: drops only the local
- * side and must be called on both ends; only `remote_cluster_id` is used.
- * Unlinking a cluster that is not linked succeeds. Waits for in-flight
- * transfers on the link (up to `timeout_ms`). Result shape as link_clusters.
+ * Unlinks each cluster. `force = false` (client only): no new transfer starts
+ * on the link; those in flight are waited for up to `timeout_ms` (then cut);
+ * the server is told and drops its side once the requests it is still
+ * serving are done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the server
+ * is alive but cannot be told (then force-unlink both ends); a dead link (its
+ * server is gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only
+ * the local side after waiting up to `timeout_ms` for its transfers; the
+ * peer notices at once (a server drops its side; a client's link becomes
+ * dead, see `llmdd_link_clusters`); only `remote_cluster_id` is used.
+ * Unlinking a cluster that is not linked succeeds. Result shape as link_clusters.
  */
 uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
                                const struct llmdd_cluster_info_t *clusters,

@@ -907,11 +907,11 @@ impl Session {
             Ok(m) => {
                 unpend(&self);
                 let why = format!("its first frame has type {}", m.msg_type());
-                log_refusal(Some(conn.peer()), &why);
+                log_dropped(conn.peer(), &why);
             }
             Err(e) => {
                 unpend(&self);
-                log_refusal(Some(conn.peer()), &e.message);
+                log_dropped(conn.peer(), &e.message);
             }
         }
     }
@@ -931,7 +931,7 @@ impl Session {
             .link(cluster_id)
             .filter(|l| l.token == link_token && !l.we_dialed && !l.is_closed());
         let Some(link) = link else {
-            log_refusal(Some(conn.peer()), "Attach with an unknown link token");
+            log_dropped(conn.peer(), "Attach with an unknown link token");
             let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
             return;
         };
@@ -1254,8 +1254,18 @@ fn refuse_for_lack_of_fds(
     refused
 }
 
-/// Logs a refused connection at warn level, at most one line per period.
+/// Logs a refused connection at warn level, at most one line per period
+/// (with [`log_dropped`]: a peer can make both happen at any rate).
 fn log_refusal(peer: Option<SocketAddr>, why: &str) {
+    log_limited("refused a connection", peer, why);
+}
+
+/// Logs a connection dropped before it joined a link (bad or no first frame).
+fn log_dropped(peer: SocketAddr, why: &str) {
+    log_limited("dropped a connection before its handshake", Some(peer), why);
+}
+
+fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
     if let Some(held) = REFUSAL_LOG.allow() {
         let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
         let held = if held > 0 {
@@ -1263,7 +1273,7 @@ fn log_refusal(peer: Option<SocketAddr>, why: &str) {
         } else {
             String::new()
         };
-        log_warn!("refused a connection{from}: {why}{held}");
+        log_warn!("{what}{from}: {why}{held}");
     }
 }
 
