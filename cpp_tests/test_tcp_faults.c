@@ -27,20 +27,13 @@ static uint64_t p_cmd(t_peer *self, llmdd_instance_t *p, uint64_t cmd) {
   return cmd == CMD_FDS ? (uint64_t)tf_fd_count() : 0;
 }
 
-static void p_setup(t_peer *self, llmdd_instance_t *p) {
-  static t_blk small;
-  REQUIRE_OK(t_blk_register(p, &small, self->cluster, (uint32_t)self->cluster));
-  tf_register_src(p, self->cluster, (uint32_t)self->cluster);
-  t_send(self->ch, 1);
-}
-
 static void start_prompt(t_peer *peer, t_chan_pair *ch, uint64_t id, pid_t *pid, int io_timeout) {
   memset(peer, 0, sizeof *peer);
   peer->cluster = id;
   peer->port = t_free_port();
   peer->opts = t_opts_make(1, 0, NULL, NULL);
   if (io_timeout) peer->opts.o[peer->opts.n++] = (llmdd_option_t){"llmdd.IoTimeoutMs", "2000"};
-  peer->setup = p_setup;
+  peer->setup = tf_prompt_setup;
   peer->cmd = p_cmd;
   *ch = t_chan_new();
   *pid = t_peer_start(peer, ch);
@@ -71,13 +64,9 @@ static void case_prompt_stopped(void) {
   start_prompt(&pa, &ca, A_ID, &apid, 0);
   start_prompt(&pb, &cb, B_ID, &bpid, 0);
 
-  llmdd_instance_t *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, D_ID, &d));
-  llmdd_option_t o[2] = {{"llmdd.SameHost", "off"}, {"llm.SyncKvCacheWaitTime", "3000"}};
-  REQUIRE_OK(t_init(d, NULL, o, 2));
-  tf_dst big = tf_register_dst(d);
+  tf_dst big;
   t_blk scratch;
-  REQUIRE_OK(t_blk_register(d, &scratch, 0, 0));
+  llmdd_instance_t *d = tf_decoder(D_ID, "3000", &big, &scratch);
   REQUIRE_OK(t_link(d, A_ID, pa.port));
   REQUIRE_OK(t_link(d, B_ID, pb.port));
   small_pulls(d, &scratch, A_ID, 2);
@@ -134,13 +123,9 @@ static int decoder_child(void *arg) {
   t_chan c = *(t_chan *)arg;
   t_failures = 0;
   t_checks = 0;
-  llmdd_instance_t *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, D1_ID, &d));
-  llmdd_option_t o[2] = {{"llmdd.SameHost", "off"}, {"llm.SyncKvCacheWaitTime", "60000"}};
-  REQUIRE_OK(t_init(d, NULL, o, 2));
-  tf_dst big = tf_register_dst(d);
+  tf_dst big;
   t_blk scratch;
-  REQUIRE_OK(t_blk_register(d, &scratch, 0, 0));
+  llmdd_instance_t *d = tf_decoder(D1_ID, "60000", &big, &scratch);
   static tf_bg bg;
   for (;;) {
     uint64_t cmd = t_recv(c, 60000);

@@ -10,13 +10,6 @@
 #define P_ID 41
 #define D_ID 40
 
-static void p_setup(t_peer *self, llmdd_instance_t *p) {
-  static t_blk small;
-  REQUIRE_OK(t_blk_register(p, &small, self->cluster, (uint32_t)self->cluster));
-  tf_register_src(p, self->cluster, (uint32_t)self->cluster);
-  t_send(self->ch, 1);
-}
-
 static uint32_t unlink_within(llmdd_instance_t *d, uint16_t port, int32_t timeout_ms) {
   llmdd_ip_info_t ip = {"127.0.0.1", port};
   llmdd_cluster_info_t cl = t_cluster(P_ID, &ip);
@@ -32,18 +25,14 @@ int main(void) {
   pp.cluster = P_ID;
   pp.port = t_free_port();
   pp.opts = t_opts_make(1, 0, NULL, NULL);
-  pp.setup = p_setup;
+  pp.setup = tf_prompt_setup;
   t_chan_pair cp = t_chan_new();
   pid_t ppid = t_peer_start(&pp, &cp);
   CHECK(t_recv(cp.parent, 60000) == 1);
 
-  llmdd_instance_t *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, D_ID, &d));
-  llmdd_option_t o[2] = {{"llmdd.SameHost", "off"}, {"llm.SyncKvCacheWaitTime", "30000"}};
-  REQUIRE_OK(t_init(d, NULL, o, 2));
-  tf_dst big = tf_register_dst(d);
+  tf_dst big;
   t_blk scratch;
-  REQUIRE_OK(t_blk_register(d, &scratch, 0, 0));
+  llmdd_instance_t *d = tf_decoder(D_ID, "30000", &big, &scratch);
 
   /* 1. The unlink waits for the pull. */
   REQUIRE_OK(t_link(d, P_ID, pp.port));

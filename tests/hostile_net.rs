@@ -77,21 +77,7 @@ impl Fixture {
         pe.extend_from_slice(p_extra);
         init(&p, &pe);
         let ps = p.session().unwrap();
-        let mut mem: Vec<Vec<u8>> = (0..2)
-            .map(|t| {
-                (0..(SMALL_BLOCKS * SMALL_BLOCK) as usize)
-                    .map(|i| pattern(0, t, i))
-                    .collect()
-            })
-            .collect();
-        let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-        ps.register_blocks_cache(
-            &desc(2, SMALL_BLOCKS, SMALL_BLOCK),
-            &addrs,
-            Some(blocks_key(0)),
-            None,
-        )
-        .unwrap();
+        let mem = register_patterned(&ps, 0, SMALL_BLOCKS, SMALL_BLOCK);
         let d = decoder(D_ID, &[]);
         let ds = d.session().unwrap();
         link(&d, port);
@@ -111,22 +97,7 @@ impl Fixture {
 
     /// Registers the 64 MiB cache (model 1) on the prompt.
     fn add_big(&mut self) {
-        let mut mem: Vec<Vec<u8>> = (0..2)
-            .map(|t| {
-                (0..(BIG_BLOCKS * BIG_BLOCK) as usize)
-                    .map(|i| pattern(1, t, i))
-                    .collect()
-            })
-            .collect();
-        let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-        self.ps
-            .register_blocks_cache(
-                &desc(2, BIG_BLOCKS, BIG_BLOCK),
-                &addrs,
-                Some(blocks_key(1)),
-                None,
-            )
-            .unwrap();
+        let mem = register_patterned(&self.ps, 1, BIG_BLOCKS, BIG_BLOCK);
         self._mem.extend(mem);
     }
 
@@ -135,6 +106,27 @@ impl Fixture {
     fn token(&self) -> u64 {
         self.ps.link(D_ID).expect("the decoder is linked").token
     }
+}
+
+/// Registers on the prompt a 2-tensor blocks cache `model` of `blocks` x
+/// `block` bytes filled with its pattern; the memory is returned to keep.
+fn register_patterned(ps: &Session, model: u64, blocks: u64, block: u64) -> Vec<Vec<u8>> {
+    let mut mem: Vec<Vec<u8>> = (0..2)
+        .map(|t| {
+            (0..(blocks * block) as usize)
+                .map(|i| pattern(model, t, i))
+                .collect()
+        })
+        .collect();
+    let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
+    ps.register_blocks_cache(
+        &desc(2, blocks, block),
+        &addrs,
+        Some(blocks_key(model)),
+        None,
+    )
+    .unwrap();
+    mem
 }
 
 /// A decoder instance (client) over TCP.

@@ -129,6 +129,27 @@ static inline int tf_bg_join(tf_bg *b, double ms) {
   return 1;
 }
 
+/* A prompt's t_peer setup: the small t_blk cache (key (cluster, 0), seed =
+ * cluster) and the big one (key (cluster, TF_MODEL)); reports 1 when ready. */
+static inline void tf_prompt_setup(t_peer *self, llmdd_instance_t *p) {
+  static t_blk small;
+  REQUIRE_OK(t_blk_register(p, &small, self->cluster, (uint32_t)self->cluster));
+  tf_register_src(p, self->cluster, (uint32_t)self->cluster);
+  t_send(self->ch, 1);
+}
+
+/* A TCP decoder with sync_kv_timeout `sync_ms`, the big destination cache and
+ * a t_blk scratch cache. */
+static inline llmdd_instance_t *tf_decoder(uint64_t id, const char *sync_ms, tf_dst *big, t_blk *scratch) {
+  llmdd_instance_t *d = NULL;
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, id, &d));
+  llmdd_option_t o[2] = {{"llmdd.SameHost", "off"}, {"llm.SyncKvCacheWaitTime", sync_ms}};
+  REQUIRE_OK(t_init(d, NULL, o, 2));
+  *big = tf_register_dst(d);
+  REQUIRE_OK(t_blk_register(d, scratch, 0, 0));
+  return d;
+}
+
 /* Open file descriptors of this process. */
 static inline int tf_fd_count(void) {
   DIR *d = opendir("/proc/self/fd");

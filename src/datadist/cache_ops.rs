@@ -216,15 +216,7 @@ impl Session {
         let Some(link) = self.link(c) else {
             return Err(self.not_linked(c));
         };
-        if let Some(why) = link.dead_reason() {
-            bail!(
-                LinkFailed,
-                "the link to cluster {c} is dead ({why}); link_clusters again or unlink it"
-            );
-        }
-        if link.is_closed() {
-            bail!(NotYetLink, "the link to cluster {c} is closed");
-        }
+        link.check_open()?;
         if !link.is_ready() {
             // A rank-table link whose comm is not OK yet.
             return Err(self.not_linked(c));

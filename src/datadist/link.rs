@@ -430,8 +430,9 @@ impl Link {
         Ok(v)
     }
 
-    /// Fails if the link is closed (dead: `LLM_LINK_FAILED` with the reason).
-    fn check_open(&self) -> Result<()> {
+    /// Fails if the link is closed or being torn down (dead: `LLM_LINK_FAILED`
+    /// with the reason).
+    pub fn check_open(&self) -> Result<()> {
         if let Some(why) = self.dead_reason() {
             bail!(
                 LinkFailed,
@@ -467,20 +468,7 @@ impl Link {
     /// Counts a transfer in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
         let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(why) = self.dead_reason() {
-            bail!(
-                LinkFailed,
-                "the link to cluster {} is dead ({why}); link_clusters again or unlink it",
-                self.remote_cluster_id
-            );
-        }
-        if self.is_closed() {
-            bail!(
-                NotYetLink,
-                "link to cluster {} is being torn down",
-                self.remote_cluster_id
-            );
-        }
+        self.check_open()?;
         if self.is_draining() {
             bail!(
                 NotYetLink,

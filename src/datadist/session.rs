@@ -23,7 +23,7 @@ use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;
 use crate::transport::local::{self, LocalPath};
-use crate::transport::tcp::{check_reply, poll_fd, Conn};
+use crate::transport::tcp::{check_reply, eventfd, notify, poll_fd, Conn};
 use crate::transport::wire::{self, Msg, PoolInfo, ProcessInfo};
 use crate::{bail, err, log_debug, log_info, log_warn};
 
@@ -48,9 +48,7 @@ struct Listener {
 
 impl Listener {
     fn stop(mut self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.wake, &one as *const u64 as *const _, 8) };
+        notify(self.wake);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -233,15 +231,7 @@ impl Session {
         l.set_nonblocking(true)
             .map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
         let bound = l.local_addr().unwrap_or(addr);
-        // SAFETY: plain eventfd creation.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            bail!(
-                Failed,
-                "eventfd failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        let wake = eventfd()?;
         let me = self.me.clone();
         let thread = std::thread::Builder::new()
             .name("llmdd-accept".into())

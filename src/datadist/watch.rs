@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::datadist::link::Link;
 use crate::datadist::session::Session;
+use crate::log_warn;
 use crate::status::Result;
-use crate::transport::tcp::hangup;
-use crate::{bail, log_warn};
+use crate::transport::tcp::{eventfd, hangup, notify};
 
 /// Longest poll without a wake-up (a safety net: teardown and new links wake
 /// the thread through their sockets or the eventfd).
@@ -43,15 +43,7 @@ impl Watch {
         let wake = match g.wake {
             Some(w) => w,
             None => {
-                // SAFETY: plain eventfd creation.
-                let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-                if wake < 0 {
-                    bail!(
-                        Failed,
-                        "eventfd failed: {}",
-                        std::io::Error::last_os_error()
-                    );
-                }
+                let wake = eventfd()?;
                 let me = session.weak();
                 if let Err(e) = session.try_spawn("llmdd-watch", move || run(me, wake)) {
                     // SAFETY: closing our eventfd (the thread never started).
@@ -63,14 +55,14 @@ impl Watch {
             }
         };
         g.links.push((Arc::downgrade(link), sock));
-        signal(wake);
+        notify(wake);
         Ok(())
     }
 
     /// Wakes the thread so that it sees the session closing and exits.
     pub(crate) fn stop(&self) {
         if let Some(w) = self.lock().wake {
-            signal(w);
+            notify(w);
         }
     }
 
@@ -99,12 +91,6 @@ impl Watch {
             .filter_map(|(l, s)| Some((l.upgrade()?, s.clone())))
             .collect()
     }
-}
-
-fn signal(wake: i32) {
-    let one: u64 = 1;
-    // SAFETY: writing 8 bytes to our eventfd.
-    unsafe { libc::write(wake, &one as *const u64 as *const _, 8) };
 }
 
 fn run(me: Weak<Session>, wake: i32) {

@@ -494,6 +494,23 @@ pub fn hangup(stream: &TcpStream) -> Option<String> {
     None
 }
 
+/// A non-blocking eventfd (a thread's wake-up), closed by the caller.
+pub fn eventfd() -> Result<i32> {
+    // SAFETY: plain eventfd creation.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        bail!(Failed, "eventfd failed: {}", io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Wakes whoever polls the eventfd `fd`.
+pub fn notify(fd: i32) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes to an eventfd.
+    unsafe { libc::write(fd, &one as *const u64 as *const _, 8) };
+}
+
 /// poll(2) on one fd; true if ready (or errored, so the next syscall reports it).
 pub fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> Result<bool> {
     let mut p = libc::pollfd {
