@@ -117,6 +117,16 @@ static inline void tf_bg_start(tf_bg *b, llmdd_instance_t *d, uint64_t remote, t
 
 static inline int tf_bg_done(tf_bg *b) { return __atomic_load_n(&b->done, __ATOMIC_SEQ_CST); }
 
+/* Waits (up to 5 s) until the pull's first bytes have landed, so that what
+ * follows happens in the middle of the transfer; false if it finished first
+ * (then the scenario was not exercised). */
+static inline int tf_bg_wait_moving(tf_bg *b) {
+  volatile uint8_t *first = b->dst->buf[0];
+  double end = t_now_ms() + 5000;
+  while (!tf_bg_done(b) && first[0] == 0 && t_now_ms() < end) usleep(200);
+  return !tf_bg_done(b) && first[0] != 0;
+}
+
 /* Joins the pull; false (and a message) if it is still running after `ms`. */
 static inline int tf_bg_join(tf_bg *b, double ms) {
   double end = t_now_ms() + ms;

@@ -1,6 +1,7 @@
 //! Who may hold a connection to this instance's listener: a cap per peer IP
-//! address (`llmdd.MaxConnsPerPeer`) and one on connections still in their
-//! handshake, plus what the accept loop does when it must say no — a `Reply`
+//! address (`llmdd.MaxConnsPerPeer`) and caps on connections still in their
+//! handshake (over all peers, and per address so that one address cannot
+//! take every handshake slot), plus what the accept loop does when it must say no — a `Reply`
 //! frame with the reason, so the client fails at once instead of waiting out
 //! its link timeout — including when the process has no file descriptor left
 //! (a spare descriptor is closed to accept and refuse, then reopened).
@@ -18,11 +19,15 @@ use crate::transport::wire::{self, Msg};
 /// Most accepted connections that have not finished their first frame
 /// (handshake or attach), over all peers.
 pub(crate) const MAX_PENDING_CONNS: usize = 256;
+/// Most of those from one peer address (a real client has one at a time per
+/// link it sets up).
+pub(crate) const MAX_PENDING_PER_PEER: usize = 64;
 
 /// Connection accounting of one session's listeners.
 pub struct Admission {
     max_per_peer: usize,
-    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    /// Per address: open connections, and those of them in their handshake.
+    per_peer: Mutex<HashMap<IpAddr, (usize, usize)>>,
     pending: AtomicUsize,
 }
 
@@ -36,6 +41,8 @@ pub struct PeerSlot {
 /// One connection still in its handshake; released when dropped.
 pub struct PendingSlot {
     adm: Arc<Admission>,
+    /// Set once the per-address pending count was taken.
+    ip: Option<IpAddr>,
 }
 
 impl Admission {
@@ -51,21 +58,31 @@ impl Admission {
     /// Admits one more connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(PeerSlot, PendingSlot), String> {
         let pending = self.pending.fetch_add(1, Ordering::AcqRel);
-        let pending_slot = PendingSlot { adm: self.clone() };
+        let mut pending_slot = PendingSlot {
+            adm: self.clone(),
+            ip: None,
+        };
         if pending >= MAX_PENDING_CONNS {
             return Err(format!(
                 "{MAX_PENDING_CONNS} connections are already waiting for their handshake"
             ));
         }
         let mut m = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= self.max_per_peer {
+        let (open, in_handshake) = m.entry(ip).or_insert((0, 0));
+        if *open >= self.max_per_peer {
             return Err(format!(
                 "{ip} already has {} connections open here (llmdd.MaxConnsPerPeer)",
                 self.max_per_peer
             ));
         }
-        *n += 1;
+        if *in_handshake >= MAX_PENDING_PER_PEER {
+            return Err(format!(
+                "{ip} already has {MAX_PENDING_PER_PEER} connections waiting for their handshake here"
+            ));
+        }
+        *open += 1;
+        *in_handshake += 1;
+        pending_slot.ip = Some(ip);
         Ok((
             PeerSlot {
                 adm: self.clone(),
@@ -78,16 +95,16 @@ impl Admission {
     /// Open connections from `ip` (tests and logs).
     pub fn peer_conns(&self, ip: IpAddr) -> usize {
         let m = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&ip).copied().unwrap_or(0)
+        m.get(&ip).map_or(0, |c| c.0)
     }
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
         let mut m = self.adm.per_peer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(c) = m.get_mut(&self.ip) {
+            c.0 -= 1;
+            if c.0 == 0 {
                 m.remove(&self.ip);
             }
         }
@@ -97,6 +114,12 @@ impl Drop for PeerSlot {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         self.adm.pending.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut m = self.adm.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = m.get_mut(&ip) {
+                c.1 -= 1;
+            }
+        }
     }
 }
 
@@ -210,19 +233,29 @@ mod tests {
     }
 
     #[test]
-    fn pending_cap() {
+    fn pending_caps() {
         let a = Admission::new(u32::MAX);
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
-        let held: Vec<_> = (0..MAX_PENDING_CONNS)
+        let mut held: Vec<_> = (0..MAX_PENDING_PER_PEER)
             .map(|_| a.admit(ip).unwrap())
             .collect();
         let e = a.admit(ip).err().unwrap();
-        assert!(e.contains("handshake"), "{e}");
+        assert!(e.contains("waiting for their handshake here"), "{e}");
+        // Other addresses fill the rest of the shared handshake slots.
+        for i in 0..MAX_PENDING_CONNS - MAX_PENDING_PER_PEER {
+            let other = IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]);
+            held.push(a.admit(other).unwrap());
+        }
+        let e = a.admit("10.9.9.9".parse().unwrap()).err().unwrap();
+        assert!(e.contains("already waiting"), "{e}");
         // Finishing a handshake frees a pending slot, not the peer slot.
-        let (peer, pending) = held.into_iter().next().unwrap();
+        let (peer, pending) = held.remove(0);
         drop(pending);
-        assert!(a.admit(ip).is_ok());
-        drop(peer);
+        let again = a.admit(ip).unwrap();
+        assert_eq!(a.peer_conns(ip), MAX_PENDING_PER_PEER + 1);
+        drop((peer, again, held));
+        assert_eq!(a.peer_conns(ip), 0);
+        assert_eq!(a.pending.load(Ordering::Relaxed), 0);
     }
 
     #[test]
