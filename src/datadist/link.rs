@@ -62,8 +62,8 @@ pub struct Link {
     /// The control connection's socket on either side, for liveness checks.
     control_sock: OnceLock<Weak<TcpStream>>,
     table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
-    /// Transfers this side started plus requests it is serving.
-    inflight: Mutex<usize>,
+    /// Transfers this side started and requests it is serving.
+    inflight: Mutex<InFlight>,
     idle_cv: Condvar,
     /// A non-forced unlink is under way: no new transfer starts.
     draining: AtomicBool,
@@ -114,7 +114,7 @@ impl Link {
             control: Mutex::new(None),
             control_sock: OnceLock::new(),
             table: Mutex::new(None),
-            inflight: Mutex::new(0),
+            inflight: Mutex::new(InFlight::default()),
             idle_cv: Condvar::new(),
             draining: AtomicBool::new(false),
             dead: OnceLock::new(),
@@ -257,13 +257,20 @@ impl Link {
     /// Stops new transfers and waits up to `wait` for those in flight (and
     /// requests being served); true if none is left.
     pub fn drain(&self, wait: Duration) -> bool {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         self.draining.store(true, Ordering::Release);
+        self.wait_idle(wait, true) == 0
+    }
+
+    /// Waits up to `wait` until no transfer of this side (and, with
+    /// `serving`, no request it serves) is in flight; returns how many are left.
+    fn wait_idle(&self, wait: Duration, serving: bool) -> usize {
+        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + wait;
-        while *n > 0 {
+        loop {
+            let left = n.own + if serving { n.serving } else { 0 };
             let now = Instant::now();
-            if now >= until {
-                return false;
+            if left == 0 || now >= until {
+                return left;
             }
             n = self
                 .idle_cv
@@ -271,7 +278,6 @@ impl Link {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        true
     }
 
     /// Lets transfers start again (a non-forced unlink that failed).
@@ -476,39 +482,36 @@ impl Link {
                 self.remote_cluster_id
             );
         }
-        *n += 1;
-        Ok(InflightGuard { link: self.clone() })
+        n.own += 1;
+        Ok(InflightGuard {
+            link: self.clone(),
+            serving: false,
+        })
     }
 
-    /// Counts a request this side is serving (so an unlink waits for it).
+    /// Counts a request this side is serving (a non-forced unlink waits for
+    /// it; teardown does not).
     pub fn serving(self: &Arc<Self>) -> InflightGuard {
-        *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        InflightGuard { link: self.clone() }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .serving += 1;
+        InflightGuard {
+            link: self.clone(),
+            serving: true,
+        }
     }
 
-    /// Marks the link closed, waits up to `wait` for in-flight transfers, then
-    /// shuts every socket down (waking the threads serving them).
+    /// Marks the link closed, waits up to `wait` for this side's transfers in
+    /// flight, then shuts every socket down (waking the threads serving them).
     pub fn teardown(&self, wait: Duration) {
-        {
-            let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            self.closed.store(true, Ordering::Release);
-            let until = Instant::now() + wait;
-            while *n > 0 {
-                let now = Instant::now();
-                if now >= until {
-                    crate::log_warn!(
-                        "tearing down link to cluster {} with {} transfer(s) still in flight",
-                        self.remote_cluster_id,
-                        *n
-                    );
-                    break;
-                }
-                n = self
-                    .idle_cv
-                    .wait_timeout(n, until - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
+        self.closed.store(true, Ordering::Release);
+        let left = self.wait_idle(wait, false);
+        if left > 0 {
+            crate::log_warn!(
+                "tearing down link to cluster {} with {left} transfer(s) still in flight",
+                self.remote_cluster_id
+            );
         }
         let sockets: Vec<_> = self
             .sockets
@@ -571,16 +574,29 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Keeps a transfer counted as in flight.
+/// Transfers a link side started, and requests it is serving.
+#[derive(Default)]
+struct InFlight {
+    own: usize,
+    serving: usize,
+}
+
+/// Keeps a transfer (or a served request) counted as in flight.
 pub struct InflightGuard {
     link: Arc<Link>,
+    serving: bool,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         let mut n = self.link.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        let c = if self.serving {
+            &mut n.serving
+        } else {
+            &mut n.own
+        };
+        *c -= 1;
+        if *c == 0 {
             self.link.idle_cv.notify_all();
         }
     }
