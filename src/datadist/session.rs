@@ -34,7 +34,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a Hello for a cluster with a live link waits for that link's
 /// control connection to hang up (a client that force-unlinked and links
 /// again at once) before it is refused as `LLM_ALREADY_LINK`.
-const STALE_LINK_GRACE: Duration = Duration::from_millis(250);
+const STALE_LINK_GRACE: Duration = Duration::from_millis(100);
 /// One log line per this period for refused connections (a peer can make
 /// them happen at any rate).
 static REFUSAL_LOG: crate::log::RateLimit = crate::log::RateLimit::new(Duration::from_secs(5));

@@ -122,8 +122,14 @@ fn run(me: Weak<Session>, wake: i32) {
             unsafe { libc::read(wake, &mut v as *mut u64 as *mut _, 8) };
         }
         let Some(s) = me.upgrade() else { return };
+        let mut unlinking = false;
         for ((link, sock), p) in watched.iter().zip(&fds[1..]) {
-            if p.revents == 0 || link.is_closed() || link.is_draining() {
+            if p.revents == 0 || link.is_closed() {
+                continue;
+            }
+            if link.is_draining() {
+                // Its unlink is under way and ends it; poll again shortly.
+                unlinking = true;
                 continue;
             }
             if let Some(why) = hangup(sock) {
@@ -135,5 +141,8 @@ fn run(me: Weak<Session>, wake: i32) {
             }
         }
         drop(s);
+        if unlinking {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
