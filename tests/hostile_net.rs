@@ -728,7 +728,7 @@ fn a_link_the_server_drops_is_known_to_the_client() {
     };
     drop_on_server();
     assert!(
-        wait_until(Duration::from_secs(2), || dst_link.dead_reason().is_some()),
+        wait_until(Duration::from_secs(2), || dst_link.is_dead()),
         "the client did not notice the server dropping the link"
     );
     let mut dst = [vec![0u8; 4096], vec![0u8; 4096]];
@@ -748,9 +748,7 @@ fn a_link_the_server_drops_is_known_to_the_client() {
     // Dropped again: a non-forced unlink now simply succeeds.
     let l2 = f.ds.link(P_ID).unwrap();
     drop_on_server();
-    assert!(wait_until(Duration::from_secs(2), || l2
-        .dead_reason()
-        .is_some()));
+    assert!(wait_until(Duration::from_secs(2), || l2.is_dead()));
     let r =
         f.d.unlink_clusters(&[cluster(P_ID, f.port)], 3000, false)
             .unwrap();
@@ -813,7 +811,7 @@ fn a_dead_peer_on_an_idle_link_is_found_on_both_ends() {
     set_loopback(false);
     let t = Instant::now();
     let both = wait_until(Duration::from_secs(7), || {
-        f.ps.link(201).is_none() && client_link.dead_reason().is_some()
+        f.ps.link(201).is_none() && client_link.is_dead()
     });
     let el = t.elapsed();
     set_loopback(true);

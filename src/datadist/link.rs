@@ -249,6 +249,21 @@ impl Link {
         self.dead.get().map(String::as_str)
     }
 
+    /// True once the link's peer is known gone ([`Link::mark_dead`]).
+    pub fn is_dead(&self) -> bool {
+        self.dead.get().is_some()
+    }
+
+    /// The error of a transfer over a dead link.
+    pub fn dead_error(&self) -> crate::Error {
+        err!(
+            LinkFailed,
+            "the link to cluster {} is dead ({}); link_clusters again or unlink it",
+            self.remote_cluster_id,
+            self.dead_reason().unwrap_or("its peer is gone")
+        )
+    }
+
     /// True while a non-forced unlink waits for transfers.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -439,12 +454,8 @@ impl Link {
     /// Fails if the link is closed or being torn down (dead: `LLM_LINK_FAILED`
     /// with the reason).
     pub fn check_open(&self) -> Result<()> {
-        if let Some(why) = self.dead_reason() {
-            bail!(
-                LinkFailed,
-                "the link to cluster {} is dead ({why}); link_clusters again or unlink it",
-                self.remote_cluster_id
-            );
+        if self.is_dead() {
+            return Err(self.dead_error());
         }
         if self.is_closed() {
             bail!(
