@@ -197,7 +197,9 @@ static void case_decoder_stopped_then_killed(void) {
   double t_dropped = -1;
   while (t_now_ms() - t_stop < IO_MS + 5000) {
     small_pulls(d, &scratch, P_ID, 1);
-    if ((int)ask(cp.parent, CMD_FDS) <= fds_idle - 2) {
+    /* At least one connection was serving the pull when it stopped (the
+     * other stripe's request may not have been sent yet on a busy machine). */
+    if ((int)ask(cp.parent, CMD_FDS) < fds_idle) {
       t_dropped = t_now_ms() - t_stop;
       break;
     }
@@ -206,7 +208,7 @@ static void case_decoder_stopped_then_killed(void) {
   printf("B: prompt fds: %d idle, %d while the decoder is stopped; stalled connections dropped %.0f ms "
          "after the stop (llmdd.IoTimeoutMs = %d)\n",
          fds_idle, fds_stalled, t_dropped, IO_MS);
-  CHECK(t_dropped >= 0 && t_dropped <= IO_MS + 3000);
+  CHECK(t_dropped >= IO_MS - 500 && t_dropped <= IO_MS + 3000);
   small_pulls(d, &scratch, P_ID, 5);
   kill(d1, SIGCONT);
   uint64_t big_status = ask(c1.parent, D_BIG_WAIT);
