@@ -3,9 +3,12 @@
 //! Keys are case-sensitive. Both documented spellings of the listen endpoint
 //! (`llm.ListenIpInfo`, `llm.listenIpInfo`) and of the device id (`llm.DeviceId`,
 //! `ge.exec.deviceId`) are accepted; two spellings that disagree are rejected.
-//! Unknown keys in the `llm.` and `llmdd.` namespaces are rejected (a typo must
-//! not silently change behaviour); other namespaces (`ge.*`, …) are ignored, as
-//! the reference passes them to other components.
+//! Unknown `llm.` keys are logged (warn) and ignored, as the reference ignores
+//! them, so a configuration written for a newer CANN still initialises;
+//! `llmdd.StrictOptions=1` rejects them instead. Unknown `llmdd.` keys are
+//! always rejected (llmdd's own namespace: a typo must not silently change
+//! behaviour). Other namespaces (`ge.*`, …) are ignored, as the reference
+//! passes them to other components.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +61,11 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Port of a rank-table member whose entry has none
+    /// (`llmdd.RankTableDefaultPort`, default 16666).
+    pub rank_table_default_port: u16,
+    /// Tensor addresses registered at once (`llmdd.MaxRegisteredAddrs`).
+    pub max_registered_addrs: u32,
     /// Connection limits and timeouts (`llmdd.MaxConnsPerLink`, …).
     pub net: NetLimits,
 }
@@ -168,6 +176,9 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    "llmdd.RankTableDefaultPort",
+    "llmdd.MaxRegisteredAddrs",
+    "llmdd.StrictOptions",
     // Network limits and timeouts (NetLimits).
     "llmdd.MaxConnsPerLink",
     "llmdd.MaxConnsPerPeer",
@@ -192,11 +203,22 @@ pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     Ok(map)
 }
 
-fn check_known(opts: &Options) -> Result<()> {
+/// Unknown `llm.` keys: ignored with a warning, or rejected when `strict`.
+/// Unknown `llmdd.` keys: rejected.
+fn check_known(opts: &Options, strict: bool) -> Result<()> {
     for k in opts.keys() {
-        let ours = k.starts_with("llm.") || k.starts_with("llmdd.");
-        if ours && !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_LLM_KEYS.contains(&k.as_str()) {
+        let known = KNOWN_KEYS.contains(&k.as_str()) || IGNORED_LLM_KEYS.contains(&k.as_str());
+        if !known && k.starts_with("llmdd.") {
             bail!(ParamInvalid, "unknown option key {k}");
+        }
+        if !known && k.starts_with("llm.") {
+            if strict {
+                bail!(
+                    ParamInvalid,
+                    "unknown option key {k} (rejected because llmdd.StrictOptions=1)"
+                );
+            }
+            crate::log_warn!("ignoring unknown option {k} (not used by llmdd)");
         }
         if k == "ge.flowGraphMemMaxSize" {
             let v = &opts[k];
@@ -386,7 +408,11 @@ pub fn listen_endpoint(opts: &Options) -> Result<Option<SocketAddr>> {
 impl Config {
     /// Validates `init` options into a configuration.
     pub fn parse(opts: &Options) -> Result<Config> {
-        check_known(opts)?;
+        let strict = match opts.get("llmdd.StrictOptions") {
+            Some(v) => parse_flag("llmdd.StrictOptions", v)?,
+            None => false,
+        };
+        check_known(opts, strict)?;
         check_ignored(opts)?;
         let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?.ok_or_else(|| {
             err!(
@@ -423,9 +449,12 @@ impl Config {
                 }
             }
         }
+        // Cache-manager mode is the only engine llmdd has, and C++'s
+        // `Initialize` always runs it: absent means on. Only an explicit "0"
+        // (Python's v1 engine) is refused.
         let cache_manager = match opts.get("llm.EnableCacheManager") {
             Some(v) => parse_flag("llm.EnableCacheManager", v)?,
-            None => local_comm_res.is_some(),
+            None => true,
         };
         if !cache_manager {
             if local_comm_res.is_some() {
@@ -436,7 +465,7 @@ impl Config {
             }
             bail!(
                 FeatureNotEnabled,
-                "cache-manager mode is required: set llm.EnableCacheManager=1 or llm.LocalCommRes (the v1 engine is not supported)"
+                "llm.EnableCacheManager=0 selects the v1 engine, which llmdd does not implement (omit the option or set it to 1)"
             );
         }
         let hixl = match opts.get("llm.TransferBackend") {
@@ -534,6 +563,19 @@ impl Config {
             Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
             None => Duration::from_micros(50),
         };
+        let rank_table_default_port = match opts.get("llmdd.RankTableDefaultPort") {
+            Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
+            None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
+        };
+        let max_registered_addrs = match opts.get("llmdd.MaxRegisteredAddrs") {
+            Some(v) => parse_ranged(
+                "llmdd.MaxRegisteredAddrs",
+                v,
+                1,
+                crate::cache::registry::MAX_REGISTERED_ADDRS_CAP as u64,
+            )? as u32,
+            None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -553,6 +595,8 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            rank_table_default_port,
+            max_registered_addrs,
             net: NetLimits::parse(opts)?,
         })
     }
@@ -594,6 +638,8 @@ mod tests {
         assert!(!c.remote_cache_accessible);
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
+        assert_eq!(c.rank_table_default_port, 16666);
+        assert_eq!(c.max_registered_addrs, 1024);
         assert_eq!(c.net, NetLimits::default());
     }
 
@@ -657,7 +703,9 @@ mod tests {
             )],
             &[("llm.MemPoolConfig", "nope")],
             &[("llm.TransferBackend", "nccl")],
-            &[("llm.NoSuchOption", "1")],
+            &[("llmdd.NoSuchOption", "1")],
+            &[("llm.NoSuchOption", "1"), ("llmdd.StrictOptions", "1")],
+            &[("llmdd.StrictOptions", "yes")],
             &[("llmdd.Backend", "gpu")],
             &[("ge.flowGraphMemMaxSize", "1x")],
             &[("llm.BufPoolCfg", "[1]")],
@@ -667,6 +715,10 @@ mod tests {
             &[("llm.MemoryUtilization", "1.5")],
             &[("llm.OutputMaxSize", "-1")],
             &[("llm.ListenPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "65536")],
+            &[("llmdd.MaxRegisteredAddrs", "0")],
+            &[("llmdd.MaxRegisteredAddrs", "65537")],
             &[("llmdd.MaxConnsPerLink", "3")],
             &[("llmdd.MaxConnsPerPeer", "0")],
             &[("llmdd.IoTimeoutMs", "99")],
@@ -690,14 +742,44 @@ mod tests {
             ("llm.MemoryUtilization", "0.95"),
             ("llm.deployResPath", "/tmp"),
             ("ge.session_device_id", "0"),
+            ("llm.SomeFutureOption", "x"),
+            ("llmdd.StrictOptions", "0"),
         ])
         .unwrap();
         assert_eq!(c.device_id, 0);
     }
 
     #[test]
-    fn cache_manager_required() {
-        let e = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap_err();
+    fn every_option_has_a_header_macro() {
+        use crate::ffi::option_keys::OPTION_KEYS;
+        for (name, key, _) in OPTION_KEYS {
+            assert!(name.starts_with("LLMDD_OPTION_"), "{name}");
+            assert!(
+                KNOWN_KEYS.contains(key) || IGNORED_LLM_KEYS.contains(key),
+                "{name} names {key}, which options.rs does not know"
+            );
+        }
+        for key in KNOWN_KEYS {
+            // Python's lower-case spelling of the listen endpoint has no macro.
+            if *key == "llm.listenIpInfo" {
+                continue;
+            }
+            assert!(
+                OPTION_KEYS.iter().any(|(_, k, _)| k == key),
+                "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_manager_implied() {
+        let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
+        assert!(!c.remote_cache_accessible);
+        let e = Config::parse(&opts(&[
+            ("llm.DeviceId", "0"),
+            ("llm.EnableCacheManager", "0"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.status, Status::FeatureNotEnabled);
         let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
         assert!(c.remote_cache_accessible);

@@ -37,7 +37,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const STALE_LINK_GRACE: Duration = Duration::from_millis(100);
 /// One log line per this period for refused connections (a peer can make
 /// them happen at any rate).
-static REFUSAL_LOG: crate::log::RateLimit = crate::log::RateLimit::new(Duration::from_secs(5));
+static REFUSAL_LOG: crate::log::rate::RateLimit =
+    crate::log::rate::RateLimit::new(Duration::from_secs(5));
 
 /// The listening endpoint and its accept thread.
 struct Listener {
@@ -121,13 +122,14 @@ impl Session {
         let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
+        let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let admission = Admission::new(config.net.max_conns_per_peer);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
             config,
             backend,
-            registry: Registry::default(),
+            registry,
             device_pool,
             host_pool,
             links: Mutex::new(HashMap::new()),
@@ -676,8 +678,9 @@ impl Session {
 
     /// Adds a link_clusters link to the table unless its cluster is (now)
     /// reserved by a rank-table comm. An open link to the cluster is
-    /// `LLM_ALREADY_LINK` (on the server, `replace_stale_link` has already
-    /// removed one whose peer is gone; a live one is never replaced).
+    /// `LLM_ALREADY_LINK` (on the accepting side, `replace_stale_link` has
+    /// already removed one whose peer is gone; a live one is never replaced,
+    /// and neither is a link this side dialled: both ends may dial).
     fn insert_plain_link(&self, link: Arc<Link>, server: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
@@ -950,7 +953,8 @@ impl Session {
     }
 
     /// Server side of a `Hello` for `cluster` (a link_clusters client): a
-    /// closed link to it is dropped, and so is an open one whose peer is
+    /// live link this side dialled to it is `LLM_ALREADY_LINK`; a closed link
+    /// to it is dropped, and so is an accepted one whose peer is
     /// proven gone (control connection closed or errored, waiting up to
     /// [`STALE_LINK_GRACE`] for a hang-up under way); a live one is kept and
     /// the newcomer refused with `LLM_ALREADY_LINK`, so a second process
@@ -959,6 +963,15 @@ impl Session {
         let Some(old) = self.link(cluster) else {
             return Ok(());
         };
+        // A link this instance dialled to that cluster stays (both ends may
+        // dial); a dead one is closed already.
+        if old.we_dialed && !old.is_closed() {
+            bail!(
+                AlreadyLink,
+                "cluster {} already has a link to cluster {cluster} that it dialled itself",
+                self.cluster_id
+            );
+        }
         match old.peer_gone_within(STALE_LINK_GRACE) {
             Some(why) => {
                 log_info!("replacing the stale link from cluster {cluster} ({why})");
@@ -1069,10 +1082,17 @@ impl Session {
             };
             link.set_hccl(Arc::new(acl_link::create(acl, end, theirs, true, ids)?));
         }
-        match &comm {
-            Some(c) => self.comm_adopt(c, &link, false)?,
-            // A concurrent Hello for the same cluster won: ALREADY_LINK.
-            None => self.insert_plain_link(link.clone(), true)?,
+        let installed = match &comm {
+            Some(c) => self.comm_adopt(c, &link, false),
+            // A server replaces what it accepted from that cluster (stale links).
+            None => self.insert_plain_link(link.clone(), true),
+        };
+        if let Err(e) = installed {
+            // The refusal still goes out on `conn`; only the communicator goes.
+            if let Some(h) = link.hccl() {
+                h.close();
+            }
+            return Err(e);
         }
         let ack = Msg::HelloAck {
             status: 0,

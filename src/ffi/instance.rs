@@ -49,13 +49,17 @@ pub unsafe extern "C" fn llmdd_destroy(inst: *mut llmdd_instance_t) {
 
 /// Initializes the instance with `num_options` `{key, value}` options (spec §3;
 /// build them with the `llmdd_config_*` builder). Required: `llm.DeviceId` (or
-/// `ge.exec.deviceId`) and cache-manager mode (`llm.EnableCacheManager=1` or
-/// `llm.LocalCommRes`). With `llm.ListenIpInfo` the instance listens (server).
-/// A second init on an initialized instance is a no-op success; init after
-/// finalize starts afresh.
+/// `ge.exec.deviceId`). Cache-manager mode is implied, as in C++ `Initialize`
+/// (`llm.EnableCacheManager=0`, Python's v1 engine, is refused); remote-cache-
+/// accessible mode is off unless `llm.EnableRemoteCacheAccessible=1` or
+/// `llm.LocalCommRes` is given. With `llm.ListenIpInfo` the instance listens
+/// (server). A second init on an initialized instance is a no-op success; init
+/// after finalize starts afresh.
 ///
-/// Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
-/// `LLMDD_FEATURE_NOT_ENABLED` (no cache-manager mode, backend unavailable),
+/// Statuses: `LLMDD_PARAM_INVALID` (bad option, unknown `llmdd.` key or, with
+/// `llmdd.StrictOptions=1`, unknown `llm.` key; NULL pointers; unknown `llm.`
+/// keys are otherwise logged and ignored),
+/// `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
 /// `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_init(
@@ -151,14 +155,16 @@ fn fill(results: Vec<Result<()>>, rets: *mut u32) -> Result<()> {
     }
 }
 
-/// Links this client to each cluster's server (`remote_ip_infos[0]`), up to 16
-/// clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
-/// default). Only clients (instances initialized without `llm.ListenIpInfo`)
-/// call it. `rets` (NULL, or `num_clusters` entries) receives one status per
-/// cluster: `LLMDD_ALREADY_LINK` (a live link to that cluster exists here, or
-/// the server already has a live link from this cluster id), `LLMDD_LINK_FAILED`
-/// (also at once, with the server's reason, when the server refuses: its
-/// connection limits, or no file descriptor or thread left), `LLMDD_PARAM_INVALID`…
+/// Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
+/// 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
+/// documented default). Any initialized instance may call it, whether it
+/// listens itself or not (the side that dials is the link's client). `rets`
+/// (NULL, or `num_clusters` entries) receives one status per cluster:
+/// `LLMDD_ALREADY_LINK` (a live link to that cluster exists here, that cluster
+/// already dialled this instance, or the server already has a live link from
+/// this cluster id), `LLMDD_LINK_FAILED` (also at once, with the server's
+/// reason, when the server refuses: its connection limits, or no file
+/// descriptor or thread left), `LLMDD_PARAM_INVALID`…
 /// A link whose server is gone (its control connection closed, or keepalive
 /// failed: see `llmdd.DeadPeerTimeoutMs`) is dead: transfers on it return
 /// `LLMDD_LINK_FAILED`, and linking that cluster again replaces it (no forced
@@ -182,16 +188,18 @@ pub unsafe extern "C" fn llmdd_link_clusters(
     })
 }
 
-/// Unlinks each cluster. `force = false` (client only): no new transfer starts
-/// on the link; those in flight are waited for up to `timeout_ms` (then cut);
-/// the server is told and drops its side once the requests it is still
-/// serving are done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the server
-/// is alive but cannot be told (then force-unlink both ends); a dead link (its
-/// server is gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only
-/// the local side after waiting up to `timeout_ms` for its transfers; the
-/// peer notices at once (a server drops its side; a client's link becomes
-/// dead, see `llmdd_link_clusters`); only `remote_cluster_id` is used.
-/// Unlinking a cluster that is not linked succeeds. Result shape as link_clusters.
+/// Unlinks each cluster. `force = false` (on the side that dialled the link;
+/// the other side gets `LLMDD_PARAM_INVALID`): no new transfer starts on the
+/// link; those in flight are waited for up to `timeout_ms` (then cut); the
+/// peer is told and drops its side once the requests it is still serving are
+/// done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the peer is alive but
+/// cannot be told (then force-unlink both ends); a dead link (its peer is
+/// gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only the
+/// local side after waiting up to `timeout_ms` for its transfers; the peer
+/// notices at once (the accepting side drops its side; the dialling side's
+/// link becomes dead, see `llmdd_link_clusters`); only `remote_cluster_id` is
+/// used. Unlinking a cluster that is not linked succeeds. Result shape as
+/// link_clusters.
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_unlink_clusters(
     inst: *mut llmdd_instance_t,
@@ -225,12 +233,13 @@ pub unsafe extern "C" fn llmdd_unlink_clusters(
 /// `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
 /// the host backend each member's TCP endpoint is IP = the server's `host_ip`,
 /// else the device's `device_ip`; port = the device's `host_port`, else its
-/// `device_port`. The higher rank dials the lower one, retrying for
+/// `device_port`, else 16666 (`llmdd.RankTableDefaultPort`). The higher rank dials the lower one, retrying for
 /// `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
 /// 16 comm setups run at once per instance, others wait (PREPARING).
 ///
 /// Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
-/// table, a member without a usable IP or port, 512 comms already);
+/// table, a member without a usable IP or port, two dialled members with one
+/// endpoint, 512 comms already);
 /// `LLMDD_ALREADY_LINK` (a member cluster is already linked by
 /// `llmdd_link_clusters` or belongs to another comm of this instance);
 /// `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);

@@ -22,7 +22,7 @@ pub const LLMDD_TRANSFER_BY_ADDRS: u32 = 0;
 pub const LLMDD_TRANSFER_BY_CACHE_KEY: u32 = 1;
 /// `llmdd_task_get_results` entry of a config none of whose layers started
 /// (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
-pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFE;
+pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFEu32;
 
 /// Layer synchronizer: called by a library thread with each source layer, in
 /// ascending order, that some config includes. Return true once layer
@@ -142,7 +142,9 @@ unsafe fn config_from_c(i: usize, c: &llmdd_transfer_config_t) -> Result<AsyncCo
 /// (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
 /// block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
 /// (`dst_block_memory_size` = destination block size, required); both empty =
-/// contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+/// contiguous → contiguous (`dst_block_memory_size` 0). Without indices a
+/// blocks cache (source or destination) counts as one batch of stride one
+/// block, as in the reference: slot 0 is block 0. The source cache must
 /// be DEVICE with an even number of tensors (2 per layer).
 ///
 /// Everything is validated before anything starts; errors are returned here
@@ -153,10 +155,12 @@ unsafe fn config_from_c(i: usize, c: &llmdd_transfer_config_t) -> Result<AsyncCo
 /// cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
 /// `LLMDD_FAILED` (not initialized).
 ///
-/// Threads: `sync(user_data, L, -1)` is called from one library thread per
-/// task, never concurrently with itself; it must not call `llmdd_finalize` nor
-/// wait for its own task (`llmdd_task_free` from inside it only cancels).
-/// Each layer is moved by a second library thread within
+/// Threads: tasks run on the instance's worker pool (started by its first
+/// task, joined by `llmdd_finalize`; no thread starts per task).
+/// `sync(user_data, L, -1)` is called from one pool thread per task, never
+/// concurrently with itself; it may block (other tasks keep running) but must
+/// not call `llmdd_finalize` nor wait for its own task (`llmdd_task_free` from
+/// inside it only cancels). Each layer is moved by a pool thread within
 /// `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
 /// the layers not yet sent until the task finishes or is freed.
 #[no_mangle]
