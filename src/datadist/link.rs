@@ -327,15 +327,27 @@ impl Link {
         c.recv(Some(deadline))
     }
 
-    /// Adds a connection on which this side sends requests (already tracked,
-    /// see [`Link::try_track`]).
-    pub fn add_request_conn(&self, conn: Conn) {
+    /// Counts a connection on which this side will send requests, before it
+    /// is ready: from now on a request waits for it instead of failing for
+    /// lack of connections. [`Link::add_request_conn`] or
+    /// [`Link::drop_expected_conn`] follows.
+    pub fn expect_request_conn(&self) {
         self.conns.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Adds the expected connection (already tracked, see [`Link::try_track`]).
+    pub fn add_request_conn(&self, conn: Conn) {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(conn);
         self.conn_cv.notify_one();
+    }
+
+    /// The expected connection never became ready.
+    pub fn drop_expected_conn(&self) {
+        self.conns.fetch_sub(1, Ordering::AcqRel);
+        self.conn_cv.notify_all();
     }
 
     /// Opens one more request connection to the server (client side only).

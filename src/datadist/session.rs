@@ -938,7 +938,15 @@ impl Session {
             let _ = conn.reply(Status::LinkFailed, &why, deadline);
             return;
         }
+        // Counted before the peer hears it attached: the peer may send us
+        // work at once, and a request then waits for this connection.
+        if reverse {
+            link.expect_request_conn();
+        }
         if conn.reply(Status::Success, "", deadline).is_err() {
+            if reverse {
+                link.drop_expected_conn();
+            }
             return;
         }
         if reverse {
