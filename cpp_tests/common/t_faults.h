@@ -8,7 +8,6 @@
 #include "llmdd_test_blocks.h"
 #include "t_dataplane.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -162,14 +161,7 @@ static inline llmdd_instance_t *tf_decoder(uint64_t id, const char *sync_ms, tf_
 
 /* Open file descriptors of this process. */
 static inline int tf_fd_count(void) {
-  DIR *d = opendir("/proc/self/fd");
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1; /* the directory's own descriptor */
+  return t_count_dir("/proc/self/fd") - 1; /* the directory's own descriptor */
 }
 
 #endif
