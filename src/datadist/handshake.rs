@@ -6,7 +6,7 @@
 //! client                                   server
 //! Hello    {auth?, nonce_c}          →
 //!                                    ←     HelloAck {nonce_s, host tag, auth MAC?}
-//! Join     {auth MAC?, cluster, role, mode, comm, device,
+//! Join     {auth MAC?, cluster, server cluster, role, mode, comm, device,
 //!           identity: host tag, proof, claim iff the server's host tag matched} →
 //!                                    ←     JoinAck {status, cluster, role, token, device,
 //!                                           identity (claim iff the client's host tag matched),
@@ -220,6 +220,14 @@ impl Session {
                 }
                 (nonce, host_tag)
             }
+            // A listener refusing before the handshake (its connection caps,
+            // no file descriptor or thread left): fail now with its reason.
+            Msg::Reply { status, message } => {
+                return Err(io(Error::new(
+                    Status::from_code(status),
+                    format!("the server at {addr} refused the link: {message}"),
+                )))
+            }
             m => bail!(
                 LinkFailed,
                 "unexpected handshake reply type {} from {addr}",
@@ -237,6 +245,7 @@ impl Session {
             &Msg::Join {
                 auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
                 cluster_id: self.cluster_id,
+                server_cluster_id: remote_cluster_id,
                 role: self.role.load(std::sync::atomic::Ordering::Relaxed),
                 remote_accessible: self.config.remote_cache_accessible,
                 comm_name: fields.comm_name,
@@ -342,6 +351,7 @@ impl Session {
             Msg::Join {
                 auth_mac,
                 cluster_id,
+                server_cluster_id,
                 role,
                 remote_accessible,
                 comm_name,
@@ -360,6 +370,17 @@ impl Session {
                         ));
                         return Err(e);
                     }
+                }
+                if server_cluster_id != self.cluster_id {
+                    // Meant for another cluster (a wrong endpoint): refused
+                    // before the link table is consulted, naming only the
+                    // cluster the client asked for.
+                    let e = err!(
+                        LinkFailed,
+                        "this endpoint is not cluster {server_cluster_id}"
+                    );
+                    let _ = c.send(&join_refusal(&e), Some(deadline));
+                    return Err(e);
                 }
                 Ok(JoinRequest {
                     cluster_id,

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod acl_link;
 pub mod acl_rules;
+pub mod admission;
 pub mod async_transfer;
 pub mod cache_ops;
 pub mod comm;
@@ -15,5 +16,6 @@ pub mod liveness;
 pub mod options;
 pub mod rank_table;
 pub mod session;
+pub mod watch;
 
 pub use instance::{ClusterInfo, Instance, IpInfo};

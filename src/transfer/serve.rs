@@ -17,7 +17,7 @@ use crate::{bail, err};
 
 /// Handles one request; `Ok(false)` ends the connection cleanly.
 pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) -> Result<bool> {
-    let deadline = Some(serve_deadline());
+    let deadline = Some(serve_deadline(session));
     let access = Access::of(session.config.remote_cache_accessible, link);
     let refused = |what: &str, e: &crate::Error| {
         refusal_log(format_args!(
