@@ -16,6 +16,5 @@ pub mod liveness;
 pub mod options;
 pub mod rank_table;
 pub mod session;
-pub mod watch;
 
 pub use instance::{ClusterInfo, Instance, IpInfo};

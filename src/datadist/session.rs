@@ -19,7 +19,6 @@ use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::liveness::Liveness;
 use crate::datadist::options::Config;
-use crate::datadist::watch::Watch;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
@@ -84,8 +83,6 @@ pub struct Session {
     pending: Mutex<HashMap<u64, Weak<TcpStream>>>,
     /// Connection caps of the listeners (per peer address, handshakes).
     admission: Arc<Admission>,
-    /// Control connections of the links this instance dialed (`watch.rs`).
-    watch: Watch,
     next_pending: AtomicU64,
     closing: AtomicBool,
     setups: Slots,
@@ -98,7 +95,7 @@ pub struct Session {
     comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
     pub tasks: TaskSet,
-    /// Death watch of one-sided links (`liveness.rs`).
+    /// Death watch of the links' peers (`liveness.rs`).
     liveness: Liveness,
     me: Weak<Session>,
 }
@@ -141,7 +138,6 @@ impl Session {
             threads: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
             admission,
-            watch: Watch::default(),
             next_pending: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             setups: Slots {
@@ -168,16 +164,6 @@ impl Session {
 
     pub(crate) fn arc(&self) -> Arc<Session> {
         self.me.upgrade().expect("session alive while in use")
-    }
-
-    /// A weak handle on this session (for its threads).
-    pub(crate) fn weak(&self) -> Weak<Session> {
-        self.me.clone()
-    }
-
-    /// The control-connection watcher (`watch.rs`).
-    pub(crate) fn watch_state(&self) -> &Watch {
-        &self.watch
     }
 
     /// Open connections from `ip` to this instance's listeners.
@@ -577,23 +563,13 @@ impl Session {
             Some(c) => self.comm_adopt(c, &link, true),
             None => self.insert_plain_link(link.clone(), false),
         }
-        .and_then(|_| {
-            // A one-sided link dies with its server's control connection.
-            let control = link.local_path.as_ref().and_then(|_| link.control_socket());
-            self.liveness.watch(&link, control.as_deref())
-        });
+        // Its peer process (same host) and its control connection: the link
+        // is marked dead the moment either is gone.
+        .and_then(|_| self.liveness.watch(&link));
         if let Err(e) = installed {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
             return Err(e);
-        }
-        if let Err(e) = self.watch.add(self, &link) {
-            // Without the watcher a dead server is still found by the next
-            // transfer; the link works.
-            log_warn!(
-                "not watching the link to cluster {remote_cluster_id}: {}",
-                e.message
-            );
         }
         log_info!(
             "cluster {} linked to cluster {remote_cluster_id} at {addr}",
@@ -1018,7 +994,7 @@ impl Session {
         let sent = conn
             .send(&ack, Some(deadline))
             .and_then(|_| self.receive_pools(conn, &link, deadline))
-            .and_then(|_| self.liveness.watch(&link, None));
+            .and_then(|_| self.liveness.watch(&link));
         if let Err(e) = sent {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
@@ -1048,7 +1024,6 @@ impl Session {
         // No new layer or callback from here on; in-flight layers finish (or
         // fail once their link is torn down below).
         self.tasks.cancel_all();
-        self.watch.stop();
         self.comm_unlink_all(self.config.sync_kv_timeout);
         self.stop_listening();
         let extra: Vec<Listener> = self
@@ -1091,7 +1066,6 @@ impl Session {
                 let _ = t.join();
             }
         }
-        self.watch.close();
         self.registry.clear();
         if let Some(acl) = self.acl() {
             acl.release();
