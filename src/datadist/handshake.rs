@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::pool::PeerMapping;
-use crate::datadist::access::refusal_log;
 use crate::datadist::link::Link;
 use crate::datadist::session::Session;
+use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
 use crate::transport::local::LocalPath;
@@ -319,13 +319,13 @@ impl Session {
             (true, false) => {
                 let msg = "this server requires link authentication: set the same llmdd.LinkSecret (or llmdd.LinkSecretFile) on both ends";
                 let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
-                refusal_log(format_args!("refused connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
+                warn_refusal(format_args!("refused a connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
                 bail!(ParamInvalid, "{msg}");
             }
             (false, true) => {
                 let msg = "this server has no llmdd.LinkSecret; set the same secret on both ends, or none";
                 let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
-                refusal_log(format_args!("refused connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
+                warn_refusal(format_args!("refused a connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
                 bail!(ParamInvalid, "{msg}");
             }
             _ => {}
@@ -365,7 +365,7 @@ impl Session {
                             "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
                         );
                         let _ = c.send(&join_refusal(&e), Some(deadline));
-                        refusal_log(format_args!(
+                        warn_refusal(format_args!(
                             "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
                         ));
                         return Err(e);
@@ -380,6 +380,9 @@ impl Session {
                         "this endpoint is not cluster {server_cluster_id}"
                     );
                     let _ = c.send(&join_refusal(&e), Some(deadline));
+                    warn_refusal(format_args!(
+                        "refused link from {peer}: it is meant for cluster {server_cluster_id}"
+                    ));
                     return Err(e);
                 }
                 Ok(JoinRequest {
@@ -393,7 +396,7 @@ impl Session {
                 })
             }
             Msg::Reply { status, message } => {
-                refusal_log(format_args!(
+                warn_refusal(format_args!(
                     "link from {peer} abandoned by the client: {message}"
                 ));
                 Err(Error::new(Status::from_code(status), message))

@@ -36,10 +36,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// control connection to hang up (a client that force-unlinked and links
 /// again at once) before it is refused as `LLM_ALREADY_LINK`.
 const STALE_LINK_GRACE: Duration = Duration::from_millis(100);
-/// One log line per this period for refused connections (a peer can make
-/// them happen at any rate).
-static REFUSAL_LOG: crate::log::rate::RateLimit =
-    crate::log::rate::RateLimit::new(Duration::from_secs(5));
 
 /// The listening endpoint and its accept thread.
 struct Listener {
@@ -768,11 +764,13 @@ impl Session {
                                 e.message
                             );
                         } else {
-                            log_warn!(
+                            // Any peer can cause these (a forged cluster id
+                            // is refused as ALREADY_LINK): rate-limited.
+                            crate::log::rate::warn_refusal(format_args!(
                                 "refused link from cluster {cluster_id} at {}: {}",
                                 conn.peer(),
                                 e.message
-                            );
+                            ));
                         }
                         let _ = conn.send(&join_refusal(&e), deadline);
                     }
@@ -1155,8 +1153,8 @@ fn refuse_for_lack_of_fds(
     refused
 }
 
-/// Logs a refused connection at warn level, at most one line per period
-/// (with [`log_dropped`]: a peer can make both happen at any rate).
+/// Logs a refused connection at warn level, within the process-wide budget
+/// of refusal lines (`log::rate`: a peer can make them happen at any rate).
 fn log_refusal(peer: Option<SocketAddr>, why: &str) {
     log_limited("refused a connection", peer, why);
 }
@@ -1167,15 +1165,8 @@ fn log_dropped(peer: SocketAddr, why: &str) {
 }
 
 fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
-    if let Some(held) = REFUSAL_LOG.allow() {
-        let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
-        let held = if held > 0 {
-            format!(" ({held} similar lines held back)")
-        } else {
-            String::new()
-        };
-        log_warn!("{what}{from}: {why}{held}");
-    }
+    let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
+    crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
 }
 
 /// Serves requests arriving on `conn` until it closes. `control` marks the

@@ -1,41 +1,78 @@
-//! A rate limit for log lines a peer can trigger at will (refused
-//! connections): one line per period, with a count of the ones held back.
+//! The rate limit of log lines a peer can trigger at will: refused
+//! connections and handshakes, dropped connections, refused requests. One
+//! budget for the whole process ([`warn_refusal`]), so no mix of refusals, from
+//! any number of peers and instances, can flood the log.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Lets one log line through per period and counts the ones it holds back,
-/// for events a peer can trigger at will (refused connections).
+/// Refusal lines logged per window at most (see [`REFUSAL_WINDOW`]).
+const REFUSAL_LINES: u32 = 10;
+/// Length of a refusal-log window; a window starts with its first line.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The process-wide budget of [`warn_refusal`].
+static REFUSALS: RateLimit = RateLimit::new(REFUSAL_LINES, REFUSAL_WINDOW);
+
+/// Lets at most `lines` log lines through per window and counts the ones it
+/// holds back.
 pub struct RateLimit {
-    every: Duration,
-    /// When the last line went out, and how many were held back since.
-    state: Mutex<(Option<Instant>, u64)>,
+    lines: u32,
+    window: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// When the current window began (its first line), if one did.
+    start: Option<Instant>,
+    /// Lines let through in the current window.
+    used: u32,
+    /// Lines held back since the last one let through.
+    held: u64,
 }
 
 impl RateLimit {
-    /// At most one line per `every`.
-    pub const fn new(every: Duration) -> RateLimit {
+    /// At most `lines` lines per `window`.
+    pub const fn new(lines: u32, window: Duration) -> RateLimit {
         RateLimit {
-            every,
-            state: Mutex::new((None, 0)),
+            lines,
+            window,
+            state: Mutex::new(State {
+                start: None,
+                used: 0,
+                held: 0,
+            }),
         }
     }
 
     /// `Some(n)` when a line may go out now (`n` were held back since the
-    /// last one), else `None` (counted).
+    /// last one that went out), else `None` (counted).
     pub fn allow(&self) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        match s.0 {
-            Some(t) if now.duration_since(t) < self.every => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                let held = s.1;
-                *s = (Some(now), 0);
-                Some(held)
-            }
+        if !matches!(s.start, Some(t) if now.duration_since(t) < self.window) {
+            s.start = Some(now);
+            s.used = 0;
+        }
+        if s.used >= self.lines {
+            s.held += 1;
+            return None;
+        }
+        s.used += 1;
+        Some(std::mem::take(&mut s.held))
+    }
+}
+
+/// Logs a line a peer can cause at will (a refusal) at warn level, within the
+/// process-wide budget of 10 lines per 10 s; the first line after some were
+/// held back says how many.
+pub fn warn_refusal(args: fmt::Arguments<'_>) {
+    if let Some(held) = REFUSALS.allow() {
+        if held > 0 {
+            crate::log_warn!("{args} ({held} similar lines held back)");
+        } else {
+            crate::log_warn!("{args}");
         }
     }
 }
@@ -45,14 +82,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_lets_one_line_per_period_and_counts_the_rest() {
-        let r = RateLimit::new(Duration::from_millis(200));
-        assert_eq!(r.allow(), Some(0));
+    fn rate_limit_lets_a_burst_per_window_and_counts_the_rest() {
+        let r = RateLimit::new(3, Duration::from_millis(300));
+        for _ in 0..3 {
+            assert_eq!(r.allow(), Some(0));
+        }
         for _ in 0..100 {
             assert_eq!(r.allow(), None);
         }
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(r.allow(), Some(100));
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(
+            r.allow(),
+            Some(100),
+            "the next window reports what was held"
+        );
+        assert_eq!(r.allow(), Some(0));
+        assert_eq!(r.allow(), Some(0));
         assert_eq!(r.allow(), None);
     }
 }
