@@ -555,6 +555,47 @@ fn connections_per_peer_address_are_capped() {
     puller.finish();
 }
 
+/// A refusal before the handshake (here the per-address cap) comes at once
+/// and carries only its reason: not the server's cluster id, even when the
+/// server requires a link secret the peer has not proven.
+#[test]
+fn refusals_before_the_handshake_disclose_nothing() {
+    const SERVER: u64 = 0x5eed_c1a5_7e12;
+    let port = free_port();
+    let p = Instance::new(1, SERVER).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    init(
+        &p,
+        &[
+            ("llm.ListenIpInfo", listen.as_str()),
+            TCP,
+            ("llmdd.LinkSecret", "a-long-random-link-secret-0123456789"),
+            ("llmdd.MaxConnsPerPeer", "2"),
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let src: IpAddr = "127.0.0.3".parse().unwrap();
+    let _held: Vec<TcpStream> = (0..2).map(|_| connect_from(src, addr)).collect();
+    let mut extra = connect_from(src, addr);
+    let mut seen = Vec::new();
+    extra.read_to_end(&mut seen).unwrap();
+    let (_, msg) = wire::decode_frame(&seen).expect("one refusal frame, then EOF");
+    match msg {
+        Msg::Reply { status, message } => {
+            assert_eq!(status, Status::LinkFailed.code());
+            assert!(message.contains("llmdd.MaxConnsPerPeer"), "{message}");
+            assert!(!message.contains(&SERVER.to_string()), "{message}");
+        }
+        m => panic!("not a refusal: {m:?}"),
+    }
+    assert!(
+        !seen
+            .windows(8)
+            .any(|w| w == SERVER.to_le_bytes().as_slice()),
+        "the cluster id went to an unproven peer"
+    );
+}
+
 /// Connections release their descriptors when they end: 300 short-lived
 /// attaches leave the server with the descriptors it had.
 #[test]
@@ -603,6 +644,9 @@ fn a_forged_cluster_id_cannot_take_over_a_live_link() {
     let (status, message, _) = raw_hello(&mut forger, D_ID);
     assert_eq!(status, Status::AlreadyLink.code(), "{message}");
     assert!(message.contains("live link"), "{message}");
+    // It names neither this server nor the real client's address.
+    assert!(!message.contains(&P_ID.to_string()), "{message}");
+    assert!(!message.contains("127.0.0.1"), "{message}");
     std::thread::sleep(Duration::from_millis(100));
     puller.finish();
     // The real decoder leaves (forced unlink closes its connections): now the

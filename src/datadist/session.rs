@@ -670,9 +670,10 @@ impl Session {
         let (peer_slot, pending) = match self.admission.admit(peer.ip()) {
             Ok(slots) => slots,
             Err(why) => {
-                let why = format!("cluster {}: {why}", self.cluster_id);
+                // Nothing identifying goes to an unproven peer (not even
+                // our cluster id): the reason alone.
                 admission::refuse(&stream, Status::LinkFailed, &why);
-                log_refusal(Some(peer), &why);
+                log_refusal(Some(peer), &format!("cluster {}: {why}", self.cluster_id));
                 return;
             }
         };
@@ -699,12 +700,9 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            let why = format!(
-                "cluster {} is out of threads ({})",
-                self.cluster_id, e.message
-            );
+            let why = format!("the server is out of threads ({})", e.message);
             admission::refuse(&sock, Status::LinkFailed, &why);
-            log_refusal(Some(peer), &why);
+            log_refusal(Some(peer), &format!("cluster {}: {why}", self.cluster_id));
         }
     }
 
@@ -875,11 +873,11 @@ impl Session {
                 }
                 Ok(())
             }
+            // The message goes to the newcomer: it names neither this
+            // server's cluster id nor the real client's address.
             None => bail!(
                 AlreadyLink,
-                "cluster {} already has a live link from cluster {cluster} (at {}); a client with that cluster id must unlink (or be found dead within llmdd.DeadPeerTimeoutMs) first",
-                self.cluster_id,
-                old.remote_addr
+                "there already is a live link from cluster {cluster}; a client with that cluster id must unlink (or be found dead within llmdd.DeadPeerTimeoutMs) first"
             ),
         }
     }
@@ -1140,10 +1138,9 @@ fn refuse_for_lack_of_fds(
     let mut refused = false;
     if spare.release() {
         if let Ok((stream, peer)) = l.accept() {
-            let why =
-                format!("cluster {cluster} is out of file descriptors ({cause}); try again later");
+            let why = format!("the server is out of file descriptors ({cause}); try again later");
             admission::refuse(&stream, Status::LinkFailed, &why);
-            log_refusal(Some(peer), &why);
+            log_refusal(Some(peer), &format!("cluster {cluster}: {why}"));
             refused = true;
         }
     }
