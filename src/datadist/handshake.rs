@@ -364,11 +364,9 @@ impl Session {
                             LinkFailed,
                             "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
                         );
-                        let _ = c.send(&join_refusal(&e), Some(deadline));
-                        warn_refusal(format_args!(
+                        return Err(refuse_join(c, deadline, e, format_args!(
                             "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
-                        ));
-                        return Err(e);
+                        )));
                     }
                 }
                 if server_cluster_id != self.cluster_id {
@@ -379,11 +377,14 @@ impl Session {
                         LinkFailed,
                         "this endpoint is not cluster {server_cluster_id}"
                     );
-                    let _ = c.send(&join_refusal(&e), Some(deadline));
-                    warn_refusal(format_args!(
-                        "refused link from {peer}: it is meant for cluster {server_cluster_id}"
+                    return Err(refuse_join(
+                        c,
+                        deadline,
+                        e,
+                        format_args!(
+                            "refused link from {peer}: it is meant for cluster {server_cluster_id}"
+                        ),
                     ));
-                    return Err(e);
                 }
                 Ok(JoinRequest {
                     cluster_id,
@@ -469,6 +470,14 @@ impl Session {
             ),
         }
     }
+}
+
+/// Answers a `Join` with the refusal `e`, logs `why` (rate-limited: any peer
+/// can cause it) and returns `e`.
+fn refuse_join(c: &mut Conn, deadline: Instant, e: Error, why: std::fmt::Arguments<'_>) -> Error {
+    let _ = c.send(&join_refusal(&e), Some(deadline));
+    warn_refusal(why);
+    e
 }
 
 /// One handshake frame, its timeout worded for the handshake.
