@@ -122,8 +122,7 @@ static inline void ex_kv_free(ex_kv *kv) {
 static inline llmdd_cluster_info_t ex_cluster(uint64_t id, llmdd_ip_info_t *ip, uint16_t port) {
   llmdd_cluster_info_t c;
   memset(&c, 0, sizeof c);
-  ip->ip = "127.0.0.1";
-  ip->port = port;
+  *ip = llmdd_ip_info("127.0.0.1", port);
   c.remote_cluster_id = id;
   c.remote_ip_infos = ip;
   c.num_remote_ip_infos = 1;
