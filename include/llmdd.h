@@ -1063,6 +1063,13 @@ const char *llmdd_status_name(uint32_t status);
 const char *llmdd_last_error_message(void);
 
 /**
+ * The version of the loaded library as `(major << 16) | (minor << 8) |
+ * patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
+ * header/library mismatch at run time (e.g. 0x000100 for 0.1.0).
+ */
+uint32_t llmdd_version_number(void);
+
+/**
  * The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
  */
 const char *llmdd_version(void);

@@ -183,6 +183,29 @@ pub extern "C" fn llmdd_last_error_message() -> *const c_char {
     run_or(c"".as_ptr(), last_error_ptr)
 }
 
+/// `"12"` → 12 at compile time (the crate's version parts).
+const fn version_part(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0u32;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+/// The version of the loaded library as `(major << 16) | (minor << 8) |
+/// patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
+/// header/library mismatch at run time (e.g. 0x000100 for 0.1.0).
+#[no_mangle]
+pub extern "C" fn llmdd_version_number() -> u32 {
+    const N: u32 = (version_part(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+        | (version_part(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+        | version_part(env!("CARGO_PKG_VERSION_PATCH"));
+    N
+}
+
 /// The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
 #[no_mangle]
 pub extern "C" fn llmdd_version() -> *const c_char {
