@@ -1063,6 +1063,15 @@ const char *llmdd_status_name(uint32_t status);
 const char *llmdd_last_error_message(void);
 
 /**
+ * Sets the calling thread's last-error message to `message` (NULL or "":
+ * clears it), as `llmdd_last_error_message` then reports it. For layers
+ * built on this C API that reject an argument themselves, such as the C++
+ * header (`llm_datadist/llm_datadist.h`), so callers find one message in one
+ * place. The string is copied; invalid UTF-8 is replaced.
+ */
+void llmdd_set_last_error_message(const char *message);
+
+/**
  * The version of the loaded library as `(major << 16) | (minor << 8) |
  * patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
  * header/library mismatch at run time (e.g. 0x000100 for 0.1.0).

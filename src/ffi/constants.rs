@@ -183,6 +183,26 @@ pub extern "C" fn llmdd_last_error_message() -> *const c_char {
     run_or(c"".as_ptr(), last_error_ptr)
 }
 
+/// Sets the calling thread's last-error message to `message` (NULL or "":
+/// clears it), as `llmdd_last_error_message` then reports it. For layers
+/// built on this C API that reject an argument themselves, such as the C++
+/// header (`llm_datadist/llm_datadist.h`), so callers find one message in one
+/// place. The string is copied; invalid UTF-8 is replaced.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_set_last_error_message(message: *const c_char) {
+    run_or((), || {
+        let text = if message.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a NUL-terminated string, per the contract above.
+            std::ffi::CStr::from_ptr(message)
+                .to_string_lossy()
+                .into_owned()
+        };
+        crate::ffi::boundary::set_last_error(&text);
+    })
+}
+
 /// `"12"` → 12 at compile time (the crate's version parts).
 const fn version_part(s: &str) -> u32 {
     let b = s.as_bytes();
