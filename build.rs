@@ -13,6 +13,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=Cargo.toml"); // the version macros
+                                                   // A versioned SONAME (libllmdd.so.<major>), so programs record the ABI
+                                                   // they were linked against rather than an unversioned libllmdd.so.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("version");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libllmdd.so.{major}");
+    }
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let mut after = version_macros();
     after.push_str(&option_macros());
