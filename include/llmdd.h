@@ -442,6 +442,31 @@
 #define LLMDD_MAX_CLUSTERS_PER_CALL 16
 
 /**
+ * Level of a line passed to the log callback: an error.
+ */
+#define LLMDD_LOG_LEVEL_ERROR 1
+
+/**
+ * Level of a line passed to the log callback: a warning.
+ */
+#define LLMDD_LOG_LEVEL_WARN 2
+
+/**
+ * Level of a line passed to the log callback: information.
+ */
+#define LLMDD_LOG_LEVEL_INFO 3
+
+/**
+ * Level of a line passed to the log callback: debugging detail.
+ */
+#define LLMDD_LOG_LEVEL_DEBUG 4
+
+/**
+ * Level of a line passed to the log callback: tracing detail.
+ */
+#define LLMDD_LOG_LEVEL_TRACE 5
+
+/**
  * Transfer config kind: explicit destination addresses (`TransferConfig`);
  * request/response mode only.
  */
@@ -715,6 +740,19 @@ typedef struct llmdd_cluster_rank_t {
   uint64_t cluster_id;
   uint32_t rank_id;
 } llmdd_cluster_rank_t;
+
+/**
+ * Receives one log line: `level` is an `LLMDD_LOG_LEVEL_*`, `module` the
+ * llmdd module that logged (`"llmdd::datadist::session"`), `message` the
+ * text (one line, control characters escaped, no timestamp or thread: the
+ * host's logger adds its own). Both strings are valid only during the call.
+ * It runs synchronously on the thread that logged: the caller's thread or
+ * any library thread, possibly on several threads at once.
+ */
+typedef void (*llmdd_log_callback_t)(uint32_t level,
+                                     const char *module,
+                                     const char *message,
+                                     void *user_data);
 
 /**
  * Layer synchronizer: called by a library thread with each source layer, in
@@ -1308,6 +1346,31 @@ uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
                                          uint32_t *status_out);
 
 /**
+ * Routes llmdd's log lines that pass the filter to `callback` (with
+ * `user_data`) instead of stderr; NULL restores stderr. When this returns,
+ * the previous callback is never called again and no call of it is still
+ * running, so its `user_data` may be freed (it waits for those calls: do not
+ * call it holding a lock the callback takes). Calling it from inside the
+ * callback is refused with `LLMDD_PARAM_INVALID` (it would wait for that very
+ * call). A line the callback itself causes (it calls an llmdd function that
+ * logs) goes to stderr rather than back into the callback. `user_data` must
+ * be usable from any thread. Returns `LLMDD_FEATURE_NOT_ENABLED` if the
+ * process is a Rust program that installed its own `log` logger first.
+ */
+uint32_t llmdd_set_log_callback(llmdd_log_callback_t callback, void *user_data);
+
+/**
+ * Replaces the log filter (stderr and callback alike) with `filter`, in the
+ * syntax of `LLMDD_LOG`: `LEVEL` and `llmdd::MODULE=LEVEL` directives, comma
+ * separated, levels `off`, `error`, `warn`, `info`, `debug`, `trace` (e.g.
+ * `"warn,llmdd::transport=debug"`; `""` is the default, `warn`). Takes effect
+ * for the next line on every thread. A word it does not understand gives
+ * `LLMDD_PARAM_INVALID`, naming it, and leaves the filter unchanged (where
+ * `LLMDD_LOG` would ignore it with a warning).
+ */
+uint32_t llmdd_set_log_filter(const char *filter);
+
+/**
  * Layer-wise async push (Python `transfer_cache_async`): sends the layers of
  * local cache `src_cache_id` to every config's destination as soon as `sync`
  * approves each layer, and returns at once. On success `*task_out` receives a
@@ -1331,10 +1394,12 @@ uint32_t llmdd_query_register_mem_status(struct llmdd_instance_t *inst,
  * cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
  * `LLMDD_FAILED` (not initialized).
  *
- * Threads: `sync(user_data, L, -1)` is called from one library thread per
- * task, never concurrently with itself; it must not call `llmdd_finalize` nor
- * wait for its own task (`llmdd_task_free` from inside it only cancels).
- * Each layer is moved by a second library thread within
+ * Threads: tasks run on the instance's worker pool (started by its first
+ * task, joined by `llmdd_finalize`; no thread starts per task).
+ * `sync(user_data, L, -1)` is called from one pool thread per task, never
+ * concurrently with itself; it may block (other tasks keep running) but must
+ * not call `llmdd_finalize` nor wait for its own task (`llmdd_task_free` from
+ * inside it only cancels). Each layer is moved by a pool thread within
  * `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
  * the layers not yet sent until the task finishes or is freed.
  */

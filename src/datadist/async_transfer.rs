@@ -186,6 +186,8 @@ impl Session {
                 stripes,
             )
         };
+        // Waiters and idle workers busy-poll like the data paths do.
+        self.tasks.set_busy_poll(self.config.busy_poll);
         Task::start(&self.tasks, spec, sync, exec)
     }
 

@@ -24,9 +24,11 @@ pub fn last_error_ptr() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// Runs an exported function body: clears the last error, catches panics,
-/// turns errors into their status code and records the message.
+/// Runs an exported function body: installs llmdd's logger (once; see
+/// `crate::log`), clears the last error, catches panics, turns errors into
+/// their status code and records the message.
 pub fn run(func: &str, f: impl FnOnce() -> Result<()>) -> u32 {
+    crate::log::install();
     set_last_error("");
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => Status::Success.code(),

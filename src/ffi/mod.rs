@@ -21,6 +21,7 @@ pub mod config;
 pub mod constants;
 pub mod init;
 pub mod instance;
+pub mod log;
 /// The init option keys behind the `LLMDD_OPTION_*` macros of the header.
 pub mod option_keys;
 pub mod task;

@@ -155,10 +155,12 @@ unsafe fn config_from_c(i: usize, c: &llmdd_transfer_config_t) -> Result<AsyncCo
 /// cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
 /// `LLMDD_FAILED` (not initialized).
 ///
-/// Threads: `sync(user_data, L, -1)` is called from one library thread per
-/// task, never concurrently with itself; it must not call `llmdd_finalize` nor
-/// wait for its own task (`llmdd_task_free` from inside it only cancels).
-/// Each layer is moved by a second library thread within
+/// Threads: tasks run on the instance's worker pool (started by its first
+/// task, joined by `llmdd_finalize`; no thread starts per task).
+/// `sync(user_data, L, -1)` is called from one pool thread per task, never
+/// concurrently with itself; it may block (other tasks keep running) but must
+/// not call `llmdd_finalize` nor wait for its own task (`llmdd_task_free` from
+/// inside it only cancels). Each layer is moved by a pool thread within
 /// `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
 /// the layers not yet sent until the task finishes or is freed.
 #[no_mangle]
