@@ -431,14 +431,8 @@ static void null_pointers(void) {
 /* ----------------------------------------------- link / unlink arguments */
 
 static void link_args(void) {
-  uint16_t port = t_free_port();
-  char listen[64];
-  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   llmdd_instance_t *p = NULL, *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &p));
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, &d));
-  REQUIRE_OK(t_init(p, listen, NULL, 0));
-  REQUIRE_OK(t_init(d, NULL, NULL, 0));
+  uint16_t port = t_local_pair(&p, &d);
 
   const uint32_t SENT = 0xC0FFEEu;
   llmdd_ip_info_t good = llmdd_ip_info("127.0.0.1", port);

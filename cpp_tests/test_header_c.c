@@ -49,14 +49,8 @@ static void option_macros(void) {
   } while (0)
 
 static void reserved_tails(void) {
-  uint16_t port = t_free_port();
-  char listen[64];
-  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   llmdd_instance_t *p = NULL, *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &p));
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, &d));
-  REQUIRE_OK(t_init(p, listen, NULL, 0));
-  REQUIRE_OK(t_init(d, NULL, NULL, 0));
+  uint16_t port = t_local_pair(&p, &d);
 
   llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(1, &ip);

@@ -12,14 +12,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cann_sample.h"
 #include "llm_datadist/llm_datadist.h"
 #include "llm_datadist/llm_engine_types.h"
 #include "llm_datadist/llm_error_codes.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 using namespace llm_datadist;
 
@@ -41,17 +37,7 @@ static int g_checks = 0, g_failures = 0;
     CHECK(std::strstr(llmdd_last_error_message(), (sub)) != nullptr);                        \
   } while (0)
 
-static uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
+using cann_sample::FreePort;
 
 static std::map<AscendString, AscendString> Opts(const std::string &listen = "") {
   std::map<AscendString, AscendString> o;
@@ -247,6 +233,6 @@ int main() {
   Checks();
   LinkResults();
   Implemented();
-  std::printf("test_cpp_api: %d passed, %d failed\n", g_checks - g_failures, g_failures);
+  std::printf("test_cann_api: %d passed, %d failed\n", g_checks - g_failures, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
