@@ -156,11 +156,17 @@ static inline pid_t ex_fork(ex_chan *c, int (*peer)(ex_chan *, void *), void *ar
   if (pid < 0) exit(1);
   if (pid == 0) {
     c->is_peer = 1;
+    /* Each side keeps only its own ends, so a side that exits early is seen
+     * as EOF by the other (ex_recv exits) instead of a wait forever. */
+    close(c->to_peer[1]);
+    close(c->to_parent[0]);
     int rc = peer(c, arg);
     fflush(stdout);
     _exit(rc);
   }
   c->is_peer = 0;
+  close(c->to_peer[0]);
+  close(c->to_parent[1]);
   return pid;
 }
 
