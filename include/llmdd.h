@@ -167,6 +167,21 @@
  */
 #define LLMDD_OPTION_STRICT_OPTIONS "llmdd.StrictOptions"
 
+/**
+ * Shared link secret (>= 16 bytes): mutual link authentication.
+ */
+#define LLMDD_OPTION_LINK_SECRET "llmdd.LinkSecret"
+
+/**
+ * File holding the shared link secret.
+ */
+#define LLMDD_OPTION_LINK_SECRET_FILE "llmdd.LinkSecretFile"
+
+/**
+ * Largest same-host peer pool mapped (default 64 GiB).
+ */
+#define LLMDD_OPTION_PEER_POOL_MAX_BYTES "llmdd.PeerPoolMaxBytes"
+
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
@@ -512,14 +527,17 @@ typedef struct llmdd_config_t llmdd_config_t;
 
 /**
  * Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
- * caller, released only by `llmdd_destroy`.
+ * caller, released only by `llmdd_destroy`. The handle is not a pointer to
+ * readable memory: the library looks it up in its table of live instances,
+ * so a destroyed or foreign handle is detected and never read.
  */
 typedef struct llmdd_instance_t llmdd_instance_t;
 
 /**
  * Opaque async transfer task (Python `CacheTask`). Created by
  * `llmdd_transfer_cache_async`, owned by the caller, released only by
- * `llmdd_task_free`. It stays usable after its instance is finalized.
+ * `llmdd_task_free`. It stays usable after its instance is finalized. Like an
+ * instance handle it is looked up in a table of live tasks, never read.
  */
 typedef struct llmdd_task_t llmdd_task_t;
 
@@ -1193,8 +1211,11 @@ struct llmdd_ip_info_t llmdd_ip_info(const char *ip, uint16_t port);
 uint32_t llmdd_create(uint32_t role, uint64_t cluster_id, struct llmdd_instance_t **out);
 
 /**
- * Finalizes (if needed) and frees an instance. NULL is a no-op. The handle
- * must not be used afterwards, and no other call on it may be in progress.
+ * Finalizes (if needed) and frees an instance. NULL is a no-op; a destroyed
+ * (or foreign) handle is detected, never read, and is a no-op too. The
+ * handle must not be used afterwards (calls with it return
+ * `LLMDD_PARAM_INVALID`), and no other call on it should be in progress (one
+ * that is keeps the instance alive until it returns).
  */
 void llmdd_destroy(struct llmdd_instance_t *inst);
 
@@ -1441,13 +1462,14 @@ uint32_t llmdd_task_get_results(struct llmdd_task_t *task,
                                 size_t num_results);
 
 /**
- * Frees a task. NULL (or a pointer that is not a live task) is a no-op. If
- * the task is still running it is cancelled: no further layer starts and the
- * synchronizer is not called again; this call waits for a synchronizer call
- * in progress and for the layer in flight to return. After it returns the
- * library never calls the synchronizer again nor reads the source cache for
- * this task. (Called from inside the task's own synchronizer it only
- * cancels.) The handle must not be used afterwards, nor freed twice.
+ * Frees a task. NULL is a no-op; a freed (or foreign) handle is detected,
+ * never read, and is a no-op too. If the task is still running it is
+ * cancelled: no further layer starts and the synchronizer is not called
+ * again; this call waits for a synchronizer call in progress and for the
+ * layer in flight to return. After it returns the library never calls the
+ * synchronizer again nor reads the source cache for this task. (Called from
+ * inside the task's own synchronizer it only cancels.) The handle must not be
+ * used afterwards (calls with it return `LLMDD_PARAM_INVALID`).
  */
 void llmdd_task_free(struct llmdd_task_t *task);
 

@@ -565,23 +565,38 @@ impl Registry {
     }
 
     /// Checks that every segment's local side (`dst` when `write`, else `src`)
-    /// lies inside one registered tensor region. Used by the serving side for
-    /// every remote read/write.
-    pub fn check_local(&self, segs: &[Segment], write: bool) -> Result<()> {
+    /// lies inside one registered tensor region of a cache that `may` lets the
+    /// peer reach (`Err(why)` otherwise). Used by the serving side for every
+    /// remote read/write, before a byte moves.
+    pub fn check_local(
+        &self,
+        segs: &[Segment],
+        write: bool,
+        may: impl Fn(&CacheRecord) -> std::result::Result<(), String>,
+    ) -> Result<()> {
         let inner = self.read();
         for (i, s) in segs.iter().enumerate() {
             let a = if write { s.dst } else { s.src };
-            let ok = a.checked_add(s.len).is_some_and(|end| {
+            let hit = a.checked_add(s.len).and_then(|end| {
                 inner
                     .regions
                     .range(..=a)
                     .next_back()
-                    .is_some_and(|(_, (e, _))| end <= *e)
+                    .filter(|(_, (e, _))| end <= *e)
+                    .map(|(_, (_, id))| *id)
             });
-            if !ok {
+            let Some(id) = hit else {
                 bail!(
                     ParamInvalid,
                     "segment {i} [0x{a:x}, +{}) is outside every registered cache",
+                    s.len
+                );
+            };
+            let rec = inner.caches.get(&id).or_else(|| inner.deferred.get(&id));
+            if let Some(Err(why)) = rec.map(|r| may(r)) {
+                bail!(
+                    ParamInvalid,
+                    "segment {i} [0x{a:x}, +{}) lies in cache {id}, which {why}",
                     s.len
                 );
             }
@@ -837,13 +852,22 @@ mod tests {
             src: 0x1004,
             len: 28,
         };
-        r.check_local(&[ok], false).unwrap();
+        let any = |_: &CacheRecord| Ok(());
+        r.check_local(&[ok], false, any).unwrap();
         let bad = Segment {
             dst: 0,
             src: 0x1004,
             len: 29,
         };
-        assert!(r.check_local(&[bad], false).is_err());
+        assert!(r.check_local(&[bad], false, any).is_err());
+        let e = r
+            .check_local(&[ok], false, |_| Err("is not yours".into()))
+            .unwrap_err();
+        assert!(
+            e.message.contains("lies in cache 1, which is not yours"),
+            "{}",
+            e.message
+        );
         assert!(r
             .check_local(
                 &[Segment {
@@ -851,7 +875,8 @@ mod tests {
                     src: u64::MAX,
                     len: 2
                 }],
-                false
+                false,
+                any
             )
             .is_err());
     }

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::status::Result;
+use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
 /// Which engine moves the bytes.
@@ -66,7 +67,17 @@ pub struct Config {
     pub rank_table_default_port: u16,
     /// Tensor addresses registered at once (`llmdd.MaxRegisteredAddrs`).
     pub max_registered_addrs: u32,
+    // -- proven identity, access and link authentication (issue 9) --
+    /// Shared link secret (`llmdd.LinkSecret` / `llmdd.LinkSecretFile`):
+    /// links are mutually authenticated when set.
+    pub link_key: Option<LinkKey>,
+    /// Largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
+    pub peer_pool_max: u64,
 }
+
+/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
+/// limit and typical device pools; a larger announcement is not mapped).
+pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
 /// this implementation (v1-engine leftovers, or handled elsewhere). Those with
@@ -110,6 +121,10 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.RankTableDefaultPort",
     "llmdd.MaxRegisteredAddrs",
     "llmdd.StrictOptions",
+    // proven identity, access and link authentication (issue 9)
+    "llmdd.LinkSecret",
+    "llmdd.LinkSecretFile",
+    "llmdd.PeerPoolMaxBytes",
 ];
 
 /// Option map with duplicate detection.
@@ -502,6 +517,11 @@ impl Config {
             )? as u32,
             None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
         };
+        let link_key = link_key(opts)?;
+        let peer_pool_max = match opts.get("llmdd.PeerPoolMaxBytes") {
+            Some(v) => parse_ranged("llmdd.PeerPoolMaxBytes", v, 1 << 20, u64::MAX)?,
+            None => DEFAULT_PEER_POOL_MAX,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -523,7 +543,63 @@ impl Config {
             busy_poll,
             rank_table_default_port,
             max_registered_addrs,
+            link_key,
+            peer_pool_max,
         })
+    }
+}
+
+/// The link secret of `llmdd.LinkSecret` (the value) or `llmdd.LinkSecretFile`
+/// (a file holding it; one trailing newline is dropped). Messages never
+/// include the secret.
+fn link_key(opts: &Options) -> Result<Option<LinkKey>> {
+    let secret: Vec<u8> = match (
+        opts.get("llmdd.LinkSecret"),
+        opts.get("llmdd.LinkSecretFile"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            ParamInvalid,
+            "options llmdd.LinkSecret and llmdd.LinkSecretFile are exclusive: give one"
+        ),
+        (Some(v), None) => v.as_bytes().to_vec(),
+        (None, Some(path)) => {
+            let mut b = std::fs::read(path).map_err(|e| {
+                err!(
+                    ParamInvalid,
+                    "option llmdd.LinkSecretFile: cannot read {path:?}: {e}"
+                )
+            })?;
+            if b.ends_with(b"\n") {
+                b.pop();
+                if b.ends_with(b"\r") {
+                    b.pop();
+                }
+            }
+            warn_if_readable_by_others(path);
+            b
+        }
+    };
+    LinkKey::new(&secret).map(Some).ok_or_else(|| {
+        err!(
+            ParamInvalid,
+            "the link secret (llmdd.LinkSecret / llmdd.LinkSecretFile) must be at least {MIN_SECRET_LEN} bytes (it is {}); use a random one",
+            secret.len()
+        )
+    })
+}
+
+/// A secret file others can read is worth a warning (not an error: the
+/// deployment decides).
+fn warn_if_readable_by_others(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o044 != 0 {
+            crate::log_warn!(
+                "llmdd.LinkSecretFile {path:?} is readable by group or others (mode {:o})",
+                m.permissions().mode() & 0o777
+            );
+        }
     }
 }
 
@@ -659,6 +735,41 @@ mod tests {
                 "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
             );
         }
+    }
+
+    #[test]
+    fn link_secret_value_or_file() {
+        let c = parse_with(&[("llmdd.LinkSecret", "0123456789abcdef")]).unwrap();
+        assert!(c.link_key.is_some());
+        assert!(parse_with(&[]).unwrap().link_key.is_none());
+        let path = std::env::temp_dir().join(format!("llmdd-secret-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+        let p = path.to_str().unwrap();
+        let f = parse_with(&[("llmdd.LinkSecretFile", p)]).unwrap();
+        assert_eq!(f.link_key, c.link_key, "one trailing newline is dropped");
+        for bad in [
+            &[
+                ("llmdd.LinkSecret", "0123456789abcdef"),
+                ("llmdd.LinkSecretFile", p),
+            ][..],
+            &[("llmdd.LinkSecret", "too-short")][..],
+            &[("llmdd.LinkSecretFile", "/nonexistent/llmdd-secret")][..],
+            &[("llmdd.PeerPoolMaxBytes", "1024")][..],
+        ] {
+            let e = parse_with(bad).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+            assert!(
+                !e.message.contains("too-short"),
+                "the secret is never echoed"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            parse_with(&[("llmdd.PeerPoolMaxBytes", "1048576")])
+                .unwrap()
+                .peer_pool_max,
+            1 << 20
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::datadist::Instance;
 use crate::ffi::boundary::{cstr, output, run, set_last_error};
 use crate::ffi::types::{
     cluster_ranks_from_c, clusters_from_c, instance, llmdd_cluster_info_t, llmdd_cluster_rank_t,
-    llmdd_instance_t, llmdd_option_t, options_from_c, INSTANCE_MAGIC,
+    llmdd_instance_t, llmdd_option_t, options_from_c, INSTANCES,
 };
 use crate::status::{Result, Status};
 
@@ -25,24 +25,28 @@ pub unsafe extern "C" fn llmdd_create(
     run("llmdd_create", || {
         let out = output(out, "out")?;
         let inner = Instance::new(role, cluster_id)?;
-        *out = Box::into_raw(Box::new(llmdd_instance_t {
-            magic: INSTANCE_MAGIC,
-            inner,
-        }));
+        let h = INSTANCES
+            .insert(inner)
+            .ok_or_else(|| crate::err!(OutOfMemory, "too many live instances"))?;
+        *out = h as *mut llmdd_instance_t;
         Ok(())
     })
 }
 
-/// Finalizes (if needed) and frees an instance. NULL is a no-op. The handle
-/// must not be used afterwards, and no other call on it may be in progress.
+/// Finalizes (if needed) and frees an instance. NULL is a no-op; a destroyed
+/// (or foreign) handle is detected, never read, and is a no-op too. The
+/// handle must not be used afterwards (calls with it return
+/// `LLMDD_PARAM_INVALID`), and no other call on it should be in progress (one
+/// that is keeps the instance alive until it returns).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_destroy(inst: *mut llmdd_instance_t) {
     let _ = run("llmdd_destroy", || {
-        if inst.is_null() || (*inst).magic != INSTANCE_MAGIC {
+        if inst.is_null() {
             return Ok(());
         }
-        (*inst).magic = 0;
-        drop(Box::from_raw(inst));
+        if let Some(i) = INSTANCES.remove(inst as usize) {
+            i.finalize();
+        }
         Ok(())
     });
 }

@@ -141,4 +141,20 @@ pub const OPTION_KEYS: &[(&str, &str, &str)] = &[
         "llmdd.StrictOptions",
         "\"1\": unknown llm. keys fail init instead of being ignored.",
     ),
+    // proven identity, access and link authentication (issue 9)
+    (
+        "LLMDD_OPTION_LINK_SECRET",
+        "llmdd.LinkSecret",
+        "Shared link secret (>= 16 bytes): mutual link authentication.",
+    ),
+    (
+        "LLMDD_OPTION_LINK_SECRET_FILE",
+        "llmdd.LinkSecretFile",
+        "File holding the shared link secret.",
+    ),
+    (
+        "LLMDD_OPTION_PEER_POOL_MAX_BYTES",
+        "llmdd.PeerPoolMaxBytes",
+        "Largest same-host peer pool mapped (default 64 GiB).",
+    ),
 ];
