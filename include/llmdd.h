@@ -593,6 +593,10 @@ typedef struct llmdd_cache_key_t {
   uint64_t prefix_id;
   uint64_t model_id;
   int64_t cache_id;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_cache_key_t;
 
 /**
@@ -605,6 +609,10 @@ typedef struct llmdd_cache_t {
   struct llmdd_cache_desc_t desc;
   const uint64_t *tensor_addrs;
   size_t num_tensor_addrs;
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[32];
 } llmdd_cache_t;
 
 /**
@@ -619,10 +627,15 @@ typedef struct llmdd_layer_range_t {
   int32_t dst_begin;
   int32_t dst_end;
   uint32_t tensor_num_per_layer;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[12];
 } llmdd_layer_range_t;
 
 /**
- * A `(src_block, dst_block)` pair for copy_blocks / swap_blocks.
+ * A `(src_block, dst_block)` pair for copy_blocks / swap_blocks (a pair: it
+ * has no reserved space and will not grow).
  */
 typedef struct llmdd_block_pair_t {
   uint64_t src;
@@ -637,6 +650,10 @@ typedef struct llmdd_host_cache_t {
   struct llmdd_cache_desc_t desc;
   const uint64_t *tensor_addrs;
   size_t num_tensor_addrs;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_host_cache_t;
 
 /**
@@ -646,10 +663,15 @@ typedef struct llmdd_mem_info_t {
   uint32_t mem_type;
   uint64_t addr;
   uint64_t size;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[8];
 } llmdd_mem_info_t;
 
 /**
- * One `{key, value}` option, both NUL-terminated UTF-8 strings.
+ * One `{key, value}` option, both NUL-terminated UTF-8 strings (a pair: it
+ * has no reserved space and will not grow).
  */
 typedef struct llmdd_option_t {
   const char *key;
@@ -692,6 +714,10 @@ typedef struct llmdd_transfer_config_t {
 typedef struct llmdd_ip_info_t {
   const char *ip;
   uint16_t port;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_ip_info_t;
 
 /**
@@ -717,11 +743,16 @@ typedef struct llmdd_cluster_info_t {
    */
   const struct llmdd_ip_info_t *remote_ip_infos;
   size_t num_remote_ip_infos;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[32];
 } llmdd_cluster_info_t;
 
 /**
  * One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
- * id in the rank table (Python's `cluster_rank_info` entry).
+ * id in the rank table (Python's `cluster_rank_info` entry). A map entry: it
+ * has no reserved space and will not grow.
  */
 typedef struct llmdd_cluster_rank_t {
   uint64_t cluster_id;
@@ -1088,6 +1119,22 @@ const char *llmdd_status_name(uint32_t status);
 const char *llmdd_last_error_message(void);
 
 /**
+ * Sets the calling thread's last-error message to `message` (NULL or "":
+ * clears it), as `llmdd_last_error_message` then reports it. For layers
+ * built on this C API that reject an argument themselves, such as the C++
+ * header (`llm_datadist/llm_datadist.h`), so callers find one message in one
+ * place. The string is copied; invalid UTF-8 is replaced.
+ */
+void llmdd_set_last_error_message(const char *message);
+
+/**
+ * The version of the loaded library as `(major << 16) | (minor << 8) |
+ * patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
+ * header/library mismatch at run time (e.g. 0x000100 for 0.1.0).
+ */
+uint32_t llmdd_version_number(void);
+
+/**
  * The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
  */
 const char *llmdd_version(void);
@@ -1135,6 +1182,24 @@ struct llmdd_layer_range_t llmdd_layer_range_init(void);
  * `kind` and the destination before use.
  */
 struct llmdd_transfer_config_t llmdd_transfer_config_init(void);
+
+/**
+ * A layer range `[src_begin, src_end)` → `[dst_begin, dst_end)` with
+ * `tensor_num_per_layer` tensors per layer (0 = 2); `begin = -1` selects all
+ * layers of that side. Reserved zero. Prefer it to a positional `{...}`
+ * initialiser, which would not name the reserved tail.
+ */
+struct llmdd_layer_range_t llmdd_layer_range(int32_t src_begin,
+                                             int32_t src_end,
+                                             int32_t dst_begin,
+                                             int32_t dst_end,
+                                             uint32_t tensor_num_per_layer);
+
+/**
+ * An IP endpoint (`ip` is borrowed: it must outlive the struct's use).
+ * Reserved zero.
+ */
+struct llmdd_ip_info_t llmdd_ip_info(const char *ip, uint16_t port);
 
 /**
  * Creates an instance with a role (`LLMDD_ROLE_*`) and a cluster id that is

@@ -194,6 +194,19 @@ static inline uint32_t t_init(llmdd_instance_t *inst, const char *listen, const 
   return llmdd_init(inst, opts, n);
 }
 
+/* Two initialized instances in this process: a listening prompt (cluster 1)
+ * and a decoder (cluster 2) that is not. Returns the prompt's port. */
+static inline uint16_t t_local_pair(llmdd_instance_t **p, llmdd_instance_t **d) {
+  uint16_t port = t_free_port();
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, p));
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, d));
+  REQUIRE_OK(t_init(*p, listen, NULL, 0));
+  REQUIRE_OK(t_init(*d, NULL, NULL, 0));
+  return port;
+}
+
 /* A cache description with the given dims. */
 static inline llmdd_cache_desc_t t_desc(uint32_t placement, uint32_t dtype, uint32_t num_tensors,
                                         uint32_t num_dims, const int64_t *dims) {

@@ -73,7 +73,7 @@ static inline uint32_t t_blk_pull_verify(llmdd_instance_t *inst, t_blk *dst, uin
 /* Links to one cluster at ip:port; stores the per-cluster status in *ret. */
 static inline uint32_t t_link1(llmdd_instance_t *inst, uint64_t remote, const char *ip,
                                uint16_t port, int32_t timeout_ms, uint32_t *ret) {
-  llmdd_ip_info_t r = {ip, port};
+  llmdd_ip_info_t r = llmdd_ip_info(ip, port);
   llmdd_cluster_info_t c = t_cluster(remote, &r);
   uint32_t dummy = 0xABCDu;
   return llmdd_link_clusters(inst, &c, 1, timeout_ms, ret ? ret : &dummy);
@@ -81,7 +81,7 @@ static inline uint32_t t_link1(llmdd_instance_t *inst, uint64_t remote, const ch
 
 static inline uint32_t t_unlink1(llmdd_instance_t *inst, uint64_t remote, const char *ip,
                                  uint16_t port, bool force, uint32_t *ret) {
-  llmdd_ip_info_t r = {ip, port};
+  llmdd_ip_info_t r = llmdd_ip_info(ip, port);
   llmdd_cluster_info_t c = t_cluster(remote, &r);
   if (force) {
     c.remote_ip_infos = NULL;
