@@ -32,6 +32,18 @@
 
 
 /**
+ * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
+ * copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
+ */
+#define D2D_ASYNC_ALIGN 64
+
+/**
+ * Alignment HCCS needs for the start of a device region not allocated by
+ * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
+ */
+#define HCCS_REGION_ALIGN (2 << 20)
+
+/**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
  */
 #define LLMDD_BACKEND_HOST 0
@@ -311,6 +323,8 @@
  * An unset req_id / prefix_id (2^64 - 1).
  */
 #define LLMDD_ID_UNSET UINT64_MAX
+
+
 
 /**
  * Opaque option builder. Created by `llmdd_config_new`, owned by the caller,

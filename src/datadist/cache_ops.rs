@@ -331,9 +331,9 @@ impl Session {
         local_view: &CacheView,
         remote: &Remote,
     ) -> Result<()> {
-        if link.hccl().is_none() {
+        let Some(h) = link.hccl() else {
             return Ok(());
-        }
+        };
         acl_rules::check_bound(local, link)?;
         acl_rules::check_placement(
             op,
@@ -341,6 +341,7 @@ impl Session {
             local_view,
             remote.placement,
             &remote.view,
+            h.topology().hccs,
         )
     }
 

@@ -58,6 +58,48 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Options of the acl backend only.
+    pub acl: AclOptions,
+}
+
+/// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
+/// docs/options.md, docs/ascend.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclOptions {
+    /// hccn.conf to read device NIC addresses from; `None`: `LLMDD_HCCN_CONF`,
+    /// else `/etc/hccn.conf` (then `hccn_tool` as a fallback).
+    pub hccn_conf: Option<String>,
+    /// How long the listening side of a link waits in `HcclCommPrepare`
+    /// (the dialing side waits for what is left of its link timeout).
+    pub prepare_timeout: Duration,
+}
+
+/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
+/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
+pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl AclOptions {
+    fn parse(opts: &Options) -> Result<AclOptions> {
+        let hccn_conf = match opts.get("llmdd.HccnConf") {
+            Some(v) if v.trim().is_empty() => {
+                bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
+            }
+            v => v.cloned(),
+        };
+        let prepare_timeout = match opts.get("llmdd.HcclPrepareTimeout") {
+            Some(v) => Duration::from_millis(parse_ranged(
+                "llmdd.HcclPrepareTimeout",
+                v,
+                1_000,
+                3_600_000,
+            )?),
+            None => DEFAULT_HCCL_PREPARE_TIMEOUT,
+        };
+        Ok(AclOptions {
+            hccn_conf,
+            prepare_timeout,
+        })
+    }
 }
 
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
@@ -99,6 +141,8 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    "llmdd.HccnConf",
+    "llmdd.HcclPrepareTimeout",
 ];
 
 /// Option map with duplicate detection.
@@ -479,6 +523,7 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            acl: AclOptions::parse(opts)?,
         })
     }
 }

@@ -25,7 +25,10 @@ fn libraries(layout: &str) -> Vec<(&'static str, &'static str, &'static [&'stati
     match layout {
         "full" => vec![ACL, HCOMM, WRAPPER],
         "hcomm" => vec![ACL, HCOMM],
-        "noget" => vec![ACL, ("libhcomm.so", "sim_hcomm.c", &["-DSIM_OMIT_BATCH_GET"])],
+        "noget" => vec![
+            ACL,
+            ("libhcomm.so", "sim_hcomm.c", &["-DSIM_OMIT_BATCH_GET"]),
+        ],
         "legacy" => vec![ACL, ("libhccl.so", "sim_hcomm.c", &[])],
         "stubs" => vec![ACL, WRAPPER],
         "split" => vec![
