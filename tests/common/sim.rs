@@ -91,3 +91,65 @@ pub fn empty_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The NIC address of physical device `phy` on the simulated machine.
+pub fn nic_ip(phy: u32) -> String {
+    format!("192.0.2.{}", phy + 1)
+}
+
+/// A one-server rank table (version 1.0) whose rank r is physical device
+/// `devs[r]` at its simulated NIC address.
+pub fn rank_table(devs: &[u32]) -> String {
+    let d: Vec<String> = devs
+        .iter()
+        .enumerate()
+        .map(|(r, &phy)| {
+            format!(
+                r#"{{"device_id":"{phy}","device_ip":"{}","rank_id":"{r}"}}"#,
+                nic_ip(phy)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":"1.0","server_count":"1","status":"completed","server_list":[{{"server_id":"127.0.0.1","device":[{}]}}]}}"#,
+        d.join(",")
+    )
+}
+
+/// Contract violations the simulator recorded in this process (on teardown
+/// paths, whose error codes callers tend to ignore), and the last message;
+/// (0, "") when the library of `dir` is not loaded.
+pub fn violations(dir: &Path) -> (i32, String) {
+    let path = std::ffi::CString::new(dir.join("libascendcl.so").to_str().unwrap()).unwrap();
+    // SAFETY: plain dlopen/dlsym of the simulator; RTLD_NOLOAD only finds a
+    // library that is already loaded, and the reference is released again.
+    unsafe {
+        let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if h.is_null() {
+            return (0, String::new());
+        }
+        let f = libc::dlsym(h, c"sim_ascend_violations".as_ptr());
+        let out = if f.is_null() {
+            (0, String::new())
+        } else {
+            let f: extern "C" fn(*mut std::ffi::c_char, usize) -> i32 = std::mem::transmute(f);
+            let mut buf = vec![0 as std::ffi::c_char; 512];
+            let n = f(buf.as_mut_ptr(), buf.len());
+            let msg = std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            (n, msg)
+        };
+        libc::dlclose(h);
+        out
+    }
+}
+
+/// Asserts that the simulator of `dir` recorded no contract violation.
+pub fn assert_no_violations(dir: &Path) {
+    let (n, last) = violations(dir);
+    assert_eq!(
+        n, 0,
+        "the simulator recorded {n} contract violation(s); last: {last}"
+    );
+}
