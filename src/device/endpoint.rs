@@ -303,10 +303,10 @@ pub fn check_peer(ep: &DeviceEndpoint) -> Result<()> {
             ep.device_ip
         );
     }
-    let pod_ok = ep
-        .super_pod_id
-        .as_ref()
-        .is_none_or(|p| !p.is_empty() && p.len() <= 127);
+    let pod_ok = match &ep.super_pod_id {
+        Some(p) => !p.is_empty() && p.len() <= 127,
+        None => true,
+    };
     if ep.server_id.is_empty() || ep.server_id.len() > 255 || !pod_ok {
         bail!(LinkFailed, "peer sent an invalid device endpoint {ep:?}");
     }

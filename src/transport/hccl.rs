@@ -366,8 +366,7 @@ impl HcclComm {
     /// second bind). Bind before `prepare`: HCCL exchanges bound memory once.
     /// The communicator keeps `mem` alive until it is dropped.
     pub fn bind(&self, mem: &Arc<GlobalMem>) -> Result<()> {
-        if !Arc::ptr_eq(mem.ctx.runtime(), &self.rt) || mem.ctx.device_id() != self.ctx.device_id()
-        {
+        if mem.key.0 != self.rt.acl_identity() || mem.ctx.device_id() != self.ctx.device_id() {
             bail!(
                 ParamInvalid,
                 "HcclCommBindMem: region registered with a different runtime or device"
