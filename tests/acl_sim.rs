@@ -373,3 +373,142 @@ fn two_rank_hccl_batch_get_and_put() {
     ctx.free(local, Placement::Device).unwrap();
     assert_no_violations(&dir);
 }
+
+/// The simulator answers each modelled ACL/HCCL contract violation with the
+/// real code (test infrastructure checking itself, through the raw symbols):
+/// table schema and identity, names, concurrent-safe registration rules,
+/// prepare and batch order, the descriptor limit, teardown order, alignment.
+#[test]
+fn simulator_enforces_the_contracts() {
+    if child_role().as_deref() != Some("contracts") {
+        let Some(dir) = sim_dir("full") else { return };
+        run_child(
+            "simulator_enforces_the_contracts",
+            &dir,
+            &[(CHILD_ENV, "contracts")],
+        );
+        return;
+    }
+    use llmdd::sys::ascend_bindings as b;
+    let rt = Arc::new(AscendRuntime::load(None).unwrap());
+    let ctx = Arc::new(AclContext::open(rt.clone(), 0).unwrap());
+    let h = rt.hccl;
+    let create = |table: &str, rank: u32, name: &str| {
+        HcclComm::create(&ctx, table, rank, &named(name), Instant::now())
+    };
+    let code = |r: llmdd::status::Result<HcclComm>| {
+        let e = r.err().expect("refused");
+        let m = e.message.clone();
+        (e.status, m)
+    };
+    // Rank table schema, version and identity.
+    let good = rank_table(&[0, 1]);
+    for (bad, want) in [
+        (good.replace(r#""1.0""#, r#""1.1""#), "HCCL code 1"),
+        (good.replace(r#""completed""#, r#""done""#), "HCCL code 1"),
+        (
+            good.replace(r#""server_count":"1""#, r#""server_count":"2""#),
+            "HCCL code 1",
+        ),
+        (
+            good.replace(r#""device_id":"1""#, r#""device_id":"0""#),
+            "HCCL code 1",
+        ),
+        (
+            good.replace(r#""device_id":"1""#, r#""device_id":"9""#),
+            "HCCL code 1",
+        ),
+        (good.replace("192.0.2.2", "192.0.2.1"), "HCCL code 1"),
+        (good.replace("192.0.2.1", "127.0.0.1"), "HCCL code 1"),
+    ] {
+        let (_, m) = code(create(&bad, 0, "t"));
+        assert!(m.contains(want), "{bad}: {m}");
+    }
+    let (_, m) = code(create(&rank_table(&[1, 0]), 0, "t"));
+    assert!(
+        m.contains("HCCL code 7") && m.contains("local devId"),
+        "{m}"
+    );
+    // Names: empty refused by llmdd itself; a duplicate on the device by HCCL.
+    assert_eq!(code(create(&good, 0, "")).0, Status::ParamInvalid);
+    let comm = create(&good, 0, "dup").unwrap();
+    assert!(code(create(&good, 0, "dup")).1.contains("comm Name exist"));
+    // No current device on the calling thread: HCCL_E_RUNTIME.
+    let reg = h.HcclRegisterGlobalMem.unwrap();
+    let buf = ctx.malloc(4 << 20, Placement::Device).unwrap();
+    std::thread::spawn(move || {
+        let mem = b::HcclMem {
+            type_: b::HcclMemType_HCCL_MEM_TYPE_DEVICE,
+            addr: buf as *mut _,
+            size: 4096,
+        };
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: valid pointers; the simulator checks the thread's device first.
+        assert_eq!(
+            unsafe { reg(&mem, &mut handle) },
+            b::HcclResult_HCCL_E_RUNTIME
+        );
+    })
+    .join()
+    .unwrap();
+    // Registration: identical range = same handle; overlap refused.
+    let mem = |addr: u64, size: u64| b::HcclMem {
+        type_: b::HcclMemType_HCCL_MEM_TYPE_DEVICE,
+        addr: addr as *mut _,
+        size,
+    };
+    let (mut h1, mut h2, mut h3) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    // SAFETY (this block): raw calls with valid pointers into the simulator.
+    unsafe {
+        assert_eq!(reg(&mem(buf, 4096), &mut h1), 0);
+        assert_eq!(reg(&mem(buf, 4096), &mut h2), 0);
+        assert_eq!(h1, h2, "an identical range returns the same handle");
+        assert_eq!(
+            reg(&mem(buf + 1024, 4096), &mut h3),
+            b::HcclResult_HCCL_E_PARA
+        );
+    }
+    comm.register(buf, 4096, Placement::Device).unwrap();
+    // Batch before Prepare: HCCL_E_NOT_FOUND.
+    let stream = ctx.create_stream().unwrap();
+    let e = comm.batch_get(1, &[(buf, buf, 16)], &stream).unwrap_err();
+    assert!(e.message.contains("HCCL code 6"), "{e}");
+    // Unaligned device-to-device aclrtMemcpyAsync: ACL_ERROR_RT_ADDR_UNALIGNED.
+    let e = stream
+        .memcpy_async(buf + 1, buf + 2048, 64, MemcpyKind::DeviceToDevice)
+        .unwrap_err();
+    assert!(e.message.contains("107008"), "{e}");
+    // Destroying a stream with unfinished tasks is a recorded violation.
+    // SAFETY: raw ACL calls on a live stream of this device.
+    unsafe {
+        let create_stream = rt.acl.aclrtCreateStream.unwrap();
+        let destroy = rt.acl.aclrtDestroyStream.unwrap();
+        let force = rt.acl.aclrtDestroyStreamForce.unwrap();
+        let copy = rt.acl.aclrtMemcpyAsync.unwrap();
+        let mut s = std::ptr::null_mut();
+        assert_eq!(create_stream(&mut s), 0);
+        assert_eq!(
+            copy(
+                buf as *mut _,
+                64,
+                (buf + 64) as *const _,
+                64,
+                b::aclrtMemcpyKind_ACL_MEMCPY_DEVICE_TO_DEVICE,
+                s
+            ),
+            0
+        );
+        assert_eq!(destroy(s), b::ACL_ERROR_RT_INTERNAL_ERROR);
+        assert_eq!(force(s), 0);
+    }
+    let (n, last) = common::sim::violations(&PathBuf::from(std::env::var(LIB_DIR_ENV).unwrap()));
+    assert_eq!(n, 1, "{last}");
+    assert!(last.contains("unfinished tasks"), "{last}");
+    drop(stream);
+    drop(comm);
+    ctx.free(buf, Placement::Device).unwrap();
+}

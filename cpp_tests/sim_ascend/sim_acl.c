@@ -632,11 +632,11 @@ SIM_EXPORT aclError aclrtStreamAbort(aclrtStream stream)
     return ACL_SUCCESS;
 }
 
-static int64_t now_ms(void)
+static int64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 SIM_EXPORT aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout)
@@ -649,7 +649,7 @@ SIM_EXPORT aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_
                         (int)timeout);
     }
     struct sim_stream *s = stream;
-    int64_t deadline = now_ms() + timeout;
+    int64_t deadline = now_us() + (int64_t)timeout * 1000;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         struct sim_op *op = s->head;
@@ -661,12 +661,12 @@ SIM_EXPORT aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_
             pthread_mutex_unlock(&s->mu);
             /* The op stays queued: the stream is stuck, as a hung device stream would be. */
             for (;;) {
-                int64_t left = timeout < 0 ? 1000 : deadline - now_ms();
+                int64_t left = timeout < 0 ? 10000 : deadline - now_us();
                 if (left <= 0) {
                     return acl_fail(ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, "stream sync timed out after %d ms",
                                     (int)timeout);
                 }
-                usleep((useconds_t)(left > 10 ? 10 : left) * 1000u);
+                usleep((useconds_t)(left > 10000 ? 10000 : left));
                 pthread_mutex_lock(&s->mu);
                 int aborted = s->head != op;
                 pthread_mutex_unlock(&s->mu);
