@@ -416,6 +416,7 @@ int main(void) {
   t_acl_load();
   run(0);
   run(1);
+  t_acl_check_violations();
   t_acl_unload();
   return t_finish("test_acl_transfer");
 }

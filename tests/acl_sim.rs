@@ -397,7 +397,7 @@ fn simulator_enforces_the_contracts() {
         HcclComm::create(&ctx, table, rank, &named(name), Instant::now())
     };
     let code = |r: llmdd::status::Result<HcclComm>| {
-        let e = r.err().expect("refused");
+        let e = r.expect_err("refused");
         let m = e.message.clone();
         (e.status, m)
     };

@@ -61,6 +61,18 @@ static inline void t_acl_load(void) {
 #undef T_SYM
 }
 
+/* CHECKs that the simulator recorded no contract violation in this process
+ * (teardown-path violations, whose codes llmdd cannot report). */
+static inline void t_acl_check_violations(void) {
+  t_acl_load();
+  int (*f)(char *, size_t) = NULL;
+  *(void **)(&f) = dlsym(g_acl.lib, "sim_ascend_violations");
+  char last[512] = "";
+  int n = f ? f(last, sizeof last) : -1;
+  if (n != 0) fprintf(stderr, "[pid %d] simulator contract violations: %d (last: %s)\n", (int)getpid(), n, last);
+  CHECK(n == 0);
+}
+
 /* Unloads the simulator (balances t_acl_load; llmdd holds its own reference). */
 static inline void t_acl_unload(void) {
   if (g_acl.lib) dlclose(g_acl.lib);

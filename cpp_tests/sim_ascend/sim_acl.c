@@ -83,23 +83,6 @@ static aclError acl_fail(aclError code, const char *fmt, ...)
     return code;
 }
 
-__attribute__((unused)) static int env_flag(const char *name)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
-}
-
-__attribute__((unused)) static long env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0') {
-        return dflt;
-    }
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    return end != v && *end == '\0' ? x : dflt;
-}
-
 /* ------------------------------------------------------------- violations */
 
 static pthread_mutex_t g_viol_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -196,7 +179,7 @@ static __thread int32_t t_logical = -1;
 
 static void devices_init(void)
 {
-    long n = env_long("SIM_ASCEND_DEVICE_COUNT", SIM_DEFAULT_DEVICES);
+    long n = sim_env_long("SIM_ASCEND_DEVICE_COUNT", SIM_DEFAULT_DEVICES);
     g_phys_count = n < 1 ? 1 : (n > SIM_MAX_DEVICES ? SIM_MAX_DEVICES : (int)n);
     const char *vis = getenv("ASCEND_RT_VISIBLE_DEVICES");
     g_visible_count = 0;
@@ -314,8 +297,8 @@ SIM_EXPORT aclError aclrtGetDeviceInfo(uint32_t deviceId, aclrtDevAttr attr, int
         return acl_fail(ACL_ERROR_RT_FEATURE_NOT_SUPPORT, "device attribute %d is not supported on %s", (int)attr,
                         g_soc);
     }
-    *value = attr == ACL_DEV_ATTR_SUPER_POD_ID ? env_long("SIM_ASCEND_SUPER_POD_ID", 0)
-                                               : env_long("SIM_ASCEND_SUPER_DEVICE_BASE", 0) + g_visible[deviceId];
+    *value = attr == ACL_DEV_ATTR_SUPER_POD_ID ? sim_env_long("SIM_ASCEND_SUPER_POD_ID", 0)
+                                               : sim_env_long("SIM_ASCEND_SUPER_DEVICE_BASE", 0) + g_visible[deviceId];
     return ACL_SUCCESS;
 }
 
@@ -338,7 +321,7 @@ static aclError sim_alloc(void **ptr, size_t size, int host, const char *what)
         return acl_fail(ACL_ERROR_INVALID_PARAM, "%s: null out-pointer or zero size", what);
     }
     NEED_DEVICE(what);
-    if (env_flag("SIM_ASCEND_FAIL_MALLOC")) {
+    if (sim_env_flag("SIM_ASCEND_FAIL_MALLOC")) {
         return acl_fail(ACL_ERROR_RT_MEMORY_ALLOCATION, "%s: injected allocation failure", what);
     }
     void *p = NULL;
@@ -554,7 +537,7 @@ SIM_EXPORT aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src,
     c->dst = dst;
     c->src = src;
     c->len = count;
-    op->hang = env_flag("SIM_ASCEND_HANG_TRANSFER");
+    op->hang = sim_env_flag("SIM_ASCEND_HANG_TRANSFER");
     op->run = run_copy;
     op->drop = free;
     op->ctx = c;
@@ -605,17 +588,22 @@ SIM_EXPORT aclError aclrtDestroyStream(aclrtStream stream)
     return ACL_SUCCESS;
 }
 
+/* Drops every queued operation of a live stream (abort / force-destroy). */
+static void drop_pending(struct sim_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct sim_op *ops = take_ops(s);
+    pthread_mutex_unlock(&s->mu);
+    free_ops(ops);
+}
+
 SIM_EXPORT aclError aclrtDestroyStreamForce(aclrtStream stream)
 {
     if (!stream_valid(stream)) {
         return acl_fail(ACL_ERROR_INVALID_PARAM, "aclrtDestroyStreamForce: invalid stream");
     }
-    struct sim_stream *s = stream;
-    pthread_mutex_lock(&s->mu);
-    struct sim_op *ops = take_ops(s);
-    pthread_mutex_unlock(&s->mu);
-    free_ops(ops);
-    stream_free(s);
+    drop_pending(stream);
+    stream_free(stream);
     return ACL_SUCCESS;
 }
 
@@ -624,11 +612,7 @@ SIM_EXPORT aclError aclrtStreamAbort(aclrtStream stream)
     if (!stream_valid(stream)) {
         return acl_fail(ACL_ERROR_INVALID_PARAM, "aclrtStreamAbort: invalid stream");
     }
-    struct sim_stream *s = stream;
-    pthread_mutex_lock(&s->mu);
-    struct sim_op *ops = take_ops(s);
-    pthread_mutex_unlock(&s->mu);
-    free_ops(ops);
+    drop_pending(stream);
     return ACL_SUCCESS;
 }
 

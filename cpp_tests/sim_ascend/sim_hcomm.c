@@ -165,23 +165,6 @@ static void violation(const char *what)
     }
 }
 
-static int env_flag(const char *name)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
-}
-
-static long env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    if (v == NULL || v[0] == '\0') {
-        return dflt;
-    }
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    return end != v && *end == '\0' ? x : dflt;
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -531,7 +514,7 @@ static HcclResult parse_table(const char *json, struct table *t)
 /* Pair (a, b) runs over HCCS (intra-server), where host memory is not exported. */
 static int hccs(const struct table *t, uint32_t a, uint32_t b)
 {
-    if (env_flag("HCCL_INTRA_ROCE_ENABLE")) {
+    if (sim_env_flag("HCCL_INTRA_ROCE_ENABLE")) {
         return 0;
     }
     int a3 = acl() != NULL && acl()->is_a3();
@@ -668,7 +651,7 @@ SIM_EXPORT HcclResult HcclCommInitClusterInfoMemConfig(const char *rankTableStri
     }
     g_init_busy = 1;
     pthread_mutex_unlock(&g_mu);
-    usleep((useconds_t)env_long("SIM_ASCEND_INIT_MS", 20) * 1000u);
+    usleep((useconds_t)sim_env_long("SIM_ASCEND_INIT_MS", 20) * 1000u);
 
     HcclResult rc = HCCL_SUCCESS;
     struct sim_comm *c = calloc(1, sizeof(*c));
@@ -695,9 +678,9 @@ SIM_EXPORT HcclResult HcclCommInitClusterInfoMemConfig(const char *rankTableStri
                   rank, c->t.r[rank].device_ip, phy, nic, phy);
     }
     if (rc == HCCL_SUCCESS && c->t.v12 && acl()->is_a3()) {
-        long sdid = env_long("SIM_ASCEND_SUPER_DEVICE_BASE", 0) + phy;
+        long sdid = sim_env_long("SIM_ASCEND_SUPER_DEVICE_BASE", 0) + phy;
         char pod[64];
-        snprintf(pod, sizeof(pod), "%ld", env_long("SIM_ASCEND_SUPER_POD_ID", 0));
+        snprintf(pod, sizeof(pod), "%ld", sim_env_long("SIM_ASCEND_SUPER_POD_ID", 0));
         if (c->t.r[rank].super_device_id != sdid || strcmp(c->t.r[rank].super_pod_id, pod) != 0) {
             rc = fail(HCCL_E_PARA, "rank %u: super_device_id %ld / super_pod_id %s are not this device's (%ld / %s)",
                       rank, c->t.r[rank].super_device_id, c->t.r[rank].super_pod_id, sdid, pod);
@@ -1048,7 +1031,7 @@ SIM_EXPORT HcclResult HcclCommPrepare(HcclComm comm, const HcclPrepareConfig *pr
         return HCCL_SUCCESS; /* one-shot: memory bound since then is not exchanged */
     }
     int64_t deadline = timeout < 0 ? -1 : now_ms() + (int64_t)(timeout == 0 ? 120 : timeout) * 1000;
-    long delay = env_long("SIM_ASCEND_PREPARE_DELAY_MS", 0);
+    long delay = sim_env_long("SIM_ASCEND_PREPARE_DELAY_MS", 0);
     if (delay > 0) {
         usleep((useconds_t)delay * 1000u);
     }
@@ -1206,7 +1189,7 @@ static HcclResult submit_batch(HcclComm comm, uint32_t remoteRank, HcclOneSideOp
     }
     b->put = put;
     b->n = ok;
-    op->hang = env_flag("SIM_ASCEND_HANG_TRANSFER");
+    op->hang = sim_env_flag("SIM_ASCEND_HANG_TRANSFER");
     op->run = run_batch;
     op->drop = free;
     op->ctx = b;

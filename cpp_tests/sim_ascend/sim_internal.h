@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../../src/sys/ascend_decls.h"
 
@@ -53,6 +55,25 @@ struct sim_acl_api {
      * (teardown paths); printed on stderr, counted by sim_ascend_violations(). */
     void (*violation)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 };
+
+/* True if environment variable `name` is set to something other than "" or "0". */
+static inline int sim_env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+
+/* The integer value of environment variable `name`, `dflt` when unset or not a number. */
+static inline long sim_env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0') {
+        return dflt;
+    }
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    return end != v && *end == '\0' ? x : dflt;
+}
 
 /* The simulated NIC address of physical device `phy`: 192.0.2.(phy+1), from
  * TEST-NET-1 (RFC 5737), which is never routed. Nothing ever connects to it:
