@@ -548,6 +548,28 @@ mod tests {
     }
 
     #[test]
+    fn acl_options() {
+        let c = parse_with(&[]).unwrap();
+        assert_eq!(c.acl.hccn_conf, None);
+        assert_eq!(c.acl.prepare_timeout, DEFAULT_HCCL_PREPARE_TIMEOUT);
+        let c = parse_with(&[
+            ("llmdd.HccnConf", "/tmp/hccn.conf"),
+            ("llmdd.HcclPrepareTimeout", "5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.acl.hccn_conf.as_deref(), Some("/tmp/hccn.conf"));
+        assert_eq!(c.acl.prepare_timeout, Duration::from_secs(5));
+        for bad in [
+            ("llmdd.HcclPrepareTimeout", "999"),
+            ("llmdd.HcclPrepareTimeout", "x"),
+            ("llmdd.HccnConf", " "),
+        ] {
+            let e = parse_with(&[bad]).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = parse_with(&[]).unwrap();
         assert_eq!(c.device_id, 0);
