@@ -182,10 +182,14 @@ impl GlobalMem {
 impl Drop for GlobalMem {
     fn drop(&mut self) {
         let mut regs = registrations().lock().unwrap_or_else(|p| p.into_inner());
-        // Only our own (now dead) entry: a new registration of the range cannot
-        // exist while it was alive.
-        if regs.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
-            regs.remove(&self.key);
+        match regs.get(&self.key) {
+            // The range was registered again while this one was being dropped:
+            // HCCL handed out this same handle, which lives on in that one.
+            Some(w) if w.strong_count() > 0 => return,
+            Some(_) => {
+                regs.remove(&self.key);
+            }
+            None => {}
         }
         let rt = self.ctx.runtime();
         if let Some(dereg) = rt.hccl.HcclDeregisterGlobalMem {
