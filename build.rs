@@ -4,12 +4,18 @@
 
 use std::path::PathBuf;
 
+// OPTION_KEYS: the `LLMDD_OPTION_*` macros (shared with the crate).
+include!("src/ffi/option_keys.rs");
+
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
     // cbindgen parses the whole crate (a new pub item anywhere can reach the header).
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut after = config.after_includes.take().unwrap_or_default();
+    after.push_str(&option_macros());
+    config.after_includes = Some(after);
     let bindings = match cbindgen::Builder::new()
         .with_crate(&dir)
         .with_config(config)
@@ -21,8 +27,9 @@ fn main() {
             return;
         }
     };
-    let mut text = Vec::new();
-    bindings.write(&mut text);
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let text = typed_hex_constants(&String::from_utf8_lossy(&raw)).into_bytes();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("out dir"));
     std::fs::write(out.join("llmdd.h"), &text).expect("write OUT_DIR header");
     println!("cargo:include={}", out.display());
@@ -34,4 +41,43 @@ fn main() {
             let _ = std::fs::write(&dst, &text);
         }
     }
+}
+
+/// cbindgen writes integer constants in decimal: a `u32`-suffixed Rust
+/// constant becomes `#define LLMDD_X 4294967295u`. Those (the statuses) are
+/// rewritten as `0xFFFFFFFFU`, the form the documentation and the reference
+/// use; other constants are left as they are.
+fn typed_hex_constants(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let rewritten = body
+            .strip_prefix("#define LLMDD_")
+            .and_then(|rest| rest.rsplit_once(' '))
+            .and_then(|(name, value)| {
+                let digits = value.strip_suffix('u')?;
+                let v: u32 = digits.parse().ok()?;
+                Some(format!("#define LLMDD_{name} 0x{v:X}U"))
+            });
+        match rewritten {
+            Some(r) => {
+                out.push_str(&r);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// `#define LLMDD_OPTION_X "key"` for every entry of `OPTION_KEYS`, each with
+/// its description as a doc comment.
+fn option_macros() -> String {
+    let mut out = String::from("\n/* Init option keys (docs/options.md). */\n");
+    for (name, key, doc) in OPTION_KEYS {
+        out.push_str(&format!("\n/**\n * {doc}\n */\n#define {name} \"{key}\"\n"));
+    }
+    out
 }

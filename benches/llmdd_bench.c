@@ -13,7 +13,9 @@
  * Each transport also runs a layer-wise async push (llmdd_transfer_cache_async)
  * of a 32-layer K/V paged cache (128 MiB, 64 KiB blocks) whose synchronizer
  * approves every layer at once, next to a synchronous llmdd_push_blocks of the
- * same blocks, plus the latency of a one-layer, one-block async task.
+ * same blocks, plus the latency of a one-layer, one-block async task (start,
+ * synchronize, free) with 64 KiB and 4 KiB blocks, each next to a synchronous
+ * llmdd_push_blocks of the same bytes: the task's own cost is the difference.
  *
  * Usage: llmdd_bench [--runs N] [--transport NAME]
  */
@@ -38,6 +40,10 @@ enum { NSIZES = 5, LAT_ITERS = 3000 };
 enum { A_LAYERS = 32, A_TENSORS = 2 * A_LAYERS, A_BLOCKS = 32, A_LAT_ITERS = 1000 };
 #define A_BLOCK (64ull << 10)
 #define A_MODEL 100 /* model id of the async destination cache */
+/* One-layer caches of small blocks for the latency of a task that moves little. */
+enum { S_BLOCKS = 64 };
+#define S_BLOCK (4ull << 10)
+#define S_MODEL 101
 static int RUNS = 5;
 static const uint64_t P = 11, D = 22;
 
@@ -91,17 +97,18 @@ static uint16_t free_port(void) {
   return ntohs(a.sin_port);
 }
 
-/* Registers A_TENSORS tensors of A_BLOCKS x A_BLOCK as a blocks cache. */
-static llmdd_cache_t async_cache(llmdd_instance_t *inst, const llmdd_cache_key_t *key, uint8_t fill) {
-  llmdd_cache_desc_t d = blocks_desc(A_TENSORS, A_BLOCKS, A_BLOCK);
+/* Registers `n` tensors of `blocks` x `block` bytes as a blocks cache. */
+static llmdd_cache_t async_cache(llmdd_instance_t *inst, const llmdd_cache_key_t *key, uint8_t fill, uint32_t n,
+                                 uint64_t blocks, uint64_t block) {
+  llmdd_cache_desc_t d = blocks_desc(n, blocks, block);
   uint64_t addrs[A_TENSORS];
-  for (int t = 0; t < A_TENSORS; t++) {
-    uint8_t *m = aligned_alloc(2 << 20, A_BLOCKS * A_BLOCK);
-    memset(m, fill, A_BLOCKS * A_BLOCK);
+  for (uint32_t t = 0; t < n; t++) {
+    uint8_t *m = aligned_alloc(2 << 20, blocks * block);
+    memset(m, fill, blocks * block);
     addrs[t] = (uint64_t)(uintptr_t)m;
   }
   llmdd_cache_t c;
-  DIE_IF(llmdd_register_blocks_cache(inst, &d, addrs, A_TENSORS, key, -1, &c), "register async cache");
+  DIE_IF(llmdd_register_blocks_cache(inst, &d, addrs, n, key, -1, &c), "register async cache");
   return c;
 }
 
@@ -112,13 +119,13 @@ static bool approve(void *user, uint32_t layer, int64_t timeout_ms) {
   return true;
 }
 
-/* Runs one async push task to the prompt's async cache and waits for it. */
-static void async_push(llmdd_instance_t *d, int64_t src, int32_t layers, const uint64_t *sb,
+/* Runs one async push task to the prompt's cache of model `model` and waits for it. */
+static void async_push(llmdd_instance_t *d, int64_t src, uint64_t model, int32_t layers, const uint64_t *sb,
                        const uint64_t *db, size_t n) {
   llmdd_transfer_config_t cfg;
   memset(&cfg, 0, sizeof cfg);
   cfg.kind = LLMDD_TRANSFER_BY_CACHE_KEY;
-  cfg.cache_key = llmdd_blocks_cache_key(P, A_MODEL);
+  cfg.cache_key = llmdd_blocks_cache_key(P, model);
   cfg.layers = (llmdd_layer_range_t){0, layers, 0, layers, 2};
   llmdd_task_t *task = NULL;
   DIE_IF(llmdd_transfer_cache_async(d, src, approve, NULL, &cfg, 1, sb, n, db, n, 0, &task),
@@ -127,9 +134,34 @@ static void async_push(llmdd_instance_t *d, int64_t src, int32_t layers, const u
   llmdd_task_free(task);
 }
 
-/* Async layer-wise push vs synchronous push_blocks of the same 128 MiB. */
+/* p50 and p99 (µs) of one-layer, one-block async tasks (start, synchronize,
+ * free) from source `src` to the prompt's cache of model `model` (`blocks`
+ * blocks per tensor), then of synchronous push_blocks of the same bytes. */
+static void task_latency(llmdd_instance_t *d, int64_t src, uint64_t model, uint64_t blocks, double out[4]) {
+  static double lat[A_LAT_ITERS];
+  for (int pass = 0; pass < 2; pass++) {
+    llmdd_cache_key_t k = llmdd_blocks_cache_key(P, model);
+    llmdd_layer_range_t l0 = {0, 1, 0, 1, 2};
+    for (int i = 0; i < A_LAT_ITERS; i++) {
+      uint64_t one_s = (uint64_t)i % blocks, one_d = (uint64_t)(i * 5) % blocks;
+      double a = now();
+      if (pass == 0)
+        async_push(d, src, model, 1, &one_s, &one_d, 1);
+      else
+        DIE_IF(llmdd_push_blocks(d, &k, src, &one_s, 1, &one_d, 1, &l0), "push_blocks");
+      lat[i] = (now() - a) * 1e6;
+    }
+    qsort(lat, A_LAT_ITERS, sizeof lat[0], cmp_d);
+    out[2 * pass] = lat[A_LAT_ITERS / 2];
+    out[2 * pass + 1] = lat[A_LAT_ITERS * 99 / 100];
+  }
+}
+
+/* Async layer-wise push vs synchronous push_blocks of the same 128 MiB, and
+ * the latency of tasks that move one block. */
 static void run_async(llmdd_instance_t *d, double mc) {
-  llmdd_cache_t src = async_cache(d, NULL, 0x3c);
+  llmdd_cache_t src = async_cache(d, NULL, 0x3c, A_TENSORS, A_BLOCKS, A_BLOCK);
+  llmdd_cache_t small = async_cache(d, NULL, 0x3d, 2, S_BLOCKS, S_BLOCK);
   uint64_t sb[A_BLOCKS], db[A_BLOCKS];
   for (uint64_t i = 0; i < A_BLOCKS; i++) {
     sb[i] = i;
@@ -140,26 +172,25 @@ static void run_async(llmdd_instance_t *d, double mc) {
   llmdd_cache_key_t k = llmdd_blocks_cache_key(P, A_MODEL);
   for (int r = 0; r < RUNS; r++) {
     double t = now();
-    async_push(d, src.cache_id, A_LAYERS, sb, db, A_BLOCKS);
+    async_push(d, src.cache_id, A_MODEL, A_LAYERS, sb, db, A_BLOCKS);
     ra[r] = bytes / (now() - t) / 1e9;
     t = now();
     DIE_IF(llmdd_push_blocks(d, &k, src.cache_id, sb, A_BLOCKS, db, A_BLOCKS, NULL), "push_blocks");
     rs[r] = bytes / (now() - t) / 1e9;
   }
-  static double lat[A_LAT_ITERS];
-  for (int i = 0; i < A_LAT_ITERS; i++) {
-    uint64_t one_s = (uint64_t)i % A_BLOCKS, one_d = (uint64_t)(i * 5) % A_BLOCKS;
-    double a = now();
-    async_push(d, src.cache_id, 1, &one_s, &one_d, 1);
-    lat[i] = (now() - a) * 1e6;
-  }
-  qsort(lat, A_LAT_ITERS, sizeof lat[0], cmp_d);
+  double big[4], tiny[4];
+  task_latency(d, src.cache_id, A_MODEL, A_BLOCKS, big);
+  task_latency(d, small.cache_id, S_MODEL, S_BLOCKS, tiny);
   double ma = median(ra, RUNS);
   printf("layer-wise async push, 32 layers x K/V x 32 blocks of 64 KiB = 128 MiB: async %.2f GB/s, "
-         "push_blocks %.2f GB/s (%.0f %% of memcpy); one-layer one-block async task: p50 %.1f us, "
-         "p99 %.1f us (%d tasks)\n",
-         ma, median(rs, RUNS), 100 * ma / mc, lat[A_LAT_ITERS / 2], lat[A_LAT_ITERS * 99 / 100],
-         A_LAT_ITERS);
+         "push_blocks %.2f GB/s (%.0f %% of memcpy)\n",
+         ma, median(rs, RUNS), 100 * ma / mc);
+  printf("one-layer one-block async task, K+V x 64 KiB: p50 %.1f us, p99 %.1f us; the same bytes by "
+         "push_blocks: p50 %.1f us, p99 %.1f us (%d each)\n",
+         big[0], big[1], big[2], big[3], A_LAT_ITERS);
+  printf("one-layer one-block async task, K+V x 4 KiB: p50 %.1f us, p99 %.1f us; the same bytes by "
+         "push_blocks: p50 %.1f us, p99 %.1f us (%d each)\n",
+         tiny[0], tiny[1], tiny[2], tiny[3], A_LAT_ITERS);
 }
 
 static llmdd_cache_desc_t desc_for(uint64_t block) { return blocks_desc(1, TOTAL / block, block); }
@@ -195,7 +226,9 @@ static int prompt(const char *listen, int tcp, int pool, int ready, int done) {
     memset((void *)(uintptr_t)c.tensor_addrs[0], 0x5a + s, TOTAL);
   }
   llmdd_cache_key_t ak = llmdd_blocks_cache_key(P, A_MODEL);
-  async_cache(p, &ak, 0);
+  async_cache(p, &ak, 0, A_TENSORS, A_BLOCKS, A_BLOCK);
+  llmdd_cache_key_t sk = llmdd_blocks_cache_key(P, S_MODEL);
+  async_cache(p, &sk, 0, 2, S_BLOCKS, S_BLOCK);
   char x = 'r';
   if (write(ready, &x, 1) != 1) return 1;
   struct pollfd pf = {done, POLLIN, 0};

@@ -2,7 +2,7 @@
  * lifetimes, in one process and across two (both transports): deferred free
  * while keys remain (observed through pool exhaustion), consumption by pull,
  * pool errors, duplicate keys, wrong-kind deallocation, unregister rules
- * (allocated id, live links), cache id numbering, the 240-address limit and
+ * (allocated id, live links), cache id numbering, the address limit (set to 240) and
  * overlapping registrations. */
 #include "t_dataplane.h"
 
@@ -32,6 +32,7 @@ static void single_process(void) {
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 101, &p));
   t_opts o = t_opts_make(0, 0, T_POOL_DEV, NULL);
+  o.o[o.n++] = (llmdd_option_t){"llmdd.MaxRegisteredAddrs", "240"}; /* the documented 240 */
   REQUIRE_OK(t_init(p, NULL, o.o, o.n));
   /* ids start at 1 and increase, shared by register and allocate */
   t_mem r = t_mem_new(2, 4096);

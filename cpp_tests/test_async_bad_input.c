@@ -142,7 +142,11 @@ static void common_errors(llmdd_instance_t *p, const ids *id, llmdd_transfer_con
   BAD_ASYNC(PI, "requires dst_block_memory_size", p, id->bb, &good, 1, NULL, 0, B2, 2, 0);
   BAD_ASYNC(PI, "dst_block_memory_size = 4096 is only valid with dst_blocks", p, id->bb, &good, 1, NULL, 0, NULL,
             0, BLK);
-  BAD_ASYNC(PI, "needs a batch (contiguous) local cache", p, id->kb, &good, 1, NULL, 0, NULL, 0, 0);
+  /* Without block indices a blocks source is one batch (stride one block):
+   * slot 1 does not exist (by key, a BlocksCacheKey destination says so first). */
+  c = good;
+  c.src_batch_index = 1;
+  BAD_ASYNC(PI, "src_batch_index = 1", p, id->kb, &c, 1, NULL, 0, NULL, 0, 0);
   BAD_ASYNC(PI, "dst_blocks has 3 entries but the local slot of 4096 bytes fills at most 2", p, id->bb, &good, 1,
             NULL, 0, B3, 3, 2048);
   c = good;
@@ -253,14 +257,14 @@ static void run(int by_key) {
     BAD_ASYNC(PI, "src_batch_index = 1 must be 0 with a BlocksCacheKey", p, id.bb, &c, 1, NULL, 0, B2, 2, 2048);
     BAD_ASYNC(PI, "the destination block size is 4096 bytes but the transfer uses 2048-byte blocks", p, id.bb,
               &key_all, 1, NULL, 0, B2, 2, 2048);
-    BAD_ASYNC(PI, "a BlocksCacheKey destination needs dst_blocks", p, id.bb, &key_all, 1, NULL, 0, NULL, 0, 0);
     c = t_cfg_key(llmdd_cache_key_by_id(D_ID, id.db, 1), -1, -1, -1, -1, 0);
     BAD_ASYNC(PI, "dst_blocks given but the destination cache is not a blocks cache", p, id.bb, &c, 1, NULL, 0, B2,
               2, 2048);
     c = t_cfg_key(llmdd_cache_key_by_id(D_ID, id.dk, 1), -1, -1, -1, -1, 0);
     BAD_ASYNC(PI, "a blocks destination needs cache_key.batch_index 0 (got 1)", p, id.kb, &c, 1, B2, 2, B2, 2, 0);
-    c = t_cfg_key(llmdd_cache_key_by_id(D_ID, id.dk, 0), -1, -1, -1, -1, 0);
-    BAD_ASYNC(PI, "the destination cache is a blocks cache; pass dst_blocks", p, id.bb, &c, 1, NULL, 0, NULL, 0, 0);
+    /* Without dst_blocks a blocks destination is one batch of stride one block. */
+    c = t_cfg_key(llmdd_cache_key_by_id(D_ID, id.dk, 1), -1, -1, -1, -1, 0);
+    BAD_ASYNC(PI, "a blocks destination without dst_blocks is one batch of stride one block: cache_key.batch_index must be 0 (got 1)", p, id.bb, &c, 1, NULL, 0, NULL, 0, 0);
   } else {
     BAD_ASYNC(PI, "LLMDD_TRANSFER_BY_CACHE_KEY (TransferWithCacheKeyConfig) needs remote-cache-accessible mode", p,
               id.kb, &key_all, 1, B2, 2, B2, 2, 0);

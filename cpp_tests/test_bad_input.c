@@ -1,9 +1,9 @@
 /* The bad-input matrix: NULL for every pointer parameter (PARAM_INVALID with
- * a message), bad init options, missing cache-manager mode, init twice, every
+ * a message), bad init options, cache-manager mode off, init twice, every
  * call before init and after finalize (LLMDD_FAILED, "not initialized"),
  * finalize twice, destroy(NULL), bad roles, link/unlink argument errors
  * (rets untouched) and per-cluster errors (in rets), a listening instance
- * calling link_clusters, and the status names and values of spec §5. */
+ * dialling, and the status names and values of spec §5. */
 #include "llmdd_test_blocks.h"
 
 #define CHECK_PI(expr) CHECK_STATUS(expr, LLMDD_PARAM_INVALID)
@@ -114,9 +114,13 @@ static void init_options(void) {
     llmdd_option_t o[] = {{"ge.exec.deviceId", bad_dev[i]}, {"llm.EnableCacheManager", "1"}};
     expect_init(o, NOPT(o), LLMDD_PARAM_INVALID, "bad ge.exec.deviceId");
   }
-  bad_option("llm.Foo", "1", LLMDD_PARAM_INVALID);
   bad_option("llmdd.Foo", "1", LLMDD_PARAM_INVALID);
-  bad_option("llm.listenipinfo", l1, LLMDD_PARAM_INVALID);
+  bad_option("llmdd.StrictOptions", "2", LLMDD_PARAM_INVALID);
+  /* Unknown llm. keys are ignored (as the reference), unless strict. */
+  bad_option("llm.Foo", "1", LLMDD_SUCCESS);
+  llmdd_option_t strict[] = {{"llm.DeviceId", "0"}, {"llmdd.StrictOptions", "1"}, {"llm.Foo", "1"}};
+  expect_init(strict, NOPT(strict), LLMDD_PARAM_INVALID, "llm.Foo with llmdd.StrictOptions=1");
+  bad_option("llm.listenipinfo", l1, LLMDD_SUCCESS); /* keys are case-sensitive: an unknown key, ignored */
   const char *bad_listen[] = {"127.0.0.1", "127.0.0.1:0", "300.1.1.1:5", "[::1]", "host:99999",
                               "", "127.0.0.1:65536", "localhost:80"};
   for (size_t i = 0; i < NOPT(bad_listen); i++) {
@@ -164,9 +168,9 @@ static void init_options(void) {
   bad_option("llm.EnableSwitchRole", "1", LLMDD_SUCCESS);
   bad_option("llm.BufPoolCfg", "{}", LLMDD_SUCCESS);
 
-  /* Cache-manager mode missing or off. */
+  /* Cache-manager mode is implied (as in C++ Initialize); off is refused. */
   llmdd_option_t no_cm[] = {{"llm.DeviceId", "0"}};
-  expect_init(no_cm, NOPT(no_cm), LLMDD_FEATURE_NOT_ENABLED, "no cache manager");
+  expect_init(no_cm, NOPT(no_cm), LLMDD_SUCCESS, "cache manager implied");
   bad_option("llm.EnableCacheManager", "0", LLMDD_FEATURE_NOT_ENABLED);
 
   /* NULL options. */
@@ -531,12 +535,14 @@ static void link_args(void) {
   CHECK_STATUS(llmdd_link_clusters(d, &mixed[1], 1, 1000, NULL), LLMDD_ALREADY_LINK);
   CHECK_OK(llmdd_unlink_clusters(d, &mixed[1], 1, 1000, false, NULL));
 
-  /* A listening instance may not call link_clusters or a non-forced unlink. */
+  /* A listening instance may dial too (nothing listens at dip: LINK_FAILED in
+   * rets); unlinking a cluster it has no link to succeeds either way. */
   llmdd_ip_info_t dip = {"127.0.0.1", t_free_port()};
   llmdd_cluster_info_t to_d = t_cluster(2, &dip);
   uint32_t r = SENT;
-  CHECK_PI(llmdd_link_clusters(p, &to_d, 1, 1000, &r));
-  CHECK_PI(llmdd_unlink_clusters(p, &to_d, 1, 1000, false, &r));
+  CHECK_STATUS(llmdd_link_clusters(p, &to_d, 1, 1000, &r), LLMDD_LINK_FAILED);
+  CHECK(r == LLMDD_LINK_FAILED);
+  CHECK_OK(llmdd_unlink_clusters(p, &to_d, 1, 1000, false, &r));
   CHECK_OK(llmdd_unlink_clusters(p, &to_d, 1, 1000, true, &r));
 
   llmdd_destroy(d);

@@ -1,7 +1,7 @@
 /* Forced unlink: on the client only (the client can relink; the server
  * replaces its stale side), on both ends, of a never-linked cluster
- * (success), and a non-forced unlink called on the server (PARAM_INVALID).
- * Prompt (server) in a child process, decoder (client) here. */
+ * (success), and a non-forced unlink called on the side that did not dial
+ * (PARAM_INVALID). Prompt (server) in a child process, decoder (client) here. */
 #include "llmdd_test_blocks.h"
 
 static uint16_t g_port;
@@ -16,8 +16,8 @@ static int prompt(void *arg) {
   t_blk src, scratch;
   REQUIRE_OK(t_blk_register(p, &src, 1, 1));
   REQUIRE_OK(t_blk_register(p, &scratch, 0, 0));
-  /* Server-side argument checks need no peer. */
-  CHECK_STATUS(t_unlink1(p, 2, "127.0.0.1", 1, false, NULL), LLMDD_PARAM_INVALID);
+  /* No link to cluster 2 yet: a non-forced unlink succeeds. */
+  CHECK_OK(t_unlink1(p, 2, "127.0.0.1", 1, false, NULL));
   uint32_t ret = 99;
   CHECK_OK(t_unlink1(p, 999, NULL, 0, true, &ret));
   CHECK(ret == LLMDD_SUCCESS);
@@ -60,6 +60,10 @@ int main(void) {
   /* Forced unlink on the client only, then relink. */
   CHECK_OK(t_link1(d, 1, "127.0.0.1", g_port, 3000, &ret));
   CHECK_OK(t_blk_pull_verify(d, &scratch, 1));
+  CHECK(ask(pc, TCMD_PULL(2)) == LLMDD_SUCCESS);
+  /* The server did not dial this link: its non-forced unlink is refused and
+   * the link stays usable. */
+  CHECK(ask(pc, TCMD_UNLINK(2)) == LLMDD_PARAM_INVALID);
   CHECK(ask(pc, TCMD_PULL(2)) == LLMDD_SUCCESS);
   ret = 99;
   CHECK_OK(t_unlink1(d, 1, NULL, 0, true, &ret));

@@ -43,9 +43,17 @@ int main() {
   CHECK(llmdd_get_cluster_id(inst, &id) == LLMDD_SUCCESS && id == 7);
   destroy(inst);
 
-  // Status constants are usable as uint32_t without narrowing warnings.
+  // Status constants are uint32_t-typed (unsigned int) hex literals.
+  static_assert(std::is_same<decltype(LLMDD_FAILED), unsigned int>::value, "typed status");
+  static_assert(std::is_same<decltype(LLMDD_PARAM_INVALID), unsigned int>::value, "typed status");
+  static_assert(LLMDD_FAILED == 0xFFFFFFFFu && LLMDD_LINK_FAILED == 0x5010B009u, "values");
   uint32_t failed = LLMDD_FAILED;
   CHECK(failed == 0xFFFFFFFFu);
+  int as_int = static_cast<int>(failed);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-compare"
+  CHECK(as_int == LLMDD_FAILED);  // was false while LLMDD_FAILED was a long
+#pragma GCC diagnostic pop
   CHECK(std::strcmp(llmdd_status_name(LLMDD_TIMEOUT), "LLM_TIMEOUT") == 0);
   llmdd_cache_key_t k = llmdd_cache_key(1, 2, 3, LLMDD_ID_UNSET);
   CHECK(k.kind == LLMDD_KEY_CACHE_KEY && k.prefix_id == UINT64_MAX);

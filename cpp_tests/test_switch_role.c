@@ -71,8 +71,8 @@ int main(void) {
   CHECK_OK(llmdd_switch_role(d, LLMDD_ROLE_PROMPT, &lb, 1));
   CHECK_OK(llmdd_get_role(d, &role));
   CHECK(role == LLMDD_ROLE_PROMPT);
-  /* The new server no longer dials out. */
-  CHECK_STATUS(t_link1(d, 1, "127.0.0.1", port_a, 500, &ret), LLMDD_PARAM_INVALID);
+  /* The new server may dial too; nothing listens at port_a any more. */
+  CHECK_STATUS(t_link1(d, 1, "127.0.0.1", port_a, 500, &ret), LLMDD_LINK_FAILED);
   /* The former prompt (now a client) links to it and both pull. */
   ret = 99;
   CHECK_OK(t_link1(p, 2, "127.0.0.1", port_b, 3000, &ret));

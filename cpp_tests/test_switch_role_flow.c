@@ -60,8 +60,8 @@ static int decoder_main(void *argp) {
   uint32_t role = 0;
   CHECK_OK(llmdd_get_role(d, &role));
   CHECK(role == LLMDD_ROLE_PROMPT);
-  /* A server does not dial out. */
-  CHECK_STATUS(t_link1(d, P_ID, "127.0.0.1", a->port_p, 300, &ret), LLMDD_PARAM_INVALID);
+  /* A server may dial out too, but P stopped listening when it switched. */
+  CHECK_STATUS(t_link1(d, P_ID, "127.0.0.1", a->port_p, 300, &ret), LLMDD_LINK_FAILED);
   t_send(a->ch, S_LISTENING);
 
   /* 3. P linked to us; push our blocks {1,2,7} into P's scratch cache

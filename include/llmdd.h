@@ -30,6 +30,168 @@
 #define LLMDD_VERSION_PATCH 0
 #define LLMDD_VERSION_NUMBER ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH)
 
+/* Init option keys (docs/options.md). */
+
+/**
+ * Device id (required; C++ OPTION_DEVICE_ID).
+ */
+#define LLMDD_OPTION_DEVICE_ID "llm.DeviceId"
+
+/**
+ * Device id, Python's spelling.
+ */
+#define LLMDD_OPTION_GE_DEVICE_ID "ge.exec.deviceId"
+
+/**
+ * "ip:port" to listen on (C++ OPTION_LISTEN_IP_INFO).
+ */
+#define LLMDD_OPTION_LISTEN_IP_INFO "llm.ListenIpInfo"
+
+/**
+ * Transfer timeout in ms (C++ OPTION_SYNC_CACHE_WAIT_TIME).
+ */
+#define LLMDD_OPTION_SYNC_KV_CACHE_WAIT_TIME "llm.SyncKvCacheWaitTime"
+
+/**
+ * "1" (default) / "0" (v1 engine: refused).
+ */
+#define LLMDD_OPTION_ENABLE_CACHE_MANAGER "llm.EnableCacheManager"
+
+/**
+ * "1": remote-cache-accessible mode (push).
+ */
+#define LLMDD_OPTION_ENABLE_REMOTE_CACHE_ACCESSIBLE "llm.EnableRemoteCacheAccessible"
+
+/**
+ * Local communication resource JSON (C++ OPTION_LOCAL_COMM_RES).
+ */
+#define LLMDD_OPTION_LOCAL_COMM_RES "llm.LocalCommRes"
+
+/**
+ * "hixl" (C++ OPTION_TRANSFER_BACKEND).
+ */
+#define LLMDD_OPTION_TRANSFER_BACKEND "llm.TransferBackend"
+
+/**
+ * JSON object (C++ OPTION_GLOBAL_RESOURCE_CONFIG).
+ */
+#define LLMDD_OPTION_GLOBAL_RESOURCE_CONFIG "llm.GlobalResourceConfig"
+
+/**
+ * RDMA traffic class (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_TRAFFIC_CLASS "llm.RdmaTrafficClass"
+
+/**
+ * RDMA service level (acl backend).
+ */
+#define LLMDD_OPTION_RDMA_SERVICE_LEVEL "llm.RdmaServiceLevel"
+
+/**
+ * Rank-table link budget in seconds.
+ */
+#define LLMDD_OPTION_LINK_TOTAL_TIME "llm.LinkTotalTime"
+
+/**
+ * Attempts per cluster in link_clusters.
+ */
+#define LLMDD_OPTION_LINK_RETRY_COUNT "llm.LinkRetryCount"
+
+/**
+ * Device pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_MEM_POOL_CONFIG "llm.MemPoolConfig"
+
+/**
+ * Host pool JSON for allocate_cache.
+ */
+#define LLMDD_OPTION_HOST_MEM_POOL_CONFIG "llm.HostMemPoolConfig"
+
+/**
+ * v1 engine only: validated, no effect (C++ OPTION_BUF_POOL_CFG).
+ */
+#define LLMDD_OPTION_BUF_POOL_CFG "llm.BufPoolCfg"
+
+/**
+ * Validated, no effect (C++ OPTION_ENABLE_SET_ROLE).
+ */
+#define LLMDD_OPTION_ENABLE_SWITCH_ROLE "llm.EnableSwitchRole"
+
+/**
+ * "Prompt"/"Decoder"/"Mix"; must match the instance's role.
+ */
+#define LLMDD_OPTION_ROLE "llm.Role"
+
+/**
+ * "auto" (default), "host" or "acl".
+ */
+#define LLMDD_OPTION_BACKEND "llmdd.Backend"
+
+/**
+ * Directory of libascendcl.so / libhccl.so.
+ */
+#define LLMDD_OPTION_ASCEND_LIB_DIR "llmdd.AscendLibDir"
+
+/**
+ * "auto" (default) or "off" (force TCP).
+ */
+#define LLMDD_OPTION_SAME_HOST "llmdd.SameHost"
+
+/**
+ * TCP connections a transfer stripes over (1..8).
+ */
+#define LLMDD_OPTION_DATA_CONNECTIONS "llmdd.DataConnections"
+
+/**
+ * Links per instance (default 512).
+ */
+#define LLMDD_OPTION_MAX_LINKS "llmdd.MaxLinks"
+
+/**
+ * Spin before sleeping on a reply, in us.
+ */
+#define LLMDD_OPTION_BUSY_POLL_US "llmdd.BusyPollUs"
+
+/**
+ * Port of a rank-table member without one (default 16666).
+ */
+#define LLMDD_OPTION_RANK_TABLE_DEFAULT_PORT "llmdd.RankTableDefaultPort"
+
+/**
+ * Registered tensor addresses at once (default 1024).
+ */
+#define LLMDD_OPTION_MAX_REGISTERED_ADDRS "llmdd.MaxRegisteredAddrs"
+
+/**
+ * "1": unknown llm. keys fail init instead of being ignored.
+ */
+#define LLMDD_OPTION_STRICT_OPTIONS "llmdd.StrictOptions"
+
+/**
+ * Shared link secret (>= 16 bytes): mutual link authentication.
+ */
+#define LLMDD_OPTION_LINK_SECRET "llmdd.LinkSecret"
+
+/**
+ * File holding the shared link secret.
+ */
+#define LLMDD_OPTION_LINK_SECRET_FILE "llmdd.LinkSecretFile"
+
+/**
+ * Largest same-host peer pool mapped (default 64 GiB).
+ */
+#define LLMDD_OPTION_PEER_POOL_MAX_BYTES "llmdd.PeerPoolMaxBytes"
+
+/**
+ * acl: file of device NIC addresses (default /etc/hccn.conf).
+ */
+#define LLMDD_OPTION_HCCN_CONF "llmdd.HccnConf"
+
+/**
+ * acl: ms the listening side waits in HcclCommPrepare (120000).
+ */
+#define LLMDD_OPTION_HCCL_PREPARE_TIMEOUT "llmdd.HcclPrepareTimeout"
+
 
 /**
  * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
@@ -56,117 +218,117 @@
 /**
  * Success.
  */
-#define LLMDD_SUCCESS 0
+#define LLMDD_SUCCESS 0x0U
 
 /**
  * Generic failure; also returned by calls before init / after finalize.
  */
-#define LLMDD_FAILED 4294967295
+#define LLMDD_FAILED 0xFFFFFFFFU
 
 /**
  * Legacy: request waited too long.
  */
-#define LLMDD_WAIT_PROCESS_TIMEOUT 1343270913
+#define LLMDD_WAIT_PROCESS_TIMEOUT 0x5010B001U
 
 /**
  * Cache does not exist (local id, or the peer's key/id/slot).
  */
-#define LLMDD_KV_CACHE_NOT_EXIST 1343270914
+#define LLMDD_KV_CACHE_NOT_EXIST 0x5010B002U
 
 /**
  * Legacy: repeated request.
  */
-#define LLMDD_REPEAT_REQUEST 1343270915
+#define LLMDD_REPEAT_REQUEST 0x5010B003U
 
 /**
  * Legacy: request already completed.
  */
-#define LLMDD_REQUEST_ALREADY_COMPLETED 1343270916
+#define LLMDD_REQUEST_ALREADY_COMPLETED 0x5010B004U
 
 /**
  * Invalid argument, option or state.
  */
-#define LLMDD_PARAM_INVALID 1343270917
+#define LLMDD_PARAM_INVALID 0x5010B005U
 
 /**
  * Legacy: engine finalized.
  */
-#define LLMDD_ENGINE_FINALIZED 1343270918
+#define LLMDD_ENGINE_FINALIZED 0x5010B006U
 
 /**
  * No link to the peer (or rank-table link not ready, or unknown comm id).
  */
-#define LLMDD_NOT_YET_LINK 1343270919
+#define LLMDD_NOT_YET_LINK 0x5010B007U
 
 /**
  * A link to that cluster already exists.
  */
-#define LLMDD_ALREADY_LINK 1343270920
+#define LLMDD_ALREADY_LINK 0x5010B008U
 
 /**
  * Link setup failed.
  */
-#define LLMDD_LINK_FAILED 1343270921
+#define LLMDD_LINK_FAILED 0x5010B009U
 
 /**
  * Unlink failed; force-unlink both ends.
  */
-#define LLMDD_UNLINK_FAILED 1343270922
+#define LLMDD_UNLINK_FAILED 0x5010B00AU
 
 /**
  * Could not notify the prompt side of an unlink.
  */
-#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 1343270923
+#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 0x5010B00BU
 
 /**
  * More than 16 clusters in one (un)link call.
  */
-#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 1343270924
+#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 0x5010B00CU
 
 /**
  * Another (un)link is in progress (never returned by llmdd).
  */
-#define LLMDD_PROCESSING_LINK 1343270925
+#define LLMDD_PROCESSING_LINK 0x5010B00DU
 
 /**
  * Device memory exhausted.
  */
-#define LLMDD_DEVICE_OUT_OF_MEMORY 1343270926
+#define LLMDD_DEVICE_OUT_OF_MEMORY 0x5010B00EU
 
 /**
  * switch_role or unregister while links exist.
  */
-#define LLMDD_EXIST_LINK 1343270936
+#define LLMDD_EXIST_LINK 0x5010B018U
 
 /**
  * Option, pool, backend or placement not available.
  */
-#define LLMDD_FEATURE_NOT_ENABLED 1343270937
+#define LLMDD_FEATURE_NOT_ENABLED 0x5010B019U
 
 /**
  * A transfer or wait timed out (re-link after a transfer timeout).
  */
-#define LLMDD_TIMEOUT 1343270938
+#define LLMDD_TIMEOUT 0x5010B01AU
 
 /**
  * Reserved: conflicting use of a link (never returned by llmdd).
  */
-#define LLMDD_LINK_BUSY 1343270939
+#define LLMDD_LINK_BUSY 0x5010B01BU
 
 /**
  * Memory pool or system memory exhausted.
  */
-#define LLMDD_OUT_OF_MEMORY 1343270940
+#define LLMDD_OUT_OF_MEMORY 0x5010B01CU
 
 /**
  * Uncorrectable device memory error.
  */
-#define LLMDD_DEVICE_MEM_ERROR 507053
+#define LLMDD_DEVICE_MEM_ERROR 0x7BCADU
 
 /**
  * Suspected remote memory fault.
  */
-#define LLMDD_SUSPECT_REMOTE_ERROR 507057
+#define LLMDD_SUSPECT_REMOTE_ERROR 0x7BCB1U
 
 /**
  * Role: prompt (prefill).
@@ -219,7 +381,8 @@
 #define LLMDD_MEM_STATUS_FAILED 2
 
 /**
- * Data type codes (GE numbering).
+ * Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
+ * gives each one's element size. Sub-byte types are packed.
  */
 #define LLMDD_DT_FLOAT 0
 
@@ -247,9 +410,63 @@
 
 #define LLMDD_DT_STRING 13
 
+#define LLMDD_DT_DUAL_SUB_INT8 14
+
+#define LLMDD_DT_DUAL_SUB_UINT8 15
+
+#define LLMDD_DT_COMPLEX64 16
+
+#define LLMDD_DT_COMPLEX128 17
+
+#define LLMDD_DT_QINT8 18
+
+#define LLMDD_DT_QINT16 19
+
+#define LLMDD_DT_QINT32 20
+
+#define LLMDD_DT_QUINT8 21
+
+#define LLMDD_DT_QUINT16 22
+
+#define LLMDD_DT_RESOURCE 23
+
+#define LLMDD_DT_STRING_REF 24
+
+#define LLMDD_DT_DUAL 25
+
+#define LLMDD_DT_VARIANT 26
+
 #define LLMDD_DT_BF16 27
 
 #define LLMDD_DT_UNDEFINED 28
+
+#define LLMDD_DT_INT4 29
+
+#define LLMDD_DT_UINT1 30
+
+#define LLMDD_DT_INT2 31
+
+#define LLMDD_DT_UINT2 32
+
+#define LLMDD_DT_COMPLEX32 33
+
+#define LLMDD_DT_HIFLOAT8 34
+
+#define LLMDD_DT_FLOAT8_E5M2 35
+
+#define LLMDD_DT_FLOAT8_E4M3FN 36
+
+#define LLMDD_DT_FLOAT8_E8M0 37
+
+#define LLMDD_DT_FLOAT6_E3M2 38
+
+#define LLMDD_DT_FLOAT6_E2M3 39
+
+#define LLMDD_DT_FLOAT4_E2M1 40
+
+#define LLMDD_DT_FLOAT4_E1M2 41
+
+#define LLMDD_DT_HIFLOAT4 42
 
 /**
  * Default link/unlink timeout in milliseconds (spec §9 item 3).
@@ -302,7 +519,7 @@
  * `llmdd_task_get_results` entry of a config none of whose layers started
  * (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
  */
-#define LLMDD_TASK_RESULT_NOT_STARTED 4294967294
+#define LLMDD_TASK_RESULT_NOT_STARTED 0xFFFFFFFEU
 
 /**
  * Key kind: request/prefix key (`CacheKey`).
@@ -334,14 +551,17 @@ typedef struct llmdd_config_t llmdd_config_t;
 
 /**
  * Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
- * caller, released only by `llmdd_destroy`.
+ * caller, released only by `llmdd_destroy`. The handle is not a pointer to
+ * readable memory: the library looks it up in its table of live instances,
+ * so a destroyed or foreign handle is detected and never read.
  */
 typedef struct llmdd_instance_t llmdd_instance_t;
 
 /**
  * Opaque async transfer task (Python `CacheTask`). Created by
  * `llmdd_transfer_cache_async`, owned by the caller, released only by
- * `llmdd_task_free`. It stays usable after its instance is finalized.
+ * `llmdd_task_free`. It stays usable after its instance is finalized. Like an
+ * instance handle it is looked up in a table of live tasks, never read.
  */
 typedef struct llmdd_task_t llmdd_task_t;
 
@@ -461,6 +681,36 @@ typedef struct llmdd_option_t {
 } llmdd_option_t;
 
 /**
+ * One destination of `llmdd_transfer_cache_async`.
+ *
+ * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
+ *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
+ *   per selected source layer, in layer order. For a contiguous destination
+ *   the addresses point at the destination slot; for a blocks destination at
+ *   the tensor bases. Every destination byte must lie inside a cache the peer
+ *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
+ * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
+ *   remote-cache-accessible mode): the destination is the peer's cache named
+ *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
+ *   batch slot); source layer L goes to destination layer
+ *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
+ *
+ * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
+ * all layers of that side; both sides must cover the same number of layers;
+ * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
+ */
+typedef struct llmdd_transfer_config_t {
+  uint32_t kind;
+  uint64_t dst_cluster_id;
+  const uint64_t *dst_addrs;
+  size_t num_dst_addrs;
+  struct llmdd_cache_key_t cache_key;
+  struct llmdd_layer_range_t layers;
+  uint32_t src_batch_index;
+  uint8_t reserved[32];
+} llmdd_transfer_config_t;
+
+/**
  * An IP endpoint: `ip` is an IPv4 or IPv6 literal (NUL-terminated).
  */
 typedef struct llmdd_ip_info_t {
@@ -524,36 +774,6 @@ typedef void (*llmdd_log_callback_t)(uint32_t level,
  */
 typedef bool (*llmdd_layer_sync_fn)(void *user_data, uint32_t layer_index, int64_t timeout_ms);
 
-/**
- * One destination of `llmdd_transfer_cache_async`.
- *
- * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
- *   layers go to cluster `dst_cluster_id` at `dst_addrs`, 2 addresses (K, V)
- *   per selected source layer, in layer order. For a contiguous destination
- *   the addresses point at the destination slot; for a blocks destination at
- *   the tensor bases. Every destination byte must lie inside a cache the peer
- *   registered. `cache_key` is ignored; `layers.dst_begin` must be -1.
- * - `LLMDD_TRANSFER_BY_CACHE_KEY` (`TransferWithCacheKeyConfig`,
- *   remote-cache-accessible mode): the destination is the peer's cache named
- *   by `cache_key` (`LLMDD_KEY_BLOCKS`, or `LLMDD_KEY_ID_AND_INDEX` naming a
- *   batch slot); source layer L goes to destination layer
- *   `dst_begin + (L - src_begin)`. `dst_cluster_id`/`dst_addrs` are ignored.
- *
- * `layers`: half-open source (and, by key, destination) layer ranges, -1 =
- * all layers of that side; both sides must cover the same number of layers;
- * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
- */
-typedef struct llmdd_transfer_config_t {
-  uint32_t kind;
-  uint64_t dst_cluster_id;
-  const uint64_t *dst_addrs;
-  size_t num_dst_addrs;
-  struct llmdd_cache_key_t cache_key;
-  struct llmdd_layer_range_t layers;
-  uint32_t src_batch_index;
-  uint8_t reserved[32];
-} llmdd_transfer_config_t;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -572,8 +792,9 @@ uint32_t llmdd_get_backend(const struct llmdd_instance_t *inst, uint32_t *out);
  * `cache_keys` (may be NULL with 0) binds slot i to key i
  * (`LLMDD_KEY_CACHE_KEY`; req_id `LLMDD_ID_UNSET` = leave slot unbound);
  * `remote_accessible`: -1 default (DEVICE → yes, HOST → no), 0, 1.
- * Memory must stay valid until unregistered. At most 240 registered addresses
- * in total; overlapping registrations are rejected. `*out` on success.
+ * Memory must stay valid until unregistered. At most 1024 registered
+ * addresses in total by default (`llmdd.MaxRegisteredAddrs`, up to 65536);
+ * overlapping registrations are rejected. `*out` on success.
  */
 uint32_t llmdd_register_cache(struct llmdd_instance_t *inst,
                               const struct llmdd_cache_desc_t *desc,
@@ -867,6 +1088,15 @@ uint32_t llmdd_config_generate_options(struct llmdd_config_t *config,
                                        size_t *out_num);
 
 /**
+ * Writes the element size of data type `data_type` in bits to `*bits_out`
+ * (e.g. 16 for `LLMDD_DT_FLOAT16`, 4 for `LLMDD_DT_INT4`; strings count as
+ * 16-byte heads, as in the reference). A cache of a sub-byte type must hold
+ * a whole number of bytes per dim-0 row. `LLMDD_PARAM_INVALID` for an
+ * unknown code, `LLMDD_DT_UNDEFINED` or a NULL `bits_out`.
+ */
+uint32_t llmdd_data_type_bits(uint32_t data_type, uint32_t *bits_out);
+
+/**
  * The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown
  * codes give `"LLM_FAILED"`. Returns a static string (never NULL, never freed).
  */
@@ -887,6 +1117,50 @@ const char *llmdd_last_error_message(void);
 const char *llmdd_version(void);
 
 /**
+ * A cache description with the C++ `CacheDesc{}` defaults: DEVICE placement,
+ * `LLMDD_DT_UNDEFINED`, no tensors, no dims, `batch_dim_index` 0,
+ * `seq_len_dim_index` -1 (none), reserved zero. Set `num_tensors`,
+ * `data_type`, `num_dims` and `shape` before use.
+ */
+struct llmdd_cache_desc_t llmdd_cache_desc_init(void);
+
+/**
+ * A cache with the C++ `Cache{}` defaults: `cache_id` -1, a description from
+ * `llmdd_cache_desc_init`, no tensor addresses.
+ */
+struct llmdd_cache_t llmdd_cache_init(void);
+
+/**
+ * Host memory described without registration (Python
+ * `Cache.create_cpu_cache`): a description from `llmdd_cache_desc_init` with
+ * HOST placement (the only one swap_blocks accepts here), no tensor addresses.
+ */
+struct llmdd_host_cache_t llmdd_host_cache_init(void);
+
+/**
+ * An unset request key: `LLMDD_KEY_CACHE_KEY` with `req_id` and `prefix_id`
+ * `LLMDD_ID_UNSET` (a zeroed key has prefix_id 0, which is a set prefix),
+ * `model_id` 0, `cache_id` -1. The `llmdd_cache_key*` constructors build the
+ * usual kinds directly.
+ */
+struct llmdd_cache_key_t llmdd_cache_key_init(void);
+
+/**
+ * The C++ `KvCacheExtParam{}` defaults: every layer on both sides
+ * (`src_begin = dst_begin = -1`) and 2 tensors per layer. (A zeroed range is
+ * `[0, 0)`, which selects no layer and is rejected.)
+ */
+struct llmdd_layer_range_t llmdd_layer_range_init(void);
+
+/**
+ * A transfer config for `llmdd_transfer_cache_async` with every layer
+ * (`llmdd_layer_range_init`), an unset key (`llmdd_cache_key_init`), kind
+ * `LLMDD_TRANSFER_BY_ADDRS`, no addresses, source slot 0, reserved zero. Set
+ * `kind` and the destination before use.
+ */
+struct llmdd_transfer_config_t llmdd_transfer_config_init(void);
+
+/**
  * Creates an instance with a role (`LLMDD_ROLE_*`) and a cluster id that is
  * unique among every instance that will link to it. No I/O.
  *
@@ -896,21 +1170,28 @@ const char *llmdd_version(void);
 uint32_t llmdd_create(uint32_t role, uint64_t cluster_id, struct llmdd_instance_t **out);
 
 /**
- * Finalizes (if needed) and frees an instance. NULL is a no-op. The handle
- * must not be used afterwards, and no other call on it may be in progress.
+ * Finalizes (if needed) and frees an instance. NULL is a no-op; a destroyed
+ * (or foreign) handle is detected, never read, and is a no-op too. The
+ * handle must not be used afterwards (calls with it return
+ * `LLMDD_PARAM_INVALID`), and no other call on it should be in progress (one
+ * that is keeps the instance alive until it returns).
  */
 void llmdd_destroy(struct llmdd_instance_t *inst);
 
 /**
  * Initializes the instance with `num_options` `{key, value}` options (spec §3;
  * build them with the `llmdd_config_*` builder). Required: `llm.DeviceId` (or
- * `ge.exec.deviceId`) and cache-manager mode (`llm.EnableCacheManager=1` or
- * `llm.LocalCommRes`). With `llm.ListenIpInfo` the instance listens (server).
- * A second init on an initialized instance is a no-op success; init after
- * finalize starts afresh.
+ * `ge.exec.deviceId`). Cache-manager mode is implied, as in C++ `Initialize`
+ * (`llm.EnableCacheManager=0`, Python's v1 engine, is refused); remote-cache-
+ * accessible mode is off unless `llm.EnableRemoteCacheAccessible=1` or
+ * `llm.LocalCommRes` is given. With `llm.ListenIpInfo` the instance listens
+ * (server). A second init on an initialized instance is a no-op success; init
+ * after finalize starts afresh.
  *
- * Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
- * `LLMDD_FEATURE_NOT_ENABLED` (no cache-manager mode, backend unavailable),
+ * Statuses: `LLMDD_PARAM_INVALID` (bad option, unknown `llmdd.` key or, with
+ * `llmdd.StrictOptions=1`, unknown `llm.` key; NULL pointers; unknown `llm.`
+ * keys are otherwise logged and ignored),
+ * `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
  * `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
  */
 uint32_t llmdd_init(struct llmdd_instance_t *inst,
@@ -945,10 +1226,11 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
                            size_t num_options);
 
 /**
- * Links this client to each cluster's server (`remote_ip_infos[0]`), up to 16
- * clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
- * default). Only clients (instances initialized without `llm.ListenIpInfo`)
- * call it. `rets` (NULL, or `num_clusters` entries) receives one status per
+ * Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
+ * 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
+ * documented default). Any initialized instance may call it, whether it
+ * listens itself or not (the side that dials is the link's client). A cluster
+ * that already dialled this instance gives `LLMDD_ALREADY_LINK`. `rets` (NULL, or `num_clusters` entries) receives one status per
  * cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
  * Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
  * Argument errors before any linking (empty list, >16 clusters =
@@ -961,8 +1243,9 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
                              uint32_t *rets);
 
 /**
- * Unlinks each cluster. `force = false` (client only): tells the server to
- * drop its side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
+ * Unlinks each cluster. `force = false` (on the side that dialled the link;
+ * the other side gets `LLMDD_PARAM_INVALID`): tells the peer to drop its
+ * side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
  * told: then force-unlink both ends). `force = true`: drops only the local
  * side and must be called on both ends; only `remote_cluster_id` is used.
  * Unlinking a cluster that is not linked succeeds. Waits for in-flight
@@ -992,12 +1275,13 @@ uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
  * `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
  * the host backend each member's TCP endpoint is IP = the server's `host_ip`,
  * else the device's `device_ip`; port = the device's `host_port`, else its
- * `device_port`. The higher rank dials the lower one, retrying for
+ * `device_port`, else 16666 (`llmdd.RankTableDefaultPort`). The higher rank dials the lower one, retrying for
  * `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
  * 16 comm setups run at once per instance, others wait (PREPARING).
  *
  * Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
- * table, a member without a usable IP or port, 512 comms already);
+ * table, a member without a usable IP or port, two dialled members with one
+ * endpoint, 512 comms already);
  * `LLMDD_ALREADY_LINK` (a member cluster is already linked by
  * `llmdd_link_clusters` or belongs to another comm of this instance);
  * `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);
@@ -1077,7 +1361,9 @@ uint32_t llmdd_set_log_filter(const char *filter);
  * (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
  * block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
  * (`dst_block_memory_size` = destination block size, required); both empty =
- * contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+ * contiguous → contiguous (`dst_block_memory_size` 0). Without indices a
+ * blocks cache (source or destination) counts as one batch of stride one
+ * block, as in the reference: slot 0 is block 0. The source cache must
  * be DEVICE with an even number of tensors (2 per layer).
  *
  * Everything is validated before anything starts; errors are returned here
@@ -1088,10 +1374,12 @@ uint32_t llmdd_set_log_filter(const char *filter);
  * cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
  * `LLMDD_FAILED` (not initialized).
  *
- * Threads: `sync(user_data, L, -1)` is called from one library thread per
- * task, never concurrently with itself; it must not call `llmdd_finalize` nor
- * wait for its own task (`llmdd_task_free` from inside it only cancels).
- * Each layer is moved by a second library thread within
+ * Threads: tasks run on the instance's worker pool (started by its first
+ * task, joined by `llmdd_finalize`; no thread starts per task).
+ * `sync(user_data, L, -1)` is called from one pool thread per task, never
+ * concurrently with itself; it may block (other tasks keep running) but must
+ * not call `llmdd_finalize` nor wait for its own task (`llmdd_task_free` from
+ * inside it only cancels). Each layer is moved by a pool thread within
  * `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
  * the layers not yet sent until the task finishes or is freed.
  */
@@ -1133,13 +1421,14 @@ uint32_t llmdd_task_get_results(struct llmdd_task_t *task,
                                 size_t num_results);
 
 /**
- * Frees a task. NULL (or a pointer that is not a live task) is a no-op. If
- * the task is still running it is cancelled: no further layer starts and the
- * synchronizer is not called again; this call waits for a synchronizer call
- * in progress and for the layer in flight to return. After it returns the
- * library never calls the synchronizer again nor reads the source cache for
- * this task. (Called from inside the task's own synchronizer it only
- * cancels.) The handle must not be used afterwards, nor freed twice.
+ * Frees a task. NULL is a no-op; a freed (or foreign) handle is detected,
+ * never read, and is a no-op too. If the task is still running it is
+ * cancelled: no further layer starts and the synchronizer is not called
+ * again; this call waits for a synchronizer call in progress and for the
+ * layer in flight to return. After it returns the library never calls the
+ * synchronizer again nor reads the source cache for this task. (Called from
+ * inside the task's own synchronizer it only cancels.) The handle must not be
+ * used afterwards (calls with it return `LLMDD_PARAM_INVALID`).
  */
 void llmdd_task_free(struct llmdd_task_t *task);
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of llmdd: rustfmt, clippy, the Rust unit and integration
-# tests (including the header drift check), the C/C++ CTest suite, and the same
-# suite again under AddressSanitizer. Installs cmake and a C++ compiler from
-# Debian packages when they are missing.
+# tests (including the header drift check), the C/C++ CTest suite, the Python
+# package's pytest suite in a fresh virtual environment, and the CTest suite
+# again under AddressSanitizer. Installs cmake and a C++ compiler (and Python's
+# venv module) from Debian packages when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,20 @@ echo "== CTest (C/C++ tests against include/llmdd.h)"
 cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/test -j "$JOBS"
 ctest --test-dir build/test --output-on-failure -j "$JOBS"
+
+echo "== Python package (pip install ./python into a fresh venv, then pytest)"
+# The package's build runs cargo for libllmdd, reusing the release build above.
+VENV=build/python-venv
+rm -rf "$VENV"
+if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check "./python[test]"
+(cd python/tests && "../../$VENV/bin/pytest" -q -rxX)
 
 echo "== CTest under AddressSanitizer"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLLMDD_ASAN=ON >/dev/null

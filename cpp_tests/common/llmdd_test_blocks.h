@@ -99,6 +99,7 @@ static inline uint32_t t_unlink1(llmdd_instance_t *inst, uint64_t remote, const 
 #define TCMD_QUIT 0ull
 #define TCMD_PULL(cluster) ((1ull << 56) | (uint64_t)(cluster))
 #define TCMD_FORCE_UNLINK(cluster) ((2ull << 56) | (uint64_t)(cluster))
+#define TCMD_UNLINK(cluster) ((3ull << 56) | (uint64_t)(cluster))
 
 /* Runs commands until TCMD_QUIT, answering each with a status. */
 static inline void t_serve_commands(llmdd_instance_t *inst, t_blk *scratch, t_chan c) {
@@ -109,6 +110,7 @@ static inline void t_serve_commands(llmdd_instance_t *inst, t_blk *scratch, t_ch
     uint32_t s = LLMDD_FAILED;
     if (op == 1) s = t_blk_pull_verify(inst, scratch, arg);
     if (op == 2) s = t_unlink1(inst, arg, NULL, 0, true, NULL);
+    if (op == 3) s = t_unlink1(inst, arg, "127.0.0.1", 1, false, NULL);
     t_send(c, s);
   }
 }

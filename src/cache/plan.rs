@@ -107,6 +107,17 @@ fn check_slot(slot: u64, name: &str, side: &str, dim0: u64) -> Result<()> {
     Ok(())
 }
 
+/// Batch size of `v` as the source of a transfer without block indices: its
+/// dim 0 for a batch cache; 1 for a blocks cache, which the reference treats as
+/// one batch whose stride is one block (so slot 0 is block 0).
+fn slots_without_indices(v: &CacheView) -> u64 {
+    if v.kind.is_batch() {
+        v.dim0
+    } else {
+        1
+    }
+}
+
 fn check_blocks(idx: &[u64], name: &str, side: &str, dim0: u64) -> Result<()> {
     if let Some((j, &k)) = idx.iter().enumerate().find(|(_, &k)| k >= dim0) {
         bail!(
@@ -979,7 +990,9 @@ fn dst_addr(base: u64, idx: u64, unit: u64, len: u64, k: usize) -> Result<u64> {
 /// destination layer (k = 0, 1); tensors per layer are fixed at 2.
 ///
 /// - contiguous → contiguous (`src_blocks` empty, `dst_block_size` None/0): `S_l`
-///   bytes from `local.addrs[2L+k] + src_bi*S_l` to `dst_bases[k]`.
+///   bytes from `local.addrs[2L+k] + src_bi*S_l` to `dst_bases[k]`. Without
+///   block indices a blocks source counts as one batch of stride one block, as
+///   in the reference (`src_bi` must be 0: block 0 moves), in both branches.
 /// - contiguous → blocks (`src_blocks` empty, `dst_block_size` = bms with
 ///   `0 < bms < T_l`): the source slot cut into chunks of bms, chunk j →
 ///   `dst_bases[k] + dst_blocks[j]*bms`, last chunk shorter;
@@ -1067,8 +1080,12 @@ pub fn async_layer_plan(
                 "dst_block_memory_size = {b} is only valid with dst_blocks (the destination is not a blocks cache)"
             );
         }
-        require_batch(local, "local", "transfer_cache_async without src_blocks")?;
-        check_slot(src_bi, "src_batch_index", "local", local.dim0)?;
+        check_slot(
+            src_bi,
+            "src_batch_index",
+            "local",
+            slots_without_indices(local),
+        )?;
         if b >= local.tensor_bytes {
             bail!(
                 ParamInvalid,
@@ -1114,8 +1131,12 @@ pub fn async_layer_plan(
                 dst_blocks.len()
             );
         }
-        require_batch(local, "local", "transfer_cache_async without src_blocks")?;
-        check_slot(src_bi, "src_batch_index", "local", local.dim0)?;
+        check_slot(
+            src_bi,
+            "src_batch_index",
+            "local",
+            slots_without_indices(local),
+        )?;
         let mut out = Vec::with_capacity(2);
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let src = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
@@ -2007,10 +2028,26 @@ mod tests {
             async_layer_plan(&odd, 0, 0, [0, 0], &[], &[], None),
             "even num_tensors",
         );
+        // A blocks source without indices is one batch of stride one block
+        // (the reference's reading): slot 0 = block 0 of each tensor.
         let k = cache(K, 4, 4, 64, L);
+        assert_eq!(
+            async_layer_plan(&k, 1, 0, [0x5000, 0x7000], &[], &[], None).unwrap(),
+            vec![seg(0x5000, L + 2 * T, 64), seg(0x7000, L + 3 * T, 64)]
+        );
         invalid(
-            async_layer_plan(&k, 0, 0, [0, 0], &[], &[], None),
-            "needs a batch (contiguous) local cache",
+            async_layer_plan(&k, 0, 1, [0, 0], &[], &[], None),
+            "src_batch_index = 1 is out of range for a local cache of batch size 1",
+        );
+        // ... also when cut into destination blocks (64 bytes into 32-byte blocks).
+        assert_eq!(
+            async_layer_plan(&k, 0, 0, [0x5000, 0x7000], &[], &[3, 1], Some(32)).unwrap(),
+            vec![
+                seg(0x5000 + 96, L, 32),
+                seg(0x5000 + 32, L + 32, 32),
+                seg(0x7000 + 96, L + T, 32),
+                seg(0x7000 + 32, L + T + 32, 32)
+            ]
         );
     }
 

@@ -8,9 +8,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use std::os::fd::AsRawFd;
+
 use crate::cache::types::Placement;
 use crate::device::acl::AclContext;
 use crate::status::Result;
+use crate::transport::peer_proc::PeerProcess;
+use crate::transport::wire::PoolInfo;
 use crate::{bail, err};
 
 /// A first-fit allocator of page-rounded ranges inside `[base, base+size)`.
@@ -122,7 +126,9 @@ impl Pool {
     pub fn new(name: &str, size: u64, page_shift: u32) -> Result<Pool> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
         // SAFETY: valid C string.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             bail!(
                 OutOfMemory,
@@ -130,8 +136,12 @@ impl Pool {
                 io::Error::last_os_error()
             );
         }
-        // SAFETY: fd is ours.
-        if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+        // SAFETY: fd is ours. The size is sealed: a peer that maps the pool
+        // can rely on it (a shrink would turn its copies into SIGBUS).
+        if unsafe {
+            libc::ftruncate(fd, size as libc::off_t) != 0
+                || libc::fcntl(fd, libc::F_ADD_SEALS, POOL_SEALS) != 0
+        } {
             let e = io::Error::last_os_error();
             unsafe { libc::close(fd) };
             bail!(
@@ -242,7 +252,10 @@ impl Drop for Pool {
     }
 }
 
-/// A read/write mapping of a peer's pool in this process.
+/// Seals of a pool memfd: its size is fixed for good.
+const POOL_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A read/write mapping of a same-host peer's pool in this process.
 pub struct PeerMapping {
     /// The peer's base address.
     pub remote_base: u64,
@@ -252,50 +265,81 @@ pub struct PeerMapping {
 }
 
 impl PeerMapping {
-    /// Maps pool fd `fd` of process `pid` (same host) via /proc and pre-faults it.
-    pub fn open(pid: u32, fd: u32, remote_base: u64, size: u64) -> Result<PeerMapping> {
-        let path = format!("/proc/{pid}/fd/{fd}");
-        let c = std::ffi::CString::new(path.clone()).unwrap_or_default();
-        // SAFETY: valid path.
-        let f = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if f < 0 {
+    /// Maps the pool `info` announced by the verified process `peer`: its
+    /// memfd is taken through the pidfd, must be a regular file sealed
+    /// against shrinking (so a copy can never fault on a truncated file), at
+    /// least as large as announced, and the announcement at most `cap` bytes.
+    /// Only the pages the peer really has are pre-faulted (a sparse memfd
+    /// costs nothing here).
+    pub fn open(peer: &PeerProcess, info: &PoolInfo, cap: u64) -> Result<PeerMapping> {
+        let (fd, size, base) = (info.fd, info.size, info.base);
+        let pid = peer.pid();
+        if size == 0 || size > cap {
             bail!(
                 FeatureNotEnabled,
-                "opening peer pool {path} failed: {}",
-                io::Error::last_os_error()
+                "peer pool of pid {pid} announces {size} bytes (limit llmdd.PeerPoolMaxBytes = {cap})"
             );
         }
-        // SAFETY: mapping an fd we opened; size comes from the peer and the
-        // kernel rejects a mapping larger than the file on access (SIGBUS) —
-        // so check the file size first.
+        if base.checked_add(size).is_none() {
+            bail!(
+                FeatureNotEnabled,
+                "peer pool of pid {pid} wraps the address space"
+            );
+        }
+        let len = usize::try_from(size)
+            .map_err(|_| err!(FeatureNotEnabled, "peer pool of {size} bytes does not fit"))?;
+        let f = peer.take_fd(fd, libc::O_RDWR).map_err(|e| {
+            err!(
+                FeatureNotEnabled,
+                "taking pool fd {fd} of pid {pid} failed: {e}"
+            )
+        })?;
+        let raw = f.as_raw_fd();
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(f, &mut st) } != 0 || (st.st_size as u64) < size {
-            unsafe { libc::close(f) };
+        // SAFETY: fstat / F_GET_SEALS on the fd we own.
+        if unsafe { libc::fstat(raw, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
+        {
             bail!(
                 FeatureNotEnabled,
-                "peer pool {path} is smaller than announced"
+                "pool fd {fd} of pid {pid} is not a memory file"
             );
         }
+        if (st.st_size as u64) < size {
+            bail!(
+                FeatureNotEnabled,
+                "pool fd {fd} of pid {pid} has {} bytes, less than the {size} announced",
+                st.st_size
+            );
+        }
+        let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            bail!(
+                FeatureNotEnabled,
+                "pool fd {fd} of pid {pid} is not sealed against shrinking"
+            );
+        }
+        // SAFETY: mapping `len` bytes of a file at least that large whose
+        // size is sealed; our fd is closed after mmap (the mapping holds it).
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size as usize,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                f,
+                libc::MAP_SHARED,
+                raw,
                 0,
             )
         };
-        unsafe { libc::close(f) };
         if p == libc::MAP_FAILED {
             return Err(err!(
                 FeatureNotEnabled,
-                "mapping peer pool {path} failed: {}",
+                "mapping pool fd {fd} of pid {pid} failed: {}",
                 io::Error::last_os_error()
             ));
         }
+        populate_data(raw, p as u64, size);
         Ok(PeerMapping {
-            remote_base,
+            remote_base: base,
             local_base: p as u64,
             size,
         })
@@ -305,6 +349,38 @@ impl PeerMapping {
     pub fn translate(&self, addr: u64, len: u64) -> Option<u64> {
         let off = addr.checked_sub(self.remote_base)?;
         (off.checked_add(len)? <= self.size).then(|| self.local_base + off)
+    }
+}
+
+/// Pre-faults the mapping at `local` of the file `fd` only where the file has
+/// data (`SEEK_DATA` / `SEEK_HOLE`): holes stay holes, so a large sparse pool
+/// costs no memory. Best effort (kernels before 5.14 lack MADV_POPULATE_WRITE:
+/// pages then fault in on first use).
+fn populate_data(fd: i32, local: u64, size: u64) {
+    let mut off: i64 = 0;
+    let end = size as i64;
+    while off < end {
+        // SAFETY: lseek on our fd.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 || data >= end {
+            return;
+        }
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) }.clamp(data, end);
+        if hole <= data {
+            return;
+        }
+        // SAFETY: the range lies inside our mapping.
+        let r = unsafe {
+            libc::madvise(
+                (local + data as u64) as *mut _,
+                (hole - data) as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if r != 0 {
+            return;
+        }
+        off = hole;
     }
 }
 
@@ -334,20 +410,81 @@ mod tests {
         unsafe { std::ptr::write_bytes(c as *mut u8, 7, 1 << 20) };
     }
 
+    fn info(p: &Pool, size: u64) -> PoolInfo {
+        PoolInfo {
+            fd: p.fd().unwrap() as u32,
+            base: p.base(),
+            size,
+        }
+    }
+
     #[test]
     fn peer_mapping_sees_same_bytes() {
+        let me = PeerProcess::open(std::process::id()).unwrap();
         let p = Pool::new("t2", 1 << 16, 12).unwrap();
         let a = p.alloc(100).unwrap();
         unsafe { *(a as *mut u8) = 42 };
-        let m = PeerMapping::open(
-            std::process::id(),
-            p.fd().unwrap() as u32,
-            p.base(),
-            p.size(),
-        )
-        .unwrap();
+        let m = PeerMapping::open(&me, &info(&p, p.size()), 1 << 30).unwrap();
         let l = m.translate(a, 1).unwrap();
         assert_eq!(unsafe { *(l as *const u8) }, 42);
         assert!(m.translate(p.base() + p.size(), 1).is_none());
+    }
+
+    #[test]
+    fn peer_pool_announcements_are_checked() {
+        let me = PeerProcess::open(std::process::id()).unwrap();
+        let p = Pool::new("t3", 1 << 16, 12).unwrap();
+        // Larger than the memfd, above the cap, empty.
+        for (size, cap) in [(1 << 17, 1 << 30), (1 << 16, 1 << 15), (0, 1 << 30)] {
+            let e = PeerMapping::open(&me, &info(&p, size), cap).err().unwrap();
+            assert_eq!(
+                e.status,
+                crate::status::Status::FeatureNotEnabled,
+                "{}",
+                e.message
+            );
+        }
+        // A descriptor that is not a memory file, and one that does not exist.
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let bogus = PoolInfo {
+            fd: f.as_raw_fd() as u32,
+            base: 0x1000,
+            size: 1,
+        };
+        assert!(PeerMapping::open(&me, &bogus, 1 << 30).is_err());
+        let bogus = PoolInfo {
+            fd: 1 << 29,
+            ..bogus
+        };
+        assert!(PeerMapping::open(&me, &bogus, 1 << 30).is_err());
+        // An unsealed memfd (it could shrink under a mapping): refused.
+        let name = std::ffi::CString::new("unsealed").unwrap();
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        assert_eq!(unsafe { libc::ftruncate(fd, 1 << 16) }, 0);
+        let unsealed = PoolInfo {
+            fd: fd as u32,
+            base: 0x10000,
+            size: 1 << 16,
+        };
+        let e = PeerMapping::open(&me, &unsealed, 1 << 30).err().unwrap();
+        assert!(e.message.contains("sealed"), "{}", e.message);
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn only_data_pages_are_populated() {
+        // A 256 MiB pool with one touched page: mapping it must not fault in
+        // (allocate) the other 256 MiB.
+        let me = PeerProcess::open(std::process::id()).unwrap();
+        let p = Pool::new("t4", 256 << 20, 12).unwrap();
+        unsafe { *(p.base() as *mut u8) = 1 };
+        let rss = || -> u64 {
+            let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+            s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+        };
+        let before = rss();
+        let m = PeerMapping::open(&me, &info(&p, p.size()), 1 << 30).unwrap();
+        assert!(rss() < before + (16 << 20), "populated beyond the data");
+        assert_eq!(unsafe { *(m.local_base as *const u8) }, 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The per-instance cache registry: registered and allocated caches, the key
 //! tables of spec §1.5 (request/prefix keys bound to batch slots, blocks keys
 //! bound to blocks caches), the registered memory regions that every remote
-//! read/write is checked against, and the 240-address limit.
+//! read/write is checked against, and the registered-address limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,8 +13,15 @@ use crate::status::{Result, Status};
 use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
 
-/// Total tensor addresses that may be registered at once (spec §7).
-pub const MAX_REGISTERED_ADDRS: usize = 240;
+/// Default limit on the tensor addresses registered at once
+/// (`llmdd.MaxRegisteredAddrs`). The reference documents 240 but does not
+/// enforce it; vllm-ascend registers 256 for a 64-layer model with its
+/// decode-side staging caches, so the default leaves room for that.
+pub const DEFAULT_MAX_REGISTERED_ADDRS: usize = 1024;
+/// Hard cap of `llmdd.MaxRegisteredAddrs`: the registry's tables and the
+/// cache table a peer fetches stay bounded (the wire accepts at most 65536
+/// addresses per cache).
+pub const MAX_REGISTERED_ADDRS_CAP: usize = 65_536;
 
 /// One cache known to the registry.
 pub struct CacheRecord {
@@ -111,13 +118,24 @@ pub struct Resolved {
 pub struct Registry {
     next_id: AtomicI64,
     inner: RwLock<Inner>,
+    /// Most tensor addresses registered at once.
+    max_addrs: usize,
 }
 
 impl Default for Registry {
     fn default() -> Self {
+        Registry::with_limit(DEFAULT_MAX_REGISTERED_ADDRS)
+    }
+}
+
+impl Registry {
+    /// An empty registry allowing `max_addrs` registered addresses at once
+    /// (capped at [`MAX_REGISTERED_ADDRS_CAP`]).
+    pub fn with_limit(max_addrs: usize) -> Registry {
         Registry {
             next_id: AtomicI64::new(1),
             inner: RwLock::new(Inner::default()),
+            max_addrs: max_addrs.min(MAX_REGISTERED_ADDRS_CAP),
         }
     }
 }
@@ -243,11 +261,12 @@ impl Registry {
         }
         let binds = bind_list(keys, desc.shape[0] as u64)?;
         let mut inner = self.write();
-        if inner.registered_addrs + addrs.len() > MAX_REGISTERED_ADDRS {
+        if inner.registered_addrs + addrs.len() > self.max_addrs {
             bail!(
                 ParamInvalid,
-                "registering {} more addresses would exceed the limit of {MAX_REGISTERED_ADDRS} registered addresses ({} in use)",
+                "registering {} more addresses would exceed the limit of {} registered addresses ({} in use; llmdd.MaxRegisteredAddrs raises it)",
                 addrs.len(),
+                self.max_addrs,
                 inner.registered_addrs
             );
         }
@@ -546,23 +565,38 @@ impl Registry {
     }
 
     /// Checks that every segment's local side (`dst` when `write`, else `src`)
-    /// lies inside one registered tensor region. Used by the serving side for
-    /// every remote read/write.
-    pub fn check_local(&self, segs: &[Segment], write: bool) -> Result<()> {
+    /// lies inside one registered tensor region of a cache that `may` lets the
+    /// peer reach (`Err(why)` otherwise). Used by the serving side for every
+    /// remote read/write, before a byte moves.
+    pub fn check_local(
+        &self,
+        segs: &[Segment],
+        write: bool,
+        may: impl Fn(&CacheRecord) -> std::result::Result<(), String>,
+    ) -> Result<()> {
         let inner = self.read();
         for (i, s) in segs.iter().enumerate() {
             let a = if write { s.dst } else { s.src };
-            let ok = a.checked_add(s.len).is_some_and(|end| {
+            let hit = a.checked_add(s.len).and_then(|end| {
                 inner
                     .regions
                     .range(..=a)
                     .next_back()
-                    .is_some_and(|(_, (e, _))| end <= *e)
+                    .filter(|(_, (e, _))| end <= *e)
+                    .map(|(_, (_, id))| *id)
             });
-            if !ok {
+            let Some(id) = hit else {
                 bail!(
                     ParamInvalid,
                     "segment {i} [0x{a:x}, +{}) is outside every registered cache",
+                    s.len
+                );
+            };
+            let rec = inner.caches.get(&id).or_else(|| inner.deferred.get(&id));
+            if let Some(Err(why)) = rec.map(|r| may(r)) {
+                bail!(
+                    ParamInvalid,
+                    "segment {i} [0x{a:x}, +{}) lies in cache {id}, which {why}",
                     s.len
                 );
             }
@@ -731,7 +765,7 @@ mod tests {
 
     #[test]
     fn address_limit() {
-        let r = Registry::default();
+        let r = Registry::with_limit(240);
         let addrs: Vec<u64> = (0..200).map(|i| 0x10_0000 + i * 0x1000).collect();
         r.register(
             &desc(200, &[1, 8]),
@@ -818,13 +852,22 @@ mod tests {
             src: 0x1004,
             len: 28,
         };
-        r.check_local(&[ok], false).unwrap();
+        let any = |_: &CacheRecord| Ok(());
+        r.check_local(&[ok], false, any).unwrap();
         let bad = Segment {
             dst: 0,
             src: 0x1004,
             len: 29,
         };
-        assert!(r.check_local(&[bad], false).is_err());
+        assert!(r.check_local(&[bad], false, any).is_err());
+        let e = r
+            .check_local(&[ok], false, |_| Err("is not yours".into()))
+            .unwrap_err();
+        assert!(
+            e.message.contains("lies in cache 1, which is not yours"),
+            "{}",
+            e.message
+        );
         assert!(r
             .check_local(
                 &[Segment {
@@ -832,7 +875,8 @@ mod tests {
                     src: u64::MAX,
                     len: 2
                 }],
-                false
+                false,
+                any
             )
             .is_err());
     }

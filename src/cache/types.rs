@@ -7,7 +7,8 @@ use crate::{bail, err};
 /// Sentinel for an unset `req_id` / `prefix_id` (2^64 - 1).
 pub const ID_UNSET: u64 = u64::MAX;
 
-/// Tensor element type, with the GE numeric codes.
+/// Tensor element type, with the GE numeric codes (`ge::DataType`, metadef
+/// `graph/types.h`): every code CANN defines except the reserved 5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DataType {
@@ -24,48 +25,120 @@ pub enum DataType {
     Double = 11,
     Bool = 12,
     String = 13,
+    DualSubInt8 = 14,
+    DualSubUint8 = 15,
+    Complex64 = 16,
+    Complex128 = 17,
+    Qint8 = 18,
+    Qint16 = 19,
+    Qint32 = 20,
+    Quint8 = 21,
+    Quint16 = 22,
+    Resource = 23,
+    StringRef = 24,
+    Dual = 25,
+    Variant = 26,
     Bf16 = 27,
     Undefined = 28,
+    Int4 = 29,
+    Uint1 = 30,
+    Int2 = 31,
+    Uint2 = 32,
+    Complex32 = 33,
+    HiFloat8 = 34,
+    Float8E5M2 = 35,
+    Float8E4M3FN = 36,
+    Float8E8M0 = 37,
+    Float6E3M2 = 38,
+    Float6E2M3 = 39,
+    Float4E2M1 = 40,
+    Float4E1M2 = 41,
+    HiFloat4 = 42,
 }
 
 impl DataType {
+    /// Every defined type, in code order.
+    pub const ALL: [DataType; 42] = {
+        use DataType::*;
+        [
+            Float,
+            Float16,
+            Int8,
+            Int32,
+            Uint8,
+            Int16,
+            Uint16,
+            Uint32,
+            Int64,
+            Uint64,
+            Double,
+            Bool,
+            String,
+            DualSubInt8,
+            DualSubUint8,
+            Complex64,
+            Complex128,
+            Qint8,
+            Qint16,
+            Qint32,
+            Quint8,
+            Quint16,
+            Resource,
+            StringRef,
+            Dual,
+            Variant,
+            Bf16,
+            Undefined,
+            Int4,
+            Uint1,
+            Int2,
+            Uint2,
+            Complex32,
+            HiFloat8,
+            Float8E5M2,
+            Float8E4M3FN,
+            Float8E8M0,
+            Float6E3M2,
+            Float6E2M3,
+            Float4E2M1,
+            Float4E1M2,
+            HiFloat4,
+        ]
+    };
+
     /// Parses a GE data-type code.
     pub fn from_code(code: u32) -> Result<DataType> {
-        use DataType::*;
-        Ok(match code {
-            0 => Float,
-            1 => Float16,
-            2 => Int8,
-            3 => Int32,
-            4 => Uint8,
-            6 => Int16,
-            7 => Uint16,
-            8 => Uint32,
-            9 => Int64,
-            10 => Uint64,
-            11 => Double,
-            12 => Bool,
-            13 => String,
-            27 => Bf16,
-            28 => Undefined,
-            _ => bail!(
+        match DataType::ALL.iter().find(|d| **d as u32 == code) {
+            Some(&d) => Ok(d),
+            None => bail!(
                 ParamInvalid,
                 "data_type {code} is not a known data type code"
             ),
-        })
+        }
     }
 
-    /// Bytes per element; `None` for `Undefined`.
-    pub fn elem_size(self) -> Option<u64> {
+    /// Bits per element, as the reference sizes them (`GetSizeByDataType`,
+    /// with strings as 16-byte heads like `LLMUtils::GetDataTypeLength`);
+    /// `None` for `Undefined`. Sub-byte types (INT4, FP4, FP6, UINT1, INT2…)
+    /// are packed: a tensor of them must hold a whole number of bytes per
+    /// dim-0 row.
+    pub fn elem_bits(self) -> Option<u64> {
         use DataType::*;
-        Some(match self {
-            Float | Int32 | Uint32 => 4,
-            Float16 | Bf16 | Int16 | Uint16 => 2,
-            Int8 | Uint8 | Bool => 1,
-            Int64 | Uint64 | Double => 8,
-            String => 16,
+        let bytes = match self {
+            Uint1 => return Some(1),
+            Int2 | Uint2 => return Some(2),
+            Int4 | Float4E2M1 | Float4E1M2 | HiFloat4 => return Some(4),
+            Float6E3M2 | Float6E2M3 => return Some(6),
             Undefined => return None,
-        })
+            Int8 | Uint8 | Bool | DualSubInt8 | DualSubUint8 | Qint8 | Quint8 | HiFloat8
+            | Float8E5M2 | Float8E4M3FN | Float8E8M0 => 1,
+            Float16 | Bf16 | Int16 | Uint16 | Qint16 | Quint16 => 2,
+            Float | Int32 | Uint32 | Qint32 | Complex32 => 4,
+            Dual => 5,
+            Int64 | Uint64 | Double | Complex64 | Resource | Variant => 8,
+            Complex128 | String | StringRef => 16,
+        };
+        Some(bytes * 8)
     }
 }
 
@@ -109,13 +182,13 @@ pub struct CacheDesc {
 
 impl CacheDesc {
     /// Checks the shape rules (1..=31 dims, each > 0, no overflow), a defined
-    /// data type, at least one tensor, and the dim-index ranges. Returns the bytes
-    /// per tensor.
+    /// data type, whole bytes per dim-0 row (sub-byte types), at least one
+    /// tensor, and the dim-index ranges. Returns the bytes per tensor.
     pub fn validate(&self) -> Result<u64> {
         if self.num_tensors == 0 {
             bail!(ParamInvalid, "cache_desc.num_tensors must be > 0");
         }
-        let elem = self.data_type.elem_size().ok_or_else(|| {
+        let bits = self.data_type.elem_bits().ok_or_else(|| {
             err!(
                 ParamInvalid,
                 "cache_desc.data_type must be defined (got DT_UNDEFINED)"
@@ -128,15 +201,28 @@ impl CacheDesc {
                 self.shape.len()
             );
         }
-        let mut total = elem;
+        // Bits of one dim-0 row (a batch slot or a block), then of the tensor.
+        let mut row = bits;
         for (i, &d) in self.shape.iter().enumerate() {
             if d <= 0 {
                 bail!(ParamInvalid, "cache_desc.shape[{i}] = {d} must be > 0");
             }
-            total = total
-                .checked_mul(d as u64)
-                .ok_or_else(|| err!(ParamInvalid, "cache_desc.shape overflows the tensor size"))?;
+            if i > 0 {
+                row = row.checked_mul(d as u64).ok_or_else(|| {
+                    err!(ParamInvalid, "cache_desc.shape overflows the tensor size")
+                })?;
+            }
         }
+        if row % 8 != 0 {
+            bail!(
+                ParamInvalid,
+                "cache_desc: one shape[0] row of {:?} is {row} bits, not a whole number of bytes (sub-byte types need rows of whole bytes)",
+                self.data_type
+            );
+        }
+        let total = (row / 8)
+            .checked_mul(self.shape[0] as u64)
+            .ok_or_else(|| err!(ParamInvalid, "cache_desc.shape overflows the tensor size"))?;
         let rank = self.shape.len() as i32;
         if self.batch_dim_index < 0 || self.batch_dim_index >= rank {
             bail!(
@@ -155,12 +241,17 @@ impl CacheDesc {
         Ok(total)
     }
 
-    /// Bytes per tensor (`prod(shape) * elem`); call after `validate`.
+    /// Bytes per tensor (`shape[0]` rows of `prod(shape[1..]) * bits / 8`
+    /// bytes, as `validate` computes it); call after `validate`.
     pub fn tensor_bytes(&self) -> u64 {
-        let elem = self.data_type.elem_size().unwrap_or(1);
-        self.shape
+        let bits = self.data_type.elem_bits().unwrap_or(8);
+        let row = self
+            .shape
             .iter()
-            .fold(elem, |acc, &d| acc.saturating_mul(d.max(0) as u64))
+            .skip(1)
+            .fold(bits, |acc, &d| acc.saturating_mul(d.max(0) as u64));
+        let dim0 = self.shape.first().map_or(0, |&d| d.max(0) as u64);
+        (row / 8).saturating_mul(dim0)
     }
 }
 

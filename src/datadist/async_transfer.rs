@@ -186,6 +186,8 @@ impl Session {
                 stripes,
             )
         };
+        // Waiters and idle workers busy-poll like the data paths do.
+        self.tasks.set_busy_poll(self.config.busy_poll);
         Task::start(&self.tasks, spec, sync, exec)
     }
 
@@ -449,16 +451,12 @@ fn check_key_destination(
         }
         return Ok(0);
     }
-    if blocks_key {
+    // Without dst_blocks a blocks destination is one batch whose stride is one
+    // block, as in the reference: slot 0 (block 0) receives the source slot.
+    if (blocks_key || !rv.kind.is_batch()) && key_bi != 0 {
         bail!(
             ParamInvalid,
-            "a BlocksCacheKey destination needs dst_blocks (contiguous → blocks or blocks → blocks)"
-        );
-    }
-    if !rv.kind.is_batch() {
-        bail!(
-            ParamInvalid,
-            "the destination cache is a blocks cache; pass dst_blocks (and dst_block_memory_size for a contiguous source)"
+            "a blocks destination without dst_blocks is one batch of stride one block: cache_key.batch_index must be 0 (got {key_bi})"
         );
     }
     let s_l = local.stride();

@@ -219,6 +219,9 @@ impl Session {
         if link.is_closed() {
             bail!(NotYetLink, "the link to cluster {c} is closed");
         }
+        if link.is_dead() {
+            return Err(link.dead_error());
+        }
         if !link.is_ready() {
             // A rank-table link whose comm is not OK yet.
             return Err(self.not_linked(c));

@@ -96,6 +96,7 @@ impl CommSpec {
         local_cluster: u64,
         rank_table: &str,
         acl: bool,
+        default_port: u16,
     ) -> Result<CommSpec> {
         if name.is_empty() || name.len() > MAX_COMM_NAME {
             bail!(
@@ -152,11 +153,25 @@ impl CommSpec {
                 Ok(Member {
                     cluster_id,
                     rank_id,
-                    addr: table.endpoint(rank_id, acl)?,
+                    addr: table.endpoint(rank_id, acl, default_port)?,
                     device: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // Every member but the highest rank is dialled, so their endpoints must
+        // differ (a table without ports gives one default port per IP).
+        let dialled = &members[..members.len() - 1];
+        for (i, m) in dialled.iter().enumerate() {
+            if let Some(o) = dialled[..i].iter().find(|o| o.addr == m.addr) {
+                bail!(
+                    ParamInvalid,
+                    "ranks {} and {} have the same endpoint {} in the rank table; give each device its own host_port",
+                    o.rank_id,
+                    m.rank_id,
+                    m.addr
+                );
+            }
+        }
         // acl: every member's HCCL endpoint, checked after the TCP endpoints.
         if acl {
             for m in &mut members {
@@ -878,6 +893,7 @@ fn unknown_comm(comm_id: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datadist::rank_table::DEFAULT_DEVICE_PORT;
 
     fn table(n: u32, base_port: u16) -> String {
         let devs: Vec<String> = (0..n)
@@ -895,7 +911,7 @@ mod tests {
     }
 
     fn verr(name: &str, ranks: &[(u64, u32)], local: u64, t: &str) -> String {
-        let e = CommSpec::validate(name, ranks, local, t, false).unwrap_err();
+        let e = CommSpec::validate(name, ranks, local, t, false, DEFAULT_DEVICE_PORT).unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid, "{}", e.message);
         e.message
     }
@@ -903,18 +919,36 @@ mod tests {
     #[test]
     fn validate_ok_and_roles() {
         let t = table(4, 30000);
-        let s = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 3, &t, false).unwrap();
+        let s = CommSpec::validate(
+            "c",
+            &[(7, 0), (3, 1), (9, 3)],
+            3,
+            &t,
+            false,
+            DEFAULT_DEVICE_PORT,
+        )
+        .unwrap();
         assert_eq!(s.local, 1);
         assert_eq!(s.local_member().addr, "127.0.0.1:30001".parse().unwrap());
         assert_eq!(s.dial_targets().len(), 1);
         assert_eq!(s.dial_targets()[0].cluster_id, 7);
         assert!(s.accepts());
         assert_eq!(s.members[2].addr, "127.0.0.1:30003".parse().unwrap());
-        let top = CommSpec::validate("c", &[(7, 0), (3, 1), (9, 3)], 9, &t, false).unwrap();
+        let top = CommSpec::validate(
+            "c",
+            &[(7, 0), (3, 1), (9, 3)],
+            9,
+            &t,
+            false,
+            DEFAULT_DEVICE_PORT,
+        )
+        .unwrap();
         assert!(!top.accepts());
         assert_eq!(top.dial_targets().len(), 2);
         let name = "n".repeat(MAX_COMM_NAME);
-        assert!(CommSpec::validate(&name, &[(1, 0), (2, 1)], 1, &t, false).is_ok());
+        assert!(
+            CommSpec::validate(&name, &[(1, 0), (2, 1)], 1, &t, false, DEFAULT_DEVICE_PORT).is_ok()
+        );
     }
 
     #[test]
@@ -931,8 +965,17 @@ mod tests {
         assert!(verr("c", &[(1, 0), (2, 1)], 5, &t).contains("cluster id 5"));
         assert!(verr("c", &[(1, 0), (2, 9)], 1, &t).contains("rank 9 (cluster 2) does not appear"));
         assert!(verr("c", &[(1, 0), (2, 1)], 1, "{nope").contains("not valid JSON"));
+        // A member without a port gets the default one; the members that are
+        // dialled must not share an endpoint.
         let no_port = t.replace(r#","device_port":"30001""#, "");
-        assert!(verr("c", &[(1, 0), (2, 1)], 1, &no_port).contains("rank 1 has no port"));
+        let s = CommSpec::validate("c", &[(1, 0), (2, 1)], 1, &no_port, false, 16666).unwrap();
+        assert_eq!(s.members[1].addr, "127.0.0.1:16666".parse().unwrap());
+        let no_ports = table(3, 30000)
+            .replace(r#","device_port":"30000""#, "")
+            .replace(r#","device_port":"30001""#, "");
+        let three = [(1, 0), (2, 1), (3, 2)];
+        assert!(verr("c", &three, 1, &no_ports)
+            .contains("ranks 0 and 1 have the same endpoint 127.0.0.1:16666"));
     }
 
     #[test]
@@ -947,7 +990,15 @@ mod tests {
     #[test]
     fn comm_state_transitions() {
         let t = table(3, 30000);
-        let spec = CommSpec::validate("c", &[(1, 0), (2, 1), (3, 2)], 3, &t, false).unwrap();
+        let spec = CommSpec::validate(
+            "c",
+            &[(1, 0), (2, 1), (3, 2)],
+            3,
+            &t,
+            false,
+            DEFAULT_DEVICE_PORT,
+        )
+        .unwrap();
         let c = Comm::new(4, spec, None);
         assert_eq!(c.status().0, MemStatus::Preparing);
         assert_eq!(c.missing(&c.lock()), vec![1, 2]);

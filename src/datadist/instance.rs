@@ -238,8 +238,9 @@ impl Instance {
         Ok(std::net::SocketAddr::new(ip, r.port))
     }
 
-    /// Links to each cluster (in parallel). The outer error is an argument
-    /// error before any linking; otherwise one result per cluster.
+    /// Links to each cluster (in parallel); any initialised instance may dial,
+    /// listening or not. The outer error is an argument error before any
+    /// linking; otherwise one result per cluster.
     pub fn link_clusters(
         &self,
         clusters: &[ClusterInfo],
@@ -247,13 +248,6 @@ impl Instance {
     ) -> Result<Vec<Result<()>>> {
         Self::check_cluster_list(clusters, timeout_ms)?;
         let s = self.session()?;
-        if s.listen_addr().is_some() && !s.config.hixl {
-            bail!(
-                ParamInvalid,
-                "this instance is a server (it listens on {}); only clients call link_clusters",
-                s.listen_addr().map(|a| a.to_string()).unwrap_or_default()
-            );
-        }
         let timeout = Duration::from_millis(timeout_ms as u64);
         let one = |c: &ClusterInfo| -> Result<()> {
             let addr = Self::remote_endpoint(c)?;
@@ -279,7 +273,8 @@ impl Instance {
         Ok(parallel(clusters, one))
     }
 
-    /// Unlinks each cluster; `force` drops only the local side.
+    /// Unlinks each cluster; `force` drops only the local side. A non-forced
+    /// unlink is made by the side that dialled the link.
     pub fn unlink_clusters(
         &self,
         clusters: &[ClusterInfo],
@@ -289,12 +284,6 @@ impl Instance {
         Self::check_cluster_list(clusters, timeout_ms)?;
         let s = self.session()?;
         let timeout = Duration::from_millis(timeout_ms as u64);
-        if !force && s.listen_addr().is_some() && !s.config.hixl {
-            bail!(
-                ParamInvalid,
-                "this instance is a server; only clients call a non-forced unlink_clusters (use force on both ends)"
-            );
-        }
         let one = |c: &ClusterInfo| -> Result<()> {
             if let Some(comm) = s.comm_of(c.remote_cluster_id) {
                 bail!(
@@ -310,6 +299,13 @@ impl Instance {
                 Ok(())
             } else {
                 Self::remote_endpoint(c)?;
+                if s.link(c.remote_cluster_id).is_some_and(|l| !l.we_dialed) {
+                    bail!(
+                        ParamInvalid,
+                        "cluster {} dialled this instance; a non-forced unlink is made by the side that called link_clusters (or force-unlink both ends)",
+                        c.remote_cluster_id
+                    );
+                }
                 s.disconnect(c.remote_cluster_id, timeout)
             }
         };
@@ -340,6 +336,7 @@ impl Instance {
             self.cluster_id,
             rank_table,
             s.acl().is_some(),
+            s.config.rank_table_default_port,
         )?;
         s.comm_link(spec)
     }

@@ -4,13 +4,14 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
 use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
+use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::{check_reply, Conn};
 use crate::transport::wire::{CacheEntry, Msg};
 use crate::{bail, err};
@@ -28,10 +29,15 @@ pub struct Link {
     pub we_dialed: bool,
     /// The server endpoint (client side), for opening more connections.
     pub remote_addr: SocketAddr,
-    /// One-sided path to the peer's memory, if it shares this host.
+    /// One-sided path to the peer's memory, if it proved it shares this
+    /// process or host.
     pub local_path: Option<LocalPath>,
-    /// The peer's memory pools mapped here (same host).
-    pub peer_pools: Vec<PeerMapping>,
+    /// The peer's memory pools mapped here (same host). Copies hold the read
+    /// lock; a dead peer's mappings are dropped under the write lock.
+    peer_pools: RwLock<Vec<PeerMapping>>,
+    /// The peer died (same-host pidfd readable) or closed the control
+    /// connection of a one-sided link: transfers fail, no byte moves.
+    dead: AtomicBool,
     /// Registry generation when the link was created.
     pub generation: u64,
     /// Our cluster id (sent when attaching connections).
@@ -81,7 +87,8 @@ impl Link {
             we_dialed: p.we_dialed,
             remote_addr: p.remote_addr,
             local_path: p.local_path,
-            peer_pools: p.peer_pools,
+            peer_pools: RwLock::new(p.peer_pools),
+            dead: AtomicBool::new(false),
             generation: p.generation,
             local_cluster_id: p.local_cluster_id,
             comm_id: p.comm_id,
@@ -114,6 +121,73 @@ impl Link {
     /// True once torn down.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// True once the peer of a one-sided link is known gone ([`Link::mark_dead`]).
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// The peer process of a same-host link.
+    pub fn peer_process(&self) -> Option<&PeerProcess> {
+        match &self.local_path {
+            Some(LocalPath::SameHost(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Marks the link dead (`why`: what was seen): from now on transfers
+    /// return `LLM_LINK_FAILED` before moving a byte, and the peer's pool
+    /// mappings are dropped (once copies using them have returned).
+    pub fn mark_dead(&self, why: &str) {
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.is_closed() {
+            // Torn down here already: nothing to report.
+        } else if let Some(p) = self.peer_process().filter(|p| !p.is_alive()) {
+            crate::log_warn!(
+                "link to cluster {} is dead: its peer process {} exited; its transfers now fail (unlink it)",
+                self.remote_cluster_id,
+                p.pid()
+            );
+        } else {
+            // The peer unlinked or finalized: routine.
+            crate::log_info!(
+                "link to cluster {} ended: {why}; its transfers now fail (unlink it)",
+                self.remote_cluster_id
+            );
+        }
+        let dropped =
+            std::mem::take(&mut *self.peer_pools.write().unwrap_or_else(|p| p.into_inner()));
+        drop(dropped);
+    }
+
+    /// The error of a transfer over a dead link.
+    pub fn dead_error(&self) -> crate::Error {
+        let who = match self.peer_process() {
+            Some(p) => format!("process {}", p.pid()),
+            None => "instance".to_string(),
+        };
+        err!(
+            LinkFailed,
+            "the peer {who} of the link to cluster {} is gone; unlink it (force) and link again",
+            self.remote_cluster_id
+        )
+    }
+
+    /// The peer's mapped pools, held for the duration of a copy.
+    pub fn pools(&self) -> RwLockReadGuard<'_, Vec<PeerMapping>> {
+        self.peer_pools.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs the peer's mapped pools (server side, once the client sent them).
+    pub fn set_pools(&self, maps: Vec<PeerMapping>) {
+        let mut g = self.peer_pools.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: `mark_dead` sets the flag before taking it.
+        if !self.is_dead() {
+            *g = maps;
+        }
     }
 
     /// True when transfers may use the link (see `ready`).
@@ -315,11 +389,6 @@ impl Link {
         if let Some(h) = self.hccl.get() {
             h.close();
         }
-    }
-
-    /// Translates a peer address range into this process via a mapped pool.
-    pub fn translate(&self, addr: u64, len: u64) -> Option<u64> {
-        self.peer_pools.iter().find_map(|m| m.translate(addr, len))
     }
 }
 

@@ -2,13 +2,16 @@
 //! and the cache operations that turn calls into transfer plans (including the
 //! layer-wise async push).
 
+pub mod access;
 pub mod acl_link;
 pub mod acl_rules;
 pub mod async_transfer;
 pub mod cache_ops;
 pub mod comm;
+pub mod handshake;
 pub mod instance;
 pub mod link;
+pub mod liveness;
 pub mod options;
 pub mod rank_table;
 pub mod session;

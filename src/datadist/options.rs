@@ -3,15 +3,19 @@
 //! Keys are case-sensitive. Both documented spellings of the listen endpoint
 //! (`llm.ListenIpInfo`, `llm.listenIpInfo`) and of the device id (`llm.DeviceId`,
 //! `ge.exec.deviceId`) are accepted; two spellings that disagree are rejected.
-//! Unknown keys in the `llm.` and `llmdd.` namespaces are rejected (a typo must
-//! not silently change behaviour); other namespaces (`ge.*`, …) are ignored, as
-//! the reference passes them to other components.
+//! Unknown `llm.` keys are logged (warn) and ignored, as the reference ignores
+//! them, so a configuration written for a newer CANN still initialises;
+//! `llmdd.StrictOptions=1` rejects them instead. Unknown `llmdd.` keys are
+//! always rejected (llmdd's own namespace: a typo must not silently change
+//! behaviour). Other namespaces (`ge.*`, …) are ignored, as the reference
+//! passes them to other components.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::status::Result;
+use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
 /// Which engine moves the bytes.
@@ -58,6 +62,17 @@ pub struct Config {
     pub max_links: u32,
     /// Spin before sleeping when waiting for a peer (`llmdd.BusyPollUs`).
     pub busy_poll: Duration,
+    /// Port of a rank-table member whose entry has none
+    /// (`llmdd.RankTableDefaultPort`, default 16666).
+    pub rank_table_default_port: u16,
+    /// Tensor addresses registered at once (`llmdd.MaxRegisteredAddrs`).
+    pub max_registered_addrs: u32,
+    // -- proven identity, access and link authentication (issue 9) --
+    /// Shared link secret (`llmdd.LinkSecret` / `llmdd.LinkSecretFile`):
+    /// links are mutually authenticated when set.
+    pub link_key: Option<LinkKey>,
+    /// Largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
+    pub peer_pool_max: u64,
     /// Options of the acl backend only.
     pub acl: AclOptions,
 }
@@ -102,6 +117,10 @@ impl AclOptions {
     }
 }
 
+/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
+/// limit and typical device pools; a larger announcement is not mapped).
+pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
+
 /// Known keys of the `llm.` namespace that are accepted and have no effect on
 /// this implementation (v1-engine leftovers, or handled elsewhere). Those with
 /// a documented value format are still validated by [`check_ignored`].
@@ -141,6 +160,13 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.DataConnections",
     "llmdd.MaxLinks",
     "llmdd.BusyPollUs",
+    "llmdd.RankTableDefaultPort",
+    "llmdd.MaxRegisteredAddrs",
+    "llmdd.StrictOptions",
+    // proven identity, access and link authentication (issue 9)
+    "llmdd.LinkSecret",
+    "llmdd.LinkSecretFile",
+    "llmdd.PeerPoolMaxBytes",
     "llmdd.HccnConf",
     "llmdd.HcclPrepareTimeout",
 ];
@@ -162,11 +188,22 @@ pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
     Ok(map)
 }
 
-fn check_known(opts: &Options) -> Result<()> {
+/// Unknown `llm.` keys: ignored with a warning, or rejected when `strict`.
+/// Unknown `llmdd.` keys: rejected.
+fn check_known(opts: &Options, strict: bool) -> Result<()> {
     for k in opts.keys() {
-        let ours = k.starts_with("llm.") || k.starts_with("llmdd.");
-        if ours && !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_LLM_KEYS.contains(&k.as_str()) {
+        let known = KNOWN_KEYS.contains(&k.as_str()) || IGNORED_LLM_KEYS.contains(&k.as_str());
+        if !known && k.starts_with("llmdd.") {
             bail!(ParamInvalid, "unknown option key {k}");
+        }
+        if !known && k.starts_with("llm.") {
+            if strict {
+                bail!(
+                    ParamInvalid,
+                    "unknown option key {k} (rejected because llmdd.StrictOptions=1)"
+                );
+            }
+            crate::log_warn!("ignoring unknown option {k} (not used by llmdd)");
         }
         if k == "ge.flowGraphMemMaxSize" {
             let v = &opts[k];
@@ -356,7 +393,11 @@ pub fn listen_endpoint(opts: &Options) -> Result<Option<SocketAddr>> {
 impl Config {
     /// Validates `init` options into a configuration.
     pub fn parse(opts: &Options) -> Result<Config> {
-        check_known(opts)?;
+        let strict = match opts.get("llmdd.StrictOptions") {
+            Some(v) => parse_flag("llmdd.StrictOptions", v)?,
+            None => false,
+        };
+        check_known(opts, strict)?;
         check_ignored(opts)?;
         let dev = either(opts, "llm.DeviceId", "ge.exec.deviceId")?.ok_or_else(|| {
             err!(
@@ -393,9 +434,12 @@ impl Config {
                 }
             }
         }
+        // Cache-manager mode is the only engine llmdd has, and C++'s
+        // `Initialize` always runs it: absent means on. Only an explicit "0"
+        // (Python's v1 engine) is refused.
         let cache_manager = match opts.get("llm.EnableCacheManager") {
             Some(v) => parse_flag("llm.EnableCacheManager", v)?,
-            None => local_comm_res.is_some(),
+            None => true,
         };
         if !cache_manager {
             if local_comm_res.is_some() {
@@ -406,7 +450,7 @@ impl Config {
             }
             bail!(
                 FeatureNotEnabled,
-                "cache-manager mode is required: set llm.EnableCacheManager=1 or llm.LocalCommRes (the v1 engine is not supported)"
+                "llm.EnableCacheManager=0 selects the v1 engine, which llmdd does not implement (omit the option or set it to 1)"
             );
         }
         let hixl = match opts.get("llm.TransferBackend") {
@@ -504,6 +548,24 @@ impl Config {
             Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
             None => Duration::from_micros(50),
         };
+        let rank_table_default_port = match opts.get("llmdd.RankTableDefaultPort") {
+            Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
+            None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
+        };
+        let max_registered_addrs = match opts.get("llmdd.MaxRegisteredAddrs") {
+            Some(v) => parse_ranged(
+                "llmdd.MaxRegisteredAddrs",
+                v,
+                1,
+                crate::cache::registry::MAX_REGISTERED_ADDRS_CAP as u64,
+            )? as u32,
+            None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
+        };
+        let link_key = link_key(opts)?;
+        let peer_pool_max = match opts.get("llmdd.PeerPoolMaxBytes") {
+            Some(v) => parse_ranged("llmdd.PeerPoolMaxBytes", v, 1 << 20, u64::MAX)?,
+            None => DEFAULT_PEER_POOL_MAX,
+        };
         Ok(Config {
             device_id,
             listen,
@@ -523,8 +585,66 @@ impl Config {
             data_connections,
             max_links,
             busy_poll,
+            rank_table_default_port,
+            max_registered_addrs,
+            link_key,
+            peer_pool_max,
             acl: AclOptions::parse(opts)?,
         })
+    }
+}
+
+/// The link secret of `llmdd.LinkSecret` (the value) or `llmdd.LinkSecretFile`
+/// (a file holding it; one trailing newline is dropped). Messages never
+/// include the secret.
+fn link_key(opts: &Options) -> Result<Option<LinkKey>> {
+    let secret: Vec<u8> = match (
+        opts.get("llmdd.LinkSecret"),
+        opts.get("llmdd.LinkSecretFile"),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            ParamInvalid,
+            "options llmdd.LinkSecret and llmdd.LinkSecretFile are exclusive: give one"
+        ),
+        (Some(v), None) => v.as_bytes().to_vec(),
+        (None, Some(path)) => {
+            let mut b = std::fs::read(path).map_err(|e| {
+                err!(
+                    ParamInvalid,
+                    "option llmdd.LinkSecretFile: cannot read {path:?}: {e}"
+                )
+            })?;
+            if b.ends_with(b"\n") {
+                b.pop();
+                if b.ends_with(b"\r") {
+                    b.pop();
+                }
+            }
+            warn_if_readable_by_others(path);
+            b
+        }
+    };
+    LinkKey::new(&secret).map(Some).ok_or_else(|| {
+        err!(
+            ParamInvalid,
+            "the link secret (llmdd.LinkSecret / llmdd.LinkSecretFile) must be at least {MIN_SECRET_LEN} bytes (it is {}); use a random one",
+            secret.len()
+        )
+    })
+}
+
+/// A secret file others can read is worth a warning (not an error: the
+/// deployment decides).
+fn warn_if_readable_by_others(path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o044 != 0 {
+            crate::log_warn!(
+                "llmdd.LinkSecretFile {path:?} is readable by group or others (mode {:o})",
+                m.permissions().mode() & 0o777
+            );
+        }
     }
 }
 
@@ -578,6 +698,8 @@ mod tests {
         assert!(!c.remote_cache_accessible);
         assert_eq!(c.max_links, 512);
         assert_eq!(c.rdma_traffic_class, 132);
+        assert_eq!(c.rank_table_default_port, 16666);
+        assert_eq!(c.max_registered_addrs, 1024);
     }
 
     #[test]
@@ -619,7 +741,9 @@ mod tests {
             )],
             &[("llm.MemPoolConfig", "nope")],
             &[("llm.TransferBackend", "nccl")],
-            &[("llm.NoSuchOption", "1")],
+            &[("llmdd.NoSuchOption", "1")],
+            &[("llm.NoSuchOption", "1"), ("llmdd.StrictOptions", "1")],
+            &[("llmdd.StrictOptions", "yes")],
             &[("llmdd.Backend", "gpu")],
             &[("ge.flowGraphMemMaxSize", "1x")],
             &[("llm.BufPoolCfg", "[1]")],
@@ -629,6 +753,10 @@ mod tests {
             &[("llm.MemoryUtilization", "1.5")],
             &[("llm.OutputMaxSize", "-1")],
             &[("llm.ListenPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "0")],
+            &[("llmdd.RankTableDefaultPort", "65536")],
+            &[("llmdd.MaxRegisteredAddrs", "0")],
+            &[("llmdd.MaxRegisteredAddrs", "65537")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();
@@ -647,14 +775,79 @@ mod tests {
             ("llm.MemoryUtilization", "0.95"),
             ("llm.deployResPath", "/tmp"),
             ("ge.session_device_id", "0"),
+            ("llm.SomeFutureOption", "x"),
+            ("llmdd.StrictOptions", "0"),
         ])
         .unwrap();
         assert_eq!(c.device_id, 0);
     }
 
     #[test]
-    fn cache_manager_required() {
-        let e = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap_err();
+    fn every_option_has_a_header_macro() {
+        use crate::ffi::option_keys::OPTION_KEYS;
+        for (name, key, _) in OPTION_KEYS {
+            assert!(name.starts_with("LLMDD_OPTION_"), "{name}");
+            assert!(
+                KNOWN_KEYS.contains(key) || IGNORED_LLM_KEYS.contains(key),
+                "{name} names {key}, which options.rs does not know"
+            );
+        }
+        for key in KNOWN_KEYS {
+            // Python's lower-case spelling of the listen endpoint has no macro.
+            if *key == "llm.listenIpInfo" {
+                continue;
+            }
+            assert!(
+                OPTION_KEYS.iter().any(|(_, k, _)| k == key),
+                "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn link_secret_value_or_file() {
+        let c = parse_with(&[("llmdd.LinkSecret", "0123456789abcdef")]).unwrap();
+        assert!(c.link_key.is_some());
+        assert!(parse_with(&[]).unwrap().link_key.is_none());
+        let path = std::env::temp_dir().join(format!("llmdd-secret-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+        let p = path.to_str().unwrap();
+        let f = parse_with(&[("llmdd.LinkSecretFile", p)]).unwrap();
+        assert_eq!(f.link_key, c.link_key, "one trailing newline is dropped");
+        for bad in [
+            &[
+                ("llmdd.LinkSecret", "0123456789abcdef"),
+                ("llmdd.LinkSecretFile", p),
+            ][..],
+            &[("llmdd.LinkSecret", "too-short")][..],
+            &[("llmdd.LinkSecretFile", "/nonexistent/llmdd-secret")][..],
+            &[("llmdd.PeerPoolMaxBytes", "1024")][..],
+        ] {
+            let e = parse_with(bad).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+            assert!(
+                !e.message.contains("too-short"),
+                "the secret is never echoed"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            parse_with(&[("llmdd.PeerPoolMaxBytes", "1048576")])
+                .unwrap()
+                .peer_pool_max,
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn cache_manager_implied() {
+        let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
+        assert!(!c.remote_cache_accessible);
+        let e = Config::parse(&opts(&[
+            ("llm.DeviceId", "0"),
+            ("llm.EnableCacheManager", "0"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.status, Status::FeatureNotEnabled);
         let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
         assert!(c.remote_cache_accessible);

@@ -14,9 +14,11 @@
 //! Integers may be JSON strings of digits (as HCCL writes them) or JSON
 //! numbers. A member's endpoint is `IP:port` with IP = the server's `host_ip`
 //! if present, else the device's `device_ip`; port = the device's `host_port`
-//! if present, else (host backend only) its `device_port`. On the acl backend
-//! `device_ip` / `device_port` are the member's HCCL endpoint (the shared
-//! communicator listens there), so `host_port` is required.
+//! if present, else (host backend only) its `device_port`, else (host backend
+//! only) the default port [`DEFAULT_DEVICE_PORT`], so a table written as the
+//! samples write it (no ports) works. On the acl backend `device_ip` /
+//! `device_port` are the member's HCCL endpoint (the shared communicator
+//! listens there), so `host_port` is required.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,6 +27,12 @@ use serde_json::{Map, Value};
 use crate::status::Result;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err};
+
+/// Port of a member whose device entry gives none (host backend): 16666, the
+/// device NIC's documented default listen port on Atlas A2/A3 (HIXL's
+/// `comm_resource_config.listen_port` documentation). `llmdd.RankTableDefaultPort`
+/// changes it, e.g. for several processes on one host.
+pub const DEFAULT_DEVICE_PORT: u16 = 16666;
 
 /// Longest rank table accepted (bytes).
 const MAX_TABLE_BYTES: usize = 1 << 20;
@@ -212,7 +220,9 @@ impl RankTable {
 
     /// The TCP control endpoint of `rank` (module docs). `acl`: the acl
     /// backend, where `device_port` is HCCL's and `host_port` is required.
-    pub fn endpoint(&self, rank: u32, acl: bool) -> Result<SocketAddr> {
+    /// `default_port`: the port of a member without `host_port`/`device_port`
+    /// (host backend).
+    pub fn endpoint(&self, rank: u32, acl: bool, default_port: u16) -> Result<SocketAddr> {
         let Some((server, dev)) = self.find(rank) else {
             bail!(
                 ParamInvalid,
@@ -250,10 +260,7 @@ impl RankTable {
                 "rank {rank} has no port in the rank table (the acl backend needs the device's host_port: device_ip/device_port are its HCCL endpoint)"
             ),
             (None, Some(p)) => (p, "device_port"),
-            (None, None) => bail!(
-                ParamInvalid,
-                "rank {rank} has no port in the rank table (needs the device's host_port or device_port)"
-            ),
+            (None, None) => return Ok(SocketAddr::new(ip, default_port)),
         };
         let port = uint(raw, &format!("rank {rank}'s {port_field}"))?;
         if port == 0 || port > u64::from(u16::MAX) {
@@ -358,12 +365,12 @@ mod tests {
         assert_eq!(t.servers[1].devices[0].device_id, 1);
         // device_ip + device_port when there is no host_ip / host_port
         assert_eq!(
-            t.endpoint(0, false).unwrap(),
+            t.endpoint(0, false, DEFAULT_DEVICE_PORT).unwrap(),
             "10.0.0.1:16666".parse().unwrap()
         );
         // host_ip and host_port win
         assert_eq!(
-            t.endpoint(1, false).unwrap(),
+            t.endpoint(1, false, DEFAULT_DEVICE_PORT).unwrap(),
             "192.168.1.2:26001".parse().unwrap()
         );
     }
@@ -373,12 +380,15 @@ mod tests {
         let t =
             RankTable::parse(&table(&[("0", r#","device_ip":"::1","host_port":"9""#)])).unwrap();
         assert_eq!(
-            t.endpoint(0, false).unwrap(),
+            t.endpoint(0, false, DEFAULT_DEVICE_PORT).unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
         let j = r#"{"version":"1.2","server_count":"1","status":"completed","server_list":[{"device":[{"device_id":"0","device_ip":"[::1]","rank_id":"3","device_port":"7"}]}]}"#;
         let t = RankTable::parse(j).unwrap();
-        assert_eq!(t.endpoint(3, false).unwrap(), "[::1]:7".parse().unwrap());
+        assert_eq!(
+            t.endpoint(3, false, DEFAULT_DEVICE_PORT).unwrap(),
+            "[::1]:7".parse().unwrap()
+        );
     }
 
     #[test]
@@ -432,13 +442,9 @@ mod tests {
     #[test]
     fn endpoint_errors_name_rank_and_field() {
         let t = RankTable::parse(&table(&[("0", ""), ("1", r#","host_port":"0""#)])).unwrap();
-        let e = t.endpoint(0, false).unwrap_err();
-        assert_eq!(e.status, Status::ParamInvalid);
-        assert!(e.message.contains("rank 0 has no port"), "{}", e.message);
-        assert!(e.message.contains("host_port or device_port"));
-        let e = t.endpoint(1, false).unwrap_err();
+        let e = t.endpoint(1, false, DEFAULT_DEVICE_PORT).unwrap_err();
         assert!(e.message.contains("rank 1: host_port 0"), "{}", e.message);
-        let e = t.endpoint(7, false).unwrap_err();
+        let e = t.endpoint(7, false, DEFAULT_DEVICE_PORT).unwrap_err();
         assert!(
             e.message.contains("rank 7 does not appear"),
             "{}",
@@ -447,13 +453,13 @@ mod tests {
         // No host_ip and no device_ip.
         let j = table(&[("2", r#","device_port":"5""#)]).replace(r#""host_ip":"127.0.0.1","#, "");
         let t = RankTable::parse(&j).unwrap();
-        let e = t.endpoint(2, false).unwrap_err();
+        let e = t.endpoint(2, false, DEFAULT_DEVICE_PORT).unwrap_err();
         assert!(e.message.contains("rank 2 has no IP"), "{}", e.message);
         // Bad IP literal, bad port text, port too large, unspecified IP.
         let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "not-an-ip");
         let e = RankTable::parse(&j)
             .unwrap()
-            .endpoint(0, false)
+            .endpoint(0, false, DEFAULT_DEVICE_PORT)
             .unwrap_err();
         assert!(
             e.message.contains("rank 0: host_ip \"not-an-ip\""),
@@ -462,16 +468,20 @@ mod tests {
         );
         let t = RankTable::parse(&table(&[("0", r#","device_port":"http""#)])).unwrap();
         assert!(t
-            .endpoint(0, false)
+            .endpoint(0, false, DEFAULT_DEVICE_PORT)
             .unwrap_err()
             .message
             .contains("rank 0's device_port must be"));
         let t = RankTable::parse(&table(&[("0", r#","device_port":70000"#)])).unwrap();
-        assert!(t.endpoint(0, false).unwrap_err().message.contains("70000"));
+        assert!(t
+            .endpoint(0, false, DEFAULT_DEVICE_PORT)
+            .unwrap_err()
+            .message
+            .contains("70000"));
         let j = table(&[("0", r#","host_port":"5""#)]).replace("127.0.0.1", "0.0.0.0");
         let e = RankTable::parse(&j)
             .unwrap()
-            .endpoint(0, false)
+            .endpoint(0, false, DEFAULT_DEVICE_PORT)
             .unwrap_err();
         assert!(e.message.contains("unspecified"), "{}", e.message);
         // Empty strings count as absent: device_ip is used when host_ip is "".
@@ -482,7 +492,7 @@ mod tests {
         .replace(r#""host_ip":"127.0.0.1""#, r#""host_ip":"""#);
         let t = RankTable::parse(&j).unwrap();
         assert_eq!(
-            t.endpoint(0, false).unwrap(),
+            t.endpoint(0, false, DEFAULT_DEVICE_PORT).unwrap(),
             "127.0.0.2:8".parse().unwrap()
         );
     }
@@ -499,11 +509,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            t.endpoint(0, true).unwrap(),
+            t.endpoint(0, true, DEFAULT_DEVICE_PORT).unwrap(),
             "127.0.0.1:26000".parse().unwrap()
         );
         // No device_port fallback on acl; the host backend keeps it.
-        let e = t.endpoint(1, true).unwrap_err();
+        let e = t.endpoint(1, true, DEFAULT_DEVICE_PORT).unwrap_err();
         assert_eq!(e.status, Status::ParamInvalid);
         assert!(
             e.message.contains("rank 1 has no port")
@@ -512,7 +522,7 @@ mod tests {
             e.message
         );
         assert_eq!(
-            t.endpoint(1, false).unwrap(),
+            t.endpoint(1, false, DEFAULT_DEVICE_PORT).unwrap(),
             "127.0.0.1:7001".parse().unwrap()
         );
         let ep = t.device_endpoint(0).unwrap();
@@ -524,5 +534,23 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn no_port_means_the_default_device_port() {
+        // The samples' tables carry no ports at all.
+        let t =
+            RankTable::parse(&table(&[("0", ""), ("1", r#","device_ip":"10.0.0.2""#)])).unwrap();
+        assert_eq!(
+            t.endpoint(0, false, DEFAULT_DEVICE_PORT).unwrap(),
+            "127.0.0.1:16666".parse().unwrap()
+        );
+        assert_eq!(
+            t.endpoint(1, false, 4000).unwrap(),
+            "127.0.0.1:4000".parse().unwrap()
+        );
+        // The acl backend still needs host_port (device_port is HCCL's).
+        let e = t.endpoint(0, true, DEFAULT_DEVICE_PORT).unwrap_err();
+        assert!(e.message.contains("rank 0 has no port"), "{}", e.message);
     }
 }

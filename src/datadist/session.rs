@@ -10,19 +10,21 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::cache::pool::{PeerMapping, Pool};
+use crate::cache::pool::Pool;
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::comm::{Comm, Comms};
+use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
+use crate::datadist::liveness::Liveness;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;
-use crate::transport::local::{self, LocalPath};
+use crate::transport::local;
 use crate::transport::tcp::{check_reply, poll_fd, Conn};
-use crate::transport::wire::{Msg, PoolInfo, ProcessInfo};
+use crate::transport::wire::Msg;
 use crate::{bail, err, log_debug, log_info, log_warn};
 
 /// Server-side concurrent link setups (seed 004).
@@ -84,6 +86,8 @@ pub struct Session {
     comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
     pub tasks: TaskSet,
+    /// Death watch of one-sided links (`liveness.rs`).
+    liveness: Liveness,
     me: Weak<Session>,
 }
 
@@ -110,12 +114,13 @@ impl Session {
         let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
+        let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
             config,
             backend,
-            registry: Registry::default(),
+            registry,
             device_pool,
             host_pool,
             links: Mutex::new(HashMap::new()),
@@ -132,6 +137,7 @@ impl Session {
             comm_ids,
             comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
+            liveness: Liveness::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -302,49 +308,6 @@ impl Session {
         }
     }
 
-    /// Our process identity plus our pools, for a handshake.
-    fn process_info(&self) -> ProcessInfo {
-        let mut p = local::local_process();
-        for pool in [&self.device_pool, &self.host_pool].into_iter().flatten() {
-            let Some(fd) = pool.fd() else { continue };
-            p.pools.push(PoolInfo {
-                fd: fd as u32,
-                base: pool.base(),
-                size: pool.size(),
-            });
-        }
-        p
-    }
-
-    /// Decides the one-sided path to a peer and maps its pools.
-    fn local_path_to(&self, peer: &ProcessInfo) -> (Option<LocalPath>, Vec<PeerMapping>) {
-        // On the acl backend every byte moves over HCCL (device memory is not
-        // host-addressable).
-        if !self.config.same_host || self.acl().is_some() {
-            return (None, Vec::new());
-        }
-        match local::probe(peer) {
-            Ok(LocalPath::SameProcess) => (Some(LocalPath::SameProcess), Vec::new()),
-            Ok(p @ LocalPath::SameHost { pid }) => {
-                let mut maps = Vec::new();
-                for pool in &peer.pools {
-                    match PeerMapping::open(pid, pool.fd, pool.base, pool.size) {
-                        Ok(m) => maps.push(m),
-                        Err(e) => log_info!("not mapping peer pool: {}", e.message),
-                    }
-                }
-                (Some(p), maps)
-            }
-            Err(why) => {
-                log_info!(
-                    "same-host path to pid {} unavailable ({why}); using TCP",
-                    peer.pid
-                );
-                (None, Vec::new())
-            }
-        }
-    }
-
     /// The link to `cluster_id`, if any.
     pub fn link(&self, cluster_id: u64) -> Option<Arc<Link>> {
         self.links
@@ -492,62 +455,34 @@ impl Session {
             Some(c) => c.spec.local_member().device.clone(),
             None => acl_end.as_ref().map(|e| e.endpoint.clone()),
         };
-        control
-            .send(
-                &Msg::Hello {
-                    cluster_id: self.cluster_id,
-                    role: self.role.load(Ordering::Relaxed),
-                    remote_accessible: self.config.remote_cache_accessible,
-                    process: self.process_info(),
-                    comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
-                    device: our_device.clone(),
-                },
-                Some(deadline),
-            )
-            .map_err(retryable)?;
-        let (remote_role, token, process, server_device) = match control.recv(Some(deadline)) {
-            Ok(Msg::HelloAck {
-                status,
-                message,
-                cluster_id,
-                role,
-                link_token,
-                process,
-                device,
-            }) => {
-                check_reply(status, &message, "link handshake")?;
-                if cluster_id != remote_cluster_id {
-                    bail!(
-                        LinkFailed,
-                        "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
-                    );
-                }
-                acl_link::check_backends(our_device.is_some(), device.as_ref(), false)?;
-                (role, link_token, process, device)
-            }
-            Ok(m) => bail!(
-                LinkFailed,
-                "unexpected handshake reply type {} from {addr}",
-                m.msg_type()
-            ),
-            Err(e) if e.status == Status::Timeout => {
-                return Err(retryable(err!(
-                    LinkFailed,
-                    "handshake with {addr} timed out after {} ms",
-                    timeout.as_millis()
-                )))
-            }
-            Err(e) => return Err(retryable(Error::new(Status::LinkFailed, e.message))),
+        let fields = JoinFields {
+            comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
+            device: our_device.clone(),
         };
-        let (local_path, peer_pools) = self.local_path_to(&process);
+        let joined = self.client_handshake(
+            &mut control,
+            remote_cluster_id,
+            addr,
+            fields,
+            deadline,
+            &retryable,
+        )?;
+        acl_link::check_backends(our_device.is_some(), joined.server_device.as_ref(), false)?;
+        let (remote_role, token, server_device) =
+            (joined.remote_role, joined.token, joined.server_device);
+        // A one-sided link dies with its server's control connection.
+        let watch_control = joined
+            .local_path
+            .as_ref()
+            .and_then(|_| control.shutdown_handle().ok());
         let link = Arc::new(Link::new(LinkParts {
             remote_cluster_id,
             remote_role,
             token,
             we_dialed: true,
             remote_addr: addr,
-            local_path,
-            peer_pools,
+            local_path: joined.local_path,
+            peer_pools: joined.peer_pools,
             generation,
             local_cluster_id: self.cluster_id,
             comm_id: comm.map_or(0, |c| c.id),
@@ -612,8 +547,10 @@ impl Session {
         let installed = match comm {
             Some(c) => self.comm_adopt(c, &link, true),
             None => self.insert_plain_link(link.clone(), false),
-        };
+        }
+        .and_then(|_| self.liveness.watch(&link, watch_control.as_ref()));
         if let Err(e) = installed {
+            self.remove_exact(&link);
             link.teardown(Duration::ZERO);
             return Err(e);
         }
@@ -626,7 +563,8 @@ impl Session {
 
     /// Adds a link_clusters link to the table unless its cluster is (now)
     /// reserved by a rank-table comm. An existing link to the cluster is
-    /// replaced (`replace`, the server side) or `LLM_ALREADY_LINK`.
+    /// replaced (`replace`, the accepting side, when that link was accepted
+    /// too: a stale one) or `LLM_ALREADY_LINK` (a link this side dialled).
     fn insert_plain_link(&self, link: Arc<Link>, replace: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
@@ -639,10 +577,15 @@ impl Session {
             );
         }
         if replace {
-            self.links
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(c, link);
+            let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            if m.get(&c).is_some_and(|l| l.we_dialed && !l.is_closed()) {
+                bail!(
+                    AlreadyLink,
+                    "cluster {} dialled cluster {c} concurrently",
+                    self.cluster_id
+                );
+            }
+            m.insert(c, link);
             return Ok(());
         }
         self.insert_link(link).map_err(|_| {
@@ -703,31 +646,29 @@ impl Session {
                 .remove(&pending_id);
         };
         match first {
-            Ok(Msg::Hello {
-                cluster_id,
-                role,
-                remote_accessible,
-                process,
-                comm_name,
-                device,
-            }) => {
+            Ok(Msg::Hello { auth, nonce }) => {
+                let Some(d) = deadline else { return };
+                // The challenge (and link authentication) runs outside the
+                // setup slots: a peer that never answers holds none.
+                let req = match self.server_challenge(&mut conn, auth, nonce, d) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        unpend(&self);
+                        log_debug!("handshake from {} ended: {}", conn.peer(), e.message);
+                        return;
+                    }
+                };
+                let cluster_id = req.cluster_id;
                 self.acquire_setup();
-                let r = if comm_only && comm_name.is_empty() {
+                let r = if comm_only && req.comm_name.is_empty() {
                     Err(err!(
                         ParamInvalid,
                         "this endpoint of cluster {} serves rank-table comms only; link_clusters needs its llm.ListenIpInfo",
                         self.cluster_id
                     ))
                 } else {
-                    self.accept_link(
-                        &mut conn,
-                        cluster_id,
-                        role,
-                        remote_accessible,
-                        &process,
-                        &comm_name,
-                        device.as_ref(),
-                    )
+                    // A fresh bound: waiting for a setup slot does not eat it.
+                    self.accept_link(&mut conn, &req, Instant::now() + HANDSHAKE_TIMEOUT)
                 };
                 self.release_setup();
                 unpend(&self);
@@ -748,18 +689,7 @@ impl Session {
                                 e.message
                             );
                         }
-                        let _ = conn.send(
-                            &Msg::HelloAck {
-                                status: e.status.code(),
-                                message: e.message,
-                                cluster_id: self.cluster_id,
-                                role: self.role.load(Ordering::Relaxed),
-                                link_token: 0,
-                                process: local::local_process(),
-                                device: None,
-                            },
-                            deadline,
-                        );
+                        let _ = conn.send(&join_refusal(&e), deadline);
                     }
                 }
             }
@@ -808,20 +738,19 @@ impl Session {
         }
     }
 
-    /// Server side of the handshake. `comm_name` non-empty: a rank-table
-    /// dialer, matched to our pending comm of that name (`comm.rs`).
-    // The handshake's fields, one by one: a struct would only re-pack `Msg::Hello`.
-    #[allow(clippy::too_many_arguments)]
+    /// Server side of the handshake after the challenge: checks the link
+    /// request, verifies the client's identity, answers `JoinAck` and reads
+    /// the client's `Pools`. A non-empty `comm_name`: a rank-table dialer,
+    /// matched to our pending comm of that name (`comm.rs`).
     fn accept_link(
         &self,
         conn: &mut Conn,
-        cluster_id: u64,
-        role: u32,
-        remote_accessible: bool,
-        process: &ProcessInfo,
-        comm_name: &str,
-        device: Option<&crate::transport::wire::DeviceEndpoint>,
+        req: &JoinRequest,
+        deadline: Instant,
     ) -> Result<Arc<Link>> {
+        let (cluster_id, role, remote_accessible) =
+            (req.cluster_id, req.role, req.remote_accessible);
+        let (comm_name, device) = (req.comm_name.as_str(), req.device.as_ref());
         if self.closing.load(Ordering::Acquire) {
             bail!(LinkFailed, "server is finalizing");
         }
@@ -849,8 +778,16 @@ impl Session {
                     c.name()
                 );
             }
-            // A stale link from the same cluster is replaced.
+            // A stale link from the same cluster is replaced; a link this
+            // instance dialled to that cluster stays (both ends may dial).
             if let Some(old) = self.link(cluster_id) {
+                if old.we_dialed && !old.is_closed() {
+                    bail!(
+                        AlreadyLink,
+                        "cluster {} already has a link to cluster {cluster_id} that it dialled itself",
+                        self.cluster_id
+                    );
+                }
                 log_info!("replacing stale link from cluster {cluster_id}");
                 if self.remove_exact(&old) {
                     old.teardown(Duration::ZERO);
@@ -867,7 +804,7 @@ impl Session {
                 self.config.max_links
             );
         }
-        let (local_path, peer_pools) = self.local_path_to(process);
+        let local_path = self.judge_client(req, conn.peer())?;
         let token = local::random_u64();
         let link = Arc::new(Link::new(LinkParts {
             remote_cluster_id: cluster_id,
@@ -876,7 +813,7 @@ impl Session {
             we_dialed: false,
             remote_addr: conn.peer(),
             local_path,
-            peer_pools,
+            peer_pools: Vec::new(),
             generation: self.registry.generation(),
             local_cluster_id: self.cluster_id,
             comm_id: comm.as_ref().map_or(0, |c| c.id),
@@ -910,21 +847,24 @@ impl Session {
                 acl, end, theirs, true, ids, setup,
             )?));
         }
-        match &comm {
-            Some(c) => self.comm_adopt(c, &link, false)?,
-            // A server replaces what it has for that cluster (stale links).
-            None => self.insert_plain_link(link.clone(), true)?,
-        }
-        let ack = Msg::HelloAck {
-            status: 0,
-            message: String::new(),
-            cluster_id: self.cluster_id,
-            role: self.role.load(Ordering::Relaxed),
-            link_token: token,
-            process: self.process_info(),
-            device: our_device,
+        let installed = match &comm {
+            Some(c) => self.comm_adopt(c, &link, false),
+            // A server replaces what it accepted from that cluster (stale links).
+            None => self.insert_plain_link(link.clone(), true),
         };
-        if let Err(e) = conn.send(&ack, Some(Instant::now() + HANDSHAKE_TIMEOUT)) {
+        if let Err(e) = installed {
+            // The refusal still goes out on `conn`; only the communicator goes.
+            if let Some(h) = link.hccl() {
+                h.close();
+            }
+            return Err(e);
+        }
+        let ack = self.join_ack(req, &link, our_device);
+        let sent = conn
+            .send(&ack, Some(deadline))
+            .and_then(|_| self.receive_pools(conn, &link, deadline))
+            .and_then(|_| self.liveness.watch(&link, None));
+        if let Err(e) = sent {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
             return Err(e);
@@ -985,6 +925,7 @@ impl Session {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.tasks.join_all();
+        self.liveness.stop();
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();

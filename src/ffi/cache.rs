@@ -43,8 +43,9 @@ unsafe fn opt_key(p: *const llmdd_cache_key_t) -> Result<Option<crate::cache::ty
 /// `cache_keys` (may be NULL with 0) binds slot i to key i
 /// (`LLMDD_KEY_CACHE_KEY`; req_id `LLMDD_ID_UNSET` = leave slot unbound);
 /// `remote_accessible`: -1 default (DEVICE → yes, HOST → no), 0, 1.
-/// Memory must stay valid until unregistered. At most 240 registered addresses
-/// in total; overlapping registrations are rejected. `*out` on success.
+/// Memory must stay valid until unregistered. At most 1024 registered
+/// addresses in total by default (`llmdd.MaxRegisteredAddrs`, up to 65536);
+/// overlapping registrations are rejected. `*out` on success.
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_register_cache(
     inst: *mut llmdd_instance_t,

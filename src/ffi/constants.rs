@@ -1,5 +1,9 @@
 //! Numeric constants of the C API: statuses (equal to the documented
 //! `LLM_*` codes), roles, placements, data types and memory status.
+//!
+//! Status constants carry an explicit `u32` suffix: the build emits those as
+//! `uint32_t`-typed hex literals (`0x5010B005U`), so `rc == LLMDD_FAILED`
+//! compares as unsigned 32-bit in C and C++ (a bare 4294967295 is a `long`).
 
 use std::ffi::c_char;
 
@@ -7,51 +11,51 @@ use crate::ffi::boundary::{last_error_ptr, run_or};
 use crate::status::Status;
 
 /// Success.
-pub const LLMDD_SUCCESS: u32 = 0;
+pub const LLMDD_SUCCESS: u32 = 0u32;
 /// Generic failure; also returned by calls before init / after finalize.
-pub const LLMDD_FAILED: u32 = 0xFFFF_FFFF;
+pub const LLMDD_FAILED: u32 = 0xFFFF_FFFFu32;
 /// Legacy: request waited too long.
-pub const LLMDD_WAIT_PROCESS_TIMEOUT: u32 = 0x5010_B001;
+pub const LLMDD_WAIT_PROCESS_TIMEOUT: u32 = 0x5010_B001u32;
 /// Cache does not exist (local id, or the peer's key/id/slot).
-pub const LLMDD_KV_CACHE_NOT_EXIST: u32 = 0x5010_B002;
+pub const LLMDD_KV_CACHE_NOT_EXIST: u32 = 0x5010_B002u32;
 /// Legacy: repeated request.
-pub const LLMDD_REPEAT_REQUEST: u32 = 0x5010_B003;
+pub const LLMDD_REPEAT_REQUEST: u32 = 0x5010_B003u32;
 /// Legacy: request already completed.
-pub const LLMDD_REQUEST_ALREADY_COMPLETED: u32 = 0x5010_B004;
+pub const LLMDD_REQUEST_ALREADY_COMPLETED: u32 = 0x5010_B004u32;
 /// Invalid argument, option or state.
-pub const LLMDD_PARAM_INVALID: u32 = 0x5010_B005;
+pub const LLMDD_PARAM_INVALID: u32 = 0x5010_B005u32;
 /// Legacy: engine finalized.
-pub const LLMDD_ENGINE_FINALIZED: u32 = 0x5010_B006;
+pub const LLMDD_ENGINE_FINALIZED: u32 = 0x5010_B006u32;
 /// No link to the peer (or rank-table link not ready, or unknown comm id).
-pub const LLMDD_NOT_YET_LINK: u32 = 0x5010_B007;
+pub const LLMDD_NOT_YET_LINK: u32 = 0x5010_B007u32;
 /// A link to that cluster already exists.
-pub const LLMDD_ALREADY_LINK: u32 = 0x5010_B008;
+pub const LLMDD_ALREADY_LINK: u32 = 0x5010_B008u32;
 /// Link setup failed.
-pub const LLMDD_LINK_FAILED: u32 = 0x5010_B009;
+pub const LLMDD_LINK_FAILED: u32 = 0x5010_B009u32;
 /// Unlink failed; force-unlink both ends.
-pub const LLMDD_UNLINK_FAILED: u32 = 0x5010_B00A;
+pub const LLMDD_UNLINK_FAILED: u32 = 0x5010_B00Au32;
 /// Could not notify the prompt side of an unlink.
-pub const LLMDD_NOTIFY_PROMPT_UNLINK_FAILED: u32 = 0x5010_B00B;
+pub const LLMDD_NOTIFY_PROMPT_UNLINK_FAILED: u32 = 0x5010_B00Bu32;
 /// More than 16 clusters in one (un)link call.
-pub const LLMDD_CLUSTER_NUM_EXCEED_LIMIT: u32 = 0x5010_B00C;
+pub const LLMDD_CLUSTER_NUM_EXCEED_LIMIT: u32 = 0x5010_B00Cu32;
 /// Another (un)link is in progress (never returned by llmdd).
-pub const LLMDD_PROCESSING_LINK: u32 = 0x5010_B00D;
+pub const LLMDD_PROCESSING_LINK: u32 = 0x5010_B00Du32;
 /// Device memory exhausted.
-pub const LLMDD_DEVICE_OUT_OF_MEMORY: u32 = 0x5010_B00E;
+pub const LLMDD_DEVICE_OUT_OF_MEMORY: u32 = 0x5010_B00Eu32;
 /// switch_role or unregister while links exist.
-pub const LLMDD_EXIST_LINK: u32 = 0x5010_B018;
+pub const LLMDD_EXIST_LINK: u32 = 0x5010_B018u32;
 /// Option, pool, backend or placement not available.
-pub const LLMDD_FEATURE_NOT_ENABLED: u32 = 0x5010_B019;
+pub const LLMDD_FEATURE_NOT_ENABLED: u32 = 0x5010_B019u32;
 /// A transfer or wait timed out (re-link after a transfer timeout).
-pub const LLMDD_TIMEOUT: u32 = 0x5010_B01A;
+pub const LLMDD_TIMEOUT: u32 = 0x5010_B01Au32;
 /// Reserved: conflicting use of a link (never returned by llmdd).
-pub const LLMDD_LINK_BUSY: u32 = 0x5010_B01B;
+pub const LLMDD_LINK_BUSY: u32 = 0x5010_B01Bu32;
 /// Memory pool or system memory exhausted.
-pub const LLMDD_OUT_OF_MEMORY: u32 = 0x5010_B01C;
+pub const LLMDD_OUT_OF_MEMORY: u32 = 0x5010_B01Cu32;
 /// Uncorrectable device memory error.
-pub const LLMDD_DEVICE_MEM_ERROR: u32 = 507_053;
+pub const LLMDD_DEVICE_MEM_ERROR: u32 = 507_053u32;
 /// Suspected remote memory fault.
-pub const LLMDD_SUSPECT_REMOTE_ERROR: u32 = 507_057;
+pub const LLMDD_SUSPECT_REMOTE_ERROR: u32 = 507_057u32;
 
 /// Role: prompt (prefill).
 pub const LLMDD_ROLE_PROMPT: u32 = 1;
@@ -77,7 +81,8 @@ pub const LLMDD_MEM_STATUS_PREPARING: u32 = 1;
 /// Registered-memory status: exchange failed.
 pub const LLMDD_MEM_STATUS_FAILED: u32 = 2;
 
-/// Data type codes (GE numbering).
+/// Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
+/// gives each one's element size. Sub-byte types are packed.
 pub const LLMDD_DT_FLOAT: u32 = 0;
 pub const LLMDD_DT_FLOAT16: u32 = 1;
 pub const LLMDD_DT_INT8: u32 = 2;
@@ -91,13 +96,61 @@ pub const LLMDD_DT_UINT64: u32 = 10;
 pub const LLMDD_DT_DOUBLE: u32 = 11;
 pub const LLMDD_DT_BOOL: u32 = 12;
 pub const LLMDD_DT_STRING: u32 = 13;
+pub const LLMDD_DT_DUAL_SUB_INT8: u32 = 14;
+pub const LLMDD_DT_DUAL_SUB_UINT8: u32 = 15;
+pub const LLMDD_DT_COMPLEX64: u32 = 16;
+pub const LLMDD_DT_COMPLEX128: u32 = 17;
+pub const LLMDD_DT_QINT8: u32 = 18;
+pub const LLMDD_DT_QINT16: u32 = 19;
+pub const LLMDD_DT_QINT32: u32 = 20;
+pub const LLMDD_DT_QUINT8: u32 = 21;
+pub const LLMDD_DT_QUINT16: u32 = 22;
+pub const LLMDD_DT_RESOURCE: u32 = 23;
+pub const LLMDD_DT_STRING_REF: u32 = 24;
+pub const LLMDD_DT_DUAL: u32 = 25;
+pub const LLMDD_DT_VARIANT: u32 = 26;
 pub const LLMDD_DT_BF16: u32 = 27;
 pub const LLMDD_DT_UNDEFINED: u32 = 28;
+pub const LLMDD_DT_INT4: u32 = 29;
+pub const LLMDD_DT_UINT1: u32 = 30;
+pub const LLMDD_DT_INT2: u32 = 31;
+pub const LLMDD_DT_UINT2: u32 = 32;
+pub const LLMDD_DT_COMPLEX32: u32 = 33;
+pub const LLMDD_DT_HIFLOAT8: u32 = 34;
+pub const LLMDD_DT_FLOAT8_E5M2: u32 = 35;
+pub const LLMDD_DT_FLOAT8_E4M3FN: u32 = 36;
+pub const LLMDD_DT_FLOAT8_E8M0: u32 = 37;
+pub const LLMDD_DT_FLOAT6_E3M2: u32 = 38;
+pub const LLMDD_DT_FLOAT6_E2M3: u32 = 39;
+pub const LLMDD_DT_FLOAT4_E2M1: u32 = 40;
+pub const LLMDD_DT_FLOAT4_E1M2: u32 = 41;
+pub const LLMDD_DT_HIFLOAT4: u32 = 42;
 
 /// Default link/unlink timeout in milliseconds (spec §9 item 3).
 pub const LLMDD_DEFAULT_LINK_TIMEOUT_MS: i32 = 3000;
 /// Most clusters per link_clusters / unlink_clusters call.
 pub const LLMDD_MAX_CLUSTERS_PER_CALL: u32 = 16;
+
+/// Writes the element size of data type `data_type` in bits to `*bits_out`
+/// (e.g. 16 for `LLMDD_DT_FLOAT16`, 4 for `LLMDD_DT_INT4`; strings count as
+/// 16-byte heads, as in the reference). A cache of a sub-byte type must hold
+/// a whole number of bytes per dim-0 row. `LLMDD_PARAM_INVALID` for an
+/// unknown code, `LLMDD_DT_UNDEFINED` or a NULL `bits_out`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_data_type_bits(data_type: u32, bits_out: *mut u32) -> u32 {
+    crate::ffi::boundary::run("llmdd_data_type_bits", || {
+        let out = crate::ffi::boundary::output(bits_out, "bits_out")?;
+        let dt = crate::cache::types::DataType::from_code(data_type)?;
+        let bits = dt.elem_bits().ok_or_else(|| {
+            crate::err!(
+                ParamInvalid,
+                "data_type {data_type} (DT_UNDEFINED) has no size"
+            )
+        })?;
+        *out = bits as u32;
+        Ok(())
+    })
+}
 
 /// The documented name of a status code, e.g. `"LLM_PARAM_INVALID"`; unknown
 /// codes give `"LLM_FAILED"`. Returns a static string (never NULL, never freed).

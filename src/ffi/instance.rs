@@ -7,7 +7,7 @@ use crate::datadist::Instance;
 use crate::ffi::boundary::{cstr, output, run, set_last_error};
 use crate::ffi::types::{
     cluster_ranks_from_c, clusters_from_c, instance, llmdd_cluster_info_t, llmdd_cluster_rank_t,
-    llmdd_instance_t, llmdd_option_t, options_from_c, INSTANCE_MAGIC,
+    llmdd_instance_t, llmdd_option_t, options_from_c, INSTANCES,
 };
 use crate::status::{Result, Status};
 
@@ -25,37 +25,45 @@ pub unsafe extern "C" fn llmdd_create(
     run("llmdd_create", || {
         let out = output(out, "out")?;
         let inner = Instance::new(role, cluster_id)?;
-        *out = Box::into_raw(Box::new(llmdd_instance_t {
-            magic: INSTANCE_MAGIC,
-            inner,
-        }));
+        let h = INSTANCES
+            .insert(inner)
+            .ok_or_else(|| crate::err!(OutOfMemory, "too many live instances"))?;
+        *out = h as *mut llmdd_instance_t;
         Ok(())
     })
 }
 
-/// Finalizes (if needed) and frees an instance. NULL is a no-op. The handle
-/// must not be used afterwards, and no other call on it may be in progress.
+/// Finalizes (if needed) and frees an instance. NULL is a no-op; a destroyed
+/// (or foreign) handle is detected, never read, and is a no-op too. The
+/// handle must not be used afterwards (calls with it return
+/// `LLMDD_PARAM_INVALID`), and no other call on it should be in progress (one
+/// that is keeps the instance alive until it returns).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_destroy(inst: *mut llmdd_instance_t) {
     let _ = run("llmdd_destroy", || {
-        if inst.is_null() || (*inst).magic != INSTANCE_MAGIC {
+        if inst.is_null() {
             return Ok(());
         }
-        (*inst).magic = 0;
-        drop(Box::from_raw(inst));
+        if let Some(i) = INSTANCES.remove(inst as usize) {
+            i.finalize();
+        }
         Ok(())
     });
 }
 
 /// Initializes the instance with `num_options` `{key, value}` options (spec §3;
 /// build them with the `llmdd_config_*` builder). Required: `llm.DeviceId` (or
-/// `ge.exec.deviceId`) and cache-manager mode (`llm.EnableCacheManager=1` or
-/// `llm.LocalCommRes`). With `llm.ListenIpInfo` the instance listens (server).
-/// A second init on an initialized instance is a no-op success; init after
-/// finalize starts afresh.
+/// `ge.exec.deviceId`). Cache-manager mode is implied, as in C++ `Initialize`
+/// (`llm.EnableCacheManager=0`, Python's v1 engine, is refused); remote-cache-
+/// accessible mode is off unless `llm.EnableRemoteCacheAccessible=1` or
+/// `llm.LocalCommRes` is given. With `llm.ListenIpInfo` the instance listens
+/// (server). A second init on an initialized instance is a no-op success; init
+/// after finalize starts afresh.
 ///
-/// Statuses: `LLMDD_PARAM_INVALID` (bad or unknown option, NULL pointers),
-/// `LLMDD_FEATURE_NOT_ENABLED` (no cache-manager mode, backend unavailable),
+/// Statuses: `LLMDD_PARAM_INVALID` (bad option, unknown `llmdd.` key or, with
+/// `llmdd.StrictOptions=1`, unknown `llm.` key; NULL pointers; unknown `llm.`
+/// keys are otherwise logged and ignored),
+/// `LLMDD_FEATURE_NOT_ENABLED` (`llm.EnableCacheManager=0`, backend unavailable),
 /// `LLMDD_OUT_OF_MEMORY` (pool creation), `LLMDD_FAILED` (cannot listen).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_init(
@@ -151,10 +159,11 @@ fn fill(results: Vec<Result<()>>, rets: *mut u32) -> Result<()> {
     }
 }
 
-/// Links this client to each cluster's server (`remote_ip_infos[0]`), up to 16
-/// clusters in parallel, each within `timeout_ms` (> 0; 3000 is the documented
-/// default). Only clients (instances initialized without `llm.ListenIpInfo`)
-/// call it. `rets` (NULL, or `num_clusters` entries) receives one status per
+/// Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
+/// 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
+/// documented default). Any initialized instance may call it, whether it
+/// listens itself or not (the side that dials is the link's client). A cluster
+/// that already dialled this instance gives `LLMDD_ALREADY_LINK`. `rets` (NULL, or `num_clusters` entries) receives one status per
 /// cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
 /// Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
 /// Argument errors before any linking (empty list, >16 clusters =
@@ -175,8 +184,9 @@ pub unsafe extern "C" fn llmdd_link_clusters(
     })
 }
 
-/// Unlinks each cluster. `force = false` (client only): tells the server to
-/// drop its side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
+/// Unlinks each cluster. `force = false` (on the side that dialled the link;
+/// the other side gets `LLMDD_PARAM_INVALID`): tells the peer to drop its
+/// side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
 /// told: then force-unlink both ends). `force = true`: drops only the local
 /// side and must be called on both ends; only `remote_cluster_id` is used.
 /// Unlinking a cluster that is not linked succeeds. Waits for in-flight
@@ -214,12 +224,13 @@ pub unsafe extern "C" fn llmdd_unlink_clusters(
 /// `rank_table_json`: HCCL rank table (spec §6) containing every rank; on
 /// the host backend each member's TCP endpoint is IP = the server's `host_ip`,
 /// else the device's `device_ip`; port = the device's `host_port`, else its
-/// `device_port`. The higher rank dials the lower one, retrying for
+/// `device_port`, else 16666 (`llmdd.RankTableDefaultPort`). The higher rank dials the lower one, retrying for
 /// `llm.LinkTotalTime` seconds (0: `HCCL_CONNECT_TIMEOUT`, else 120 s); at most
 /// 16 comm setups run at once per instance, others wait (PREPARING).
 ///
 /// Statuses: `LLMDD_PARAM_INVALID` (NULL pointers, any check above, malformed
-/// table, a member without a usable IP or port, 512 comms already);
+/// table, a member without a usable IP or port, two dialled members with one
+/// endpoint, 512 comms already);
 /// `LLMDD_ALREADY_LINK` (a member cluster is already linked by
 /// `llmdd_link_clusters` or belongs to another comm of this instance);
 /// `LLMDD_LINK_FAILED` (this member's endpoint cannot be bound);

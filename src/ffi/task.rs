@@ -3,10 +3,12 @@
 //! results, free it.
 
 use std::ffi::c_void;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::datadist::async_transfer::{AsyncBlocks, AsyncConfig, AsyncDst};
 use crate::ffi::boundary::{output, run, slice};
+use crate::ffi::handles::HandleTable;
 use crate::ffi::types::{
     instance, key_from_c, layers_from_c, llmdd_cache_key_t, llmdd_instance_t, llmdd_layer_range_t,
 };
@@ -22,7 +24,7 @@ pub const LLMDD_TRANSFER_BY_ADDRS: u32 = 0;
 pub const LLMDD_TRANSFER_BY_CACHE_KEY: u32 = 1;
 /// `llmdd_task_get_results` entry of a config none of whose layers started
 /// (Python `None`). Distinct from every status (`LLMDD_FAILED` is 0xFFFFFFFF).
-pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFE;
+pub const LLMDD_TASK_RESULT_NOT_STARTED: u32 = 0xFFFF_FFFEu32;
 
 /// Layer synchronizer: called by a library thread with each source layer, in
 /// ascending order, that some config includes. Return true once layer
@@ -64,30 +66,18 @@ pub struct llmdd_transfer_config_t {
 
 /// Opaque async transfer task (Python `CacheTask`). Created by
 /// `llmdd_transfer_cache_async`, owned by the caller, released only by
-/// `llmdd_task_free`. It stays usable after its instance is finalized.
+/// `llmdd_task_free`. It stays usable after its instance is finalized. Like an
+/// instance handle it is looked up in a table of live tasks, never read.
 pub struct llmdd_task_t {
-    magic: u64,
-    inner: Task,
+    _opaque: [u8; 0],
 }
 
-/// Magic value of a live task handle (catches most stale or foreign pointers).
-const TASK_MAGIC: u64 = 0x4c4c_4d44_445f_544b;
+/// The live tasks, by handle.
+static TASKS: HandleTable<Task> = HandleTable::new();
 
-/// Resolves a task handle.
-///
-/// # Safety
-/// `p` must be NULL or point to readable memory of a task's size.
-unsafe fn task_ref<'a>(p: *const llmdd_task_t) -> Result<&'a Task> {
-    let t = p
-        .as_ref()
-        .ok_or_else(|| err!(ParamInvalid, "task is NULL"))?;
-    if t.magic != TASK_MAGIC {
-        bail!(
-            ParamInvalid,
-            "task handle is not a live llmdd task (freed or foreign pointer)"
-        );
-    }
-    Ok(&t.inner)
+/// Resolves a task handle through the table of live tasks.
+fn task_ref(p: *const llmdd_task_t) -> Result<Arc<Task>> {
+    TASKS.resolve(p, "task")
 }
 
 fn timeout(ms: i64) -> Result<Option<Duration>> {
@@ -142,7 +132,9 @@ unsafe fn config_from_c(i: usize, c: &llmdd_transfer_config_t) -> Result<AsyncCo
 /// (`dst_blocks` of equal length; `dst_block_memory_size` 0 or the source
 /// block size); `src_blocks` empty with `dst_blocks` = contiguous → blocks
 /// (`dst_block_memory_size` = destination block size, required); both empty =
-/// contiguous → contiguous (`dst_block_memory_size` 0). The source cache must
+/// contiguous → contiguous (`dst_block_memory_size` 0). Without indices a
+/// blocks cache (source or destination) counts as one batch of stride one
+/// block, as in the reference: slot 0 is block 0. The source cache must
 /// be DEVICE with an even number of tensors (2 per layer).
 ///
 /// Everything is validated before anything starts; errors are returned here
@@ -153,10 +145,12 @@ unsafe fn config_from_c(i: usize, c: &llmdd_transfer_config_t) -> Result<AsyncCo
 /// cache), `LLMDD_NOT_YET_LINK` (no link to a destination cluster),
 /// `LLMDD_FAILED` (not initialized).
 ///
-/// Threads: `sync(user_data, L, -1)` is called from one library thread per
-/// task, never concurrently with itself; it must not call `llmdd_finalize` nor
-/// wait for its own task (`llmdd_task_free` from inside it only cancels).
-/// Each layer is moved by a second library thread within
+/// Threads: tasks run on the instance's worker pool (started by its first
+/// task, joined by `llmdd_finalize`; no thread starts per task).
+/// `sync(user_data, L, -1)` is called from one pool thread per task, never
+/// concurrently with itself; it may block (other tasks keep running) but must
+/// not call `llmdd_finalize` nor wait for its own task (`llmdd_task_free` from
+/// inside it only cancels). Each layer is moved by a pool thread within
 /// `llm.SyncKvCacheWaitTime`. Source memory must stay valid and unchanged for
 /// the layers not yet sent until the task finishes or is freed.
 #[no_mangle]
@@ -203,10 +197,11 @@ pub unsafe extern "C" fn llmdd_transfer_cache_async(
             unsafe { f(u.0, layer, -1) }
         });
         let t = s.transfer_cache_async(src_cache_id, &cs, blocks, cb)?;
-        *out = Box::into_raw(Box::new(llmdd_task_t {
-            magic: TASK_MAGIC,
-            inner: t,
-        }));
+        match TASKS.insert(t) {
+            Some(h) => *out = h as *mut llmdd_task_t,
+            // Dropping the task cancels it and joins its threads.
+            None => bail!(OutOfMemory, "too many live async tasks"),
+        }
         Ok(())
     })
 }
@@ -277,22 +272,23 @@ pub unsafe extern "C" fn llmdd_task_get_results(
     })
 }
 
-/// Frees a task. NULL (or a pointer that is not a live task) is a no-op. If
-/// the task is still running it is cancelled: no further layer starts and the
-/// synchronizer is not called again; this call waits for a synchronizer call
-/// in progress and for the layer in flight to return. After it returns the
-/// library never calls the synchronizer again nor reads the source cache for
-/// this task. (Called from inside the task's own synchronizer it only
-/// cancels.) The handle must not be used afterwards, nor freed twice.
+/// Frees a task. NULL is a no-op; a freed (or foreign) handle is detected,
+/// never read, and is a no-op too. If the task is still running it is
+/// cancelled: no further layer starts and the synchronizer is not called
+/// again; this call waits for a synchronizer call in progress and for the
+/// layer in flight to return. After it returns the library never calls the
+/// synchronizer again nor reads the source cache for this task. (Called from
+/// inside the task's own synchronizer it only cancels.) The handle must not be
+/// used afterwards (calls with it return `LLMDD_PARAM_INVALID`).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_task_free(task: *mut llmdd_task_t) {
     let _ = run("llmdd_task_free", || {
-        if task.is_null() || (*task).magic != TASK_MAGIC {
+        if task.is_null() {
             return Ok(());
         }
-        (*task).inner.cancel_and_wait();
-        (*task).magic = 0;
-        drop(Box::from_raw(task));
+        if let Some(t) = TASKS.remove(task as usize) {
+            t.cancel_and_wait();
+        }
         Ok(())
     });
 }

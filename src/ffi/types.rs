@@ -1,22 +1,25 @@
 //! `#[repr(C)]` types of the C API and their conversions to engine types.
 
 use std::ffi::c_char;
+use std::sync::Arc;
 
+use crate::bail;
 use crate::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement, MAX_DIMS};
 use crate::datadist::{ClusterInfo, IpInfo};
 use crate::ffi::boundary::{cstr, slice};
+use crate::ffi::handles::HandleTable;
 use crate::status::Result;
-use crate::{bail, err};
 
 /// Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
-/// caller, released only by `llmdd_destroy`.
+/// caller, released only by `llmdd_destroy`. The handle is not a pointer to
+/// readable memory: the library looks it up in its table of live instances,
+/// so a destroyed or foreign handle is detected and never read.
 pub struct llmdd_instance_t {
-    pub(crate) magic: u64,
-    pub(crate) inner: crate::datadist::Instance,
+    _opaque: [u8; 0],
 }
 
-/// Magic value of a live instance handle (catches most stale handles).
-pub(crate) const INSTANCE_MAGIC: u64 = 0x4c4c_4d44_445f_494e;
+/// The live instances, by handle.
+pub(crate) static INSTANCES: HandleTable<crate::datadist::Instance> = HandleTable::new();
 
 /// One `{key, value}` option, both NUL-terminated UTF-8 strings.
 #[repr(C)]
@@ -320,20 +323,10 @@ pub(crate) unsafe fn cluster_ranks_from_c(
         .collect())
 }
 
-/// Resolves an instance handle.
-///
-/// # Safety
-/// `p` must be NULL or a handle from `llmdd_create` not yet destroyed.
-pub(crate) unsafe fn instance<'a>(
-    p: *const llmdd_instance_t,
-) -> Result<&'a crate::datadist::Instance> {
-    let i = p
-        .as_ref()
-        .ok_or_else(|| err!(ParamInvalid, "instance is NULL"))?;
-    if i.magic != INSTANCE_MAGIC {
-        bail!(ParamInvalid, "instance handle is not a live llmdd instance");
-    }
-    Ok(&i.inner)
+/// Resolves an instance handle through the table of live instances (never
+/// reading the memory the handle might point at).
+pub(crate) fn instance(p: *const llmdd_instance_t) -> Result<Arc<crate::datadist::Instance>> {
+    INSTANCES.resolve(p, "instance")
 }
 
 /// A request/prefix key (`CacheKey`): pass `LLMDD_ID_UNSET` for the unused one

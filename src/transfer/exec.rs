@@ -1,16 +1,19 @@
 //! Executes transfer plans over a link: HCCL one-sided batches (acl backend,
 //! `hccl_path`), same process (memcpy), same host (mapped peer pools, else
-//! process_vm_readv/writev in batches, two threads for large plans), or TCP (one
-//! request per connection, striped over several connections, bytes landing
-//! directly in destination memory).
+//! process_vm_readv/writev in batches, two threads for large plans; every copy
+//! checked against the peer's pidfd), or TCP (one request per connection,
+//! striped over several connections, bytes landing directly in destination
+//! memory). A dead link moves nothing.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::pool::PeerMapping;
 use crate::cache::types::Segment;
 use crate::datadist::link::{ConnGuard, Link};
 use crate::status::{Error, Result, Status};
 use crate::transport::local::{self, LocalPath};
+use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;
 use crate::{bail, err};
@@ -40,15 +43,18 @@ pub fn run(
     if plan.is_empty() {
         return Ok(());
     }
+    if link.is_dead() {
+        return Err(link.dead_error());
+    }
     if let Some(h) = link.hccl() {
         return crate::transfer::hccl_path::run(h, plan, dir, deadline);
     }
-    let r = match link.local_path {
+    let r = match &link.local_path {
         Some(LocalPath::SameProcess) => local::run_split(plan, |s| {
             local::memcpy_segments(s);
             Ok(())
         }),
-        Some(LocalPath::SameHost { pid }) => same_host(link, pid, plan, dir),
+        Some(LocalPath::SameHost(peer)) => same_host(link, peer, plan, dir),
         None => tcp(link, plan, dir, deadline, stripes),
     };
     if r.is_ok() && Instant::now() > deadline {
@@ -61,17 +67,48 @@ pub fn run(
     r
 }
 
-fn same_host(link: &Link, pid: u32, plan: &[Segment], dir: Dir) -> Result<()> {
-    if link.peer_pools.is_empty() {
+/// A same-host copy, bound to the verified peer process by its pidfd. A write
+/// starts only if the peer is alive (never into a process that took over the
+/// pid); every copy counts only if the peer is still alive after it (then the
+/// pid named that process throughout, so a read returned its bytes and not a
+/// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
+/// A read starts unless the link is already marked dead (the liveness watch
+/// does that within moments of the exit): a read racing the peer's exit fails,
+/// but may have written its destination. One poll of the pidfd per read, two
+/// per write (docs/security.md has the figures).
+/// A dead peer marks the link dead (its pool mappings are dropped).
+fn same_host(link: &Link, peer: &PeerProcess, plan: &[Segment], dir: Dir) -> Result<()> {
+    let pools = link.pools();
+    if dir == Dir::Write && !peer.is_alive() {
+        drop(pools);
+        return Err(died(link));
+    }
+    let r = copy_same_host(&pools, peer.pid(), plan, dir);
+    let alive = peer.is_alive();
+    drop(pools);
+    if !alive {
+        return Err(died(link));
+    }
+    r
+}
+
+fn died(link: &Link) -> Error {
+    link.mark_dead("its peer process exited");
+    link.dead_error()
+}
+
+fn copy_same_host(pools: &[PeerMapping], pid: u32, plan: &[Segment], dir: Dir) -> Result<()> {
+    if pools.is_empty() {
         // Nothing mapped (user-registered memory): no sorting, no allocation.
         return local::run_split(plan, |s| local::vm_copy(pid, s, dir == Dir::Write));
     }
     // Remote addresses inside a mapped peer pool are copied with memcpy.
+    let translate = |addr: u64, len: u64| pools.iter().find_map(|m| m.translate(addr, len));
     let mut mapped = Vec::new();
     let mut rest = Vec::with_capacity(plan.len());
     for s in plan {
         let remote = if dir == Dir::Read { s.src } else { s.dst };
-        match link.translate(remote, s.len) {
+        match translate(remote, s.len) {
             Some(l) if dir == Dir::Read => mapped.push(Segment {
                 dst: s.dst,
                 src: l,

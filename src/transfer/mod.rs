@@ -3,5 +3,6 @@
 
 pub mod exec;
 pub mod hccl_path;
+pub mod pool;
 pub mod serve;
 pub mod task;

@@ -1,20 +1,30 @@
 //! The serving side of a link: answers a peer's requests against this
-//! instance's registry. Every remote read/write is checked against the
-//! registered regions before a byte moves.
+//! instance's registry, within the access rules of `datadist::access`: every
+//! table, key resolution and remote read/write covers only caches the peer may
+//! reach, checked before a byte moves; a refusal is answered with its status
+//! and message and logged (rate-limited).
 
 use std::sync::Arc;
 
-use crate::bail;
 use crate::cache::registry::Resolved;
+use crate::datadist::access::{refusal_log, Access};
 use crate::datadist::link::Link;
 use crate::datadist::session::{serve_deadline, server_unlink, Session};
 use crate::status::{Result, Status};
 use crate::transport::tcp::Conn;
 use crate::transport::wire::Msg;
+use crate::{bail, err};
 
 /// Handles one request; `Ok(false)` ends the connection cleanly.
 pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) -> Result<bool> {
     let deadline = Some(serve_deadline());
+    let access = Access::of(session.config.remote_cache_accessible, link);
+    let refused = |what: &str, e: &crate::Error| {
+        refusal_log(format_args!(
+            "refused {what} from cluster {}: {}",
+            link.remote_cluster_id, e.message
+        ))
+    };
     match msg {
         Msg::GetTable => {
             let entries = session.registry.table(link.generation);
@@ -24,6 +34,11 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             let resolved = session.registry.resolve(&key).and_then(|r| {
                 // acl: the peer can reach only memory bound to the link's communicator.
                 crate::datadist::acl_rules::check_bound(&r.record, link)?;
+                if let Err(why) = access.check(&r.record) {
+                    let e = err!(KvCacheNotExist, "cache {} {why}", r.record.id);
+                    refused("a key resolution", &e);
+                    return Err(e);
+                }
                 Ok(r)
             });
             let reply = match resolved {
@@ -42,15 +57,21 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             };
             conn.send(&reply, deadline)?;
         }
-        Msg::Consume { req_id, model_id } => {
-            let key = crate::cache::types::BindKey {
-                is_prefix: false,
-                id: req_id,
-                model_id,
-            };
-            session.registry.consume(&key);
-            conn.reply(Status::Success, "", deadline)?;
-        }
+        Msg::Consume { req_id, model_id } => match access.check_consume() {
+            Ok(()) => {
+                let key = crate::cache::types::BindKey {
+                    is_prefix: false,
+                    id: req_id,
+                    model_id,
+                };
+                session.registry.consume(&key);
+                conn.reply(Status::Success, "", deadline)?;
+            }
+            Err(e) => {
+                refused("a key consumption", &e);
+                conn.reply(e.status, &e.message, deadline)?;
+            }
+        },
         Msg::Read { total, .. } | Msg::Write { total, .. } if link.hccl().is_some() => {
             // acl links move bytes over HCCL only: device memory is not
             // host-addressable, so it is never served over TCP.
@@ -72,7 +93,11 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
                 )?;
             }
         }
-        Msg::Read { segments, total } => match session.registry.check_local(&segments, false) {
+        Msg::Read { segments, total } => match session
+            .registry
+            .check_local(&segments, false, |r| access.check(r))
+            .inspect_err(|e| refused("a read", e))
+        {
             Ok(()) => conn.send_with_bulk(
                 &Msg::ReadData {
                     status: 0,
@@ -91,7 +116,11 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
                 deadline,
             )?,
         },
-        Msg::Write { segments, total } => match session.registry.check_local(&segments, true) {
+        Msg::Write { segments, total } => match session
+            .registry
+            .check_local(&segments, true, |r| access.check(r))
+            .inspect_err(|e| refused("a write", e))
+        {
             Ok(()) => {
                 conn.recv_bulk(&segments, deadline)?;
                 conn.reply(Status::Success, "", deadline)?;

@@ -1,36 +1,44 @@
 //! Layer-wise asynchronous execution (spec §4.4, flow 5): one task per
-//! `transfer_cache_async` call, run by two threads.
+//! `transfer_cache_async` call, run by two drivers on the session's worker
+//! pool ([`super::pool`]).
 //!
-//! - The **sync thread** calls the user's layer synchronizer for every source
-//!   layer some config includes, in ascending order. As soon as it approves
-//!   layer `L`, the layer is handed to the transfer thread and the synchronizer
-//!   is called for the next layer, so computing layer `L+1` overlaps moving `L`.
-//! - The **transfer thread** moves each approved layer, config by config, with
-//!   the executor it was given (the caller binds links, plans and timeouts).
+//! - The **callback driver** calls the user's layer synchronizer for every
+//!   source layer some config includes, in ascending order, one call at a
+//!   time. As soon as it approves layer `L`, the layer is handed to the
+//!   transfer driver and the synchronizer is called for the next layer, so
+//!   computing layer `L+1` overlaps moving `L`. After the last approval it
+//!   moves the remaining layers itself when a transfer slot is free (no hand-off).
+//! - The **transfer driver** moves approved layers in order, config by
+//!   config, with the executor it was given (the caller binds links, plans
+//!   and timeouts). It runs while approved layers wait and is queued again by
+//!   the next approval.
 //!
 //! Outcome rules (spec §4.4 and §9 item 15): the synchronizer refusing layer `L`
 //! gives every config containing `L` `LLM_PARAM_INVALID` and stops the
 //! synchronizer (layers it approved before still move); the first failing
 //! transfer records its status for its config and stops everything; a config
 //! becomes `LLM_SUCCESS` when its last layer is done; configs cut short get
-//! `LLM_FAILED`; configs none of whose layers started are "not started".
+//! `LLM_FAILED`; configs none of whose layers started are "not started". A
+//! panic in the synchronizer or the executor fails the task ("internal error").
 //!
-//! The engine is generic over the work item `W` so its state machine is tested
-//! without a network; it never sees a raw pointer.
+//! Cancellation (task free, finalize) never needs a worker: queued drivers are
+//! revoked on the spot, and only a callback or layer already running is waited
+//! for. The engine is generic over the work item `W` so its state machine is
+//! tested without a network; it never sees a raw pointer.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::status::{Error, Result, Status};
+use crate::transfer::pool::{spin_until, Job, Kind, Pool, Slot};
 use crate::{bail, err};
 
-/// Stack of the thread that calls user callbacks (user code runs on it).
-const SYNC_STACK: usize = 2 << 20;
-/// Stack of the transfer thread.
-const TRANSFER_STACK: usize = 512 << 10;
+/// Busy-poll window before sleeping, until the session sets its own
+/// (`llmdd.BusyPollUs`, whose default this is).
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// The work of one source layer: the layer index and, per config containing
 /// it, that config's index and its work item.
@@ -59,32 +67,72 @@ pub enum ConfigResult {
 /// The user's layer synchronizer: returns true once layer `L` may be sent.
 pub type SyncFn = Box<dyn FnMut(u32) -> bool + Send>;
 
-#[derive(Default)]
-struct State {
-    /// Status per config, once known.
-    status: Vec<Option<Status>>,
-    /// Whether any layer of the config began to move.
-    started: Vec<bool>,
-    /// Layers still to move per config.
-    remaining: Vec<usize>,
-    /// The first failure, chronologically, with its message.
-    first_failure: Option<Error>,
-    /// No byte will move any more and results are final.
-    done: bool,
-    /// Both threads have returned (no callback running, nothing in flight).
-    exited: bool,
+/// Where one of a task's two drivers is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Idle,
+    /// Submitted to the pool, not yet picked up (cancel revokes it).
+    Queued,
+    Running,
 }
 
-/// State shared by a task's handle and its threads.
-pub struct Shared {
+/// Progress of one config.
+#[derive(Clone, Copy)]
+struct Cfg {
+    /// Status, once known.
+    status: Option<Status>,
+    /// Whether any layer of the config began to move.
+    started: bool,
+    /// Layers still to move.
+    remaining: usize,
+}
+
+struct State {
+    cfgs: Vec<Cfg>,
+    /// The first failure, chronologically, with its message.
+    first_failure: Option<Error>,
+    num_layers: usize,
+    /// Index (into the spec's layers) of the next layer to synchronize.
+    next_cb: usize,
+    /// Layers `[0, approved)` were approved; `[0, moved)` were handled by the
+    /// transfer driver.
+    approved: usize,
+    moved: usize,
+    /// The synchronizer will not be called again.
+    sync_over: bool,
+    cb: Driver,
+    xfer: Driver,
+    /// The synchronizer; taken by the callback driver while it calls it.
+    sync: Option<SyncFn>,
+    /// The thread inside the synchronizer (to detect calls from inside it).
+    cb_thread: Option<ThreadId>,
+    /// Set by cancel (task free, finalize): no new callback, no new layer.
+    cancelled: bool,
+    /// Set on the first transfer failure or cancel: approved layers are dropped.
+    halted: bool,
+    /// No byte will move any more: the work is being released, then results
+    /// are final.
+    finishing: bool,
+    done: bool,
+    /// Both drivers are gone for good (no callback running, nothing in flight).
+    exiting: bool,
+    exited: bool,
+    /// Threads sleeping on the condvar.
+    waiters: usize,
+    /// Entry in the task set.
+    slot: usize,
+}
+
+/// The part of a task its handle sees.
+struct Shared {
     state: Mutex<State>,
     cv: Condvar,
-    /// Set by cancel (task_free, finalize): no new callback, no new layer.
-    cancel: AtomicBool,
-    /// Set on the first transfer failure or cancel: queued layers are dropped.
+    /// Mirrors of `done`, `exited` and `halted`, polled without the lock.
+    done: AtomicBool,
+    exited: AtomicBool,
     halt: AtomicBool,
-    /// The thread that calls the synchronizer (to detect calls from inside it).
-    sync_thread: Mutex<Option<ThreadId>>,
+    /// Busy-poll window of a waiter before it sleeps.
+    spin: Duration,
 }
 
 impl Shared {
@@ -94,8 +142,8 @@ impl Shared {
 
     fn fail(&self, st: &mut State, cfg: Option<usize>, e: Error) {
         if let Some(c) = cfg {
-            if st.status[c].is_none() {
-                st.status[c] = Some(e.status);
+            if st.cfgs[c].status.is_none() {
+                st.cfgs[c].status = Some(e.status);
             }
         }
         if st.first_failure.is_none() {
@@ -103,23 +151,42 @@ impl Shared {
         }
     }
 
-    fn cancel(&self) {
-        self.cancel.store(true, Ordering::Release);
-        self.halt.store(true, Ordering::Release);
+    fn notify(&self, st: &State) {
+        if st.waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 
-    /// Waits until `pred` holds or `deadline` passes; returns whether it holds.
-    fn wait_for(&self, deadline: Option<Instant>, pred: impl Fn(&State) -> bool) -> bool {
+    /// Waits until `flag` (set together with `pred`) holds or `deadline`
+    /// passes, busy-polling for up to `spin` first; returns whether it holds.
+    fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        flag: &AtomicBool,
+        pred: fn(&State) -> bool,
+    ) -> bool {
+        if flag.load(Ordering::Acquire) {
+            return true;
+        }
+        let spin = match deadline {
+            None => self.spin,
+            Some(d) => self.spin.min(d.saturating_duration_since(Instant::now())),
+        };
+        if !spin.is_zero() && spin_until(flag, spin) {
+            return true;
+        }
         let mut st = self.lock();
         loop {
             if pred(&st) {
                 return true;
             }
+            st.waiters += 1;
             st = match deadline {
                 None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        st.waiters -= 1;
                         return false;
                     }
                     self.cv
@@ -128,123 +195,237 @@ impl Shared {
                         .0
                 }
             };
+            st.waiters -= 1;
         }
     }
 }
 
-/// The set of tasks of one session: spawns their threads, and at finalize
-/// cancels every running task and joins its threads.
-#[derive(Default)]
-pub struct TaskSet {
-    inner: Mutex<TaskSetInner>,
+/// What the drivers share and drop as soon as results are final: the plans
+/// (with the links they use) and the executor (with the source cache).
+struct Work<W, E> {
+    layers: Vec<Layer<W>>,
+    exec: E,
 }
 
+/// One task: its state, its work, and the set it belongs to.
+struct Core<W, E> {
+    shared: Shared,
+    work: Mutex<Option<Arc<Work<W, E>>>>,
+    set: Arc<SetShared>,
+}
+
+/// What the task set and a task handle do with a task of any work type.
+trait Control: Send + Sync {
+    fn shared(&self) -> &Shared;
+    /// No new callback, no new layer; revokes queued drivers.
+    fn cancel(&self);
+}
+
+/// The tasks of one session and the pool their drivers run on. Finalize
+/// cancels every task ([`TaskSet::cancel_all`]) and then stops the pool
+/// ([`TaskSet::join_all`]).
+pub struct TaskSet {
+    shared: Arc<SetShared>,
+}
+
+struct SetShared {
+    reg: Mutex<Registry>,
+    pool: Pool,
+    /// Busy-poll window (ns) of waiters and idle workers.
+    spin_ns: AtomicU64,
+}
+
+/// Live tasks: slots reused through a free list.
 #[derive(Default)]
-struct TaskSetInner {
+struct Registry {
     closed: bool,
-    tasks: Vec<(Weak<Shared>, JoinHandle<()>)>,
+    slots: Vec<Option<Arc<dyn Control>>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Default for TaskSet {
+    fn default() -> Self {
+        TaskSet::new(Pool::default_slots())
+    }
+}
+
+impl SetShared {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unregister(&self, slot: usize) {
+        let t = {
+            let mut r = self.lock();
+            let t = r.slots.get_mut(slot).and_then(Option::take);
+            if t.is_some() {
+                r.free.push(slot);
+                r.live -= 1;
+            }
+            t
+        };
+        drop(t);
+    }
 }
 
 impl TaskSet {
-    fn lock(&self) -> MutexGuard<'_, TaskSetInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// A set whose pool runs at most `slots` transfers at once.
+    pub fn new(slots: usize) -> TaskSet {
+        TaskSet {
+            shared: Arc::new(SetShared {
+                reg: Mutex::new(Registry::default()),
+                pool: Pool::new(slots),
+                spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
+            }),
+        }
+    }
+
+    /// Sets how long waiters and idle workers busy-poll before they sleep
+    /// (`llmdd.BusyPollUs`; 0 = never).
+    pub fn set_busy_poll(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.spin_ns.store(ns, Ordering::Relaxed);
+        self.shared.pool.set_spin(d);
     }
 
     /// Cancels every running task; no task can start afterwards.
     pub fn cancel_all(&self) {
-        let mut g = self.lock();
-        g.closed = true;
-        for (w, _) in &g.tasks {
-            if let Some(s) = w.upgrade() {
-                s.cancel();
-            }
+        let live: Vec<Arc<dyn Control>> = {
+            let mut r = self.shared.lock();
+            r.closed = true;
+            r.slots.iter().flatten().cloned().collect()
+        };
+        for t in live {
+            t.cancel();
         }
     }
 
-    /// Joins every task thread (after `cancel_all`); waits for callbacks that
-    /// are running to return. A task thread calling this skips itself.
+    /// Cancels every task (if not done yet) and stops the pool: waits for
+    /// callbacks and layers that are running to return and joins the
+    /// workers. A worker calling this (from inside a callback) skips itself.
     pub fn join_all(&self) {
-        let tasks = std::mem::take(&mut self.lock().tasks);
-        let me = std::thread::current().id();
-        for (_, h) in tasks {
-            if h.thread().id() != me {
-                let _ = h.join();
-            }
-        }
+        self.cancel_all();
+        self.shared.pool.shutdown();
     }
 
-    /// Number of tasks whose threads have not finished (for tests).
+    /// Number of tasks that have not exited yet (for tests).
     pub fn running(&self) -> usize {
-        self.lock()
-            .tasks
-            .iter()
-            .filter(|(_, h)| !h.is_finished())
-            .count()
+        self.shared.lock().live
+    }
+
+    /// Worker threads of the pool (for tests).
+    pub fn threads(&self) -> usize {
+        self.shared.pool.threads()
+    }
+}
+
+impl Drop for TaskSet {
+    fn drop(&mut self) {
+        self.join_all();
     }
 }
 
 /// A running or finished task. Dropping it does not stop it; call
 /// [`Task::cancel_and_wait`] for that.
 pub struct Task {
-    shared: Arc<Shared>,
+    core: Arc<dyn Control>,
     num_configs: usize,
 }
 
 impl Task {
-    /// Starts `spec`: the sync thread calls `sync` per layer, the transfer
-    /// thread calls `exec` per (config, layer) part. `exec` and the work items
-    /// are dropped when the task's threads end.
+    /// Starts `spec` on the set's pool: the callback driver calls `sync` per
+    /// layer, the transfer driver calls `exec` per (config, layer) part.
+    /// `exec` and the work items are dropped once the results are final.
     pub fn start<W, E>(set: &TaskSet, spec: TaskSpec<W>, sync: SyncFn, exec: E) -> Result<Task>
     where
         W: Send + Sync + 'static,
-        E: Fn(&W) -> Result<()> + Send + 'static,
+        E: Fn(&W) -> Result<()> + Send + Sync + 'static,
     {
         let n = spec.num_configs;
-        let mut remaining = vec![0usize; n];
+        let mut cfgs = vec![
+            Cfg {
+                status: None,
+                started: false,
+                remaining: 0
+            };
+            n
+        ];
         for l in &spec.layers {
             for (c, _) in &l.parts {
                 if *c >= n {
                     bail!(Failed, "internal: layer part names config {c} of {n}");
                 }
-                remaining[*c] += 1;
+                cfgs[*c].remaining += 1;
             }
         }
-        if remaining.contains(&0) {
+        if cfgs.iter().any(|c| c.remaining == 0) {
             bail!(Failed, "internal: a config has no layer to move");
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                status: vec![None; n],
-                started: vec![false; n],
-                remaining,
-                ..State::default()
-            }),
-            cv: Condvar::new(),
-            cancel: AtomicBool::new(false),
-            halt: AtomicBool::new(false),
-            sync_thread: Mutex::new(None),
+        let set_shared = set.shared.clone();
+        let spin = Duration::from_nanos(set_shared.spin_ns.load(Ordering::Relaxed));
+        let core = Arc::new(Core {
+            shared: Shared {
+                state: Mutex::new(State {
+                    cfgs,
+                    first_failure: None,
+                    num_layers: spec.layers.len(),
+                    next_cb: 0,
+                    approved: 0,
+                    moved: 0,
+                    sync_over: false,
+                    cb: Driver::Queued,
+                    xfer: Driver::Idle,
+                    sync: Some(sync),
+                    cb_thread: None,
+                    cancelled: false,
+                    halted: false,
+                    finishing: false,
+                    done: false,
+                    exiting: false,
+                    exited: false,
+                    waiters: 0,
+                    slot: 0,
+                }),
+                cv: Condvar::new(),
+                done: AtomicBool::new(false),
+                exited: AtomicBool::new(false),
+                halt: AtomicBool::new(false),
+                spin,
+            },
+            work: Mutex::new(Some(Arc::new(Work {
+                layers: spec.layers,
+                exec,
+            }))),
+            set: set_shared,
         });
-        let mut g = set.lock();
-        if g.closed {
-            bail!(Failed, "the instance is finalizing");
+        {
+            let mut r = set.shared.lock();
+            if r.closed {
+                bail!(Failed, "the instance is finalizing");
+            }
+            let c: Arc<dyn Control> = core.clone();
+            let slot = match r.free.pop() {
+                Some(i) => {
+                    r.slots[i] = Some(c);
+                    i
+                }
+                None => {
+                    r.slots.push(Some(c));
+                    r.slots.len() - 1
+                }
+            };
+            r.live += 1;
+            // Under the registry lock, so cancel_all cannot end the task
+            // before it knows its slot.
+            core.shared.lock().slot = slot;
         }
-        // Reap finished tasks so the list stays small.
-        let (done, live): (Vec<_>, Vec<_>) = std::mem::take(&mut g.tasks)
-            .into_iter()
-            .partition(|(_, h)| h.is_finished());
-        g.tasks = live;
-        for (_, h) in done {
-            let _ = h.join();
+        if let Err(e) = set.shared.pool.submit(core.clone(), Kind::Callback) {
+            core.cancel();
+            return Err(e);
         }
-        let s = shared.clone();
-        let h = std::thread::Builder::new()
-            .name("llmdd-task-sync".into())
-            .stack_size(SYNC_STACK)
-            .spawn(move || run_task(s, spec, sync, exec))
-            .map_err(|e| err!(Failed, "cannot start the task thread: {e}"))?;
-        g.tasks.push((Arc::downgrade(&shared), h));
         Ok(Task {
-            shared,
+            core,
             num_configs: n,
         })
     }
@@ -258,8 +439,8 @@ impl Task {
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let forever = timeout.is_none() || deadline.is_none();
-        self.shared
-            .wait_for(if forever { None } else { deadline }, |s| s.done)
+        let sh = self.core.shared();
+        sh.wait_for(if forever { None } else { deadline }, &sh.done, |s| s.done)
     }
 
     /// `CacheTask.synchronize`: `Timeout` if still running after `timeout`;
@@ -272,14 +453,18 @@ impl Task {
                 timeout.unwrap_or_default().as_millis()
             );
         }
-        let st = self.shared.lock();
+        let st = self.core.shared().lock();
         if let Some(e) = &st.first_failure {
             return Err(e.clone());
         }
-        if let Some(c) = st.status.iter().position(|s| s.is_none()) {
+        if let Some(c) = st.cfgs.iter().position(|c| c.status.is_none()) {
             bail!(Failed, "config {c} never started");
         }
-        if let Some(c) = st.status.iter().position(|s| *s != Some(Status::Success)) {
+        if let Some(c) = st
+            .cfgs
+            .iter()
+            .position(|c| c.status != Some(Status::Success))
+        {
             bail!(Failed, "config {c} did not finish");
         }
         Ok(())
@@ -291,12 +476,12 @@ impl Task {
         if !self.wait(timeout) {
             return None;
         }
-        let st = self.shared.lock();
+        let st = self.core.shared().lock();
         Some(
-            st.status
+            st.cfgs
                 .iter()
-                .map(|s| match s {
-                    Some(s) => ConfigResult::Done(*s),
+                .map(|c| match c.status {
+                    Some(s) => ConfigResult::Done(s),
                     None => ConfigResult::NotStarted,
                 })
                 .collect(),
@@ -307,488 +492,307 @@ impl Task {
     /// callback currently running and the layer in flight have returned.
     /// Called from inside the task's own callback it only cancels.
     pub fn cancel_and_wait(&self) {
-        self.shared.cancel();
-        let me = std::thread::current().id();
-        let own = *self
-            .shared
-            .sync_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if own == Some(me) {
-            return;
+        let sh = self.core.shared();
+        let own = sh.lock().cb_thread == Some(std::thread::current().id());
+        self.core.cancel();
+        if !own {
+            sh.wait_for(None, &sh.exited, |s| s.exited);
         }
-        self.shared.wait_for(None, |s| s.exited);
     }
 }
 
-/// Marks the task finished (results final) and, when `exited`, both threads gone.
-fn finish(shared: &Shared, exited: bool) {
-    let mut st = shared.lock();
-    if !st.done {
-        st.done = true;
-        if st.status.iter().any(|s| s.is_none()) && st.first_failure.is_none() {
-            let e = if shared.cancel.load(Ordering::Acquire) {
-                err!(
-                    Failed,
-                    "the task was cancelled (llmdd_task_free or llmdd_finalize)"
-                )
-            } else {
-                err!(Failed, "the task ended before every config finished")
-            };
-            shared.fail(&mut st, None, e);
-        }
-        for c in 0..st.status.len() {
-            if st.status[c].is_none() && st.started[c] {
-                st.status[c] = Some(Status::Failed);
-            }
-        }
-    }
-    if exited {
-        st.exited = true;
-    }
-    drop(st);
-    shared.cv.notify_all();
-}
-
-fn run_task<W, E>(shared: Arc<Shared>, spec: TaskSpec<W>, mut sync: SyncFn, exec: E)
+impl<W, E> Control for Core<W, E>
 where
     W: Send + Sync + 'static,
-    E: Fn(&W) -> Result<()> + Send + 'static,
+    E: Fn(&W) -> Result<()> + Send + Sync + 'static,
 {
-    *shared.sync_thread.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(std::thread::current().id());
-    // Whatever happens below, waiters are released when this thread ends.
-    let _exit = ExitGuard(&shared);
-    let layers = spec.layers;
-    let (tx, rx) = crossbeam_channel::bounded::<usize>(layers.len().max(1));
-    std::thread::scope(|sc| {
-        let (sh, ls) = (&shared, &layers);
-        let transfer = std::thread::Builder::new()
-            .name("llmdd-task-xfer".into())
-            .stack_size(TRANSFER_STACK)
-            .spawn_scoped(sc, move || {
-                let r = catch_unwind(AssertUnwindSafe(|| transfer_loop(sh, ls, &rx, &exec)));
-                if r.is_err() {
-                    internal_failure(sh, "the transfer thread panicked");
-                }
-                // Drop the executor (links, source cache) before reporting.
-                drop(exec);
-                finish(sh, false);
-            });
-        if let Err(e) = transfer {
-            let mut st = shared.lock();
-            shared.fail(
-                &mut st,
-                None,
-                err!(Failed, "cannot start the transfer thread: {e}"),
-            );
-            drop(st);
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn cancel(&self) {
+        let mut st = self.shared.lock();
+        if st.exiting {
             return;
         }
-        for (i, l) in layers.iter().enumerate() {
-            if shared.cancel.load(Ordering::Acquire) || shared.halt.load(Ordering::Acquire) {
-                break;
-            }
-            let approved = match catch_unwind(AssertUnwindSafe(|| sync(l.index))) {
-                Ok(a) => a,
-                Err(_) => {
-                    let mut st = shared.lock();
-                    let e = err!(
-                        Failed,
-                        "internal error: the layer synchronizer panicked at layer {}",
-                        l.index
-                    );
-                    for (c, _) in &l.parts {
-                        shared.fail(&mut st, Some(*c), e.clone());
-                    }
-                    break;
-                }
-            };
-            if !approved {
-                let mut st = shared.lock();
-                let e = err!(
-                    ParamInvalid,
-                    "the layer synchronizer returned false for layer {}",
-                    l.index
-                );
-                for (c, _) in &l.parts {
-                    shared.fail(&mut st, Some(*c), e.clone());
-                }
-                break;
-            }
-            if shared.cancel.load(Ordering::Acquire) {
-                break;
-            }
-            // Cannot block: the channel holds every layer.
-            if tx.send(i).is_err() {
-                break;
-            }
+        st.cancelled = true;
+        st.halted = true;
+        self.shared.halt.store(true, Ordering::Release);
+        if st.cb == Driver::Queued {
+            st.cb = Driver::Idle;
+            st.sync_over = true;
         }
-        drop(tx);
-    });
-    // The callback will not be called again: release it before reporting
-    // (the guard then marks the task exited).
-    drop(sync);
-    drop(layers);
-}
-
-/// Marks the task finished and its threads exited when the sync thread ends,
-/// even by a panic, so no waiter can hang.
-struct ExitGuard<'a>(&'a Shared);
-
-impl Drop for ExitGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            internal_failure(self.0, "the task thread panicked");
+        if st.xfer == Driver::Queued {
+            st.xfer = Driver::Idle;
         }
-        finish(self.0, true);
+        self.settle(st);
     }
 }
 
-/// Records an internal failure (a panic) as the task's failure and stops it.
-fn internal_failure(shared: &Shared, what: &str) {
-    let mut st = shared.lock();
-    shared.fail(&mut st, None, err!(Failed, "internal error: {what}"));
-    drop(st);
-    shared.halt.store(true, Ordering::Release);
+impl<W, E> Job for Core<W, E>
+where
+    W: Send + Sync + 'static,
+    E: Fn(&W) -> Result<()> + Send + Sync + 'static,
+{
+    fn run(self: Arc<Self>, slot: &mut Slot<'_>) {
+        {
+            let mut st = self.shared.lock();
+            let d = match slot.kind() {
+                Kind::Callback => &mut st.cb,
+                Kind::Transfer => &mut st.xfer,
+            };
+            if *d != Driver::Queued {
+                return; // revoked by cancel
+            }
+            *d = Driver::Running;
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| match slot.kind() {
+            Kind::Callback => self.drive_callbacks(slot),
+            Kind::Transfer => self.drive_transfers(),
+        }));
+        if r.is_err() {
+            // A bug in the engine itself: end the task rather than hang it.
+            let mut st = self.shared.lock();
+            let e = err!(Failed, "internal error: the async task engine panicked");
+            self.shared.fail(&mut st, None, e);
+            st.halted = true;
+            self.shared.halt.store(true, Ordering::Release);
+            match slot.kind() {
+                Kind::Callback => {
+                    st.cb = Driver::Idle;
+                    st.sync_over = true;
+                }
+                Kind::Transfer => st.xfer = Driver::Idle,
+            }
+            self.settle(st);
+        }
+    }
 }
 
-fn transfer_loop<W, E>(
-    shared: &Shared,
-    layers: &[Layer<W>],
-    rx: &crossbeam_channel::Receiver<usize>,
-    exec: &E,
-) where
-    E: Fn(&W) -> Result<()>,
+impl<W, E> Core<W, E>
+where
+    W: Send + Sync + 'static,
+    E: Fn(&W) -> Result<()> + Send + Sync + 'static,
 {
-    for i in rx.iter() {
-        let l = &layers[i];
-        for (c, w) in &l.parts {
-            if shared.halt.load(Ordering::Acquire) {
-                return;
-            }
-            shared.lock().started[*c] = true;
-            let r = exec(w);
-            let mut st = shared.lock();
-            match r {
-                Ok(()) => {
-                    st.remaining[*c] -= 1;
-                    if st.remaining[*c] == 0 && st.status[*c].is_none() {
-                        st.status[*c] = Some(Status::Success);
+    fn work(&self) -> Option<Arc<Work<W, E>>> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Calls the synchronizer layer after layer until it is over, handing
+    /// each approved layer to the transfer driver.
+    fn drive_callbacks(self: &Arc<Self>, slot: &mut Slot<'_>) {
+        let sh = &self.shared;
+        loop {
+            let mut st = sh.lock();
+            let work = match self.work() {
+                Some(w) if !(st.cancelled || st.halted || st.next_cb >= st.num_layers) => w,
+                _ => {
+                    st.sync_over = true;
+                    st.cb = Driver::Idle;
+                    return self.settle(st);
+                }
+            };
+            let i = st.next_cb;
+            let index = work.layers[i].index;
+            drop(work);
+            let Some(mut f) = st.sync.take() else {
+                st.sync_over = true;
+                st.cb = Driver::Idle;
+                return self.settle(st);
+            };
+            st.cb_thread = Some(std::thread::current().id());
+            drop(st);
+            let r = slot.in_callback(|| catch_unwind(AssertUnwindSafe(|| f(index))));
+            let mut st = sh.lock();
+            st.cb_thread = None;
+            st.sync = Some(f);
+            let refused = match r {
+                Ok(true) => None,
+                Ok(false) => Some(err!(
+                    ParamInvalid,
+                    "the layer synchronizer returned false for layer {index}"
+                )),
+                Err(_) => Some(err!(
+                    Failed,
+                    "internal error: the layer synchronizer panicked at layer {index}"
+                )),
+            };
+            if let Some(e) = refused {
+                // Results already final (a transfer failed meanwhile) stay so.
+                if let Some(w) = self.work().filter(|_| !st.done) {
+                    for (c, _) in &w.layers[i].parts {
+                        sh.fail(&mut st, Some(*c), e.clone());
                     }
                 }
-                Err(e) => {
-                    let e = Error::new(
-                        e.status,
-                        format!("config {c}, layer {}: {}", l.index, e.message),
-                    );
-                    shared.fail(&mut st, Some(*c), e);
-                    shared.halt.store(true, Ordering::Release);
-                    return;
+                st.sync_over = true;
+                st.cb = Driver::Idle;
+                return self.settle(st);
+            }
+            if st.cancelled || st.halted {
+                st.sync_over = true;
+                st.cb = Driver::Idle;
+                return self.settle(st);
+            }
+            st.next_cb = i + 1;
+            st.approved = i + 1;
+            let last = st.next_cb == st.num_layers;
+            let mut submit = false;
+            if st.xfer == Driver::Idle {
+                if last && slot.to_transfer() {
+                    // Nothing left to synchronize: move the rest here.
+                    st.sync_over = true;
+                    st.cb = Driver::Idle;
+                    st.xfer = Driver::Running;
+                    drop(st);
+                    return self.drive_transfers();
+                }
+                st.xfer = Driver::Queued;
+                submit = true;
+            }
+            if last {
+                st.sync_over = true;
+                st.cb = Driver::Idle;
+            }
+            drop(st);
+            if submit {
+                if let Err(e) = self.set.pool.submit(self.clone(), Kind::Transfer) {
+                    let mut st = sh.lock();
+                    sh.fail(&mut st, None, e);
+                    st.halted = true;
+                    sh.halt.store(true, Ordering::Release);
+                    st.xfer = Driver::Idle;
+                    st.sync_over = true;
+                    st.cb = Driver::Idle;
+                    return self.settle(st);
                 }
             }
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Moves approved layers in order until none is waiting.
+    fn drive_transfers(&self) {
+        let sh = &self.shared;
+        'run: loop {
+            let Some(work) = self.work() else {
+                break 'run;
+            };
+            loop {
+                let st = sh.lock();
+                if st.halted || st.moved >= st.approved {
+                    break;
+                }
+                let i = st.moved;
+                drop(st);
+                let layer = &work.layers[i];
+                for (c, w) in &layer.parts {
+                    if sh.halt.load(Ordering::Acquire) {
+                        break;
+                    }
+                    sh.lock().cfgs[*c].started = true;
+                    let r = catch_unwind(AssertUnwindSafe(|| (work.exec)(w)));
+                    let mut st = sh.lock();
+                    let e = match r {
+                        Ok(Ok(())) => {
+                            let cf = &mut st.cfgs[*c];
+                            cf.remaining -= 1;
+                            if cf.remaining == 0 && cf.status.is_none() {
+                                cf.status = Some(Status::Success);
+                            }
+                            continue;
+                        }
+                        Ok(Err(e)) => (
+                            Some(*c),
+                            Error::new(
+                                e.status,
+                                format!("config {c}, layer {}: {}", layer.index, e.message),
+                            ),
+                        ),
+                        Err(_) => (
+                            None,
+                            err!(
+                                Failed,
+                                "internal error: the transfer of config {c}, layer {} panicked",
+                                layer.index
+                            ),
+                        ),
+                    };
+                    sh.fail(&mut st, e.0, e.1);
+                    st.halted = true;
+                    sh.halt.store(true, Ordering::Release);
+                }
+                sh.lock().moved = i + 1;
+            }
+            // Release the work before going idle, so that ending the task
+            // frees the plans and the executor; then look again, since a
+            // layer approved meanwhile found this driver still running.
+            drop(work);
+            let st = sh.lock();
+            if !st.halted && st.moved < st.approved {
+                continue 'run;
+            }
+            break 'run;
+        }
+        let mut st = sh.lock();
+        st.xfer = Driver::Idle;
+        self.settle(st);
+    }
+
+    /// Called whenever a driver goes idle or the task is cancelled: makes the
+    /// results final once no byte will move, and ends the task once no
+    /// driver is left.
+    fn settle<'a>(&'a self, mut st: MutexGuard<'a, State>) {
+        let sh = &self.shared;
+        if !st.done
+            && !st.finishing
+            && st.xfer == Driver::Idle
+            && (st.halted || (st.sync_over && st.moved >= st.approved))
+        {
+            // Plans, links and the source cache go before results are final,
+            // dropped outside the lock (nothing can move any more).
+            st.finishing = true;
+            let work = self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(st);
+            drop(work);
+            st = sh.lock();
+            if st.cfgs.iter().any(|c| c.status.is_none()) && st.first_failure.is_none() {
+                let e = if st.cancelled {
+                    err!(
+                        Failed,
+                        "the task was cancelled (llmdd_task_free or llmdd_finalize)"
+                    )
+                } else {
+                    err!(Failed, "the task ended before every config finished")
+                };
+                sh.fail(&mut st, None, e);
+            }
+            for c in st.cfgs.iter_mut() {
+                if c.status.is_none() && c.started {
+                    c.status = Some(Status::Failed);
+                }
+            }
+            st.done = true;
+            sh.done.store(true, Ordering::Release);
+            sh.notify(&st);
+        }
+        if st.done && !st.exiting && st.cb == Driver::Idle && st.xfer == Driver::Idle {
+            st.exiting = true;
+            // The callback will not be called again: release it first.
+            let f = st.sync.take();
+            drop(st);
+            drop(f);
+            let mut st = sh.lock();
+            st.exited = true;
+            sh.exited.store(true, Ordering::Release);
+            sh.notify(&st);
+            let slot = st.slot;
+            drop(st);
+            self.set.unregister(slot);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicU32;
-    use std::sync::mpsc;
-
-    type Log = Arc<Mutex<Vec<String>>>;
-
-    /// A spec over `layers` source layers where config c covers `ranges[c]`;
-    /// the work item is (config, layer).
-    fn spec(ranges: &[(u32, u32)], layers: u32) -> TaskSpec<(usize, u32)> {
-        TaskSpec {
-            num_configs: ranges.len(),
-            layers: (0..layers)
-                .filter_map(|l| {
-                    let parts: Vec<_> = ranges
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| r.0 <= l && l < r.1)
-                        .map(|(c, _)| (c, (c, l)))
-                        .collect();
-                    (!parts.is_empty()).then_some(Layer { index: l, parts })
-                })
-                .collect(),
-        }
-    }
-
-    fn logging_exec(
-        log: &Log,
-        fail_at: Option<(usize, u32)>,
-    ) -> impl Fn(&(usize, u32)) -> Result<()> + Send + 'static {
-        let log = log.clone();
-        move |&(c, l)| {
-            log.lock().unwrap().push(format!("x{c}.{l}"));
-            if fail_at == Some((c, l)) {
-                bail!(Timeout, "injected");
-            }
-            Ok(())
-        }
-    }
-
-    fn logging_sync(log: &Log, refuse: Option<u32>) -> SyncFn {
-        let log = log.clone();
-        Box::new(move |l| {
-            log.lock().unwrap().push(format!("s{l}"));
-            refuse != Some(l)
-        })
-    }
-
-    const FOREVER: Option<Duration> = None;
-    use ConfigResult::*;
-
-    #[test]
-    fn async_task_all_succeed_in_layer_order() {
-        let set = TaskSet::default();
-        let log = Log::default();
-        let t = Task::start(
-            &set,
-            spec(&[(0, 3), (2, 5)], 6),
-            logging_sync(&log, None),
-            logging_exec(&log, None),
-        )
-        .unwrap();
-        t.synchronize(FOREVER).unwrap();
-        assert_eq!(
-            t.results(FOREVER).unwrap(),
-            vec![Done(Status::Success), Done(Status::Success)]
-        );
-        let log = log.lock().unwrap().clone();
-        // Layer 5 is in no config: never synchronized.
-        let syncs: Vec<_> = log.iter().filter(|e| e.starts_with('s')).collect();
-        assert_eq!(syncs, ["s0", "s1", "s2", "s3", "s4"]);
-        let xfers: Vec<_> = log.iter().filter(|e| e.starts_with('x')).collect();
-        assert_eq!(xfers, ["x0.0", "x0.1", "x0.2", "x1.2", "x1.3", "x1.4"]);
-        // Every layer is transferred only after its synchronizer returned.
-        for l in 0..5 {
-            let s = log.iter().position(|e| *e == format!("s{l}")).unwrap();
-            let x = log
-                .iter()
-                .position(|e| e.starts_with('x') && e.ends_with(&format!(".{l}")))
-                .unwrap();
-            assert!(s < x, "{log:?}");
-        }
-        set.cancel_all();
-        set.join_all();
-    }
-
-    #[test]
-    fn async_task_sync_refusal_fails_configs_containing_the_layer() {
-        let set = TaskSet::default();
-        let log = Log::default();
-        // c0: [0,2) done before layer 3; c1: [1,5) contains 3; c2: [4,6) never starts.
-        let t = Task::start(
-            &set,
-            spec(&[(0, 2), (1, 5), (4, 6)], 6),
-            logging_sync(&log, Some(3)),
-            logging_exec(&log, None),
-        )
-        .unwrap();
-        let e = t.synchronize(FOREVER).unwrap_err();
-        assert_eq!(e.status, Status::ParamInvalid);
-        assert!(e.message.contains("layer 3"), "{}", e.message);
-        assert_eq!(
-            t.results(FOREVER).unwrap(),
-            vec![
-                Done(Status::Success),
-                Done(Status::ParamInvalid),
-                NotStarted
-            ]
-        );
-        t.cancel_and_wait();
-        let log = log.lock().unwrap().clone();
-        assert_eq!(log.iter().rfind(|e| e.starts_with('s')).unwrap(), "s3");
-        // Layers approved before the refusal still moved; nothing after.
-        assert!(log.contains(&"x1.2".to_string()));
-        assert!(!log.iter().any(|e| e.ends_with(".3") || e.ends_with(".4")));
-    }
-
-    #[test]
-    fn async_task_transfer_failure_stops_everything() {
-        let set = TaskSet::default();
-        let log = Log::default();
-        // c0: [0,4), c1: [1,3) fails at layer 2, c2: [5,6).
-        let t = Task::start(
-            &set,
-            spec(&[(0, 4), (1, 3), (5, 6)], 6),
-            logging_sync(&log, None),
-            logging_exec(&log, Some((1, 2))),
-        )
-        .unwrap();
-        let e = t.synchronize(FOREVER).unwrap_err();
-        assert_eq!(e.status, Status::Timeout);
-        assert!(e.message.contains("config 1, layer 2"), "{}", e.message);
-        assert_eq!(
-            t.results(FOREVER).unwrap(),
-            vec![Done(Status::Failed), Done(Status::Timeout), NotStarted]
-        );
-        t.cancel_and_wait();
-        let log = log.lock().unwrap().clone();
-        assert!(!log.iter().any(|e| e == "x0.3" || e == "x2.5"), "{log:?}");
-    }
-
-    /// A synchronizer that blocks until the test releases each layer.
-    fn gated_sync(calls: &Arc<AtomicU32>) -> (SyncFn, mpsc::Sender<bool>) {
-        let (tx, rx) = mpsc::channel::<bool>();
-        let calls = calls.clone();
-        let f: SyncFn = Box::new(move |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            rx.recv().unwrap_or(false)
-        });
-        (f, tx)
-    }
-
-    #[test]
-    fn async_task_timeout_then_success() {
-        let set = TaskSet::default();
-        let calls = Arc::new(AtomicU32::new(0));
-        let (sync, release) = gated_sync(&calls);
-        let log = Log::default();
-        let t = Task::start(&set, spec(&[(0, 2)], 2), sync, logging_exec(&log, None)).unwrap();
-        let e = t.synchronize(Some(Duration::from_millis(30))).unwrap_err();
-        assert_eq!(e.status, Status::Timeout);
-        assert!(t.results(Some(Duration::ZERO)).is_none());
-        release.send(true).unwrap();
-        release.send(true).unwrap();
-        t.synchronize(FOREVER).unwrap();
-        assert_eq!(
-            t.results(Some(Duration::ZERO)).unwrap(),
-            vec![Done(Status::Success)]
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        t.cancel_and_wait();
-    }
-
-    #[test]
-    fn async_task_cancel_waits_for_callback_and_stops() {
-        let set = TaskSet::default();
-        let calls = Arc::new(AtomicU32::new(0));
-        let (sync, release) = gated_sync(&calls);
-        let log = Log::default();
-        let t = Task::start(
-            &set,
-            spec(&[(0, 4), (2, 4)], 4),
-            sync,
-            logging_exec(&log, None),
-        )
-        .unwrap();
-        release.send(true).unwrap(); // layer 0
-        while calls.load(Ordering::SeqCst) < 2 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The callback for layer 1 is running; release it shortly after cancel.
-        let rel = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            let _ = release.send(true);
-            release
-        });
-        let t0 = Instant::now();
-        t.cancel_and_wait();
-        assert!(
-            t0.elapsed() >= Duration::from_millis(40),
-            "did not wait for the callback"
-        );
-        drop(rel.join().unwrap());
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "no callback after cancel");
-        let e = t.synchronize(FOREVER).unwrap_err();
-        assert_eq!(e.status, Status::Failed);
-        assert_eq!(
-            t.results(FOREVER).unwrap(),
-            vec![Done(Status::Failed), NotStarted]
-        );
-        assert!(!log.lock().unwrap().iter().any(|e| e.ends_with(".1")));
-        set.join_all();
-        assert_eq!(set.running(), 0);
-    }
-
-    #[test]
-    fn async_task_set_cancels_on_finalize_and_refuses_new_tasks() {
-        let set = TaskSet::default();
-        let calls = Arc::new(AtomicU32::new(0));
-        let (sync, release) = gated_sync(&calls);
-        let log = Log::default();
-        let t = Task::start(&set, spec(&[(0, 3)], 3), sync, logging_exec(&log, None)).unwrap();
-        while calls.load(Ordering::SeqCst) < 1 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        set.cancel_all();
-        release.send(true).unwrap();
-        set.join_all();
-        assert_eq!(set.running(), 0);
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            t.synchronize(Some(Duration::ZERO)).unwrap_err().status,
-            Status::Failed
-        );
-        let e = Task::start(
-            &set,
-            spec(&[(0, 1)], 1),
-            logging_sync(&log, None),
-            logging_exec(&log, None),
-        )
-        .err()
-        .unwrap();
-        assert_eq!(e.status, Status::Failed);
-        drop(release);
-    }
-
-    #[test]
-    fn async_task_panics_end_the_task_instead_of_hanging_it() {
-        let set = TaskSet::default();
-        let exec = |&(_, l): &(usize, u32)| -> Result<()> {
-            if l == 1 {
-                panic!("executor bug");
-            }
-            Ok(())
-        };
-        let t = Task::start(&set, spec(&[(0, 3)], 3), Box::new(|_| true), exec).unwrap();
-        let e = t.synchronize(Some(Duration::from_secs(10))).unwrap_err();
-        assert_eq!(e.status, Status::Failed);
-        assert!(e.message.contains("panicked"), "{}", e.message);
-        t.cancel_and_wait();
-        let sync: SyncFn = Box::new(|l| if l == 1 { panic!("callback bug") } else { true });
-        let log = Log::default();
-        let t = Task::start(&set, spec(&[(0, 3)], 3), sync, logging_exec(&log, None)).unwrap();
-        let e = t.synchronize(Some(Duration::from_secs(10))).unwrap_err();
-        assert!(e.message.contains("synchronizer panicked"), "{}", e.message);
-        assert_eq!(t.results(None).unwrap(), vec![Done(Status::Failed)]);
-        t.cancel_and_wait();
-        set.join_all();
-    }
-
-    #[test]
-    fn async_task_cancel_from_inside_the_callback_does_not_deadlock() {
-        let set = TaskSet::default();
-        let slot: Arc<Mutex<Option<Arc<Task>>>> = Arc::default();
-        let calls = Arc::new(AtomicU32::new(0));
-        let (s2, c2) = (slot.clone(), calls.clone());
-        let sync: SyncFn = Box::new(move |_| {
-            c2.fetch_add(1, Ordering::SeqCst);
-            let t = loop {
-                if let Some(t) = s2.lock().unwrap().clone() {
-                    break t;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            t.cancel_and_wait(); // must return at once: we are the task's own thread
-            true
-        });
-        let log = Log::default();
-        let t = Arc::new(
-            Task::start(&set, spec(&[(0, 3)], 3), sync, logging_exec(&log, None)).unwrap(),
-        );
-        *slot.lock().unwrap() = Some(t.clone());
-        assert_eq!(t.synchronize(FOREVER).unwrap_err().status, Status::Failed);
-        slot.lock().unwrap().take();
-        t.cancel_and_wait();
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(log.lock().unwrap().is_empty(), "a cancelled layer moved");
-        set.join_all();
-    }
-}
+mod tests;

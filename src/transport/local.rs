@@ -1,13 +1,13 @@
 //! Same-host and same-process byte movers: one-sided process_vm_readv/writev
 //! with many segments per syscall (split over two threads for large plans),
-//! and plain memcpy when both ends live in this process.
+//! and plain memcpy when both ends live in this process. Which one a link may
+//! use is decided by the identity proofs of `transport::identity`.
 
 use std::io;
-use std::sync::OnceLock;
 
 use crate::cache::types::Segment;
 use crate::status::Result;
-use crate::transport::wire::ProcessInfo;
+use crate::transport::peer_proc::PeerProcess;
 use crate::{bail, err};
 
 /// Most iovecs per process_vm_* call (the kernel's UIO_MAXIOV).
@@ -15,78 +15,21 @@ const IOV_MAX: usize = 1024;
 /// Plans at least this large are split over two threads.
 const PARALLEL_BYTES: u64 = 2 << 20;
 
-struct Identity {
-    host_id: String,
-    cookie: Box<u64>,
-}
-
-fn identity() -> &'static Identity {
-    static ID: OnceLock<Identity> = OnceLock::new();
-    ID.get_or_init(|| {
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-        let ns = std::fs::read_link("/proc/self/ns/pid")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut cookie = 0u64;
-        // SAFETY: writing 8 random bytes into a u64.
-        unsafe { libc::getrandom(&mut cookie as *mut u64 as *mut _, 8, 0) };
-        Identity {
-            host_id: format!("{}|{}", boot.trim(), ns),
-            cookie: Box::new(cookie | 1),
-        }
-    })
-}
-
-/// A random 64-bit value (link tokens, cookies).
+/// A random 64-bit value (link tokens).
 pub fn random_u64() -> u64 {
-    let mut v = 0u64;
-    // SAFETY: writing 8 random bytes into a u64.
-    unsafe { libc::getrandom(&mut v as *mut u64 as *mut _, 8, 0) };
-    v
+    let t = crate::transport::identity::random_tag();
+    u64::from_le_bytes(t[..8].try_into().expect("8 bytes"))
 }
 
-/// This process's identity for a handshake (pools are filled in by the caller).
-pub fn local_process() -> ProcessInfo {
-    let id = identity();
-    ProcessInfo {
-        host_id: id.host_id.clone(),
-        pid: std::process::id(),
-        probe_addr: &*id.cookie as *const u64 as u64,
-        probe_cookie: *id.cookie,
-        pools: Vec::new(),
-    }
-}
-
-/// How bytes reach a peer's memory without the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How bytes reach a peer's memory without the network (chosen only after
+/// the peer proved who it is: `transport::identity`).
+#[derive(Debug)]
 pub enum LocalPath {
     /// The peer is this process: memcpy.
     SameProcess,
-    /// Same kernel, and process_vm_readv on the peer works.
-    SameHost { pid: u32 },
-}
-
-/// Decides whether the peer described by `peer` can be reached one-sidedly.
-/// Returns `Ok(None)` (with the reason) when it cannot.
-pub fn probe(peer: &ProcessInfo) -> std::result::Result<LocalPath, String> {
-    let me = identity();
-    if peer.host_id != me.host_id || peer.host_id.is_empty() {
-        return Err("peer is on another host or pid namespace".into());
-    }
-    if peer.pid == std::process::id() {
-        return Ok(LocalPath::SameProcess);
-    }
-    let mut v = 0u64;
-    let seg = Segment {
-        dst: &mut v as *mut u64 as u64,
-        src: peer.probe_addr,
-        len: 8,
-    };
-    match vm_copy(peer.pid, std::slice::from_ref(&seg), false) {
-        Ok(()) if v == peer.probe_cookie => Ok(LocalPath::SameHost { pid: peer.pid }),
-        Ok(()) => Err("probe read returned the wrong cookie".into()),
-        Err(e) => Err(format!("process_vm_readv is not permitted: {}", e.message)),
-    }
+    /// The peer is this process of this host: process_vm_readv/writev on its
+    /// pid, checked against its pidfd around every copy.
+    SameHost(PeerProcess),
 }
 
 /// One process_vm_readv (write=false: peer `src` → local `dst`) or
@@ -329,6 +272,5 @@ mod tests {
         }];
         vm_copy(std::process::id(), &segs, false).unwrap();
         assert_eq!(src, dst);
-        assert_eq!(probe(&local_process()), Ok(LocalPath::SameProcess));
     }
 }

@@ -16,7 +16,12 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
 /// Protocol version; a peer with another version is refused in the handshake.
 /// 2: `Hello` carries the rank-table comm name; `Hello`/`HelloAck` carry the
 /// sender's HCCL device endpoint (acl backend).
-pub const VERSION: u16 = 2;
+/// 3: the handshake proves instead of claiming (docs/security.md): `Hello` /
+/// `HelloAck` exchange nonces (and link-auth MACs) and nothing identifying;
+/// `Join` / `JoinAck` carry the instance fields plus identity proofs; the pid
+/// and identity fd only go to a peer whose host tag matched, pool layouts
+/// (`JoinAck`, `Pools`) only to a peer proven to be on this host.
+pub const VERSION: u16 = 3;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Largest structured payload accepted (bulk data is bounded separately).
@@ -31,6 +36,10 @@ pub const MAX_ENTRIES: usize = 65_536;
 pub const MAX_ADDRS: usize = 65_536;
 /// Most memory pools announced in a handshake.
 pub const MAX_POOLS: usize = 16;
+/// Length of nonces, MACs, proofs and host tags.
+pub const TAG_LEN: usize = 32;
+/// Highest message type number.
+const MAX_TYPE: u16 = 16;
 
 /// The decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,17 +81,24 @@ pub struct PoolInfo {
     pub size: u64,
 }
 
-/// Identity of the sender's process for same-host one-sided transfers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessInfo {
-    /// Host identity (boot id + pid namespace); equal strings = same kernel.
-    pub host_id: String,
+/// Where a same-host verifier finds the sender's identity secret: its pid and
+/// the fd number of its sealed identity memfd (`transport::identity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
     pub pid: u32,
-    /// Address of an 8-byte cookie the peer may read with process_vm_readv
-    /// to prove it can reach this process's memory.
-    pub probe_addr: u64,
-    pub probe_cookie: u64,
-    pub pools: Vec<PoolInfo>,
+    pub fd: u32,
+}
+
+/// The sender's identity proof for the one-sided paths (`transport::identity`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// HMAC of the sender's host id over the transcript: equal to the
+    /// verifier's own only on the same kernel and pid namespace.
+    pub host_tag: [u8; TAG_LEN],
+    /// HMAC of the sender's process secret over the transcript.
+    pub proof: [u8; TAG_LEN],
+    /// Present only when the sender saw the verifier's host tag match.
+    pub claim: Option<Claim>,
 }
 
 /// Where a peer's HCCL communicator can reach this instance's device (acl
@@ -125,30 +141,53 @@ pub struct CacheEntry {
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Client → server, first frame of the control connection.
+    /// Client → server, first frame of the control connection: the client's
+    /// challenge. Nothing identifying.
     Hello {
+        /// The client holds a link secret and expects the server to prove it.
+        auth: bool,
+        nonce: [u8; TAG_LEN],
+    },
+    /// Server → client answer to `Hello`: its challenge, its host tag and,
+    /// with link authentication, its proof of the secret. A non-zero status
+    /// refuses the connection (nothing else is meaningful then).
+    HelloAck {
+        status: u32,
+        message: String,
+        nonce: [u8; TAG_LEN],
+        host_tag: [u8; TAG_LEN],
+        auth_mac: Option<[u8; TAG_LEN]>,
+    },
+    /// Client → server after `HelloAck`: the link request.
+    Join {
+        /// The client's proof of the link secret (link authentication).
+        auth_mac: Option<[u8; TAG_LEN]>,
         cluster_id: u64,
         role: u32,
         remote_accessible: bool,
-        process: ProcessInfo,
         /// Rank-table comm this link belongs to (`llmdd_link`); empty for
-        /// `link_clusters`. Encoded after `process`.
+        /// `link_clusters`.
         comm_name: String,
         /// The client's device endpoint: present iff it runs the acl backend.
-        /// Encoded last.
         device: Option<DeviceEndpoint>,
+        identity: Identity,
     },
-    /// Server → client reply to `Hello`.
-    HelloAck {
+    /// Server → client reply to `Join`.
+    JoinAck {
         status: u32,
         message: String,
         cluster_id: u64,
         role: u32,
         link_token: u64,
-        process: ProcessInfo,
         /// The server's device endpoint: present iff it runs the acl backend.
         device: Option<DeviceEndpoint>,
+        identity: Identity,
+        /// The server's memfd pools, only if the client proved to be on this host.
+        pools: Vec<PoolInfo>,
     },
+    /// Client → server after `JoinAck`: the client's memfd pools (empty
+    /// unless the server proved to be on this host).
+    Pools { pools: Vec<PoolInfo> },
     /// Client → server, first frame of an extra data connection.
     /// `reverse` = the server will send requests on it (client serves).
     Attach {
@@ -209,6 +248,9 @@ impl Msg {
             Msg::Read { .. } => 11,
             Msg::ReadData { .. } => 12,
             Msg::Write { .. } => 13,
+            Msg::Join { .. } => 14,
+            Msg::JoinAck { .. } => 15,
+            Msg::Pools { .. } => 16,
         }
     }
 }
@@ -246,7 +288,7 @@ pub fn decode_header(buf: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
         return Err(WireError::BadVersion(version));
     }
     let msg_type = r.u16("msg_type")?;
-    if !(1..=13).contains(&msg_type) {
+    if !(1..=MAX_TYPE).contains(&msg_type) {
         return Err(WireError::UnknownType(msg_type));
     }
     let payload_len = r.u32("payload_len")?;
@@ -323,6 +365,8 @@ pub fn bulk_len(msg: &Msg) -> u64 {
 /// against the remaining payload before allocating.
 const SEGMENT_WIRE: usize = 24;
 const POOL_WIRE: usize = 4 + 8 + 8;
+/// host tag + proof + claim flag.
+const IDENTITY_MIN_WIRE: usize = 2 * TAG_LEN + 1;
 const REQ_KEY_WIRE: usize = 24;
 /// cache_id + kind + placement + data_type + shape count + tensor_bytes
 /// + addrs count + req_keys count + blocks_model flag.
@@ -375,16 +419,36 @@ fn put_segments(out: &mut Vec<u8>, segs: &[Segment]) {
         put_u64(out, s.len);
     }
 }
-fn put_process(out: &mut Vec<u8>, p: &ProcessInfo) {
-    put_str(out, &p.host_id);
-    put_u32(out, p.pid);
-    put_u64(out, p.probe_addr);
-    put_u64(out, p.probe_cookie);
-    put_count(out, p.pools.len());
-    for pool in &p.pools {
+fn put_pools(out: &mut Vec<u8>, pools: &[PoolInfo]) {
+    put_count(out, pools.len());
+    for pool in pools {
         put_u32(out, pool.fd);
         put_u64(out, pool.base);
         put_u64(out, pool.size);
+    }
+}
+fn put_tag(out: &mut Vec<u8>, t: &[u8; TAG_LEN]) {
+    out.extend_from_slice(t);
+}
+fn put_opt_tag(out: &mut Vec<u8>, t: &Option<[u8; TAG_LEN]>) {
+    match t {
+        Some(t) => {
+            put_u8(out, 1);
+            put_tag(out, t);
+        }
+        None => put_u8(out, 0),
+    }
+}
+fn put_identity(out: &mut Vec<u8>, id: &Identity) {
+    put_tag(out, &id.host_tag);
+    put_tag(out, &id.proof);
+    match id.claim {
+        Some(c) => {
+            put_u8(out, 1);
+            put_u32(out, c.pid);
+            put_u32(out, c.fd);
+        }
+        None => put_u8(out, 0),
     }
 }
 fn put_device(out: &mut Vec<u8>, d: &Option<DeviceEndpoint>) {
@@ -460,38 +524,60 @@ fn put_key(out: &mut Vec<u8>, k: &CacheKey) {
 
 fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
     match msg {
-        Msg::Hello {
+        Msg::Hello { auth, nonce } => {
+            put_bool(out, *auth);
+            put_tag(out, nonce);
+        }
+        Msg::HelloAck {
+            status,
+            message,
+            nonce,
+            host_tag,
+            auth_mac,
+        } => {
+            put_u32(out, *status);
+            put_str(out, message);
+            put_tag(out, nonce);
+            put_tag(out, host_tag);
+            put_opt_tag(out, auth_mac);
+        }
+        Msg::Join {
+            auth_mac,
             cluster_id,
             role,
             remote_accessible,
-            process,
             comm_name,
             device,
+            identity,
         } => {
+            put_opt_tag(out, auth_mac);
             put_u64(out, *cluster_id);
             put_u32(out, *role);
             put_bool(out, *remote_accessible);
-            put_process(out, process);
             put_str(out, comm_name);
             put_device(out, device);
+            put_identity(out, identity);
         }
-        Msg::HelloAck {
+        Msg::JoinAck {
             status,
             message,
             cluster_id,
             role,
             link_token,
-            process,
             device,
+            identity,
+            pools,
         } => {
             put_u32(out, *status);
             put_str(out, message);
             put_u64(out, *cluster_id);
             put_u32(out, *role);
             put_u64(out, *link_token);
-            put_process(out, process);
             put_device(out, device);
+            put_identity(out, identity);
+            put_pools(out, pools);
         }
+        Msg::Pools { pools } => put_pools(out, pools),
         Msg::Attach {
             cluster_id,
             link_token,
@@ -665,11 +751,7 @@ impl<'a> Reader<'a> {
         Ok(segs)
     }
 
-    fn process(&mut self) -> Result<ProcessInfo, WireError> {
-        let host_id = self.string("host_id")?;
-        let pid = self.u32("pid")?;
-        let probe_addr = self.u64("probe_addr")?;
-        let probe_cookie = self.u64("probe_cookie")?;
+    fn pools(&mut self) -> Result<Vec<PoolInfo>, WireError> {
         let n = self.count("pools", MAX_POOLS, POOL_WIRE)?;
         let mut pools = Vec::with_capacity(n);
         for _ in 0..n {
@@ -678,12 +760,39 @@ impl<'a> Reader<'a> {
             let size = self.u64("pool.size")?;
             pools.push(PoolInfo { fd, base, size });
         }
-        Ok(ProcessInfo {
-            host_id,
-            pid,
-            probe_addr,
-            probe_cookie,
-            pools,
+        Ok(pools)
+    }
+
+    fn tag(&mut self, what: &'static str) -> Result<[u8; TAG_LEN], WireError> {
+        self.array::<TAG_LEN>(what)
+    }
+
+    fn opt_tag(&mut self, what: &'static str) -> Result<Option<[u8; TAG_LEN]>, WireError> {
+        if self.bool(what)? {
+            Ok(Some(self.tag(what)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn identity(&mut self) -> Result<Identity, WireError> {
+        if self.remaining() < IDENTITY_MIN_WIRE {
+            return Err(WireError::Truncated("identity"));
+        }
+        let host_tag = self.tag("identity.host_tag")?;
+        let proof = self.tag("identity.proof")?;
+        let claim = if self.bool("identity.claim")? {
+            Some(Claim {
+                pid: self.u32("identity.pid")?,
+                fd: self.u32("identity.fd")?,
+            })
+        } else {
+            None
+        };
+        Ok(Identity {
+            host_tag,
+            proof,
+            claim,
         })
     }
 
@@ -783,21 +892,15 @@ fn check_total(segments: &[Segment], total: u64) -> Result<(), WireError> {
 fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
     Ok(match msg_type {
         1 => Msg::Hello {
-            cluster_id: r.u64("cluster_id")?,
-            role: r.u32("role")?,
-            remote_accessible: r.bool("remote_accessible")?,
-            process: r.process()?,
-            comm_name: r.string("comm_name")?,
-            device: r.device()?,
+            auth: r.bool("auth")?,
+            nonce: r.tag("nonce")?,
         },
         2 => Msg::HelloAck {
             status: r.u32("status")?,
             message: r.string("message")?,
-            cluster_id: r.u64("cluster_id")?,
-            role: r.u32("role")?,
-            link_token: r.u64("link_token")?,
-            process: r.process()?,
-            device: r.device()?,
+            nonce: r.tag("nonce")?,
+            host_tag: r.tag("host_tag")?,
+            auth_mac: r.opt_tag("auth_mac")?,
         },
         3 => Msg::Attach {
             cluster_id: r.u64("cluster_id")?,
@@ -849,6 +952,26 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             message: r.string("message")?,
             total: r.u64("total")?,
         },
+        14 => Msg::Join {
+            auth_mac: r.opt_tag("auth_mac")?,
+            cluster_id: r.u64("cluster_id")?,
+            role: r.u32("role")?,
+            remote_accessible: r.bool("remote_accessible")?,
+            comm_name: r.string("comm_name")?,
+            device: r.device()?,
+            identity: r.identity()?,
+        },
+        15 => Msg::JoinAck {
+            status: r.u32("status")?,
+            message: r.string("message")?,
+            cluster_id: r.u64("cluster_id")?,
+            role: r.u32("role")?,
+            link_token: r.u64("link_token")?,
+            device: r.device()?,
+            identity: r.identity()?,
+            pools: r.pools()?,
+        },
+        16 => Msg::Pools { pools: r.pools()? },
         other => return Err(WireError::UnknownType(other)),
     })
 }
@@ -858,19 +981,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn process(n_pools: usize) -> ProcessInfo {
-        ProcessInfo {
-            host_id: "boot-1234/ns-4026531836 ✓".to_owned(),
-            pid: 4242,
-            probe_addr: 0x7fff_dead_beef,
-            probe_cookie: 0x0123_4567_89ab_cdef,
-            pools: (0..n_pools)
-                .map(|i| PoolInfo {
-                    fd: 10 + i as u32,
-                    base: 0x7f00_0000_0000 + (i as u64) * 0x1000_0000,
-                    size: 1 << (20 + i),
-                })
-                .collect(),
+    fn pools(n: usize) -> Vec<PoolInfo> {
+        (0..n)
+            .map(|i| PoolInfo {
+                fd: 10 + i as u32,
+                base: 0x7f00_0000_0000 + (i as u64) * 0x1000_0000,
+                size: 1 << (20 + i),
+            })
+            .collect()
+    }
+
+    fn identity(claim: bool) -> Identity {
+        Identity {
+            host_tag: [0xa5; TAG_LEN],
+            proof: [0x3c; TAG_LEN],
+            claim: claim.then_some(Claim { pid: 4242, fd: 7 }),
         }
     }
 
@@ -903,18 +1028,37 @@ mod tests {
         let total: u64 = s.iter().map(|x| x.len).sum();
         vec![
             Msg::Hello {
+                auth: true,
+                nonce: [9; TAG_LEN],
+            },
+            Msg::HelloAck {
+                status: 0,
+                message: "welcome".to_owned(),
+                nonce: [1; TAG_LEN],
+                host_tag: [2; TAG_LEN],
+                auth_mac: Some([3; TAG_LEN]),
+            },
+            Msg::HelloAck {
+                status: 5,
+                message: "refused".to_owned(),
+                nonce: [0; TAG_LEN],
+                host_tag: [0; TAG_LEN],
+                auth_mac: None,
+            },
+            Msg::Join {
+                auth_mac: None,
                 cluster_id: 0xabcdef,
                 role: 1,
                 remote_accessible: true,
-                process: process(3),
                 comm_name: String::new(),
                 device: None,
+                identity: identity(true),
             },
-            Msg::Hello {
+            Msg::Join {
+                auth_mac: Some([4; TAG_LEN]),
                 cluster_id: 3,
                 role: 2,
                 remote_accessible: false,
-                process: process(1),
                 comm_name: "rank-table comm ✓".to_owned(),
                 device: Some(DeviceEndpoint {
                     server_id: "127.0.0.1".to_owned(),
@@ -923,14 +1067,14 @@ mod tests {
                     device_port: 40000,
                     ..DeviceEndpoint::default()
                 }),
+                identity: identity(false),
             },
-            Msg::HelloAck {
+            Msg::JoinAck {
                 status: 0,
                 message: "welcome".to_owned(),
                 cluster_id: 77,
                 role: 2,
                 link_token: u64::MAX - 1,
-                process: process(0),
                 device: Some(DeviceEndpoint {
                     server_id: "10.0.0.7".to_owned(),
                     device_id: 3,
@@ -939,7 +1083,11 @@ mod tests {
                     super_device_id: Some(19),
                     super_pod_id: Some("pod-1".to_owned()),
                 }),
+                identity: identity(true),
+                pools: pools(3),
             },
+            Msg::Pools { pools: pools(1) },
+            Msg::Pools { pools: vec![] },
             Msg::Attach {
                 cluster_id: 1,
                 link_token: 0x5555_aaaa,
@@ -1048,7 +1196,11 @@ mod tests {
             assert_eq!(decode_frame(&frame).unwrap().1, *msg);
             seen.insert(msg.msg_type());
         }
-        assert_eq!(seen.len(), 13, "every message type is covered");
+        assert_eq!(
+            seen.len(),
+            MAX_TYPE as usize,
+            "every message type is covered"
+        );
     }
 
     #[test]
@@ -1161,7 +1313,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for t in [0u16, 14, 0xffff] {
+        for t in [0u16, MAX_TYPE + 1, 0xffff] {
             let frame = raw_frame(t, &[]);
             assert_eq!(
                 decode_header(&header_of(&frame)),
@@ -1319,24 +1471,30 @@ mod tests {
             Err(WireError::OutOfBounds("entries"))
         );
         // Pools.
-        let mut p = Vec::new();
-        put_u64(&mut p, 1);
-        put_u32(&mut p, 0);
-        put_bool(&mut p, false);
-        put_str(&mut p, "h");
-        put_u32(&mut p, 1);
-        put_u64(&mut p, 0);
-        put_u64(&mut p, 0);
-        let mut over = p.clone();
+        let mut over = Vec::new();
         put_u32(&mut over, MAX_POOLS as u32 + 1);
         assert_eq!(
-            decode_split(&raw_frame(1, &over)),
+            decode_split(&raw_frame(16, &over)),
             Err(WireError::OutOfBounds("pools"))
         );
+        let mut p = Vec::new();
         put_u32(&mut p, MAX_POOLS as u32);
         assert_eq!(
-            decode_split(&raw_frame(1, &p)),
+            decode_split(&raw_frame(16, &p)),
             Err(WireError::Truncated("pools"))
+        );
+        // An identity cut short.
+        let mut j = Vec::new();
+        put_u8(&mut j, 0);
+        put_u64(&mut j, 1);
+        put_u32(&mut j, 1);
+        put_bool(&mut j, false);
+        put_str(&mut j, "");
+        put_u8(&mut j, 0);
+        j.extend_from_slice(&[0; 2 * TAG_LEN]);
+        assert_eq!(
+            decode_split(&raw_frame(14, &j)),
+            Err(WireError::Truncated("identity"))
         );
     }
 
@@ -1483,30 +1641,28 @@ mod tests {
         ))
     }
 
-    fn arb_process() -> impl Strategy<Value = ProcessInfo> {
-        (
-            text(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<u64>(),
-            prop::collection::vec(
-                (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(fd, base, size)| PoolInfo {
-                    fd,
-                    base,
-                    size,
-                }),
-                0..=MAX_POOLS,
-            ),
+    fn arb_pools() -> impl Strategy<Value = Vec<PoolInfo>> {
+        prop::collection::vec(
+            (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(fd, base, size)| PoolInfo {
+                fd,
+                base,
+                size,
+            }),
+            0..=MAX_POOLS,
         )
-            .prop_map(
-                |(host_id, pid, probe_addr, probe_cookie, pools)| ProcessInfo {
-                    host_id,
-                    pid,
-                    probe_addr,
-                    probe_cookie,
-                    pools,
-                },
-            )
+    }
+
+    fn arb_identity() -> impl Strategy<Value = Identity> {
+        (
+            any::<[u8; TAG_LEN]>(),
+            any::<[u8; TAG_LEN]>(),
+            any::<Option<(u32, u32)>>(),
+        )
+            .prop_map(|(host_tag, proof, claim)| Identity {
+                host_tag,
+                proof,
+                claim: claim.map(|(pid, fd)| Claim { pid, fd }),
+            })
     }
 
     fn arb_entry() -> impl Strategy<Value = CacheEntry> {
@@ -1584,48 +1740,72 @@ mod tests {
 
     fn arb_msg() -> impl Strategy<Value = Msg> {
         prop_oneof![
+            (any::<bool>(), any::<[u8; TAG_LEN]>())
+                .prop_map(|(auth, nonce)| Msg::Hello { auth, nonce }),
             (
-                any::<u64>(),
                 any::<u32>(),
-                any::<bool>(),
-                arb_process(),
                 text(),
-                arb_device()
+                any::<[u8; TAG_LEN]>(),
+                any::<[u8; TAG_LEN]>(),
+                any::<Option<[u8; TAG_LEN]>>()
+            )
+                .prop_map(|(status, message, nonce, host_tag, auth_mac)| {
+                    Msg::HelloAck {
+                        status,
+                        message,
+                        nonce,
+                        host_tag,
+                        auth_mac,
+                    }
+                }),
+            (
+                any::<Option<[u8; TAG_LEN]>>(),
+                any::<(u64, u32, bool)>(),
+                text(),
+                arb_device(),
+                arb_identity()
             )
                 .prop_map(
-                    |(cluster_id, role, remote_accessible, process, comm_name, device)| {
-                        Msg::Hello {
+                    |(
+                        auth_mac,
+                        (cluster_id, role, remote_accessible),
+                        comm_name,
+                        device,
+                        identity,
+                    )| {
+                        Msg::Join {
+                            auth_mac,
                             cluster_id,
                             role,
                             remote_accessible,
-                            process,
                             comm_name,
                             device,
+                            identity,
                         }
                     }
                 ),
             (
-                any::<u32>(),
+                any::<(u32, u64, u32, u64)>(),
                 text(),
-                any::<u64>(),
-                any::<u32>(),
-                any::<u64>(),
-                arb_process(),
-                arb_device()
+                arb_device(),
+                arb_identity(),
+                arb_pools()
             )
                 .prop_map(
-                    |(status, message, cluster_id, role, link_token, process, device)| {
-                        Msg::HelloAck {
+                    |((status, cluster_id, role, link_token), message, device, identity, pools)| {
+                        Msg::JoinAck {
                             status,
                             message,
                             cluster_id,
                             role,
                             link_token,
-                            process,
                             device,
+                            identity,
+                            pools,
                         }
                     }
                 ),
+            arb_pools().prop_map(|pools| Msg::Pools { pools }),
             any::<(u64, u64, bool)>().prop_map(|(cluster_id, link_token, reverse)| Msg::Attach {
                 cluster_id,
                 link_token,
@@ -1721,7 +1901,7 @@ mod tests {
 
         #[test]
         fn prop_random_payload_never_panics(
-            msg_type in 0u16..=14,
+            msg_type in 0u16..=17,
             payload in prop::collection::vec(any::<u8>(), 0..4096),
         ) {
             // A valid header so the payload decoder sees the random bytes.

@@ -1,0 +1,459 @@
+//! The link handshake (wire protocol 3, docs/security.md): nothing is claimed,
+//! everything is proven, and nothing identifying reaches a peer before it has
+//! proven what it needs to.
+//!
+//! ```text
+//! client                                   server
+//! Hello    {auth?, nonce_c}          →
+//!                                    ←     HelloAck {nonce_s, host tag, auth MAC?}
+//! Join     {auth MAC?, cluster, role, mode, comm, device,
+//!           identity: host tag, proof, claim iff the server's host tag matched} →
+//!                                    ←     JoinAck {status, cluster, role, token, device,
+//!                                           identity (claim iff the client's host tag matched),
+//!                                           pools iff the client proved it is on this host}
+//! Pools    {pools iff the server proved it is on this host} →
+//! ```
+//!
+//! With `llmdd.LinkSecret` both sides answer the other's nonce with an HMAC of
+//! the secret before anything else is exchanged; a side without the secret, or
+//! with another one, is refused. Identity proofs (`transport::identity`) are
+//! bound to both nonces and to the control connection's endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::pool::PeerMapping;
+use crate::datadist::access::refusal_log;
+use crate::datadist::link::Link;
+use crate::datadist::session::Session;
+use crate::status::{Error, Result, Status};
+use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
+use crate::transport::local::LocalPath;
+use crate::transport::tcp::{check_reply, Conn};
+use crate::transport::wire::{DeviceEndpoint, Identity, Msg, PoolInfo, TAG_LEN};
+use crate::{bail, err, log_debug, log_info};
+
+/// What the client sends in its `Join` besides the proofs.
+pub(crate) struct JoinFields {
+    pub comm_name: String,
+    pub device: Option<DeviceEndpoint>,
+}
+
+/// What the client learnt in the handshake.
+pub(crate) struct Joined {
+    pub remote_role: u32,
+    pub token: u64,
+    pub server_device: Option<DeviceEndpoint>,
+    pub local_path: Option<LocalPath>,
+    pub peer_pools: Vec<PeerMapping>,
+}
+
+/// A client's link request, after the challenge (and link authentication).
+pub(crate) struct JoinRequest {
+    pub cluster_id: u64,
+    pub role: u32,
+    pub remote_accessible: bool,
+    pub comm_name: String,
+    pub device: Option<DeviceEndpoint>,
+    identity: Identity,
+    transcript: Transcript,
+}
+
+/// An identity that proves nothing (refusals).
+fn no_identity() -> Identity {
+    Identity {
+        host_tag: [0; TAG_LEN],
+        proof: [0; TAG_LEN],
+        claim: None,
+    }
+}
+
+/// A `JoinAck` refusing the link: a status and a message, nothing else.
+pub(crate) fn join_refusal(e: &Error) -> Msg {
+    Msg::JoinAck {
+        status: e.status.code(),
+        message: e.message.clone(),
+        cluster_id: 0,
+        role: 0,
+        link_token: 0,
+        device: None,
+        identity: no_identity(),
+        pools: Vec::new(),
+    }
+}
+
+/// A `HelloAck` refusing the connection.
+fn hello_refusal(status: Status, message: &str) -> Msg {
+    Msg::HelloAck {
+        status: status.code(),
+        message: message.to_string(),
+        nonce: [0; TAG_LEN],
+        host_tag: [0; TAG_LEN],
+        auth_mac: None,
+    }
+}
+
+/// Endpoint used when a socket cannot report its own (the proofs then fail:
+/// no one-sided path, TCP).
+fn unknown_endpoint() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+impl Session {
+    /// One-sided paths are on (`llmdd.SameHost`) and possible (host backend).
+    fn one_sided(&self) -> bool {
+        self.config.same_host && self.acl().is_none()
+    }
+
+    /// Our memfd pools, as announced to a peer proven to be on this host.
+    fn pool_infos(&self) -> Vec<PoolInfo> {
+        [&self.device_pool, &self.host_pool]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                p.fd().map(|fd| PoolInfo {
+                    fd: fd as u32,
+                    base: p.base(),
+                    size: p.size(),
+                })
+            })
+            .collect()
+    }
+
+    /// What a verified peer gets: the one-sided path, or an error when it
+    /// claimed an identity it could not prove (`who` names it in messages).
+    fn judge(
+        &self,
+        side: Side,
+        t: &Transcript,
+        id: &Identity,
+        who: &str,
+    ) -> Result<Option<LocalPath>> {
+        if !self.one_sided() {
+            return Ok(None);
+        }
+        match identity::verify(side, t, id) {
+            Verdict::SameProcess => Ok(Some(LocalPath::SameProcess)),
+            Verdict::SameHost(p) => {
+                log_debug!("{who} is pid {} of this host (proven)", p.pid());
+                Ok(Some(LocalPath::SameHost(p)))
+            }
+            Verdict::Remote(why) => {
+                log_info!("no same-host path to {who} ({why}); using TCP");
+                Ok(None)
+            }
+            Verdict::Forged(why) => bail!(
+                LinkFailed,
+                "{who} failed the same-host identity proof: {why}"
+            ),
+        }
+    }
+
+    /// Maps the pools a verified same-host peer announced (each checked
+    /// against its memfd and `llmdd.PeerPoolMaxBytes`); a pool that fails is
+    /// reached with process_vm_readv/writev instead.
+    fn map_pools(&self, path: &Option<LocalPath>, pools: &[PoolInfo]) -> Vec<PeerMapping> {
+        let Some(LocalPath::SameHost(p)) = path else {
+            return Vec::new();
+        };
+        pools
+            .iter()
+            .filter_map(
+                |info| match PeerMapping::open(p, info, self.config.peer_pool_max) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        log_info!("not mapping a pool of pid {}: {}", p.pid(), e.message);
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- client
+
+    /// Client side of the handshake on `c` (connected to `addr`), up to and
+    /// including the `Pools` message. `io` maps I/O failures (a rank-table
+    /// dialer retries them).
+    pub(crate) fn client_handshake(
+        &self,
+        c: &mut Conn,
+        remote_cluster_id: u64,
+        addr: SocketAddr,
+        fields: JoinFields,
+        deadline: Instant,
+        io: &dyn Fn(Error) -> Error,
+    ) -> Result<Joined> {
+        let key = self.config.link_key.as_ref();
+        let nonce_c = random_tag();
+        c.send(
+            &Msg::Hello {
+                auth: key.is_some(),
+                nonce: nonce_c,
+            },
+            Some(deadline),
+        )
+        .map_err(io)?;
+        let (nonce_s, server_host) = match recv(c, deadline, addr).map_err(io)? {
+            Msg::HelloAck {
+                status,
+                message,
+                nonce,
+                host_tag,
+                auth_mac,
+            } => {
+                check_reply(status, &message, "link handshake")?;
+                if let Some(k) = key {
+                    if !auth_mac.is_some_and(|m| k.check_server(&nonce_c, &nonce, &m)) {
+                        // Tell the server why (it logs the refusal), then give up.
+                        let _ = c.reply(
+                            Status::LinkFailed,
+                            "link authentication failed: the server's proof does not match this client's llmdd.LinkSecret",
+                            Some(deadline),
+                        );
+                        bail!(
+                            LinkFailed,
+                            "the server at {addr} failed link authentication (its llmdd.LinkSecret differs, or it is not who it claims)"
+                        );
+                    }
+                }
+                (nonce, host_tag)
+            }
+            m => bail!(
+                LinkFailed,
+                "unexpected handshake reply type {} from {addr}",
+                m.msg_type()
+            ),
+        };
+        let t = Transcript::new(
+            &nonce_c,
+            &nonce_s,
+            c.local_addr().unwrap_or_else(unknown_endpoint),
+            c.peer(),
+        );
+        let disclose = self.one_sided() && identity::same_host_tag(Side::Server, &t, &server_host);
+        c.send(
+            &Msg::Join {
+                auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
+                cluster_id: self.cluster_id,
+                role: self.role.load(std::sync::atomic::Ordering::Relaxed),
+                remote_accessible: self.config.remote_cache_accessible,
+                comm_name: fields.comm_name,
+                device: fields.device,
+                identity: identity::ours(Side::Client, &t, disclose),
+            },
+            Some(deadline),
+        )
+        .map_err(io)?;
+        let (remote_role, token, server_device, id, pools) = match recv(c, deadline, addr)
+            .map_err(io)?
+        {
+            Msg::JoinAck {
+                status,
+                message,
+                cluster_id,
+                role,
+                link_token,
+                device,
+                identity,
+                pools,
+            } => {
+                check_reply(status, &message, "link handshake")?;
+                if cluster_id != remote_cluster_id {
+                    bail!(
+                        LinkFailed,
+                        "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
+                    );
+                }
+                (role, link_token, device, identity, pools)
+            }
+            m => bail!(
+                LinkFailed,
+                "unexpected handshake reply type {} from {addr}",
+                m.msg_type()
+            ),
+        };
+        let who = format!("cluster {remote_cluster_id} at {addr}");
+        let local_path = self.judge(Side::Server, &t, &id, &who)?;
+        let peer_pools = self.map_pools(&local_path, &pools);
+        let ours = match local_path {
+            Some(LocalPath::SameHost(_)) => self.pool_infos(),
+            _ => Vec::new(),
+        };
+        c.send(&Msg::Pools { pools: ours }, Some(deadline))
+            .map_err(io)?;
+        Ok(Joined {
+            remote_role,
+            token,
+            server_device,
+            local_path,
+            peer_pools,
+        })
+    }
+
+    // ---------------------------------------------------------------- server
+
+    /// Server side, first phase: answers the client's `Hello` with our
+    /// challenge (refusing a client whose link-authentication setting differs
+    /// from ours), then reads its `Join` and checks its proof of the secret.
+    pub(crate) fn server_challenge(
+        &self,
+        c: &mut Conn,
+        auth: bool,
+        nonce_c: Tag,
+        deadline: Instant,
+    ) -> Result<JoinRequest> {
+        let key = self.config.link_key.as_ref();
+        let peer = c.peer();
+        match (key.is_some(), auth) {
+            (true, false) => {
+                let msg = "this server requires link authentication: set the same llmdd.LinkSecret (or llmdd.LinkSecretFile) on both ends";
+                let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
+                refusal_log(format_args!("refused connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
+                bail!(ParamInvalid, "{msg}");
+            }
+            (false, true) => {
+                let msg = "this server has no llmdd.LinkSecret; set the same secret on both ends, or none";
+                let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
+                refusal_log(format_args!("refused connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
+                bail!(ParamInvalid, "{msg}");
+            }
+            _ => {}
+        }
+        let nonce_s = random_tag();
+        let t = Transcript::new(
+            &nonce_c,
+            &nonce_s,
+            peer,
+            c.local_addr().unwrap_or_else(unknown_endpoint),
+        );
+        c.send(
+            &Msg::HelloAck {
+                status: 0,
+                message: String::new(),
+                nonce: nonce_s,
+                host_tag: identity::host_tag(Side::Server, &t),
+                auth_mac: key.map(|k| k.server_mac(&nonce_c, &nonce_s)),
+            },
+            Some(deadline),
+        )?;
+        match recv(c, deadline, peer)? {
+            Msg::Join {
+                auth_mac,
+                cluster_id,
+                role,
+                remote_accessible,
+                comm_name,
+                device,
+                identity,
+            } => {
+                if let Some(k) = key {
+                    if !auth_mac.is_some_and(|m| k.check_client(&nonce_c, &nonce_s, &m)) {
+                        let e = err!(
+                            LinkFailed,
+                            "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
+                        );
+                        let _ = c.send(&join_refusal(&e), Some(deadline));
+                        refusal_log(format_args!(
+                            "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
+                        ));
+                        return Err(e);
+                    }
+                }
+                Ok(JoinRequest {
+                    cluster_id,
+                    role,
+                    remote_accessible,
+                    comm_name,
+                    device,
+                    identity,
+                    transcript: t,
+                })
+            }
+            Msg::Reply { status, message } => {
+                refusal_log(format_args!(
+                    "link from {peer} abandoned by the client: {message}"
+                ));
+                Err(Error::new(Status::from_code(status), message))
+            }
+            m => bail!(
+                LinkFailed,
+                "expected Join from {peer}, got message type {}",
+                m.msg_type()
+            ),
+        }
+    }
+
+    /// Server: the one-sided path to the client of `req` (`Err` when it
+    /// claimed an identity it could not prove).
+    pub(crate) fn judge_client(
+        &self,
+        req: &JoinRequest,
+        peer: SocketAddr,
+    ) -> Result<Option<LocalPath>> {
+        let who = format!("cluster {} at {peer}", req.cluster_id);
+        self.judge(Side::Client, &req.transcript, &req.identity, &who)
+    }
+
+    /// Server: the `JoinAck` accepting `req` with `link`.
+    pub(crate) fn join_ack(
+        &self,
+        req: &JoinRequest,
+        link: &Link,
+        device: Option<DeviceEndpoint>,
+    ) -> Msg {
+        let disclose = self.one_sided()
+            && identity::same_host_tag(Side::Client, &req.transcript, &req.identity.host_tag);
+        let pools = match link.local_path {
+            Some(LocalPath::SameHost(_)) => self.pool_infos(),
+            _ => Vec::new(),
+        };
+        Msg::JoinAck {
+            status: 0,
+            message: String::new(),
+            cluster_id: self.cluster_id,
+            role: self.role.load(std::sync::atomic::Ordering::Relaxed),
+            link_token: link.token,
+            device,
+            identity: identity::ours(Side::Server, &req.transcript, disclose),
+            pools,
+        }
+    }
+
+    /// Server, after `JoinAck`: reads the client's `Pools` and maps them when
+    /// the client proved to be on this host.
+    pub(crate) fn receive_pools(
+        &self,
+        c: &mut Conn,
+        link: &Arc<Link>,
+        deadline: Instant,
+    ) -> Result<()> {
+        match recv(c, deadline, c.peer())? {
+            Msg::Pools { pools } => {
+                let maps = self.map_pools(&link.local_path, &pools);
+                if !maps.is_empty() {
+                    link.set_pools(maps);
+                }
+                Ok(())
+            }
+            m => bail!(
+                LinkFailed,
+                "expected Pools from cluster {}, got message type {}",
+                link.remote_cluster_id,
+                m.msg_type()
+            ),
+        }
+    }
+}
+
+/// One handshake frame, its timeout worded for the handshake.
+fn recv(c: &mut Conn, deadline: Instant, peer: SocketAddr) -> Result<Msg> {
+    c.recv(Some(deadline)).map_err(|e| {
+        if e.status == Status::Timeout {
+            err!(LinkFailed, "handshake with {peer} timed out")
+        } else {
+            Error::new(Status::LinkFailed, e.message)
+        }
+    })
+}
