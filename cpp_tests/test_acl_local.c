@@ -140,6 +140,7 @@ int main(void) {
   t_acl_load();
   pools_and_copies();
   injected_malloc_failure();
+  t_acl_check_violations();
   t_acl_unload();
   return t_finish("test_acl_local");
 }

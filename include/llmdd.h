@@ -182,6 +182,28 @@
  */
 #define LLMDD_OPTION_PEER_POOL_MAX_BYTES "llmdd.PeerPoolMaxBytes"
 
+/**
+ * acl: file of device NIC addresses (default /etc/hccn.conf).
+ */
+#define LLMDD_OPTION_HCCN_CONF "llmdd.HccnConf"
+
+/**
+ * acl: ms the listening side waits in HcclCommPrepare (120000).
+ */
+#define LLMDD_OPTION_HCCL_PREPARE_TIMEOUT "llmdd.HcclPrepareTimeout"
+
+
+/**
+ * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
+ * copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
+ */
+#define D2D_ASYNC_ALIGN 64
+
+/**
+ * Alignment HCCS needs for the start of a device region not allocated by
+ * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
+ */
+#define HCCS_REGION_ALIGN (2 << 20)
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
@@ -518,6 +540,8 @@
  * An unset req_id / prefix_id (2^64 - 1).
  */
 #define LLMDD_ID_UNSET UINT64_MAX
+
+
 
 /**
  * Opaque option builder. Created by `llmdd_config_new`, owned by the caller,

@@ -23,7 +23,11 @@ static inline uint32_t t_blk_register(llmdd_instance_t *inst, t_blk *b, uint64_t
   int64_t dims[2] = {TB_BLOCKS, TB_BLOCK_BYTES};
   llmdd_cache_desc_t d = t_desc(LLMDD_PLACEMENT_DEVICE, LLMDD_DT_UINT8, 2, 2, dims);
   for (int t = 0; t < 2; t++) {
-    b->buf[t] = calloc(TB_BLOCKS, TB_BLOCK_BYTES);
+    /* 2 MB aligned, as HCCS needs for device memory not from aclrtMalloc. */
+    void *q = NULL;
+    if (posix_memalign(&q, 2u << 20, TB_BLOCKS * TB_BLOCK_BYTES) != 0) return LLMDD_OUT_OF_MEMORY;
+    memset(q, 0, TB_BLOCKS * TB_BLOCK_BYTES);
+    b->buf[t] = q;
     if (seed) t_fill(b->buf[t], TB_BLOCKS * TB_BLOCK_BYTES, seed, t, 0);
     b->addrs[t] = (uint64_t)(uintptr_t)b->buf[t];
   }

@@ -22,7 +22,9 @@ static inline t_mem t_mem_new(uint32_t n, uint64_t T) {
   m.T = T;
   for (uint32_t t = 0; t < n; t++) {
     void *q = NULL;
-    if (posix_memalign(&q, 4096, T ? T : 1) != 0) {
+    /* 2 MB aligned: on the acl re-runs this plain memory stands for device
+     * memory, and HCCS needs memory not from aclrtMalloc to start 2 MB aligned. */
+    if (posix_memalign(&q, 2u << 20, T ? T : 1) != 0) {
       perror("posix_memalign");
       exit(2);
     }

@@ -73,6 +73,48 @@ pub struct Config {
     pub link_key: Option<LinkKey>,
     /// Largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
     pub peer_pool_max: u64,
+    /// Options of the acl backend only.
+    pub acl: AclOptions,
+}
+
+/// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
+/// docs/options.md, docs/ascend.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclOptions {
+    /// hccn.conf to read device NIC addresses from; `None`: `LLMDD_HCCN_CONF`,
+    /// else `/etc/hccn.conf` (then `hccn_tool` as a fallback).
+    pub hccn_conf: Option<String>,
+    /// How long the listening side of a link waits in `HcclCommPrepare`
+    /// (the dialing side waits for what is left of its link timeout).
+    pub prepare_timeout: Duration,
+}
+
+/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
+/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
+pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl AclOptions {
+    fn parse(opts: &Options) -> Result<AclOptions> {
+        let hccn_conf = match opts.get("llmdd.HccnConf") {
+            Some(v) if v.trim().is_empty() => {
+                bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
+            }
+            v => v.cloned(),
+        };
+        let prepare_timeout = match opts.get("llmdd.HcclPrepareTimeout") {
+            Some(v) => Duration::from_millis(parse_ranged(
+                "llmdd.HcclPrepareTimeout",
+                v,
+                1_000,
+                3_600_000,
+            )?),
+            None => DEFAULT_HCCL_PREPARE_TIMEOUT,
+        };
+        Ok(AclOptions {
+            hccn_conf,
+            prepare_timeout,
+        })
+    }
 }
 
 /// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
@@ -125,6 +167,8 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.LinkSecret",
     "llmdd.LinkSecretFile",
     "llmdd.PeerPoolMaxBytes",
+    "llmdd.HccnConf",
+    "llmdd.HcclPrepareTimeout",
 ];
 
 /// Option map with duplicate detection.
@@ -545,6 +589,7 @@ impl Config {
             max_registered_addrs,
             link_key,
             peer_pool_max,
+            acl: AclOptions::parse(opts)?,
         })
     }
 }
@@ -620,6 +665,28 @@ mod tests {
         let mut p = base();
         p.extend_from_slice(extra);
         Config::parse(&opts(&p))
+    }
+
+    #[test]
+    fn acl_options() {
+        let c = parse_with(&[]).unwrap();
+        assert_eq!(c.acl.hccn_conf, None);
+        assert_eq!(c.acl.prepare_timeout, DEFAULT_HCCL_PREPARE_TIMEOUT);
+        let c = parse_with(&[
+            ("llmdd.HccnConf", "/tmp/hccn.conf"),
+            ("llmdd.HcclPrepareTimeout", "5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.acl.hccn_conf.as_deref(), Some("/tmp/hccn.conf"));
+        assert_eq!(c.acl.prepare_timeout, Duration::from_secs(5));
+        for bad in [
+            ("llmdd.HcclPrepareTimeout", "999"),
+            ("llmdd.HcclPrepareTimeout", "x"),
+            ("llmdd.HccnConf", " "),
+        ] {
+            let e = parse_with(&[bad]).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+        }
     }
 
     #[test]
