@@ -283,7 +283,7 @@ static int decoder(int dev, uint16_t port, uint64_t blocks, int iters) {
   }
   int64_t mine = 0;
   STEP("register (decoder)", reg(d, &m, blocks, 2, 0, &mine));
-  llmdd_ip_info_t r = {"127.0.0.1", port};
+  llmdd_ip_info_t r = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t c;
   memset(&c, 0, sizeof c);
   c.remote_cluster_id = 1;
