@@ -12,8 +12,15 @@ fn main() {
     // cbindgen parses the whole crate (a new pub item anywhere can reach the header).
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=Cargo.toml"); // the version macros
+                                                   // A versioned SONAME (libllmdd.so.<major>), so programs record the ABI
+                                                   // they were linked against rather than an unversioned libllmdd.so.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("version");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libllmdd.so.{major}");
+    }
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
-    let mut after = config.after_includes.take().unwrap_or_default();
+    let mut after = version_macros();
     after.push_str(&option_macros());
     config.after_includes = Some(after);
     let bindings = match cbindgen::Builder::new()
@@ -70,6 +77,17 @@ fn typed_hex_constants(text: &str) -> String {
         }
     }
     out
+}
+
+/// The `LLMDD_VERSION_*` macros, from the crate version (Cargo.toml).
+fn version_macros() -> String {
+    let part = |k: &str| std::env::var(k).expect("cargo sets CARGO_PKG_VERSION_*");
+    format!(
+        "\n#define LLMDD_VERSION_MAJOR {}\n#define LLMDD_VERSION_MINOR {}\n#define LLMDD_VERSION_PATCH {}\n#define LLMDD_VERSION_NUMBER ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH)\n",
+        part("CARGO_PKG_VERSION_MAJOR"),
+        part("CARGO_PKG_VERSION_MINOR"),
+        part("CARGO_PKG_VERSION_PATCH")
+    )
 }
 
 /// `#define LLMDD_OPTION_X "key"` for every entry of `OPTION_KEYS`, each with

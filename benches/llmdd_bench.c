@@ -126,7 +126,7 @@ static void async_push(llmdd_instance_t *d, int64_t src, uint64_t model, int32_t
   memset(&cfg, 0, sizeof cfg);
   cfg.kind = LLMDD_TRANSFER_BY_CACHE_KEY;
   cfg.cache_key = llmdd_blocks_cache_key(P, model);
-  cfg.layers = (llmdd_layer_range_t){0, layers, 0, layers, 2};
+  cfg.layers = llmdd_layer_range(0, layers, 0, layers, 2);
   llmdd_task_t *task = NULL;
   DIE_IF(llmdd_transfer_cache_async(d, src, approve, NULL, &cfg, 1, sb, n, db, n, 0, &task),
          "transfer_cache_async");
@@ -141,7 +141,7 @@ static void task_latency(llmdd_instance_t *d, int64_t src, uint64_t model, uint6
   static double lat[A_LAT_ITERS];
   for (int pass = 0; pass < 2; pass++) {
     llmdd_cache_key_t k = llmdd_blocks_cache_key(P, model);
-    llmdd_layer_range_t l0 = {0, 1, 0, 1, 2};
+    llmdd_layer_range_t l0 = llmdd_layer_range(0, 1, 0, 1, 2);
     for (int i = 0; i < A_LAT_ITERS; i++) {
       uint64_t one_s = (uint64_t)i % blocks, one_d = (uint64_t)(i * 5) % blocks;
       double a = now();
@@ -269,7 +269,7 @@ static void run(const char *name, int tcp, int pool, double mc) {
   llmdd_instance_t *d;
   DIE_IF(llmdd_create(LLMDD_ROLE_DECODER, D, &d), "create");
   init(d, NULL, tcp, 0);
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl;
   memset(&cl, 0, sizeof cl);
   cl.remote_cluster_id = P;
@@ -296,7 +296,7 @@ static void run(const char *name, int tcp, int pool, double mc) {
     }
     llmdd_cache_key_t k = llmdd_blocks_cache_key(P, (uint64_t)s);
     /* One tensor per cache: one tensor per layer. */
-    llmdd_layer_range_t one = {-1, -1, -1, -1, 1};
+    llmdd_layer_range_t one = llmdd_layer_range(-1, -1, -1, -1, 1);
     double pr[9], pw[9];
     for (int r = 0; r < RUNS; r++) {
       double t = now();

@@ -160,5 +160,6 @@ int main(void) {
   timeout_then_relink();
   missing_symbol();
   no_runtime();
+  t_acl_check_violations();
   return t_finish("test_acl_failures");
 }

@@ -61,7 +61,7 @@ static void pools_and_copies(void) {
   CHECK_DEV(&hk, &mh, "swap_blocks DEVICE -> HOST");
   t_mem cpu = t_mem_new(NT, (uint64_t)NB * BLK);
   t_mem_fill(&cpu, 82);
-  llmdd_host_cache_t hc = {hd, cpu.addrs, NT};
+  llmdd_host_cache_t hc = {.desc = hd, .tensor_addrs = cpu.addrs, .num_tensor_addrs = NT};
   llmdd_block_pair_t in[2] = {{7, 4}, {2, 3}};
   CHECK_OK(llmdd_swap_blocks(p, -1, &hc, ck.cache_id, NULL, in, 2));
   for (uint32_t t = 0; t < NT; t++) {
@@ -140,6 +140,7 @@ int main(void) {
   t_acl_load();
   pools_and_copies();
   injected_malloc_failure();
+  t_acl_check_violations();
   t_acl_unload();
   return t_finish("test_acl_local");
 }

@@ -16,6 +16,13 @@
  * push_blocks works; the prompt's memory is then pulled back whole and
  * compared with a model, so untouched bytes are checked too.
  *
+ * Both processes are on one (simulated) server, so HCCL would connect them
+ * over HCCS, which reaches no host memory: the matrix runs with
+ * HCCL_INTRA_ROCE_ENABLE=1 (RDMA within the server, exported to both
+ * processes). A last step relinks the decoder without it: over HCCS the pulls
+ * from remote HOST memory are refused (FEATURE_NOT_ENABLED) before any byte
+ * moves, while DEVICE ones still work.
+ *
  * The prompt finds the simulator through llmdd.AscendLibDir, the decoder
  * through LLMDD_ASCEND_LIB_DIR. */
 #include "t_acl.h"
@@ -91,6 +98,7 @@ static uint64_t p_cmd(t_peer *self, llmdd_instance_t *p, uint64_t c) {
 
 static llmdd_instance_t *g_d;
 static const char *g_run;
+static uint16_t g_port;
 
 /* Checks a call's status, printing the message on a mismatch. */
 #define EXPECT(label, expr, want)                                                               \
@@ -219,6 +227,21 @@ static void pull_run(dec *x, const int64_t *pid) {
   CHECK_DEV(&x->hk, &x->exp_k, "refused pulls wrote nothing (host blocks)");
   CHECK_DEV(&x->hb, &x->exp_b, "refused pulls wrote nothing (host batch)");
 
+  /* The same link over HCCS (this side: no HCCL_INTRA_ROCE_ENABLE): remote
+   * HOST memory is refused, remote DEVICE memory still moves. */
+  unsetenv("HCCL_INTRA_ROCE_ENABLE");
+  CHECK_OK(t_unlink(g_d, P_ID, g_port));
+  REQUIRE_OK(t_link(g_d, P_ID, g_port));
+  dec_zero(x);
+  EXPECT("HCCS H->D blocks", llmdd_pull_blocks(g_d, &hk, x->cdk.cache_id, s1, 3, d1, 3, NULL), FNE);
+  CHECK(t_msg_has("HCCS"));
+  CHECK_DEV(&x->dk, &x->exp_k, "a refused HCCS pull wrote nothing");
+  EXPECT("HCCS D->D blocks", llmdd_pull_blocks(g_d, &pk, x->cdk.cache_id, s1, 3, d1, 3, NULL), LLMDD_SUCCESS);
+  for (uint32_t t = 0; t < NT; t++)
+    for (int j = 0; j < 3; j++) t_mem_copy(&x->exp_k, t, d1[j] * BLK, &m_pk, t, s1[j] * BLK, BLK);
+  CHECK_DEV(&x->dk, &x->exp_k, "pull D->D blocks over HCCS");
+  setenv("HCCL_INTRA_ROCE_ENABLE", "1", 1);
+
   /* Registration after the link: remote-accessible refused, local-only
    * accepted but not usable on this link. */
   t_dev late = t_dev_new(LLMDD_PLACEMENT_DEVICE, NT, (uint64_t)DKB * BLK);
@@ -300,6 +323,7 @@ static void run(int remote_acc) {
   memset(&peer, 0, sizeof peer);
   peer.cluster = P_ID;
   peer.port = t_free_port();
+  g_port = peer.port;
   peer.opts = t_acl_opts(0, remote_acc, POOL, NULL);
   peer.setup = p_setup;
   peer.cmd = p_cmd;
@@ -387,9 +411,12 @@ static void run(int remote_acc) {
 }
 
 int main(void) {
+  /* RDMA within the server for both processes (inherited by the prompt). */
+  setenv("HCCL_INTRA_ROCE_ENABLE", "1", 1);
   t_acl_load();
   run(0);
   run(1);
+  t_acl_check_violations();
   t_acl_unload();
   return t_finish("test_acl_transfer");
 }

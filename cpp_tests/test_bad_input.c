@@ -206,8 +206,8 @@ static void not_initialized(llmdd_instance_t *i) {
   llmdd_cache_key_t bk = llmdd_blocks_cache_key(1, 0);
   uint64_t blocks[1] = {0};
   llmdd_block_pair_t pair = {0, 1};
-  llmdd_mem_info_t mi = {LLMDD_MEM_TYPE_DEVICE, addr, 1024};
-  llmdd_ip_info_t ip = {"127.0.0.1", 1};
+  llmdd_mem_info_t mi = {.mem_type = LLMDD_MEM_TYPE_DEVICE, .addr = addr, .size = 1024};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", 1);
   llmdd_cluster_info_t cl = t_cluster(1, &ip);
   uint32_t ret = 0;
 
@@ -283,12 +283,12 @@ static void null_pointers(void) {
   llmdd_cache_key_t bk = llmdd_blocks_cache_key(1, 0);
   uint64_t blocks[1] = {0};
   llmdd_block_pair_t pair = {0, 1};
-  llmdd_mem_info_t mi = {LLMDD_MEM_TYPE_DEVICE, addr, 1024};
-  llmdd_host_cache_t hc = {hd, NULL, 1};
+  llmdd_mem_info_t mi = {.mem_type = LLMDD_MEM_TYPE_DEVICE, .addr = addr, .size = 1024};
+  llmdd_host_cache_t hc = {.desc = hd, .tensor_addrs = NULL, .num_tensor_addrs = 1};
   uint64_t id = 0;
   uint32_t role = 0, ret = 0;
   llmdd_option_t opt = {"llm.ListenIpInfo", "127.0.0.1:5"};
-  llmdd_ip_info_t ip = {"127.0.0.1", 1};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", 1);
   llmdd_cluster_info_t cl = t_cluster(1, &ip);
 
   /* NULL instance handle. */
@@ -367,7 +367,7 @@ static void null_pointers(void) {
   CHECK_PI(llmdd_link_clusters(i, NULL, 1, 1000, &ret));
   CHECK_PI(llmdd_unlink_clusters(i, NULL, 1, 1000, false, &ret));
   CHECK_PI(llmdd_unlink_clusters(i, NULL, 1, 1000, true, &ret));
-  llmdd_ip_info_t nip = {NULL, 5};
+  llmdd_ip_info_t nip = llmdd_ip_info(NULL, 5);
   llmdd_cluster_info_t ncl = t_cluster(1, &nip);
   CHECK_PI(llmdd_link_clusters(i, &ncl, 1, 1000, &ret));
   CHECK_PI(llmdd_unlink_clusters(i, &ncl, 1, 1000, false, &ret));
@@ -431,17 +431,11 @@ static void null_pointers(void) {
 /* ----------------------------------------------- link / unlink arguments */
 
 static void link_args(void) {
-  uint16_t port = t_free_port();
-  char listen[64];
-  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   llmdd_instance_t *p = NULL, *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &p));
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, &d));
-  REQUIRE_OK(t_init(p, listen, NULL, 0));
-  REQUIRE_OK(t_init(d, NULL, NULL, 0));
+  uint16_t port = t_local_pair(&p, &d);
 
   const uint32_t SENT = 0xC0FFEEu;
-  llmdd_ip_info_t good = {"127.0.0.1", port};
+  llmdd_ip_info_t good = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t many[17];
   uint32_t rets[17];
   for (int k = 0; k < 17; k++) many[k] = t_cluster(100 + k, &good);
@@ -479,8 +473,8 @@ static void link_args(void) {
 
   /* Per-cluster errors land in rets; the call fails. */
   llmdd_ip_info_t two_ips[2] = {good, good};
-  llmdd_ip_info_t abc = {"abc", port}, dots = {"1.2.3", port}, empty = {"", port},
-                  p0 = {"127.0.0.1", 0};
+  llmdd_ip_info_t abc = llmdd_ip_info("abc", port), dots = llmdd_ip_info("1.2.3", port), empty = llmdd_ip_info("", port),
+                  p0 = llmdd_ip_info("127.0.0.1", 0);
   llmdd_cluster_info_t bad[9];
   bad[0] = t_cluster(1, &good);
   bad[0].num_remote_ip_infos = 0;
@@ -537,7 +531,7 @@ static void link_args(void) {
 
   /* A listening instance may dial too (nothing listens at dip: LINK_FAILED in
    * rets); unlinking a cluster it has no link to succeeds either way. */
-  llmdd_ip_info_t dip = {"127.0.0.1", t_free_port()};
+  llmdd_ip_info_t dip = llmdd_ip_info("127.0.0.1", t_free_port());
   llmdd_cluster_info_t to_d = t_cluster(2, &dip);
   uint32_t r = SENT;
   CHECK_STATUS(llmdd_link_clusters(p, &to_d, 1, 1000, &r), LLMDD_LINK_FAILED);

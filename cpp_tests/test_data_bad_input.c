@@ -91,11 +91,11 @@ static void registration_errors(llmdd_instance_t *d) {
   CHECK_OK(llmdd_unregister_cache(d, c.cache_id));
   t_mem_free(&m);
 
-  llmdd_mem_info_t mi_ok = {LLMDD_MEM_TYPE_DEVICE, 0x10000, 4096};
-  llmdd_mem_info_t mi_host = {LLMDD_MEM_TYPE_HOST, 0x10000, 4096};
-  llmdd_mem_info_t mi_a0 = {LLMDD_MEM_TYPE_DEVICE, 0, 4096};
-  llmdd_mem_info_t mi_s0 = {LLMDD_MEM_TYPE_DEVICE, 0x10000, 0};
-  llmdd_mem_info_t mi_t7 = {7, 0x10000, 4096};
+  llmdd_mem_info_t mi_ok = {.mem_type = LLMDD_MEM_TYPE_DEVICE, .addr = 0x10000, .size = 4096};
+  llmdd_mem_info_t mi_host = {.mem_type = LLMDD_MEM_TYPE_HOST, .addr = 0x10000, .size = 4096};
+  llmdd_mem_info_t mi_a0 = {.mem_type = LLMDD_MEM_TYPE_DEVICE, .addr = 0, .size = 4096};
+  llmdd_mem_info_t mi_s0 = {.mem_type = LLMDD_MEM_TYPE_DEVICE, .addr = 0x10000, .size = 0};
+  llmdd_mem_info_t mi_t7 = {.mem_type = 7, .addr = 0x10000, .size = 4096};
   llmdd_mem_info_t two_bad[2] = {mi_ok, mi_s0};
   CHECK_STATUS(llmdd_remap_registered_memory(d, &mi_host, 1), PI);
   CHECK_STATUS(llmdd_remap_registered_memory(d, &mi_a0, 1), PI);
@@ -158,8 +158,9 @@ static void run(int tcp) {
   BAD(llmdd_pull_blocks(d, &other, K, s2, 2, d2, 2, NULL), NL);
   BAD(llmdd_pull_blocks(d, &bk, B, s2, 2, d2, 2, NULL), PI); /* into a batch cache */
   llmdd_layer_range_t bad_lr[] = {
-      {2, 2, 2, 2, 0}, {3, 2, 3, 2, 0}, {3, 5, 0, 2, 0}, {0, 2, 3, 5, 0}, {0, 2, 0, 1, 0},
-      {0, 1, 0, 1, 3}, {0, 1, 0, 1, 9}, {8, 9, 0, 1, 1}, {-1, -1, 0, 1, 0},
+      llmdd_layer_range(2, 2, 2, 2, 0), llmdd_layer_range(3, 2, 3, 2, 0), llmdd_layer_range(3, 5, 0, 2, 0),
+      llmdd_layer_range(0, 2, 3, 5, 0), llmdd_layer_range(0, 2, 0, 1, 0), llmdd_layer_range(0, 1, 0, 1, 3),
+      llmdd_layer_range(0, 1, 0, 1, 9), llmdd_layer_range(8, 9, 0, 1, 1), llmdd_layer_range(-1, -1, 0, 1, 0),
   };
   for (size_t i = 0; i < sizeof bad_lr / sizeof bad_lr[0]; i++) {
     int before = t_failures;

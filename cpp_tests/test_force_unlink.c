@@ -53,7 +53,7 @@ int main(void) {
   uint32_t ret = 99;
   CHECK_OK(t_unlink1(d, 1, NULL, 0, true, &ret));
   CHECK(ret == LLMDD_SUCCESS);
-  llmdd_ip_info_t ip = {"127.0.0.1", g_port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", g_port);
   llmdd_cluster_info_t cl = t_cluster(1, &ip);
   CHECK_OK(llmdd_unlink_clusters(d, &cl, 1, 3000, true, NULL));
 

@@ -1,5 +1,6 @@
 // The public header compiles as C++ (-Wall -Wextra -Werror, C++17), its
-// declarations have C linkage, and the version macros agree with llmdd_version().
+// declarations have C linkage, and the version macros agree with llmdd_version()
+// and llmdd_version_number().
 #include "llmdd.h"
 
 #include <cstdio>
@@ -26,6 +27,8 @@ int main() {
   CHECK(LLMDD_VERSION_NUMBER ==
         ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH));
 
+  // The numeric runtime version matches the header this was built with.
+  CHECK(llmdd_version_number() == static_cast<uint32_t>(LLMDD_VERSION_NUMBER));
   const char *v = llmdd_version();
   CHECK(v != nullptr);
   std::string want = "llmdd " + std::to_string(LLMDD_VERSION_MAJOR) + "." +

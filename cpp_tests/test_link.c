@@ -181,7 +181,7 @@ int main(void) {
   REQUIRE_OK(t_blk_register(p10, &scratch10, 0, 0));
 
   CHECK_OK(t_link1(d, 1, "127.0.0.1", g_port, 3000, &ret));
-  llmdd_ip_info_t ip1 = {"127.0.0.1", g_port}, ip10 = {"127.0.0.1", port10};
+  llmdd_ip_info_t ip1 = llmdd_ip_info("127.0.0.1", g_port), ip10 = llmdd_ip_info("127.0.0.1", port10);
   llmdd_cluster_info_t two[2] = {t_cluster(1, &ip1), t_cluster(10, &ip10)};
   uint32_t rets[2] = {99, 99};
   CHECK_OK(llmdd_link_clusters(d3, two, 2, 3000, rets));

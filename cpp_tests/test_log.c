@@ -73,7 +73,7 @@ static void link_cycle(uint64_t base_id) {
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, base_id + 1, &d));
   REQUIRE_OK(t_init(p, listen, NULL, 0));
   REQUIRE_OK(t_init(d, NULL, NULL, 0));
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t c = t_cluster(base_id, &ip);
   uint32_t ret = 99;
   CHECK_OK(llmdd_link_clusters(d, &c, 1, 5000, &ret));

@@ -122,7 +122,7 @@ static void run(int tcp) {
   bb_case("one block", bk, s4, d4, 1, NULL);
   bb_case("by cache id", llmdd_cache_key_by_id(P_ID, blocks_id, 0), s3, d3, 5, NULL);
   bb_case("by cache id, layers [0,1)->[3,4)", llmdd_cache_key_by_id(P_ID, blocks_id, 0), s1, d1, 4,
-          &(llmdd_layer_range_t){0, 1, 3, 4, 0});
+          &(llmdd_layer_range_t){0, 1, 3, 4, 0, {0}});
 
   uint64_t c3[] = {7, 3, 20};
   cb_case("contig->blocks slot 2 by id", llmdd_cache_key_by_id(P_ID, batch_id, 2), 2, c3, 3, NULL);
@@ -132,7 +132,7 @@ static void run(int tcp) {
   cb_case("contig->blocks req key again (registered: not consumed)",
           llmdd_cache_key(P_ID, 101, 0, LLMDD_ID_UNSET), 1, c2, 2, NULL);
   cb_case("contig->blocks slot 3 layers [1,2)->[3,4)", llmdd_cache_key_by_id(P_ID, batch_id, 3), 3, c3, 3,
-          &(llmdd_layer_range_t){1, 2, 3, 4, 0});
+          &(llmdd_layer_range_t){1, 2, 3, 4, 0, {0}});
 
   CHECK_OK(t_unlink(g_d, P_ID, peer.port));
   t_peer_stop(ch.parent, pid);

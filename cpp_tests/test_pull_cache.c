@@ -103,13 +103,13 @@ static void run(int tcp) {
   pc_case("by id slot 2", llmdd_cache_key_by_id(P_ID, reg_id, 2), &g_reg, 2, 0, -1, NULL, OK);
   pc_case("by id slot 1, size 1000", llmdd_cache_key_by_id(P_ID, reg_id, 1), &g_reg, 1, 2, 1000, NULL, OK);
   pc_case("req 202, size 4097", req(202, 0), &g_reg, 2, 1, 4097, NULL, OK);
-  pc_case("req 202 layers [1,3)->[0,2)", req(202, 0), &g_reg, 2, 1, -1, &(llmdd_layer_range_t){1, 3, 0, 2, 0}, OK);
+  pc_case("req 202 layers [1,3)->[0,2)", req(202, 0), &g_reg, 2, 1, -1, &(llmdd_layer_range_t){1, 3, 0, 2, 0, {0}}, OK);
   pc_case("by id layers [0,1)->[3,4) size 100", llmdd_cache_key_by_id(P_ID, reg_id, 3), &g_reg, 3, 2, 100,
-          &(llmdd_layer_range_t){0, 1, 3, 4, 0}, OK);
+          &(llmdd_layer_range_t){0, 1, 3, 4, 0, {0}}, OK);
   pc_case("tensor_num_per_layer 1 [0,3)->[5,8)", req(201, 0), &g_reg, 0, 0, -1,
-          &(llmdd_layer_range_t){0, 3, 5, 8, 1}, OK);
+          &(llmdd_layer_range_t){0, 3, 5, 8, 1, {0}}, OK);
   pc_case("tensor_num_per_layer 4 [1,2)->[0,1)", req(201, 0), &g_reg, 0, 0, -1,
-          &(llmdd_layer_range_t){1, 2, 0, 1, 4}, OK);
+          &(llmdd_layer_range_t){1, 2, 0, 1, 4, {0}}, OK);
   pc_case("prefix key 7", pfx(7), &g_reg, 3, 1, -1, NULL, OK);
   pc_case("prefix key 7 again", pfx(7), &g_reg, 3, 0, -1, NULL, OK);
   pc_case("unknown req key", req(999, 0), &g_reg, 0, 0, -1, NULL, GONE);

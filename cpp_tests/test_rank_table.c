@@ -74,6 +74,7 @@ static int member(void *argp) {
   REQUIRE_OK(llmdd_create(a->idx == 0 ? LLMDD_ROLE_PROMPT : LLMDD_ROLE_DECODER, me, &inst));
   llmdd_option_t extra[2] = {{"llm.MemPoolConfig", "{\"memory_size\":4194304}"},
                              {"llmdd.SameHost", "off"}};
+  t_use_device(a->idx); /* rank idx is device idx in the table */
   REQUIRE_OK(t_init(inst, NULL, extra, a->idx == 2 ? 2 : 1));
   t_blk src, scratch;
   REQUIRE_OK(t_blk_register(inst, &src, me, (uint32_t)me));

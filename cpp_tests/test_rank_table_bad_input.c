@@ -252,6 +252,7 @@ int main(void) {
   hixl();
   llmdd_instance_t *a = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &a));
+  t_use_device(0); /* cluster 1 is rank 0 */
   REQUIRE_OK(t_init(a, NULL, NULL, 0));
   arguments(a);
   conflicts(a);

@@ -44,6 +44,7 @@ static int child(void *arg) {
   t_checks = 0;
   llmdd_instance_t *d = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, &d));
+  t_use_device(1); /* cluster 2 is rank 1 in every table */
   REQUIRE_OK(t_init(d, NULL, g_opts, 1));
   t_blk src, scratch;
   REQUIRE_OK(t_blk_register(d, &src, 2, 2));
@@ -89,6 +90,7 @@ int main(void) {
 
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &p));
+  t_use_device(0); /* cluster 1 is rank 0 */
   REQUIRE_OK(t_init(p, NULL, g_opts, 1));
   t_blk src, scratch;
   REQUIRE_OK(t_blk_register(p, &src, 1, 1));

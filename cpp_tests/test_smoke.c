@@ -53,7 +53,7 @@ int main(void) {
   }
   llmdd_cache_t cache;
   REQUIRE_OK(llmdd_register_blocks_cache(d, &desc, addrs, 2, NULL, -1, &cache));
-  llmdd_ip_info_t ip = {"127.0.0.1", g_port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", g_port);
   llmdd_cluster_info_t cl = t_cluster(1, &ip);
   uint32_t rets[1] = {99};
   CHECK_OK(llmdd_link_clusters(d, &cl, 1, 3000, rets));

@@ -35,14 +35,8 @@ static void values(void) {
 }
 
 static void in_use(void) {
-  uint16_t port = t_free_port();
-  char listen[64];
-  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   llmdd_instance_t *p = NULL, *d = NULL;
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, &p));
-  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, &d));
-  REQUIRE_OK(t_init(p, listen, NULL, 0));
-  REQUIRE_OK(t_init(d, NULL, NULL, 0));
+  uint16_t port = t_local_pair(&p, &d);
   t_blk src, dst;
   REQUIRE_OK(t_blk_register(p, &src, 1, 1));
 

@@ -136,7 +136,7 @@ static int run(int tcp) {
   init(p, NULL, tcp);
   llmdd_cache_t cache;
   prefill pf = {register_cache(p, NULL, &cache), 0};
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = {.remote_cluster_id = DECODER, .remote_ip_infos = &ip, .num_remote_ip_infos = 1};
   uint32_t ret;
   DIE_IF(llmdd_link_clusters(p, &cl, 1, 3000, &ret), "link_clusters");
@@ -146,7 +146,7 @@ static int run(int tcp) {
   memset(&cfg, 0, sizeof cfg);
   cfg.kind = LLMDD_TRANSFER_BY_CACHE_KEY;
   cfg.cache_key = llmdd_blocks_cache_key(DECODER, 0);
-  cfg.layers = (llmdd_layer_range_t){-1, -1, -1, -1, 2};
+  cfg.layers = llmdd_layer_range_init();
   double t0 = ex_now_ms();
   llmdd_task_t *task = NULL;
   DIE_IF(llmdd_transfer_cache_async(p, cache.cache_id, layer_ready, &pf, &cfg, 1, src_blocks, REQ, dst_blocks, REQ,

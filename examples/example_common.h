@@ -122,8 +122,7 @@ static inline void ex_kv_free(ex_kv *kv) {
 static inline llmdd_cluster_info_t ex_cluster(uint64_t id, llmdd_ip_info_t *ip, uint16_t port) {
   llmdd_cluster_info_t c;
   memset(&c, 0, sizeof c);
-  ip->ip = "127.0.0.1";
-  ip->port = port;
+  *ip = llmdd_ip_info("127.0.0.1", port);
   c.remote_cluster_id = id;
   c.remote_ip_infos = ip;
   c.num_remote_ip_infos = 1;
@@ -157,11 +156,17 @@ static inline pid_t ex_fork(ex_chan *c, int (*peer)(ex_chan *, void *), void *ar
   if (pid < 0) exit(1);
   if (pid == 0) {
     c->is_peer = 1;
+    /* Each side keeps only its own ends, so a side that exits early is seen
+     * as EOF by the other (ex_recv exits) instead of a wait forever. */
+    close(c->to_peer[1]);
+    close(c->to_parent[0]);
     int rc = peer(c, arg);
     fflush(stdout);
     _exit(rc);
   }
   c->is_peer = 0;
+  close(c->to_peer[0]);
+  close(c->to_parent[1]);
   return pid;
 }
 

@@ -122,7 +122,7 @@ static int run_decoder(uint16_t port, int tcp_only, int rounds, const char *labe
   llmdd_cache_t cache;
   DIE_IF(llmdd_register_blocks_cache(d, &desc, addrs, TENSORS, NULL, -1, &cache), "register_blocks_cache");
 
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl;
   memset(&cl, 0, sizeof cl);
   cl.remote_cluster_id = PROMPT_ID;
@@ -146,7 +146,7 @@ static int run_decoder(uint16_t port, int tcp_only, int rounds, const char *labe
   for (int r = 0; r < rounds; r++) {
     double s = now_s();
     for (int l = 0; l < LAYERS; l += LAYERS_PER_STEP) {
-      llmdd_layer_range_t range = {l, l + LAYERS_PER_STEP, l, l + LAYERS_PER_STEP, 2};
+      llmdd_layer_range_t range = llmdd_layer_range(l, l + LAYERS_PER_STEP, l, l + LAYERS_PER_STEP, 2);
       DIE_IF(llmdd_pull_blocks(d, &key, cache.cache_id, src, REQ_BLOCKS, dst, REQ_BLOCKS, &range),
              "pull_blocks");
     }

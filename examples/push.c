@@ -88,7 +88,7 @@ int main(void) {
   OK(llmdd_push_blocks(d, &bkey, kv.blocks_cache.cache_id, SRC_BLOCKS, 3, DST_BLOCKS, 3, NULL));
   /* Layers [1,4) of our slot 0 -> layers [0,3) of the prompt's slot 2. */
   llmdd_cache_key_t ckey = llmdd_cache_key_by_id(PROMPT, p_batch, 2);
-  llmdd_layer_range_t layers = {1, 4, 0, 3, 2};
+  llmdd_layer_range_t layers = llmdd_layer_range(1, 4, 0, 3, 2);
   OK(llmdd_push_cache(d, &ckey, kv.batch_cache.cache_id, 0, -1, &layers));
   double ms = ex_now_ms() - t0;
   uint64_t moved = (uint64_t)TENSORS * 3 * BLOCK_BYTES + 6ull * SLOT_BYTES;

@@ -202,6 +202,28 @@
  */
 #define LLMDD_OPTION_DEAD_PEER_TIMEOUT_MS "llmdd.DeadPeerTimeoutMs"
 
+/**
+ * acl: file of device NIC addresses (default /etc/hccn.conf).
+ */
+#define LLMDD_OPTION_HCCN_CONF "llmdd.HccnConf"
+
+/**
+ * acl: ms the listening side waits in HcclCommPrepare (120000).
+ */
+#define LLMDD_OPTION_HCCL_PREPARE_TIMEOUT "llmdd.HcclPrepareTimeout"
+
+
+/**
+ * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
+ * copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
+ */
+#define D2D_ASYNC_ALIGN 64
+
+/**
+ * Alignment HCCS needs for the start of a device region not allocated by
+ * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
+ */
+#define HCCS_REGION_ALIGN (2 << 20)
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
@@ -539,6 +561,8 @@
  */
 #define LLMDD_ID_UNSET UINT64_MAX
 
+
+
 /**
  * Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
  * released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
@@ -613,6 +637,10 @@ typedef struct llmdd_cache_key_t {
   uint64_t prefix_id;
   uint64_t model_id;
   int64_t cache_id;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_cache_key_t;
 
 /**
@@ -625,6 +653,10 @@ typedef struct llmdd_cache_t {
   struct llmdd_cache_desc_t desc;
   const uint64_t *tensor_addrs;
   size_t num_tensor_addrs;
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[32];
 } llmdd_cache_t;
 
 /**
@@ -639,10 +671,15 @@ typedef struct llmdd_layer_range_t {
   int32_t dst_begin;
   int32_t dst_end;
   uint32_t tensor_num_per_layer;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[12];
 } llmdd_layer_range_t;
 
 /**
- * A `(src_block, dst_block)` pair for copy_blocks / swap_blocks.
+ * A `(src_block, dst_block)` pair for copy_blocks / swap_blocks (a pair: it
+ * has no reserved space and will not grow).
  */
 typedef struct llmdd_block_pair_t {
   uint64_t src;
@@ -657,6 +694,10 @@ typedef struct llmdd_host_cache_t {
   struct llmdd_cache_desc_t desc;
   const uint64_t *tensor_addrs;
   size_t num_tensor_addrs;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_host_cache_t;
 
 /**
@@ -666,10 +707,15 @@ typedef struct llmdd_mem_info_t {
   uint32_t mem_type;
   uint64_t addr;
   uint64_t size;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[8];
 } llmdd_mem_info_t;
 
 /**
- * One `{key, value}` option, both NUL-terminated UTF-8 strings.
+ * One `{key, value}` option, both NUL-terminated UTF-8 strings (a pair: it
+ * has no reserved space and will not grow).
  */
 typedef struct llmdd_option_t {
   const char *key;
@@ -712,6 +758,10 @@ typedef struct llmdd_transfer_config_t {
 typedef struct llmdd_ip_info_t {
   const char *ip;
   uint16_t port;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[16];
 } llmdd_ip_info_t;
 
 /**
@@ -737,11 +787,16 @@ typedef struct llmdd_cluster_info_t {
    */
   const struct llmdd_ip_info_t *remote_ip_infos;
   size_t num_remote_ip_infos;
+  /**
+   * Reserved, must be zero.
+   */
+  uint8_t reserved[32];
 } llmdd_cluster_info_t;
 
 /**
  * One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
- * id in the rank table (Python's `cluster_rank_info` entry).
+ * id in the rank table (Python's `cluster_rank_info` entry). A map entry: it
+ * has no reserved space and will not grow.
  */
 typedef struct llmdd_cluster_rank_t {
   uint64_t cluster_id;
@@ -1108,6 +1163,22 @@ const char *llmdd_status_name(uint32_t status);
 const char *llmdd_last_error_message(void);
 
 /**
+ * Sets the calling thread's last-error message to `message` (NULL or "":
+ * clears it), as `llmdd_last_error_message` then reports it. For layers
+ * built on this C API that reject an argument themselves, such as the C++
+ * header (`llm_datadist/llm_datadist.h`), so callers find one message in one
+ * place. The string is copied; invalid UTF-8 is replaced.
+ */
+void llmdd_set_last_error_message(const char *message);
+
+/**
+ * The version of the loaded library as `(major << 16) | (minor << 8) |
+ * patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
+ * header/library mismatch at run time (e.g. 0x000100 for 0.1.0).
+ */
+uint32_t llmdd_version_number(void);
+
+/**
  * The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
  */
 const char *llmdd_version(void);
@@ -1155,6 +1226,24 @@ struct llmdd_layer_range_t llmdd_layer_range_init(void);
  * `kind` and the destination before use.
  */
 struct llmdd_transfer_config_t llmdd_transfer_config_init(void);
+
+/**
+ * A layer range `[src_begin, src_end)` → `[dst_begin, dst_end)` with
+ * `tensor_num_per_layer` tensors per layer (0 = 2); `begin = -1` selects all
+ * layers of that side. Reserved zero. Prefer it to a positional `{...}`
+ * initialiser, which would not name the reserved tail.
+ */
+struct llmdd_layer_range_t llmdd_layer_range(int32_t src_begin,
+                                             int32_t src_end,
+                                             int32_t dst_begin,
+                                             int32_t dst_end,
+                                             uint32_t tensor_num_per_layer);
+
+/**
+ * An IP endpoint (`ip` is borrowed: it must outlive the struct's use).
+ * Reserved zero.
+ */
+struct llmdd_ip_info_t llmdd_ip_info(const char *ip, uint16_t port);
 
 /**
  * Creates an instance with a role (`LLMDD_ROLE_*`) and a cluster id that is

@@ -3,17 +3,18 @@
 # tests (including the header drift check), the C/C++ CTest suite, the Python
 # package's pytest suite in a fresh virtual environment, the CTest suite again
 # under AddressSanitizer, and a short fuzzing run of the wire frame decoder
-# (LLMDD_FUZZ_SECONDS, default 30; docs/testing.md). Installs cmake and a C++
-# compiler (and Python's venv module) from Debian packages, and cargo-fuzz from
-# crates.io, when they are missing.
+# (LLMDD_FUZZ_SECONDS, default 30; docs/testing.md). Installs cmake, a C++
+# compiler and pkg-config (the consumer test), and Python's venv module, from
+# Debian packages, and cargo-fuzz from crates.io, when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
-  echo "== installing cmake and g++ (Debian packages)"
+if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1 ||
+   ! command -v pkg-config >/dev/null 2>&1; then
+  echo "== installing cmake, g++ and pkg-config (Debian packages)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake g++ make >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake g++ make pkg-config >/dev/null
 fi
 
 # The build must not rewrite include/llmdd.h here: tests/header.rs compares it.

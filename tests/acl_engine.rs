@@ -4,110 +4,17 @@
 //! from the simulator's aclrtMalloc. The two-process scenarios and the failure
 //! injection that needs per-process environment live in cpp_tests/test_acl_*.c.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
+use llmdd::cache::types::{CacheKey, LayerSel, Placement};
 use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
 use llmdd::datadist::Instance;
-use llmdd::device::acl::{AclContext, MemcpyKind};
-use llmdd::sys::loader::AscendRuntime;
+use llmdd::device::acl::MemcpyKind;
 use llmdd::Status;
 
 mod common;
 
+use common::acl::{desc, opts, pattern, Tensors};
 use common::{cluster, free_port};
-
-fn opts<'a>(
-    dir: &'a str,
-    backend: &'a str,
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut p = vec![
-        ("llm.DeviceId", "0"),
-        ("llm.EnableCacheManager", "1"),
-        ("llmdd.Backend", backend),
-        ("llmdd.AscendLibDir", dir),
-    ];
-    p.extend_from_slice(extra);
-    p
-}
-
-fn desc(placement: Placement, n: u32, shape: &[i64]) -> CacheDesc {
-    CacheDesc {
-        placement,
-        num_tensors: n,
-        data_type: DataType::Uint8,
-        shape: shape.to_vec(),
-        batch_dim_index: 0,
-        seq_len_dim_index: -1,
-    }
-}
-
-fn pattern(seed: u8, t: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32 * 7 + t as u32 * 31 + seed as u32) as u8)
-        .collect()
-}
-
-/// `n` tensors of `len` bytes of `placement` memory from the simulator, filled
-/// with `pattern(seed)` (seed 0: zeros).
-struct Tensors {
-    ctx: AclContext,
-    placement: Placement,
-    addrs: Vec<u64>,
-    len: usize,
-}
-
-impl Tensors {
-    fn new(dir: &Path, placement: Placement, n: usize, len: usize, seed: u8) -> Tensors {
-        let rt = Arc::new(AscendRuntime::load(Some(dir)).unwrap());
-        let ctx = AclContext::open(rt, 0).unwrap();
-        let addrs = (0..n)
-            .map(|t| {
-                let a = ctx.malloc(len, placement).unwrap();
-                let init = if seed == 0 {
-                    vec![0u8; len]
-                } else {
-                    pattern(seed, t, len)
-                };
-                let kind = match placement {
-                    Placement::Device => MemcpyKind::HostToDevice,
-                    Placement::Host => MemcpyKind::HostToHost,
-                };
-                ctx.memcpy_sync(a, init.as_ptr() as u64, len, kind).unwrap();
-                a
-            })
-            .collect();
-        Tensors {
-            ctx,
-            placement,
-            addrs,
-            len,
-        }
-    }
-
-    fn read(&self, t: usize) -> Vec<u8> {
-        let mut v = vec![0u8; self.len];
-        let kind = match self.placement {
-            Placement::Device => MemcpyKind::DeviceToHost,
-            Placement::Host => MemcpyKind::HostToHost,
-        };
-        self.ctx
-            .memcpy_sync(v.as_mut_ptr() as u64, self.addrs[t], self.len, kind)
-            .unwrap();
-        v
-    }
-}
-
-impl Drop for Tensors {
-    fn drop(&mut self) {
-        for &a in &self.addrs {
-            let _ = self.ctx.free(a, self.placement);
-        }
-    }
-}
 
 const BLK: usize = 4096;
 
@@ -121,17 +28,18 @@ fn pull_and_push_blocks_over_hccl() {
     let listen = format!("127.0.0.1:{port}");
     let ra = [("llm.EnableRemoteCacheAccessible", "1")];
     let p = Instance::new(1, 100).unwrap();
-    let mut po = opts(d, "acl", &ra);
+    let mut po = opts(d, "0", "acl", &ra);
     po.push(("llm.ListenIpInfo", listen.as_str()));
     p.init(&collect(po).unwrap()).unwrap();
     let q = Instance::new(2, 200).unwrap();
-    q.init(&collect(opts(d, "auto", &ra)).unwrap()).unwrap();
+    q.init(&collect(opts(d, "1", "auto", &ra)).unwrap())
+        .unwrap();
     let ps = p.session().unwrap();
     let qs = q.session().unwrap();
     assert!(ps.acl().is_some() && qs.acl().is_some());
 
-    let src = Tensors::new(&dir, Placement::Device, 4, 16 * BLK, 9);
-    let dst = Tensors::new(&dir, Placement::Device, 4, 8 * BLK, 0);
+    let src = Tensors::new(&dir, 0, Placement::Device, 4, 16 * BLK, 9);
+    let dst = Tensors::new(&dir, 1, Placement::Device, 4, 8 * BLK, 0);
     let pc = ps
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[16, BLK as i64]),
@@ -193,7 +101,7 @@ fn pull_and_push_blocks_over_hccl() {
 
     // Remote-accessible registration after the link is refused; a local-only
     // one is accepted, but not usable on the existing link.
-    let late = Tensors::new(&dir, Placement::Device, 4, 8 * BLK, 0);
+    let late = Tensors::new(&dir, 1, Placement::Device, 4, 8 * BLK, 0);
     let e = qs
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[8, BLK as i64]),
@@ -247,6 +155,7 @@ fn pools_late_memory_and_mixed_backends() {
     let p = Instance::new(1, 300).unwrap();
     let mut po = opts(
         d,
+        "0",
         "acl",
         &[(
             "llm.MemPoolConfig",
@@ -287,9 +196,9 @@ fn pools_late_memory_and_mixed_backends() {
 
     // An acl client (request/response mode) links; memory the prompt adds
     // afterwards is reachable only if it lives in the (bound) pool.
-    q.init(&collect(opts(d, "acl", &[])).unwrap()).unwrap();
+    q.init(&collect(opts(d, "1", "acl", &[])).unwrap()).unwrap();
     let qs = q.session().unwrap();
-    let dst = Tensors::new(&dir, Placement::Device, 2, 4 * 4096, 0);
+    let dst = Tensors::new(&dir, 1, Placement::Device, 2, 4 * 4096, 0);
     let dc = qs
         .register_cache(
             &desc(Placement::Device, 2, &[4, 4096]),
@@ -301,7 +210,7 @@ fn pools_late_memory_and_mixed_backends() {
         .unwrap();
     let r = q.link_clusters(&[cluster(300, port)], 3000).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
-    let late = Tensors::new(&dir, Placement::Device, 2, 4 * 4096, 5);
+    let late = Tensors::new(&dir, 0, Placement::Device, 2, 4 * 4096, 5);
     let lc = ps
         .register_cache(
             &desc(Placement::Device, 2, &[4, 4096]),
@@ -348,22 +257,28 @@ fn backend_selection() {
     let e = empty.to_str().unwrap();
     // acl without the runtime: FEATURE_NOT_ENABLED naming the paths tried.
     let i = Instance::new(1, 1).unwrap();
-    let err = i.init(&collect(opts(e, "acl", &[])).unwrap()).unwrap_err();
+    let err = i
+        .init(&collect(opts(e, "0", "acl", &[])).unwrap())
+        .unwrap_err();
     assert_eq!(err.status, Status::FeatureNotEnabled);
     assert!(err.message.contains("libascendcl.so"), "{err}");
     assert!(err.message.contains(e), "{err}");
     // auto falls back to host.
-    i.init(&collect(opts(e, "auto", &[])).unwrap()).unwrap();
+    i.init(&collect(opts(e, "0", "auto", &[])).unwrap())
+        .unwrap();
     assert!(i.session().unwrap().acl().is_none());
     i.finalize();
-    let Some(noget) = common::sim::dir("no_batch_get") else {
+    let Some(noget) = common::sim::dir("noget") else {
         return;
     };
     let n = noget.to_str().unwrap();
-    let err = i.init(&collect(opts(n, "acl", &[])).unwrap()).unwrap_err();
+    let err = i
+        .init(&collect(opts(n, "0", "acl", &[])).unwrap())
+        .unwrap_err();
     assert_eq!(err.status, Status::FeatureNotEnabled);
     assert!(err.message.contains("HcclBatchGet"), "{err}");
-    i.init(&collect(opts(n, "auto", &[])).unwrap()).unwrap();
+    i.init(&collect(opts(n, "0", "auto", &[])).unwrap())
+        .unwrap();
     assert!(i.session().unwrap().acl().is_none());
     i.finalize();
     // A bad device id is the mapped ACL status with acl, a fallback with auto.
@@ -371,18 +286,20 @@ fn backend_selection() {
         return;
     };
     let f = full.to_str().unwrap();
-    let mut o = opts(f, "acl", &[]);
+    let mut o = opts(f, "0", "acl", &[]);
     o[0] = ("llm.DeviceId", "99");
     let err = i.init(&collect(o.clone()).unwrap()).unwrap_err();
     assert_eq!(err.status, Status::ParamInvalid, "{err}");
     assert!(err.message.contains("aclrtSetDevice"), "{err}");
     o[2] = ("llmdd.Backend", "auto");
+    assert_eq!(o[2].0, "llmdd.Backend");
     i.init(&collect(o).unwrap()).unwrap();
     assert!(i.session().unwrap().acl().is_none());
     i.finalize();
     // A malformed llm.LocalCommRes is refused once the runtime is up.
     let bad = opts(
         f,
+        "0",
         "acl",
         &[("llm.LocalCommRes", r#"{"version":"1.0","server_list":[]}"#)],
     );
@@ -390,9 +307,9 @@ fn backend_selection() {
     assert_eq!(err.status, Status::ParamInvalid, "{err}");
 }
 
-/// A rank table on 127.0.0.1 for the acl backend: rank r's TCP control
-/// endpoint is `host[r]` (`host_port`) and its HCCL endpoint `device[r]`
-/// (`device_port`, where the simulator's communicator listens).
+/// A rank table on 127.0.0.1 for the acl backend: rank r is physical device r
+/// at its simulated NIC address (its HCCL endpoint, `device_port` `device[r]`),
+/// and its TCP control endpoint is `host[r]` (`host_port`).
 fn acl_rank_table(host: &[u16], device: &[u16]) -> String {
     let devs: Vec<String> = host
         .iter()
@@ -400,7 +317,8 @@ fn acl_rank_table(host: &[u16], device: &[u16]) -> String {
         .enumerate()
         .map(|(r, (h, d))| {
             format!(
-                r#"{{"device_id":"{r}","device_ip":"127.0.0.1","rank_id":"{r}","host_port":"{h}","device_port":"{d}"}}"#
+                r#"{{"device_id":"{r}","device_ip":"{}","rank_id":"{r}","host_port":"{h}","device_port":"{d}"}}"#,
+                common::sim::nic_ip(r as u32)
             )
         })
         .collect();
@@ -424,8 +342,8 @@ fn wait_comm(i: &Instance, comm: u64, within: std::time::Duration) -> (MemStatus
 /// Three instances link by rank table on the acl backend: each builds ONE
 /// communicator from the user's table (its rank, the table's device ports),
 /// every link of the comm uses it with the peer's rank, and every member
-/// pulls from every other byte-exact. A table whose device ports collide
-/// fails the comm with the vendor's message; host_port is required.
+/// pulls from every other byte-exact. A table HCCL refuses (a shared
+/// device_ip) fails the comm with the vendor's message; host_port is required.
 #[test]
 fn rank_table_comm_shares_one_communicator() {
     let Some(dir) = common::sim::dir("full") else {
@@ -444,7 +362,8 @@ fn rank_table_comm_shares_one_communicator() {
         .iter()
         .map(|&c| {
             let i = Instance::new(1, c).unwrap();
-            i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "20")])).unwrap())
+            let dev = ["0", "1", "2"][(c - 11) as usize];
+            i.init(&collect(opts(d, dev, "acl", &[("llm.LinkTotalTime", "20")])).unwrap())
                 .unwrap();
             assert!(i.session().unwrap().acl().is_some());
             i
@@ -454,8 +373,8 @@ fn rank_table_comm_shares_one_communicator() {
     let mut dsts = Vec::new();
     for (k, i) in insts.iter().enumerate() {
         let s = i.session().unwrap();
-        let src = Tensors::new(&dir, Placement::Device, 2, NB * BLK, 20 + k as u8);
-        let dst = Tensors::new(&dir, Placement::Device, 2, NB * BLK, 0);
+        let src = Tensors::new(&dir, k as i32, Placement::Device, 2, NB * BLK, 20 + k as u8);
+        let dst = Tensors::new(&dir, k as i32, Placement::Device, 2, NB * BLK, 0);
         s.register_blocks_cache(
             &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
             &src.addrs,
@@ -561,17 +480,21 @@ fn rank_table_comm_shares_one_communicator() {
         assert!(i.session().unwrap().link_count() == 0);
     }
 
-    // Relink with colliding device ports (ranks 1 and 2): the communicator
-    // of one of them cannot listen, so the comm FAILS everywhere, naming the
-    // vendor error; nobody hangs past the link budget.
-    for i in &insts {
+    // Relink with a table HCCL refuses (ranks 1 and 2 share a device_ip): the
+    // comm FAILS everywhere, naming the vendor error; nobody hangs past the
+    // link budget.
+    for (k, i) in insts.iter().enumerate() {
         i.finalize();
-        i.init(&collect(opts(d, "acl", &[("llm.LinkTotalTime", "3")])).unwrap())
+        let dev = ["0", "1", "2"][k];
+        i.init(&collect(opts(d, dev, "acl", &[("llm.LinkTotalTime", "3")])).unwrap())
             .unwrap();
     }
     let host: Vec<u16> = (0..N).map(|_| free_port()).collect();
-    let p = free_port();
-    let bad = acl_rank_table(&host, &[free_port(), p, p]);
+    let dev: Vec<u16> = (0..N).map(|_| free_port()).collect();
+    let bad = acl_rank_table(&host, &dev).replace(
+        &format!(r#""device_ip":"{}""#, common::sim::nic_ip(2)),
+        &format!(r#""device_ip":"{}""#, common::sim::nic_ip(1)),
+    );
     let ids: Vec<u64> = insts
         .iter()
         .map(|i| i.link("clash", &ranks, &bad).unwrap())

@@ -26,6 +26,8 @@ fn samples() -> Vec<Msg> {
         device_id: 3,
         device_ip: "192.168.1.3".into(),
         device_port: 16666,
+        super_device_id: Some(19),
+        super_pod_id: Some("pod-1".into()),
     });
     let entry = CacheEntry {
         cache_id: 5,

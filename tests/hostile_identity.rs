@@ -1460,6 +1460,7 @@ fn stale_task_handle() {
         let ipi = llmdd_ip_info_t {
             ip: ip.as_ptr(),
             port,
+            reserved: [0; 16],
         };
         let mut ci: llmdd_cluster_info_t = std::mem::zeroed();
         ci.remote_cluster_id = 1101;
@@ -1478,6 +1479,7 @@ fn stale_task_handle() {
             dst_begin: -1,
             dst_end: -1,
             tensor_num_per_layer: 0,
+            reserved: [0; 12],
         };
         let mut task = std::ptr::null_mut();
         assert_eq!(

@@ -9,6 +9,7 @@
 #endif
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -70,8 +71,31 @@ static int t_checks = 0;
     }                                                                                    \
   } while (0)
 
+/* On the simulated Ascend runtime (LLMDD_ASCEND_LIB_DIR set, the library
+ * loaded): contract violations it recorded in this process on teardown paths,
+ * whose error codes llmdd cannot report (0 elsewhere). */
+static inline int t_sim_violations(void) {
+  const char *dir = getenv("LLMDD_ASCEND_LIB_DIR");
+  if (!dir || !dir[0]) return 0;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/libascendcl.so", dir);
+  void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+  if (!h) return 0;
+  int (*f)(char *, size_t) = NULL;
+  *(void **)(&f) = dlsym(h, "sim_ascend_violations");
+  int n = f ? f(NULL, 0) : 0;
+  dlclose(h);
+  return n;
+}
+
 /* Prints the closing line CTest logs show and returns the exit code. */
 static inline int t_finish(const char *name) {
+  int v = t_sim_violations();
+  t_checks++;
+  if (v) {
+    t_failures++;
+    fprintf(stderr, "[pid %d] the simulated runtime recorded %d contract violation(s)\n", (int)getpid(), v);
+  }
   printf("%s: %d passed, %d failed\n", name, t_checks - t_failures, t_failures);
   fflush(stdout);
   return t_failures == 0 ? 0 : 1;
@@ -151,17 +175,35 @@ static inline uint64_t t_recv(t_chan c, int timeout_ms) {
   return v;
 }
 
+/* Device ids (what t_init puts in llm.DeviceId). HCCL needs the two ends of a
+ * link on distinct devices, so every instance gets its own: the main process is
+ * index 0, forked children 1, 2, ... in fork order, and the k-th default t_init
+ * of process i uses device (2 i + k) mod 16 (the acl re-runs simulate 16
+ * devices). t_use_device(d) makes the next t_init use d instead (a rank-table
+ * member: its rank, the device t_rank_table gives that rank). */
+static int t_proc_index = 0;
+static int t_proc_forks = 0;
+static int t_dev_inits = 0;
+static int t_dev_override = -1;
+static int t_last_device = 0;
+
+static inline void t_use_device(int d) { t_dev_override = d; }
+
 /* Forks; the child runs fn(arg) and exits with its return value. Call before
  * creating any llmdd instance in the parent. */
 static inline pid_t t_fork(int (*fn)(void *), void *arg) {
   fflush(stdout);
   fflush(stderr);
+  int idx = ++t_proc_forks;
   pid_t pid = fork();
   if (pid < 0) {
     perror("fork");
     exit(2);
   }
   if (pid == 0) {
+    t_proc_index = idx;
+    t_dev_inits = 0;
+    t_dev_override = -1;
     int rc = fn(arg);
     fflush(stdout);
     fflush(stderr);
@@ -191,20 +233,37 @@ static inline int t_wait(pid_t pid, int timeout_ms) {
   return 255;
 }
 
-/* Options for llmdd_init. `listen` may be NULL (client). With the environment
- * variable LLMDD_TEST_BACKEND set (CTest's *_acl re-runs), llmdd.Backend is
- * set to its value. */
+/* Options for llmdd_init. `listen` may be NULL (client). llm.DeviceId follows
+ * the rule above. With the environment variable LLMDD_TEST_BACKEND set (CTest's
+ * *_acl re-runs), llmdd.Backend is set to its value. */
 static inline uint32_t t_init(llmdd_instance_t *inst, const char *listen, const llmdd_option_t *extra,
                               size_t n_extra) {
   llmdd_option_t opts[32];
   size_t n = 0;
-  opts[n++] = (llmdd_option_t){"llm.DeviceId", "0"};
+  static char dev[16];
+  t_last_device = t_dev_override >= 0 ? t_dev_override : (2 * t_proc_index + t_dev_inits++) % 16;
+  t_dev_override = -1;
+  snprintf(dev, sizeof dev, "%d", t_last_device);
+  opts[n++] = (llmdd_option_t){"llm.DeviceId", dev};
   opts[n++] = (llmdd_option_t){"llm.EnableCacheManager", "1"};
   if (listen) opts[n++] = (llmdd_option_t){"llm.ListenIpInfo", listen};
   const char *backend = getenv("LLMDD_TEST_BACKEND");
   if (backend && backend[0]) opts[n++] = (llmdd_option_t){"llmdd.Backend", backend};
   for (size_t i = 0; i < n_extra && n < 32; i++) opts[n++] = extra[i];
   return llmdd_init(inst, opts, n);
+}
+
+/* Two initialized instances in this process: a listening prompt (cluster 1)
+ * and a decoder (cluster 2) that is not. Returns the prompt's port. */
+static inline uint16_t t_local_pair(llmdd_instance_t **p, llmdd_instance_t **d) {
+  uint16_t port = t_free_port();
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, 1, p));
+  REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, 2, d));
+  REQUIRE_OK(t_init(*p, listen, NULL, 0));
+  REQUIRE_OK(t_init(*d, NULL, NULL, 0));
+  return port;
 }
 
 /* A cache description with the given dims. */

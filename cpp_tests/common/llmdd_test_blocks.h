@@ -23,7 +23,11 @@ static inline uint32_t t_blk_register(llmdd_instance_t *inst, t_blk *b, uint64_t
   int64_t dims[2] = {TB_BLOCKS, TB_BLOCK_BYTES};
   llmdd_cache_desc_t d = t_desc(LLMDD_PLACEMENT_DEVICE, LLMDD_DT_UINT8, 2, 2, dims);
   for (int t = 0; t < 2; t++) {
-    b->buf[t] = calloc(TB_BLOCKS, TB_BLOCK_BYTES);
+    /* 2 MB aligned, as HCCS needs for device memory not from aclrtMalloc. */
+    void *q = NULL;
+    if (posix_memalign(&q, 2u << 20, TB_BLOCKS * TB_BLOCK_BYTES) != 0) return LLMDD_OUT_OF_MEMORY;
+    memset(q, 0, TB_BLOCKS * TB_BLOCK_BYTES);
+    b->buf[t] = q;
     if (seed) t_fill(b->buf[t], TB_BLOCKS * TB_BLOCK_BYTES, seed, t, 0);
     b->addrs[t] = (uint64_t)(uintptr_t)b->buf[t];
   }
@@ -73,7 +77,7 @@ static inline uint32_t t_blk_pull_verify(llmdd_instance_t *inst, t_blk *dst, uin
 /* Links to one cluster at ip:port; stores the per-cluster status in *ret. */
 static inline uint32_t t_link1(llmdd_instance_t *inst, uint64_t remote, const char *ip,
                                uint16_t port, int32_t timeout_ms, uint32_t *ret) {
-  llmdd_ip_info_t r = {ip, port};
+  llmdd_ip_info_t r = llmdd_ip_info(ip, port);
   llmdd_cluster_info_t c = t_cluster(remote, &r);
   uint32_t dummy = 0xABCDu;
   return llmdd_link_clusters(inst, &c, 1, timeout_ms, ret ? ret : &dummy);
@@ -81,7 +85,7 @@ static inline uint32_t t_link1(llmdd_instance_t *inst, uint64_t remote, const ch
 
 static inline uint32_t t_unlink1(llmdd_instance_t *inst, uint64_t remote, const char *ip,
                                  uint16_t port, bool force, uint32_t *ret) {
-  llmdd_ip_info_t r = {ip, port};
+  llmdd_ip_info_t r = llmdd_ip_info(ip, port);
   llmdd_cluster_info_t c = t_cluster(remote, &r);
   if (force) {
     c.remote_ip_infos = NULL;

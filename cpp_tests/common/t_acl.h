@@ -26,6 +26,7 @@
 
 typedef struct {
   void *lib;
+  int (*set_device)(int32_t dev);
   int (*malloc_dev)(void **p, size_t size, int policy);
   int (*malloc_host)(void **p, size_t size);
   int (*free_dev)(void *p);
@@ -51,12 +52,25 @@ static inline void t_acl_load(void) {
       exit(2);                                                         \
     }                                                                  \
   } while (0)
+  T_SYM(set_device, "aclrtSetDevice");
   T_SYM(malloc_dev, "aclrtMalloc");
   T_SYM(malloc_host, "aclrtMallocHost");
   T_SYM(free_dev, "aclrtFree");
   T_SYM(free_host, "aclrtFreeHost");
   T_SYM(memcpy_, "aclrtMemcpy");
 #undef T_SYM
+}
+
+/* CHECKs that the simulator recorded no contract violation in this process
+ * (teardown-path violations, whose codes llmdd cannot report). */
+static inline void t_acl_check_violations(void) {
+  t_acl_load();
+  int (*f)(char *, size_t) = NULL;
+  *(void **)(&f) = dlsym(g_acl.lib, "sim_ascend_violations");
+  char last[512] = "";
+  int n = f ? f(last, sizeof last) : -1;
+  if (n != 0) fprintf(stderr, "[pid %d] simulator contract violations: %d (last: %s)\n", (int)getpid(), n, last);
+  CHECK(n == 0);
 }
 
 /* Unloads the simulator (balances t_acl_load; llmdd holds its own reference). */
@@ -74,9 +88,11 @@ typedef struct {
   uint64_t addrs[64];
 } t_dev;
 
-/* n tensors of T bytes from the runtime, zero-filled. */
+/* n tensors of T bytes from the runtime, zero-filled, on the device of the
+ * process's last t_init (ACL allocates on the calling thread's device). */
 static inline t_dev t_dev_new(uint32_t placement, uint32_t n, uint64_t T) {
   t_acl_load();
+  g_acl.set_device(t_last_device);
   t_dev d;
   memset(&d, 0, sizeof d);
   d.n = n;
@@ -98,6 +114,7 @@ static inline t_dev t_dev_new(uint32_t placement, uint32_t n, uint64_t T) {
 }
 
 static inline void t_dev_free(t_dev *d) {
+  g_acl.set_device(t_last_device);
   for (uint32_t t = 0; t < d->n; t++) {
     void *p = (void *)(uintptr_t)d->addrs[t];
     if (d->placement == LLMDD_PLACEMENT_DEVICE)
@@ -110,6 +127,7 @@ static inline void t_dev_free(t_dev *d) {
 
 /* Copies a host image (same n and T) into the tensors (aclrtMemcpy H2D). */
 static inline void t_dev_upload(const t_dev *d, const t_mem *img) {
+  g_acl.set_device(t_last_device);
   for (uint32_t t = 0; t < d->n; t++)
     g_acl.memcpy_((void *)(uintptr_t)d->addrs[t], d->T, img->p[t], d->T,
                   d->placement == LLMDD_PLACEMENT_DEVICE ? T_H2D : T_H2H);
@@ -117,6 +135,7 @@ static inline void t_dev_upload(const t_dev *d, const t_mem *img) {
 
 /* Copies the tensors into a host image (aclrtMemcpy D2H). */
 static inline void t_dev_download(const t_dev *d, t_mem *img) {
+  g_acl.set_device(t_last_device);
   for (uint32_t t = 0; t < d->n; t++)
     g_acl.memcpy_(img->p[t], d->T, (const void *)(uintptr_t)d->addrs[t], d->T,
                   d->placement == LLMDD_PLACEMENT_DEVICE ? T_D2H : T_H2H);

@@ -22,7 +22,9 @@ static inline t_mem t_mem_new(uint32_t n, uint64_t T) {
   m.T = T;
   for (uint32_t t = 0; t < n; t++) {
     void *q = NULL;
-    if (posix_memalign(&q, 4096, T ? T : 1) != 0) {
+    /* 2 MB aligned: on the acl re-runs this plain memory stands for device
+     * memory, and HCCS needs memory not from aclrtMalloc to start 2 MB aligned. */
+    if (posix_memalign(&q, 2u << 20, T ? T : 1) != 0) {
       perror("posix_memalign");
       exit(2);
     }
@@ -105,7 +107,7 @@ static inline uint32_t t_pairs(const llmdd_layer_range_t *lr, uint32_t ns, uint3
 }
 
 static inline llmdd_layer_range_t t_lr(int32_t sb, int32_t se, int32_t db, int32_t de, uint32_t n) {
-  llmdd_layer_range_t r = {sb, se, db, de, n};
+  llmdd_layer_range_t r = llmdd_layer_range(sb, se, db, de, n);
   return r;
 }
 
@@ -189,7 +191,7 @@ static inline void t_peer_stop(t_chan parent, pid_t pid) {
 }
 
 static inline uint32_t t_link(llmdd_instance_t *d, uint64_t cluster, uint16_t port) {
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(cluster, &ip);
   uint32_t ret = 99;
   uint32_t s = llmdd_link_clusters(d, &cl, 1, 5000, &ret);
@@ -197,7 +199,7 @@ static inline uint32_t t_link(llmdd_instance_t *d, uint64_t cluster, uint16_t po
 }
 
 static inline uint32_t t_unlink(llmdd_instance_t *d, uint64_t cluster, uint16_t port) {
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(cluster, &ip);
   uint32_t ret = 99;
   return llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret);

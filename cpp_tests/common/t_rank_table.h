@@ -6,10 +6,12 @@
 #include "llmdd_test.h"
 
 /* Writes a rank table with one server (host_ip 127.0.0.1) whose device r has
- * rank_id r, host_port ports[r] (the TCP control endpoint) and a distinct free
+ * rank_id r, device_id r at the simulated machine's NIC address of device r
+ * (192.0.2.(r+1); the member of rank r calls t_use_device(r) before t_init),
+ * host_port ports[r] (the TCP control endpoint) and a distinct free
  * device_port (the HCCL endpoint on the acl backend, where host_port is
- * required; the host backend ignores device_port when host_port is given).
- * Returns buf. */
+ * required; the host backend ignores device_ip and device_port when host_port
+ * is given). Returns buf. */
 static inline char *t_rank_table(char *buf, size_t cap, const uint16_t *ports, uint32_t n) {
   size_t off = (size_t)snprintf(buf, cap,
                                 "{\"version\":\"1.0\",\"server_count\":\"1\",\"status\":\"completed\","
@@ -17,9 +19,9 @@ static inline char *t_rank_table(char *buf, size_t cap, const uint16_t *ports, u
                                 "\"device\":[");
   for (uint32_t r = 0; r < n && off < cap; r++)
     off += (size_t)snprintf(buf + off, cap - off,
-                            "%s{\"device_id\":\"%u\",\"device_ip\":\"127.0.0.1\",\"rank_id\":\"%u\","
+                            "%s{\"device_id\":\"%u\",\"device_ip\":\"192.0.2.%u\",\"rank_id\":\"%u\","
                             "\"host_port\":\"%u\",\"device_port\":\"%u\"}",
-                            r ? "," : "", r, r, ports[r], t_free_port());
+                            r ? "," : "", r, r + 1, r, ports[r], t_free_port());
   if (off < cap) snprintf(buf + off, cap - off, "]}]}");
   return buf;
 }

@@ -106,6 +106,7 @@ class CacheKeyT(Structure):
         ("prefix_id", c_uint64),
         ("model_id", c_uint64),
         ("cache_id", c_int64),
+        ("reserved", c_uint8 * 16),
     ]
 
 
@@ -117,6 +118,7 @@ class CacheT(Structure):
         ("desc", CacheDescT),
         ("tensor_addrs", POINTER(c_uint64)),
         ("num_tensor_addrs", c_size_t),
+        ("reserved", c_uint8 * 32),
     ]
 
 
@@ -129,6 +131,7 @@ class LayerRangeT(Structure):
         ("dst_begin", c_int32),
         ("dst_end", c_int32),
         ("tensor_num_per_layer", c_uint32),
+        ("reserved", c_uint8 * 12),
     ]
 
 
@@ -145,13 +148,19 @@ class HostCacheT(Structure):
         ("desc", CacheDescT),
         ("tensor_addrs", POINTER(c_uint64)),
         ("num_tensor_addrs", c_size_t),
+        ("reserved", c_uint8 * 16),
     ]
 
 
 class MemInfoT(Structure):
     """``llmdd_mem_info_t``."""
 
-    _fields_ = [("mem_type", c_uint32), ("addr", c_uint64), ("size", c_uint64)]
+    _fields_ = [
+        ("mem_type", c_uint32),
+        ("addr", c_uint64),
+        ("size", c_uint64),
+        ("reserved", c_uint8 * 8),
+    ]
 
 
 class OptionT(Structure):
@@ -163,7 +172,7 @@ class OptionT(Structure):
 class IpInfoT(Structure):
     """``llmdd_ip_info_t``."""
 
-    _fields_ = [("ip", c_char_p), ("port", c_uint16)]
+    _fields_ = [("ip", c_char_p), ("port", c_uint16), ("reserved", c_uint8 * 16)]
 
 
 class ClusterInfoT(Structure):
@@ -176,6 +185,7 @@ class ClusterInfoT(Structure):
         ("num_local_ip_infos", c_size_t),
         ("remote_ip_infos", POINTER(IpInfoT)),
         ("num_remote_ip_infos", c_size_t),
+        ("reserved", c_uint8 * 32),
     ]
 
 

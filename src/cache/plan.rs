@@ -384,10 +384,18 @@ fn continues(a: &Segment, b: &Segment) -> bool {
     a.dst.checked_add(a.len) == Some(b.dst) && a.src.checked_add(a.len) == Some(b.src)
 }
 
-/// Appends `seg`, merging it into the last segment when it continues it.
+/// Appends `seg`, merging it into the last segment when it continues it and
+/// was pushed at or after index `run` (the start of the current tensor pair).
+/// Segments never span two tensors: on the acl backend each registered tensor
+/// is its own HCCL region, and a descriptor must lie inside one region on both
+/// sides, even where two tensors happen to be adjacent in memory.
 #[inline]
-fn push_merge(out: &mut Vec<Segment>, seg: Segment) {
+fn push_merge(out: &mut Vec<Segment>, run: usize, seg: Segment) {
     if seg.len == 0 {
+        return;
+    }
+    if out.len() <= run {
+        out.push(seg);
         return;
     }
     if let Some(last) = out.last_mut() {
@@ -587,9 +595,11 @@ pub fn pull_blocks_plan(
     for i in 0..t.m {
         let sb = tensor_base(remote, t.ts0 + i, s, "remote")?;
         let db = tensor_base(local, t.td0 + i, s, "local")?;
+        let run = out.len();
         for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
             push_merge(
                 &mut out,
+                run,
                 Segment {
                     dst: db + bd * s,
                     src: sb + bs * s,
@@ -665,11 +675,13 @@ pub fn pull_cache_to_blocks_plan(
         let slot = tensor_base(remote, t.ts0 + i, s_r, "remote")? + remote_slot * s_r;
         let db = tensor_base(local, t.td0 + i, s_l, "local")?;
         let mut off = 0u64;
+        let run = out.len();
         for &bd in dst_blocks {
             // off < s_r because j < ceil(s_r / s_l).
             let len = s_l.min(s_r - off);
             push_merge(
                 &mut out,
+                run,
                 Segment {
                     dst: db + bd * s_l,
                     src: slot + off,
@@ -776,9 +788,11 @@ pub fn push_blocks_plan(
         for t in 0..n {
             let sb = tensor_base(local, sl * n + t, s, "local")?;
             let db = tensor_base(remote, dl * n + t, s, "remote")?;
+            let run = segs.len();
             for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
                 push_merge(
                     &mut segs,
+                    run,
                     Segment {
                         dst: db + bd * s,
                         src: sb + bs * s,
@@ -1043,10 +1057,12 @@ pub fn async_layer_plan(
         let mut out = Vec::with_capacity(cap_hint(2, src_blocks.len()));
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let sb = tensor_base(local, 2 * layer + k as u32, s_l, "local")?;
+            let run = out.len();
             for (&bs, &bd) in src_blocks.iter().zip(dst_blocks) {
                 let dst = dst_addr(dbase, bd, s_l, s_l, k)?;
                 push_merge(
                     &mut out,
+                    run,
                     Segment {
                         dst,
                         src: sb + bs * s_l,
@@ -1089,11 +1105,13 @@ pub fn async_layer_plan(
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let slot = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
             let mut off = 0u64;
+            let run = out.len();
             for &bd in dst_blocks {
                 let len = b.min(s_l - off);
                 let dst = dst_addr(dbase, bd, b, len, k)?;
                 push_merge(
                     &mut out,
+                    run,
                     Segment {
                         dst,
                         src: slot + off,
@@ -1161,6 +1179,27 @@ mod tests {
 
     fn seg(dst: u64, src: u64, len: u64) -> Segment {
         Segment { dst, src, len }
+    }
+
+    /// Adjacent tensors (each its own HCCL region on the acl backend) are never
+    /// merged into one segment, while runs within a tensor still are.
+    #[test]
+    fn segments_never_span_two_tensors() {
+        // Two tensors of 4 blocks of 256 bytes, back to back on both sides.
+        let adj = |base: u64| view(CacheKind::Blocks, &[base, base + 1024], 1024, 4);
+        let (remote, local) = (adj(0x10_0000), adj(0x20_0000));
+        let all = [0, 1, 2, 3];
+        let p = pull_blocks_plan(&local, &remote, &all, &all, &LayerSel::default()).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                seg(0x20_0000, 0x10_0000, 1024),
+                seg(0x20_0400, 0x10_0400, 1024)
+            ]
+        );
+        let p = push_blocks_plan(&local, &remote, &all, &all, &LayerSel::default()).unwrap();
+        assert_eq!(p.len(), 1, "one layer");
+        assert_eq!(p[0].1.len(), 2, "one segment per tensor: {:?}", p[0].1);
     }
 
     #[track_caller]

@@ -15,6 +15,11 @@
 //! (source→destination; for pulls the remote cache is the source.) A refused
 //! combination is `FeatureNotEnabled`.
 //!
+//! Over HCCS (both ends on one server on A2, or one super pod on A3, without
+//! `HCCL_INTRA_ROCE_ENABLE=1`) HCCL exports no host memory, so a transfer
+//! whose remote cache is HOST is refused there too (`FeatureNotEnabled`); the
+//! reference stages such transfers through a device pool, llmdd does not.
+//!
 //! Registration: memory must be registered before the link that should reach
 //! it (HCCL exchanges the bound regions once, when the link is prepared).
 //! Registering a remote-accessible cache while links exist is refused
@@ -67,13 +72,15 @@ fn letter(p: Placement) -> &'static str {
     }
 }
 
-/// Checks the placement combination of a transfer on the acl backend.
+/// Checks the placement combination of a transfer on the acl backend; `hccs`:
+/// the link runs over HCCS, which reaches no remote host memory.
 pub fn check_placement(
     op: Op,
     local: Placement,
     local_view: &CacheView,
     remote: Placement,
     remote_view: &CacheView,
+    hccs: bool,
 ) -> Result<()> {
     let (src, dst) = if op.is_pull() {
         (remote, local)
@@ -86,6 +93,14 @@ pub fn check_placement(
         letter(src),
         letter(dst)
     );
+    if hccs && remote == Placement::Host && local == Placement::Device {
+        bail!(
+            FeatureNotEnabled,
+            "{what} is not supported on this link: it runs over HCCS (both ends on one server or super pod), \
+             where HCCL does not expose the peer's HOST memory; use DEVICE memory on the remote side, \
+             or set HCCL_INTRA_ROCE_ENABLE=1 on both ends to use RDMA within the server"
+        );
+    }
     match (src, dst) {
         (Placement::Host, Placement::Host) => bail!(
             FeatureNotEnabled,
@@ -157,7 +172,8 @@ mod tests {
         let b = view(CacheKind::Batch, 4, 4096);
         let b2 = view(CacheKind::Batch, 2, 4096);
         let k = view(CacheKind::Blocks, 8, 8192);
-        let ok = |op, l, lv: &CacheView, r, rv: &CacheView| check_placement(op, l, lv, r, rv);
+        let ok =
+            |op, l, lv: &CacheView, r, rv: &CacheView| check_placement(op, l, lv, r, rv, false);
         // D→D and D→H always work.
         for op in [
             Op::PullCache,
@@ -188,5 +204,22 @@ mod tests {
         assert!(ok(Op::PushCache, Host, &b, Device, &b2).is_ok());
         let e = ok(Op::PushBlocks, Host, &k, Device, &k).unwrap_err();
         assert_eq!(e.status, Status::FeatureNotEnabled);
+        // Over HCCS no remote HOST memory: H→D pulls and D→H pushes are refused.
+        let hccs =
+            |op, l, lv: &CacheView, r, rv: &CacheView| check_placement(op, l, lv, r, rv, true);
+        for (op, lv, rv) in [
+            (Op::PullBlocks, &k, &k),
+            (Op::PullCache, &b, &b),
+            (Op::PushBlocks, &k, &k),
+        ] {
+            let e = hccs(op, Device, lv, Host, rv).unwrap_err();
+            assert_eq!(e.status, Status::FeatureNotEnabled, "{op:?}");
+            assert!(e.message.contains("HCCL_INTRA_ROCE_ENABLE"), "{e}");
+        }
+        assert!(hccs(Op::PullBlocks, Device, &k, Device, &k).is_ok());
+        assert!(
+            hccs(Op::PushCache, Host, &b, Device, &b).is_ok(),
+            "local HOST is fine"
+        );
     }
 }

@@ -329,9 +329,9 @@ impl Session {
         local_view: &CacheView,
         remote: &Remote,
     ) -> Result<()> {
-        if link.hccl().is_none() {
+        let Some(h) = link.hccl() else {
             return Ok(());
-        }
+        };
         acl_rules::check_bound(local, link)?;
         acl_rules::check_placement(
             op,
@@ -339,6 +339,7 @@ impl Session {
             local_view,
             remote.placement,
             &remote.view,
+            h.topology().hccs,
         )
     }
 

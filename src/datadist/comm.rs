@@ -356,12 +356,21 @@ impl Comm {
                 if l.hccl().is_some() {
                     continue;
                 }
-                let rank = self.peer(cluster).map_or(0, |m| m.rank_id);
+                let peer = self.peer(cluster);
+                let rank = peer.map_or(0, |m| m.rank_id);
+                let topology = match (
+                    &self.spec.local_member().device,
+                    peer.and_then(|m| m.device.as_ref()),
+                ) {
+                    (Some(a), Some(b)) => crate::datadist::acl_link::topology(a, b),
+                    _ => Default::default(),
+                };
                 l.set_hccl(Arc::new(HcclLink::shared(
                     acl.context().clone(),
                     comm.clone(),
                     rank,
                     cluster,
+                    topology,
                 )));
             }
         }
@@ -580,12 +589,12 @@ impl Session {
         };
         let me = c.spec.local_member().rank_id;
         let name = c.spec.hccl_name();
-        acl.context().bind_thread()?;
         let comm = HcclComm::create(
-            acl.runtime().clone(),
+            acl.context(),
             &c.spec.rank_table,
             me,
             &acl.comm_config(name.clone()),
+            deadline,
         )
         .map_err(|e| {
             err!(

@@ -75,6 +75,8 @@ pub struct Config {
     pub peer_pool_max: u64,
     /// Connection limits and timeouts (`llmdd.MaxConnsPerLink`, …).
     pub net: NetLimits,
+    /// Options of the acl backend only.
+    pub acl: AclOptions,
 }
 
 /// What one peer may cost this instance on the network, and how long a stalled
@@ -144,6 +146,46 @@ impl NetLimits {
     }
 }
 
+/// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
+/// docs/options.md, docs/ascend.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclOptions {
+    /// hccn.conf to read device NIC addresses from; `None`: `LLMDD_HCCN_CONF`,
+    /// else `/etc/hccn.conf` (then `hccn_tool` as a fallback).
+    pub hccn_conf: Option<String>,
+    /// How long the listening side of a link waits in `HcclCommPrepare`
+    /// (the dialing side waits for what is left of its link timeout).
+    pub prepare_timeout: Duration,
+}
+
+/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
+/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
+pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl AclOptions {
+    fn parse(opts: &Options) -> Result<AclOptions> {
+        let hccn_conf = match opts.get("llmdd.HccnConf") {
+            Some(v) if v.trim().is_empty() => {
+                bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
+            }
+            v => v.cloned(),
+        };
+        let prepare_timeout = match opts.get("llmdd.HcclPrepareTimeout") {
+            Some(v) => Duration::from_millis(parse_ranged(
+                "llmdd.HcclPrepareTimeout",
+                v,
+                1_000,
+                3_600_000,
+            )?),
+            None => DEFAULT_HCCL_PREPARE_TIMEOUT,
+        };
+        Ok(AclOptions {
+            hccn_conf,
+            prepare_timeout,
+        })
+    }
+}
+
 /// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
 /// limit and typical device pools; a larger announcement is not mapped).
 pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
@@ -199,6 +241,8 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.MaxConnsPerPeer",
     "llmdd.IoTimeoutMs",
     "llmdd.DeadPeerTimeoutMs",
+    "llmdd.HccnConf",
+    "llmdd.HcclPrepareTimeout",
 ];
 
 /// Option map with duplicate detection.
@@ -620,6 +664,7 @@ impl Config {
             link_key,
             peer_pool_max,
             net: NetLimits::parse(opts)?,
+            acl: AclOptions::parse(opts)?,
         })
     }
 
@@ -703,6 +748,28 @@ mod tests {
         let mut p = base();
         p.extend_from_slice(extra);
         Config::parse(&opts(&p))
+    }
+
+    #[test]
+    fn acl_options() {
+        let c = parse_with(&[]).unwrap();
+        assert_eq!(c.acl.hccn_conf, None);
+        assert_eq!(c.acl.prepare_timeout, DEFAULT_HCCL_PREPARE_TIMEOUT);
+        let c = parse_with(&[
+            ("llmdd.HccnConf", "/tmp/hccn.conf"),
+            ("llmdd.HcclPrepareTimeout", "5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.acl.hccn_conf.as_deref(), Some("/tmp/hccn.conf"));
+        assert_eq!(c.acl.prepare_timeout, Duration::from_secs(5));
+        for bad in [
+            ("llmdd.HcclPrepareTimeout", "999"),
+            ("llmdd.HcclPrepareTimeout", "x"),
+            ("llmdd.HccnConf", " "),
+        ] {
+            let e = parse_with(&[bad]).unwrap_err();
+            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
+        }
     }
 
     #[test]

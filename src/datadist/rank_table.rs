@@ -323,6 +323,7 @@ impl RankTable {
             device_id,
             device_ip: ip.clone(),
             device_port: port as u16,
+            ..DeviceEndpoint::default()
         })
     }
 }

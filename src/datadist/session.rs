@@ -509,9 +509,9 @@ impl Session {
                     client_cluster: self.cluster_id,
                     token,
                 };
-                let h = Arc::new(acl_link::create(acl, end, theirs, false, ids)?);
+                let h = Arc::new(acl_link::create(acl, end, theirs, false, ids, deadline)?);
                 link.set_hccl(h.clone());
-                acl_link::prepare(&h, deadline.saturating_duration_since(Instant::now()))?;
+                acl_link::prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
             }
             // The control connection carries no transfer (link.rs); the
             // request connections (striping) open now so transfers never pay
@@ -972,7 +972,10 @@ impl Session {
                 client_cluster: cluster_id,
                 token,
             };
-            link.set_hccl(Arc::new(acl_link::create(acl, end, theirs, true, ids)?));
+            let setup = Instant::now() + acl.prepare_timeout();
+            link.set_hccl(Arc::new(acl_link::create(
+                acl, end, theirs, true, ids, setup,
+            )?));
         }
         let installed = match &comm {
             Some(c) => self.comm_adopt(c, &link, false),
@@ -996,10 +999,11 @@ impl Session {
             link.teardown(Duration::ZERO);
             return Err(e);
         }
-        if let Some(h) = link.hccl() {
-            // Bounded by the handshake timeout: the client prepares within its
-            // link timeout or gives up (then this fails and the link is dropped).
-            if let Err(e) = acl_link::prepare(h, HANDSHAKE_TIMEOUT) {
+        if let (Some(h), Some(acl)) = (link.hccl(), self.acl()) {
+            // Bounded by llmdd.HcclPrepareTimeout (HCCL's connect timeout, 120 s
+            // by default): the client prepares within its link timeout or gives
+            // up (then this fails and the link is dropped).
+            if let Err(e) = acl_link::prepare(acl, h, acl.prepare_timeout()) {
                 self.remove_exact(&link);
                 link.teardown(Duration::ZERO);
                 return Err(e);

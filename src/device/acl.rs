@@ -1,5 +1,7 @@
-//! Safe wrapper over the dlopen'd ACL runtime: device selection, device/host
-//! allocation, synchronous copies, and streams with timed synchronisation.
+//! Safe wrapper over the dlopen'd ACL runtime: device selection and identity
+//! (physical id, SoC, super-pod ids), device/host allocation, synchronous
+//! copies, and streams with timed synchronisation that are aborted, never
+//! destroyed, while tasks may still be queued.
 //!
 //! Addresses are `u64` (device virtual addresses are not Rust pointers). ACL binds the
 //! current device per thread, so every call first makes sure the calling thread has
@@ -9,6 +11,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +62,7 @@ impl MemcpyKind {
 pub struct AclContext {
     rt: Arc<AscendRuntime>,
     device_id: i32,
+    physical_id: Option<u32>,
 }
 
 impl AclContext {
@@ -85,12 +89,70 @@ impl AclContext {
             // keeps `id` naming this library for the rest of the process.
             runtime.keep_loaded();
         }
-        let ctx = AclContext {
+        let mut ctx = AclContext {
             rt: runtime,
             device_id,
+            physical_id: None,
         };
         ctx.bind_thread()?;
+        ctx.physical_id = ctx.query_physical_id()?;
         Ok(ctx)
+    }
+
+    /// The physical id of this logical device (`aclrtGetPhyDevIdByLogicDevId`).
+    /// On a runtime without that call the logical id is the physical one unless
+    /// `ASCEND_RT_VISIBLE_DEVICES` remaps devices: then `None` (unknown).
+    fn query_physical_id(&self) -> Result<Option<u32>> {
+        let Some(f) = self.rt.acl.aclrtGetPhyDevIdByLogicDevId else {
+            let remapped =
+                std::env::var_os("ASCEND_RT_VISIBLE_DEVICES").is_some_and(|v| !v.is_empty());
+            return Ok((!remapped).then_some(self.device_id as u32));
+        };
+        let mut phy: i32 = -1;
+        // SAFETY: `phy` is a valid out-pointer.
+        let code = unsafe { f(self.device_id, &mut phy) };
+        self.rt.check_acl(
+            code,
+            format_args!("aclrtGetPhyDevIdByLogicDevId({})", self.device_id),
+        )?;
+        u32::try_from(phy).map(Some).map_err(|_| {
+            Error::new(
+                Status::Failed,
+                format!(
+                    "aclrtGetPhyDevIdByLogicDevId({}) returned {phy}",
+                    self.device_id
+                ),
+            )
+        })
+    }
+
+    /// Physical id of the device (what a rank table's `device_id` names); `None`
+    /// when the runtime cannot say (see [`AclContext::open`]).
+    pub fn physical_id(&self) -> Option<u32> {
+        self.physical_id
+    }
+
+    /// The SoC name (`aclrtGetSocName`), e.g. "Ascend910B3" (A2) or
+    /// "Ascend910_9391" (A3), if the runtime reports one.
+    pub fn soc_name(&self) -> Option<String> {
+        let f = self.rt.acl.aclrtGetSocName?;
+        // SAFETY: no arguments; returns NULL or a static C string.
+        let p = unsafe { f() };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated.
+        let s = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy();
+        (!s.is_empty()).then(|| s.into_owned())
+    }
+
+    /// A device attribute (`aclrtGetDeviceInfo`); `None` when unsupported.
+    pub fn device_info(&self, attr: b::aclrtDevAttr) -> Option<i64> {
+        let f = self.rt.acl.aclrtGetDeviceInfo?;
+        let mut v: i64 = 0;
+        // SAFETY: `v` is a valid out-pointer.
+        let code = unsafe { f(self.device_id as u32, attr, &mut v) };
+        (code == b::ACL_SUCCESS).then_some(v)
     }
 
     /// The runtime this context uses.
@@ -218,6 +280,7 @@ impl AclContext {
         Ok(Stream {
             rt: Arc::clone(&self.rt),
             raw,
+            state: AtomicU8::new(CLEAN),
         })
     }
 
@@ -234,11 +297,22 @@ impl AclContext {
     }
 }
 
-/// An ACL stream: an ordered queue of asynchronous operations. Destroyed on drop.
+/// Stream state: no task left behind.
+const CLEAN: u8 = 0;
+/// A synchronize failed and `aclrtStreamAbort` dropped what was left.
+const ABORTED: u8 = 1;
+/// A synchronize failed and the stream could not be aborted: tasks may remain.
+const STUCK: u8 = 2;
+
+/// An ACL stream: an ordered queue of asynchronous operations. Destroyed on
+/// drop: with `aclrtDestroyStream` when no task can be left on it, else with
+/// `aclrtDestroyStreamForce` (ACL forbids destroying a stream with unfinished
+/// tasks); without either call a stuck stream is leaked rather than destroyed.
 #[derive(Debug)]
 pub struct Stream {
     rt: Arc<AscendRuntime>,
     raw: b::aclrtStream,
+    state: AtomicU8,
 }
 
 // SAFETY: an aclrtStream handle may be used from any thread; ACL serialises submissions
@@ -290,9 +364,45 @@ impl Stream {
 
     /// Waits until everything queued so far has finished, at most `timeout`.
     /// Errors: `Timeout` when the stream does not drain in time; the mapped status of
-    /// a failed operation otherwise. Uses `aclrtSynchronizeStreamWithTimeout`, or plain
-    /// `aclrtSynchronizeStream` (no timeout) on releases without it.
+    /// a failed operation otherwise. After a failure the stream is aborted
+    /// (`aclrtStreamAbort`: the device drops what is still queued, so it no longer
+    /// touches the memory involved) and must not be reused. Uses
+    /// `aclrtSynchronizeStreamWithTimeout`, or plain `aclrtSynchronizeStream` (no
+    /// timeout) on releases without it.
     pub fn synchronize(&self, timeout: Duration) -> Result<()> {
+        let r = self.synchronize_once(timeout);
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+
+    /// True once a synchronize failed: the stream must not be reused.
+    pub fn is_aborted(&self) -> bool {
+        self.state.load(Ordering::Acquire) != CLEAN
+    }
+
+    /// Drops whatever is still queued (`aclrtStreamAbort`); without that call
+    /// (or if it fails) the stream is marked stuck, for [`Drop`].
+    fn abort(&self) {
+        let state = match self.rt.acl.aclrtStreamAbort {
+            // SAFETY: `raw` is a live stream.
+            Some(f) => match self
+                .rt
+                .check_acl(unsafe { f(self.raw) }, "aclrtStreamAbort")
+            {
+                Ok(()) => ABORTED,
+                Err(e) => {
+                    crate::log_warn!("{}", e.message);
+                    STUCK
+                }
+            },
+            None => STUCK,
+        };
+        self.state.store(state, Ordering::Release);
+    }
+
+    fn synchronize_once(&self, timeout: Duration) -> Result<()> {
         // 0 would mean "do not wait" or "wait forever" depending on the release.
         let ms = i32::try_from(timeout.as_millis())
             .unwrap_or(i32::MAX)
@@ -314,9 +424,27 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if let Some(f) = self.rt.acl.aclrtDestroyStream {
-            // SAFETY: `raw` is a live stream, destroyed exactly once.
-            let _ = unsafe { f(self.raw) };
+        let acl = &self.rt.acl;
+        let (f, what) = if self.state.load(Ordering::Acquire) == STUCK {
+            match acl.aclrtDestroyStreamForce {
+                Some(f) => (f, "aclrtDestroyStreamForce"),
+                None => {
+                    crate::log_warn!(
+                        "leaking a stream with unfinished tasks: the runtime has neither aclrtStreamAbort nor aclrtDestroyStreamForce"
+                    );
+                    return;
+                }
+            }
+        } else {
+            match acl.aclrtDestroyStream {
+                Some(f) => (f, "aclrtDestroyStream"),
+                None => return,
+            }
+        };
+        // SAFETY: `raw` is a live stream, destroyed exactly once.
+        let code = unsafe { f(self.raw) };
+        if let Err(e) = self.rt.check_acl(code, what) {
+            crate::log_warn!("{}", e.message);
         }
     }
 }

@@ -17,8 +17,10 @@ use crate::cache::registry::CacheRecord;
 use crate::cache::types::{Placement, Segment};
 use crate::datadist::options::{Config, PoolConfig};
 use crate::device::acl::{AclContext, MemcpyKind, Stream};
-use crate::device::endpoint::LocalDevice;
+use crate::device::endpoint::{is_a3_soc, DeviceIdentity, LocalDevice};
+use crate::device::nic::{self, HCCN_CONF, HCCN_CONF_ENV};
 use crate::status::{Error, Result, Status};
+use crate::sys::ascend_bindings as b;
 use crate::sys::loader::AscendRuntime;
 use crate::transport::hccl::{CommConfig, GlobalMem};
 
@@ -34,6 +36,14 @@ pub const REQUIRED_ACL: &[&str] = &[
     "aclrtCreateStream",
     "aclrtDestroyStream",
 ];
+
+/// Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
+/// copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
+pub const D2D_ASYNC_ALIGN: u64 = 64;
+
+/// Alignment HCCS needs for the start of a device region not allocated by
+/// `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
+pub const HCCS_REGION_ALIGN: u64 = 2 << 20;
 
 /// HCCL symbols the backend calls.
 pub const REQUIRED_HCCL: &[&str] = &[
@@ -62,8 +72,10 @@ pub fn memcpy_kind(src: Placement, dst: Placement) -> MemcpyKind {
 pub struct AclBackend {
     ctx: Arc<AclContext>,
     local: LocalDevice,
+    identity: DeviceIdentity,
     rdma_traffic_class: u32,
     rdma_service_level: u32,
+    prepare_timeout: Duration,
     /// HCCL registrations of registered caches, by cache id (one per tensor).
     caches: Mutex<HashMap<i64, Vec<Arc<GlobalMem>>>>,
     /// HCCL registrations of the memory pools.
@@ -84,14 +96,15 @@ impl std::fmt::Debug for AclBackend {
 
 impl AclBackend {
     /// Loads the runtime (`llmdd.AscendLibDir`, else `LLMDD_ASCEND_LIB_DIR`, else
-    /// the default search), checks every symbol the backend needs, initialises
-    /// ACL and selects `llm.DeviceId`.
+    /// the default search) and checks every symbol the backend needs, and that
+    /// the HCCL ones are not CANN 9.0 compatibility stubs.
     /// Errors: `FeatureNotEnabled` naming the libraries / symbols that are
-    /// missing; the mapped ACL status when the device cannot be opened.
+    /// missing or stubbed.
     pub fn bring_up(config: &Config) -> Result<Arc<AscendRuntime>> {
         let dir = config.ascend_lib_dir.as_deref().map(Path::new);
         let rt = Arc::new(AscendRuntime::load(dir)?);
         rt.require(REQUIRED_ACL, REQUIRED_HCCL)?;
+        rt.check_not_stubs(REQUIRED_HCCL)?;
         if rt.acl.aclrtSynchronizeStreamWithTimeout.is_none()
             && rt.acl.aclrtSynchronizeStream.is_none()
         {
@@ -106,20 +119,102 @@ impl AclBackend {
         Ok(rt)
     }
 
-    /// Opens `config.device_id` on a loaded runtime; `local` holds the device
-    /// endpoint hints of `llm.LocalCommRes` ([`LocalDevice::parse`]).
+    /// Opens `config.device_id` on a loaded runtime (initialising ACL) and reads
+    /// the device's identity: physical id, SoC, A3 super-pod ids, NIC address.
+    /// `local` holds the device endpoint hints of `llm.LocalCommRes`
+    /// ([`LocalDevice::parse`]); a `device_id` there must be the physical id.
+    /// Errors: the mapped ACL status when the device cannot be opened;
+    /// `ParamInvalid` for a `llm.LocalCommRes` that names another device.
     pub fn open(rt: Arc<AscendRuntime>, local: LocalDevice, config: &Config) -> Result<AclBackend> {
         let ctx = Arc::new(AclContext::open(rt, config.device_id)?);
+        let identity = Self::identity(&ctx, config);
+        local.check(&identity)?;
         Ok(AclBackend {
             ctx,
             local,
+            identity,
             rdma_traffic_class: config.rdma_traffic_class,
             rdma_service_level: config.rdma_service_level,
+            prepare_timeout: config.acl.prepare_timeout,
             caches: Mutex::new(HashMap::new()),
             pools: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
             comm_seq: AtomicU64::new(1),
         })
+    }
+
+    /// What the runtime and the host say about `ctx`'s device.
+    fn identity(ctx: &AclContext, config: &Config) -> DeviceIdentity {
+        let soc = ctx.soc_name();
+        let a3 = soc.as_deref().is_some_and(is_a3_soc);
+        let super_device_id = a3
+            .then(|| ctx.device_info(b::aclrtDevAttr_ACL_DEV_ATTR_SUPER_POD_DEVICE_ID))
+            .flatten()
+            .and_then(|v| u32::try_from(v).ok());
+        let super_pod_id = a3
+            .then(|| ctx.device_info(b::aclrtDevAttr_ACL_DEV_ATTR_SUPER_POD_ID))
+            .flatten()
+            .map(|v| v.to_string());
+        let (conf, explicit) = match (&config.acl.hccn_conf, std::env::var_os(HCCN_CONF_ENV)) {
+            (Some(p), _) => (p.into(), true),
+            (None, Some(p)) if !p.is_empty() => (p.into(), true),
+            _ => (std::path::PathBuf::from(HCCN_CONF), false),
+        };
+        let nic = match ctx.physical_id() {
+            Some(phy) => nic::nic_ip(phy, &conf, explicit),
+            None => Err("the physical device id is unknown".to_string()),
+        };
+        DeviceIdentity {
+            logical_id: ctx.device_id().max(0) as u32,
+            physical_id: ctx.physical_id(),
+            soc,
+            super_device_id,
+            super_pod_id,
+            nic,
+        }
+    }
+
+    /// One line for logs and the bring-up check: libraries, versions, device.
+    pub fn report(&self) -> String {
+        let rt = self.runtime();
+        let versions: Vec<String> = ["cann", "runtime", "hcomm"]
+            .iter()
+            .filter_map(|p| rt.version(p).map(|v| format!("{p} {v}")))
+            .collect();
+        let id = &self.identity;
+        let phy = id
+            .physical_id
+            .map_or("unknown".to_string(), |p| p.to_string());
+        let nic = match &id.nic {
+            Ok((ip, src)) => format!("{ip} (from {src})"),
+            Err(why) => format!("none ({why})"),
+        };
+        let mut line = format!(
+            "{}; versions: {}; device {} -> physical {phy}; SoC {}; NIC {nic}",
+            rt.describe(),
+            if versions.is_empty() {
+                "unknown".to_string()
+            } else {
+                versions.join(", ")
+            },
+            id.logical_id,
+            id.soc.as_deref().unwrap_or("unknown"),
+        );
+        if let (Some(d), Some(p)) = (id.super_device_id, &id.super_pod_id) {
+            line.push_str(&format!("; super_device_id {d}, super_pod_id {p}"));
+        }
+        line
+    }
+
+    /// The device's identity (physical id, SoC, super-pod ids, NIC address).
+    pub fn identity_info(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    /// How long the listening side of a link waits in `HcclCommPrepare`
+    /// (`llmdd.HcclPrepareTimeout`).
+    pub fn prepare_timeout(&self) -> Duration {
+        self.prepare_timeout
     }
 
     /// The device context.
@@ -163,9 +258,8 @@ impl AclBackend {
             cfg.memory_size,
             cfg.page_shift,
         )?);
-        self.ctx.bind_thread()?;
-        let mem = GlobalMem::register(self.runtime(), pool.base(), pool.size(), placement)?;
-        self.lock_pools().push(Arc::new(mem));
+        let mem = GlobalMem::register(&self.ctx, pool.base(), pool.size(), placement)?;
+        self.lock_pools().push(mem);
         Ok(pool)
     }
 
@@ -176,15 +270,16 @@ impl AclBackend {
         if rec.is_allocated() {
             return Ok(());
         }
-        self.ctx.bind_thread()?;
         let mut regs = Vec::with_capacity(rec.addrs.len());
         for &a in rec.addrs.iter() {
-            regs.push(Arc::new(GlobalMem::register(
-                self.runtime(),
+            // An identical range (the same memory registered again, or two
+            // tensors at one address) shares its registration.
+            regs.push(GlobalMem::register(
+                &self.ctx,
                 a,
                 rec.tensor_bytes,
                 rec.desc.placement,
-            )?));
+            )?);
         }
         self.lock_caches().insert(rec.id, regs);
         Ok(())
@@ -207,16 +302,36 @@ impl AclBackend {
         }
     }
 
-    /// Every registered region (pools first, then caches by id), for binding
-    /// to a new link's communicator.
+    /// Every registered region once (pools first, then caches by id), for
+    /// binding to a new link's communicator.
     pub fn regions(&self) -> Vec<Arc<GlobalMem>> {
         let mut out: Vec<Arc<GlobalMem>> = self.lock_pools().clone();
         let caches = self.lock_caches();
         let mut ids: Vec<&i64> = caches.keys().collect();
         ids.sort_unstable();
         for id in ids {
-            out.extend(caches[id].iter().cloned());
+            for r in &caches[id] {
+                if !out.iter().any(|o| Arc::ptr_eq(o, r)) {
+                    out.push(r.clone());
+                }
+            }
         }
+        out
+    }
+
+    /// Device regions that HCCS may refuse: registered caches (not pools, which
+    /// come from `aclrtMalloc`) whose start is not 2 MB aligned. Named in the
+    /// warning and in the message of a failed intra-server link.
+    pub fn hccs_misaligned(&self) -> Vec<(u64, u64)> {
+        let caches = self.lock_caches();
+        let mut out: Vec<(u64, u64)> = caches
+            .values()
+            .flatten()
+            .filter(|r| r.placement() == Placement::Device && r.addr() % HCCS_REGION_ALIGN != 0)
+            .map(|r| (r.addr(), r.len()))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -236,7 +351,9 @@ impl AclBackend {
     /// with `aclrtMemcpyAsync` on a pooled stream, waiting at most `timeout`.
     /// `pageable`: one side is host memory that may not be pinned (an unregistered
     /// host description); ACL copies such memory only synchronously, so each
-    /// segment goes through `aclrtMemcpy` instead.
+    /// segment goes through `aclrtMemcpy` instead. A device-to-device segment
+    /// whose addresses are not both 64-byte aligned (what `aclrtMemcpyAsync`
+    /// needs) is copied with `aclrtMemcpy` too, after the queued ones.
     /// Errors: `Timeout` when the stream does not drain in time; the mapped ACL
     /// status otherwise.
     pub fn copy(
@@ -262,15 +379,32 @@ impl AclBackend {
             Some(s) => s,
             None => self.ctx.create_stream()?,
         };
+        let aligned = |s: &Segment| {
+            kind != MemcpyKind::DeviceToDevice || (s.dst | s.src) % D2D_ASYNC_ALIGN == 0
+        };
+        // In plan order: a misaligned segment first drains what is queued, so
+        // copies that depend on each other (copy_blocks chains) keep their order.
         let mut queued = Ok(());
+        let mut synced = Ok(());
         for s in segs {
-            queued = stream.memcpy_async(s.dst, s.src, s.len as usize, kind);
-            if queued.is_err() {
+            if aligned(s) {
+                queued = stream.memcpy_async(s.dst, s.src, s.len as usize, kind);
+            } else {
+                synced = stream.synchronize(timeout);
+                if synced.is_ok() {
+                    synced = self.ctx.memcpy_sync(s.dst, s.src, s.len as usize, kind);
+                }
+            }
+            if queued.is_err() || synced.is_err() {
                 break;
             }
         }
         // Drain what was queued even after a failed submission.
-        let synced = stream.synchronize(timeout);
+        if synced.is_ok() {
+            synced = stream.synchronize(timeout);
+        } else {
+            let _ = stream.synchronize(timeout);
+        }
         match (queued, synced) {
             (Ok(()), Ok(())) => {
                 self.streams

@@ -1,21 +1,25 @@
 //! Device endpoints of the acl backend: where a peer's HCCL communicator reaches
 //! this instance's device, and the two-rank table built from both ends.
 //!
-//! Derivation (docs/ascend.md, "Device endpoint"):
-//! - `llm.LocalCommRes` (version 1.0 / 1.2) names this instance's device:
-//!   `server_list[0].server_id` and `server_list[0].device[0].{device_id,
-//!   device_ip, device_port}`; every field present there is used as is.
-//! - Missing fields are derived per link: `server_id` and `device_ip` = the local
-//!   IP of the link (the client's `local_ip_infos[0]`, the server's listen IP, or
-//!   else the local address of the control connection); `device_id` =
-//!   `llm.DeviceId`; `device_port` = a free TCP port reserved on that IP for the
-//!   lifetime of the link setup ([`PortReservation`]).
+//! Derivation (docs/ascend.md, "Device endpoint"): every field that
+//! `llm.LocalCommRes` (version 1.0 / 1.2) gives is used as is; the others come
+//! from the device itself ([`DeviceIdentity`]):
+//! - `device_id`: the **physical** id of `llm.DeviceId`
+//!   (`aclrtGetPhyDevIdByLogicDevId`; they differ under `ASCEND_RT_VISIBLE_DEVICES`);
+//! - `device_ip`: the device NIC's address (`/etc/hccn.conf`, else `hccn_tool`),
+//!   never the host's IP; without one the link is refused;
+//! - `device_port`: none, so HCCL uses its one default listener per device NIC
+//!   (a port per link would open a new NIC listener and register every bound
+//!   region again each time);
+//! - `server_id`: the local IP of the link;
+//! - on A3 (Ascend910_93xx): `super_device_id` and `super_pod_id`
+//!   (`aclrtGetDeviceInfo`), which make the table version "1.2".
 
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use crate::device::nic::NicSource;
 use crate::status::Result;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err};
@@ -31,6 +35,46 @@ pub struct LocalDevice {
     pub device_ip: Option<String>,
     /// `server_list[0].device[0].device_port`.
     pub device_port: Option<u16>,
+    /// `server_list[0].device[0].super_device_id` (1.2).
+    pub super_device_id: Option<u32>,
+    /// `super_pod_list[0].super_pod_id` (1.2).
+    pub super_pod_id: Option<String>,
+}
+
+/// What the runtime says about this instance's device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// `llm.DeviceId`.
+    pub logical_id: u32,
+    /// Its physical id, when the runtime can tell.
+    pub physical_id: Option<u32>,
+    /// `aclrtGetSocName`.
+    pub soc: Option<String>,
+    /// A3 only: `ACL_DEV_ATTR_SUPER_POD_DEVICE_ID`.
+    pub super_device_id: Option<u32>,
+    /// A3 only: `ACL_DEV_ATTR_SUPER_POD_ID`.
+    pub super_pod_id: Option<String>,
+    /// The NIC address and where it came from, or why none was found.
+    pub nic: std::result::Result<(IpAddr, NicSource), String>,
+}
+
+impl Default for DeviceIdentity {
+    fn default() -> Self {
+        DeviceIdentity {
+            logical_id: 0,
+            physical_id: None,
+            soc: None,
+            super_device_id: None,
+            super_pod_id: None,
+            nic: Err("not looked up".to_string()),
+        }
+    }
+}
+
+/// True for an A3 SoC (Ascend910_93xx: 9391, 9381, 9392, 9382, 9372, 9362),
+/// whose rank tables need version 1.2 with super-pod fields.
+pub fn is_a3_soc(soc: &str) -> bool {
+    soc.starts_with("Ascend910_93")
 }
 
 /// A rank-table value: a string (the documented form) or a bare number.
@@ -103,181 +147,124 @@ impl LocalDevice {
         if device_port == Some(0) {
             bail!(ParamInvalid, "llm.LocalCommRes: device_port must be > 0");
         }
+        let super_pod_id = match v
+            .get("super_pod_list")
+            .and_then(|p| p.as_array())
+            .and_then(|a| a.first())
+        {
+            Some(pod) => field::<String>(pod, "super_pod_id")?,
+            None => None,
+        };
         Ok(LocalDevice {
             server_id,
             device_id: field::<u32>(device, "device_id")?,
             device_ip,
             device_port,
+            super_device_id: field::<u32>(device, "super_device_id")?,
+            super_pod_id,
         })
     }
 
-    /// This instance's endpoint for one link whose local IP is `local_ip`,
-    /// reserving a port when `llm.LocalCommRes` names none.
-    pub fn endpoint(
-        &self,
-        device_id: i32,
-        local_ip: IpAddr,
-    ) -> Result<(DeviceEndpoint, Option<PortReservation>)> {
-        let device_ip = self
-            .device_ip
-            .clone()
-            .unwrap_or_else(|| local_ip.to_string());
-        let (device_port, reservation) = match self.device_port {
-            Some(p) => (p, None),
-            None => {
-                let ip: IpAddr = device_ip.parse().unwrap_or(local_ip);
-                let r = PortReservation::new(ip)?;
-                (r.port(), Some(r))
-            }
-        };
-        Ok((
-            DeviceEndpoint {
-                server_id: self
-                    .server_id
-                    .clone()
-                    .unwrap_or_else(|| local_ip.to_string()),
-                device_id: self.device_id.unwrap_or(device_id.max(0) as u32),
-                device_ip,
-                device_port,
-            },
-            reservation,
-        ))
-    }
-}
-
-/// A TCP port kept out of the kernel's ephemeral pool: a socket bound with
-/// `SO_REUSEADDR` (not listening), so the HCCL communicator can still bind and
-/// listen on the port. Dropped once the communicator exists.
-#[derive(Debug)]
-pub struct PortReservation {
-    _fd: OwnedFd,
-    port: u16,
-}
-
-impl PortReservation {
-    /// Reserves a free port on `ip` (or, when `ip` is not a local address, on
-    /// the wildcard address of its family).
-    pub fn new(ip: IpAddr) -> Result<PortReservation> {
-        match Self::bind(ip) {
-            Ok(r) => Ok(r),
-            Err(_) => {
-                let any = match ip {
-                    IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-                };
-                Self::bind(any).map_err(|e| {
-                    err!(
-                        LinkFailed,
-                        "cannot reserve a device port on {ip} or {any}: {e}"
-                    )
-                })
+    /// Checks the fields that name the device against what the runtime says
+    /// (as HIXL does): a `device_id` must be the physical id.
+    /// Errors: `ParamInvalid`.
+    pub fn check(&self, id: &DeviceIdentity) -> Result<()> {
+        if let (Some(given), Some(phy)) = (self.device_id, id.physical_id) {
+            if given != phy {
+                bail!(
+                    ParamInvalid,
+                    "llm.LocalCommRes names device_id {given}, but llm.DeviceId {} is physical device {phy}; \
+                     a rank table's device_id is the physical id (they differ when ASCEND_RT_VISIBLE_DEVICES remaps devices)",
+                    id.logical_id
+                );
             }
         }
+        Ok(())
     }
 
-    fn bind(ip: IpAddr) -> std::io::Result<PortReservation> {
-        let family = if ip.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
+    /// This instance's endpoint for one link whose local IP is `local_ip`.
+    /// Errors: `ParamInvalid` when neither `llm.LocalCommRes` nor the device
+    /// gives the physical id or the NIC address.
+    pub fn endpoint(&self, id: &DeviceIdentity, local_ip: IpAddr) -> Result<DeviceEndpoint> {
+        let Some(device_id) = self.device_id.or(id.physical_id) else {
+            bail!(
+                ParamInvalid,
+                "the physical id of device {} is unknown (this CANN lacks aclrtGetPhyDevIdByLogicDevId and \
+                 ASCEND_RT_VISIBLE_DEVICES remaps devices); give it as device_id in llm.LocalCommRes",
+                id.logical_id
+            );
         };
-        // SAFETY: plain socket creation; the fd is owned below.
-        let raw = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let one: libc::c_int = 1;
-        // SAFETY: valid fd and option buffer.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
+        let device_ip = match (&self.device_ip, &id.nic) {
+            (Some(ip), _) => ip.clone(),
+            (None, Ok((ip, _))) => ip.to_string(),
+            (None, Err(why)) => bail!(
+                ParamInvalid,
+                "no NIC address for device {device_id} ({why}); HCCL needs the device NIC's IP, not the host's: \
+                 configure it with hccn_tool (it lands in /etc/hccn.conf), name another file with \
+                 llmdd.HccnConf, or give device_ip in llm.LocalCommRes"
+            ),
         };
-        let (storage, len) = sockaddr(SocketAddr::new(ip, 0));
-        // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-        if unsafe { libc::bind(fd.as_raw_fd(), &storage as *const _ as *const _, len) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: zeroed sockaddr_storage is a valid out-buffer.
-        let mut out: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut out_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: valid fd and out-buffer.
-        if unsafe { libc::getsockname(fd.as_raw_fd(), &mut out as *mut _ as *mut _, &mut out_len) }
-            != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        let port = match i32::from(out.ss_family) {
-            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-            libc::AF_INET => unsafe {
-                u16::from_be((*(&out as *const _ as *const libc::sockaddr_in)).sin_port)
-            },
-            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            _ => unsafe {
-                u16::from_be((*(&out as *const _ as *const libc::sockaddr_in6)).sin6_port)
-            },
+        let (super_device_id, super_pod_id) = match (self.super_device_id, &self.super_pod_id) {
+            (Some(d), Some(p)) => (Some(d), Some(p.clone())),
+            _ => (id.super_device_id, id.super_pod_id.clone()),
         };
-        Ok(PortReservation { _fd: fd, port })
-    }
-
-    /// The reserved port.
-    pub fn port(&self) -> u16 {
-        self.port
+        Ok(DeviceEndpoint {
+            server_id: self
+                .server_id
+                .clone()
+                .unwrap_or_else(|| local_ip.to_string()),
+            device_id,
+            device_ip,
+            device_port: self.device_port.unwrap_or(0),
+            super_device_id,
+            super_pod_id,
+        })
     }
 }
 
-fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match a {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large enough for sockaddr_in.
-            let p = unsafe { &mut *(&mut s as *mut _ as *mut libc::sockaddr_in) };
-            p.sin_family = libc::AF_INET as libc::sa_family_t;
-            p.sin_port = v4.port().to_be();
-            p.sin_addr = libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            };
-            (
-                s,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: sockaddr_storage is large enough for sockaddr_in6.
-            let p = unsafe { &mut *(&mut s as *mut _ as *mut libc::sockaddr_in6) };
-            p.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            p.sin6_port = v6.port().to_be();
-            p.sin6_addr = libc::in6_addr {
-                s6_addr: v6.ip().octets(),
-            };
-            p.sin6_scope_id = v6.scope_id();
-            (
-                s,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
+/// True if the two endpoints share a server (A2) or a super pod (A3): HCCL then
+/// connects them over HCCS, which reaches no host memory, unless
+/// `HCCL_INTRA_ROCE_ENABLE=1` routes them over RDMA.
+pub fn intra_server(a: &DeviceEndpoint, b: &DeviceEndpoint) -> bool {
+    match (&a.super_pod_id, &b.super_pod_id) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.server_id == b.server_id,
     }
 }
 
-/// The HCCL rank table (version 1.0) of a two-rank communicator: `ranks[0]` is
-/// rank 0 (the link's server), `ranks[1]` rank 1 (the client). Devices with the
-/// same `server_id` share one `server_list` entry.
+/// `HCCL_INTRA_ROCE_ENABLE=1`: HCCL uses RDMA within a server too.
+pub fn intra_roce_enabled() -> bool {
+    std::env::var("HCCL_INTRA_ROCE_ENABLE").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The HCCL rank table of a two-rank communicator: `ranks[0]` is rank 0 (the
+/// link's server), `ranks[1]` rank 1 (the client). Devices with the same
+/// `server_id` share one `server_list` entry; `device_port` appears only when
+/// set. Version "1.2" with `super_device_id` and `super_pod_list` when both
+/// ends have super-pod ids (A3), else "1.0".
 pub fn two_rank_table(ranks: [&DeviceEndpoint; 2]) -> String {
+    let v12 = ranks
+        .iter()
+        .all(|e| e.super_device_id.is_some() && e.super_pod_id.is_some());
     let mut servers: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut pods: Vec<(String, Vec<String>)> = Vec::new();
     for (rank, ep) in ranks.iter().enumerate() {
-        let dev = json!({
+        let mut dev = json!({
             "device_id": ep.device_id.to_string(),
             "device_ip": ep.device_ip,
-            "device_port": ep.device_port.to_string(),
             "rank_id": rank.to_string(),
         });
+        if ep.device_port != 0 {
+            dev["device_port"] = json!(ep.device_port.to_string());
+        }
+        if let (true, Some(sd), Some(pod)) = (v12, ep.super_device_id, &ep.super_pod_id) {
+            dev["super_device_id"] = json!(sd.to_string());
+            match pods.iter_mut().find(|(p, _)| p == pod) {
+                Some((_, s)) if s.contains(&ep.server_id) => {}
+                Some((_, s)) => s.push(ep.server_id.clone()),
+                None => pods.push((pod.clone(), vec![ep.server_id.clone()])),
+            }
+        }
         match servers.iter_mut().find(|(id, _)| *id == ep.server_id) {
             Some((_, devs)) => devs.push(dev),
             None => servers.push((ep.server_id.clone(), vec![dev])),
@@ -287,13 +274,24 @@ pub fn two_rank_table(ranks: [&DeviceEndpoint; 2]) -> String {
         .into_iter()
         .map(|(id, devs)| json!({"server_id": id, "device": devs}))
         .collect();
-    json!({
-        "version": "1.0",
+    let mut table = json!({
+        "version": if v12 { "1.2" } else { "1.0" },
         "server_count": server_list.len().to_string(),
         "status": "completed",
         "server_list": server_list,
-    })
-    .to_string()
+    });
+    if v12 {
+        table["super_pod_list"] = pods
+            .into_iter()
+            .map(|(pod, servers)| {
+                json!({
+                    "super_pod_id": pod,
+                    "server_list": servers.iter().map(|s| json!({"server_id": s})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+    }
+    table.to_string()
 }
 
 /// Endpoint fields a peer sent: checked before they reach a rank table.
@@ -305,8 +303,34 @@ pub fn check_peer(ep: &DeviceEndpoint) -> Result<()> {
             ep.device_ip
         );
     }
-    if ep.device_port == 0 || ep.server_id.is_empty() || ep.server_id.len() > 255 {
+    let pod_ok = match &ep.super_pod_id {
+        Some(p) => !p.is_empty() && p.len() <= 127,
+        None => true,
+    };
+    if ep.server_id.is_empty() || ep.server_id.len() > 255 || !pod_ok {
         bail!(LinkFailed, "peer sent an invalid device endpoint {ep:?}");
+    }
+    Ok(())
+}
+
+/// Refuses a link whose two ends name the same device of the same server:
+/// HCCL rejects such a table ("device id repeat for one server").
+pub fn check_distinct(a: &DeviceEndpoint, b: &DeviceEndpoint) -> Result<()> {
+    if a.server_id == b.server_id && a.device_id == b.device_id {
+        bail!(
+            LinkFailed,
+            "both ends of the link use device {} of server {}; HCCL needs two distinct devices \
+             (give each instance its own llm.DeviceId)",
+            a.device_id,
+            a.server_id
+        );
+    }
+    if a.device_ip == b.device_ip {
+        bail!(
+            LinkFailed,
+            "both ends of the link name device_ip {}; each device has its own NIC address",
+            a.device_ip
+        );
     }
     Ok(())
 }
@@ -316,16 +340,30 @@ mod tests {
     use super::*;
     use crate::status::Status;
 
+    fn ident(phy: u32, nic: &str) -> DeviceIdentity {
+        DeviceIdentity {
+            logical_id: 0,
+            physical_id: Some(phy),
+            nic: Ok((
+                nic.parse().unwrap(),
+                NicSource::HccnConf("/etc/hccn.conf".into()),
+            )),
+            ..DeviceIdentity::default()
+        }
+    }
+
     #[test]
     fn local_comm_res_fields() {
         let d = LocalDevice::parse(Some(
-            r#"{"version":"1.0","server_list":[{"server_id":"10.0.0.1","device":[{"device_id":"3","device_ip":"192.168.0.3","device_port":16667}]}]}"#,
+            r#"{"version":"1.2","server_list":[{"server_id":"10.0.0.1","device":[{"device_id":"3","device_ip":"192.168.0.3","device_port":16667,"super_device_id":"19"}]}],"super_pod_list":[{"super_pod_id":"7","server_list":[{"server_id":"10.0.0.1"}]}]}"#,
         ))
         .unwrap();
         assert_eq!(d.server_id.as_deref(), Some("10.0.0.1"));
         assert_eq!(d.device_id, Some(3));
         assert_eq!(d.device_ip.as_deref(), Some("192.168.0.3"));
         assert_eq!(d.device_port, Some(16667));
+        assert_eq!(d.super_device_id, Some(19));
+        assert_eq!(d.super_pod_id.as_deref(), Some("7"));
         for empty in [None, Some(""), Some("  "), Some(r#"{"version":"1.3"}"#)] {
             assert_eq!(LocalDevice::parse(empty).unwrap(), LocalDevice::default());
         }
@@ -342,53 +380,118 @@ mod tests {
     }
 
     #[test]
-    fn derived_endpoint_reserves_a_port() {
+    fn derived_endpoint_uses_the_device() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let (ep, r) = LocalDevice::default().endpoint(2, ip).unwrap();
-        let r = r.expect("a reservation");
-        assert_eq!(ep.device_ip, "127.0.0.1");
+        let ep = LocalDevice::default()
+            .endpoint(&ident(5, "192.0.2.6"), ip)
+            .unwrap();
+        assert_eq!(ep.device_id, 5, "the physical id");
+        assert_eq!(ep.device_ip, "192.0.2.6", "the NIC address, not the host's");
         assert_eq!(ep.server_id, "127.0.0.1");
-        assert_eq!(ep.device_id, 2);
-        assert_eq!(ep.device_port, r.port());
-        // The communicator can still listen on the reserved port (SO_REUSEADDR) …
-        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        assert_ne!(l.local_addr().unwrap().port(), r.port());
-        let (ep2, r2) = LocalDevice::default().endpoint(0, ip).unwrap();
-        assert_ne!(ep2.device_port, ep.device_port);
-        drop((r2, l));
-        // … and a fixed port from llm.LocalCommRes needs no reservation.
+        assert_eq!(ep.device_port, 0, "no port: HCCL's default listener");
+        // No NIC address: refused, never the host IP.
+        let mut none = ident(5, "192.0.2.6");
+        none.nic = Err("/etc/hccn.conf: No such file".into());
+        let e = LocalDevice::default().endpoint(&none, ip).unwrap_err();
+        assert_eq!(e.status, Status::ParamInvalid);
+        assert!(e.message.contains("not the host's"), "{e}");
+        // Unknown physical id: refused unless llm.LocalCommRes names it.
+        none.physical_id = None;
+        none.nic = ident(0, "192.0.2.1").nic;
+        assert!(LocalDevice::default().endpoint(&none, ip).is_err());
+        let given = LocalDevice {
+            device_id: Some(2),
+            ..LocalDevice::default()
+        };
+        assert_eq!(given.endpoint(&none, ip).unwrap().device_id, 2);
+        // A fixed port and IP from llm.LocalCommRes are used as given.
         let fixed = LocalDevice {
             device_port: Some(16666),
             device_ip: Some("10.1.1.1".into()),
             ..LocalDevice::default()
         };
-        let (ep, r) = fixed.endpoint(0, ip).unwrap();
-        assert!(r.is_none());
+        let ep = fixed.endpoint(&ident(0, "192.0.2.1"), ip).unwrap();
         assert_eq!((ep.device_ip.as_str(), ep.device_port), ("10.1.1.1", 16666));
+        // A device_id that is not the physical one is refused.
+        let wrong = LocalDevice {
+            device_id: Some(0),
+            ..LocalDevice::default()
+        };
+        let e = wrong.check(&ident(3, "192.0.2.4")).unwrap_err();
+        assert!(e.message.contains("physical device 3"), "{e}");
     }
 
     #[test]
-    fn table_groups_by_server() {
+    fn table_groups_by_server_and_omits_ports() {
         let a = DeviceEndpoint {
             server_id: "10.0.0.1".into(),
             device_id: 0,
             device_ip: "192.168.0.1".into(),
-            device_port: 1000,
+            ..DeviceEndpoint::default()
         };
         let mut b = a.clone();
         b.device_id = 1;
+        b.device_ip = "192.168.0.2".into();
         b.device_port = 1001;
         let one: Value = serde_json::from_str(&two_rank_table([&a, &b])).unwrap();
+        assert_eq!(one["version"], "1.0");
         assert_eq!(one["server_count"], "1");
         assert_eq!(one["server_list"][0]["device"][1]["rank_id"], "1");
         assert_eq!(one["server_list"][0]["device"][1]["device_port"], "1001");
+        assert!(one["server_list"][0]["device"][0]
+            .get("device_port")
+            .is_none());
+        assert!(intra_server(&a, &b));
         b.server_id = "10.0.0.2".into();
         let two: Value = serde_json::from_str(&two_rank_table([&a, &b])).unwrap();
         assert_eq!(two["server_count"], "2");
         assert_eq!(two["server_list"][1]["server_id"], "10.0.0.2");
         assert_eq!(two["server_list"][1]["device"][0]["rank_id"], "1");
+        assert!(!intra_server(&a, &b));
         assert!(check_peer(&a).is_ok());
+        assert!(check_distinct(&a, &b).is_ok());
+        let mut same = a.clone();
+        same.device_ip = "192.168.0.9".into();
+        assert_eq!(
+            check_distinct(&a, &same).unwrap_err().status,
+            Status::LinkFailed
+        );
         b.device_ip = "x".into();
         assert_eq!(check_peer(&b).unwrap_err().status, Status::LinkFailed);
+    }
+
+    #[test]
+    fn a3_tables_are_version_1_2() {
+        assert!(is_a3_soc("Ascend910_9391") && !is_a3_soc("Ascend910B3"));
+        let a = DeviceEndpoint {
+            server_id: "10.0.0.1".into(),
+            device_id: 0,
+            device_ip: "192.168.0.1".into(),
+            super_device_id: Some(0),
+            super_pod_id: Some("7".into()),
+            ..DeviceEndpoint::default()
+        };
+        let b = DeviceEndpoint {
+            server_id: "10.0.0.2".into(),
+            device_id: 0,
+            device_ip: "192.168.0.2".into(),
+            super_device_id: Some(16),
+            super_pod_id: Some("7".into()),
+            ..DeviceEndpoint::default()
+        };
+        let t: Value = serde_json::from_str(&two_rank_table([&a, &b])).unwrap();
+        assert_eq!(t["version"], "1.2");
+        assert_eq!(t["server_list"][1]["device"][0]["super_device_id"], "16");
+        assert_eq!(t["super_pod_list"][0]["super_pod_id"], "7");
+        assert_eq!(
+            t["super_pod_list"][0]["server_list"][1]["server_id"],
+            "10.0.0.2"
+        );
+        assert!(intra_server(&a, &b), "one super pod: HCCS");
+        let mut c = b.clone();
+        c.super_pod_id = None;
+        let t: Value = serde_json::from_str(&two_rank_table([&a, &c])).unwrap();
+        assert_eq!(t["version"], "1.0");
+        assert!(t.get("super_pod_list").is_none());
     }
 }

@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod acl_backend;
 pub mod endpoint;
+pub mod nic;
 
 use std::sync::Arc;
 
@@ -71,13 +72,12 @@ pub fn select_backend(config: &Config) -> Result<Backend> {
         Err(e) => return fallback("", e),
     };
     let local = LocalDevice::parse(config.local_comm_res.as_deref())?;
-    let path = rt.acl_path().display().to_string();
     match AclBackend::open(rt, local, config) {
         Ok(a) => {
             log_info!(
-                "using the acl backend (llmdd.Backend={}; runtime {path}, device {})",
+                "using the acl backend (llmdd.Backend={}; {})",
                 if explicit { "acl" } else { "auto" },
-                config.device_id
+                a.report()
             );
             Ok(Backend::Acl(Arc::new(a)))
         }

@@ -24,6 +24,7 @@ fn fill_cache(rec: &crate::cache::registry::CacheRecord, out: &mut llmdd_cache_t
         desc: desc_to_c(&rec.desc),
         tensor_addrs: rec.addrs.as_ptr(),
         num_tensor_addrs: rec.addrs.len(),
+        reserved: [0; 32],
     };
 }
 
@@ -369,7 +370,10 @@ unsafe fn cache_ref(id: i64, host: *const llmdd_host_cache_t, what: &str) -> Res
     match host.as_ref() {
         None => Ok(CacheRef::Id(id)),
         Some(h) => Ok(CacheRef::Host {
-            desc: desc_from_c(&h.desc)?,
+            desc: {
+                zeroed(&h.reserved, what)?;
+                desc_from_c(&h.desc)?
+            },
             addrs: slice(
                 h.tensor_addrs,
                 h.num_tensor_addrs,
@@ -416,14 +420,18 @@ pub unsafe extern "C" fn llmdd_remap_registered_memory(
 ) -> u32 {
     run("llmdd_remap_registered_memory", || {
         let s = instance(inst)?.session()?;
-        let infos: Vec<MemInfo> = slice(mem_infos, num_mem_infos, "mem_infos")?
+        let infos = slice(mem_infos, num_mem_infos, "mem_infos")?
             .iter()
-            .map(|m| MemInfo {
-                mem_type: m.mem_type,
-                addr: m.addr,
-                size: m.size,
+            .enumerate()
+            .map(|(i, m)| {
+                zeroed(&m.reserved, &format!("mem_infos[{i}]"))?;
+                Ok(MemInfo {
+                    mem_type: m.mem_type,
+                    addr: m.addr,
+                    size: m.size,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<MemInfo>>>()?;
         s.remap_registered_memory(&infos)
     })
 }

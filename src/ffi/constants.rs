@@ -183,6 +183,49 @@ pub extern "C" fn llmdd_last_error_message() -> *const c_char {
     run_or(c"".as_ptr(), last_error_ptr)
 }
 
+/// Sets the calling thread's last-error message to `message` (NULL or "":
+/// clears it), as `llmdd_last_error_message` then reports it. For layers
+/// built on this C API that reject an argument themselves, such as the C++
+/// header (`llm_datadist/llm_datadist.h`), so callers find one message in one
+/// place. The string is copied; invalid UTF-8 is replaced.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_set_last_error_message(message: *const c_char) {
+    run_or((), || {
+        let text = if message.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a NUL-terminated string, per the contract above.
+            std::ffi::CStr::from_ptr(message)
+                .to_string_lossy()
+                .into_owned()
+        };
+        crate::ffi::boundary::set_last_error(&text);
+    })
+}
+
+/// `"12"` → 12 at compile time (the crate's version parts).
+const fn version_part(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0u32;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+/// The version of the loaded library as `(major << 16) | (minor << 8) |
+/// patch`, the packing of `LLMDD_VERSION_NUMBER`: compare the two to detect a
+/// header/library mismatch at run time (e.g. 0x000100 for 0.1.0).
+#[no_mangle]
+pub extern "C" fn llmdd_version_number() -> u32 {
+    const N: u32 = (version_part(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+        | (version_part(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+        | version_part(env!("CARGO_PKG_VERSION_PATCH"));
+    N
+}
+
 /// The library version as a static string, e.g. `"llmdd 0.1.0"`. Never NULL.
 #[no_mangle]
 pub extern "C" fn llmdd_version() -> *const c_char {

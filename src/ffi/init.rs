@@ -1,14 +1,17 @@
 //! Initialisers for the public structs whose all-zero value is not the
 //! default of the matching C++/Python type (a zeroed `llmdd_cache_desc_t` is
 //! HOST placement, C++ `CacheDesc{}` is device; a zeroed layer range selects no
-//! layer, C++ `KvCacheExtParam{}` selects all). Structs not listed here are
-//! meant to be zero-initialised (`= {0}` / `memset`).
+//! layer, C++ `KvCacheExtParam{}` selects all), and constructors for the small
+//! structs usually written inline (their reserved tails stay zero). Structs
+//! not listed here are meant to be zero-initialised (`= {0}` / `memset`).
+
+use std::ffi::c_char;
 
 use crate::ffi::constants::{LLMDD_DT_UNDEFINED, LLMDD_PLACEMENT_DEVICE, LLMDD_PLACEMENT_HOST};
 use crate::ffi::task::{llmdd_transfer_config_t, LLMDD_TRANSFER_BY_ADDRS};
 use crate::ffi::types::{
-    llmdd_cache_desc_t, llmdd_cache_key_t, llmdd_cache_t, llmdd_host_cache_t, llmdd_layer_range_t,
-    LLMDD_ID_UNSET, LLMDD_KEY_CACHE_KEY,
+    llmdd_cache_desc_t, llmdd_cache_key_t, llmdd_cache_t, llmdd_host_cache_t, llmdd_ip_info_t,
+    llmdd_layer_range_t, LLMDD_ID_UNSET, LLMDD_KEY_CACHE_KEY,
 };
 
 /// A cache description with the C++ `CacheDesc{}` defaults: DEVICE placement,
@@ -38,6 +41,7 @@ pub extern "C" fn llmdd_cache_init() -> llmdd_cache_t {
         desc: llmdd_cache_desc_init(),
         tensor_addrs: std::ptr::null(),
         num_tensor_addrs: 0,
+        reserved: [0; 32],
     }
 }
 
@@ -53,6 +57,7 @@ pub extern "C" fn llmdd_host_cache_init() -> llmdd_host_cache_t {
         },
         tensor_addrs: std::ptr::null(),
         num_tensor_addrs: 0,
+        reserved: [0; 16],
     }
 }
 
@@ -70,6 +75,7 @@ pub extern "C" fn llmdd_cache_key_init() -> llmdd_cache_key_t {
         prefix_id: LLMDD_ID_UNSET,
         model_id: 0,
         cache_id: -1,
+        reserved: [0; 16],
     }
 }
 
@@ -84,6 +90,7 @@ pub extern "C" fn llmdd_layer_range_init() -> llmdd_layer_range_t {
         dst_begin: -1,
         dst_end: -1,
         tensor_num_per_layer: 2,
+        reserved: [0; 12],
     }
 }
 
@@ -102,5 +109,38 @@ pub extern "C" fn llmdd_transfer_config_init() -> llmdd_transfer_config_t {
         layers: llmdd_layer_range_init(),
         src_batch_index: 0,
         reserved: [0; 32],
+    }
+}
+
+/// A layer range `[src_begin, src_end)` → `[dst_begin, dst_end)` with
+/// `tensor_num_per_layer` tensors per layer (0 = 2); `begin = -1` selects all
+/// layers of that side. Reserved zero. Prefer it to a positional `{...}`
+/// initialiser, which would not name the reserved tail.
+#[no_mangle]
+pub extern "C" fn llmdd_layer_range(
+    src_begin: i32,
+    src_end: i32,
+    dst_begin: i32,
+    dst_end: i32,
+    tensor_num_per_layer: u32,
+) -> llmdd_layer_range_t {
+    llmdd_layer_range_t {
+        src_begin,
+        src_end,
+        dst_begin,
+        dst_end,
+        tensor_num_per_layer,
+        reserved: [0; 12],
+    }
+}
+
+/// An IP endpoint (`ip` is borrowed: it must outlive the struct's use).
+/// Reserved zero.
+#[no_mangle]
+pub extern "C" fn llmdd_ip_info(ip: *const c_char, port: u16) -> llmdd_ip_info_t {
+    llmdd_ip_info_t {
+        ip,
+        port,
+        reserved: [0; 16],
     }
 }

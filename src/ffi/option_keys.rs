@@ -178,4 +178,15 @@ pub const OPTION_KEYS: &[(&str, &str, &str)] = &[
         "llmdd.DeadPeerTimeoutMs",
         "Keepalive bound for a silent peer, in ms (default 10000).",
     ),
+    // acl backend (issue 13)
+    (
+        "LLMDD_OPTION_HCCN_CONF",
+        "llmdd.HccnConf",
+        "acl: file of device NIC addresses (default /etc/hccn.conf).",
+    ),
+    (
+        "LLMDD_OPTION_HCCL_PREPARE_TIMEOUT",
+        "llmdd.HcclPrepareTimeout",
+        "acl: ms the listening side waits in HcclCommPrepare (120000).",
+    ),
 ];

@@ -21,7 +21,8 @@ pub struct llmdd_instance_t {
 /// The live instances, by handle.
 pub(crate) static INSTANCES: HandleTable<crate::datadist::Instance> = HandleTable::new();
 
-/// One `{key, value}` option, both NUL-terminated UTF-8 strings.
+/// One `{key, value}` option, both NUL-terminated UTF-8 strings (a pair: it
+/// has no reserved space and will not grow).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_option_t {
@@ -35,6 +36,8 @@ pub struct llmdd_option_t {
 pub struct llmdd_ip_info_t {
     pub ip: *const c_char,
     pub port: u16,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 16],
 }
 
 /// One peer of `llmdd_link_clusters` / `llmdd_unlink_clusters`.
@@ -52,10 +55,13 @@ pub struct llmdd_cluster_info_t {
     /// link or a non-forced unlink; ignored by a forced unlink.
     pub remote_ip_infos: *const llmdd_ip_info_t,
     pub num_remote_ip_infos: usize,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 32],
 }
 
 /// One member of a rank-table comm (`llmdd_link`): a cluster id and its rank
-/// id in the rank table (Python's `cluster_rank_info` entry).
+/// id in the rank table (Python's `cluster_rank_info` entry). A map entry: it
+/// has no reserved space and will not grow.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_cluster_rank_t {
@@ -95,6 +101,8 @@ pub struct llmdd_cache_t {
     pub desc: llmdd_cache_desc_t,
     pub tensor_addrs: *const u64,
     pub num_tensor_addrs: usize,
+    /// Reserved; the library writes zeros.
+    pub reserved: [u8; 32],
 }
 
 /// How a peer names a cache. `kind` selects the fields that matter:
@@ -111,6 +119,8 @@ pub struct llmdd_cache_key_t {
     pub prefix_id: u64,
     pub model_id: u64,
     pub cache_id: i64,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 16],
 }
 
 /// Layer selection for transfers: half-open layer ranges `[begin, end)`;
@@ -125,9 +135,12 @@ pub struct llmdd_layer_range_t {
     pub dst_begin: i32,
     pub dst_end: i32,
     pub tensor_num_per_layer: u32,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 12],
 }
 
-/// A `(src_block, dst_block)` pair for copy_blocks / swap_blocks.
+/// A `(src_block, dst_block)` pair for copy_blocks / swap_blocks (a pair: it
+/// has no reserved space and will not grow).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_block_pair_t {
@@ -143,6 +156,8 @@ pub struct llmdd_host_cache_t {
     pub desc: llmdd_cache_desc_t,
     pub tensor_addrs: *const u64,
     pub num_tensor_addrs: usize,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 16],
 }
 
 /// Memory range for remap_registered_memory (`mem_type`: `LLMDD_MEM_TYPE_DEVICE` 0, `LLMDD_MEM_TYPE_HOST` 1).
@@ -152,6 +167,8 @@ pub struct llmdd_mem_info_t {
     pub mem_type: u32,
     pub addr: u64,
     pub size: u64,
+    /// Reserved, must be zero.
+    pub reserved: [u8; 8],
 }
 
 /// Key kind: request/prefix key (`CacheKey`).
@@ -163,6 +180,15 @@ pub const LLMDD_KEY_BLOCKS: u32 = 2;
 /// An unset req_id / prefix_id (2^64 - 1).
 pub const LLMDD_ID_UNSET: u64 = u64::MAX;
 
+/// `reserved` space of an input struct must be zero (so a later version can
+/// give it a meaning whose zero value is today's behaviour).
+pub(crate) fn zeroed(reserved: &[u8], what: &str) -> Result<()> {
+    if reserved.iter().any(|&b| b != 0) {
+        bail!(ParamInvalid, "{what}.reserved must be zero");
+    }
+    Ok(())
+}
+
 pub(crate) fn desc_from_c(d: &llmdd_cache_desc_t) -> Result<CacheDesc> {
     if d.num_dims == 0 || d.num_dims as usize > MAX_DIMS {
         bail!(
@@ -171,9 +197,7 @@ pub(crate) fn desc_from_c(d: &llmdd_cache_desc_t) -> Result<CacheDesc> {
             d.num_dims
         );
     }
-    if d.reserved.iter().any(|&b| b != 0) {
-        bail!(ParamInvalid, "cache_desc.reserved must be zero");
-    }
+    zeroed(&d.reserved, "cache_desc")?;
     Ok(CacheDesc {
         placement: Placement::from_code(d.placement)?,
         num_tensors: d.num_tensors,
@@ -200,6 +224,7 @@ pub(crate) fn desc_to_c(d: &CacheDesc) -> llmdd_cache_desc_t {
 }
 
 pub(crate) fn key_from_c(k: &llmdd_cache_key_t) -> Result<CacheKey> {
+    zeroed(&k.reserved, "cache key")?;
     Ok(match k.kind {
         LLMDD_KEY_CACHE_KEY => CacheKey::Req {
             cluster_id: k.cluster_id,
@@ -238,6 +263,7 @@ pub(crate) fn layers_from_c(p: *const llmdd_layer_range_t) -> Result<LayerSel> {
     let Some(r) = (unsafe { p.as_ref() }) else {
         return Ok(LayerSel::default());
     };
+    zeroed(&r.reserved, "layer range")?;
     Ok(LayerSel {
         src: range(r.src_begin, r.src_end, "src")?,
         dst: range(r.dst_begin, r.dst_end, "dst")?,
@@ -254,6 +280,7 @@ unsafe fn ip_list(p: *const llmdd_ip_info_t, n: usize, what: &str) -> Result<Vec
         .iter()
         .enumerate()
         .map(|(i, x)| {
+            zeroed(&x.reserved, &format!("{what}[{i}]"))?;
             Ok(IpInfo {
                 ip: cstr(x.ip, &format!("{what}[{i}].ip"))?.to_string(),
                 port: x.port,
@@ -274,6 +301,7 @@ pub(crate) unsafe fn clusters_from_c(
         .iter()
         .enumerate()
         .map(|(i, c)| {
+            zeroed(&c.reserved, &format!("clusters[{i}]"))?;
             Ok(ClusterInfo {
                 remote_cluster_id: c.remote_cluster_id,
                 local_ip_infos: ip_list(
@@ -346,6 +374,7 @@ pub extern "C" fn llmdd_cache_key(
         prefix_id,
         model_id,
         cache_id: -1,
+        reserved: [0; 16],
     }
 }
 
@@ -364,6 +393,7 @@ pub extern "C" fn llmdd_cache_key_by_id(
         prefix_id: LLMDD_ID_UNSET,
         model_id: 0,
         cache_id,
+        reserved: [0; 16],
     }
 }
 
@@ -378,5 +408,6 @@ pub extern "C" fn llmdd_blocks_cache_key(cluster_id: u64, model_id: u64) -> llmd
         prefix_id: LLMDD_ID_UNSET,
         model_id,
         cache_id: -1,
+        reserved: [0; 16],
     }
 }

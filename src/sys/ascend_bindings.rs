@@ -17,10 +17,15 @@ pub const ACL_ERROR_INVALID_DEVICE: i32 = 200002;
 pub const ACL_ERROR_STORAGE_OVER_LIMIT: i32 = 300000;
 pub const ACL_ERROR_INTERNAL_ERROR: i32 = 500000;
 pub const ACL_ERROR_FAILURE: i32 = 500001;
+pub const ACL_ERROR_INVALID_FILE: i32 = 100003;
 pub const ACL_ERROR_RT_PARAM_INVALID: i32 = 107000;
 pub const ACL_ERROR_RT_INVALID_DEVICEID: i32 = 107001;
+pub const ACL_ERROR_RT_CONTEXT_NULL: i32 = 107002;
+pub const ACL_ERROR_RT_STREAM_CONTEXT: i32 = 107003;
+pub const ACL_ERROR_RT_ADDR_UNALIGNED: i32 = 107008;
 pub const ACL_ERROR_RT_WAIT_TIMEOUT: i32 = 107019;
 pub const ACL_ERROR_RT_TASK_TIMEOUT: i32 = 107020;
+pub const ACL_ERROR_RT_STREAM_ABORT: i32 = 107023;
 pub const ACL_ERROR_RT_FEATURE_NOT_SUPPORT: i32 = 207000;
 pub const ACL_ERROR_RT_MEMORY_ALLOCATION: i32 = 207001;
 pub const ACL_ERROR_RT_NO_DEVICE: i32 = 207004;
@@ -33,6 +38,8 @@ pub const ACL_ERROR_RT_HBM_MULTI_BIT_ECC_ERROR: i32 = 507054;
 pub const ACL_ERROR_RT_SUSPECT_DEVICE_MEM_ERROR: i32 = 507055;
 pub const ACL_ERROR_RT_LINK_ERROR: i32 = 507056;
 pub const ACL_ERROR_RT_SUSPECT_REMOTE_ERROR: i32 = 507057;
+pub const ACL_PKG_VERSION_MAX_SIZE: i32 = 128;
+pub const HCCL_E_NOT_SUPPORTED: i32 = -2;
 pub const HCCL_COMM_CONFIG_INFO_BYTES: i32 = 24;
 pub const HCCL_COMM_CONFIG_MAGIC_WORD: i64 = 4042322160;
 pub const HCCL_COMM_CONFIG_VERSION: i32 = 10;
@@ -47,7 +54,7 @@ pub const UDI_MAX_LENGTH: i32 = 128;
 pub const HCCL_COMM_ALGO_MAX_LENGTH: i32 = 1600;
 pub const HCCL_COMM_RETRY_ENABLE_MAX_LENGTH: i32 = 50;
 pub const HCCL_COMM_RETRY_PARAMS_MAX_LENGTH: i32 = 128;
-pub const HCCL_MEM_DESC_LENGTH: i32 = 511;
+pub const HCCL_ONE_SIDED_MAX_DESC_NUM: i32 = 256;
 pub type aclError = ::core::ffi::c_int;
 pub type aclrtStream = *mut ::core::ffi::c_void;
 pub const aclrtMemcpyKind_ACL_MEMCPY_HOST_TO_HOST: aclrtMemcpyKind = 0;
@@ -63,11 +70,24 @@ pub const aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_FIRST_P2P: aclrtMemMallocPoli
 pub const aclrtMemMallocPolicy_ACL_MEM_MALLOC_HUGE_ONLY_P2P: aclrtMemMallocPolicy = 4;
 pub const aclrtMemMallocPolicy_ACL_MEM_MALLOC_NORMAL_ONLY_P2P: aclrtMemMallocPolicy = 5;
 pub type aclrtMemMallocPolicy = ::core::ffi::c_uint;
+pub const aclrtDevAttr_ACL_DEV_ATTR_SUPER_POD_DEVICE_ID: aclrtDevAttr = 403;
+pub const aclrtDevAttr_ACL_DEV_ATTR_SUPER_POD_ID: aclrtDevAttr = 405;
+pub type aclrtDevAttr = ::core::ffi::c_uint;
 pub type aclInit_fn = unsafe extern "C" fn(configPath: *const ::core::ffi::c_char) -> aclError;
 pub type aclFinalize_fn = unsafe extern "C" fn() -> aclError;
 pub type aclGetRecentErrMsg_fn = unsafe extern "C" fn() -> *const ::core::ffi::c_char;
+pub type aclsysGetVersionStr_fn = unsafe extern "C" fn(
+    pkgName: *mut ::core::ffi::c_char,
+    versionStr: *mut ::core::ffi::c_char,
+) -> aclError;
 pub type aclrtSetDevice_fn = unsafe extern "C" fn(deviceId: i32) -> aclError;
 pub type aclrtResetDevice_fn = unsafe extern "C" fn(deviceId: i32) -> aclError;
+pub type aclrtGetDeviceCount_fn = unsafe extern "C" fn(count: *mut u32) -> aclError;
+pub type aclrtGetPhyDevIdByLogicDevId_fn =
+    unsafe extern "C" fn(logicDevId: i32, phyDevId: *mut i32) -> aclError;
+pub type aclrtGetDeviceInfo_fn =
+    unsafe extern "C" fn(deviceId: u32, attr: aclrtDevAttr, value: *mut i64) -> aclError;
+pub type aclrtGetSocName_fn = unsafe extern "C" fn() -> *const ::core::ffi::c_char;
 pub type aclrtMalloc_fn = unsafe extern "C" fn(
     devPtr: *mut *mut ::core::ffi::c_void,
     size: usize,
@@ -94,6 +114,8 @@ pub type aclrtMemcpyAsync_fn = unsafe extern "C" fn(
 ) -> aclError;
 pub type aclrtCreateStream_fn = unsafe extern "C" fn(stream: *mut aclrtStream) -> aclError;
 pub type aclrtDestroyStream_fn = unsafe extern "C" fn(stream: aclrtStream) -> aclError;
+pub type aclrtDestroyStreamForce_fn = unsafe extern "C" fn(stream: aclrtStream) -> aclError;
+pub type aclrtStreamAbort_fn = unsafe extern "C" fn(stream: aclrtStream) -> aclError;
 pub type aclrtSynchronizeStream_fn = unsafe extern "C" fn(stream: aclrtStream) -> aclError;
 pub type aclrtSynchronizeStreamWithTimeout_fn =
     unsafe extern "C" fn(stream: aclrtStream, timeout: i32) -> aclError;
@@ -172,17 +194,6 @@ pub struct HcclMem {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct HcclMemDesc {
-    pub desc: [::core::ffi::c_char; 512usize],
-}
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
-pub struct HcclMemDescs {
-    pub array: *mut HcclMemDesc,
-    pub arrayLength: u32,
-}
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
 pub struct HcclOneSideOpDesc {
     pub localAddr: *mut ::core::ffi::c_void,
     pub remoteAddr: *mut ::core::ffi::c_void,
@@ -209,24 +220,6 @@ pub type HcclCommInitClusterInfoMemConfig_fn = unsafe extern "C" fn(
 pub type HcclCommDestroy_fn = unsafe extern "C" fn(comm: HcclComm) -> HcclResult;
 pub type HcclGetErrorString_fn =
     unsafe extern "C" fn(code: HcclResult) -> *const ::core::ffi::c_char;
-pub type HcclRegisterMem_fn = unsafe extern "C" fn(
-    comm: HcclComm,
-    remoteRank: u32,
-    type_: ::core::ffi::c_int,
-    addr: *mut ::core::ffi::c_void,
-    size: u64,
-    desc: *mut HcclMemDesc,
-) -> HcclResult;
-pub type HcclDeregisterMem_fn =
-    unsafe extern "C" fn(comm: HcclComm, desc: *mut HcclMemDesc) -> HcclResult;
-pub type HcclExchangeMemDesc_fn = unsafe extern "C" fn(
-    comm: HcclComm,
-    remoteRank: u32,
-    local: *mut HcclMemDescs,
-    timeout: ::core::ffi::c_int,
-    remote: *mut HcclMemDescs,
-    actualNum: *mut u32,
-) -> HcclResult;
 pub type HcclRegisterGlobalMem_fn = unsafe extern "C" fn(
     mem: *const HcclMem,
     memHandle: *mut *mut ::core::ffi::c_void,

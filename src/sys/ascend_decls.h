@@ -4,35 +4,54 @@
  * simulated runtime in cpp_tests/sim_ascend compiled) without CANN installed.
  *
  * Input to tools/gen_bindings.sh (bindgen). Plain C99; no CANN header is included.
- * The backend never links these symbols: it dlopen()s libascendcl.so / libhccl.so
- * and resolves each name with dlsym() (src/sys/loader.rs).
+ * The backend never links these symbols: it dlopen()s the runtime libraries
+ * (libascendcl.so, else libacl_rt.so for the aclrt* calls; libhcomm.so, else
+ * libhccl.so) and resolves each name with dlsym() (src/sys/loader.rs).
  *
- * Provenance of each declaration (restated, not copied):
- *   acl/acl_base.h     (CANN 8.x): aclError, aclrtStream, ACL_SUCCESS,
- *                      ACL_ERROR_INVALID_PARAM .. ACL_ERROR_FAILURE (static const int).
- *   acl/acl.h          (CANN 8.x): aclInit, aclFinalize, aclGetRecentErrMsg.
- *   acl/acl_rt.h       (ACL 1.15.0, CANN 8.x): aclrtMemcpyKind, aclrtMemMallocPolicy,
- *                      aclrtSetDevice, aclrtResetDevice, aclrtMalloc, aclrtMallocHost,
- *                      aclrtFree, aclrtFreeHost, aclrtMemcpy, aclrtMemcpyAsync,
- *                      aclrtCreateStream, aclrtDestroyStream, aclrtSynchronizeStream,
- *                      aclrtSynchronizeStreamWithTimeout (timeout in ms, -1 = forever).
- *   acl/error_codes/rt_error_codes.h: ACL_ERROR_RT_* (107000.., 207000.., 507000..).
- *   hccl/hccl_types.h  (hcomm, CANN 8.5): HcclResult (0..24, 1041), HcclComm,
- *                      HcclDataType, HcclCommConfig (config version 10) and its
- *                      HCCL_COMM_CONFIG_* constants.
- *   hccl/hccl_comm.h / hccl/hccl.h: HcclCommInitClusterInfoMemConfig, HcclCommDestroy,
- *                      HcclGetErrorString. HcclCommConfigInit is a header-only
- *                      inline function there (no exported symbol); llmdd re-implements
- *                      it in Rust (size / magic word / version prefix).
- *   hccl/hccl_one_sided_services.h (hcomm, CANN 8.5): HcclMemDesc (512 opaque bytes),
- *                      HcclMemDescs, HcclOneSideOpDesc, HcclTopoType, HcclPrepareConfig,
- *                      HcclRegisterMem, HcclDeregisterMem, HcclExchangeMemDesc,
- *                      HcclBatchPut, HcclBatchGet, HcclRegisterGlobalMem,
- *                      HcclDeregisterGlobalMem, HcclCommBindMem, HcclCommUnbindMem,
- *                      HcclCommPrepare.
- *   hccl/hccl_mem_comm.h (older CANN): HcclMemType, HcclMem. Newer hcomm spells the
- *                      same three-field struct CommMem {type, addr, size}; the ABI is
- *                      identical.
+ * Provenance of each declaration (restated, not copied; paths are those of the
+ * public sources: hicann/runtime, libochao-huawei/hcomm (mirror of cann/hcomm),
+ * hicann/hccl; see ../shared/notes/ascend-contracts.md):
+ *   include/external/acl/acl_base_rt.h (CANN 8.5 / 9.x; acl_base.h in older kits):
+ *                      aclError, aclrtStream, ACL_SUCCESS, ACL_ERROR_INVALID_PARAM ..
+ *                      ACL_ERROR_FAILURE (static const int there), aclrtGetSocName.
+ *   include/external/acl/acl_rt.h (CANN 8.5 / 9.x; acl.h in older kits): aclInit,
+ *                      aclFinalize, aclGetRecentErrMsg, aclsysGetVersionStr
+ *                      (ACL_PKG_VERSION_MAX_SIZE), aclrtMemcpyKind and
+ *                      aclrtMemMallocPolicy (the first values only), aclrtDevAttr
+ *                      (the two super-pod values only), aclrtSetDevice,
+ *                      aclrtResetDevice, aclrtGetDeviceCount,
+ *                      aclrtGetPhyDevIdByLogicDevId, aclrtGetDeviceInfo, aclrtMalloc,
+ *                      aclrtMallocHost, aclrtFree, aclrtFreeHost, aclrtMemcpy,
+ *                      aclrtMemcpyAsync (D2D: both addresses 64-byte aligned),
+ *                      aclrtCreateStream, aclrtDestroyStream (its tasks must have
+ *                      finished), aclrtDestroyStreamForce, aclrtStreamAbort,
+ *                      aclrtSynchronizeStream, aclrtSynchronizeStreamWithTimeout
+ *                      (timeout in ms, -1 = forever).
+ *   include/external/acl/error_codes/rt_error_codes.h: ACL_ERROR_RT_* (107000..,
+ *                      207000.., 507000..).
+ *   hcomm include/hccl/hccl_types.h: HcclResult (0..24, 1041), HcclComm, HcclDataType,
+ *                      HcclCommConfig and its HCCL_COMM_CONFIG_* constants. Config
+ *                      version 10 is CANN 9.0.0's layout (8.5.0 has 8, later 11); the
+ *                      layout is append-only and HCCL reads min(size, its own) bytes.
+ *   hcomm include/hccl/hccl_comm.h: HcclCommDestroy, HcclGetErrorString.
+ *                      HcclCommConfigInit is a header-only inline function there (no
+ *                      exported symbol); llmdd re-implements it in Rust.
+ *   HcclCommInitClusterInfoMemConfig: exported by hcomm (op_base.cc) but declared in
+ *                      no installed header (only the internal op_base.h).
+ *   hcomm pkg_inc/hccl/hccl_one_sided_services.h (8.5 / 9.0; pkg_inc/legacy/hccl/
+ *                      in later trees; installed under <arch>-linux/pkg_inc, not
+ *                      include/, C++ only): HcclOneSideOpDesc, HcclTopoType,
+ *                      HcclPrepareConfig, HcclBatchPut, HcclBatchGet,
+ *                      HcclRegisterGlobalMem, HcclDeregisterGlobalMem, HcclCommBindMem,
+ *                      HcclCommUnbindMem, HcclCommPrepare. At most 256 descriptors per
+ *                      batch call (one_sided_service_adapt.cc MAX_DESC_NUM).
+ *   hcomm src/pub_inc/hccl_mem_defs.h (8.5; not installed): HcclMemType, HcclMem.
+ *                      Later trees spell it CommMem {type, addr, size}
+ *                      (include/hcomm_res_defs.h); the ABI is identical.
+ *   hccl (ops) v9.0.0 src/common/hcomm_dlsym/: libhccl.so's forwarding wrappers of
+ *                      the one-sided API. They answer HCCL_E_NOT_SUPPORTED, spelled
+ *                      ((HcclResult)(-2)), when libhcomm.so lacks the symbol, and
+ *                      export HcommIsSupport<Name>() to ask first.
  *
  * Types written u32/u64/rtStream_t in the vendor headers are spelled
  * uint32_t/uint64_t/aclrtStream here (same ABI).
@@ -65,10 +84,16 @@ typedef void *aclrtStream;
 #define ACL_ERROR_INTERNAL_ERROR 500000
 #define ACL_ERROR_FAILURE 500001
 
+#define ACL_ERROR_INVALID_FILE 100003
+
 #define ACL_ERROR_RT_PARAM_INVALID 107000
 #define ACL_ERROR_RT_INVALID_DEVICEID 107001
+#define ACL_ERROR_RT_CONTEXT_NULL 107002
+#define ACL_ERROR_RT_STREAM_CONTEXT 107003
+#define ACL_ERROR_RT_ADDR_UNALIGNED 107008
 #define ACL_ERROR_RT_WAIT_TIMEOUT 107019
 #define ACL_ERROR_RT_TASK_TIMEOUT 107020
+#define ACL_ERROR_RT_STREAM_ABORT 107023
 #define ACL_ERROR_RT_FEATURE_NOT_SUPPORT 207000
 #define ACL_ERROR_RT_MEMORY_ALLOCATION 207001
 #define ACL_ERROR_RT_NO_DEVICE 207004
@@ -99,12 +124,25 @@ typedef enum aclrtMemMallocPolicy {
     ACL_MEM_MALLOC_NORMAL_ONLY_P2P = 5
 } aclrtMemMallocPolicy;
 
+/* Only the super-pod attributes llmdd reads (A3 rank tables). */
+typedef enum aclrtDevAttr {
+    ACL_DEV_ATTR_SUPER_POD_DEVICE_ID = 403,
+    ACL_DEV_ATTR_SUPER_POD_ID = 405
+} aclrtDevAttr;
+
+#define ACL_PKG_VERSION_MAX_SIZE 128
+
 aclError aclInit(const char *configPath);
 aclError aclFinalize(void);
 const char *aclGetRecentErrMsg(void);
+aclError aclsysGetVersionStr(char *pkgName, char *versionStr);
 
 aclError aclrtSetDevice(int32_t deviceId);
 aclError aclrtResetDevice(int32_t deviceId);
+aclError aclrtGetDeviceCount(uint32_t *count);
+aclError aclrtGetPhyDevIdByLogicDevId(const int32_t logicDevId, int32_t *const phyDevId);
+aclError aclrtGetDeviceInfo(uint32_t deviceId, aclrtDevAttr attr, int64_t *value);
+const char *aclrtGetSocName(void);
 
 aclError aclrtMalloc(void **devPtr, size_t size, aclrtMemMallocPolicy policy);
 aclError aclrtMallocHost(void **hostPtr, size_t size);
@@ -117,6 +155,8 @@ aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t cou
 
 aclError aclrtCreateStream(aclrtStream *stream);
 aclError aclrtDestroyStream(aclrtStream stream);
+aclError aclrtDestroyStreamForce(aclrtStream stream);
+aclError aclrtStreamAbort(aclrtStream stream);
 aclError aclrtSynchronizeStream(aclrtStream stream);
 aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout);
 
@@ -151,6 +191,9 @@ typedef enum {
     HCCL_E_IN_STATUS = 1041,
     HCCL_E_RESERVED
 } HcclResult;
+
+/* libhccl.so's CANN 9.0 compatibility stubs answer this (hcomm_dlsym, dtype_common_dl.h). */
+#define HCCL_E_NOT_SUPPORTED (-2)
 
 typedef void *HcclComm;
 
@@ -218,17 +261,6 @@ typedef struct {
     uint64_t size;
 } HcclMem;
 
-#define HCCL_MEM_DESC_LENGTH 511
-
-typedef struct {
-    char desc[HCCL_MEM_DESC_LENGTH + 1]; /* opaque to the caller */
-} HcclMemDesc;
-
-typedef struct {
-    HcclMemDesc *array;
-    uint32_t arrayLength;
-} HcclMemDescs;
-
 typedef struct {
     void *localAddr;
     void *remoteAddr;
@@ -253,12 +285,6 @@ HcclResult HcclCommInitClusterInfoMemConfig(const char *rankTableString, uint32_
 HcclResult HcclCommDestroy(HcclComm comm);
 const char *HcclGetErrorString(HcclResult code);
 
-HcclResult HcclRegisterMem(HcclComm comm, uint32_t remoteRank, int type, void *addr, uint64_t size,
-                           HcclMemDesc *desc);
-HcclResult HcclDeregisterMem(HcclComm comm, HcclMemDesc *desc);
-HcclResult HcclExchangeMemDesc(HcclComm comm, uint32_t remoteRank, HcclMemDescs *local, int timeout,
-                               HcclMemDescs *remote, uint32_t *actualNum);
-
 HcclResult HcclRegisterGlobalMem(const HcclMem *mem, void **memHandle);
 HcclResult HcclDeregisterGlobalMem(void *memHandle);
 HcclResult HcclCommBindMem(HcclComm comm, void *memHandle);
@@ -269,6 +295,9 @@ HcclResult HcclBatchPut(HcclComm comm, uint32_t remoteRank, HcclOneSideOpDesc *d
                         aclrtStream stream);
 HcclResult HcclBatchGet(HcclComm comm, uint32_t remoteRank, HcclOneSideOpDesc *desc, uint32_t descNum,
                         aclrtStream stream);
+
+/* Most descriptors one HcclBatchGet / HcclBatchPut accepts (HCCL_E_PARA beyond). */
+#define HCCL_ONE_SIDED_MAX_DESC_NUM 256
 
 #ifdef __cplusplus
 }

@@ -7,11 +7,12 @@
 //!
 //! Streams and descriptor buffers are pooled per link ("lanes"), so concurrent
 //! transfers on one link each get their own stream and a steady-state transfer
-//! allocates nothing. A transfer that times out leaves the link unusable
+//! allocates nothing. A plan goes out in calls of at most 256 descriptors
+//! (HCCL's limit). A transfer that times out leaves the link unusable
 //! (`LinkFailed` for every later transfer) until it is unlinked and linked again:
-//! the operations may still be queued on the device, so neither the stream nor
-//! the communicator can be trusted (spec §4 common rules: "link must then be
-//! re-established").
+//! its stream is aborted (`aclrtStreamAbort`) and kept, never reused, until the
+//! link closes, and the communicator cannot be trusted (spec §4 common rules:
+//! "link must then be re-established").
 
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -23,8 +24,13 @@ use crate::transfer::exec::Dir;
 use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
 use crate::{bail, err};
 
-/// Most descriptors handed to HCCL in one batch call.
-const DESCS_PER_BATCH: usize = 4096;
+/// How the two ends of a link reach each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Over HCCS (same server on A2, same super pod on A3, and no
+    /// `HCCL_INTRA_ROCE_ENABLE=1`): HCCL exports no host memory to the peer.
+    pub hccs: bool,
+}
 
 /// A stream and the descriptor buffer used with it.
 struct Lane {
@@ -57,6 +63,7 @@ enum State {
 pub struct HcclLink {
     remote_cluster_id: u64,
     remote_rank: u32,
+    topology: Topology,
     ctx: Arc<AclContext>,
     comm: RwLock<Option<Comm>>,
     state: Mutex<State>,
@@ -84,6 +91,7 @@ impl HcclLink {
         remote_rank: u32,
         remote_cluster_id: u64,
         regions: &[Arc<GlobalMem>],
+        topology: Topology,
     ) -> Result<HcclLink> {
         for r in regions {
             comm.bind(r)?;
@@ -96,6 +104,7 @@ impl HcclLink {
         Ok(HcclLink {
             remote_cluster_id,
             remote_rank,
+            topology,
             ctx,
             comm: RwLock::new(Some(Comm {
                 lanes: Mutex::new(vec![lane]),
@@ -116,10 +125,12 @@ impl HcclLink {
         comm: Arc<HcclComm>,
         remote_rank: u32,
         remote_cluster_id: u64,
+        topology: Topology,
     ) -> HcclLink {
         HcclLink {
             remote_cluster_id,
             remote_rank,
+            topology,
             ctx,
             comm: RwLock::new(Some(Comm {
                 lanes: Mutex::new(Vec::new()),
@@ -141,6 +152,11 @@ impl HcclLink {
     /// The peer's rank in the link's communicator.
     pub fn remote_rank(&self) -> u32 {
         self.remote_rank
+    }
+
+    /// How the two ends reach each other.
+    pub fn topology(&self) -> Topology {
+        self.topology
     }
 
     /// Connects to the peer and exchanges the bound memory
@@ -259,15 +275,10 @@ pub fn run(h: &HcclLink, plan: &[Segment], dir: Dir, deadline: Instant) -> Resul
         Dir::Write => OneSided::Put,
     };
     let mut lane = h.take_lane(c)?;
-    let mut submitted = Ok(());
-    for chunk in plan.chunks(DESCS_PER_BATCH) {
-        submitted = c
-            .comm
-            .submit_segments(op, h.remote_rank, chunk, &mut lane.descs, &lane.stream);
-        if submitted.is_err() {
-            break;
-        }
-    }
+    // In calls of at most 256 descriptors (HcclComm::submit).
+    let submitted = c
+        .comm
+        .submit_segments(op, h.remote_rank, plan, &mut lane.descs, &lane.stream);
     // Drain whatever was queued, also after a failed submission.
     let left = deadline.saturating_duration_since(Instant::now());
     let synced = lane.stream.synchronize(left);
@@ -282,6 +293,8 @@ pub fn run(h: &HcclLink, plan: &[Segment], dir: Dir, deadline: Instant) -> Resul
                 e.message
             );
             *h.lock_state() = State::Broken(why);
+            // The stream was aborted by the failed synchronize; it is destroyed
+            // (never reused) when the link closes.
             c.stuck.lock().unwrap_or_else(|p| p.into_inner()).push(lane);
             Err(err!(
                 Timeout,

@@ -1,27 +1,41 @@
 //! HCCL one-sided transport: a communicator built from a rank table, registered
 //! memory made known to peers, and batched one-sided get/put on an ACL stream.
 //!
-//! Memory is registered once per process ([`GlobalMem`], `HcclRegisterGlobalMem`)
-//! and bound to every communicator that should reach it ([`HcclComm::bind`]).
-//! Typical use (both ranks, same order of calls):
-//! `create` → `bind` (each region) → `prepare` (or `exchange_mem_desc`) →
-//! `submit` / `batch_get` / `batch_put` → `Stream::synchronize`.
+//! Memory is registered once per process and device ([`GlobalMem`],
+//! `HcclRegisterGlobalMem`) and bound to every communicator that should reach
+//! it ([`HcclComm::bind`]). Typical use (both ranks, same order of calls):
+//! `create` → `bind` (each region) → `prepare` → `submit` → `Stream::synchronize`.
+//!
+//! HCCL contracts kept here (docs/ascend.md):
+//! - communicator creation and destruction are serialised process-wide (HCCL's
+//!   init is not parallel-safe), and a transient `HCCL_E_UNAVAIL` / `HCCL_E_AGAIN`
+//!   from an init racing some other HCCL user is retried until the deadline;
+//! - an identical range registered twice gets one handle from HCCL (no
+//!   reference count), so [`GlobalMem::register`] shares one registration per
+//!   range and deregisters it with the last user; a handle is bound at most once
+//!   per communicator;
+//! - at most 256 descriptors go into one batch call (`HCCL_ONE_SIDED_MAX_DESC_NUM`).
 
+use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use crate::cache::types::{Placement, Segment};
-use crate::device::acl::Stream;
+use crate::device::acl::{AclContext, Stream};
 use crate::status::Result;
 use crate::sys::ascend_bindings as b;
 use crate::sys::loader::AscendRuntime;
 use crate::{bail, hccl_fn};
 
+/// Most descriptors one `HcclBatchGet` / `HcclBatchPut` accepts.
+pub const MAX_DESCS_PER_CALL: usize = b::HCCL_ONE_SIDED_MAX_DESC_NUM as usize;
+
 /// Options for [`HcclComm::create`].
 #[derive(Clone, Debug, Default)]
 pub struct CommConfig {
-    /// Communicator name (unique in the process; at most 127 bytes). Empty: HCCL default.
+    /// Communicator name (unique on the device; 1..=127 bytes; HCCL refuses an
+    /// empty one).
     pub name: String,
     /// HCCL buffer size in MB; `None` leaves the HCCL default.
     pub buffer_size_mb: Option<u32>,
@@ -33,13 +47,29 @@ pub struct CommConfig {
     pub rdma_service_level: Option<u32>,
 }
 
+/// Serialises `HcclCommInitClusterInfoMemConfig` and `HcclCommDestroy` in the
+/// process (HIXL: "the underlying hccl library does not support parallel
+/// HcclCommInitClusterInfoMemConfig calls").
+static COMM_LIFECYCLE: Mutex<()> = Mutex::new(());
+
+/// Key of one registration: runtime, device, placement, range.
+type RegKey = (usize, i32, u8, u64, u64);
+
+/// Live registrations of the process, so that an identical range shares one.
+fn registrations() -> &'static Mutex<HashMap<RegKey, Weak<GlobalMem>>> {
+    static REGS: OnceLock<Mutex<HashMap<RegKey, Weak<GlobalMem>>>> = OnceLock::new();
+    REGS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 /// A region registered for one-sided access in this process
-/// (`HcclRegisterGlobalMem`); deregistered when the last reference drops. Bind it
-/// to communicators with [`HcclComm::bind`]; a communicator keeps the regions it
-/// bound alive and unbinds them before it is destroyed.
+/// (`HcclRegisterGlobalMem`) on one device; deregistered when the last
+/// reference drops. Bind it to communicators with [`HcclComm::bind`]; a
+/// communicator keeps the regions it bound alive and unbinds them before it is
+/// destroyed.
 pub struct GlobalMem {
-    rt: Arc<AscendRuntime>,
+    ctx: Arc<AclContext>,
     handle: *mut c_void,
+    key: RegKey,
     addr: u64,
     len: u64,
     placement: Placement,
@@ -62,15 +92,17 @@ impl std::fmt::Debug for GlobalMem {
 }
 
 impl GlobalMem {
-    /// Registers `[addr, addr+len)` of `placement` memory with HCCL.
-    /// Errors: `ParamInvalid` for an empty, null or overflowing range; the mapped
-    /// HCCL status otherwise.
+    /// Registers `[addr, addr+len)` of `placement` memory with HCCL on `ctx`'s
+    /// device, or returns the live registration of exactly that range.
+    /// Errors: `ParamInvalid` for an empty, null or overflowing range, and from
+    /// HCCL for a range overlapping another registration; the mapped HCCL status
+    /// otherwise.
     pub fn register(
-        runtime: &Arc<AscendRuntime>,
+        ctx: &Arc<AclContext>,
         addr: u64,
         len: u64,
         placement: Placement,
-    ) -> Result<GlobalMem> {
+    ) -> Result<Arc<GlobalMem>> {
         if addr == 0 || len == 0 {
             bail!(
                 ParamInvalid,
@@ -80,7 +112,22 @@ impl GlobalMem {
         if addr.checked_add(len).is_none() {
             bail!(ParamInvalid, "region 0x{addr:x}+{len} overflows");
         }
-        let reg = hccl_fn!(runtime, HcclRegisterGlobalMem)?;
+        let rt = ctx.runtime();
+        let reg = hccl_fn!(rt, HcclRegisterGlobalMem)?;
+        let key = (
+            rt.acl_identity(),
+            ctx.device_id(),
+            placement as u8,
+            addr,
+            len,
+        );
+        // Held across the HCCL call so a concurrent drop of the same range
+        // cannot deregister the handle HCCL is about to hand out again.
+        let mut regs = registrations().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = regs.get(&key).and_then(Weak::upgrade) {
+            return Ok(live);
+        }
+        ctx.bind_thread()?;
         let mem = b::HcclMem {
             type_: mem_type(placement),
             addr: addr as *mut c_void,
@@ -89,7 +136,7 @@ impl GlobalMem {
         let mut handle: *mut c_void = std::ptr::null_mut();
         // SAFETY: `mem` and `handle` are valid for the call.
         let code = unsafe { reg(&mem, &mut handle) };
-        runtime.check_hccl(
+        rt.check_hccl(
             code,
             format_args!("HcclRegisterGlobalMem(0x{addr:x}, {len})"),
         )?;
@@ -99,13 +146,16 @@ impl GlobalMem {
                 "HcclRegisterGlobalMem(0x{addr:x}, {len}) returned success but no handle"
             );
         }
-        Ok(GlobalMem {
-            rt: Arc::clone(runtime),
+        let g = Arc::new(GlobalMem {
+            ctx: Arc::clone(ctx),
             handle,
+            key,
             addr,
             len,
             placement,
-        })
+        });
+        regs.insert(key, Arc::downgrade(&g));
+        Ok(g)
     }
 
     /// Start address of the region.
@@ -131,11 +181,25 @@ impl GlobalMem {
 
 impl Drop for GlobalMem {
     fn drop(&mut self) {
-        if let Some(dereg) = self.rt.hccl.HcclDeregisterGlobalMem {
+        let mut regs = registrations().lock().unwrap_or_else(|p| p.into_inner());
+        match regs.get(&self.key) {
+            // The range was registered again while this one was being dropped:
+            // HCCL handed out this same handle, which lives on in that one.
+            Some(w) if w.strong_count() > 0 => return,
+            Some(_) => {
+                regs.remove(&self.key);
+            }
+            None => {}
+        }
+        let rt = self.ctx.runtime();
+        if let Some(dereg) = rt.hccl.HcclDeregisterGlobalMem {
+            if let Err(e) = self.ctx.bind_thread() {
+                crate::log_warn!("{}", e.message);
+            }
             // SAFETY: a handle from HcclRegisterGlobalMem, no longer bound to any
             // communicator (each communicator holds an Arc until it unbinds).
             let code = unsafe { dereg(self.handle) };
-            if let Err(e) = self.rt.check_hccl(code, "HcclDeregisterGlobalMem") {
+            if let Err(e) = rt.check_hccl(code, "HcclDeregisterGlobalMem") {
                 crate::log_warn!("{}", e.message);
             }
         }
@@ -163,11 +227,11 @@ unsafe impl Send for DescBuf {}
 /// A live HCCL communicator. Unbinds its memory, then destroys the communicator,
 /// on drop.
 pub struct HcclComm {
+    ctx: Arc<AclContext>,
     rt: Arc<AscendRuntime>,
     raw: b::HcclComm,
     rank: u32,
     bound: Mutex<Vec<Arc<GlobalMem>>>,
-    descs: Mutex<Vec<b::HcclMemDesc>>,
 }
 
 // SAFETY: the communicator handle may be used from any thread; mutable bookkeeping
@@ -214,10 +278,10 @@ fn init_config(cfg: &CommConfig) -> Result<b::HcclCommConfig> {
     c.hcclQos = b::HCCL_COMM_QOS_CONFIG_NOT_SET as u32;
     c.hcclSymWinMaxMemSizePerRank = 16;
     let name = cfg.name.as_bytes();
-    if name.len() >= c.hcclCommName.len() || name.contains(&0) {
+    if name.is_empty() || name.len() >= c.hcclCommName.len() || name.contains(&0) {
         bail!(
             ParamInvalid,
-            "communicator name must be under {} bytes without NUL",
+            "communicator name must be 1..{} bytes without NUL",
             c.hcclCommName.len()
         );
     }
@@ -241,38 +305,59 @@ fn whole_seconds(d: Duration) -> i32 {
 
 impl HcclComm {
     /// Creates this rank's communicator from an HCCL rank-table JSON string
-    /// (`HcclCommInitClusterInfoMemConfig`).
+    /// (`HcclCommInitClusterInfoMemConfig`) on `ctx`'s device, serialised with
+    /// every other creation and destruction in the process. A transient
+    /// `HCCL_E_UNAVAIL` / `HCCL_E_AGAIN` is retried with back-off until `deadline`.
     pub fn create(
-        runtime: Arc<AscendRuntime>,
+        ctx: &Arc<AclContext>,
         rank_table_json: &str,
         rank: u32,
         config: &CommConfig,
+        deadline: Instant,
     ) -> Result<HcclComm> {
+        let runtime = ctx.runtime().clone();
         let init = hccl_fn!(runtime, HcclCommInitClusterInfoMemConfig)?;
         let Ok(table) = CString::new(rank_table_json) else {
             bail!(ParamInvalid, "rank table contains a NUL byte");
         };
         let mut cfg = init_config(config)?;
-        let mut raw: b::HcclComm = std::ptr::null_mut();
-        // SAFETY: all pointers are valid for the call; `raw` is an out-pointer.
-        let code = unsafe { init(table.as_ptr(), rank, &mut cfg, &mut raw) };
-        runtime.check_hccl(
-            code,
-            format_args!("HcclCommInitClusterInfoMemConfig(rank {rank})"),
-        )?;
-        if raw.is_null() {
-            bail!(
-                Failed,
-                "HcclCommInitClusterInfoMemConfig returned success but no communicator"
-            );
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let mut raw: b::HcclComm = std::ptr::null_mut();
+            let code = {
+                let _one = COMM_LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
+                ctx.bind_thread()?;
+                // SAFETY: all pointers are valid for the call; `raw` is an out-pointer.
+                unsafe { init(table.as_ptr(), rank, &mut cfg, &mut raw) }
+            };
+            let transient =
+                code == b::HcclResult_HCCL_E_UNAVAIL || code == b::HcclResult_HCCL_E_AGAIN;
+            if transient && Instant::now() + backoff < deadline {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            runtime.check_hccl(
+                code,
+                format_args!(
+                    "HcclCommInitClusterInfoMemConfig(rank {rank}, \"{}\")",
+                    config.name
+                ),
+            )?;
+            if raw.is_null() {
+                bail!(
+                    Failed,
+                    "HcclCommInitClusterInfoMemConfig returned success but no communicator"
+                );
+            }
+            return Ok(HcclComm {
+                ctx: Arc::clone(ctx),
+                rt: runtime,
+                raw,
+                rank,
+                bound: Mutex::new(Vec::new()),
+            });
         }
-        Ok(HcclComm {
-            rt: runtime,
-            raw,
-            rank,
-            bound: Mutex::new(Vec::new()),
-            descs: Mutex::new(Vec::new()),
-        })
     }
 
     /// This rank's id in the communicator.
@@ -281,96 +366,38 @@ impl HcclComm {
     }
 
     /// Makes a registered region reachable through this communicator
-    /// (`HcclCommBindMem`). Bind before `prepare`; the communicator keeps `mem`
-    /// alive until it is dropped.
+    /// (`HcclCommBindMem`); a region already bound is skipped (HCCL refuses a
+    /// second bind). Bind before `prepare`: HCCL exchanges bound memory once.
+    /// The communicator keeps `mem` alive until it is dropped.
     pub fn bind(&self, mem: &Arc<GlobalMem>) -> Result<()> {
-        if !Arc::ptr_eq(&mem.rt, &self.rt) {
+        if mem.key.0 != self.rt.acl_identity() || mem.ctx.device_id() != self.ctx.device_id() {
             bail!(
                 ParamInvalid,
-                "HcclCommBindMem: region registered with a different runtime"
+                "HcclCommBindMem: region registered with a different runtime or device"
             );
         }
+        let mut bound = self.lock_bound();
+        if bound.iter().any(|m| m.handle == mem.handle) {
+            return Ok(());
+        }
         let bind = hccl_fn!(self.rt, HcclCommBindMem)?;
+        self.ctx.bind_thread()?;
         // SAFETY: live communicator and a live registration handle.
         let code = unsafe { bind(self.raw, mem.handle) };
         self.rt.check_hccl(
             code,
             format_args!("HcclCommBindMem(0x{:x}, {})", mem.addr, mem.len),
         )?;
-        self.lock_bound().push(Arc::clone(mem));
+        bound.push(Arc::clone(mem));
         Ok(())
     }
 
     /// Registers `[addr, addr+len)` for one-sided access and binds it to this
     /// communicator (`HcclRegisterGlobalMem` + `HcclCommBindMem`). The
-    /// registration ends with the communicator.
+    /// registration ends with the communicator (or its last other user).
     pub fn register(&self, addr: u64, len: u64, placement: Placement) -> Result<()> {
-        let mem = Arc::new(GlobalMem::register(&self.rt, addr, len, placement)?);
+        let mem = GlobalMem::register(&self.ctx, addr, len, placement)?;
         self.bind(&mem)
-    }
-
-    /// Describes every registered region to `remote_rank` and receives its
-    /// descriptors (`HcclRegisterMem` + `HcclExchangeMemDesc`). Both ranks must call
-    /// it. Returns how many descriptors the peer sent.
-    pub fn exchange_mem_desc(&self, remote_rank: u32, timeout: Duration) -> Result<usize> {
-        if remote_rank == self.rank {
-            bail!(
-                ParamInvalid,
-                "cannot exchange descriptors with own rank {remote_rank}"
-            );
-        }
-        let register = hccl_fn!(self.rt, HcclRegisterMem)?;
-        let exchange = hccl_fn!(self.rt, HcclExchangeMemDesc)?;
-        let mut local: Vec<b::HcclMemDesc> = Vec::new();
-        for r in self.lock_bound().iter() {
-            // SAFETY: plain old data.
-            let mut d: b::HcclMemDesc = unsafe { std::mem::zeroed() };
-            // SAFETY: live communicator; `d` is a valid out-pointer.
-            let code = unsafe {
-                register(
-                    self.raw,
-                    remote_rank,
-                    mem_type(r.placement) as i32,
-                    r.addr as *mut c_void,
-                    r.len,
-                    &mut d,
-                )
-            };
-            self.rt.check_hccl(
-                code,
-                format_args!("HcclRegisterMem(0x{:x}, {})", r.addr, r.len),
-            )?;
-            local.push(d);
-        }
-        // Room for up to 256 peer descriptors (more is reported through actual_num).
-        // SAFETY: plain old data.
-        let mut remote: Vec<b::HcclMemDesc> = vec![unsafe { std::mem::zeroed() }; 256];
-        let mut local_descs = b::HcclMemDescs {
-            array: local.as_mut_ptr(),
-            arrayLength: local.len() as u32,
-        };
-        let mut remote_descs = b::HcclMemDescs {
-            array: remote.as_mut_ptr(),
-            arrayLength: remote.len() as u32,
-        };
-        let mut actual = 0u32;
-        // SAFETY: both arrays outlive the call; lengths match the vectors.
-        let code = unsafe {
-            exchange(
-                self.raw,
-                remote_rank,
-                &mut local_descs,
-                whole_seconds(timeout),
-                &mut remote_descs,
-                &mut actual,
-            )
-        };
-        self.lock_descs().extend(local.iter().copied());
-        self.rt.check_hccl(
-            code,
-            format_args!("HcclExchangeMemDesc(remote rank {remote_rank})"),
-        )?;
-        Ok(actual as usize)
     }
 
     /// Sets up connections to every peer and shares bound memory
@@ -383,6 +410,7 @@ impl HcclComm {
             rsvd1: 0,
             rsvd2: 0,
         };
+        self.ctx.bind_thread()?;
         // SAFETY: live communicator; `cfg` valid for the call.
         let code = unsafe { prepare(self.raw, &cfg, whole_seconds(timeout)) };
         self.rt.check_hccl(code, "HcclCommPrepare")
@@ -441,9 +469,12 @@ impl HcclComm {
         self.submit(op, remote_rank, ops, buf, stream)
     }
 
-    /// Queues `(local_addr, remote_addr, len)` operations on `stream` as one
-    /// `HcclBatchGet` / `HcclBatchPut`, building the descriptors in `buf`
-    /// (reused across calls). Nothing is queued if a segment is invalid.
+    /// Queues `(local_addr, remote_addr, len)` operations on `stream` as
+    /// `HcclBatchGet` / `HcclBatchPut` calls of at most [`MAX_DESCS_PER_CALL`]
+    /// descriptors each, built in `buf` (reused across calls). Nothing is queued
+    /// if a segment is invalid; after a failed call the earlier ones (and the
+    /// failing call's leading descriptors) may be queued, so the caller drains
+    /// the stream either way.
     pub fn submit(
         &self,
         op: OneSided,
@@ -481,58 +512,63 @@ impl HcclComm {
                 dataType: b::HcclDataType_HCCL_DATA_TYPE_UINT8,
             });
         }
-        if descs.is_empty() {
-            return Ok(());
+        let total = descs.len();
+        for (k, chunk) in descs.chunks_mut(MAX_DESCS_PER_CALL).enumerate() {
+            let n = chunk.len() as u32;
+            // SAFETY: live communicator and stream; `chunk` outlives the call (HCCL
+            // copies the descriptors at submission).
+            let code = unsafe { f(self.raw, remote_rank, chunk.as_mut_ptr(), n, stream.raw()) };
+            self.rt.check_hccl(
+                code,
+                format_args!(
+                    "{what}({n} of {total} segments from segment {}, remote rank {remote_rank})",
+                    k * MAX_DESCS_PER_CALL
+                ),
+            )?;
         }
-        let Ok(n) = u32::try_from(descs.len()) else {
-            bail!(ParamInvalid, "{what}: {} segments exceed u32", descs.len());
-        };
-        // SAFETY: live communicator and stream; `descs` outlives the call (HCCL
-        // copies the descriptors at submission).
-        let code = unsafe { f(self.raw, remote_rank, descs.as_mut_ptr(), n, stream.raw()) };
-        self.rt.check_hccl(
-            code,
-            format_args!("{what}({n} segments, remote rank {remote_rank})"),
-        )
+        Ok(())
     }
 
     fn lock_bound(&self) -> std::sync::MutexGuard<'_, Vec<Arc<GlobalMem>>> {
         self.bound.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_descs(&self) -> std::sync::MutexGuard<'_, Vec<b::HcclMemDesc>> {
-        self.descs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for HcclComm {
     fn drop(&mut self) {
         let h = self.rt.hccl;
-        let descs = std::mem::take(&mut *self.lock_descs());
-        if let Some(dereg) = h.HcclDeregisterMem {
-            for mut d in descs {
-                // SAFETY: live communicator; descriptor from HcclRegisterMem.
-                let _ = unsafe { dereg(self.raw, &mut d) };
-            }
+        if let Err(e) = self.ctx.bind_thread() {
+            crate::log_warn!("{}", e.message);
         }
-        // Unbind before destroying; each region is deregistered when its last
-        // holder (this communicator, other communicators, the backend) drops it.
+        // Unbind before destroying (HCCL refuses to destroy a communicator with
+        // memory bound); each region is deregistered when its last holder (this
+        // communicator, other communicators, the backend) drops it.
         let bound = std::mem::take(&mut *self.lock_bound());
+        let mut unbound_all = true;
         if let Some(unbind) = h.HcclCommUnbindMem {
             for m in &bound {
                 // SAFETY: the handle is bound to this live communicator.
                 let code = unsafe { unbind(self.raw, m.handle) };
                 if let Err(e) = self.rt.check_hccl(code, "HcclCommUnbindMem") {
                     crate::log_warn!("{}", e.message);
+                    unbound_all = false;
                 }
             }
+        } else {
+            unbound_all = bound.is_empty();
         }
-        if let Some(destroy) = h.HcclCommDestroy {
+        if let (Some(destroy), true) = (h.HcclCommDestroy, unbound_all) {
+            let _one = COMM_LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
             // SAFETY: live communicator, destroyed exactly once.
             let code = unsafe { destroy(self.raw) };
             if let Err(e) = self.rt.check_hccl(code, "HcclCommDestroy") {
                 crate::log_warn!("{}", e.message);
             }
+        } else if !unbound_all {
+            crate::log_warn!("leaking an HCCL communicator whose memory could not be unbound");
+            // A region still bound must not be deregistered either.
+            std::mem::forget(bound);
+            return;
         }
         drop(bound);
     }

@@ -103,16 +103,20 @@ pub struct Identity {
 
 /// Where a peer's HCCL communicator can reach this instance's device (acl
 /// backend): one entry of the generated two-rank table (docs/ascend.md).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceEndpoint {
     /// Rank-table `server_id` (the host's IP).
     pub server_id: String,
-    /// Rank-table `device_id`.
+    /// Rank-table `device_id` (the physical device id).
     pub device_id: u32,
     /// Rank-table `device_ip` (the device NIC's IP).
     pub device_ip: String,
-    /// Rank-table `device_port`.
+    /// Rank-table `device_port`; 0: none (HCCL's default port).
     pub device_port: u16,
+    /// Rank-table 1.2 `super_device_id` (A3).
+    pub super_device_id: Option<u32>,
+    /// Rank-table 1.2 `super_pod_id` of the server (A3).
+    pub super_pod_id: Option<String>,
 }
 
 /// One cache as published in the owner's table or returned by `Resolve`.
@@ -458,6 +462,8 @@ fn put_device(out: &mut Vec<u8>, d: &Option<DeviceEndpoint>) {
             put_u32(out, d.device_id);
             put_str(out, &d.device_ip);
             put_u32(out, u32::from(d.device_port));
+            put_u32(out, d.super_device_id.unwrap_or(u32::MAX));
+            put_str(out, d.super_pod_id.as_deref().unwrap_or(""));
         }
         None => put_u8(out, 0),
     }
@@ -804,11 +810,15 @@ impl<'a> Reader<'a> {
         let device_ip = self.string("device.device_ip")?;
         let device_port = u16::try_from(self.u32("device.device_port")?)
             .map_err(|_| WireError::Invalid("device.device_port"))?;
+        let super_device_id = Some(self.u32("device.super_device_id")?).filter(|&v| v != u32::MAX);
+        let super_pod_id = Some(self.string("device.super_pod_id")?).filter(|v| !v.is_empty());
         Ok(Some(DeviceEndpoint {
             server_id,
             device_id,
             device_ip,
             device_port,
+            super_device_id,
+            super_pod_id,
         }))
     }
 
@@ -1063,6 +1073,7 @@ mod tests {
                     device_id: 0,
                     device_ip: "127.0.0.1".to_owned(),
                     device_port: 40000,
+                    ..DeviceEndpoint::default()
                 }),
                 identity: identity(false),
             },
@@ -1077,6 +1088,8 @@ mod tests {
                     device_id: 3,
                     device_ip: "192.168.1.3".to_owned(),
                     device_port: 16666,
+                    super_device_id: Some(19),
+                    super_pod_id: Some("pod-1".to_owned()),
                 }),
                 identity: identity(true),
                 pools: pools(3),
@@ -1632,6 +1645,7 @@ mod tests {
                 device_id,
                 device_ip,
                 device_port,
+                ..DeviceEndpoint::default()
             },
         ))
     }

@@ -3,6 +3,7 @@
 //! simulated Ascend runtime (`sim`).
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod acl;
 pub mod sim;
 
 use llmdd::datadist::options::collect;
