@@ -11,7 +11,7 @@
 #define D_ID 40
 
 static uint32_t unlink_within(llmdd_instance_t *d, uint16_t port, int32_t timeout_ms) {
-  llmdd_ip_info_t ip = {"127.0.0.1", port};
+  llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(P_ID, &ip);
   uint32_t ret = 99;
   uint32_t s = llmdd_unlink_clusters(d, &cl, 1, timeout_ms, false, &ret);
