@@ -10,13 +10,20 @@
  *   both: unlink_clusters(force=True); unregister_cache; finalize.
  * The decoder checks that block 0 of both tensors holds the prompt's 1.0f
  * values (one stride of the blocks cache, as the reference moves it) and
- * blocks 1..2 are still 0. */
-#include "llmdd_test.h"
+ * blocks 1..2 are still 0.
+ *
+ * The sample's tensors are NPU memory (torch_npu). Here they are t_mem
+ * tensors: 2 MB aligned host memory, which on the acl re-run stands for device
+ * memory as HCCS accepts it (a device region not from aclrtMalloc must start
+ * 2 MB aligned). Each process closes the pipe ends it does not use, so a side
+ * that exits early ends the other's waits at once. */
+#include "t_dataplane.h"
 
 #define P_ID 0
 #define D_ID 1
 #define BLOCKS 3
 #define KV 10
+#define TENSOR_BYTES (BLOCKS * KV * sizeof(float))
 
 static uint16_t g_port_p, g_port_d;
 
@@ -35,20 +42,32 @@ static void init(llmdd_instance_t *inst, uint16_t port) {
   REQUIRE_OK(t_init(inst, NULL, o, sizeof o / sizeof o[0]));
 }
 
-/* register_blocks_cache of two [3, 10] float tensors filled with `value`. */
-static llmdd_cache_t register_blocks(llmdd_instance_t *inst, uint64_t cluster, float value, float *t0, float *t1) {
-  for (int i = 0; i < BLOCKS * KV; i++) t0[i] = t1[i] = value;
+/* Element i of tensor t of `m`. */
+static float *elem(t_mem *m, uint32_t t) { return (float *)(void *)m->p[t]; }
+
+/* register_blocks_cache of two [3, 10] float tensors (`m`, allocated here)
+ * filled with `value`. */
+static llmdd_cache_t register_blocks(llmdd_instance_t *inst, uint64_t cluster, float value, t_mem *m) {
+  *m = t_mem_new(2, TENSOR_BYTES);
+  for (uint32_t t = 0; t < 2; t++)
+    for (int i = 0; i < BLOCKS * KV; i++) elem(m, t)[i] = value;
   llmdd_cache_desc_t d = llmdd_cache_desc_init();
   d.num_tensors = 2;
   d.data_type = LLMDD_DT_FLOAT;
   d.num_dims = 2;
   d.shape[0] = BLOCKS;
   d.shape[1] = KV;
-  uint64_t addrs[2] = {(uint64_t)(uintptr_t)t0, (uint64_t)(uintptr_t)t1};
   llmdd_cache_key_t key = llmdd_blocks_cache_key(cluster, 0);
   llmdd_cache_t c = llmdd_cache_init();
-  REQUIRE_OK(llmdd_register_blocks_cache(inst, &d, addrs, 2, &key, -1, &c));
+  REQUIRE_OK(llmdd_register_blocks_cache(inst, &d, m->addrs, 2, &key, -1, &c));
   return c;
+}
+
+/* Closes the two ends of `other`: this process neither reads nor writes them,
+ * so when the process holding the far ends exits, t_recv sees EOF. */
+static void close_chan(t_chan other) {
+  close(other.rd);
+  close(other.wr);
 }
 
 static uint32_t force_unlink(llmdd_instance_t *inst, uint64_t remote) {
@@ -60,12 +79,14 @@ static uint32_t force_unlink(llmdd_instance_t *inst, uint64_t remote) {
 }
 
 static int prompt(void *arg) {
-  t_chan ch = *(t_chan *)arg;
+  t_chan_pair *pair = (t_chan_pair *)arg;
+  close_chan(pair->parent);
+  t_chan ch = pair->child;
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, P_ID, &p));
   init(p, g_port_p);
-  float t0[BLOCKS * KV], t1[BLOCKS * KV];
-  llmdd_cache_t cache = register_blocks(p, P_ID, 1.0f, t0, t1);
+  t_mem m;
+  llmdd_cache_t cache = register_blocks(p, P_ID, 1.0f, &m);
   t_send(ch, 1);
   CHECK(t_recv(ch, 30000) == 1); /* barrier: register end */
 
@@ -98,6 +119,7 @@ static int prompt(void *arg) {
   CHECK_OK(llmdd_unregister_cache(p, cache.cache_id));
   CHECK_OK(llmdd_finalize(p));
   llmdd_destroy(p);
+  t_mem_free(&m);
   return t_failures ? 1 : 0;
 }
 
@@ -105,16 +127,18 @@ int main(void) {
   g_port_p = t_free_port();
   g_port_d = t_free_port();
   t_chan_pair ch = t_chan_new();
-  pid_t child = t_fork(prompt, &ch.child);
+  pid_t child = t_fork(prompt, &ch);
+  close_chan(ch.child);
 
   llmdd_instance_t *d = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, D_ID, &d));
   init(d, g_port_d);
-  float t0[BLOCKS * KV], t1[BLOCKS * KV];
-  llmdd_cache_t cache = register_blocks(d, D_ID, 0.0f, t0, t1);
+  t_mem m;
+  llmdd_cache_t cache = register_blocks(d, D_ID, 0.0f, &m);
   CHECK(t_recv(ch.parent, 30000) == 1);
   t_send(ch.parent, 1); /* barrier: register end */
   CHECK(t_recv(ch.parent, 30000) == 2);
+  const float *t0 = elem(&m, 0), *t1 = elem(&m, 1);
   for (int i = 0; i < BLOCKS * KV; i++) {
     float want = i < KV ? 1.0f : 0.0f;
     if (t0[i] != want || t1[i] != want) fprintf(stderr, "element %d: %g %g, expected %g\n", i, t0[i], t1[i], want);
@@ -126,6 +150,7 @@ int main(void) {
   CHECK_OK(llmdd_unregister_cache(d, cache.cache_id));
   CHECK_OK(llmdd_finalize(d));
   llmdd_destroy(d);
+  t_mem_free(&m);
   CHECK(t_wait(child, 30000) == 0);
   return t_finish("test_async_sample_flow");
 }

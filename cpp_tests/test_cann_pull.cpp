@@ -1,10 +1,11 @@
 // The CANN sample pair prompt_pull_cache_and_blocks.cpp /
 // decoder_pull_cache_and_blocks.cpp, adapted: written against
-// llm_datadist/llm_datadist.h only, device memory is host memory (acl/acl.h
-// stand-in), ports come from the kernel, and a control message replaces the
-// decoder's sleep. Both ends listen; the decoder dials, pulls blocks 1..3 and
-// batch 0 of the prompt's cache, checks every byte, unlinks and tells the
-// prompt, which then unregisters its cache.
+// llm_datadist/llm_datadist.h only, device memory comes from the acl/acl.h
+// stand-in (the runtime's on the acl backend, host memory on the host backend),
+// the two sides use devices 0 and 2, ports come from the kernel, and a control
+// message replaces the decoder's sleep. Both ends listen; the decoder dials,
+// pulls blocks 1..3 and batch 0 of the prompt's cache, checks every byte,
+// unlinks and tells the prompt, which then unregisters its cache.
 #include "cann_sample.h"
 
 using namespace llm_datadist;
@@ -17,7 +18,7 @@ Ports g_ports;
 
 int RunPromptSample() {
   LlmDataDist dd(kPromptClusterId, LlmRole::kPrompt);
-  if (Initialize(dd, &g_ports.prompt_listen) != 0) return -1;
+  if (Initialize(dd, kPromptDeviceId, &g_ports.prompt_listen) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.prompt_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;
@@ -34,7 +35,7 @@ int RunPromptSample() {
 
 int RunDecoderSample() {
   LlmDataDist dd(kDecoderClusterId, LlmRole::kDecoder);
-  if (Initialize(dd, &g_ports.decoder_listen) != 0) return -1;
+  if (Initialize(dd, kDecoderDeviceId, &g_ports.decoder_listen) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.decoder_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;
@@ -57,8 +58,7 @@ int RunDecoderSample() {
   }
   if (control >= 0) close(control);
   // As the sample: finalize without unregistering.
-  for (void *b : buffers) aclrtFree(b);
-  dd.Finalize();
+  FinalizeThenFree(dd, buffers);
   return rc;
 }
 }  // namespace

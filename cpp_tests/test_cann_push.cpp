@@ -1,11 +1,12 @@
 // The CANN sample pair prompt_push_cache_and_blocks.cpp /
 // decoder_push_cache_and_blocks.cpp, adapted: written against
-// llm_datadist/llm_datadist.h only, device memory is host memory (acl/acl.h
-// stand-in), ports come from the kernel, and control messages replace the
-// samples' sleeps. Both ends listen; the prompt dials and pushes blocks 5..7
-// one layer at a time (tensor_num_per_layer 1, layer ranges (i, i)) and batch
-// 4 as one layer of 4 tensors, unlinks and tells the decoder, which checks
-// every byte of its buffers.
+// llm_datadist/llm_datadist.h only, device memory comes from the acl/acl.h
+// stand-in (the runtime's on the acl backend, host memory on the host backend),
+// the two sides use devices 0 and 2, ports come from the kernel, and control
+// messages replace the samples' sleeps. Both ends listen; the prompt dials and
+// pushes blocks 5..7 one layer at a time (tensor_num_per_layer 1, layer ranges
+// (i, i)) and batch 4 as one layer of 4 tensors, unlinks and tells the decoder,
+// which checks every byte of its buffers.
 #include "cann_sample.h"
 
 using namespace llm_datadist;
@@ -18,7 +19,7 @@ Ports g_ports;
 
 int RunPromptSample() {
   LlmDataDist dd(kPromptClusterId, LlmRole::kPrompt);
-  if (Initialize(dd, &g_ports.prompt_listen) != 0) return -1;
+  if (Initialize(dd, kPromptDeviceId, &g_ports.prompt_listen) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.prompt_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;
@@ -46,7 +47,7 @@ int RunPromptSample() {
 
 int RunDecoderSample() {
   LlmDataDist dd(kDecoderClusterId, LlmRole::kDecoder);
-  if (Initialize(dd, &g_ports.decoder_listen) != 0) return -1;
+  if (Initialize(dd, kDecoderDeviceId, &g_ports.decoder_listen) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.decoder_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;

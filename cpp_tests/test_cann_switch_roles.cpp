@@ -1,12 +1,13 @@
 // The CANN sample pair prompt_switch_roles.cpp / decoder_switch_roles.cpp,
-// adapted: written against llm_datadist/llm_datadist.h only, device memory is
-// host memory (acl/acl.h stand-in), ports come from the kernel, and control
-// messages replace the samples' sleeps. The prompt listens; the decoder (not
-// listening) dials it, pulls blocks 1..3 and batch 0, unlinks and becomes the
-// prompt (SetRole with a listen endpoint); the prompt becomes the decoder
-// (SetRole without one: it stops listening), dials back with the default
-// timeout, pushes blocks 5..7 and batch 4 and finalizes without unlinking.
-// The decoder checks every byte after each phase.
+// adapted: written against llm_datadist/llm_datadist.h only, device memory
+// comes from the acl/acl.h stand-in (the runtime's on the acl backend, host
+// memory on the host backend), the two sides use devices 0 and 2, ports come
+// from the kernel, and control messages replace the samples' sleeps. The prompt
+// listens; the decoder (not listening) dials it, pulls blocks 1..3 and batch 0,
+// unlinks and becomes the prompt (SetRole with a listen endpoint); the prompt
+// becomes the decoder (SetRole without one: it stops listening), dials back
+// with the default timeout, pushes blocks 5..7 and batch 4 and finalizes
+// without unlinking. The decoder checks every byte after each phase.
 #include "cann_sample.h"
 
 using namespace llm_datadist;
@@ -33,7 +34,7 @@ int32_t SetRole(LlmDataDist &dd, LlmRole role, const uint16_t *listen_port) {
 
 int RunPromptSample() {
   LlmDataDist dd(kPromptClusterId, LlmRole::kPrompt);
-  if (Initialize(dd, &g_ports.prompt_listen) != 0) return -1;
+  if (Initialize(dd, kPromptDeviceId, &g_ports.prompt_listen) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.prompt_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;
@@ -50,14 +51,13 @@ int RunPromptSample() {
     }
   }
   if (control >= 0) close(control);
-  for (void *b : buffers) aclrtFree(b);
-  dd.Finalize();  // as the sample: with the link still up
+  FinalizeThenFree(dd, buffers);  // as the sample: with the link still up
   return rc;
 }
 
 int RunDecoderSample() {
   LlmDataDist dd(kDecoderClusterId, LlmRole::kDecoder);
-  if (Initialize(dd, nullptr) != 0) return -1;
+  if (Initialize(dd, kDecoderDeviceId, nullptr) != 0) return -1;
   int32_t control = CreateControlServer(kIp, g_ports.decoder_control);
   std::vector<void *> buffers;
   int64_t cache_id = -1;
@@ -79,8 +79,7 @@ int RunDecoderSample() {
     }
   }
   if (control >= 0) close(control);
-  for (void *b : buffers) aclrtFree(b);
-  dd.Finalize();
+  FinalizeThenFree(dd, buffers);
   return rc;
 }
 }  // namespace

@@ -2,11 +2,14 @@
 // samples' TCP control messages between prompt and decoder, with the ports
 // chosen by the kernel instead of fixed ones and a message wherever a sample
 // sleeps, and a runner that forks the prompt and waits for both processes.
+// Each process knows when the other's side is over (a pipe whose far end
+// closes), so a side that fails makes its peer's waits end at once.
 // TEST INFRASTRUCTURE; uses only the public headers.
 #ifndef LLMDD_CANN_SAMPLE_H
 #define LLMDD_CANN_SAMPLE_H
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,6 +26,7 @@
 
 #include "acl/acl.h"
 #include "llm_datadist/llm_datadist.h"
+#include "t_sim.h"
 
 namespace cann_sample {
 
@@ -36,6 +40,18 @@ inline void AddTestOptions(std::map<llm_datadist::AscendString, llm_datadist::As
 }
 
 constexpr int kControlTimeoutSec = 60;
+
+// Read end of the pipe from the other process of the pair (RunPair), -1
+// outside one. Nothing is ever written to it: it turns readable (EOF) once
+// that process's side has returned or the process has died.
+static int g_peer_fd = -1;
+
+// Waits up to `ms` for the peer's side to end; true once it has.
+inline bool PeerGone(int ms) {
+  pollfd p{g_peer_fd, POLLIN, 0};
+  int n = poll(&p, g_peer_fd >= 0 ? 1 : 0, ms);
+  return n == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
+}
 
 // The ports one sample pair uses, all picked before the fork.
 struct Ports {
@@ -89,11 +105,17 @@ inline int32_t CreateControlServer(const char *ip, uint16_t port) {
   return fd;
 }
 
-// Waits (kControlTimeoutSec at most) for one connection carrying `expect`.
+// Waits (kControlTimeoutSec at most) for one connection carrying `expect`;
+// fails at once when the peer's side ends without having sent it.
 inline int32_t WaitMessage(int32_t listen_fd, char expect) {
-  pollfd p{listen_fd, POLLIN, 0};
-  if (poll(&p, 1, kControlTimeoutSec * 1000) != 1) {
+  pollfd p[2] = {{listen_fd, POLLIN, 0}, {g_peer_fd, POLLIN, 0}};
+  if (poll(p, g_peer_fd >= 0 ? 2 : 1, kControlTimeoutSec * 1000) < 1) {
     std::printf("[ERROR] no control message '%c' within %d s\n", expect, kControlTimeoutSec);
+    return -1;
+  }
+  // A message sent just before the peer ended is already queued: it wins.
+  if ((p[0].revents & POLLIN) == 0) {
+    std::printf("[ERROR] the peer ended without sending control message '%c'\n", expect);
     return -1;
   }
   int32_t c = accept(listen_fd, nullptr, nullptr);
@@ -110,7 +132,8 @@ inline int32_t WaitMessage(int32_t listen_fd, char expect) {
 }
 
 // Sends `msg` to ip:port, retrying while nothing listens there yet (as the
-// samples' NotifyUnlinkDone: 600 tries, 100 ms apart).
+// samples' NotifyUnlinkDone: 600 tries, 100 ms apart) and the peer's side
+// has not ended.
 inline int32_t Notify(const char *ip, uint16_t port, char msg) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -125,7 +148,10 @@ inline int32_t Notify(const char *ip, uint16_t port, char msg) {
       return n == 1 ? 0 : -1;
     }
     close(fd);
-    usleep(100000);
+    if (PeerGone(100)) {
+      std::printf("[ERROR] the peer ended before it listened for control message '%c'\n", msg);
+      return -1;
+    }
   }
   std::printf("[ERROR] could not notify %s:%u\n", ip, static_cast<unsigned>(port));
   return -1;
@@ -138,19 +164,43 @@ inline std::vector<int32_t> Iota(size_t n) {
   return v;
 }
 
+// 0 when a side returned 0 and, on the simulated runtime, no contract
+// violation was recorded in its process (teardown paths whose codes the
+// library cannot report).
+inline int SideResult(const char *side, int rc) {
+  int v = t_sim_violations();
+  if (v != 0) std::printf("[ERROR] %s: the simulated runtime recorded %d contract violation(s)\n", side, v);
+  return (rc == 0 && v == 0) ? 0 : 1;
+}
+
 // Runs `prompt` in a child process and `decoder` here; 0 when both return 0.
-// A process still running after `timeout_s` is killed (counts as failure).
+// Each process holds the write end of a pipe the other reads (g_peer_fd) and
+// closes it when its side returns (or dies), which ends the other's waits. A
+// process still running after `timeout_s` is killed (counts as failure).
 template <typename P, typename D>
 int RunPair(const char *name, P prompt, D decoder, int timeout_s = 120) {
+  int to_child[2], to_parent[2];
+  if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(to_parent, O_CLOEXEC) != 0) {
+    std::perror("pipe2");
+    return 2;
+  }
   std::fflush(stdout);
   pid_t child = fork();
   if (child < 0) return 2;
   if (child == 0) {
-    int rc = prompt();
+    close(to_child[1]);
+    close(to_parent[0]);
+    g_peer_fd = to_child[0];
+    int rc = SideResult("prompt", prompt());
     std::fflush(stdout);
-    std::exit(rc == 0 ? 0 : 1);
+    std::exit(rc);  // closes to_parent[1]: the decoder's waits end
   }
+  close(to_child[0]);
+  close(to_parent[1]);
+  g_peer_fd = to_parent[0];
   int rc_d = decoder();
+  close(to_child[1]);  // the prompt's waits end
+  rc_d = SideResult("decoder", rc_d);
   int st = 0;
   timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -184,16 +234,20 @@ constexpr size_t kBlockElems = 16;
 constexpr uint32_t kPushBatchIndex = 4;
 constexpr uint8_t kPushTensorNumPerLayer = 4;
 constexpr const char *kIp = "127.0.0.1";
+// OPTION_DEVICE_ID of each side, as the samples' README runs two of the pairs:
+// distinct devices (HCCL links two devices; one device cannot link to itself).
+constexpr const char *kPromptDeviceId = "0";
+constexpr const char *kDecoderDeviceId = "2";
 
 using llm_datadist::AscendString;
 using llm_datadist::LlmDataDist;
 using llm_datadist::Status;
 
-// Initialize with OPTION_DEVICE_ID and, when `listen_port` is given,
-// OPTION_LISTEN_IP_INFO (plus the test-run options).
-inline int Initialize(LlmDataDist &dd, const uint16_t *listen_port) {
+// Initialize with OPTION_DEVICE_ID `device_id` and, when `listen_port` is
+// given, OPTION_LISTEN_IP_INFO (plus the test-run options).
+inline int Initialize(LlmDataDist &dd, const char *device_id, const uint16_t *listen_port) {
   std::map<AscendString, AscendString> options;
-  options[llm_datadist::OPTION_DEVICE_ID] = "0";
+  options[llm_datadist::OPTION_DEVICE_ID] = device_id;
   if (listen_port != nullptr) {
     options[llm_datadist::OPTION_LISTEN_IP_INFO] = (std::string(kIp) + ":" + std::to_string(*listen_port)).c_str();
   }
@@ -225,7 +279,9 @@ inline llm_datadist::ClusterInfo Peer(uint64_t id, uint16_t port, uint16_t local
 }
 
 // RegisterKvCache of kNumTensors "device" buffers of shape [8, 16] int32,
-// filled with 0, 1, 2, ... when `fill` (the prompt's), else zero.
+// filled with 0, 1, 2, ... when `fill` (the prompt's), else zero: device
+// memory from aclrtMalloc is not zeroed (the checks expect zeros outside what
+// arrived, which the samples themselves do not check).
 inline int32_t RegisterCache(LlmDataDist &dd, std::vector<void *> &buffers, int64_t &cache_id, bool fill) {
   llm_datadist::CacheDesc cache_desc{};
   cache_desc.num_tensors = kNumTensors;
@@ -234,13 +290,19 @@ inline int32_t RegisterCache(LlmDataDist &dd, std::vector<void *> &buffers, int6
   std::vector<uint64_t> tensor_addrs;
   for (uint32_t i = 0U; i < kNumTensors; ++i) {
     void *buffer = nullptr;
-    if (aclrtMalloc(&buffer, kTensorSize, ACL_MEM_MALLOC_HUGE_ONLY) != ACL_ERROR_NONE) return -1;
-    if (fill) {
-      std::vector<int32_t> host = Iota(kTensorElems);
-      aclrtMemcpy(buffer, kTensorSize, host.data(), kTensorSize, ACL_MEMCPY_HOST_TO_DEVICE);
+    aclError rc = aclrtMalloc(&buffer, kTensorSize, ACL_MEM_MALLOC_HUGE_ONLY);
+    if (rc != ACL_ERROR_NONE) {
+      std::printf("[ERROR] aclrtMalloc failed, aclError %d\n", rc);
+      return -1;
+    }
+    buffers.push_back(buffer);
+    std::vector<int32_t> host = fill ? Iota(kTensorElems) : std::vector<int32_t>(kTensorElems, 0);
+    rc = aclrtMemcpy(buffer, kTensorSize, host.data(), kTensorSize, ACL_MEMCPY_HOST_TO_DEVICE);
+    if (rc != ACL_ERROR_NONE) {
+      std::printf("[ERROR] aclrtMemcpy to the device failed, aclError %d\n", rc);
+      return -1;
     }
     tensor_addrs.push_back(reinterpret_cast<uint64_t>(buffer));
-    buffers.push_back(buffer);
   }
   Status ret = dd.RegisterKvCache(cache_desc, tensor_addrs, {}, cache_id);
   if (ret != llm_datadist::LLM_SUCCESS) {
@@ -250,13 +312,22 @@ inline int32_t RegisterCache(LlmDataDist &dd, std::vector<void *> &buffers, int6
   return 0;
 }
 
-// Unregisters (when registered), frees the buffers, finalizes.
+// Unregisters (when registered), frees the buffers, finalizes (the samples'
+// Finalize).
 inline void Release(LlmDataDist &dd, int64_t cache_id, const std::vector<void *> &buffers) {
   if (cache_id > 0 && dd.UnregisterKvCache(cache_id) != llm_datadist::LLM_SUCCESS) {
     std::printf("[ERROR] UnregisterKvCache failed: %s\n", GetRecentErrMsg());
   }
   for (void *b : buffers) aclrtFree(b);
   dd.Finalize();
+}
+
+// The samples' success path on a side that never unregisters: Finalize
+// alone, which releases the cache. (The samples then leak their buffers; the
+// tests free them afterwards, never while the cache is still registered.)
+inline void FinalizeThenFree(LlmDataDist &dd, const std::vector<void *> &buffers) {
+  dd.Finalize();
+  for (void *b : buffers) aclrtFree(b);
 }
 
 // The decoders' pull: blocks 1..3 with PullKvBlocks, batch 0 with PullKvCache,
@@ -326,7 +397,11 @@ inline int32_t PushCache(LlmDataDist &dd, int64_t cache_id) {
 inline int32_t CheckBuffers(const std::vector<void *> &buffers, size_t from, size_t to) {
   for (void *buffer : buffers) {
     std::vector<int32_t> host(kTensorElems);
-    aclrtMemcpy(host.data(), kTensorSize, buffer, kTensorSize, ACL_MEMCPY_DEVICE_TO_HOST);
+    aclError rc = aclrtMemcpy(host.data(), kTensorSize, buffer, kTensorSize, ACL_MEMCPY_DEVICE_TO_HOST);
+    if (rc != ACL_ERROR_NONE) {
+      std::printf("[ERROR] aclrtMemcpy from the device failed, aclError %d\n", rc);
+      return -1;
+    }
     for (size_t i = 0; i < kTensorElems; ++i) {
       size_t block = i / kBlockElems;
       int32_t expect = (block >= from && block < to) ? static_cast<int32_t>(i) : 0;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "llmdd.h"
+#include "t_sim.h"
 
 static int t_failures = 0;
 static int t_checks = 0;
@@ -70,23 +71,6 @@ static int t_checks = 0;
       exit(2);                                                                           \
     }                                                                                    \
   } while (0)
-
-/* On the simulated Ascend runtime (LLMDD_ASCEND_LIB_DIR set, the library
- * loaded): contract violations it recorded in this process on teardown paths,
- * whose error codes llmdd cannot report (0 elsewhere). */
-static inline int t_sim_violations(void) {
-  const char *dir = getenv("LLMDD_ASCEND_LIB_DIR");
-  if (!dir || !dir[0]) return 0;
-  char path[4096];
-  snprintf(path, sizeof path, "%s/libascendcl.so", dir);
-  void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-  if (!h) return 0;
-  int (*f)(char *, size_t) = NULL;
-  *(void **)(&f) = dlsym(h, "sim_ascend_violations");
-  int n = f ? f(NULL, 0) : 0;
-  dlclose(h);
-  return n;
-}
 
 /* Prints the closing line CTest logs show and returns the exit code. */
 static inline int t_finish(const char *name) {
