@@ -13,7 +13,6 @@
  * - llmdd_finalize with blocked callbacks: every task is cancelled, finalize
  *   waits for the running callbacks, none is called again, and no library
  *   thread is left. */
-#include <dirent.h>
 
 #include "t_async.h"
 #include "t_dataplane.h"
@@ -70,16 +69,7 @@ static uint64_t blocks(uint64_t op, uint64_t first, uint64_t count) { return op 
 /* ---------- prompt ---------- */
 
 /* Threads of this process. */
-static int threads(void) {
-  DIR *d = opendir("/proc/self/task");
-  if (!d) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
+static int threads(void) { return t_count_dir("/proc/self/task"); }
 
 /* Starts a task moving source block k of every layer to destination block k. */
 static llmdd_task_t *start(llmdd_instance_t *p, int64_t src, t_gate *g, uint64_t k) {

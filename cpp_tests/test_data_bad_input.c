@@ -28,8 +28,11 @@ static void p_setup(t_peer *self, llmdd_instance_t *p) {
   REQUIRE_OK(llmdd_register_blocks_cache(p, &kd, blocks.addrs, NT, &k0, -1, &c));
   t_send(self->ch, (uint64_t)c.cache_id);
   REQUIRE_OK(llmdd_register_cache(p, &bd, batch.addrs, NT, &rk, 1, -1, &c));
-  t_send(self->ch, (uint64_t)c.cache_id);
+  int64_t batch_id = c.cache_id;
+  /* Registered before the decoder may link (the acl backend refuses
+   * remote-accessible memory registered while links exist). */
   REQUIRE_OK(llmdd_register_blocks_cache(p, &sd, small.addrs, NT, &k3, -1, &c));
+  t_send(self->ch, (uint64_t)batch_id);
 }
 
 static t_mem g_blk, g_bat;

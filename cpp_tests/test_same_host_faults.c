@@ -1,7 +1,8 @@
 /* Faults on the same-host path (one-sided copies between processes):
  * A. the prompt is killed (SIGKILL) while the decoder pulls from its memfd
  *    pool: the pull fails with LINK_FAILED, later pulls fail at once without
- *    moving a byte, the pool mapping is dropped; unlink as documented.
+ *    moving a byte, the pool mapping is dropped; linking the cluster again
+ *    (a new prompt) replaces the dead link without an unlink first.
  * B. the decoder is killed while pulling: the prompt frees its side, a new
  *    decoder with the same cluster id links and both directions work.
  * C. the prompt is stopped (SIGSTOP) mid-transfer: one-sided pulls from a
@@ -224,8 +225,18 @@ static void case_prompt_killed(void) {
   double until = t_now_ms() + 2000;
   while (t_maps_contain("llmdd-device-pool") && t_now_ms() < until) usleep(5000);
   CHECK(!t_maps_contain("llmdd-device-pool"));
-  CHECK(t_unlink1(x.d, 21, "127.0.0.1", a.port, false, NULL) == LLMDD_UNLINK_FAILED);
-  CHECK_OK(t_unlink1(x.d, 21, NULL, 0, true, NULL));
+  /* The dead link frees its cluster as a dead TCP peer's does: linking
+   * cluster 21 again (a new prompt) replaces it, no unlink first; then a
+   * non-forced unlink of the live link works. */
+  prompt_arg b;
+  memset(&b, 0, sizeof b);
+  t_chan_pair chb;
+  pid_t pb = start_prompt(&b, &chb, 21, 1, 1);
+  link_ok(&x, 21, b.port);
+  CHECK(t_maps_contain("llmdd-device-pool"));
+  CHECK_OK(t_unlink1(x.d, 21, "127.0.0.1", b.port, false, NULL));
+  t_send(chb.parent, TCMD_QUIT);
+  CHECK(t_wait(pb, 20000) == 0);
   decoder_free(&x);
 }
 

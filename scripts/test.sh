@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of llmdd: rustfmt, clippy, the Rust unit and integration
 # tests (including the header drift check), the C/C++ CTest suite, the Python
-# package's pytest suite in a fresh virtual environment, and the CTest suite
-# again under AddressSanitizer. Installs cmake, a C++ compiler and pkg-config
-# (the consumer test), and Python's venv module, from Debian packages when they
-# are missing.
+# package's pytest suite in a fresh virtual environment, the CTest suite again
+# under AddressSanitizer, and a short fuzzing run of the wire frame decoder
+# (LLMDD_FUZZ_SECONDS, default 30; docs/testing.md). Installs cmake, a C++
+# compiler and pkg-config (the consumer test), and Python's venv module, from
+# Debian packages, and cargo-fuzz from crates.io, when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,5 +53,15 @@ cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DLLMDD_ASAN=ON >/dev/null
 cmake --build build/asan -j "$JOBS"
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
   ctest --test-dir build/asan --output-on-failure -j "$JOBS"
+
+FUZZ_SECS="${LLMDD_FUZZ_SECONDS:-30}"
+echo "== fuzzing the wire frame decoder for ${FUZZ_SECS} s (a release run is longer: docs/testing.md)"
+mkdir -p build
+if ! ./scripts/fuzz.sh "$FUZZ_SECS" > build/fuzz.log 2>&1; then
+  tail -n 60 build/fuzz.log
+  echo "fuzzing failed (full log: build/fuzz.log)"
+  exit 1
+fi
+grep -E "^(Done|stat::number_of_executed_units|stat::new_units_added)" build/fuzz.log || true
 
 echo "== all tests passed"

@@ -419,10 +419,12 @@ struct RawLink {
     ack: Msg,
 }
 
-/// Runs the client side of the handshake on `c` as cluster `cluster_id`;
-/// returns the `JoinAck` (whatever its status) or the refusing `HelloAck`.
+/// Runs the client side of the handshake on `c` as cluster `cluster_id`,
+/// linking to cluster `server`; returns the `JoinAck` (whatever its status)
+/// or the refusing `HelloAck`.
 fn raw_handshake(
     mut c: Raw,
+    server: u64,
     cluster_id: u64,
     remote_accessible: bool,
     prove: Prove,
@@ -462,6 +464,7 @@ fn raw_handshake(
     c.send(&Msg::Join {
         auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
         cluster_id,
+        server_cluster_id: server,
         role: 2,
         remote_accessible,
         comm_name: String::new(),
@@ -475,9 +478,10 @@ fn raw_handshake(
     RawLink { c, ack }
 }
 
-fn raw_link(port: u16, cluster_id: u64, remote_accessible: bool) -> Raw {
+fn raw_link(port: u16, server: u64, cluster_id: u64, remote_accessible: bool) -> Raw {
     let l = raw_handshake(
         Raw::connect(port),
+        server,
         cluster_id,
         remote_accessible,
         Prove::Nothing,
@@ -1039,6 +1043,7 @@ fn run_pool_liar() {
     ];
     let l = raw_handshake(
         Raw::connect(port),
+        54,
         55,
         true,
         Prove::AsThisProcess,
@@ -1133,7 +1138,7 @@ fn access_control_per_cache() {
     assert_eq!(e.status, Status::KvCacheNotExist, "{e}");
 
     // A raw peer (TCP, proves nothing).
-    let mut r = raw_link(port, 63, false);
+    let mut r = raw_link(port, 61, 63, false);
     let (s, bytes) = raw_read(&mut r, a.addr(), BLK);
     assert_eq!(s, 0);
     assert!(bytes.unwrap().iter().all(|&x| x == 0xa1));
@@ -1163,7 +1168,7 @@ fn access_control_per_cache() {
     let ra = [("llm.EnableRemoteCacheAccessible", "1")];
     let q = Prompt::new(64, 0xc3, &ra);
     let qs = q.inst.session().unwrap();
-    let mut r = raw_link(q.port, 65, true);
+    let mut r = raw_link(q.port, 64, 65, true);
     let late = Buf::new((NBLK * BLK) as usize, None).unwrap();
     late.fill(0xd4);
     let cl = qs
@@ -1247,6 +1252,7 @@ fn nothing_identifying_before_proof() {
     // An unproven peer: a link, but no claim, no pools.
     let l = raw_handshake(
         Raw::connect(p.port),
+        71,
         72,
         false,
         Prove::Nothing,
@@ -1272,6 +1278,7 @@ fn nothing_identifying_before_proof() {
     let p2 = Prompt::new(73, 0x73, &[pool[0], ("llmdd.LinkSecret", secret)]);
     let l = raw_handshake(
         Raw::connect(p2.port),
+        73,
         74,
         false,
         Prove::Nothing,
@@ -1288,6 +1295,7 @@ fn nothing_identifying_before_proof() {
     let wrong = LinkKey::new(b"another-secret-of-enough-length").unwrap();
     let l = raw_handshake(
         Raw::connect(p2.port),
+        73,
         74,
         false,
         Prove::Nothing,

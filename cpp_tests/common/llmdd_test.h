@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -106,6 +107,18 @@ static inline uint16_t t_free_port(void) {
   uint16_t port = ntohs(a.sin_port);
   close(fd);
   return port;
+}
+
+/* Entries of a directory such as /proc/self/task (-1 if unreadable). */
+static inline int t_count_dir(const char *path) {
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
 }
 
 /* A bidirectional channel between a parent and a forked child. */

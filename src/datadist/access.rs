@@ -1,5 +1,6 @@
 //! What a linked peer may reach on the serving side, per cache (spec §1.4,
-//! §1.7, §1.8 rule 2, §4.2–4.3), and the rate-limited log line of a refusal.
+//! §1.7, §1.8 rule 2, §4.2–4.3). Refusals are logged through
+//! [`crate::log::rate::warn_refusal`].
 //!
 //! - Only caches registered (or allocated) `remote_accessible` are ever
 //!   served: in tables (`GetTable`), key resolutions (`Resolve`) and remote
@@ -14,45 +15,10 @@
 //! A same-host peer is handed only these caches' addresses, but its one-sided
 //! access is ptrace-level by nature (docs/security.md).
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
-
+use crate::bail;
 use crate::cache::registry::CacheRecord;
 use crate::datadist::link::Link;
 use crate::status::Result;
-use crate::{bail, log_warn};
-
-/// Refusal lines logged per window at most; the rest are counted.
-const LINES_PER_WINDOW: u64 = 20;
-/// Length of a refusal-log window, seconds.
-const WINDOW_S: u64 = 10;
-
-/// Logs a refused request or connection at warn level, at most
-/// [`LINES_PER_WINDOW`] lines per [`WINDOW_S`] seconds (a hostile peer cannot
-/// flood the log); the next window first says how many were suppressed.
-pub(crate) fn refusal_log(args: fmt::Arguments<'_>) {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    static STATE: Mutex<(u64, u64)> = Mutex::new((u64::MAX, 0)); // (window, lines in it)
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let window = EPOCH.get_or_init(Instant::now).elapsed().as_secs() / WINDOW_S;
-    let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
-    if st.0 != window {
-        *st = (window, 0);
-        let n = SUPPRESSED.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            log_warn!("{n} more refusal(s) in the last {WINDOW_S} s were not logged");
-        }
-    }
-    if st.1 >= LINES_PER_WINDOW {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    st.1 += 1;
-    drop(st);
-    log_warn!("{args}");
-}
 
 /// The access rules of one link on the serving side.
 #[derive(Clone, Copy, Debug)]

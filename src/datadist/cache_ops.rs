@@ -216,12 +216,7 @@ impl Session {
         let Some(link) = self.link(c) else {
             return Err(self.not_linked(c));
         };
-        if link.is_closed() {
-            bail!(NotYetLink, "the link to cluster {c} is closed");
-        }
-        if link.is_dead() {
-            return Err(link.dead_error());
-        }
+        link.check_open()?;
         if !link.is_ready() {
             // A rank-table link whose comm is not OK yet.
             return Err(self.not_linked(c));

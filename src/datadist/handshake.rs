@@ -6,7 +6,7 @@
 //! client                                   server
 //! Hello    {auth?, nonce_c}          →
 //!                                    ←     HelloAck {nonce_s, host tag, auth MAC?}
-//! Join     {auth MAC?, cluster, role, mode, comm, device,
+//! Join     {auth MAC?, cluster, server cluster, role, mode, comm, device,
 //!           identity: host tag, proof, claim iff the server's host tag matched} →
 //!                                    ←     JoinAck {status, cluster, role, token, device,
 //!                                           identity (claim iff the client's host tag matched),
@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::pool::PeerMapping;
-use crate::datadist::access::refusal_log;
 use crate::datadist::link::Link;
 use crate::datadist::session::Session;
+use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
 use crate::transport::local::LocalPath;
@@ -220,6 +220,14 @@ impl Session {
                 }
                 (nonce, host_tag)
             }
+            // A listener refusing before the handshake (its connection caps,
+            // no file descriptor or thread left): fail now with its reason.
+            Msg::Reply { status, message } => {
+                return Err(io(Error::new(
+                    Status::from_code(status),
+                    format!("the server at {addr} refused the link: {message}"),
+                )))
+            }
             m => bail!(
                 LinkFailed,
                 "unexpected handshake reply type {} from {addr}",
@@ -237,6 +245,7 @@ impl Session {
             &Msg::Join {
                 auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
                 cluster_id: self.cluster_id,
+                server_cluster_id: remote_cluster_id,
                 role: self.role.load(std::sync::atomic::Ordering::Relaxed),
                 remote_accessible: self.config.remote_cache_accessible,
                 comm_name: fields.comm_name,
@@ -310,13 +319,13 @@ impl Session {
             (true, false) => {
                 let msg = "this server requires link authentication: set the same llmdd.LinkSecret (or llmdd.LinkSecretFile) on both ends";
                 let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
-                refusal_log(format_args!("refused connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
+                warn_refusal(format_args!("refused a connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
                 bail!(ParamInvalid, "{msg}");
             }
             (false, true) => {
                 let msg = "this server has no llmdd.LinkSecret; set the same secret on both ends, or none";
                 let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
-                refusal_log(format_args!("refused connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
+                warn_refusal(format_args!("refused a connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
                 bail!(ParamInvalid, "{msg}");
             }
             _ => {}
@@ -342,6 +351,7 @@ impl Session {
             Msg::Join {
                 auth_mac,
                 cluster_id,
+                server_cluster_id,
                 role,
                 remote_accessible,
                 comm_name,
@@ -354,12 +364,27 @@ impl Session {
                             LinkFailed,
                             "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
                         );
-                        let _ = c.send(&join_refusal(&e), Some(deadline));
-                        refusal_log(format_args!(
+                        return Err(refuse_join(c, deadline, e, format_args!(
                             "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
-                        ));
-                        return Err(e);
+                        )));
                     }
+                }
+                if server_cluster_id != self.cluster_id {
+                    // Meant for another cluster (a wrong endpoint): refused
+                    // before the link table is consulted, naming only the
+                    // cluster the client asked for.
+                    let e = err!(
+                        LinkFailed,
+                        "this endpoint is not cluster {server_cluster_id}"
+                    );
+                    return Err(refuse_join(
+                        c,
+                        deadline,
+                        e,
+                        format_args!(
+                            "refused link from {peer}: it is meant for cluster {server_cluster_id}"
+                        ),
+                    ));
                 }
                 Ok(JoinRequest {
                     cluster_id,
@@ -372,7 +397,7 @@ impl Session {
                 })
             }
             Msg::Reply { status, message } => {
-                refusal_log(format_args!(
+                warn_refusal(format_args!(
                     "link from {peer} abandoned by the client: {message}"
                 ));
                 Err(Error::new(Status::from_code(status), message))
@@ -445,6 +470,14 @@ impl Session {
             ),
         }
     }
+}
+
+/// Answers a `Join` with the refusal `e`, logs `why` (rate-limited: any peer
+/// can cause it) and returns `e`.
+fn refuse_join(c: &mut Conn, deadline: Instant, e: Error, why: std::fmt::Arguments<'_>) -> Error {
+    let _ = c.send(&join_refusal(&e), Some(deadline));
+    warn_refusal(why);
+    e
 }
 
 /// One handshake frame, its timeout worded for the handshake.

@@ -1,10 +1,15 @@
 //! A link to one remote cluster: its TCP connections, the one-sided local path
 //! when the peer shares this host, the peer's cache table (remote-accessible
 //! mode), and in-flight accounting so unlink/finalize can wait for transfers.
+//!
+//! The client's first connection is the link's *control* connection: it
+//! carries the handshake and the unlink, never a transfer, so a transfer
+//! timeout (which drops its connection) cannot end the link. Either side
+//! closing it, or keepalive finding the peer dead, ends the link on both ends.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
@@ -12,7 +17,7 @@ use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
 use crate::transport::peer_proc::PeerProcess;
-use crate::transport::tcp::{check_reply, Conn};
+use crate::transport::tcp::{check_reply, hangup, Conn, ConnOpts};
 use crate::transport::wire::{CacheEntry, Msg};
 use crate::{bail, err};
 
@@ -35,9 +40,6 @@ pub struct Link {
     /// The peer's memory pools mapped here (same host). Copies hold the read
     /// lock; a dead peer's mappings are dropped under the write lock.
     peer_pools: RwLock<Vec<PeerMapping>>,
-    /// The peer died (same-host pidfd readable) or closed the control
-    /// connection of a one-sided link: transfers fail, no byte moves.
-    dead: AtomicBool,
     /// Registry generation when the link was created.
     pub generation: u64,
     /// Our cluster id (sent when attaching connections).
@@ -47,16 +49,32 @@ pub struct Link {
     /// Transfers may use the link. A comm's links become ready when the whole
     /// comm is linked (status OK); link_clusters links are ready at once.
     ready: AtomicBool,
-    spin: Duration,
+    conn_opts: ConnOpts,
     /// Connections on which this side sends requests.
     idle: Mutex<Vec<Conn>>,
     conns: AtomicUsize,
     conn_cv: Condvar,
-    /// Clones of every socket of this link, shut down at teardown.
-    sockets: Mutex<Vec<TcpStream>>,
+    /// Forward connections the client may open (lowered when the server
+    /// refuses one: its `llmdd.MaxConnsPerLink`).
+    forward_cap: AtomicUsize,
+    /// Every live socket of this link, shut down at teardown (weak: a
+    /// connection that ends releases its descriptor at once).
+    sockets: Mutex<Vec<Weak<TcpStream>>>,
+    /// The client's control connection (handshake, unlink), held here.
+    control: Mutex<Option<Conn>>,
+    /// The control connection's socket on either side, for liveness checks.
+    control_sock: OnceLock<Weak<TcpStream>>,
     table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
-    inflight: Mutex<usize>,
+    /// Transfers this side started and requests it is serving.
+    inflight: Mutex<InFlight>,
     idle_cv: Condvar,
+    /// A non-forced unlink is under way: no new transfer starts.
+    draining: AtomicBool,
+    /// Why the link died (its peer is gone: same-host pidfd readable, control
+    /// connection closed or errored), if it did. Transfers then fail before
+    /// moving a byte; the entry stays until unlink or a new link_clusters
+    /// replaces it.
+    dead: OnceLock<String>,
     closed: AtomicBool,
     /// The HCCL data path (acl backend), set once during link setup.
     hccl: OnceLock<Arc<HcclLink>>,
@@ -74,7 +92,7 @@ pub struct LinkParts {
     pub generation: u64,
     pub local_cluster_id: u64,
     pub comm_id: u64,
-    pub spin: Duration,
+    pub conn: ConnOpts,
 }
 
 impl Link {
@@ -88,19 +106,23 @@ impl Link {
             remote_addr: p.remote_addr,
             local_path: p.local_path,
             peer_pools: RwLock::new(p.peer_pools),
-            dead: AtomicBool::new(false),
             generation: p.generation,
             local_cluster_id: p.local_cluster_id,
             comm_id: p.comm_id,
             ready: AtomicBool::new(p.comm_id == 0),
-            spin: p.spin,
+            conn_opts: p.conn,
             idle: Mutex::new(Vec::new()),
             conns: AtomicUsize::new(0),
             conn_cv: Condvar::new(),
+            forward_cap: AtomicUsize::new(MAX_FORWARD_CONNS),
             sockets: Mutex::new(Vec::new()),
+            control: Mutex::new(None),
+            control_sock: OnceLock::new(),
             table: Mutex::new(None),
-            inflight: Mutex::new(0),
+            inflight: Mutex::new(InFlight::default()),
             idle_cv: Condvar::new(),
+            draining: AtomicBool::new(false),
+            dead: OnceLock::new(),
             closed: AtomicBool::new(false),
             hccl: OnceLock::new(),
         }
@@ -123,57 +145,12 @@ impl Link {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// True once the peer of a one-sided link is known gone ([`Link::mark_dead`]).
-    pub fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Acquire)
-    }
-
     /// The peer process of a same-host link.
     pub fn peer_process(&self) -> Option<&PeerProcess> {
         match &self.local_path {
             Some(LocalPath::SameHost(p)) => Some(p),
             _ => None,
         }
-    }
-
-    /// Marks the link dead (`why`: what was seen): from now on transfers
-    /// return `LLM_LINK_FAILED` before moving a byte, and the peer's pool
-    /// mappings are dropped (once copies using them have returned).
-    pub fn mark_dead(&self, why: &str) {
-        if self.dead.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if self.is_closed() {
-            // Torn down here already: nothing to report.
-        } else if let Some(p) = self.peer_process().filter(|p| !p.is_alive()) {
-            crate::log_warn!(
-                "link to cluster {} is dead: its peer process {} exited; its transfers now fail (unlink it)",
-                self.remote_cluster_id,
-                p.pid()
-            );
-        } else {
-            // The peer unlinked or finalized: routine.
-            crate::log_info!(
-                "link to cluster {} ended: {why}; its transfers now fail (unlink it)",
-                self.remote_cluster_id
-            );
-        }
-        let dropped =
-            std::mem::take(&mut *self.peer_pools.write().unwrap_or_else(|p| p.into_inner()));
-        drop(dropped);
-    }
-
-    /// The error of a transfer over a dead link.
-    pub fn dead_error(&self) -> crate::Error {
-        let who = match self.peer_process() {
-            Some(p) => format!("process {}", p.pid()),
-            None => "instance".to_string(),
-        };
-        err!(
-            LinkFailed,
-            "the peer {who} of the link to cluster {} is gone; unlink it (force) and link again",
-            self.remote_cluster_id
-        )
     }
 
     /// The peer's mapped pools, held for the duration of a copy.
@@ -202,21 +179,216 @@ impl Link {
 
     /// Remembers a socket so teardown can shut it down.
     pub fn track(&self, conn: &Conn) {
-        if let Ok(s) = conn.shutdown_handle() {
-            self.sockets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(s);
+        self.try_track(conn, usize::MAX);
+    }
+
+    /// [`Link::track`] unless the link already has `max` live connections
+    /// (then false and nothing is tracked).
+    pub fn try_track(&self, conn: &Conn, max: usize) -> bool {
+        let mut v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        if v.len() >= max {
+            return false;
         }
+        v.push(conn.weak());
+        drop(v);
         if self.is_closed() {
             conn.shutdown();
         }
+        true
     }
 
-    /// Adds a connection on which this side sends requests.
-    pub fn add_request_conn(&self, conn: Conn) {
-        self.track(&conn);
+    /// Live connections of this link on this side.
+    pub fn conn_count(&self) -> usize {
+        let v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        v.iter().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Makes `conn` the link's control connection, held by the link (client).
+    pub fn set_control(&self, conn: Conn) {
+        self.watch_control(&conn);
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+    }
+
+    /// Remembers `conn` as the control connection, owned elsewhere (server:
+    /// by the thread serving it), and tracks it.
+    pub fn watch_control(&self, conn: &Conn) {
+        let _ = self.control_sock.set(conn.weak());
+        self.track(conn);
+    }
+
+    /// The control connection's socket, while it lives.
+    pub fn control_socket(&self) -> Option<Arc<TcpStream>> {
+        self.control_sock.get().and_then(Weak::upgrade)
+    }
+
+    /// Why the peer is known to be gone, if it is: the link died or was torn
+    /// down, or its control connection is closed or errored.
+    pub fn peer_gone(&self) -> Option<String> {
+        if let Some(why) = self.dead.get() {
+            return Some(why.clone());
+        }
+        if self.is_closed() {
+            return Some("the link was torn down".into());
+        }
+        match self.control_socket() {
+            Some(s) => hangup(&s),
+            None if self.control_sock.get().is_some() => {
+                Some("its control connection has ended".into())
+            }
+            None => None,
+        }
+    }
+
+    /// [`Link::peer_gone`], waiting up to `grace` for a hang-up already on
+    /// its way (a client that force-unlinked and links again at once).
+    pub fn peer_gone_within(&self, grace: Duration) -> Option<String> {
+        let until = Instant::now() + grace;
+        loop {
+            if let Some(why) = self.peer_gone() {
+                return Some(why);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            let s = self.control_socket()?;
+            let ms = (until - now).as_millis().clamp(1, 100) as i32;
+            let mut p = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&*s),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd (the Arc keeps the fd open).
+            unsafe { libc::poll(&mut p, 1, ms) };
+        }
+    }
+
+    /// Marks the link dead: its peer is gone (`why`: what was seen — its
+    /// process exited, its control connection closed or errored). From now on
+    /// transfers return `LLM_LINK_FAILED` naming `why` before moving a byte;
+    /// the peer's pool mappings are dropped (once copies using them have
+    /// returned) and every socket is shut down. The link stays in its table
+    /// until unlink, or link_clusters to that cluster, replaces it (the
+    /// server drops it when its control connection ends). The first reason
+    /// wins; a link torn down on this side already is marked silently.
+    pub fn mark_dead(&self, why: &str) {
+        if self.dead.set(why.to_string()).is_err() {
+            return;
+        }
+        if self.is_closed() {
+            // Torn down on this side already: nothing to report.
+        } else if self.we_dialed {
+            crate::log_warn!(
+                "link to cluster {} is dead ({why}); its transfers fail until it is linked again or unlinked",
+                self.remote_cluster_id
+            );
+        } else {
+            crate::log_warn!(
+                "link from cluster {} is dead ({why}); dropping our side",
+                self.remote_cluster_id
+            );
+        }
+        // Set before taking the lock: `set_pools` checks it under the lock.
+        let dropped =
+            std::mem::take(&mut *self.peer_pools.write().unwrap_or_else(|p| p.into_inner()));
+        drop(dropped);
+        self.teardown(Duration::ZERO);
+    }
+
+    /// Why the link died, if it did.
+    pub fn dead_reason(&self) -> Option<&str> {
+        self.dead.get().map(String::as_str)
+    }
+
+    /// True once the link's peer is known gone ([`Link::mark_dead`]).
+    pub fn is_dead(&self) -> bool {
+        self.dead.get().is_some()
+    }
+
+    /// The error of a transfer over a dead link.
+    pub fn dead_error(&self) -> crate::Error {
+        err!(
+            LinkFailed,
+            "the link to cluster {} is dead ({}); link_clusters again or unlink it",
+            self.remote_cluster_id,
+            self.dead_reason().unwrap_or("its peer is gone")
+        )
+    }
+
+    /// True while a non-forced unlink waits for transfers.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops new transfers and waits up to `wait` for those in flight (and
+    /// requests being served); true if none is left.
+    pub fn drain(&self, wait: Duration) -> bool {
+        self.draining.store(true, Ordering::Release);
+        self.wait_idle(wait, true) == 0
+    }
+
+    /// Waits up to `wait` until no transfer of this side (and, with
+    /// `serving`, no request it serves) is in flight; returns how many are left.
+    fn wait_idle(&self, wait: Duration, serving: bool) -> usize {
+        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + wait;
+        loop {
+            let left = n.own + if serving { n.serving } else { 0 };
+            let now = Instant::now();
+            if left == 0 || now >= until {
+                return left;
+            }
+            n = self
+                .idle_cv
+                .wait_timeout(n, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Lets transfers start again (a non-forced unlink that failed).
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::Release);
+    }
+
+    /// Shuts down every connection except the control one (cuts transfers
+    /// still in flight when an unlink's wait ran out).
+    pub fn shutdown_data(&self) {
+        let control = self.control_socket();
+        let v = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for s in v.iter().filter_map(Weak::upgrade) {
+            if control.as_ref().is_some_and(|c| Arc::ptr_eq(c, &s)) {
+                continue;
+            }
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Sends `msg` on the control connection and returns the reply (client).
+    pub fn control_request(&self, msg: &Msg, deadline: Instant) -> Result<Msg> {
+        let mut g = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = g.as_mut() else {
+            bail!(
+                LinkFailed,
+                "the link to cluster {} has no control connection",
+                self.remote_cluster_id
+            );
+        };
+        c.send(msg, Some(deadline))?;
+        c.recv(Some(deadline))
+    }
+
+    /// Counts a connection on which this side will send requests, before it
+    /// is ready: from now on a request waits for it instead of failing for
+    /// lack of connections. [`Link::add_request_conn`] or
+    /// [`Link::drop_expected_conn`] follows.
+    pub fn expect_request_conn(&self) {
         self.conns.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Adds the expected connection (already tracked, see [`Link::try_track`]).
+    pub fn add_request_conn(&self, conn: Conn) {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -224,10 +396,16 @@ impl Link {
         self.conn_cv.notify_one();
     }
 
+    /// The expected connection never became ready.
+    pub fn drop_expected_conn(&self) {
+        self.conns.fetch_sub(1, Ordering::AcqRel);
+        self.conn_cv.notify_all();
+    }
+
     /// Opens one more request connection to the server (client side only).
     fn open_forward(&self, deadline: Instant) -> Result<Conn> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut c = Conn::connect(&self.remote_addr, left, self.spin)?;
+        let mut c = Conn::connect(&self.remote_addr, left, self.conn_opts)?;
         c.send(
             &Msg::Attach {
                 cluster_id: self.local_cluster_id,
@@ -242,6 +420,7 @@ impl Link {
             }
             m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
         }
+        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
         self.track(&c);
         Ok(c)
     }
@@ -251,13 +430,7 @@ impl Link {
     pub fn take_conn(self: &Arc<Self>, deadline: Instant) -> Result<ConnGuard> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.is_closed() {
-                bail!(
-                    NotYetLink,
-                    "link to cluster {} is closed",
-                    self.remote_cluster_id
-                );
-            }
+            self.check_open()?;
             if let Some(c) = idle.pop() {
                 return Ok(ConnGuard {
                     link: self.clone(),
@@ -265,20 +438,34 @@ impl Link {
                 });
             }
             let n = self.conns.load(Ordering::Acquire);
-            if self.we_dialed && n < MAX_FORWARD_CONNS {
+            if self.can_open_forward(n) {
                 self.conns.fetch_add(1, Ordering::AcqRel);
                 drop(idle);
-                return match self.open_forward(deadline) {
-                    Ok(c) => Ok(ConnGuard {
-                        link: self.clone(),
-                        conn: Some(c),
-                    }),
-                    Err(e) => {
-                        self.conns.fetch_sub(1, Ordering::AcqRel);
-                        self.conn_cv.notify_one();
-                        Err(e)
+                match self.open_forward(deadline) {
+                    Ok(c) => {
+                        return Ok(ConnGuard {
+                            link: self.clone(),
+                            conn: Some(c),
+                        })
                     }
-                };
+                    Err(e) => {
+                        let left = self.conns.fetch_sub(1, Ordering::AcqRel) - 1;
+                        self.conn_cv.notify_one();
+                        if left == 0 || self.is_closed() {
+                            return Err(e);
+                        }
+                        // The server allows no more (llmdd.MaxConnsPerLink) or
+                        // cannot take one now: make do with the ones we have.
+                        self.forward_cap.store(left, Ordering::Release);
+                        crate::log_info!(
+                            "link to cluster {}: staying at {left} connections ({})",
+                            self.remote_cluster_id,
+                            e.message
+                        );
+                        idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                }
             }
             if n == 0 {
                 bail!(
@@ -315,7 +502,7 @@ impl Link {
                 });
                 continue;
             }
-            let can_open = self.we_dialed && self.conns.load(Ordering::Acquire) < MAX_FORWARD_CONNS;
+            let can_open = self.can_open_forward(self.conns.load(Ordering::Acquire));
             drop(idle);
             if !can_open {
                 break;
@@ -326,6 +513,27 @@ impl Link {
             }
         }
         Ok(v)
+    }
+
+    /// Fails if the link is closed or being torn down (dead: `LLM_LINK_FAILED`
+    /// with the reason).
+    pub fn check_open(&self) -> Result<()> {
+        if self.is_dead() {
+            return Err(self.dead_error());
+        }
+        if self.is_closed() {
+            bail!(
+                NotYetLink,
+                "link to cluster {} is closed",
+                self.remote_cluster_id
+            );
+        }
+        Ok(())
+    }
+
+    /// True if this side may open one more forward connection (client).
+    fn can_open_forward(&self, open: usize) -> bool {
+        self.we_dialed && open < self.forward_cap.load(Ordering::Acquire)
     }
 
     /// The peer's cache table, if fetched.
@@ -341,50 +549,63 @@ impl Link {
     /// Counts a transfer in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
         let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if self.is_closed() {
+        self.check_open()?;
+        if self.is_draining() {
             bail!(
                 NotYetLink,
-                "link to cluster {} is being torn down",
+                "link to cluster {} is being unlinked",
                 self.remote_cluster_id
             );
         }
-        *n += 1;
-        Ok(InflightGuard { link: self.clone() })
+        n.own += 1;
+        Ok(InflightGuard {
+            link: self.clone(),
+            serving: false,
+        })
     }
 
-    /// Marks the link closed, waits up to `wait` for in-flight transfers, then
-    /// shuts every socket down (waking the threads serving them).
-    pub fn teardown(&self, wait: Duration) {
-        {
-            let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            self.closed.store(true, Ordering::Release);
-            let until = Instant::now() + wait;
-            while *n > 0 {
-                let now = Instant::now();
-                if now >= until {
-                    crate::log_warn!(
-                        "tearing down link to cluster {} with {} transfer(s) still in flight",
-                        self.remote_cluster_id,
-                        *n
-                    );
-                    break;
-                }
-                n = self
-                    .idle_cv
-                    .wait_timeout(n, until - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
+    /// Counts a request this side is serving (a non-forced unlink waits for
+    /// it; teardown does not).
+    pub fn serving(self: &Arc<Self>) -> InflightGuard {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .serving += 1;
+        InflightGuard {
+            link: self.clone(),
+            serving: true,
         }
-        for s in self
+    }
+
+    /// Marks the link closed, waits up to `wait` for this side's transfers in
+    /// flight, then shuts every socket down (waking the threads serving them).
+    pub fn teardown(&self, wait: Duration) {
+        self.closed.store(true, Ordering::Release);
+        let left = self.wait_idle(wait, false);
+        if left > 0 {
+            crate::log_warn!(
+                "tearing down link to cluster {} with {left} transfer(s) still in flight",
+                self.remote_cluster_id
+            );
+        }
+        let sockets: Vec<_> = self
             .sockets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
-        {
+            .collect();
+        for s in sockets.iter().filter_map(Weak::upgrade) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(c) = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            c.shutdown();
+        }
         self.conn_cv.notify_all();
         if let Some(h) = self.hccl.get() {
             h.close();
@@ -423,16 +644,29 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Keeps a transfer counted as in flight.
+/// Transfers a link side started, and requests it is serving.
+#[derive(Default)]
+struct InFlight {
+    own: usize,
+    serving: usize,
+}
+
+/// Keeps a transfer (or a served request) counted as in flight.
 pub struct InflightGuard {
     link: Arc<Link>,
+    serving: bool,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         let mut n = self.link.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        let c = if self.serving {
+            &mut n.serving
+        } else {
+            &mut n.own
+        };
+        *c -= 1;
+        if *c == 0 {
             self.link.idle_cv.notify_all();
         }
     }

@@ -1,38 +1,73 @@
-//! Death watch of one-sided links: one thread per session waits (epoll) on
-//! the pidfd of every same-host peer and on the control connection of every
-//! link this side dialed with a one-sided path, and marks the link dead the
-//! moment its peer process exits or its peer closes the control connection
-//! (unlink, finalize, exit): later transfers fail with `LLM_LINK_FAILED`
-//! without moving a byte, and the peer's pool mappings are dropped. The
-//! transfer path checks the pidfd itself around every copy, so this thread
-//! only makes the news arrive early; correctness does not depend on it.
+//! The death watch of a session's links: one thread per session waits
+//! (epoll) on the pidfd of every same-host peer and on the control connection
+//! of every link this side dialed, and marks the link dead
+//! ([`Link::mark_dead`]) the moment its peer process exits, or its server
+//! closes the control connection (unlink, forced unlink, finalize, exit) or
+//! keepalive errors it (the peer's host is gone). Transfers then fail with
+//! `LLM_LINK_FAILED` without moving a byte, the peer's pool mappings are
+//! dropped, and `link_clusters` to that cluster replaces the dead entry.
+//!
+//! This is the only thing that marks a link dead besides the transfer path,
+//! which checks the pidfd itself around every same-host copy: the thread makes
+//! the news arrive early, correctness does not depend on it. The server needs
+//! no watch for its control connections: the thread serving one sees it end.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::datadist::link::Link;
 use crate::status::Result;
+use crate::transport::tcp::hangup;
 use crate::{err, log_warn};
 
 /// Token of the wake-up eventfd in the epoll set.
 const WAKE: u64 = 0;
+/// While a link's own non-forced unlink runs, its control connection hanging
+/// up is that unlink's business: the event is looked at again after this.
+const UNLINKING_RECHECK: Duration = Duration::from_millis(2);
 
-/// What one watched descriptor means.
+/// What one watched descriptor stands for.
+enum Watched {
+    /// A dup of the peer's pidfd (ours, so its number cannot be reused while
+    /// it is in the epoll set): readable once the process has exited.
+    Process { fd: OwnedFd, pid: u32 },
+    /// The control connection of a link this side dialed (shared, so its
+    /// descriptor stays open while it is in the epoll set; no dup).
+    Control(Arc<TcpStream>),
+}
+
+impl Watched {
+    fn fd(&self) -> RawFd {
+        match self {
+            Watched::Process { fd, .. } => fd.as_raw_fd(),
+            Watched::Control(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 struct Entry {
     link: Weak<Link>,
-    /// Our own descriptor (a dup), so its number cannot be reused under us.
-    fd: OwnedFd,
-    why: &'static str,
+    what: Watched,
 }
+
+impl Entry {
+    /// The link, unless it is gone or torn down (nothing left to watch).
+    fn live_link(&self) -> Option<Arc<Link>> {
+        self.link.upgrade().filter(|l| !l.is_closed())
+    }
+}
+
+type Entries = Mutex<HashMap<u64, Entry>>;
 
 struct Running {
     epfd: Arc<OwnedFd>,
-    wake: Arc<OwnedFd>,
-    entries: Arc<Mutex<HashMap<u64, Entry>>>,
+    wake: OwnedFd,
+    entries: Arc<Entries>,
     next: u64,
     thread: JoinHandle<()>,
 }
@@ -52,29 +87,28 @@ fn cvt(r: i32) -> io::Result<i32> {
 }
 
 impl Liveness {
-    /// Watches `link` (a no-op for links without a one-sided path): its peer
-    /// process, and `control` (its control connection on the dialing side).
-    pub fn watch(&self, link: &Arc<Link>, control: Option<&TcpStream>) -> Result<()> {
-        if link.local_path.is_none() {
-            return Ok(());
-        }
-        let mut fds: Vec<(OwnedFd, &'static str, u32)> = Vec::new();
+    /// Watches `link`: its peer process (a same-host link) and, on the side
+    /// that dialed it, its control connection. A no-op when there is neither.
+    pub fn watch(&self, link: &Arc<Link>) -> Result<()> {
+        let mut new = Vec::new();
         if let Some(p) = link.peer_process() {
-            fds.push((
-                dup(p.pidfd())?,
-                "its peer process exited",
+            new.push((
+                Watched::Process {
+                    fd: dup(p.pidfd())?,
+                    pid: p.pid(),
+                },
                 libc::EPOLLIN as u32,
             ));
         }
-        if let Some(c) = control {
-            let ev = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
-            fds.push((
-                dup(c.as_raw_fd())?,
-                "its peer closed the control connection",
-                ev,
-            ));
+        if link.we_dialed {
+            if let Some(s) = link.control_socket() {
+                new.push((
+                    Watched::Control(s),
+                    (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32,
+                ));
+            }
         }
-        if fds.is_empty() {
+        if new.is_empty() {
             return Ok(());
         }
         let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,31 +117,19 @@ impl Liveness {
         }
         let r = g.as_mut().expect("started above");
         let mut entries = r.entries.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget links that are gone.
-        entries.retain(|_, e| {
-            let keep = e.link.strong_count() > 0;
-            if !keep {
-                unregister(&r.epfd, &e.fd);
-            }
-            keep
-        });
-        for (fd, why, events) in fds {
+        forget_finished(&r.epfd, &mut entries);
+        for (what, events) in new {
             r.next += 1;
             let token = r.next;
             let mut ev = libc::epoll_event { events, u64: token };
-            // SAFETY: adding our fd to our epoll set.
+            // SAFETY: adding a descriptor the entry keeps open to our epoll set.
             cvt(unsafe {
-                libc::epoll_ctl(
-                    r.epfd.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    fd.as_raw_fd(),
-                    &mut ev,
-                )
+                libc::epoll_ctl(r.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, what.fd(), &mut ev)
             })
             .map_err(|e| {
                 err!(
                     Failed,
-                    "cannot watch link to cluster {}: {e}",
+                    "cannot watch the link to cluster {}: {e}",
                     link.remote_cluster_id
                 )
             })?;
@@ -115,15 +137,14 @@ impl Liveness {
                 token,
                 Entry {
                     link: Arc::downgrade(link),
-                    fd,
-                    why,
+                    what,
                 },
             );
         }
         Ok(())
     }
 
-    /// Stops the thread (finalize).
+    /// Stops the thread and releases what it watched (finalize).
     pub fn stop(&self) {
         let r = self
             .running
@@ -131,42 +152,54 @@ impl Liveness {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(r) = r {
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes to our eventfd.
-            unsafe { libc::write(r.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
+            crate::transport::tcp::notify(r.wake.as_raw_fd());
             let _ = r.thread.join();
+            r.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
     }
 }
 
-fn unregister(epfd: &OwnedFd, fd: &OwnedFd) {
-    // SAFETY: removing our fd from our epoll set (an error only means it was
-    // not there).
+/// Drops the entries of links that are gone or torn down (their sockets and
+/// pidfd dups are released now).
+fn forget_finished(epfd: &OwnedFd, entries: &mut HashMap<u64, Entry>) {
+    entries.retain(|_, e| {
+        let keep = e.live_link().is_some();
+        if !keep {
+            unregister(epfd, e.what.fd());
+        }
+        keep
+    });
+}
+
+fn unregister(epfd: &OwnedFd, fd: RawFd) {
+    // SAFETY: removing a descriptor (still open: its entry holds it) from our
+    // epoll set; an error only means it was not there.
     unsafe {
         libc::epoll_ctl(
             epfd.as_raw_fd(),
             libc::EPOLL_CTL_DEL,
-            fd.as_raw_fd(),
+            fd,
             std::ptr::null_mut(),
         )
     };
 }
 
-fn dup(fd: i32) -> Result<OwnedFd> {
+fn dup(fd: RawFd) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own.
     let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })
         .map_err(|e| err!(Failed, "cannot duplicate a descriptor to watch: {e}"))?;
+    // SAFETY: the kernel just handed us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 fn start() -> Result<Running> {
-    // SAFETY: plain syscalls creating fds we own.
+    // SAFETY: plain syscall creating an fd we own.
     let epfd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
         .map_err(|e| err!(Failed, "epoll_create1 failed: {e}"))?;
+    // SAFETY: the kernel just handed us this fd.
     let epfd = Arc::new(unsafe { OwnedFd::from_raw_fd(epfd) });
-    let wake = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
-        .map_err(|e| err!(Failed, "eventfd failed: {e}"))?;
-    let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
+    // SAFETY: the eventfd helper returns an fd we own.
+    let wake = unsafe { OwnedFd::from_raw_fd(crate::transport::tcp::eventfd()?) };
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: WAKE,
@@ -181,12 +214,12 @@ fn start() -> Result<Running> {
         )
     })
     .map_err(|e| err!(Failed, "epoll_ctl failed: {e}"))?;
-    let entries: Arc<Mutex<HashMap<u64, Entry>>> = Arc::default();
-    let (e2, ep2, w2) = (entries.clone(), epfd.clone(), wake.clone());
+    let entries: Arc<Entries> = Arc::default();
+    let (e2, ep2) = (entries.clone(), epfd.clone());
     let thread = std::thread::Builder::new()
         .name("llmdd-liveness".into())
         .stack_size(128 * 1024)
-        .spawn(move || run(&ep2, &e2, &w2))
+        .spawn(move || run(&ep2, &e2))
         .map_err(|e| err!(Failed, "cannot start the liveness thread: {e}"))?;
     Ok(Running {
         epfd,
@@ -197,7 +230,7 @@ fn start() -> Result<Running> {
     })
 }
 
-fn run(epfd: &OwnedFd, entries: &Mutex<HashMap<u64, Entry>>, _wake: &OwnedFd) {
+fn run(epfd: &OwnedFd, entries: &Entries) {
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
     loop {
         // SAFETY: waiting on our epoll set into our buffer.
@@ -210,23 +243,51 @@ fn run(epfd: &OwnedFd, entries: &Mutex<HashMap<u64, Entry>>, _wake: &OwnedFd) {
             log_warn!("liveness watch stopped: {}", io::Error::last_os_error());
             return;
         }
-        for ev in &evs[..n as usize] {
-            let token = ev.u64;
-            if token == WAKE {
-                return;
-            }
-            let e = entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&token);
-            if let Some(e) = e {
+        let mut unlinking = false;
+        let mut dead = Vec::new();
+        {
+            let mut m = entries.lock().unwrap_or_else(|p| p.into_inner());
+            for ev in &evs[..n as usize] {
+                // A copy: epoll_event is packed on x86-64.
+                let token = ev.u64;
+                if token == WAKE {
+                    return;
+                }
+                let Some(e) = m.get(&token) else { continue };
+                let Some(link) = e.live_link() else {
+                    // Torn down here (its own sockets shut down): forget it.
+                    let e = m.remove(&token).expect("looked up above");
+                    unregister(epfd, e.what.fd());
+                    continue;
+                };
+                let why = match &e.what {
+                    Watched::Process { pid, .. } => format!("its peer process {pid} exited"),
+                    Watched::Control(_) if link.is_draining() => {
+                        // Its unlink is under way and ends it (or, failing,
+                        // lets transfers start again): look again shortly.
+                        unlinking = true;
+                        continue;
+                    }
+                    Watched::Control(s) => match hangup(s) {
+                        Some(why) => format!("the server ended it: {why}"),
+                        // Level-triggered: it fires again if it is real.
+                        None => continue,
+                    },
+                };
                 // Removed explicitly: a socket stays open through the link's
                 // own descriptors, and a level-triggered hang-up would repeat.
-                unregister(epfd, &e.fd);
-                if let Some(l) = e.link.upgrade() {
-                    l.mark_dead(e.why);
-                }
+                let e = m.remove(&token).expect("looked up above");
+                unregister(epfd, e.what.fd());
+                dead.push((link, why));
             }
+        }
+        // Outside the lock: marking dead tears the link down (and waits for
+        // copies using the peer's pools).
+        for (link, why) in dead {
+            link.mark_dead(&why);
+        }
+        if unlinking {
+            std::thread::sleep(UNLINKING_RECHECK);
         }
     }
 }

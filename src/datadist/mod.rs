@@ -5,6 +5,7 @@
 pub mod access;
 pub mod acl_link;
 pub mod acl_rules;
+pub mod admission;
 pub mod async_transfer;
 pub mod cache_ops;
 pub mod comm;

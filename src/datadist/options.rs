@@ -73,8 +73,77 @@ pub struct Config {
     pub link_key: Option<LinkKey>,
     /// Largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
     pub peer_pool_max: u64,
+    /// Connection limits and timeouts (`llmdd.MaxConnsPerLink`, …).
+    pub net: NetLimits,
     /// Options of the acl backend only.
     pub acl: AclOptions,
+}
+
+/// What one peer may cost this instance on the network, and how long a stalled
+/// or dead peer may hold a connection (docs/security.md, "Network limits and
+/// timeouts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Connections one link may have on the server (`llmdd.MaxConnsPerLink`).
+    pub max_conns_per_link: u32,
+    /// Connections one peer IP address may have open to the listener, linked
+    /// or not (`llmdd.MaxConnsPerPeer`).
+    pub max_conns_per_peer: u32,
+    /// Serving side: a frame, once begun, must arrive within this, and each
+    /// served request's I/O must finish within it (`llmdd.IoTimeoutMs`).
+    pub io_timeout: Duration,
+    /// A peer silent for this long (no data, no keepalive answer) is dead and
+    /// its connection errors (`llmdd.DeadPeerTimeoutMs`).
+    pub dead_peer_timeout: Duration,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            max_conns_per_link: 32,
+            max_conns_per_peer: 1024,
+            io_timeout: Duration::from_secs(30),
+            dead_peer_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NetLimits {
+    /// Reads the `llmdd.` network limit options (defaults for absent ones).
+    fn parse(opts: &Options) -> Result<NetLimits> {
+        let d = NetLimits::default();
+        let get = |key: &str, lo: u64, hi: u64, default: u64| -> Result<u64> {
+            opts.get(key)
+                .map_or(Ok(default), |v| parse_ranged(key, v, lo, hi))
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        Ok(NetLimits {
+            max_conns_per_link: get(
+                "llmdd.MaxConnsPerLink",
+                4,
+                1024,
+                d.max_conns_per_link.into(),
+            )? as u32,
+            max_conns_per_peer: get(
+                "llmdd.MaxConnsPerPeer",
+                1,
+                1 << 20,
+                d.max_conns_per_peer.into(),
+            )? as u32,
+            io_timeout: Duration::from_millis(get(
+                "llmdd.IoTimeoutMs",
+                100,
+                3_600_000,
+                ms(d.io_timeout),
+            )?),
+            dead_peer_timeout: Duration::from_millis(get(
+                "llmdd.DeadPeerTimeoutMs",
+                1000,
+                3_600_000,
+                ms(d.dead_peer_timeout),
+            )?),
+        })
+    }
 }
 
 /// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
@@ -167,6 +236,11 @@ const KNOWN_KEYS: &[&str] = &[
     "llmdd.LinkSecret",
     "llmdd.LinkSecretFile",
     "llmdd.PeerPoolMaxBytes",
+    // Network limits and timeouts (NetLimits).
+    "llmdd.MaxConnsPerLink",
+    "llmdd.MaxConnsPerPeer",
+    "llmdd.IoTimeoutMs",
+    "llmdd.DeadPeerTimeoutMs",
     "llmdd.HccnConf",
     "llmdd.HcclPrepareTimeout",
 ];
@@ -589,8 +663,17 @@ impl Config {
             max_registered_addrs,
             link_key,
             peer_pool_max,
+            net: NetLimits::parse(opts)?,
             acl: AclOptions::parse(opts)?,
         })
+    }
+
+    /// The settings every TCP connection of the instance gets.
+    pub fn conn_opts(&self) -> crate::transport::tcp::ConnOpts {
+        crate::transport::tcp::ConnOpts {
+            spin: self.busy_poll,
+            dead_peer: self.net.dead_peer_timeout,
+        }
     }
 }
 
@@ -700,6 +783,28 @@ mod tests {
         assert_eq!(c.rdma_traffic_class, 132);
         assert_eq!(c.rank_table_default_port, 16666);
         assert_eq!(c.max_registered_addrs, 1024);
+        assert_eq!(c.net, NetLimits::default());
+    }
+
+    #[test]
+    fn net_limits() {
+        let c = parse_with(&[
+            ("llmdd.MaxConnsPerLink", "8"),
+            ("llmdd.MaxConnsPerPeer", "3"),
+            ("llmdd.IoTimeoutMs", "1500"),
+            ("llmdd.DeadPeerTimeoutMs", "2000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.net,
+            NetLimits {
+                max_conns_per_link: 8,
+                max_conns_per_peer: 3,
+                io_timeout: Duration::from_millis(1500),
+                dead_peer_timeout: Duration::from_millis(2000),
+            }
+        );
+        assert_eq!(c.conn_opts().dead_peer, Duration::from_secs(2));
     }
 
     #[test]
@@ -757,6 +862,11 @@ mod tests {
             &[("llmdd.RankTableDefaultPort", "65536")],
             &[("llmdd.MaxRegisteredAddrs", "0")],
             &[("llmdd.MaxRegisteredAddrs", "65537")],
+            &[("llmdd.MaxConnsPerLink", "3")],
+            &[("llmdd.MaxConnsPerPeer", "0")],
+            &[("llmdd.IoTimeoutMs", "99")],
+            &[("llmdd.DeadPeerTimeoutMs", "999")],
+            &[("llmdd.DeadPeerTimeoutMs", "10s")],
         ];
         for c in cases {
             let e = parse_with(c).unwrap_err();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cache::pool::Pool;
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
+use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
 use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
@@ -23,15 +24,18 @@ use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;
 use crate::transport::local;
-use crate::transport::tcp::{check_reply, poll_fd, Conn};
-use crate::transport::wire::Msg;
+use crate::transport::tcp::{check_reply, eventfd, notify, poll_fd, Conn};
+use crate::transport::wire::{self, Msg};
 use crate::{bail, err, log_debug, log_info, log_warn};
 
 /// Server-side concurrent link setups (seed 004).
 const MAX_CONCURRENT_SETUPS: usize = 16;
-/// Bound on a peer's handshake and on serving-side I/O of one request.
-const SERVE_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on a peer's handshake (serving-side I/O: `llmdd.IoTimeoutMs`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a Hello for a cluster with a live link waits for that link's
+/// control connection to hang up (a client that force-unlinked and links
+/// again at once) before it is refused as `LLM_ALREADY_LINK`.
+const STALE_LINK_GRACE: Duration = Duration::from_millis(100);
 
 /// The listening endpoint and its accept thread.
 struct Listener {
@@ -42,9 +46,7 @@ struct Listener {
 
 impl Listener {
     fn stop(mut self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.wake, &one as *const u64 as *const _, 8) };
+        notify(self.wake);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -72,8 +74,11 @@ pub struct Session {
     links: Mutex<HashMap<u64, Arc<Link>>>,
     listener: Mutex<Option<Listener>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Accepted sockets not yet attached to a link.
-    pending: Mutex<HashMap<u64, TcpStream>>,
+    /// Accepted sockets not yet attached to a link (weak: shut down at
+    /// finalize while they live, never kept open).
+    pending: Mutex<HashMap<u64, Weak<TcpStream>>>,
+    /// Connection caps of the listeners (per peer address, handshakes).
+    admission: Arc<Admission>,
     next_pending: AtomicU64,
     closing: AtomicBool,
     setups: Slots,
@@ -86,7 +91,7 @@ pub struct Session {
     comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
     pub tasks: TaskSet,
-    /// Death watch of one-sided links (`liveness.rs`).
+    /// Death watch of the links' peers (`liveness.rs`).
     liveness: Liveness,
     me: Weak<Session>,
 }
@@ -115,6 +120,7 @@ impl Session {
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
         let registry = Registry::with_limit(config.max_registered_addrs as usize);
+        let admission = Admission::new(config.net.max_conns_per_peer);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
@@ -127,6 +133,7 @@ impl Session {
             listener: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
+            admission,
             next_pending: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             setups: Slots {
@@ -153,6 +160,11 @@ impl Session {
 
     pub(crate) fn arc(&self) -> Arc<Session> {
         self.me.upgrade().expect("session alive while in use")
+    }
+
+    /// Open connections from `ip` to this instance's listeners.
+    pub fn peer_conns(&self, ip: IpAddr) -> usize {
+        self.admission.peer_conns(ip)
     }
 
     /// True once finalize has begun.
@@ -208,15 +220,7 @@ impl Session {
         l.set_nonblocking(true)
             .map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
         let bound = l.local_addr().unwrap_or(addr);
-        // SAFETY: plain eventfd creation.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            bail!(
-                Failed,
-                "eventfd failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        let wake = eventfd()?;
         let me = self.me.clone();
         let thread = std::thread::Builder::new()
             .name("llmdd-accept".into())
@@ -390,12 +394,7 @@ impl Session {
                 "remote_cluster_id {remote_cluster_id} is this instance's own cluster id"
             );
         }
-        if self.link(remote_cluster_id).is_some() {
-            bail!(
-                AlreadyLink,
-                "a link to cluster {remote_cluster_id} already exists"
-            );
-        }
+        self.clear_dead_link(remote_cluster_id)?;
         if let Some(c) = self.comm_of(remote_cluster_id) {
             bail!(
                 AlreadyLink,
@@ -405,6 +404,25 @@ impl Session {
             );
         }
         self.dial(remote_cluster_id, addr, local_ip, timeout, None)
+    }
+
+    /// Before link_clusters to `cluster`: a live link there is
+    /// `LLM_ALREADY_LINK`; one whose peer is proven gone (dead, or its control
+    /// connection hung up) is dropped so that linking again just works.
+    fn clear_dead_link(&self, cluster: u64) -> Result<()> {
+        let Some(old) = self.link(cluster) else {
+            return Ok(());
+        };
+        match old.peer_gone() {
+            Some(why) => {
+                log_info!("replacing the dead link to cluster {cluster} ({why})");
+                if self.remove_exact(&old) {
+                    old.teardown(Duration::ZERO);
+                }
+                Ok(())
+            }
+            None => bail!(AlreadyLink, "a link to cluster {cluster} already exists"),
+        }
     }
 
     /// Dials the server at `addr`: handshake, extra connections, then the
@@ -436,8 +454,8 @@ impl Session {
             None => e,
         };
         let deadline = Instant::now() + timeout;
-        let spin = self.config.busy_poll;
-        let mut control = Conn::connect(&addr, timeout, spin).map_err(retryable)?;
+        let conn_opts = self.config.conn_opts();
+        let mut control = Conn::connect(&addr, timeout, conn_opts).map_err(retryable)?;
         let generation = self.registry.generation();
         // A link_clusters link gets its own two-rank communicator (reserve our
         // device port now); a rank-table comm's links share the comm's
@@ -470,11 +488,6 @@ impl Session {
         acl_link::check_backends(our_device.is_some(), joined.server_device.as_ref(), false)?;
         let (remote_role, token, server_device) =
             (joined.remote_role, joined.token, joined.server_device);
-        // A one-sided link dies with its server's control connection.
-        let watch_control = joined
-            .local_path
-            .as_ref()
-            .and_then(|_| control.shutdown_handle().ok());
         let link = Arc::new(Link::new(LinkParts {
             remote_cluster_id,
             remote_role,
@@ -486,7 +499,7 @@ impl Session {
             generation,
             local_cluster_id: self.cluster_id,
             comm_id: comm.map_or(0, |c| c.id),
-            spin,
+            conn: conn_opts,
         }));
         // Build the rest of the link; on failure tell the server to drop it.
         let built = (|| -> Result<()> {
@@ -500,17 +513,15 @@ impl Session {
                 link.set_hccl(h.clone());
                 acl_link::prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
             }
-            link.add_request_conn(control);
-            // Extra request connections (striping) and reverse connections on
-            // which the server sends its requests.
-            let extra = self.config.data_connections.saturating_sub(1) as usize;
-            if extra > 0 {
-                // Opens the extra connections now so transfers never pay for a connect.
-                drop(link.take_conns(extra + 1, deadline)?);
-            }
+            // The control connection carries no transfer (link.rs); the
+            // request connections (striping) open now so transfers never pay
+            // for a connect, then the reverse connections on which the server
+            // sends its requests.
+            link.set_control(control);
+            drop(link.take_conns(self.config.data_connections as usize, deadline)?);
             for _ in 0..self.config.data_connections {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let mut c = Conn::connect(&addr, left, spin)?;
+                let mut c = Conn::connect(&addr, left, conn_opts)?;
                 c.send(
                     &Msg::Attach {
                         cluster_id: self.cluster_id,
@@ -548,7 +559,9 @@ impl Session {
             Some(c) => self.comm_adopt(c, &link, true),
             None => self.insert_plain_link(link.clone(), false),
         }
-        .and_then(|_| self.liveness.watch(&link, watch_control.as_ref()));
+        // Its peer process (same host) and its control connection: the link
+        // is marked dead the moment either is gone.
+        .and_then(|_| self.liveness.watch(&link));
         if let Err(e) = installed {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
@@ -562,10 +575,11 @@ impl Session {
     }
 
     /// Adds a link_clusters link to the table unless its cluster is (now)
-    /// reserved by a rank-table comm. An existing link to the cluster is
-    /// replaced (`replace`, the accepting side, when that link was accepted
-    /// too: a stale one) or `LLM_ALREADY_LINK` (a link this side dialled).
-    fn insert_plain_link(&self, link: Arc<Link>, replace: bool) -> Result<()> {
+    /// reserved by a rank-table comm. An open link to the cluster is
+    /// `LLM_ALREADY_LINK` (on the accepting side, `replace_stale_link` has
+    /// already removed one whose peer is gone; a live one is never replaced,
+    /// and neither is a link this side dialled: both ends may dial).
+    fn insert_plain_link(&self, link: Arc<Link>, server: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
         if let Some(comm) = t.of_cluster(c) {
@@ -576,17 +590,8 @@ impl Session {
                 comm.name()
             );
         }
-        if replace {
-            let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
-            if m.get(&c).is_some_and(|l| l.we_dialed && !l.is_closed()) {
-                bail!(
-                    AlreadyLink,
-                    "cluster {} dialled cluster {c} concurrently",
-                    self.cluster_id
-                );
-            }
-            m.insert(c, link);
-            return Ok(());
+        if server {
+            return self.insert_link(link);
         }
         self.insert_link(link).map_err(|_| {
             err!(
@@ -596,21 +601,49 @@ impl Session {
         })
     }
 
-    /// Client side of a non-forced unlink: tell the server, then drop ours.
+    /// Client side of a non-forced unlink: stop new transfers and wait (up to
+    /// `timeout`) for those in flight, tell the server on the control
+    /// connection (it waits for what it still serves), then drop ours. A link
+    /// whose server is proven gone is just dropped (nothing to tell).
     pub fn disconnect(&self, remote_cluster_id: u64, timeout: Duration) -> Result<()> {
         let Some(link) = self.link(remote_cluster_id) else {
             return Ok(());
         };
+        if let Some(why) = link.peer_gone() {
+            log_info!("unlinking cluster {remote_cluster_id}, whose link is already gone ({why})");
+            if self.remove_exact(&link) {
+                link.teardown(Duration::ZERO);
+            }
+            return Ok(());
+        }
         let deadline = Instant::now() + timeout;
-        let reply = crate::datadist::link::request(&link, &Msg::Unlink, deadline);
-        match reply {
-            Ok(Msg::Reply { status: 0, .. }) => {}
-            Ok(Msg::Reply { message, .. }) => bail!(UnlinkFailed, "cluster {remote_cluster_id} refused the unlink: {message}; force-unlink both ends"),
-            Ok(m) => bail!(UnlinkFailed, "unexpected reply {} to Unlink", m.msg_type()),
-            Err(e) => bail!(UnlinkFailed, "could not reach cluster {remote_cluster_id} to unlink ({}); force-unlink both ends", e.message),
+        if !link.drain(timeout) {
+            log_warn!(
+                "unlinking cluster {remote_cluster_id}: transfers still in flight after {} ms are cut",
+                timeout.as_millis()
+            );
+            link.shutdown_data();
+        }
+        let reply = link.control_request(
+            &Msg::Unlink,
+            deadline.max(Instant::now() + Duration::from_millis(100)),
+        );
+        let failed = match reply {
+            Ok(Msg::Reply { status: 0, .. }) => None,
+            Ok(Msg::Reply { message, .. }) => Some(format!("cluster {remote_cluster_id} refused the unlink: {message}; force-unlink both ends")),
+            Ok(m) => Some(format!("unexpected reply {} to Unlink", m.msg_type())),
+            Err(e) => match link.peer_gone() {
+                // The server dropped the link meanwhile: it is unlinked.
+                Some(_) => None,
+                None => Some(format!("could not reach cluster {remote_cluster_id} to unlink ({}); force-unlink both ends", e.message)),
+            },
+        };
+        if let Some(why) = failed {
+            link.undrain();
+            bail!(UnlinkFailed, "{why}");
         }
         if self.remove_exact(&link) {
-            link.teardown(timeout);
+            link.teardown(deadline.saturating_duration_since(Instant::now()));
         }
         Ok(())
     }
@@ -630,20 +663,66 @@ impl Session {
         self.setups.cv.notify_one();
     }
 
-    /// Handles a freshly accepted connection: handshake or attach, then serve.
-    fn incoming(self: Arc<Self>, stream: TcpStream, pending_id: u64, comm_only: bool) {
-        let spin = self.config.busy_poll;
-        let mut conn = match Conn::new(stream, spin) {
-            Ok(c) => c,
-            Err(_) => return,
+    /// Takes an accepted connection in: admission caps (per peer address,
+    /// handshakes in progress), socket options, then a thread for its first
+    /// frame. Whatever cannot be taken in is refused with a reason.
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, comm_only: bool) {
+        let (peer_slot, pending) = match self.admission.admit(peer.ip()) {
+            Ok(slots) => slots,
+            Err(why) => {
+                // Nothing identifying goes to an unproven peer (not even
+                // our cluster id): the reason alone.
+                admission::refuse(&stream, Status::LinkFailed, &why);
+                log_refusal(Some(peer), &format!("cluster {}: {why}", self.cluster_id));
+                return;
+            }
         };
+        let mut conn = match Conn::new(stream, self.config.conn_opts()) {
+            Ok(c) => c,
+            Err(e) => {
+                log_debug!("dropping connection from {peer}: {}", e.message);
+                return;
+            }
+        };
+        conn.hold(Box::new(peer_slot));
+        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, conn.weak());
+        let sock = conn.shared();
+        let s = self.arc();
+        let started = self.try_spawn("llmdd-conn", move || {
+            s.incoming(conn, id, pending, comm_only)
+        });
+        if let Err(e) = started {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let why = format!("the server is out of threads ({})", e.message);
+            admission::refuse(&sock, Status::LinkFailed, &why);
+            log_refusal(Some(peer), &format!("cluster {}: {why}", self.cluster_id));
+        }
+    }
+
+    /// Handles a freshly accepted connection: handshake or attach, then serve.
+    fn incoming(
+        self: Arc<Self>,
+        mut conn: Conn,
+        pending_id: u64,
+        pending: PendingSlot,
+        comm_only: bool,
+    ) {
         let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
         let first = conn.recv(deadline);
+        let pending = std::cell::Cell::new(Some(pending));
         let unpend = |s: &Session| {
             s.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&pending_id);
+            drop(pending.take());
         };
         match first {
             Ok(Msg::Hello { auth, nonce }) => {
@@ -683,11 +762,13 @@ impl Session {
                                 e.message
                             );
                         } else {
-                            log_warn!(
+                            // Any peer can cause these (a forged cluster id
+                            // is refused as ALREADY_LINK): rate-limited.
+                            crate::log::rate::warn_refusal(format_args!(
                                 "refused link from cluster {cluster_id} at {}: {}",
                                 conn.peer(),
                                 e.message
-                            );
+                            ));
                         }
                         let _ = conn.send(&join_refusal(&e), deadline);
                     }
@@ -699,42 +780,105 @@ impl Session {
                 reverse,
             }) => {
                 unpend(&self);
-                let link = self
-                    .link(cluster_id)
-                    .filter(|l| l.token == link_token && !l.we_dialed);
-                let Some(link) = link else {
-                    log_warn!(
-                        "dropping connection from {}: unknown link token",
-                        conn.peer()
-                    );
-                    let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
-                    return;
-                };
-                if conn.reply(Status::Success, "", deadline).is_err() {
-                    return;
-                }
-                if reverse {
-                    link.add_request_conn(conn);
-                    if link.comm_id != 0 {
-                        self.comm_peer_ready(&link);
-                    }
-                } else {
-                    link.track(&conn);
-                    serve(self, link, conn, false);
-                }
+                self.attach(conn, cluster_id, link_token, reverse, deadline);
             }
             Ok(m) => {
                 unpend(&self);
-                log_warn!(
-                    "dropping connection from {}: first frame has type {}",
-                    conn.peer(),
-                    m.msg_type()
-                );
+                let why = format!("its first frame has type {}", m.msg_type());
+                log_dropped(conn.peer(), &why);
             }
             Err(e) => {
                 unpend(&self);
-                log_warn!("dropping connection from {}: {}", conn.peer(), e.message);
+                log_dropped(conn.peer(), &e.message);
             }
+        }
+    }
+
+    /// Server side of `Attach`: one more connection of an existing link, up to
+    /// `llmdd.MaxConnsPerLink` per link. `reverse`: the server sends its
+    /// requests on it; else it is served like the control connection.
+    fn attach(
+        self: Arc<Self>,
+        mut conn: Conn,
+        cluster_id: u64,
+        link_token: u64,
+        reverse: bool,
+        deadline: Option<Instant>,
+    ) {
+        let link = self
+            .link(cluster_id)
+            .filter(|l| l.token == link_token && !l.we_dialed && !l.is_closed());
+        let Some(link) = link else {
+            log_dropped(conn.peer(), "Attach with an unknown link token");
+            let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
+            return;
+        };
+        let max = self.config.net.max_conns_per_link;
+        if !link.try_track(&conn, max as usize) {
+            let why = format!(
+                "cluster {}: a link may have at most {max} connections (llmdd.MaxConnsPerLink)",
+                self.cluster_id
+            );
+            log_refusal(Some(conn.peer()), &why);
+            let _ = conn.reply(Status::LinkFailed, &why, deadline);
+            return;
+        }
+        // Counted before the peer hears it attached: the peer may send us
+        // work at once, and a request then waits for this connection.
+        if reverse {
+            link.expect_request_conn();
+        }
+        if conn.reply(Status::Success, "", deadline).is_err() {
+            if reverse {
+                link.drop_expected_conn();
+            }
+            return;
+        }
+        if reverse {
+            conn.set_frame_limit(wire::MAX_PAYLOAD);
+            link.add_request_conn(conn);
+            if link.comm_id != 0 {
+                self.comm_peer_ready(&link);
+            }
+        } else {
+            serve(self, link, conn, false);
+        }
+    }
+
+    /// Server side of a `Hello` for `cluster` (a link_clusters client): a
+    /// live link this side dialled to it is `LLM_ALREADY_LINK`; a closed link
+    /// to it is dropped, and so is an accepted one whose peer is
+    /// proven gone (control connection closed or errored, waiting up to
+    /// [`STALE_LINK_GRACE`] for a hang-up under way); a live one is kept and
+    /// the newcomer refused with `LLM_ALREADY_LINK`, so a second process
+    /// claiming the cluster id cannot take over a real client's link.
+    fn replace_stale_link(&self, cluster: u64) -> Result<()> {
+        let Some(old) = self.link(cluster) else {
+            return Ok(());
+        };
+        // A link this instance dialled to that cluster stays (both ends may
+        // dial); a dead one is closed already.
+        if old.we_dialed && !old.is_closed() {
+            bail!(
+                AlreadyLink,
+                "cluster {} already has a link to cluster {cluster} that it dialled itself",
+                self.cluster_id
+            );
+        }
+        match old.peer_gone_within(STALE_LINK_GRACE) {
+            Some(why) => {
+                log_info!("replacing the stale link from cluster {cluster} ({why})");
+                if self.remove_exact(&old) {
+                    old.teardown(Duration::ZERO);
+                }
+                Ok(())
+            }
+            // The message goes to the newcomer: it names neither this
+            // server's cluster id nor the real client's address.
+            None => bail!(
+                AlreadyLink,
+                "there already is a live link from cluster {cluster}; a client with that cluster id must unlink (or be found dead within llmdd.DeadPeerTimeoutMs) first"
+            ),
         }
     }
 
@@ -778,21 +922,7 @@ impl Session {
                     c.name()
                 );
             }
-            // A stale link from the same cluster is replaced; a link this
-            // instance dialled to that cluster stays (both ends may dial).
-            if let Some(old) = self.link(cluster_id) {
-                if old.we_dialed && !old.is_closed() {
-                    bail!(
-                        AlreadyLink,
-                        "cluster {} already has a link to cluster {cluster_id} that it dialled itself",
-                        self.cluster_id
-                    );
-                }
-                log_info!("replacing stale link from cluster {cluster_id}");
-                if self.remove_exact(&old) {
-                    old.teardown(Duration::ZERO);
-                }
-            }
+            self.replace_stale_link(cluster_id)?;
             None
         } else {
             Some(self.pending_comm(comm_name, cluster_id)?)
@@ -817,9 +947,9 @@ impl Session {
             generation: self.registry.generation(),
             local_cluster_id: self.cluster_id,
             comm_id: comm.as_ref().map_or(0, |c| c.id),
-            spin: self.config.busy_poll,
+            conn: self.config.conn_opts(),
         }));
-        link.track(conn);
+        link.watch_control(conn);
         // acl backend: create our communicator before answering, so the
         // client's prepare finds our port listening.
         // A rank-table comm's links get the comm's shared communicator once
@@ -863,7 +993,7 @@ impl Session {
         let sent = conn
             .send(&ack, Some(deadline))
             .and_then(|_| self.receive_pools(conn, &link, deadline))
-            .and_then(|_| self.liveness.watch(&link, None));
+            .and_then(|_| self.liveness.watch(&link));
         if let Err(e) = sent {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
@@ -916,12 +1046,14 @@ impl Session {
         for l in links {
             l.teardown(self.config.sync_kv_timeout);
         }
-        for (_, s) in self
+        let pending: Vec<_> = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-        {
+            .map(|(_, w)| w)
+            .collect();
+        for s in pending.iter().filter_map(Weak::upgrade) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.tasks.join_all();
@@ -943,6 +1075,7 @@ impl Session {
 
 fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32, comm_only: bool) {
     let lfd = l.as_raw_fd();
+    let mut spare = SpareFd::open();
     loop {
         let mut fds = [
             libc::pollfd {
@@ -969,25 +1102,25 @@ fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32, comm_only: bool) {
         }
         loop {
             match l.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let Some(s) = me.upgrade() else { return };
                     if s.closing.load(Ordering::Acquire) {
                         return;
                     }
-                    let id = s.next_pending.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(c) = stream.try_clone() {
-                        s.pending
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, c);
-                    }
-                    let s2 = s.clone();
-                    s.spawn("llmdd-conn", move || s2.incoming(stream, id, comm_only));
+                    s.admit(stream, peer, comm_only);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if admission::is_fd_exhaustion(&e) => {
+                    let Some(s) = me.upgrade() else { return };
+                    if !refuse_for_lack_of_fds(&l, &mut spare, s.cluster_id, &e) {
+                        // Not even the spare could make room: try again soon.
+                        let _ = poll_fd(wake, libc::POLLIN, 10);
+                        break;
+                    }
+                }
                 Err(e) => {
-                    log_warn!("accept failed: {e}");
+                    log_refusal(None, &format!("accept failed: {e}"));
                     let _ = poll_fd(wake, libc::POLLIN, 10);
                     break;
                 }
@@ -996,11 +1129,56 @@ fn accept_loop(me: Weak<Session>, l: TcpListener, wake: i32, comm_only: bool) {
     }
 }
 
+/// The process is out of file descriptors: closes the spare one to accept a
+/// waiting connection and answer it with a refusal (so the client fails at
+/// once, not after its link timeout), then reopens the spare. False if there
+/// was no spare or no connection could be accepted.
+fn refuse_for_lack_of_fds(
+    l: &TcpListener,
+    spare: &mut SpareFd,
+    cluster: u64,
+    cause: &std::io::Error,
+) -> bool {
+    let mut refused = false;
+    if spare.release() {
+        if let Ok((stream, peer)) = l.accept() {
+            let why = format!("the server is out of file descriptors ({cause}); try again later");
+            admission::refuse(&stream, Status::LinkFailed, &why);
+            log_refusal(Some(peer), &format!("cluster {cluster}: {why}"));
+            refused = true;
+        }
+    }
+    if !spare.restore() && !refused {
+        log_refusal(None, &format!("accept failed: {cause}"));
+    }
+    refused
+}
+
+/// Logs a refused connection at warn level, within the process-wide budget
+/// of refusal lines (`log::rate`: a peer can make them happen at any rate).
+fn log_refusal(peer: Option<SocketAddr>, why: &str) {
+    log_limited("refused a connection", peer, why);
+}
+
+/// Logs a connection dropped before it joined a link (bad or no first frame).
+fn log_dropped(peer: SocketAddr, why: &str) {
+    log_limited("dropped a connection before its handshake", Some(peer), why);
+}
+
+fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
+    let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
+    crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
+}
+
 /// Serves requests arriving on `conn` until it closes. `control` marks the
 /// link's first connection on the server: losing it means the client is gone.
+/// Waiting for a request has no deadline (an idle link is bounded by
+/// keepalive); a request, once begun, is bounded by `llmdd.IoTimeoutMs`.
 pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bool) {
+    conn.set_frame_limit(wire::MAX_PAYLOAD);
+    let frame_timeout = session.config.net.io_timeout;
     loop {
-        let msg = match conn.recv(None) {
+        let msg = match conn.recv_idle(frame_timeout) {
             Ok(m) => m,
             Err(e) => {
                 if !link.is_closed() {
@@ -1013,6 +1191,8 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
                 break;
             }
         };
+        // An unlink waits for the requests being served (not for itself).
+        let _serving = (!matches!(msg, Msg::Unlink)).then(|| link.serving());
         match crate::transfer::serve::handle(&session, &link, &mut conn, msg) {
             Ok(true) => continue,
             Ok(false) => return,
@@ -1028,8 +1208,16 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
             }
         }
     }
-    if control && !link.is_closed() && session.remove_exact(&link) {
-        if link.comm_id != 0 {
+    // A link still in the table whose control connection ended is over;
+    // one that is dead (its same-host client exited: `Link::mark_dead`) was
+    // torn down already, and only leaves the table here.
+    if control && session.remove_exact(&link) {
+        if let Some(why) = link.dead_reason() {
+            log_info!(
+                "client cluster {} is gone ({why}); freed our side of its link",
+                link.remote_cluster_id
+            );
+        } else if link.comm_id != 0 {
             // The usual end of a rank-table link: the dialer unlinked first.
             log_info!(
                 "cluster {} closed its side of comm {}; freeing the link",
@@ -1047,8 +1235,16 @@ pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bo
     }
 }
 
-/// Handles `Unlink` on the server: drop our side of `link`.
+/// Handles `Unlink` on the server: waits (up to `llm.SyncKvCacheWaitTime`)
+/// for the requests of the link still being served and for this side's own
+/// transfers on it, then drops our side of `link`.
 pub fn server_unlink(session: &Session, link: &Arc<Link>) {
+    if !link.drain(session.config.sync_kv_timeout) {
+        log_warn!(
+            "cluster {} unlinks while requests are still in flight; they are cut",
+            link.remote_cluster_id
+        );
+    }
     if session.remove_exact(link) {
         log_info!(
             "cluster {} unlinked by cluster {}",
@@ -1058,7 +1254,7 @@ pub fn server_unlink(session: &Session, link: &Arc<Link>) {
     }
 }
 
-/// Deadline for serving-side I/O of one request.
-pub fn serve_deadline() -> Instant {
-    Instant::now() + SERVE_IO_TIMEOUT
+/// Deadline for serving-side I/O of one request (`llmdd.IoTimeoutMs`).
+pub fn serve_deadline(session: &Session) -> Instant {
+    Instant::now() + session.config.net.io_timeout
 }

@@ -162,9 +162,18 @@ fn fill(results: Vec<Result<()>>, rets: *mut u32) -> Result<()> {
 /// Links this instance to each cluster's server (`remote_ip_infos[0]`), up to
 /// 16 clusters in parallel, each within `timeout_ms` (> 0; 3000 is the
 /// documented default). Any initialized instance may call it, whether it
-/// listens itself or not (the side that dials is the link's client). A cluster
-/// that already dialled this instance gives `LLMDD_ALREADY_LINK`. `rets` (NULL, or `num_clusters` entries) receives one status per
-/// cluster: `LLMDD_ALREADY_LINK`, `LLMDD_LINK_FAILED`, `LLMDD_PARAM_INVALID`…
+/// listens itself or not (the side that dials is the link's client). `rets`
+/// (NULL, or `num_clusters` entries) receives one status per cluster:
+/// `LLMDD_ALREADY_LINK` (a live link to that cluster exists here, that cluster
+/// already dialled this instance, or the server already has a live link from
+/// this cluster id), `LLMDD_LINK_FAILED` (also at once, with the server's
+/// reason, when the server refuses: its connection limits, or no file
+/// descriptor or thread left), `LLMDD_PARAM_INVALID`…
+/// A link whose server is gone (its control connection closed, keepalive
+/// failed: see `llmdd.DeadPeerTimeoutMs`, or, on the same host, its process
+/// exited) is dead: transfers on it return `LLMDD_LINK_FAILED` without moving
+/// a byte, and linking that cluster again replaces it (no forced unlink
+/// needed).
 /// Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
 /// Argument errors before any linking (empty list, >16 clusters =
 /// `LLMDD_CLUSTER_NUM_EXCEED_LIMIT`, timeout <= 0) leave `rets` untouched.
@@ -185,12 +194,17 @@ pub unsafe extern "C" fn llmdd_link_clusters(
 }
 
 /// Unlinks each cluster. `force = false` (on the side that dialled the link;
-/// the other side gets `LLMDD_PARAM_INVALID`): tells the peer to drop its
-/// side, then drops ours (`LLMDD_UNLINK_FAILED` if the peer cannot be
-/// told: then force-unlink both ends). `force = true`: drops only the local
-/// side and must be called on both ends; only `remote_cluster_id` is used.
-/// Unlinking a cluster that is not linked succeeds. Waits for in-flight
-/// transfers on the link (up to `timeout_ms`). Result shape as link_clusters.
+/// the other side gets `LLMDD_PARAM_INVALID`): no new transfer starts on the
+/// link; those in flight are waited for up to `timeout_ms` (then cut); the
+/// peer is told and drops its side once the requests it is still serving are
+/// done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the peer is alive but
+/// cannot be told (then force-unlink both ends); a dead link (its peer is
+/// gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only the
+/// local side after waiting up to `timeout_ms` for its transfers; the peer
+/// notices at once (the accepting side drops its side; the dialling side's
+/// link becomes dead, see `llmdd_link_clusters`); only `remote_cluster_id` is
+/// used. Unlinking a cluster that is not linked succeeds. Result shape as
+/// link_clusters.
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_unlink_clusters(
     inst: *mut llmdd_instance_t,

@@ -157,6 +157,27 @@ pub const OPTION_KEYS: &[(&str, &str, &str)] = &[
         "llmdd.PeerPoolMaxBytes",
         "Largest same-host peer pool mapped (default 64 GiB).",
     ),
+    // Network limits and timeouts (docs/security.md).
+    (
+        "LLMDD_OPTION_MAX_CONNS_PER_LINK",
+        "llmdd.MaxConnsPerLink",
+        "Connections one link may have on the server (default 32).",
+    ),
+    (
+        "LLMDD_OPTION_MAX_CONNS_PER_PEER",
+        "llmdd.MaxConnsPerPeer",
+        "Connections one peer address may hold open (default 1024).",
+    ),
+    (
+        "LLMDD_OPTION_IO_TIMEOUT_MS",
+        "llmdd.IoTimeoutMs",
+        "Bound on a served request's frame and I/O, in ms (default 30000).",
+    ),
+    (
+        "LLMDD_OPTION_DEAD_PEER_TIMEOUT_MS",
+        "llmdd.DeadPeerTimeoutMs",
+        "Keepalive bound for a silent peer, in ms (default 10000).",
+    ),
     // acl backend (issue 13)
     (
         "LLMDD_OPTION_HCCN_CONF",

@@ -21,6 +21,7 @@
 
 pub mod filter;
 pub mod line;
+pub mod rate;
 pub mod sink;
 
 use std::cell::RefCell;

@@ -81,19 +81,19 @@ fn same_host(link: &Link, peer: &PeerProcess, plan: &[Segment], dir: Dir) -> Res
     let pools = link.pools();
     if dir == Dir::Write && !peer.is_alive() {
         drop(pools);
-        return Err(died(link));
+        return Err(died(link, peer));
     }
     let r = copy_same_host(&pools, peer.pid(), plan, dir);
     let alive = peer.is_alive();
     drop(pools);
     if !alive {
-        return Err(died(link));
+        return Err(died(link, peer));
     }
     r
 }
 
-fn died(link: &Link) -> Error {
-    link.mark_dead("its peer process exited");
+fn died(link: &Link, peer: &PeerProcess) -> Error {
+    link.mark_dead(&format!("its peer process {} exited", peer.pid()));
     link.dead_error()
 }
 

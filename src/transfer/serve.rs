@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use crate::cache::registry::Resolved;
-use crate::datadist::access::{refusal_log, Access};
+use crate::datadist::access::Access;
 use crate::datadist::link::Link;
 use crate::datadist::session::{serve_deadline, server_unlink, Session};
+use crate::log::rate::warn_refusal;
 use crate::status::{Result, Status};
 use crate::transport::tcp::Conn;
 use crate::transport::wire::Msg;
@@ -17,10 +18,10 @@ use crate::{bail, err};
 
 /// Handles one request; `Ok(false)` ends the connection cleanly.
 pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) -> Result<bool> {
-    let deadline = Some(serve_deadline());
+    let deadline = Some(serve_deadline(session));
     let access = Access::of(session.config.remote_cache_accessible, link);
     let refused = |what: &str, e: &crate::Error| {
-        refusal_log(format_args!(
+        warn_refusal(format_args!(
             "refused {what} from cluster {}: {}",
             link.remote_cluster_id, e.message
         ))

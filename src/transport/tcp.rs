@@ -1,10 +1,17 @@
 //! One TCP connection of a link: framed messages and bulk scatter/gather I/O,
 //! every wait bounded by a deadline, with a short busy-poll before sleeping
 //! (waking an idle vCPU costs ~50 µs; a brief spin keeps small transfers fast).
+//!
+//! Nothing a peer announces is allocated before it arrives: a frame's payload
+//! buffer grows as its bytes come in, and a connection that does not belong to
+//! a link yet accepts only small frames ([`PRE_LINK_FRAME_LIMIT`]). Every
+//! socket gets TCP keepalive and `TCP_USER_TIMEOUT` so a dead peer is found
+//! within [`ConnOpts::dead_peer`] even on an idle connection.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
@@ -14,17 +21,41 @@ use crate::{bail, err};
 
 /// Most iovecs handed to one readv/writev call.
 const IOV_BATCH: usize = 1024;
+/// Largest frame payload accepted on a connection that is not (yet) part of a
+/// link: a handshake frame is at most a few KiB.
+///
+/// cbindgen:ignore
+pub const PRE_LINK_FRAME_LIMIT: u32 = 64 << 10;
+/// First step of a payload buffer; later steps at most double what arrived.
+const FIRST_CHUNK: usize = 64 << 10;
+
+/// Settings every connection of an instance gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnOpts {
+    /// Spin before sleeping when waiting for the peer (`llmdd.BusyPollUs`).
+    pub spin: Duration,
+    /// A peer that answers nothing (not even keepalive probes) for this long is
+    /// dead: TCP keepalive plus `TCP_USER_TIMEOUT` (`llmdd.DeadPeerTimeoutMs`).
+    /// Zero leaves the kernel defaults.
+    pub dead_peer: Duration,
+}
 
 /// A connected, non-blocking TCP stream with reusable buffers.
 pub struct Conn {
-    stream: TcpStream,
+    /// Shared only with [`Weak`] handles (see [`Conn::weak`]) and short-lived
+    /// pollers: the descriptor closes when the connection is dropped.
+    stream: Arc<TcpStream>,
     peer: SocketAddr,
     spin: Duration,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
+    /// Largest payload accepted (see [`PRE_LINK_FRAME_LIMIT`]).
+    frame_limit: u32,
     /// Set when the byte stream can no longer be trusted (timeout mid-message,
     /// protocol error); the owner must drop the connection.
     broken: bool,
+    /// Released with the connection (an admission slot of the listener).
+    _held: Option<Box<dyn Send>>,
 }
 
 fn io_err(op: &str, peer: &SocketAddr, e: io::Error) -> Error {
@@ -32,27 +63,31 @@ fn io_err(op: &str, peer: &SocketAddr, e: io::Error) -> Error {
 }
 
 impl Conn {
-    /// Wraps a connected stream (sets non-blocking and TCP_NODELAY).
-    pub fn new(stream: TcpStream, spin: Duration) -> Result<Conn> {
+    /// Wraps a connected stream: non-blocking, TCP_NODELAY, keepalive per
+    /// `opts`, and the pre-link frame limit.
+    pub fn new(stream: TcpStream, opts: ConnOpts) -> Result<Conn> {
         let peer = stream
             .peer_addr()
             .map_err(|e| err!(LinkFailed, "connection has no peer address: {e}"))?;
         stream
             .set_nonblocking(true)
             .and_then(|_| stream.set_nodelay(true))
+            .and_then(|_| set_keepalive(&stream, opts.dead_peer))
             .map_err(|e| io_err("configuring socket", &peer, e))?;
         Ok(Conn {
-            stream,
+            stream: Arc::new(stream),
             peer,
-            spin,
+            spin: opts.spin,
             wbuf: Vec::with_capacity(4096),
             rbuf: Vec::with_capacity(4096),
+            frame_limit: PRE_LINK_FRAME_LIMIT,
             broken: false,
+            _held: None,
         })
     }
 
     /// Connects to `addr` within `timeout`.
-    pub fn connect(addr: &SocketAddr, timeout: Duration, spin: Duration) -> Result<Conn> {
+    pub fn connect(addr: &SocketAddr, timeout: Duration, opts: ConnOpts) -> Result<Conn> {
         let stream = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
@@ -65,7 +100,29 @@ impl Conn {
                     err!(LinkFailed, "connecting to {addr} failed: {e}")
                 }
             })?;
-        Conn::new(stream, spin)
+        Conn::new(stream, opts)
+    }
+
+    /// Sets the largest frame payload this connection accepts (raised to
+    /// [`wire::MAX_PAYLOAD`] once the connection belongs to a link).
+    pub fn set_frame_limit(&mut self, limit: u32) {
+        self.frame_limit = limit;
+    }
+
+    /// Keeps `token` until the connection is dropped.
+    pub fn hold(&mut self, token: Box<dyn Send>) {
+        self._held = Some(token);
+    }
+
+    /// A handle that can shut this connection down from another thread while
+    /// it lives, without keeping its descriptor open once it is dropped.
+    pub fn weak(&self) -> Weak<TcpStream> {
+        Arc::downgrade(&self.stream)
+    }
+
+    /// The socket, shared (for a poller that must keep the descriptor valid).
+    pub fn shared(&self) -> Arc<TcpStream> {
+        self.stream.clone()
     }
 
     /// The peer's address.
@@ -91,13 +148,6 @@ impl Conn {
     /// Shuts both directions down (wakes a thread blocked on this socket).
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
-
-    /// A handle that can shut this connection down from another thread.
-    pub fn shutdown_handle(&self) -> Result<TcpStream> {
-        self.stream
-            .try_clone()
-            .map_err(|e| io_err("cloning socket", &self.peer, e))
     }
 
     /// Waits until the socket is readable/writable, spinning first.
@@ -251,14 +301,17 @@ impl Conn {
                 return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
             }
         };
+        if header.payload_len > self.frame_limit {
+            let (peer, limit) = (self.peer, self.frame_limit);
+            return self.fail(err!(
+                LinkFailed,
+                "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
+                header.payload_len
+            ));
+        }
         let mut rbuf = std::mem::take(&mut self.rbuf);
         rbuf.clear();
-        rbuf.resize(header.payload_len as usize, 0);
-        let mut iov = [libc::iovec {
-            iov_base: rbuf.as_mut_ptr() as *mut _,
-            iov_len: rbuf.len(),
-        }];
-        let r = self.readv_all(&mut iov, deadline);
+        let r = self.read_payload(&mut rbuf, header.payload_len as usize, deadline);
         let out = r.and_then(|_| {
             wire::decode_payload(&header, &rbuf).map_err(|e| {
                 err!(
@@ -276,6 +329,38 @@ impl Conn {
             self.broken = true;
         }
         out
+    }
+
+    /// Waits with no deadline for the next frame to begin (an idle link is
+    /// bounded by keepalive), then receives it within `frame_timeout`: a peer
+    /// that stalls inside a frame loses the connection.
+    pub fn recv_idle(&mut self, frame_timeout: Duration) -> Result<Msg> {
+        let mut spun = false;
+        self.wait(libc::POLLIN, None, &mut spun)?;
+        self.recv(Some(Instant::now() + frame_timeout))
+    }
+
+    /// Reads `len` payload bytes into `buf`, growing it only as bytes arrive
+    /// (the first step is [`FIRST_CHUNK`], each later one at most doubles what
+    /// is already there), so a header alone never pins its announced size.
+    fn read_payload(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        while buf.len() < len {
+            let have = buf.len();
+            let step = (len - have).min(have.max(FIRST_CHUNK));
+            buf.reserve_exact(step);
+            buf.resize(have + step, 0);
+            let mut iov = [libc::iovec {
+                iov_base: buf[have..].as_mut_ptr() as *mut _,
+                iov_len: step,
+            }];
+            self.readv_all(&mut iov, deadline)?;
+        }
+        Ok(())
     }
 
     /// Reads bulk bytes into the `dst` side of each segment, in order.
@@ -346,6 +431,86 @@ fn advance(iov: &mut [libc::iovec], start: &mut usize, mut n: usize) {
     }
 }
 
+/// Turns on TCP keepalive so that a peer silent for `dead_peer` (no data, no
+/// probe answered) errors the socket: the first probe after half the bound,
+/// then probes at a sixth of it, and `TCP_USER_TIMEOUT` = the bound (which also
+/// limits how long sent data may stay unacknowledged).
+fn set_keepalive(stream: &TcpStream, dead_peer: Duration) -> io::Result<()> {
+    if dead_peer.is_zero() {
+        return Ok(());
+    }
+    let ms = dead_peer.as_millis().min(i32::MAX as u128) as i32;
+    let idle = (ms / 2000).max(1);
+    let intvl = (ms / 6000).max(1);
+    let cnt = ((ms / 1000 - idle) / intvl).clamp(1, 127) + 1;
+    let fd = stream.as_raw_fd();
+    let set = |level: i32, name: i32, v: i32| -> io::Result<()> {
+        // SAFETY: setsockopt with a valid fd and a 4-byte integer option.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &v as *const i32 as *const _,
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, intvl)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, cnt)?;
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+}
+
+/// Why `stream` is finished, if it is: the peer closed its side, or the socket
+/// errored (reset, keepalive timeout). Does not consume pending data.
+pub fn hangup(stream: &TcpStream) -> Option<String> {
+    let mut p = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
+        return None;
+    }
+    if p.revents & libc::POLLERR != 0 {
+        let e = stream
+            .take_error()
+            .ok()
+            .flatten()
+            .map_or_else(|| "socket error".to_string(), |e| e.to_string());
+        return Some(e);
+    }
+    if p.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+        return Some("connection closed by the peer".into());
+    }
+    None
+}
+
+/// A non-blocking eventfd (a thread's wake-up), closed by the caller.
+pub fn eventfd() -> Result<i32> {
+    // SAFETY: plain eventfd creation.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        bail!(Failed, "eventfd failed: {}", io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Wakes whoever polls the eventfd `fd`.
+pub fn notify(fd: i32) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes to an eventfd.
+    unsafe { libc::write(fd, &one as *const u64 as *const _, 8) };
+}
+
 /// poll(2) on one fd; true if ready (or errored, so the next syscall reports it).
 pub fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> Result<bool> {
     let mut p = libc::pollfd {
@@ -411,10 +576,149 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let t = Instant::now();
-        let e = Conn::connect(&addr, Duration::from_millis(500), Duration::ZERO)
+        let opts = ConnOpts {
+            spin: Duration::ZERO,
+            dead_peer: Duration::ZERO,
+        };
+        let e = Conn::connect(&addr, Duration::from_millis(500), opts)
             .err()
             .unwrap();
         assert_eq!(e.status, Status::LinkFailed);
         assert!(t.elapsed() < Duration::from_millis(1500));
+    }
+
+    /// A connected pair: our `Conn` and the raw peer socket.
+    fn pair() -> (Conn, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let opts = ConnOpts {
+            spin: Duration::ZERO,
+            dead_peer: Duration::from_secs(5),
+        };
+        (Conn::new(s, opts).unwrap(), peer)
+    }
+
+    fn header(msg_type: u16, len: u32) -> Vec<u8> {
+        [
+            &wire::MAGIC.to_le_bytes()[..],
+            &wire::VERSION.to_le_bytes(),
+            &msg_type.to_le_bytes(),
+            &len.to_le_bytes(),
+            &[0; 4],
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn frames_over_the_limit_are_refused_before_reading_them() {
+        use std::io::Write;
+        let (mut c, mut peer) = pair();
+        peer.write_all(&header(4, PRE_LINK_FRAME_LIMIT + 1))
+            .unwrap();
+        let e = c
+            .recv(Some(Instant::now() + Duration::from_secs(2)))
+            .unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed);
+        assert!(e.message.contains("exceeds"), "{}", e.message);
+        assert!(c.is_broken());
+        // After the limit is raised, a large frame decodes (and the buffer
+        // grew step by step to hold it).
+        let (mut c, mut peer) = pair();
+        c.set_frame_limit(wire::MAX_PAYLOAD);
+        let msg = Msg::Reply {
+            status: 7,
+            message: "x".repeat(wire::MAX_STRING),
+        };
+        let t = std::thread::spawn(move || {
+            let f = wire::encode_to_vec(&msg, 0);
+            for chunk in f.chunks(1000) {
+                peer.write_all(chunk).unwrap();
+            }
+            peer
+        });
+        match c
+            .recv(Some(Instant::now() + Duration::from_secs(5)))
+            .unwrap()
+        {
+            Msg::Reply { status, message } => {
+                assert_eq!(status, 7);
+                assert_eq!(message.len(), wire::MAX_STRING);
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+        drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn an_announced_payload_is_not_allocated_before_it_arrives() {
+        use std::io::Write;
+        let (mut c, mut peer) = pair();
+        c.set_frame_limit(wire::MAX_PAYLOAD);
+        peer.write_all(&header(11, wire::MAX_PAYLOAD)).unwrap();
+        peer.write_all(&[0u8; 100]).unwrap();
+        let e = c
+            .recv(Some(Instant::now() + Duration::from_millis(200)))
+            .unwrap_err();
+        assert_eq!(e.status, Status::Timeout);
+        assert!(
+            c.rbuf.capacity() <= FIRST_CHUNK,
+            "buffer of {} bytes for 100 received",
+            c.rbuf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_stall_inside_a_frame_is_bounded_but_idle_is_not() {
+        use std::io::Write;
+        let (mut c, mut peer) = pair();
+        let t = Instant::now();
+        let waiter = std::thread::spawn(move || {
+            let r = c.recv_idle(Duration::from_millis(300));
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Idle so far: the receiver still waits. Now half a header.
+        peer.write_all(&header(5, 0)[..8]).unwrap();
+        let (r, el) = waiter.join().unwrap();
+        assert_eq!(r.unwrap_err().status, Status::Timeout);
+        assert!(el >= Duration::from_millis(750), "{el:?}");
+        assert!(el < Duration::from_secs(3), "{el:?}");
+    }
+
+    #[test]
+    fn hangup_reports_a_closed_peer_without_reading() {
+        use std::io::Write;
+        let (c, mut peer) = pair();
+        assert!(hangup(&c.shared()).is_none());
+        peer.write_all(b"data").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            hangup(&c.shared()).is_none(),
+            "pending data is not a hang-up"
+        );
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(hangup(&c.shared()).is_some());
+    }
+
+    #[test]
+    fn keepalive_is_set_from_the_dead_peer_bound() {
+        let (c, _peer) = pair();
+        let fd = c.stream.as_raw_fd();
+        let get = |level: i32, name: i32| -> i32 {
+            let mut v: i32 = 0;
+            let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+            // SAFETY: getsockopt into a local integer.
+            let r = unsafe {
+                libc::getsockopt(fd, level, name, &mut v as *mut i32 as *mut _, &mut len)
+            };
+            assert_eq!(r, 0);
+            v
+        };
+        assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 2);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 5000);
     }
 }

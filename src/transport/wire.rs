@@ -38,8 +38,8 @@ pub const MAX_ADDRS: usize = 65_536;
 pub const MAX_POOLS: usize = 16;
 /// Length of nonces, MACs, proofs and host tags.
 pub const TAG_LEN: usize = 32;
-/// Highest message type number.
-const MAX_TYPE: u16 = 16;
+/// Highest message type number (types are 1 ..= `MAX_TYPE`).
+pub const MAX_TYPE: u16 = 16;
 
 /// The decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +163,9 @@ pub enum Msg {
         /// The client's proof of the link secret (link authentication).
         auth_mac: Option<[u8; TAG_LEN]>,
         cluster_id: u64,
+        /// The cluster the client means to link to: a server with another
+        /// id refuses at once, before its link table is consulted.
+        server_cluster_id: u64,
         role: u32,
         remote_accessible: bool,
         /// Rank-table comm this link belongs to (`llmdd_link`); empty for
@@ -544,6 +547,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
         Msg::Join {
             auth_mac,
             cluster_id,
+            server_cluster_id,
             role,
             remote_accessible,
             comm_name,
@@ -552,6 +556,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
         } => {
             put_opt_tag(out, auth_mac);
             put_u64(out, *cluster_id);
+            put_u64(out, *server_cluster_id);
             put_u32(out, *role);
             put_bool(out, *remote_accessible);
             put_str(out, comm_name);
@@ -955,6 +960,7 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
         14 => Msg::Join {
             auth_mac: r.opt_tag("auth_mac")?,
             cluster_id: r.u64("cluster_id")?,
+            server_cluster_id: r.u64("server_cluster_id")?,
             role: r.u32("role")?,
             remote_accessible: r.bool("remote_accessible")?,
             comm_name: r.string("comm_name")?,
@@ -1048,6 +1054,7 @@ mod tests {
             Msg::Join {
                 auth_mac: None,
                 cluster_id: 0xabcdef,
+                server_cluster_id: 0x123456,
                 role: 1,
                 remote_accessible: true,
                 comm_name: String::new(),
@@ -1057,6 +1064,7 @@ mod tests {
             Msg::Join {
                 auth_mac: Some([4; TAG_LEN]),
                 cluster_id: 3,
+                server_cluster_id: 4,
                 role: 2,
                 remote_accessible: false,
                 comm_name: "rank-table comm ✓".to_owned(),
@@ -1487,6 +1495,7 @@ mod tests {
         let mut j = Vec::new();
         put_u8(&mut j, 0);
         put_u64(&mut j, 1);
+        put_u64(&mut j, 2);
         put_u32(&mut j, 1);
         put_bool(&mut j, false);
         put_str(&mut j, "");
@@ -1760,7 +1769,7 @@ mod tests {
                 }),
             (
                 any::<Option<[u8; TAG_LEN]>>(),
-                any::<(u64, u32, bool)>(),
+                any::<(u64, u64, u32, bool)>(),
                 text(),
                 arb_device(),
                 arb_identity()
@@ -1768,7 +1777,7 @@ mod tests {
                 .prop_map(
                     |(
                         auth_mac,
-                        (cluster_id, role, remote_accessible),
+                        (cluster_id, server_cluster_id, role, remote_accessible),
                         comm_name,
                         device,
                         identity,
@@ -1776,6 +1785,7 @@ mod tests {
                         Msg::Join {
                             auth_mac,
                             cluster_id,
+                            server_cluster_id,
                             role,
                             remote_accessible,
                             comm_name,
