@@ -143,7 +143,7 @@ int main(void) {
     printf("decoder %d: link refused after %.1f ms: %s (%s)\n", i, el, llmdd_status_name(s), msg);
     CHECK(s == LLMDD_LINK_FAILED);
     CHECK(strstr(msg, "file descriptors") != NULL);
-    CHECK(el < 1000); /* the link timeout is 5000 ms */
+    CHECK(el < T_LINK_MS / 3); /* refused at once, not after the link timeout */
     refused = i;
     break;
   }
@@ -179,7 +179,7 @@ int main(void) {
     s = t_link(d[MAX_DECODERS + 1], P_ID, pp.port);
     if (s == LLMDD_SUCCESS) break;
     usleep(20000);
-  } while (t_now_ms() - t0 < 3000);
+  } while (t_now_ms() - t0 < 20000); /* returns once the prompt has seen the unlinks */
   CHECK_OK(s);
   CHECK_OK(t_blk_pull_verify(d[0], &scratch, P_ID));
   CHECK_OK(t_unlink(d[MAX_DECODERS + 1], P_ID, pp.port));
