@@ -11,7 +11,7 @@ use crate::datadist::comm::{CommSpec, MemStatus};
 use crate::datadist::options::{self, Config, Options};
 use crate::datadist::session::Session;
 use crate::status::{Error, Result, Status};
-use crate::{bail, err};
+use crate::{bail, err, log_info};
 
 /// Most clusters in one link_clusters/unlink_clusters call.
 pub const MAX_CLUSTERS_PER_CALL: usize = 16;
@@ -294,12 +294,25 @@ impl Instance {
                     comm.name()
                 );
             }
-            if force {
+            if s.config.hixl {
+                // As the reference's hixl engine: the cluster id names the
+                // link this side made (no ip info needed, `force` has no
+                // effect); a cluster this side did not link is a success.
+                if s.link_dir(c.remote_cluster_id, true).is_none() {
+                    log_info!(
+                        "unlink_clusters: no link this instance made to cluster {}",
+                        c.remote_cluster_id
+                    );
+                    return Ok(());
+                }
+                s.disconnect(c.remote_cluster_id, timeout)
+            } else if force {
                 s.drop_link(c.remote_cluster_id, timeout);
                 Ok(())
             } else {
                 Self::remote_endpoint(c)?;
-                if s.link(c.remote_cluster_id).is_some_and(|l| !l.we_dialed) {
+                let id = c.remote_cluster_id;
+                if s.link_dir(id, true).is_none() && s.link_dir(id, false).is_some() {
                     bail!(
                         ParamInvalid,
                         "cluster {} dialled this instance; a non-forced unlink is made by the side that called link_clusters (or force-unlink both ends)",
