@@ -1303,6 +1303,9 @@ uint32_t llmdd_get_role(const struct llmdd_instance_t *inst, uint32_t *out);
 /**
  * Changes the role label; `options` may carry `llm.ListenIpInfo` to listen on
  * (or move to) an endpoint; without it a listening instance stops listening.
+ * Other keys are ignored, as the reference's `SetRole` does (rejected with
+ * `LLMDD_PARAM_INVALID` when the instance was initialised with
+ * `llmdd.StrictOptions=1`).
  * Requires zero links (`LLMDD_EXIST_LINK`). Not initialized: `LLMDD_FAILED`.
  */
 uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,

@@ -430,3 +430,34 @@ fn every_cann_data_type_with_its_size() {
     p.finalize();
     d.finalize();
 }
+
+/// CANN's `SetRole` reads only the listen endpoint from its options and
+/// ignores the rest (the Python package passes the whole generated map):
+/// llmdd refused any other key. `llmdd.StrictOptions=1` keeps the refusal.
+#[test]
+fn switch_role_ignores_other_options() {
+    use llmdd::datadist::options::Options;
+    let port = free_port();
+    let a = Instance::new(1, 10).unwrap();
+    init(&a, &[]);
+    let opts: Options = [
+        ("llm.ListenIpInfo", format!("127.0.0.1:{port}")),
+        ("llm.DeviceId", "0".to_string()),
+        ("llm.SyncKvCacheWaitTime", "1000".to_string()),
+        ("ge.exec.deviceId", "0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    a.switch_role(1, &opts).unwrap();
+    let s = a.session().unwrap();
+    assert_eq!(s.listen_addr().map(|x| x.port()), Some(port));
+
+    let b = Instance::new(2, 20).unwrap();
+    init(&b, &[("llmdd.StrictOptions", "1")]);
+    let e = b.switch_role(1, &opts).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("StrictOptions"), "{}", e.message);
+    a.finalize();
+    b.finalize();
+}

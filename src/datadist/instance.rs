@@ -11,7 +11,7 @@ use crate::datadist::comm::{CommSpec, MemStatus};
 use crate::datadist::options::{self, Config, Options};
 use crate::datadist::session::Session;
 use crate::status::{Error, Result, Status};
-use crate::{bail, err, log_info};
+use crate::{bail, err, log_debug, log_info};
 
 /// Most clusters in one link_clusters/unlink_clusters call.
 pub const MAX_CLUSTERS_PER_CALL: usize = 16;
@@ -146,12 +146,18 @@ impl Instance {
         check_role(role)?;
         let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.session()?;
+        // As the reference's SetRole: only the listen endpoint is read; any
+        // other key is ignored (CANN's Python switch_role passes the whole
+        // generated option map), unless llmdd.StrictOptions=1 was given at init.
         for k in opts.keys() {
-            if k != "llm.ListenIpInfo" && k != "llm.listenIpInfo" && !k.starts_with("ge.") {
-                bail!(
-                    ParamInvalid,
-                    "switch_role option {k} is not supported (only llm.ListenIpInfo)"
-                );
+            if k != "llm.ListenIpInfo" && k != "llm.listenIpInfo" {
+                if s.config.strict_options {
+                    bail!(
+                        ParamInvalid,
+                        "switch_role option {k} is not supported (only llm.ListenIpInfo; rejected because llmdd.StrictOptions=1)"
+                    );
+                }
+                log_debug!("switch_role: ignoring option {k} (only llm.ListenIpInfo is used)");
             }
         }
         let listen = options::listen_endpoint(opts)?;

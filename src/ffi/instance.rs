@@ -111,6 +111,9 @@ pub unsafe extern "C" fn llmdd_get_role(inst: *const llmdd_instance_t, out: *mut
 
 /// Changes the role label; `options` may carry `llm.ListenIpInfo` to listen on
 /// (or move to) an endpoint; without it a listening instance stops listening.
+/// Other keys are ignored, as the reference's `SetRole` does (rejected with
+/// `LLMDD_PARAM_INVALID` when the instance was initialised with
+/// `llmdd.StrictOptions=1`).
 /// Requires zero links (`LLMDD_EXIST_LINK`). Not initialized: `LLMDD_FAILED`.
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_switch_role(
