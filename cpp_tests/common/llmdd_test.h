@@ -92,6 +92,16 @@ static inline double t_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* How much later than asked a 1 ms sleep of this thread woke up, in ms: the
+ * scheduling delay the machine adds right now. A test whose subject is a
+ * latency bound adds the largest value seen in the same run to its slack. */
+static inline double t_sched_delay_ms(void) {
+  double t0 = t_now_ms();
+  usleep(1000);
+  double late = t_now_ms() - t0 - 1.0;
+  return late > 0 ? late : 0;
+}
+
 /* A TCP port on 127.0.0.1 that stays free for this test until llmdd binds it.
  * A port found free and closed again can be taken by any process before llmdd
  * binds it (another test, or the source port of any outgoing connection), and
