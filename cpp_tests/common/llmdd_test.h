@@ -258,6 +258,7 @@ static inline pid_t t_fork(int (*fn)(void *), void *arg) {
       if (i != own) t_close_end(&t_chans[i].child);
     }
     t_chans_made = t_chans_given = 0; /* the child's own channels start afresh */
+    t_failures = t_checks = 0;          /* its exit code reports its own checks */
     t_proc_index = idx;
     t_dev_inits = 0;
     t_dev_override = -1;
