@@ -123,9 +123,9 @@ note_fail() { # suite round test logfile
 # One CTest round in build dir $2; failed tests' output from LastTest.log.
 ctest_round() { # suite builddir round
   local suite="$1" dir="$2" r="$3" log="$OUT/round-$3-$1.log" t
-  local rc=0
+  local rc=0 failed="$dir/Testing/Temporary/LastTestsFailed.log"
+  rm -f "$failed" # a previous round's list must not stand for this one's
   ctest --test-dir "$dir" -j "$JOBS" ${FILTER:+-R "$FILTER"} >"$log" 2>&1 || rc=$?
-  local failed="$dir/Testing/Temporary/LastTestsFailed.log"
   if [ "$rc" -ne 0 ] && [ -s "$failed" ]; then
     while IFS=: read -r _ t; do
       local tlog="$OUT/round-$r-$suite-$t.log"
