@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
+use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
@@ -78,6 +79,10 @@ pub struct Link {
     closed: AtomicBool,
     /// The HCCL data path (acl backend), set once during link setup.
     hccl: OnceLock<Arc<HcclLink>>,
+    /// Counters of the operations on this link (`crate::stats`).
+    pub stats: LinkStats,
+    /// When the link was created (ns since the Unix epoch).
+    pub created_unix_ns: u64,
 }
 
 /// Parameters for building a link.
@@ -125,6 +130,22 @@ impl Link {
             dead: OnceLock::new(),
             closed: AtomicBool::new(false),
             hccl: OnceLock::new(),
+            stats: LinkStats::default(),
+            created_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        }
+    }
+
+    /// How this link moves bytes (set up before the link is used).
+    pub fn path(&self) -> Path {
+        if self.hccl.get().is_some() {
+            return Path::Hccl;
+        }
+        match &self.local_path {
+            Some(LocalPath::SameProcess) => Path::SameProcess,
+            Some(LocalPath::SameHost(_)) => Path::SameHost,
+            None => Path::Tcp,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod comm;
 pub mod handshake;
 pub mod instance;
 pub mod link;
+pub mod link_state;
 pub mod liveness;
 pub mod options;
 pub mod rank_table;

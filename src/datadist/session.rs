@@ -17,6 +17,7 @@ use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
 use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
+use crate::datadist::link_state::Attempts;
 use crate::datadist::liveness::Liveness;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
@@ -93,6 +94,8 @@ pub struct Session {
     pub tasks: TaskSet,
     /// Death watch of the links' peers (`liveness.rs`).
     liveness: Liveness,
+    /// link_clusters attempts under way or failed (`link_state.rs`).
+    attempts: Mutex<Attempts>,
     me: Weak<Session>,
 }
 
@@ -145,6 +148,7 @@ impl Session {
             comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
             liveness: Liveness::default(),
+            attempts: Mutex::new(Attempts::default()),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -319,6 +323,17 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .get(&cluster_id)
             .cloned()
+    }
+
+    /// The cluster ids of the links in the table.
+    pub fn link_ids(&self) -> Vec<u64> {
+        let m = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        m.keys().copied().collect()
+    }
+
+    /// The link_clusters attempts (`link_state.rs`).
+    pub(crate) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of live links.
