@@ -103,6 +103,7 @@ pub struct LinkParts {
 impl Link {
     /// Creates a link with no connections yet.
     pub fn new(p: LinkParts) -> Link {
+        let now = crate::stats::unix_ns();
         Link {
             remote_cluster_id: p.remote_cluster_id,
             remote_role: p.remote_role,
@@ -130,10 +131,8 @@ impl Link {
             dead: OnceLock::new(),
             closed: AtomicBool::new(false),
             hccl: OnceLock::new(),
-            stats: LinkStats::default(),
-            created_unix_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
+            stats: LinkStats::since(now),
+            created_unix_ns: now,
         }
     }
 

@@ -99,7 +99,8 @@ pub struct llmdd_link_stats_t {
     pub served_requests: [u64; 2],
     /// Bytes of those requests.
     pub served_bytes: [u64; 2],
-    /// Peer requests refused (access rules, ranges outside its caches).
+    /// Peer requests answered with an error (unknown key, access rules,
+    /// ranges outside its caches).
     pub served_refused: u64,
     /// Status of the last failed operation (`LLMDD_SUCCESS` if none).
     pub last_error_status: u32,

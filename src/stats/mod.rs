@@ -64,7 +64,7 @@ pub fn error_slot(code: u32) -> usize {
 }
 
 /// Nanoseconds since the Unix epoch, now.
-fn unix_ns() -> u64 {
+pub fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -95,8 +95,15 @@ pub struct LinkStats {
 
 impl Default for LinkStats {
     fn default() -> Self {
+        LinkStats::since(unix_ns())
+    }
+}
+
+impl LinkStats {
+    /// Counters counting from `since_ns` (ns since the Unix epoch).
+    pub fn since(since_ns: u64) -> LinkStats {
         LinkStats {
-            since_ns: AtomicU64::new(unix_ns()),
+            since_ns: AtomicU64::new(since_ns),
             ops: Default::default(),
             bytes: Default::default(),
             errors: Default::default(),
