@@ -177,6 +177,7 @@ impl Session {
         }
         if let Some((_, why)) = self.attempts().failed.get(&cluster) {
             info.state = LinkState::Failed(why.clone());
+            info.dialed = true;
         }
         info
     }
