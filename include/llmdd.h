@@ -981,7 +981,8 @@ typedef struct llmdd_link_stats_t {
    */
   uint64_t served_bytes[2];
   /**
-   * Peer requests refused (access rules, ranges outside its caches).
+   * Peer requests answered with an error (unknown key, access rules,
+   * ranges outside its caches).
    */
   uint64_t served_refused;
   /**

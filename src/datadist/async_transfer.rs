@@ -187,7 +187,7 @@ impl Session {
                     &p.link,
                     &p.segments,
                     Dir::Write,
-                    Instant::now() + timeout,
+                    op.started() + timeout,
                     stripes,
                 )
             });

@@ -424,7 +424,7 @@ impl Session {
             );
         }
         self.counted(key.cluster_id(), Direction::Pull, |link, op| {
-            let deadline = Instant::now() + self.config.sync_kv_timeout;
+            let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
             self.acl_checks(link, AclOp::PullCache, &rec, &local, &remote)?;
             let plan = plan::pull_cache_plan(
@@ -484,7 +484,7 @@ impl Session {
             );
         }
         self.counted(key.cluster_id(), Direction::Pull, |link, op| {
-            let deadline = Instant::now() + self.config.sync_kv_timeout;
+            let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
             let acl_op = if blocks_to_blocks {
                 AclOp::PullBlocks
@@ -564,7 +564,7 @@ impl Session {
             );
         }
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
-            let deadline = Instant::now() + self.config.sync_kv_timeout;
+            let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
             self.acl_checks(link, AclOp::PushCache, &rec, &local, &remote)?;
             let layers = plan::push_cache_plan(
@@ -612,7 +612,7 @@ impl Session {
             );
         }
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
-            let deadline = Instant::now() + self.config.sync_kv_timeout;
+            let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
             self.acl_checks(link, AclOp::PushBlocks, &rec, &local, &remote)?;
             let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;

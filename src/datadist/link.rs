@@ -584,6 +584,11 @@ impl Link {
         })
     }
 
+    /// Transfers this side started that are in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).own
+    }
+
     /// Counts a request this side is serving (a non-forced unlink waits for
     /// it; teardown does not).
     pub fn serving(self: &Arc<Self>) -> InflightGuard {

@@ -207,7 +207,8 @@ impl Session {
     /// The statistics of the link to `cluster` (`NOT_YET_LINK` if none).
     pub fn link_stats(&self, cluster: u64) -> Result<(LinkInfo, Snapshot)> {
         let link = self.existing(cluster)?;
-        let snap = link.stats.snapshot();
+        let mut snap = link.stats.snapshot();
+        snap.in_flight = link.in_flight() as u64;
         let mut info = self.info(cluster);
         if info.linked_unix_ns != link.created_unix_ns {
             // Replaced between the two looks: report the link we read.

@@ -1,6 +1,6 @@
 //! A fixed-size log-linear latency histogram (HDR-style) in relaxed atomics:
-//! recording is one `fetch_add` and one `fetch_max`, with no lock and no
-//! allocation, so it can sit on every transfer.
+//! recording is one `fetch_add` (and a `fetch_max` for a new maximum), with no
+//! lock and no allocation, so it can sit on every transfer.
 //!
 //! Layout: values are nanoseconds. Values below 2^`SUB_BITS` (32 ns) have a
 //! bucket each. Above, every power-of-two range `[2^h, 2^(h+1))` is cut into
@@ -75,7 +75,10 @@ impl Histogram {
     /// Records one value (ns).
     pub fn record(&self, ns: u64) {
         self.counts[bucket(ns)].fetch_add(1, Ordering::Relaxed);
-        self.max.fetch_max(ns, Ordering::Relaxed);
+        // A plain load first: a new maximum is rare, a read-modify-write is not free.
+        if ns > self.max.load(Ordering::Relaxed) {
+            self.max.fetch_max(ns, Ordering::Relaxed);
+        }
     }
 
     /// Zeroes every bucket (values recorded meanwhile may survive).

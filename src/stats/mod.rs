@@ -4,11 +4,11 @@
 //!
 //! The initiator counts each operation it starts on a link (a pull or push
 //! call, one layer of one config of an async task): its bytes and its count
-//! by direction and path when it succeeds, its status when it fails, its
+//! by direction and path when it succeeds, its status when it fails, and its
 //! latency (start to completion, key resolution included) in a histogram per
-//! direction, and the operations in flight. The serving side counts the TCP
-//! requests it serves (same-host and HCCL transfers are one-sided: the
-//! serving side never sees them).
+//! direction. (Operations in flight are the link's own count, which unlink
+//! waits on.) The serving side counts the TCP requests it serves (same-host
+//! and HCCL transfers are one-sided: the serving side never sees them).
 
 pub mod histogram;
 
@@ -85,7 +85,6 @@ pub struct LinkStats {
     ops: [[AtomicU64; PATHS]; 2],
     bytes: [[AtomicU64; PATHS]; 2],
     errors: [AtomicU64; ERROR_SLOTS],
-    in_flight: AtomicU64,
     latency: [Histogram; 2],
     served_requests: [AtomicU64; 2],
     served_bytes: [AtomicU64; 2],
@@ -107,7 +106,6 @@ impl LinkStats {
             ops: Default::default(),
             bytes: Default::default(),
             errors: Default::default(),
-            in_flight: AtomicU64::new(0),
             latency: Default::default(),
             served_requests: Default::default(),
             served_bytes: Default::default(),
@@ -127,6 +125,7 @@ pub struct Snapshot {
     pub bytes: [[u64; PATHS]; 2],
     /// Failed operations by [`error_slot`].
     pub errors: [u64; ERROR_SLOTS],
+    /// Operations in flight (filled in by the link: not counted here).
     pub in_flight: u64,
     /// Latency of completed operations per direction (ns).
     pub latency: [Percentiles; 2],
@@ -145,8 +144,8 @@ impl Snapshot {
     }
 }
 
-/// One operation in flight; [`Op::finish`] records its outcome. Dropped
-/// without finishing (a panic), it only leaves the in-flight count.
+/// One operation under way; [`Op::finish`] records its outcome (dropped
+/// without finishing, a panic, it counts nothing).
 pub struct Op<'a> {
     stats: &'a LinkStats,
     dir: Direction,
@@ -158,6 +157,12 @@ impl Op<'_> {
     /// Sets the bytes the operation moves (counted if it succeeds).
     pub fn set_bytes(&mut self, n: u64) {
         self.bytes = n;
+    }
+
+    /// When the operation started: callers derive their deadline from it
+    /// rather than reading the clock again.
+    pub fn started(&self) -> Instant {
+        self.start
     }
 
     /// Records the outcome of the operation over `path`.
@@ -176,16 +181,9 @@ impl Op<'_> {
     }
 }
 
-impl Drop for Op<'_> {
-    fn drop(&mut self) {
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl LinkStats {
     /// Starts counting one operation in direction `dir`.
     pub fn start(&self, dir: Direction) -> Op<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         Op {
             stats: self,
             dir,
@@ -218,8 +216,8 @@ impl LinkStats {
         self.served_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Zeroes every counter but the in-flight count (operations running
-    /// now still finish and are counted afterwards).
+    /// Zeroes every counter (operations running now still finish and are
+    /// counted afterwards).
     pub fn reset(&self) {
         let zero = |a: &AtomicU64| a.store(0, Ordering::Relaxed);
         self.ops.iter().chain(&self.bytes).flatten().for_each(zero);
@@ -241,7 +239,7 @@ impl LinkStats {
             ops: grid(&self.ops),
             bytes: grid(&self.bytes),
             errors: self.errors.each_ref().map(load),
-            in_flight: load(&self.in_flight),
+            in_flight: 0,
             latency: self.latency.each_ref().map(Histogram::percentiles),
             served_requests: self.served_requests.each_ref().map(load),
             served_bytes: self.served_bytes.each_ref().map(load),
@@ -281,7 +279,6 @@ mod tests {
     fn ops_bytes_errors_and_reset() {
         let s = LinkStats::default();
         let mut op = s.start(Direction::Pull);
-        assert_eq!(s.snapshot().in_flight, 1);
         op.set_bytes(16384);
         op.finish(Path::Tcp, &Ok::<(), Error>(()));
         let op = s.start(Direction::Push);
@@ -292,7 +289,6 @@ mod tests {
         s.served(true, 100);
         s.refused();
         let snap = s.snapshot();
-        assert_eq!(snap.in_flight, 0);
         assert_eq!(snap.ops[0][Path::Tcp as usize], 1);
         assert_eq!(snap.bytes[0][Path::Tcp as usize], 16384);
         assert_eq!(snap.ops[1], [0; PATHS]);
@@ -324,10 +320,13 @@ mod tests {
     }
 
     #[test]
-    fn an_op_dropped_unfinished_leaves_the_in_flight_count() {
+    fn an_op_dropped_unfinished_counts_nothing() {
         let s = LinkStats::default();
-        drop(s.start(Direction::Pull));
+        let _unfinished = s.start(Direction::Pull);
         let snap = s.snapshot();
-        assert_eq!((snap.in_flight, snap.failed(), snap.ops[0][0]), (0, 0, 0));
+        assert_eq!(
+            (snap.failed(), snap.ops[0][0], snap.latency[0].count),
+            (0, 0, 0)
+        );
     }
 }
