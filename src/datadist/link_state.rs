@@ -241,11 +241,15 @@ impl Session {
 
     fn existing(&self, cluster: u64) -> Result<Arc<Link>> {
         self.link(cluster).ok_or_else(|| {
+            let why = match self.link_state(cluster) {
+                LinkState::Linking => "it is being linked".to_string(),
+                LinkState::Failed(why) => format!("FAILED: {why}"),
+                _ => "never linked, or unlinked".to_string(),
+            };
             err!(
                 NotYetLink,
-                "cluster {} has no link to cluster {cluster} (state {:?})",
-                self.cluster_id,
-                self.link_state(cluster)
+                "cluster {} has no link to cluster {cluster} ({why})",
+                self.cluster_id
             )
         })
     }
