@@ -161,3 +161,63 @@ fn in_flight_counts_a_running_tcp_pull() {
     d.finalize();
     p.finalize();
 }
+
+#[test]
+fn a_pair_linked_both_ways_adds_up_both_links() {
+    let (pa, pb) = (free_port(), free_port());
+    let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let a = Instance::new(1, 10).unwrap();
+    let b = Instance::new(1, 20).unwrap();
+    init(&a, &[("llm.ListenIpInfo", la.as_str()), ("llmdd.SameHost", "off")]);
+    init(&b, &[("llm.ListenIpInfo", lb.as_str()), ("llmdd.SameHost", "off")]);
+    let (sa, sb) = (a.session().unwrap(), b.session().unwrap());
+    const N: i64 = 4;
+    const B: i64 = 4096;
+    let mut mem: Vec<Vec<u8>> = (0..8).map(|i| vec![i as u8; (N * B) as usize]).collect();
+    let ad: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
+    for (s, own, addrs) in [(&sa, 10u64, &ad[0..2]), (&sb, 20, &ad[2..4])] {
+        let key = CacheKey::Blocks {
+            cluster_id: own,
+            model_id: 0,
+        };
+        s.register_blocks_cache(&desc(N, B), addrs, Some(key), None)
+            .unwrap();
+    }
+    let da = sa
+        .register_blocks_cache(&desc(N, B), &ad[4..6], None, None)
+        .unwrap();
+    let db = sb
+        .register_blocks_cache(&desc(N, B), &ad[6..8], None, None)
+        .unwrap();
+    assert!(a.link_clusters(&[cluster(20, pb)], 5000).unwrap()[0].is_ok());
+    assert!(b.link_clusters(&[cluster(10, pa)], 5000).unwrap()[0].is_ok());
+    let key = |c| CacheKey::Blocks {
+        cluster_id: c,
+        model_id: 0,
+    };
+    let sel = LayerSel::default();
+    sa.pull_blocks(&key(20), da.id, &[0, 1], &[0, 1], &sel)
+        .unwrap();
+    for _ in 0..3 {
+        sb.pull_blocks(&key(10), db.id, &[2], &[3], &sel).unwrap();
+    }
+    let pull = Direction::Pull as usize;
+    let tcp = Path::Tcp as usize;
+    // A: its own pull on the link it dialled, B's three on the one it accepted.
+    let (info, st) = sa.link_stats(20).unwrap();
+    assert!(info.dialed && info.state == LinkState::Linked);
+    assert_eq!(st.ops[pull][tcp], 1);
+    assert_eq!(st.bytes[pull][tcp], 2 * 2 * B as u64);
+    assert_eq!(st.latency[pull].count, 1);
+    assert_eq!(st.served_requests[pull], 3);
+    assert_eq!(st.served_bytes[pull], 3 * 2 * B as u64);
+    let (_, st) = sb.link_stats(10).unwrap();
+    assert_eq!((st.ops[pull][tcp], st.served_requests[pull]), (3, 1));
+    assert_eq!(sa.list_links().len(), 1);
+    // Reset zeroes both links.
+    sa.reset_link_stats(Some(20)).unwrap();
+    let (_, st) = sa.link_stats(20).unwrap();
+    assert_eq!((st.ops[pull][tcp], st.served_requests[pull]), (0, 0));
+    a.finalize();
+    b.finalize();
+}

@@ -16,7 +16,7 @@ use crate::datadist::comm::MemStatus;
 use crate::datadist::link::Link;
 use crate::datadist::session::Session;
 use crate::err;
-use crate::stats::{Path, Snapshot};
+use crate::stats::{LinkStats, Path, Snapshot};
 use crate::status::{Result, Status};
 
 /// The state of the link to one cluster.
@@ -205,38 +205,49 @@ impl Session {
     }
 
     /// The statistics of the link to `cluster` (`NOT_YET_LINK` if none).
+    /// A cluster linked both ways (each side called link_clusters) has two
+    /// links: their counters are added up; the rest describes the one
+    /// transfers use.
     pub fn link_stats(&self, cluster: u64) -> Result<(LinkInfo, Snapshot)> {
         let link = self.existing(cluster)?;
-        let mut snap = link.stats.snapshot();
-        snap.in_flight = link.in_flight() as u64;
-        let mut info = self.info(cluster);
-        if info.linked_unix_ns != link.created_unix_ns {
-            // Replaced between the two looks: report the link we read.
-            info = LinkInfo {
-                cluster_id: cluster,
-                state: self.state_of(&link),
-                comm_id: link.comm_id,
-                dialed: link.we_dialed,
-                path: link.path(),
-                linked_unix_ns: link.created_unix_ns,
-            };
-        }
+        let both = self.both_links(cluster);
+        let all: Vec<&LinkStats> = both.iter().map(|l| &l.stats).collect();
+        let mut snap = LinkStats::snapshot_all(&all);
+        snap.in_flight = both.iter().map(|l| l.in_flight() as u64).sum();
+        let info = LinkInfo {
+            cluster_id: cluster,
+            state: self.state_of(&link),
+            comm_id: link.comm_id,
+            dialed: link.we_dialed,
+            path: link.path(),
+            linked_unix_ns: link.created_unix_ns,
+        };
         Ok((info, snap))
     }
 
-    /// Zeroes the statistics of the link to `cluster`, or of every link.
+    /// Zeroes the statistics of the links to `cluster`, or of every link.
     pub fn reset_link_stats(&self, cluster: Option<u64>) -> Result<()> {
-        match cluster {
-            Some(c) => self.existing(c)?.stats.reset(),
-            None => {
-                for c in self.link_ids() {
-                    if let Some(l) = self.link(c) {
-                        l.stats.reset();
-                    }
-                }
+        let clusters = match cluster {
+            Some(c) => {
+                self.existing(c)?;
+                vec![c]
+            }
+            None => self.link_ids(),
+        };
+        for c in clusters {
+            for l in self.both_links(c) {
+                l.stats.reset();
             }
         }
         Ok(())
+    }
+
+    /// The link this side dialled to `cluster` and the one it accepted, if any.
+    fn both_links(&self, cluster: u64) -> Vec<Arc<Link>> {
+        [true, false]
+            .into_iter()
+            .filter_map(|d| self.link_dir(cluster, d))
+            .collect()
     }
 
     fn existing(&self, cluster: u64) -> Result<Arc<Link>> {

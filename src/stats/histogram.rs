@@ -93,13 +93,20 @@ impl Histogram {
     /// bucket by bucket while others may record: a value recorded during the
     /// read may or may not be included.
     pub fn percentiles(&self) -> Percentiles {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        Histogram::percentiles_of(&[self])
+    }
+
+    /// The percentiles of the values recorded in all of `hs` together.
+    pub fn percentiles_of(hs: &[&Histogram]) -> Percentiles {
+        let mut counts = vec![0u64; BUCKETS];
+        let mut max = 0;
+        for h in hs {
+            for (n, c) in counts.iter_mut().zip(h.counts.iter()) {
+                *n += c.load(Ordering::Relaxed);
+            }
+            max = max.max(h.max.load(Ordering::Relaxed));
+        }
         let count: u64 = counts.iter().sum();
-        let max = self.max.load(Ordering::Relaxed);
         if count == 0 {
             return Percentiles::default();
         }
@@ -217,6 +224,21 @@ mod tests {
                 bounds(BUCKETS - 1).0 + bounds(BUCKETS - 1).1 / 2
             )
         );
+    }
+
+    #[test]
+    fn merged_histograms_count_both() {
+        let (a, b) = (Histogram::default(), Histogram::default());
+        for _ in 0..90 {
+            a.record(1_000);
+        }
+        for _ in 0..10 {
+            b.record(1_000_000);
+        }
+        let p = Histogram::percentiles_of(&[&a, &b]);
+        assert_eq!((p.count, p.max), (100, 1_000_000));
+        assert!(p.p50.abs_diff(1_000) * 64 <= 1_000);
+        assert!(p.p99.abs_diff(1_000_000) * 64 <= 1_000_000);
     }
 
     #[test]

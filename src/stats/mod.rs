@@ -232,24 +232,43 @@ impl LinkStats {
 
     /// A copy of the counters (each read on its own: not one instant).
     pub fn snapshot(&self) -> Snapshot {
+        LinkStats::snapshot_all(&[self])
+    }
+
+    /// The counters of several links added up (the two links of a pair
+    /// linked both ways): sums, merged latency histograms, the earliest
+    /// `since_ns` and the latest error.
+    pub fn snapshot_all(all: &[&LinkStats]) -> Snapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let grid = |g: &[[AtomicU64; PATHS]; 2]| g.each_ref().map(|r| r.each_ref().map(load));
-        Snapshot {
-            since_ns: load(&self.since_ns),
-            ops: grid(&self.ops),
-            bytes: grid(&self.bytes),
-            errors: self.errors.each_ref().map(load),
-            in_flight: 0,
-            latency: self.latency.each_ref().map(Histogram::percentiles),
-            served_requests: self.served_requests.each_ref().map(load),
-            served_bytes: self.served_bytes.each_ref().map(load),
-            served_refused: load(&self.served_refused),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+        let mut s = Snapshot {
+            since_ns: all.iter().map(|l| load(&l.since_ns)).min().unwrap_or(0),
+            ..Snapshot::default()
+        };
+        for l in all {
+            for d in 0..2 {
+                for p in 0..PATHS {
+                    s.ops[d][p] += load(&l.ops[d][p]);
+                    s.bytes[d][p] += load(&l.bytes[d][p]);
+                }
+                s.served_requests[d] += load(&l.served_requests[d]);
+                s.served_bytes[d] += load(&l.served_bytes[d]);
+            }
+            for (n, e) in s.errors.iter_mut().zip(&l.errors) {
+                *n += load(e);
+            }
+            s.served_refused += load(&l.served_refused);
+            let last = l.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = last.as_ref() {
+                if s.last_error.as_ref().map_or(true, |x| x.unix_ns < e.unix_ns) {
+                    s.last_error = Some(e.clone());
+                }
+            }
         }
+        s.latency = [0, 1].map(|d| {
+            let hs: Vec<&Histogram> = all.iter().map(|l| &l.latency[d]).collect();
+            Histogram::percentiles_of(&hs)
+        });
+        s
     }
 }
 

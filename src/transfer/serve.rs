@@ -105,6 +105,9 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             .inspect_err(|e| refused("a read", e))
         {
             Ok(()) => {
+                // Counted before the bytes go out: the peer's pull may return
+                // (and its caller read our counters) the moment they arrive.
+                link.stats.served(false, total);
                 conn.send_with_bulk(
                     &Msg::ReadData {
                         status: 0,
@@ -114,7 +117,6 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
                     &segments,
                     deadline,
                 )?;
-                link.stats.served(false, total);
             }
             Err(e) => {
                 link.stats.refused();
