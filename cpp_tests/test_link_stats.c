@@ -286,20 +286,11 @@ static void *dial_main(void *a) {
 /* C, first half: LINKING while the dial waits on a server that never
  * answers, FAILED once it gave up, UNLINKED after an unlink. */
 static void case_linking_then_failed(llmdd_instance_t *d) {
-  int srv = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (srv < 0 || bind(srv, (struct sockaddr *)&a, sizeof a) != 0 || listen(srv, 8) != 0 ||
-      getsockname(srv, (struct sockaddr *)&a, &len) != 0) {
-    perror("silent server");
-    exit(2);
-  }
+  uint16_t port = 0;
+  int srv = t_bound_socket(8, &port); /* accepts (backlog), never answers */
   char why[256];
   CHECK(state_of(d, 31, why, sizeof why) == LLMDD_LINK_STATE_UNLINKED && why[0] == '\0');
-  dial_arg x = {d, ntohs(a.sin_port), 99};
+  dial_arg x = {d, port, 99};
   pthread_t th;
   if (pthread_create(&th, NULL, dial_main, &x) != 0) exit(2);
   int seen = 0;

@@ -168,8 +168,14 @@ fn a_pair_linked_both_ways_adds_up_both_links() {
     let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
     let a = Instance::new(1, 10).unwrap();
     let b = Instance::new(1, 20).unwrap();
-    init(&a, &[("llm.ListenIpInfo", la.as_str()), ("llmdd.SameHost", "off")]);
-    init(&b, &[("llm.ListenIpInfo", lb.as_str()), ("llmdd.SameHost", "off")]);
+    init(
+        &a,
+        &[("llm.ListenIpInfo", la.as_str()), ("llmdd.SameHost", "off")],
+    );
+    init(
+        &b,
+        &[("llm.ListenIpInfo", lb.as_str()), ("llmdd.SameHost", "off")],
+    );
     let (sa, sb) = (a.session().unwrap(), b.session().unwrap());
     const N: i64 = 4;
     const B: i64 = 4096;
@@ -218,6 +224,37 @@ fn a_pair_linked_both_ways_adds_up_both_links() {
     sa.reset_link_stats(Some(20)).unwrap();
     let (_, st) = sa.link_stats(20).unwrap();
     assert_eq!((st.ops[pull][tcp], st.served_requests[pull]), (0, 0));
+    a.finalize();
+    b.finalize();
+}
+
+#[test]
+fn a_link_from_the_peer_supersedes_a_failed_attempt() {
+    let (pa, closed) = (free_port(), free_port());
+    let la = format!("127.0.0.1:{pa}");
+    let a = Instance::new(1, 30).unwrap();
+    init(&a, &[("llm.ListenIpInfo", la.as_str())]);
+    let b = Instance::new(2, 40).unwrap();
+    init(&b, &[]);
+    let sa = a.session().unwrap();
+    // A cannot reach B (nothing listens there): FAILED, with the reason.
+    let r = a.link_clusters(&[cluster(40, closed)], 500).unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().status, Status::LinkFailed);
+    match sa.link_state(40) {
+        LinkState::Failed(why) => assert!(why.starts_with("link_clusters failed: "), "{why}"),
+        s => panic!("{s:?}"),
+    }
+    // B links to A instead: LINKED on A (accepted), and once B unlinks,
+    // UNLINKED, not the old failure.
+    assert!(b.link_clusters(&[cluster(30, pa)], 5000).unwrap()[0].is_ok());
+    assert_eq!(sa.link_state(40), LinkState::Linked);
+    let l = sa.list_links();
+    assert_eq!((l.len(), l[0].dialed), (1, false));
+    assert!(b.unlink_clusters(&[cluster(30, pa)], 5000, false).unwrap()[0].is_ok());
+    wait_for("A drops the link", Duration::from_secs(5), || {
+        sa.link_state(40) == LinkState::Unlinked
+    });
+    assert!(sa.list_links().is_empty());
     a.finalize();
     b.finalize();
 }

@@ -352,7 +352,11 @@ impl Session {
     /// Adds `link` to the table; an open link to the same cluster in the same
     /// direction is `LLM_ALREADY_LINK` (a closed one is replaced).
     pub(crate) fn insert_link(&self, link: Arc<Link>) -> Result<()> {
-        self.lock_links().insert(link)
+        let c = link.remote_cluster_id;
+        self.lock_links().insert(link)?;
+        // A link supersedes a failed link_clusters to that cluster (`link_state.rs`).
+        self.forget_attempt(c);
+        Ok(())
     }
 
     /// Why there is no usable link to `cluster_id`, for a refused transfer.

@@ -259,7 +259,10 @@ impl LinkStats {
             s.served_refused += load(&l.served_refused);
             let last = l.last_error.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = last.as_ref() {
-                if s.last_error.as_ref().map_or(true, |x| x.unix_ns < e.unix_ns) {
+                if s.last_error
+                    .as_ref()
+                    .map_or(true, |x| x.unix_ns < e.unix_ns)
+                {
                     s.last_error = Some(e.clone());
                 }
             }
