@@ -214,6 +214,16 @@
 
 
 /**
+ * Longest notification name, in bytes.
+ */
+#define MAX_NAME 1024
+
+/**
+ * Default number of notifications an engine's inbox holds.
+ */
+#define DEFAULT_CAPACITY 4096
+
+/**
  * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
  * copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
  */
@@ -224,6 +234,11 @@
  * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
  */
 #define HCCS_REGION_ALIGN (2 << 20)
+
+/**
+ * Most requests an engine holds at once (posted and not yet reported).
+ */
+#define MAX_REQUESTS 65536
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod instance;
 pub mod link;
 pub mod liveness;
+pub mod notify;
 pub mod options;
 pub mod rank_table;
 pub mod session;
