@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use crate::bail;
 use crate::status::Result;
 
-/// Longest notification name, in bytes.
+/// Longest notification name, in bytes (HIXL's `kMaxNotifyLength`).
 pub const MAX_NAME: usize = 1024;
-/// Longest notification message, in bytes (the wire's longest string).
-pub const MAX_MSG: usize = crate::transport::wire::MAX_STRING;
+/// Longest notification message, in bytes (HIXL's `kMaxNotifyLength`).
+pub const MAX_MSG: usize = 1024;
 /// Default number of notifications an engine's inbox holds.
 pub const DEFAULT_CAPACITY: usize = 4096;
 

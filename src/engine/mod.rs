@@ -57,13 +57,14 @@ pub enum ConnState {
     Disconnecting = 6,
 }
 
-/// HIXL's `FeatureType`: `AUTO_CONNECT` 0, `CLIENT_SERVER_COMM` 1.
+/// HIXL's `GetCapability`: `AUTO_CONNECT` (0) is supported;
+/// `CLIENT_SERVER_COMM` (1, the HIXL-CS C interface) and unknown features
+/// are not; a negative feature is `PARAM_INVALID`.
 pub fn capability(feature: i32) -> Result<bool> {
     match feature {
         0 => Ok(true),
-        // The HIXL-CS client/server C interface is not part of llmdd.
-        1 => Ok(false),
-        _ => bail!(ParamInvalid, "feature type {feature} is unknown"),
+        f if f < 0 => bail!(ParamInvalid, "feature type {f} is negative"),
+        _ => Ok(false),
     }
 }
 
@@ -478,6 +479,10 @@ impl Engine {
         self.check_open()?;
         let t = Self::timeout_of(timeout_ms)?;
         let n = self.remote_name(remote)?;
+        // As HIXL: connecting to a connected engine ends CONNECTED.
+        if self.peers().get(&n.text).map(|p| p.state) == Some(ConnState::Connected) {
+            return Ok(());
+        }
         self.begin_state(&n, ConnState::ConnectPending)?;
         let job = ConnJob {
             engine: self.arc(),
