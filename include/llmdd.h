@@ -579,6 +579,16 @@
 #define LLMDD_ENGINE_NAME_MAX 64
 
 /**
+ * Longest notification name in bytes (without the NUL).
+ */
+#define LLMDD_ENGINE_NOTIFY_NAME_MAX 1024
+
+/**
+ * Longest notification message in bytes (without the NUL).
+ */
+#define LLMDD_ENGINE_NOTIFY_MSG_MAX 1024
+
+/**
  * HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
  */
 #define LLMDD_HIXL_SUCCESS 0

@@ -45,9 +45,14 @@ pub const LLMDD_ENGINE_FEATURE_CLIENT_SERVER_COMM: i32 = 1;
 /// Size of `llmdd_engine_peer_t::remote` (a name and its NUL).
 pub const LLMDD_ENGINE_NAME_MAX: usize = 64;
 /// Longest notification name in bytes (without the NUL).
-pub const LLMDD_ENGINE_NOTIFY_NAME_MAX: usize = crate::datadist::notify::MAX_NAME;
+pub const LLMDD_ENGINE_NOTIFY_NAME_MAX: usize = 1024;
 /// Longest notification message in bytes (without the NUL).
-pub const LLMDD_ENGINE_NOTIFY_MSG_MAX: usize = crate::datadist::notify::MAX_MSG;
+pub const LLMDD_ENGINE_NOTIFY_MSG_MAX: usize = 1024;
+
+const _: () = assert!(
+    LLMDD_ENGINE_NOTIFY_NAME_MAX == crate::datadist::notify::MAX_NAME
+        && LLMDD_ENGINE_NOTIFY_MSG_MAX == crate::datadist::notify::MAX_MSG
+);
 /// HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
 pub const LLMDD_HIXL_SUCCESS: u32 = 0;
 pub const LLMDD_HIXL_PARAM_INVALID: u32 = 103_900;
