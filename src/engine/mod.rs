@@ -76,6 +76,10 @@ pub const DEFAULT_ASYNC_TIMEOUT: Duration = Duration::from_secs(30);
 const CHUNK_SEGMENTS: usize = 16_384;
 /// ... and of at most this many bytes.
 const CHUNK_BYTES: u64 = 64 << 20;
+/// A one-sided async request (same process or same host) of at most this
+/// many bytes and without a notification runs inside `TransferAsync`: its
+/// copy takes less time than handing it to a worker thread would.
+const INLINE_BYTES: u64 = 256 << 10;
 /// Most requests an engine holds at once (posted and not yet reported).
 pub const MAX_REQUESTS: usize = 65_536;
 
@@ -753,6 +757,19 @@ impl Engine {
         let (name, link) = self.prepare(remote, op, descs, deadline, &mut plan)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(Request::new(seq, user_data));
+        let bytes: u64 = plan.iter().map(|s| s.len).sum();
+        if notice.is_none()
+            && bytes <= INLINE_BYTES
+            && link.local_path.is_some()
+            && link.hccl().is_none()
+        {
+            req.finish(self.execute(&name, &link, &plan, op, deadline, None, None));
+            self.reqs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(req.clone());
+            return Ok(req);
+        }
         let job = TransferJob {
             engine: self.arc(),
             req: req.clone(),

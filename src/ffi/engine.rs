@@ -572,7 +572,12 @@ fn report(
             (*state, *result) = req_code(&o);
             release_req(h, r as usize);
         }
-        None => (*state, *result) = (ReqStatus::Waiting as u32, 0),
+        None => {
+            (*state, *result) = (ReqStatus::Waiting as u32, 0);
+            // A caller polling in a loop lets the worker run (it may share
+            // this CPU).
+            std::thread::yield_now();
+        }
     }
 }
 

@@ -68,14 +68,10 @@ fn vm_copy_with(
             } else {
                 (s.dst, s.src)
             };
-            local.push(libc::iovec {
-                iov_base: l as usize as *mut _,
-                iov_len: s.len as usize,
-            });
-            remote.push(libc::iovec {
-                iov_base: r as usize as *mut _,
-                iov_len: s.len as usize,
-            });
+            // Each side's run of adjacent ranges is one iovec (a strided
+            // gather into a packed buffer costs half the entries).
+            push_merged(local, l, s.len);
+            push_merged(remote, r, s.len);
         }
         let want: usize = chunk.iter().map(|s| s.len as usize).sum();
         // SAFETY: local iovecs are caller-vouched memory; remote ones are
@@ -130,6 +126,20 @@ fn vm_copy_with(
         }
     }
     Ok(())
+}
+
+/// Appends `[addr, addr + len)` to `v`, extending the last iovec if it ends at `addr`.
+fn push_merged(v: &mut Vec<libc::iovec>, addr: u64, len: u64) {
+    if let Some(last) = v.last_mut() {
+        if last.iov_base as usize as u64 + last.iov_len as u64 == addr {
+            last.iov_len += len as usize;
+            return;
+        }
+    }
+    v.push(libc::iovec {
+        iov_base: addr as usize as *mut _,
+        iov_len: len as usize,
+    });
 }
 
 fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
@@ -272,5 +282,37 @@ mod tests {
         }];
         vm_copy(std::process::id(), &segs, false).unwrap();
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn vm_copy_strided_gather_and_scatter() {
+        // 3000 strided 16-byte pieces into a packed buffer and back: more
+        // segments than one syscall takes, local side merged into one iovec.
+        let src: Vec<u8> = (0..96_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut packed = vec![0u8; 48_000];
+        let segs: Vec<Segment> = (0..3000u64)
+            .map(|i| Segment {
+                dst: packed.as_mut_ptr() as u64 + 16 * i,
+                src: src.as_ptr() as u64 + 32 * i,
+                len: 16,
+            })
+            .collect();
+        vm_copy(std::process::id(), &segs, false).unwrap();
+        for i in 0..3000usize {
+            assert_eq!(packed[16 * i..16 * i + 16], src[32 * i..32 * i + 16]);
+        }
+        let mut back = vec![0u8; 96_000];
+        let segs: Vec<Segment> = (0..3000u64)
+            .map(|i| Segment {
+                dst: back.as_mut_ptr() as u64 + 32 * i,
+                src: packed.as_ptr() as u64 + 16 * i,
+                len: 16,
+            })
+            .collect();
+        vm_copy(std::process::id(), &segs, true).unwrap();
+        for i in 0..3000usize {
+            assert_eq!(back[32 * i..32 * i + 16], src[32 * i..32 * i + 16]);
+            assert!(back[32 * i + 16..32 * i + 32].iter().all(|&b| b == 0));
+        }
     }
 }
