@@ -12,10 +12,9 @@
 //! descriptor list is checked and turned into one plan for
 //! [`crate::transfer::exec::run`] (same process, same host one-sided, or TCP).
 //!
-//! Two engines may connect to each other: a `Connect` to an engine that has
-//! already linked to this one uses that link (every link is usable in both
-//! directions), and a `Disconnect` of it leaves the link to its dialer. If the
-//! dialer disconnects, the other side's next transfer dials again.
+//! Two engines may connect to each other: each `Connect` makes this engine's
+//! own link (the link table holds one per direction), each `Disconnect` ends
+//! only that one, and transfers run on it.
 
 pub mod desc;
 pub mod name;
@@ -337,28 +336,19 @@ impl Engine {
         Ok(n)
     }
 
-    /// A usable link to `n`: the one in the table (dialled by either side),
-    /// else a new one dialled within `timeout`.
+    /// This engine's own link to `n`: the one it dialled, if still usable,
+    /// else a new one dialled within `timeout`. (Both engines may connect to
+    /// each other: each side's link is its own, see `link_table.rs`.)
     fn establish(&self, n: &EngineName, timeout: Duration) -> Result<Arc<Link>> {
         let id = n.id();
         let usable = |l: &Arc<Link>| !l.is_closed() && l.peer_gone().is_none();
-        if let Some(l) = self.session.link(id).filter(usable) {
+        if let Some(l) = self.session.link_dir(id, true).filter(usable) {
             return Ok(l);
         }
         let addr = n.addr().ok_or_else(|| err!(ParamInvalid, "no port"))?;
-        match self.session.connect(id, addr, None, timeout) {
-            Ok(()) => {}
-            // The peer dialled us meanwhile (both connect at once): use its link.
-            Err(e) if e.status == Status::AlreadyLink => {
-                if let Some(l) = self.session.link(id).filter(usable) {
-                    return Ok(l);
-                }
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        }
+        self.session.connect(id, addr, None, timeout)?;
         self.session
-            .link(id)
+            .link_dir(id, true)
             .ok_or_else(|| err!(LinkFailed, "the link to {} closed at once", n.text))
     }
 
@@ -431,9 +421,9 @@ impl Engine {
             }
         }
         let id = n.id();
-        // A link the peer dialled stays: the peer may still use it.
-        let r = match self.session.link(id) {
-            Some(l) if l.we_dialed => self.session.disconnect(id, timeout).or_else(|e| {
+        // Only this engine's own link ends; one the peer dialled is the peer's.
+        let r = match self.session.link_dir(id, true) {
+            Some(_) => self.session.disconnect(id, timeout).or_else(|e| {
                 crate::log_warn!(
                     "disconnect from {}: {}; dropping our side",
                     n.text,
@@ -519,7 +509,7 @@ impl Engine {
 
     fn state_of(&self, p: &Peer) -> (ConnState, String) {
         if p.state == ConnState::Connected {
-            if let Some(l) = self.session.link(p.name.id()) {
+            if let Some(l) = self.session.link_dir(p.name.id(), true) {
                 if let Some(why) = l.peer_gone() {
                     return (ConnState::ConnectFailed, why);
                 }
@@ -578,7 +568,7 @@ impl Engine {
                 n.text
             ),
         }
-        match self.session.link(n.id()) {
+        match self.session.link_dir(n.id(), true) {
             Some(l) if l.is_dead() => Err(l.dead_error()),
             Some(l) if !l.is_closed() => Ok(l),
             _ => self.establish(n, left()),
