@@ -175,6 +175,44 @@ fn memcpy_limit(rounds: usize) -> f64 {
     )
 }
 
+/// process_vm_readv on this process, without the engine: the same strided
+/// 4 KiB list and the same bytes as 64 KiB pieces (the mechanism's own cost
+/// per remote iovec is what separates them).
+fn vm_readv_limit(rounds: usize) -> (f64, f64) {
+    use llmdd::cache::types::Segment;
+    let src = vec![5u8; REMOTE_BYTES];
+    let dst = vec![0u8; MOVED];
+    let (s, d) = (src.as_ptr() as u64, dst.as_ptr() as u64);
+    let strided: Vec<Segment> = (0..(MOVED / 4096) as u64)
+        .map(|i| Segment {
+            dst: d + i * 4096,
+            src: s + 2 * i * 4096,
+            len: 4096,
+        })
+        .collect();
+    let blocks: Vec<Segment> = (0..(MOVED / 65536) as u64)
+        .map(|i| Segment {
+            dst: d + i * 65536,
+            src: s + 2 * i * 65536,
+            len: 65536,
+        })
+        .collect();
+    let pid = std::process::id();
+    let run = |segs: &[Segment]| {
+        llmdd::transport::local::vm_copy(pid, segs, false).unwrap();
+        median(
+            (0..rounds)
+                .map(|_| {
+                    let t = Instant::now();
+                    llmdd::transport::local::vm_copy(pid, segs, false).unwrap();
+                    gbps(MOVED, t.elapsed().as_secs_f64())
+                })
+                .collect(),
+        )
+    };
+    (run(&strided), run(&blocks))
+}
+
 fn tcp_limit(rounds: usize) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -224,6 +262,11 @@ fn main() {
         "limits: memcpy 64 MiB {:.2} GB/s | TCP loopback 1 connection {:.2} GB/s",
         memcpy_limit(rounds),
         tcp_limit(rounds)
+    );
+    let (vs, vb) = vm_readv_limit(rounds);
+    println!(
+        "limits: process_vm_readv (1 thread) 16384 x 4 KiB strided {vs:.2} GB/s | 1024 x 64 KiB strided {vb:.2} GB/s | ratio {:.1} %",
+        100.0 * vs / vb
     );
     run_path(false, rounds);
     run_path(true, rounds);

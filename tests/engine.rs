@@ -268,7 +268,7 @@ fn cancel_and_finalize_end_requests() {
     let descs: Vec<OpDesc> = (0..(64 << 20) / 4096)
         .map(|i| OpDesc {
             local_addr: dst.as_ptr() as usize + i * 4096,
-            remote_addr: src.as_ptr() as usize + i * 4096 + 0,
+            remote_addr: src.as_ptr() as usize + i * 4096,
             len: 4096,
         })
         .collect();

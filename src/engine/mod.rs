@@ -655,34 +655,30 @@ impl Engine {
     /// Runs a checked plan, then sends `notice` (after the last byte landed).
     fn execute(
         &self,
-        n: &EngineName,
-        link: &Arc<Link>,
-        plan: &[Segment],
-        op: Op,
-        deadline: Instant,
+        p: Planned<'_>,
         cancel: Option<&AtomicBool>,
         notice: Option<&Notice>,
     ) -> Result<()> {
-        let _g = link.begin()?;
-        let dir = match op {
+        let _g = p.link.begin()?;
+        let dir = match p.op {
             Op::Read => Dir::Read,
             Op::Write => Dir::Write,
         };
         let stripes = self.session.config.data_connections as usize;
         let r = match cancel {
-            None => exec::run(link, plan, dir, deadline, stripes),
-            Some(flag) => run_chunked(link, plan, dir, deadline, stripes, flag),
+            None => exec::run(p.link, p.plan, dir, p.deadline, stripes),
+            Some(flag) => run_chunked(p.link, p.plan, dir, p.deadline, stripes, flag),
         };
         r.map_err(|e| match e.status {
             Status::Timeout => err!(
                 Timeout,
                 "transfer with {} did not finish within its timeout",
-                n.text
+                p.name.text
             ),
             _ => e,
         })?;
         if let Some(nt) = notice {
-            send_notice(link, nt, deadline)?;
+            send_notice(p.link, nt, p.deadline)?;
         }
         Ok(())
     }
@@ -710,7 +706,14 @@ impl Engine {
                 Err(_) => &mut own,
             };
             let (n, link) = self.prepare(remote, op, descs, deadline, plan)?;
-            self.execute(&n, &link, plan, op, deadline, None, notice)
+            let p = Planned {
+                name: &n,
+                link: &link,
+                plan,
+                op,
+                deadline,
+            };
+            self.execute(p, None, notice)
         })
     }
 
@@ -753,7 +756,14 @@ impl Engine {
             && link.local_path.is_some()
             && link.hccl().is_none()
         {
-            req.finish(self.execute(&name, &link, &plan, op, deadline, None, None));
+            let p = Planned {
+                name: &name,
+                link: &link,
+                plan: &plan,
+                op,
+                deadline,
+            };
+            req.finish(self.execute(p, None, None));
             self.reqs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -874,6 +884,15 @@ impl Drop for Engine {
     }
 }
 
+/// A checked plan and where it runs.
+struct Planned<'a> {
+    name: &'a EngineName,
+    link: &'a Arc<Link>,
+    plan: &'a [Segment],
+    op: Op,
+    deadline: Instant,
+}
+
 fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
     let msg = Msg::Notify {
         name: n.name.clone(),
@@ -929,15 +948,15 @@ impl Job for TransferJob {
         let r = if self.req.is_cancelled() {
             Err(err!(Failed, "the request was cancelled"))
         } else {
-            self.engine.execute(
-                &self.name,
-                &self.link,
-                &self.plan,
-                self.op,
-                self.deadline,
-                Some(self.req.cancel_flag()),
-                self.notice.as_ref(),
-            )
+            let p = Planned {
+                name: &self.name,
+                link: &self.link,
+                plan: &self.plan,
+                op: self.op,
+                deadline: self.deadline,
+            };
+            self.engine
+                .execute(p, Some(self.req.cancel_flag()), self.notice.as_ref())
         };
         self.req.finish(r);
     }
