@@ -301,3 +301,38 @@ fn cancel_and_finalize_end_requests() {
         .is_some());
     server.finalize();
 }
+
+#[test]
+fn auto_connect_connects_on_first_use() {
+    let (server, sname) = engine(false);
+    let mut o = opts(false);
+    o.insert("AutoConnect".into(), "1".into());
+    let name = format!("127.0.0.1:{}", free_port());
+    let client = Engine::new(&name, &o).unwrap();
+    let src = pattern(8192, 9);
+    let dst = vec![0u8; 8192];
+    server.register_mem(src.as_ptr() as u64, 8192, 1).unwrap();
+    client.register_mem(dst.as_ptr() as u64, 8192, 1).unwrap();
+    let d = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: src.as_ptr() as usize,
+        len: 8192,
+    }];
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::NotConnect
+    );
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    assert_eq!(dst, src);
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::Connected
+    );
+    // Unknown and misspelt options are refused.
+    let mut bad = BTreeMap::new();
+    bad.insert("AutoConect".to_string(), "1".to_string());
+    let e = Engine::new(&format!("127.0.0.1:{}", free_port()), &bad)
+        .err()
+        .unwrap();
+    assert_eq!(e.status, Status::ParamInvalid);
+}
