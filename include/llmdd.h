@@ -1412,8 +1412,8 @@ uint32_t llmdd_engine_deregister_mem(struct llmdd_engine_t *e, struct llmdd_engi
 
 /**
  * Connects to `remote_engine` (its `"ip:port"` name) within `timeout_ms`
- * (HIXL `Connect`). If that engine already connected to this one, its link
- * is used. Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
+ * (HIXL `Connect`), on a link of this engine's own (the other engine may
+ * connect to this one as well, on its own link). Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
  * 0), `LLMDD_ALREADY_LINK` (already connected), `LLMDD_PROCESSING_LINK`
  * (an async connect/disconnect is in progress), `LLMDD_LINK_FAILED` /
  * `LLMDD_TIMEOUT` (the state becomes CONNECT_FAILED with the reason).
@@ -1424,8 +1424,9 @@ uint32_t llmdd_engine_connect(struct llmdd_engine_t *e,
 
 /**
  * Disconnects from `remote_engine` (HIXL `Disconnect`): waits up to
- * `timeout_ms` for this engine's transfers with it, then closes the link if
- * this engine dialled it (a link the peer dialled stays for the peer).
+ * `timeout_ms` for this engine's transfers with it, then closes this
+ * engine's link (a link the peer made stays the peer's). A peer that cannot
+ * be reached: this side is dropped and the call succeeds.
  * Statuses: `LLMDD_NOT_YET_LINK` (not connected), `LLMDD_PARAM_INVALID`,
  * `LLMDD_PROCESSING_LINK`.
  */

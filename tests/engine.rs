@@ -336,3 +336,41 @@ fn auto_connect_connects_on_first_use() {
         .unwrap();
     assert_eq!(e.status, Status::ParamInvalid);
 }
+
+#[test]
+fn a_dead_peer_reads_connect_failed_and_connect_replaces_its_link() {
+    let (server, sname) = engine(true);
+    let (client, _) = engine(true);
+    let src = pattern(4096, 1);
+    let dst = vec![0u8; 4096];
+    server.register_mem(src.as_ptr() as u64, 4096, 1).unwrap();
+    client.register_mem(dst.as_ptr() as u64, 4096, 1).unwrap();
+    client.connect(&sname, 5000).unwrap();
+    let d = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: src.as_ptr() as usize,
+        len: 4096,
+    }];
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    // The server goes away: the client's state turns CONNECT_FAILED.
+    server.finalize();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failed = false;
+    while Instant::now() < deadline && !failed {
+        failed = client.connect_status(&sname).unwrap().0 == ConnState::ConnectFailed;
+        if !failed {
+            let _ = client.transfer(&sname, Op::Read, &d, 500, None);
+        }
+    }
+    assert!(failed, "the state never became CONNECT_FAILED");
+    assert!(client.transfer(&sname, Op::Read, &d, 500, None).is_err());
+    // Connecting again is allowed (not ALREADY_CONNECTED); nobody listens now.
+    let e = client.connect(&sname, 500).unwrap_err();
+    assert_ne!(e.status, Status::AlreadyLink, "{}", e.message);
+    // A new server on the same name: Connect replaces the dead link.
+    let again = Engine::new(&sname, &opts(true)).unwrap();
+    again.register_mem(src.as_ptr() as u64, 4096, 1).unwrap();
+    client.connect(&sname, 5000).unwrap();
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    assert_eq!(dst, src);
+}

@@ -352,11 +352,18 @@ impl Engine {
             .ok_or_else(|| err!(LinkFailed, "the link to {} closed at once", n.text))
     }
 
-    /// Moves `remote` into `from`'s successor state, or says why not.
+    /// Moves `n` into state `next` (a connect or disconnect begins), or says
+    /// why it may not begin.
     fn begin_state(&self, n: &EngineName, next: ConnState) -> Result<()> {
         let mut p = self.peers();
-        let cur = p.get(&n.text).map_or(ConnState::NotConnect, |x| x.state);
         let connecting = matches!(next, ConnState::Connecting | ConnState::ConnectPending);
+        // A connect sees a dead link as CONNECT_FAILED (and replaces it); a
+        // disconnect may still end a link whose peer died.
+        let cur = match p.get(&n.text) {
+            None => ConnState::NotConnect,
+            Some(x) if connecting => self.state_of(x).0,
+            Some(x) => x.state,
+        };
         match cur {
             ConnState::Connected if connecting => {
                 bail!(AlreadyLink, "already connected to {}", n.text)
@@ -556,10 +563,9 @@ impl Engine {
         let state = self.peers().get(&n.text).map(|p| p.state);
         match state {
             Some(ConnState::Connected) => {}
-            _ if self.auto_connect && state != Some(ConnState::Connecting) => {
-                if self.begin_state(n, ConnState::Connecting).is_ok() {
-                    self.do_connect(n, left())?;
-                }
+            _ if self.auto_connect => {
+                self.begin_state(n, ConnState::Connecting)?;
+                self.do_connect(n, left())?;
             }
             _ => bail!(
                 NotYetLink,

@@ -339,9 +339,23 @@ pub unsafe extern "C" fn llmdd_engine_deregister_mem(
     })
 }
 
+/// One of the connect calls on (`e`, `remote_engine`, `timeout_ms`).
+unsafe fn conn_call(
+    func: &str,
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+    f: fn(&Engine, &str, i32) -> Result<()>,
+) -> u32 {
+    run(func, || {
+        let h = engine(e)?;
+        f(&h.engine, cstr(remote_engine, "remote_engine")?, timeout_ms)
+    })
+}
+
 /// Connects to `remote_engine` (its `"ip:port"` name) within `timeout_ms`
-/// (HIXL `Connect`). If that engine already connected to this one, its link
-/// is used. Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
+/// (HIXL `Connect`), on a link of this engine's own (the other engine may
+/// connect to this one as well, on its own link). Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
 /// 0), `LLMDD_ALREADY_LINK` (already connected), `LLMDD_PROCESSING_LINK`
 /// (an async connect/disconnect is in progress), `LLMDD_LINK_FAILED` /
 /// `LLMDD_TIMEOUT` (the state becomes CONNECT_FAILED with the reason).
@@ -351,16 +365,19 @@ pub unsafe extern "C" fn llmdd_engine_connect(
     remote_engine: *const c_char,
     timeout_ms: i32,
 ) -> u32 {
-    run("llmdd_engine_connect", || {
-        let h = engine(e)?;
-        h.engine
-            .connect(cstr(remote_engine, "remote_engine")?, timeout_ms)
-    })
+    conn_call(
+        "llmdd_engine_connect",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::connect,
+    )
 }
 
 /// Disconnects from `remote_engine` (HIXL `Disconnect`): waits up to
-/// `timeout_ms` for this engine's transfers with it, then closes the link if
-/// this engine dialled it (a link the peer dialled stays for the peer).
+/// `timeout_ms` for this engine's transfers with it, then closes this
+/// engine's link (a link the peer made stays the peer's). A peer that cannot
+/// be reached: this side is dropped and the call succeeds.
 /// Statuses: `LLMDD_NOT_YET_LINK` (not connected), `LLMDD_PARAM_INVALID`,
 /// `LLMDD_PROCESSING_LINK`.
 #[no_mangle]
@@ -369,11 +386,13 @@ pub unsafe extern "C" fn llmdd_engine_disconnect(
     remote_engine: *const c_char,
     timeout_ms: i32,
 ) -> u32 {
-    run("llmdd_engine_disconnect", || {
-        let h = engine(e)?;
-        h.engine
-            .disconnect(cstr(remote_engine, "remote_engine")?, timeout_ms)
-    })
+    conn_call(
+        "llmdd_engine_disconnect",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::disconnect,
+    )
 }
 
 /// Starts connecting (HIXL `ConnectAsync`): the state is CONNECT_PENDING on
@@ -386,11 +405,13 @@ pub unsafe extern "C" fn llmdd_engine_connect_async(
     remote_engine: *const c_char,
     timeout_ms: i32,
 ) -> u32 {
-    run("llmdd_engine_connect_async", || {
-        let h = engine(e)?;
-        h.engine
-            .connect_async(cstr(remote_engine, "remote_engine")?, timeout_ms)
-    })
+    conn_call(
+        "llmdd_engine_connect_async",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::connect_async,
+    )
 }
 
 /// Starts disconnecting (HIXL `DisconnectAsync`): DISCONNECT_PENDING on
@@ -401,11 +422,13 @@ pub unsafe extern "C" fn llmdd_engine_disconnect_async(
     remote_engine: *const c_char,
     timeout_ms: i32,
 ) -> u32 {
-    run("llmdd_engine_disconnect_async", || {
-        let h = engine(e)?;
-        h.engine
-            .disconnect_async(cstr(remote_engine, "remote_engine")?, timeout_ms)
-    })
+    conn_call(
+        "llmdd_engine_disconnect_async",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::disconnect_async,
+    )
 }
 
 fn copy_cstr(dst: *mut c_char, cap: usize, s: &str) {

@@ -8,6 +8,7 @@ use std::io;
 use crate::cache::types::Segment;
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
+use crate::transport::push_iovec;
 use crate::{bail, err};
 
 /// Most iovecs per process_vm_* call (the kernel's UIO_MAXIOV).
@@ -70,8 +71,8 @@ fn vm_copy_with(
             };
             // Each side's run of adjacent ranges is one iovec (a strided
             // gather into a packed buffer costs half the entries).
-            push_merged(local, l, s.len);
-            push_merged(remote, r, s.len);
+            push_iovec(local, l, s.len);
+            push_iovec(remote, r, s.len);
         }
         let want: usize = chunk.iter().map(|s| s.len as usize).sum();
         // SAFETY: local iovecs are caller-vouched memory; remote ones are
@@ -126,20 +127,6 @@ fn vm_copy_with(
         }
     }
     Ok(())
-}
-
-/// Appends `[addr, addr + len)` to `v`, extending the last iovec if it ends at `addr`.
-fn push_merged(v: &mut Vec<libc::iovec>, addr: u64, len: u64) {
-    if let Some(last) = v.last_mut() {
-        if last.iov_base as usize as u64 + last.iov_len as u64 == addr {
-            last.iov_len += len as usize;
-            return;
-        }
-    }
-    v.push(libc::iovec {
-        iov_base: addr as usize as *mut _,
-        iov_len: len as usize,
-    });
 }
 
 fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
 use crate::status::{Error, Result, Status};
+use crate::transport::push_iovec;
 use crate::transport::wire::{self, Header, Msg, HEADER_LEN};
 use crate::{bail, err};
 
@@ -278,7 +279,7 @@ impl Conn {
             iov_len: wbuf.len(),
         });
         for s in bulk {
-            push_merged(&mut iov, s.src, s.len);
+            push_iovec(&mut iov, s.src, s.len);
         }
         let r = self.writev_all(&mut iov, deadline);
         self.wbuf = wbuf;
@@ -366,7 +367,7 @@ impl Conn {
     pub fn recv_bulk(&mut self, segs: &[Segment], deadline: Option<Instant>) -> Result<()> {
         let mut iov: Vec<libc::iovec> = Vec::with_capacity(segs.len());
         for s in segs {
-            push_merged(&mut iov, s.dst, s.len);
+            push_iovec(&mut iov, s.dst, s.len);
         }
         self.readv_all(&mut iov, deadline)
     }
@@ -407,21 +408,6 @@ impl Conn {
 // SAFETY: Conn holds only a socket and owned buffers; raw pointers exist only
 // transiently inside its methods.
 unsafe impl Send for Conn {}
-
-/// Appends `[addr, addr + len)` to `iov`, extending the last entry when it
-/// ends at `addr` (a strided list into packed memory is one readv entry).
-fn push_merged(iov: &mut Vec<libc::iovec>, addr: u64, len: u64) {
-    if let Some(last) = iov.last_mut() {
-        if last.iov_base as usize as u64 + last.iov_len as u64 == addr {
-            last.iov_len += len as usize;
-            return;
-        }
-    }
-    iov.push(libc::iovec {
-        iov_base: addr as usize as *mut _,
-        iov_len: len as usize,
-    });
-}
 
 /// Moves the start of an iovec list forward by `n` consumed bytes.
 fn advance(iov: &mut [libc::iovec], start: &mut usize, mut n: usize) {
