@@ -33,8 +33,9 @@ static void bad_input(void) {
   CHECK_STATUS(llmdd_engine_create(a, &unknown, 1, &e), LLMDD_PARAM_INVALID);
   llmdd_option_t bad_flag = {"AutoConnect", "yes"};
   CHECK_STATUS(llmdd_engine_create(a, &bad_flag, 1, &e), LLMDD_PARAM_INVALID);
-  llmdd_option_t acl = {"llmdd.Backend", "acl"};
-  CHECK_STATUS(llmdd_engine_create(a, &acl, 1, &e), LLMDD_FEATURE_NOT_ENABLED);
+  /* The acl backend without an Ascend runtime to load. */
+  llmdd_option_t acl[2] = {{"llmdd.Backend", "acl"}, {"llmdd.AscendLibDir", "/nonexistent/llmdd-no-runtime"}};
+  CHECK_STATUS(llmdd_engine_create(a, acl, 2, &e), LLMDD_FEATURE_NOT_ENABLED);
   e = mk(a, 0);
   f = mk(b, 0);
   /* Same name twice: the port is taken. */

@@ -10,7 +10,9 @@
 //! caches); a connection is a link of the session's link table, keyed by the
 //! cluster id derived from the engine name ([`name::EngineName::id`]); a
 //! descriptor list is checked and turned into one plan for
-//! [`crate::transfer::exec::run`] (same process, same host one-sided, or TCP).
+//! [`crate::transfer::exec::run`] (HCCL on the acl backend; same process,
+//! same host one-sided, or TCP on the host backend). On the acl backend a
+//! registration is also bound to HCCL, before the first connection.
 //!
 //! Two engines may connect to each other: each `Connect` makes this engine's
 //! own link (the link table holds one per direction), each `Disconnect` ends
@@ -172,10 +174,6 @@ fn session_options(name: &EngineName, hixl: &Options) -> Result<(Options, bool)>
                 ParamInvalid,
                 "option {k} is set by the engine itself (its name is its listen endpoint)"
             ),
-            "llmdd.Backend" if v != "host" => bail!(
-                FeatureNotEnabled,
-                "the transfer engine runs on the host backend only (llmdd.Backend={v:?})"
-            ),
             k2 if k2.starts_with("llm.") || k2.starts_with("llmdd.") || k2.starts_with("ge.") => {
                 o.insert(k.clone(), v.clone());
             }
@@ -187,7 +185,6 @@ fn session_options(name: &EngineName, hixl: &Options) -> Result<(Options, bool)>
         }
     }
     o.entry("llm.DeviceId".into()).or_insert_with(|| "0".into());
-    o.insert("llmdd.Backend".into(), "host".into());
     if let Some(a) = name.addr() {
         o.insert("llm.ListenIpInfo".into(), a.to_string());
     }
@@ -283,6 +280,15 @@ impl Engine {
             seq_len_dim_index: -1,
         };
         let mut m = self.mem.write().unwrap_or_else(|p| p.into_inner());
+        let acl = self.session.acl();
+        if acl.is_some() && self.session.link_count() > 0 {
+            // HCCL exchanges the bound memory once per link (as for caches).
+            bail!(
+                ParamInvalid,
+                "on the acl backend memory must be registered before any connection ({} link(s) exist)",
+                self.session.link_count()
+            );
+        }
         let rec = self.session.registry.register(
             &desc,
             &[addr],
@@ -291,6 +297,12 @@ impl Engine {
             None,
             Some(true),
         )?;
+        if let Some(acl) = acl {
+            if let Err(e) = acl.register_cache(&rec) {
+                let _ = self.session.registry.unregister(rec.id);
+                return Err(e);
+            }
+        }
         m.regs.insert(rec.id, (addr, len));
         m.ranges = Arc::new(Ranges::new(m.regs.values().copied()));
         Ok(rec.id)
@@ -301,6 +313,13 @@ impl Engine {
     pub fn deregister_mem(&self, id: i64) -> Result<()> {
         self.check_open()?;
         let mut m = self.mem.write().unwrap_or_else(|p| p.into_inner());
+        if self.session.acl().is_some() && self.session.link_count() > 0 {
+            bail!(
+                ExistLink,
+                "on the acl backend memory is deregistered after every connection ended ({} link(s) exist)",
+                self.session.link_count()
+            );
+        }
         if m.regs.remove(&id).is_none() {
             bail!(
                 ParamInvalid,
@@ -308,6 +327,9 @@ impl Engine {
             );
         }
         self.session.registry.unregister(id)?;
+        if let Some(acl) = self.session.acl() {
+            acl.unregister_cache(id);
+        }
         m.ranges = Arc::new(Ranges::new(m.regs.values().copied()));
         Ok(())
     }

@@ -232,8 +232,10 @@ unsafe fn descs<'a>(p: *const llmdd_engine_desc_t, n: usize) -> Result<&'a [OpDe
 ///
 /// On success `*out` receives a handle owned by the caller, released with
 /// `llmdd_engine_destroy`. Statuses: `LLMDD_PARAM_INVALID` (bad name or
-/// option), `LLMDD_FEATURE_NOT_ENABLED` (`llmdd.Backend` other than host),
-/// `LLMDD_FAILED` (cannot listen on the name's endpoint).
+/// option), `LLMDD_FEATURE_NOT_ENABLED` (`llmdd.Backend=acl` and the Ascend
+/// runtime cannot be loaded), `LLMDD_FAILED` (cannot listen on the name's
+/// endpoint). On the acl backend memory is registered before the first
+/// connect and deregistered after the last disconnect (HCCL binds it per link).
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_engine_create(
     local_engine: *const c_char,
