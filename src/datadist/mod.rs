@@ -14,6 +14,7 @@ pub mod instance;
 pub mod link;
 pub(crate) mod link_table;
 pub mod liveness;
+pub mod notify;
 pub mod options;
 pub mod rank_table;
 pub mod session;

@@ -19,6 +19,7 @@ use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::liveness::Liveness;
+use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
@@ -94,6 +95,8 @@ pub struct Session {
     pub tasks: TaskSet,
     /// Death watch of the links' peers (`liveness.rs`).
     liveness: Liveness,
+    /// Notifications received from peers (enabled by a transfer engine).
+    pub inbox: Inbox,
     me: Weak<Session>,
 }
 
@@ -146,6 +149,7 @@ impl Session {
             comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
             liveness: Liveness::default(),
+            inbox: Inbox::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
