@@ -15,6 +15,7 @@ pub mod link;
 pub mod link_state;
 pub(crate) mod link_table;
 pub mod liveness;
+pub mod notify;
 pub mod options;
 pub mod rank_table;
 pub mod session;

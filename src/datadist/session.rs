@@ -20,6 +20,7 @@ use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::link_state::Attempts;
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::liveness::Liveness;
+use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
@@ -97,6 +98,8 @@ pub struct Session {
     liveness: Liveness,
     /// link_clusters attempts under way or failed (`link_state.rs`).
     attempts: Mutex<Attempts>,
+    /// Notifications received from peers (enabled by a transfer engine).
+    pub inbox: Inbox,
     me: Weak<Session>,
 }
 
@@ -150,6 +153,7 @@ impl Session {
             tasks: TaskSet::default(),
             liveness: Liveness::default(),
             attempts: Mutex::new(Attempts::default()),
+            inbox: Inbox::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {

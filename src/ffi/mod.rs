@@ -19,6 +19,7 @@ pub mod boundary;
 pub mod cache;
 pub mod config;
 pub mod constants;
+pub mod engine;
 pub mod handles;
 pub mod init;
 pub mod instance;

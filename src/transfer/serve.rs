@@ -28,7 +28,15 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
     };
     match msg {
         Msg::GetTable => {
-            let entries = session.registry.table(link.generation);
+            // Request/response mode publishes the current table (keys resolve
+            // against it anyway); remote-cache-accessible mode only what the
+            // link may see.
+            let generation = if access.remote_mode {
+                link.generation
+            } else {
+                u64::MAX
+            };
+            let entries = session.registry.table(generation);
             conn.send(&Msg::Table { status: 0, entries }, deadline)?;
         }
         Msg::Resolve { key } => {
@@ -143,6 +151,15 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             Err(e) => {
                 link.stats.refused();
                 conn.discard(total, deadline)?;
+                conn.reply(e.status, &e.message, deadline)?;
+            }
+        },
+        Msg::Notify { name, msg } => match session.inbox.push(name, msg) {
+            // Queued only now: the sender sends it after its transfer's
+            // last byte was applied here, so the data has landed.
+            Ok(()) => conn.reply(Status::Success, "", deadline)?,
+            Err(e) => {
+                refused("a notification", &e);
                 conn.reply(e.status, &e.message, deadline)?;
             }
         },
