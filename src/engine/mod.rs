@@ -34,6 +34,7 @@ use crate::datadist::notify::{self, Notice};
 use crate::datadist::options::Options;
 use crate::datadist::session::Session;
 use crate::datadist::Instance;
+use crate::stats::Direction;
 use crate::status::{Result, Status};
 use crate::transfer::exec::{self, Dir};
 use crate::transfer::pool::{Job, Kind, Pool, Slot};
@@ -687,28 +688,35 @@ impl Engine {
         cancel: Option<&AtomicBool>,
         notice: Option<&Notice>,
     ) -> Result<()> {
-        let _g = p.link.begin()?;
-        let dir = match p.op {
-            Op::Read => Dir::Read,
-            Op::Write => Dir::Write,
+        // One operation of the link's statistics (`crate::stats`).
+        let (dir, sdir) = match p.op {
+            Op::Read => (Dir::Read, Direction::Pull),
+            Op::Write => (Dir::Write, Direction::Push),
         };
-        let stripes = self.session.config.data_connections as usize;
-        let r = match cancel {
-            None => exec::run(p.link, p.plan, dir, p.deadline, stripes),
-            Some(flag) => run_chunked(p.link, p.plan, dir, p.deadline, stripes, flag),
-        };
-        r.map_err(|e| match e.status {
-            Status::Timeout => err!(
-                Timeout,
-                "transfer with {} did not finish within its timeout",
-                p.name.text
-            ),
-            _ => e,
-        })?;
-        if let Some(nt) = notice {
-            send_notice(p.link, nt, p.deadline)?;
-        }
-        Ok(())
+        let mut stat = p.link.stats.start(sdir);
+        stat.set_bytes(p.plan.iter().map(|s| s.len).sum());
+        let r = (|| {
+            let _g = p.link.begin()?;
+            let stripes = self.session.config.data_connections as usize;
+            let r = match cancel {
+                None => exec::run(p.link, p.plan, dir, p.deadline, stripes),
+                Some(flag) => run_chunked(p.link, p.plan, dir, p.deadline, stripes, flag),
+            };
+            r.map_err(|e| match e.status {
+                Status::Timeout => err!(
+                    Timeout,
+                    "transfer with {} did not finish within its timeout",
+                    p.name.text
+                ),
+                _ => e,
+            })?;
+            if let Some(nt) = notice {
+                send_notice(p.link, nt, p.deadline)?;
+            }
+            Ok(())
+        })();
+        stat.finish(p.link.path(), &r);
+        r
     }
 
     /// `TransferSync(remote_engine, op, op_descs, timeout)`, optionally
