@@ -36,8 +36,9 @@ enum { MAX_SIZES = 16, MAX_OPTIONS = 16, MAX_THREADS = 64, MAX_RUNS = 9 };
 enum mode { MODE_LOOPBACK, MODE_TARGET, MODE_INITIATOR };
 enum shape { SHAPE_BLOCKS, SHAPE_CONTIGUOUS };
 enum op { OP_PULL = 1, OP_PUSH = 2 };
-/* Samples kept per thread and row when only --duration bounds a row. */
-#define DURATION_MAX_CALLS (1u << 20)
+/* Calls of all threads together that one row may time when only --duration
+ * bounds it (each thread keeps its share of latency samples). */
+#define DURATION_MAX_CALLS (1u << 22)
 
 static const char *const MODE_NAMES[] = {"loopback", "target", "initiator"};
 static const char *const SHAPE_NAMES[] = {"blocks", "contiguous"};
@@ -305,7 +306,6 @@ static void parse(int argc, char **argv, opts_t *o) {
     bad("--listen and --connect are for target and initiator modes (loopback picks a port)%s", "");
   }
   if (!have_cluster) o->cluster = o->mode == MODE_TARGET ? 11 : 22;
-  if (o->mode == MODE_LOOPBACK) o->target_cluster = 11;
   if (o->cluster == o->target_cluster && o->mode != MODE_TARGET)
     bad("--cluster-id must differ from the target's cluster id%s", "");
   if (!o->transports) o->transports = o->mode == MODE_LOOPBACK ? (BENCH_SAME_HOST | BENCH_POOL | BENCH_TCP)
@@ -481,9 +481,10 @@ typedef struct {
   pthread_barrier_t *barrier;
   uint32_t status;
   char error[256];
+  uint64_t ops[2], bytes[2]; /* every call that succeeded (warmup and verification too), by direction */
 } worker_t;
 
-static uint32_t call(const worker_t *w, int op, uint64_t off, uint64_t n) {
+static uint32_t transfer(const worker_t *w, int op, uint64_t off, uint64_t n) {
   uint64_t target = w->o->target_cluster;
   /* Every tensor, one tensor per layer (each cache has one tensor). */
   llmdd_layer_range_t all = llmdd_layer_range(-1, -1, -1, -1, 1);
@@ -495,6 +496,16 @@ static uint32_t call(const worker_t *w, int op, uint64_t off, uint64_t n) {
   llmdd_cache_key_t key = llmdd_cache_key_by_id(target, w->remote_id, (uint32_t)w->ridx[off]);
   if (op == OP_PULL) return llmdd_pull_cache(w->inst, &key, w->local_id, (uint32_t)w->lidx[off], -1, &all);
   return llmdd_push_cache(w->inst, &key, w->local_id, (uint32_t)w->lidx[off], -1, &all);
+}
+
+/* One call of `n` blocks from window `off`, counted on success. */
+static uint32_t call(worker_t *w, int op, uint64_t off, uint64_t n) {
+  uint32_t st = transfer(w, op, off, n);
+  if (st == LLMDD_SUCCESS) {
+    w->ops[op == OP_PUSH]++;
+    w->bytes[op == OP_PUSH] += n * w->bs;
+  }
+  return st;
 }
 
 static void *worker(void *arg) {
@@ -588,9 +599,15 @@ static void human_size(char *buf, size_t n, uint64_t b) {
   else snprintf(buf, n, "%" PRIu64 " B", b);
 }
 
-/* One row: `op` at block size index `s`, all threads, then its verification. */
+/* Operations and bytes by direction (pull, push). */
+typedef struct {
+  uint64_t ops[2], bytes[2];
+} counts_t;
+
+/* One row: `op` at block size index `s`, all threads, then its verification;
+ * every successful call is added to `total`. */
 static void measure(llmdd_instance_t *inst, const opts_t *o, const context_t *cx, int s, int op, local_t *l,
-                    int64_t remote_id) {
+                    int64_t remote_id, counts_t *total) {
   uint64_t bs = o->sizes[s];
   int T = o->threads;
   uint64_t share = l->rows / (uint64_t)T;
@@ -600,7 +617,7 @@ static void measure(llmdd_instance_t *inst, const opts_t *o, const context_t *cx
             " blocks of %" PRIu64 " bytes (raise --buffer-size)\n", bpc, share, bs);
     exit(2);
   }
-  uint64_t max_calls = DURATION_MAX_CALLS;
+  uint64_t max_calls = DURATION_MAX_CALLS / (uint64_t)T;
   if (o->calls) max_calls = o->calls;
   if (o->bytes) {
     uint64_t per_thread = (o->bytes + (uint64_t)T - 1) / (uint64_t)T;
@@ -708,6 +725,10 @@ static void measure(llmdd_instance_t *inst, const opts_t *o, const context_t *cx
   fflush(stdout);
   free(all);
   for (int t = 0; t < T; t++) {
+    for (int d = 0; d < 2; d++) {
+      total->ops[d] += ws[t].ops[d];
+      total->bytes[d] += ws[t].bytes[d];
+    }
     free(ws[t].lidx);
     free(ws[t].ridx);
     free(ws[t].lat);
@@ -749,9 +770,10 @@ static void run_initiator(const opts_t *o, const context_t *cx, const char *host
   uint32_t ret;
   DIE_IF(llmdd_link_clusters(d, &cl, 1, o->link_timeout_ms, &ret), "llmdd_link_clusters");
   print_header(o, cx);
+  counts_t total = {{0, 0}, {0, 0}};
   for (int s = 0; s < o->nsizes; s++)
     for (int op = OP_PULL; op <= OP_PUSH; op <<= 1)
-      if (o->ops & (unsigned)op) measure(d, o, cx, s, op, &locals[s], remote_ids ? remote_ids[s] : -1);
+      if (o->ops & (unsigned)op) measure(d, o, cx, s, op, &locals[s], remote_ids ? remote_ids[s] : -1, &total);
   DIE_IF(llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret), "llmdd_unlink_clusters");
   llmdd_finalize(d);
   llmdd_destroy(d);
