@@ -1303,6 +1303,9 @@ uint32_t llmdd_get_role(const struct llmdd_instance_t *inst, uint32_t *out);
 /**
  * Changes the role label; `options` may carry `llm.ListenIpInfo` to listen on
  * (or move to) an endpoint; without it a listening instance stops listening.
+ * Other keys are ignored, as the reference's `SetRole` does (rejected with
+ * `LLMDD_PARAM_INVALID` when the instance was initialised with
+ * `llmdd.StrictOptions=1`).
  * Requires zero links (`LLMDD_EXIST_LINK`). Not initialized: `LLMDD_FAILED`.
  */
 uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
@@ -1316,9 +1319,8 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
  * documented default). Any initialized instance may call it, whether it
  * listens itself or not (the side that dials is the link's client). `rets`
  * (NULL, or `num_clusters` entries) receives one status per cluster:
- * `LLMDD_ALREADY_LINK` (a live link to that cluster exists here, that cluster
- * already dialled this instance, or the server already has a live link from
- * this cluster id), `LLMDD_LINK_FAILED` (also at once, with the server's
+ * `LLMDD_ALREADY_LINK` (a live link this instance dialled to that cluster
+ * exists, or the server already has a live link from this cluster id), `LLMDD_LINK_FAILED` (also at once, with the server's
  * reason, when the server refuses: its connection limits, or no file
  * descriptor or thread left), `LLMDD_PARAM_INVALID`…
  * A link whose server is gone (its control connection closed, keepalive
@@ -1326,6 +1328,10 @@ uint32_t llmdd_switch_role(struct llmdd_instance_t *inst,
  * exited) is dead: transfers on it return `LLMDD_LINK_FAILED` without moving
  * a byte, and linking that cluster again replaces it (no forced unlink
  * needed).
+ * Two instances may link to each other (both call this, at once or not):
+ * each call makes a link of its own, each unlinked by the side that made it;
+ * transfers use the link this side dialled while it is open, else the one
+ * it accepted.
  * Returns `LLMDD_SUCCESS` only if all succeeded, else the first failure.
  * Argument errors before any linking (empty list, >16 clusters =
  * `LLMDD_CLUSTER_NUM_EXCEED_LIMIT`, timeout <= 0) leave `rets` untouched.
@@ -1337,18 +1343,21 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
                              uint32_t *rets);
 
 /**
- * Unlinks each cluster. `force = false` (on the side that dialled the link;
- * the other side gets `LLMDD_PARAM_INVALID`): no new transfer starts on the
+ * Unlinks each cluster. `force = false` ends the link this side dialled
+ * (with only an accepted link to that cluster, `LLMDD_PARAM_INVALID`): no new transfer starts on the
  * link; those in flight are waited for up to `timeout_ms` (then cut); the
  * peer is told and drops its side once the requests it is still serving are
  * done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the peer is alive but
  * cannot be told (then force-unlink both ends); a dead link (its peer is
  * gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only the
- * local side after waiting up to `timeout_ms` for its transfers; the peer
+ * local side of every link to that cluster (dialled and accepted) after waiting up to `timeout_ms` for its transfers; the peer
  * notices at once (the accepting side drops its side; the dialling side's
  * link becomes dead, see `llmdd_link_clusters`); only `remote_cluster_id` is
- * used. Unlinking a cluster that is not linked succeeds. Result shape as
- * link_clusters.
+ * used. Unlinking a cluster that is not linked succeeds. With
+ * `llm.TransferBackend=hixl`, as the reference's hixl engine: the cluster id
+ * alone names the link this side made (no remote ip info needed), `force` has
+ * no effect, and a cluster this side did not link is a success. Result shape
+ * as link_clusters.
  */
 uint32_t llmdd_unlink_clusters(struct llmdd_instance_t *inst,
                                const struct llmdd_cluster_info_t *clusters,

@@ -48,7 +48,8 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 /// The upstream samples and vllm-ascend's connector have the dialling side
 /// listen too: an instance initialised with `llm.ListenIpInfo` may call
 /// `link_clusters`. The dialler owns the link (non-forced unlink); either side
-/// may transfer over it; the other side dialling back is `ALREADY_LINK`.
+/// may transfer over it; the other side dialling back makes a second link of
+/// its own (`hixl_transfer_backend_sample.py` has both sides dial).
 #[test]
 fn listening_instance_may_dial() {
     let (pa, pb) = (free_port(), free_port());
@@ -69,12 +70,16 @@ fn listening_instance_may_dial() {
     let r = a.link_clusters(&[cluster(20, pb)], 3000).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
     wait_until("b sees the link", || sb.link_count() == 1);
-    // The accepting side dialling back finds the link already there.
-    let r = b.link_clusters(&[cluster(10, pa)], 3000).unwrap();
+    // The same direction again is refused.
+    let r = a.link_clusters(&[cluster(20, pb)], 3000).unwrap();
     assert_eq!(r[0].as_ref().unwrap_err().status, Status::AlreadyLink);
-    assert_eq!(sa.link_count(), 1);
+    // The accepting side dialling back makes its own link.
+    let r = b.link_clusters(&[cluster(10, pa)], 3000).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    wait_until("a sees b's link", || sa.link_count() == 2);
+    assert_eq!(sb.link_count(), 2);
 
-    // Both directions move bytes over the one link.
+    // Both directions move bytes.
     let by_id = |cluster_id, cache_id| CacheKey::IdIndex {
         cluster_id,
         cache_id,
@@ -97,11 +102,18 @@ fn listening_instance_may_dial() {
         assert_eq!(mb[t][0..64], want_b[t][..]);
     }
 
-    // A non-forced unlink belongs to the dialler.
+    // A non-forced unlink ends the link its side dialled, and only that.
+    let r = b.unlink_clusters(&[cluster(10, pa)], 3000, false).unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    wait_until("a drops b's link", || sa.link_count() == 1);
+    assert_eq!(sb.link_count(), 1);
+    // With only the accepted link left, that is the dialler's to make.
     let r = b.unlink_clusters(&[cluster(10, pa)], 3000, false).unwrap();
     let e = r[0].as_ref().unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid);
     assert!(e.message.contains("dialled this instance"), "{}", e.message);
+    sb.pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
+        .unwrap();
     let r = a.unlink_clusters(&[cluster(20, pb)], 3000, false).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
     wait_until("b drops its side", || sb.link_count() == 0);
@@ -417,4 +429,35 @@ fn every_cann_data_type_with_its_size() {
     }
     p.finalize();
     d.finalize();
+}
+
+/// CANN's `SetRole` reads only the listen endpoint from its options and
+/// ignores the rest (the Python package passes the whole generated map):
+/// llmdd refused any other key. `llmdd.StrictOptions=1` keeps the refusal.
+#[test]
+fn switch_role_ignores_other_options() {
+    use llmdd::datadist::options::Options;
+    let port = free_port();
+    let a = Instance::new(1, 10).unwrap();
+    init(&a, &[]);
+    let opts: Options = [
+        ("llm.ListenIpInfo", format!("127.0.0.1:{port}")),
+        ("llm.DeviceId", "0".to_string()),
+        ("llm.SyncKvCacheWaitTime", "1000".to_string()),
+        ("ge.exec.deviceId", "0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    a.switch_role(1, &opts).unwrap();
+    let s = a.session().unwrap();
+    assert_eq!(s.listen_addr().map(|x| x.port()), Some(port));
+
+    let b = Instance::new(2, 20).unwrap();
+    init(&b, &[("llmdd.StrictOptions", "1")]);
+    let e = b.switch_role(1, &opts).unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("StrictOptions"), "{}", e.message);
+    a.finalize();
+    b.finalize();
 }

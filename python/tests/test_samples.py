@@ -60,11 +60,6 @@ def test_transfer_cache_async_sample():
     _listening_pair(f.transfer_cache_async_sample)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="both hixl instances call link_clusters to each other; llmdd keeps one link per pair and "
-    "answers the second dial LLM_ALREADY_LINK (library behaviour, reported)",
-)
 def test_hixl_transfer_backend_sample():
     _listening_pair(f.hixl_transfer_backend_sample)
 

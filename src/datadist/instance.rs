@@ -11,7 +11,7 @@ use crate::datadist::comm::{CommSpec, MemStatus};
 use crate::datadist::options::{self, Config, Options};
 use crate::datadist::session::Session;
 use crate::status::{Error, Result, Status};
-use crate::{bail, err};
+use crate::{bail, err, log_debug, log_info};
 
 /// Most clusters in one link_clusters/unlink_clusters call.
 pub const MAX_CLUSTERS_PER_CALL: usize = 16;
@@ -146,12 +146,18 @@ impl Instance {
         check_role(role)?;
         let _g = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.session()?;
+        // As the reference's SetRole: only the listen endpoint is read; any
+        // other key is ignored (CANN's Python switch_role passes the whole
+        // generated option map), unless llmdd.StrictOptions=1 was given at init.
         for k in opts.keys() {
-            if k != "llm.ListenIpInfo" && k != "llm.listenIpInfo" && !k.starts_with("ge.") {
-                bail!(
-                    ParamInvalid,
-                    "switch_role option {k} is not supported (only llm.ListenIpInfo)"
-                );
+            if k != "llm.ListenIpInfo" && k != "llm.listenIpInfo" {
+                if s.config.strict_options {
+                    bail!(
+                        ParamInvalid,
+                        "switch_role option {k} is not supported (only llm.ListenIpInfo; rejected because llmdd.StrictOptions=1)"
+                    );
+                }
+                log_debug!("switch_role: ignoring option {k} (only llm.ListenIpInfo is used)");
             }
         }
         let listen = options::listen_endpoint(opts)?;
@@ -294,12 +300,25 @@ impl Instance {
                     comm.name()
                 );
             }
-            if force {
+            if s.config.hixl {
+                // As the reference's hixl engine: the cluster id names the
+                // link this side made (no ip info needed, `force` has no
+                // effect); a cluster this side did not link is a success.
+                if s.link_dir(c.remote_cluster_id, true).is_none() {
+                    log_info!(
+                        "unlink_clusters: no link this instance made to cluster {}",
+                        c.remote_cluster_id
+                    );
+                    return Ok(());
+                }
+                s.disconnect(c.remote_cluster_id, timeout)
+            } else if force {
                 s.drop_link(c.remote_cluster_id, timeout);
                 Ok(())
             } else {
                 Self::remote_endpoint(c)?;
-                if s.link(c.remote_cluster_id).is_some_and(|l| !l.we_dialed) {
+                let id = c.remote_cluster_id;
+                if s.link_dir(id, true).is_none() && s.link_dir(id, false).is_some() {
                     bail!(
                         ParamInvalid,
                         "cluster {} dialled this instance; a non-forced unlink is made by the side that called link_clusters (or force-unlink both ends)",

@@ -46,6 +46,9 @@ pub struct Config {
     pub local_comm_res: Option<String>,
     /// `llm.TransferBackend = "hixl"`: hixl constraints apply.
     pub hixl: bool,
+    /// `llmdd.StrictOptions=1`: unknown `llm.` keys are errors (at init and
+    /// in switch_role) instead of being ignored.
+    pub strict_options: bool,
     pub device_pool: Option<PoolConfig>,
     pub host_pool: Option<PoolConfig>,
     pub rdma_traffic_class: u32,
@@ -647,6 +650,7 @@ impl Config {
             remote_cache_accessible,
             local_comm_res,
             hixl,
+            strict_options: strict,
             device_pool,
             host_pool,
             rdma_traffic_class,

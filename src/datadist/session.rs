@@ -17,6 +17,7 @@ use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
 use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
+use crate::datadist::link_table::LinkTable;
 use crate::datadist::liveness::Liveness;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
@@ -71,7 +72,7 @@ pub struct Session {
     pub registry: Registry,
     pub device_pool: Option<Arc<Pool>>,
     pub host_pool: Option<Arc<Pool>>,
-    links: Mutex<HashMap<u64, Arc<Link>>>,
+    links: Mutex<LinkTable>,
     listener: Mutex<Option<Listener>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Accepted sockets not yet attached to a link (weak: shut down at
@@ -129,7 +130,7 @@ impl Session {
             registry,
             device_pool,
             host_pool,
-            links: Mutex::new(HashMap::new()),
+            links: Mutex::new(LinkTable::default()),
             listener: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
@@ -312,30 +313,32 @@ impl Session {
         }
     }
 
-    /// The link to `cluster_id`, if any.
+    /// The link transfers to `cluster_id` use, if any: the one this side
+    /// dialled while it is open, else the one it accepted (both ends may
+    /// link to each other; see `link_table.rs`).
     pub fn link(&self, cluster_id: u64) -> Option<Arc<Link>> {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&cluster_id)
-            .cloned()
+        self.lock_links().get(cluster_id).cloned()
     }
 
-    /// Number of live links.
+    /// The link this side dialled to `cluster_id` (`we_dialed`), or the one
+    /// it accepted from it.
+    pub(crate) fn link_dir(&self, cluster_id: u64, we_dialed: bool) -> Option<Arc<Link>> {
+        self.lock_links().get_dir(cluster_id, we_dialed).cloned()
+    }
+
+    /// Number of live links (a pair linked both ways counts two).
     pub fn link_count(&self) -> usize {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock_links().len()
     }
 
-    /// Adds `link` to the table; an open link to the same cluster is
-    /// `LLM_ALREADY_LINK` (a closed one is replaced).
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, LinkTable> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `link` to the table; an open link to the same cluster in the same
+    /// direction is `LLM_ALREADY_LINK` (a closed one is replaced).
     pub(crate) fn insert_link(&self, link: Arc<Link>) -> Result<()> {
-        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let c = link.remote_cluster_id;
-        if m.get(&c).is_some_and(|l| !l.is_closed()) {
-            bail!(AlreadyLink, "a link to cluster {c} already exists");
-        }
-        m.insert(c, link);
-        Ok(())
+        self.lock_links().insert(link)
     }
 
     /// Why there is no usable link to `cluster_id`, for a refused transfer.
@@ -348,30 +351,18 @@ impl Session {
 
     /// Removes `link` from the table if it is still the current one.
     pub(crate) fn remove_exact(&self, link: &Arc<Link>) -> bool {
-        let mut m = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get(&link.remote_cluster_id) {
-            Some(l) if Arc::ptr_eq(l, link) => {
-                m.remove(&link.remote_cluster_id);
-                true
-            }
-            _ => false,
-        }
+        self.lock_links().remove_exact(link)
     }
 
-    /// Drops the local side of the link to `cluster_id` (force unlink).
+    /// Drops the local side of every link to `cluster_id` (force unlink):
+    /// the one this side dialled and the one it accepted.
     pub fn drop_link(&self, cluster_id: u64, wait: Duration) -> bool {
-        let l = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&cluster_id);
-        match l {
-            Some(l) => {
-                l.teardown(wait);
-                true
-            }
-            None => false,
+        let links = self.lock_links().remove_cluster(cluster_id);
+        let any = !links.is_empty();
+        for l in links {
+            l.teardown(wait);
         }
+        any
     }
 
     // ---------------------------------------------------------------- client
@@ -410,7 +401,7 @@ impl Session {
     /// `LLM_ALREADY_LINK`; one whose peer is proven gone (dead, or its control
     /// connection hung up) is dropped so that linking again just works.
     fn clear_dead_link(&self, cluster: u64) -> Result<()> {
-        let Some(old) = self.link(cluster) else {
+        let Some(old) = self.link_dir(cluster, true) else {
             return Ok(());
         };
         match old.peer_gone() {
@@ -606,7 +597,7 @@ impl Session {
     /// connection (it waits for what it still serves), then drop ours. A link
     /// whose server is proven gone is just dropped (nothing to tell).
     pub fn disconnect(&self, remote_cluster_id: u64, timeout: Duration) -> Result<()> {
-        let Some(link) = self.link(remote_cluster_id) else {
+        let Some(link) = self.link_dir(remote_cluster_id, true) else {
             return Ok(());
         };
         if let Some(why) = link.peer_gone() {
@@ -806,8 +797,8 @@ impl Session {
         deadline: Option<Instant>,
     ) {
         let link = self
-            .link(cluster_id)
-            .filter(|l| l.token == link_token && !l.we_dialed && !l.is_closed());
+            .link_dir(cluster_id, false)
+            .filter(|l| l.token == link_token && !l.is_closed());
         let Some(link) = link else {
             log_dropped(conn.peer(), "Attach with an unknown link token");
             let _ = conn.reply(Status::NotYetLink, "unknown link", deadline);
@@ -845,26 +836,17 @@ impl Session {
         }
     }
 
-    /// Server side of a `Hello` for `cluster` (a link_clusters client): a
-    /// live link this side dialled to it is `LLM_ALREADY_LINK`; a closed link
-    /// to it is dropped, and so is an accepted one whose peer is
+    /// Server side of a `Hello` for `cluster` (a link_clusters client). A
+    /// link this side dialled to that cluster does not matter (both ends may
+    /// link to each other). A closed accepted link is dropped, and so is one whose peer is
     /// proven gone (control connection closed or errored, waiting up to
     /// [`STALE_LINK_GRACE`] for a hang-up under way); a live one is kept and
     /// the newcomer refused with `LLM_ALREADY_LINK`, so a second process
     /// claiming the cluster id cannot take over a real client's link.
     fn replace_stale_link(&self, cluster: u64) -> Result<()> {
-        let Some(old) = self.link(cluster) else {
+        let Some(old) = self.link_dir(cluster, false) else {
             return Ok(());
         };
-        // A link this instance dialled to that cluster stays (both ends may
-        // dial); a dead one is closed already.
-        if old.we_dialed && !old.is_closed() {
-            bail!(
-                AlreadyLink,
-                "cluster {} already has a link to cluster {cluster} that it dialled itself",
-                self.cluster_id
-            );
-        }
         match old.peer_gone_within(STALE_LINK_GRACE) {
             Some(why) => {
                 log_info!("replacing the stale link from cluster {cluster} ({why})");
@@ -1036,13 +1018,7 @@ impl Session {
         for l in extra {
             l.stop();
         }
-        let links: Vec<Arc<Link>> = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, l)| l)
-            .collect();
+        let links: Vec<Arc<Link>> = self.links.lock().unwrap_or_else(|p| p.into_inner()).drain();
         for l in links {
             l.teardown(self.config.sync_kv_timeout);
         }
