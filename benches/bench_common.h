@@ -7,11 +7,15 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "llmdd.h"
 
@@ -53,6 +57,20 @@ static inline llmdd_cache_desc_t bench_desc(uint32_t n, uint64_t rows, uint64_t 
   d.shape[1] = (int64_t)row;
   d.seq_len_dim_index = -1;
   return d;
+}
+
+/* A loopback port that is free right now (the kernel's pick; exits if none). */
+static inline uint16_t bench_free_port(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
+    perror("llmdd_bench: picking a free port");
+    exit(1);
+  }
+  close(fd);
+  return ntohs(a.sin_port);
 }
 
 /* Median GB/s of `runs` single-thread memcpy passes over `bytes` between two

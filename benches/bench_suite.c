@@ -22,9 +22,7 @@
  */
 #include "bench_common.h"
 
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,18 +39,6 @@ enum { S_BLOCKS = 64 };
 #define S_MODEL 101
 static int RUNS = 5;
 static const uint64_t P = 11, D = 22;
-
-/* A loopback port that is free right now. */
-static uint16_t free_port(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-      getsockname(fd, (struct sockaddr *)&a, &len))
-    exit(1);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 /* Registers `n` tensors of `blocks` x `block` bytes as a blocks cache. */
 static llmdd_cache_t async_cache(llmdd_instance_t *inst, const llmdd_cache_key_t *key, uint8_t fill, uint32_t n,
@@ -198,7 +184,7 @@ static int prompt(const char *listen, int tcp, int pool, int ready, int done) {
 static void run(const char *name, int tcp, int pool, double mc) {
   int ready[2], done[2];
   if (pipe(ready) || pipe(done)) exit(1);
-  uint16_t port = free_port();
+  uint16_t port = bench_free_port();
   char listen[64];
   snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
   fflush(stdout);

@@ -735,6 +735,65 @@ static void measure(llmdd_instance_t *inst, const opts_t *o, const context_t *cx
   }
 }
 
+/* ---- the link's own statistics (llmdd_get_link_stats), after the rows.
+ * Built when the header has the per-link statistics ABI (issue 14 items 1-2,
+ * being added beside this tool): nothing is printed without it. */
+#ifdef LLMDD_LINK_STATS_VERSION
+
+static const char *path_name(uint32_t p) {
+  return p == LLMDD_PATH_SAME_PROCESS ? "same-process"
+         : p == LLMDD_PATH_SAME_HOST  ? "same-host"
+         : p == LLMDD_PATH_TCP        ? "tcp"
+         : p == LLMDD_PATH_HCCL       ? "hccl"
+                                      : "unknown";
+}
+
+/* Prints the link's statistics next to what this run counted itself (every
+ * successful call: warmup, timed and verification), and exits 1 if the two
+ * disagree or the link counted a failure: the counters must be exact. */
+static void report_link_stats(llmdd_instance_t *d, const opts_t *o, const counts_t *mine) {
+  llmdd_link_stats_t st;
+  DIE_IF(llmdd_get_link_stats(d, o->target_cluster, &st), "llmdd_get_link_stats");
+  uint64_t ops[2] = {0, 0}, bytes[2] = {0, 0};
+  for (int dir = 0; dir < 2; dir++)
+    for (int k = 0; k < LLMDD_PATH_COUNT; k++) {
+      ops[dir] += st.ops[dir][k];
+      bytes[dir] += st.bytes[dir][k];
+    }
+  int exact = ops[0] == mine->ops[0] && ops[1] == mine->ops[1] && bytes[0] == mine->bytes[0] &&
+              bytes[1] == mine->bytes[1] && st.failed_ops == 0;
+  if (o->json) {
+    printf("{\"event\":\"link_stats\",\"cluster_id\":%" PRIu64 ",\"path\":\"%s\"", st.remote_cluster_id,
+           path_name(st.path));
+    for (int dir = 0; dir < 2; dir++) {
+      const char *n = dir ? "push" : "pull";
+      printf(",\"%s_ops\":%" PRIu64 ",\"%s_bytes\":%" PRIu64 ",\"%s_p50_us\":%.2f,\"%s_p99_us\":%.2f,"
+             "\"%s_max_us\":%.2f,\"%s_ops_counted_by_bench\":%" PRIu64 ",\"%s_bytes_counted_by_bench\":%" PRIu64,
+             n, ops[dir], n, bytes[dir], n, st.latency_p50_ns[dir] / 1e3, n, st.latency_p99_ns[dir] / 1e3, n,
+             st.latency_max_ns[dir] / 1e3, n, mine->ops[dir], n, mine->bytes[dir]);
+    }
+    printf(",\"failed_ops\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"exact\":%s}\n", st.failed_ops, st.in_flight,
+           exact ? "true" : "false");
+  } else {
+    printf("\nlink statistics (llmdd_get_link_stats: cluster %" PRIu64 ", path %s; every call of this run,"
+           " warmup and verification included)\n"
+           "| op | ops | bytes | p50 us | p99 us | max us | counted by the bench |\n|---|---|---|---|---|---|---|\n",
+           st.remote_cluster_id, path_name(st.path));
+    for (int dir = 0; dir < 2; dir++)
+      printf("| %s | %" PRIu64 " | %" PRIu64 " | %.1f | %.1f | %.1f | %" PRIu64 " ops, %" PRIu64 " bytes |\n",
+             dir ? "push" : "pull", ops[dir], bytes[dir], st.latency_p50_ns[dir] / 1e3,
+             st.latency_p99_ns[dir] / 1e3, st.latency_max_ns[dir] / 1e3, mine->ops[dir], mine->bytes[dir]);
+    printf("failed operations %" PRIu64 ", in flight %" PRIu64 "%s%s\n", st.failed_ops, st.in_flight,
+           st.failed_ops ? "; last error: " : "", st.failed_ops ? st.last_error_message : "");
+  }
+  fflush(stdout);
+  if (!exact) {
+    fprintf(stderr, "llmdd_bench: the link's statistics differ from what this run moved\n");
+    exit(1);
+  }
+}
+#endif
+
 /* The initiator: links to the target at `connect` (IP:PORT), registers its own
  * caches, runs every row (block size x op), unlinks. */
 static void run_initiator(const opts_t *o, const context_t *cx, const char *host, uint16_t port,
@@ -774,6 +833,11 @@ static void run_initiator(const opts_t *o, const context_t *cx, const char *host
   for (int s = 0; s < o->nsizes; s++)
     for (int op = OP_PULL; op <= OP_PUSH; op <<= 1)
       if (o->ops & (unsigned)op) measure(d, o, cx, s, op, &locals[s], remote_ids ? remote_ids[s] : -1, &total);
+#ifdef LLMDD_LINK_STATS_VERSION
+  report_link_stats(d, o, &total);
+#else
+  (void)total;
+#endif
   DIE_IF(llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret), "llmdd_unlink_clusters");
   llmdd_finalize(d);
   llmdd_destroy(d);
@@ -844,16 +908,6 @@ static double tcp_gbps(uint64_t bytes, int runs) {
   return bench_median(r, runs);
 }
 
-static uint16_t free_port(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-    DIE_IF(1, "picking a free port");
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 /* Loopback: per transport, fork a target, measure the limit, run the initiator. */
 static int run_loopback(opts_t *o) {
   uint64_t target_cluster = o->target_cluster;
@@ -874,7 +928,7 @@ static int run_loopback(opts_t *o) {
     int ready[2], stop[2];
     if (pipe(ready) || pipe(stop)) DIE_IF(1, "pipe");
     char listen[64];
-    uint16_t port = free_port();
+    uint16_t port = bench_free_port();
     snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
     fflush(stdout);
     pid_t pid = fork();

@@ -20,6 +20,11 @@ import time
 
 BENCH = ""
 TINY = ["--buffer-size", "256K", "--block-size", "16K,64K"]
+HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include", "llmdd.h")
+# The tool reports the link's statistics when the header has that ABI (issue 14
+# items 1-2); then every initiator run must end with them, exact.
+WITH_STATS = "#define LLMDD_LINK_STATS_VERSION" in open(HEADER).read()
+PATH_OF = {"same-host": "same-host", "pool": "same-host", "tcp": "tcp"}
 
 
 def fail(msg):
@@ -38,9 +43,46 @@ def free_port():
         return s.getsockname()[1]
 
 
-def json_rows(out, expect):
-    """Parses every stdout line as JSON and checks each measurement."""
-    rows = [json.loads(line) for line in out.splitlines()]
+def check_stats(stats, rows):
+    """The link's statistics after one initiator run: counted exactly what the
+    run moved (the tool compares them with its own count of every call), and
+    at least the timed calls of its rows, on the transport's path."""
+    if not WITH_STATS:
+        if stats:
+            fail("link statistics without the ABI in the header: %r" % stats)
+        return
+    if len(stats) != 1:
+        fail("expected one link_stats line, got %r" % stats)
+    st = stats[0]
+    if st["exact"] is not True or st["failed_ops"] != 0 or st["in_flight"] != 0:
+        fail("link statistics: %r" % st)
+    if st["path"] != PATH_OF[rows[0]["transport"]]:
+        fail("link path %r for transport %r" % (st["path"], rows[0]["transport"]))
+    for op in ("pull", "push"):
+        timed = [r for r in rows if r["op"] == op]
+        if st[op + "_ops"] != st[op + "_ops_counted_by_bench"] or \
+                st[op + "_ops"] < sum(r["calls"] for r in timed) or \
+                st[op + "_bytes"] < sum(r["bytes"] for r in timed):
+            fail("link statistics for %s: %r" % (op, st))
+        if timed and not 0 < st[op + "_p50_us"] <= st[op + "_p99_us"] <= st[op + "_max_us"]:
+            fail("link latency for %s: %r" % (op, st))
+
+
+def json_rows(out, expect, runs=1):
+    """Parses every stdout line as JSON and checks each measurement, and the
+    link's statistics after each of the `runs` initiator runs."""
+    lines = [json.loads(line) for line in out.splitlines()]
+    rows, stats, run = [], [], []
+    for obj in lines:
+        if obj.get("event") == "link_stats":
+            check_stats([obj], run)
+            stats.append(obj)
+            run = []
+        else:
+            rows.append(obj)
+            run.append(obj)
+    if WITH_STATS and (len(stats) != runs or run):
+        fail("expected %d link_stats lines, each after its run's rows:\n%s" % (runs, out))
     if len(rows) != expect:
         fail("expected %d JSON lines, got %d:\n%s" % (expect, len(rows), out))
     for r in rows:
@@ -62,7 +104,7 @@ def loopback():
                                  "--json"])
     if code != 0:
         fail("loopback --json exited %d: %s" % (code, err))
-    rows = json_rows(out, 3 * 2 * 2)
+    rows = json_rows(out, 3 * 2 * 2, runs=3)
     if {r["transport"] for r in rows} != {"same-host", "pool", "tcp"}:
         fail("not every transport measured: %r" % rows)
     for r in rows:
@@ -72,7 +114,8 @@ def loopback():
                                  "--transport", "same-host,tcp"])
     if code != 0:
         fail("contiguous table run exited %d: %s" % (code, err))
-    table = [line for line in out.splitlines() if line.startswith("| pull |") or line.startswith("| push |")]
+    table = [line for line in out.splitlines()
+             if line.split(" | ")[0] in ("| pull", "| push") and len(line.split("|")) == 12]
     if len(table) != 2 * 2 * 2 or any(not line.endswith("| yes |") for line in table):
         fail("table rows:\n" + out)
 
