@@ -524,6 +524,83 @@
 #define LLMDD_LOG_LEVEL_TRACE 5
 
 /**
+ * Version of `llmdd_link_stats_t` this library writes in its `version`
+ * field. A later version only gives meaning to reserved bytes (the size
+ * stays), so a caller built against version 1 reads a later one correctly.
+ */
+#define LLMDD_LINK_STATS_VERSION 1
+
+/**
+ * Link state: no link to that cluster, and no attempt under way or failed
+ * (also: unlinked, or never linked).
+ */
+#define LLMDD_LINK_STATE_UNLINKED 0
+
+/**
+ * Link state: `llmdd_link_clusters` to that cluster is under way, or its
+ * rank-table comm is still PREPARING.
+ */
+#define LLMDD_LINK_STATE_LINKING 1
+
+/**
+ * Link state: linked and usable for transfers.
+ */
+#define LLMDD_LINK_STATE_LINKED 2
+
+/**
+ * Link state: the link died (its peer exited, closed its connection or
+ * stopped answering keepalive), its rank-table comm FAILED, or the last
+ * `llmdd_link_clusters` to that cluster failed. The reason is given.
+ * Linking again (or unlinking) leaves this state.
+ */
+#define LLMDD_LINK_STATE_FAILED 3
+
+/**
+ * Data path of a link: both ends in this process (memcpy).
+ */
+#define LLMDD_PATH_SAME_PROCESS 0
+
+/**
+ * Data path of a link: both ends on this host (mapped pools, process_vm_readv/writev).
+ */
+#define LLMDD_PATH_SAME_HOST 1
+
+/**
+ * Data path of a link: TCP.
+ */
+#define LLMDD_PATH_TCP 2
+
+/**
+ * Data path of a link: HCCL (acl backend).
+ */
+#define LLMDD_PATH_HCCL 3
+
+/**
+ * Number of data paths (second index of `ops` and `bytes`).
+ */
+#define LLMDD_PATH_COUNT 4
+
+/**
+ * Direction (first index of `ops`, `bytes` and the latency arrays): pull (read).
+ */
+#define LLMDD_DIR_PULL 0
+
+/**
+ * Direction: push (write).
+ */
+#define LLMDD_DIR_PUSH 1
+
+/**
+ * Entries of `llmdd_link_stats_t.errors` (see `llmdd_stats_error_slot`).
+ */
+#define LLMDD_STATS_ERROR_SLOTS 32
+
+/**
+ * Bytes of `llmdd_link_stats_t.last_error_message`, its NUL included.
+ */
+#define LLMDD_STATS_MESSAGE_LEN 256
+
+/**
  * Transfer config kind: explicit destination addresses (`TransferConfig`);
  * request/response mode only.
  */
@@ -815,6 +892,146 @@ typedef void (*llmdd_log_callback_t)(uint32_t level,
                                      const char *module,
                                      const char *message,
                                      void *user_data);
+
+/**
+ * The statistics of one link (`llmdd_get_link_stats`), written by the
+ * library. Counters count from `since_unix_ns` (the link's creation or the
+ * last `llmdd_reset_link_stats`); each is read on its own, so a transfer
+ * finishing during the call may be in one counter and not yet in another.
+ */
+typedef struct llmdd_link_stats_t {
+  /**
+   * `LLMDD_LINK_STATS_VERSION` of the library that wrote it.
+   */
+  uint32_t version;
+  /**
+   * `LLMDD_LINK_STATE_*` (LINKING, LINKED or FAILED: a link exists).
+   */
+  uint32_t state;
+  /**
+   * The peer's cluster id.
+   */
+  uint64_t remote_cluster_id;
+  /**
+   * Rank-table comm of the link (`llmdd_link`), 0 for `llmdd_link_clusters`.
+   */
+  uint64_t comm_id;
+  /**
+   * The link's data path (`LLMDD_PATH_*`), fixed for its life.
+   */
+  uint32_t path;
+  /**
+   * 1 if this side dialled the link (called link_clusters), 0 if it accepted it.
+   */
+  uint32_t dialed;
+  /**
+   * When the link was set up (ns since the Unix epoch).
+   */
+  uint64_t linked_unix_ns;
+  /**
+   * When counting began: the link's setup or the last reset (ns since the epoch).
+   */
+  uint64_t since_unix_ns;
+  /**
+   * Operations this side started and completed, `[LLMDD_DIR_*][LLMDD_PATH_*]`:
+   * pull_cache / pull_blocks calls (pull); push_cache / push_blocks calls and
+   * each layer of each config of an async transfer (push).
+   */
+  uint64_t ops[2][4];
+  /**
+   * Bytes of those operations, `[LLMDD_DIR_*][LLMDD_PATH_*]`.
+   */
+  uint64_t bytes[2][4];
+  /**
+   * Operations this side started that failed, all statuses (the sum of `errors`).
+   */
+  uint64_t failed_ops;
+  /**
+   * Failed operations by status: `errors[llmdd_stats_error_slot(status)]`.
+   */
+  uint64_t errors[32];
+  /**
+   * Operations this side has in flight on the link now.
+   */
+  uint64_t in_flight;
+  /**
+   * Completed operations timed, per direction (equal to the sum of `ops[dir]`).
+   */
+  uint64_t latency_count[2];
+  /**
+   * Median latency per direction (ns, within 1.6 %; 0 when none).
+   */
+  uint64_t latency_p50_ns[2];
+  /**
+   * 99th-percentile latency per direction (ns, within 1.6 %).
+   */
+  uint64_t latency_p99_ns[2];
+  /**
+   * Largest latency per direction (ns, exact).
+   */
+  uint64_t latency_max_ns[2];
+  /**
+   * TCP requests this side served to the peer, `[LLMDD_DIR_*]` as the peer
+   * sees it: its reads (pull) and its writes (push). One peer operation may
+   * be several requests (striping).
+   */
+  uint64_t served_requests[2];
+  /**
+   * Bytes of those requests.
+   */
+  uint64_t served_bytes[2];
+  /**
+   * Peer requests answered with an error (unknown key, access rules,
+   * ranges outside its caches).
+   */
+  uint64_t served_refused;
+  /**
+   * Status of the last failed operation (`LLMDD_SUCCESS` if none).
+   */
+  uint32_t last_error_status;
+  /**
+   * Zero.
+   */
+  uint32_t pad;
+  /**
+   * When it failed (ns since the Unix epoch; 0 if none).
+   */
+  uint64_t last_error_unix_ns;
+  /**
+   * Its message, NUL-terminated UTF-8 (cut at a character boundary).
+   */
+  char last_error_message[256];
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[256];
+} llmdd_link_stats_t;
+
+/**
+ * One entry of `llmdd_list_links`.
+ */
+typedef struct llmdd_link_entry_t {
+  /**
+   * The peer's cluster id.
+   */
+  uint64_t remote_cluster_id;
+  /**
+   * `LLMDD_LINK_STATE_*` (never UNLINKED).
+   */
+  uint32_t state;
+  /**
+   * 1 if this side dialled (or is dialling) the link, 0 if it accepted it.
+   */
+  uint32_t dialed;
+  /**
+   * Rank-table comm of the link, 0 for `llmdd_link_clusters`.
+   */
+  uint64_t comm_id;
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[16];
+} llmdd_link_entry_t;
 
 /**
  * Layer synchronizer: called by a library thread with each source layer, in
@@ -1457,6 +1674,65 @@ uint32_t llmdd_set_log_callback(llmdd_log_callback_t callback, void *user_data);
  * `LLMDD_LOG` would ignore it with a warning).
  */
 uint32_t llmdd_set_log_filter(const char *filter);
+
+/**
+ * The slot of `status` in `llmdd_link_stats_t.errors`: the low byte of an
+ * `LLMDD_*` code `0x5010B0xx` (1..28), 0 for `LLMDD_FAILED`, 29 for
+ * `LLMDD_DEVICE_MEM_ERROR`, 30 for `LLMDD_SUSPECT_REMOTE_ERROR`, 31 for any
+ * other value.
+ */
+uint32_t llmdd_stats_error_slot(uint32_t status);
+
+/**
+ * Writes the statistics of the link to `cluster_id` to `*out` (owned by the
+ * caller). Statuses: `LLMDD_NOT_YET_LINK` (no link to that cluster: never
+ * linked, unlinked, still dialling, or its link_clusters failed),
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL pointers).
+ * Thread-safe; cheap (no I/O, no lock a transfer takes).
+ */
+uint32_t llmdd_get_link_stats(const struct llmdd_instance_t *inst,
+                              uint64_t cluster_id,
+                              struct llmdd_link_stats_t *out);
+
+/**
+ * Zeroes the statistics of the link to `cluster_id` (all but `in_flight`;
+ * `since_unix_ns` becomes now). Statuses as `llmdd_get_link_stats`.
+ */
+uint32_t llmdd_reset_link_stats(const struct llmdd_instance_t *inst, uint64_t cluster_id);
+
+/**
+ * Zeroes the statistics of every link of the instance. Statuses:
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL instance).
+ */
+uint32_t llmdd_reset_all_link_stats(const struct llmdd_instance_t *inst);
+
+/**
+ * The state of this instance's link to `cluster_id` (in the spirit of
+ * HIXL's `GetAsyncConnectStatus`): `*state_out` receives an
+ * `LLMDD_LINK_STATE_*`. `reason` (NULL with `reason_len` 0, or a buffer of
+ * `reason_len` bytes) receives, NUL-terminated and cut to fit, why the link
+ * is FAILED, and an empty string in any other state. An unknown cluster is
+ * UNLINKED (`LLMDD_SUCCESS`). Statuses: `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL pointers). Thread-safe; no I/O.
+ */
+uint32_t llmdd_query_link_state(const struct llmdd_instance_t *inst,
+                                uint64_t cluster_id,
+                                uint32_t *state_out,
+                                char *reason,
+                                size_t reason_len);
+
+/**
+ * Lists the links of this instance that are not UNLINKED (linked, being
+ * linked, or failed), sorted by cluster id: the first `capacity` go to
+ * `entries` (NULL with `capacity` 0 to only count), and `*needed` receives
+ * how many there are. If `*needed > capacity` the list was cut: call again
+ * with a larger buffer (links may come and go between calls). Statuses:
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL pointers).
+ */
+uint32_t llmdd_list_links(const struct llmdd_instance_t *inst,
+                          struct llmdd_link_entry_t *entries,
+                          size_t capacity,
+                          size_t *needed);
 
 /**
  * Layer-wise async push (Python `transfer_cache_async`): sends the layers of

@@ -10,6 +10,7 @@
 //! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
 //!   in-process, HCCL) and owning memory (host pools, ACL).
 //! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.
+//! - [`stats`]: per-link counters and latency histograms (a leaf: atomics only).
 
 pub mod log;
 
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod datadist;
 pub mod device;
 pub mod ffi;
+pub mod stats;
 pub mod status;
 pub mod sys;
 pub mod transfer;

@@ -91,8 +91,9 @@ static inline double t_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-static inline uint16_t t_free_port(void) {
+/* A TCP socket bound to 127.0.0.1 on a port the kernel picks (*port), and
+ * listening with `backlog` if it is > 0. */
+static inline int t_bound_socket(int backlog, uint16_t *port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
   memset(&a, 0, sizeof a);
@@ -100,12 +101,19 @@ static inline uint16_t t_free_port(void) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
   if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      (backlog > 0 && listen(fd, backlog) != 0) ||
       getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-    perror("t_free_port");
+    perror("t_bound_socket");
     exit(2);
   }
-  uint16_t port = ntohs(a.sin_port);
-  close(fd);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+static inline uint16_t t_free_port(void) {
+  uint16_t port = 0;
+  close(t_bound_socket(0, &port));
   return port;
 }
 

@@ -12,6 +12,7 @@ pub mod comm;
 pub mod handshake;
 pub mod instance;
 pub mod link;
+pub mod link_state;
 pub(crate) mod link_table;
 pub mod liveness;
 pub mod options;

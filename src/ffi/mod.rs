@@ -25,5 +25,6 @@ pub mod instance;
 pub mod log;
 /// The init option keys behind the `LLMDD_OPTION_*` macros of the header.
 pub mod option_keys;
+pub mod stats;
 pub mod task;
 pub mod types;
