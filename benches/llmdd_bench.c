@@ -74,7 +74,7 @@ static void usage(FILE *f) {
           "                      standard suite (every transport, block size, latency, async)\n"
           "  target              --listen IP:PORT; serves until SIGINT/SIGTERM or --duration\n"
           "  initiator           --connect IP:PORT of a target; drives the transfers, then prints\n"
-          "                      the link's statistics (when the library has them)\n"
+          "                      the link's statistics (llmdd_get_link_stats)\n"
           "\n"
           "Layout (give the target and the initiator the same values; the target prints\n"
           "the initiator's command line):\n"
@@ -737,10 +737,7 @@ static void measure(llmdd_instance_t *inst, const opts_t *o, const context_t *cx
   }
 }
 
-/* ---- the link's own statistics (llmdd_get_link_stats), after the rows.
- * Built when the header has the per-link statistics ABI (issue 14 items 1-2,
- * being added beside this tool): nothing is printed without it. */
-#ifdef LLMDD_LINK_STATS_VERSION
+/* ---- the link's own statistics (llmdd_get_link_stats), after the rows */
 
 static const char *path_name(uint32_t p) {
   return p == LLMDD_PATH_SAME_PROCESS ? "same-process"
@@ -794,7 +791,6 @@ static void report_link_stats(llmdd_instance_t *d, const opts_t *o, const counts
     exit(1);
   }
 }
-#endif
 
 /* The initiator: links to the target at `connect` (IP:PORT), registers its own
  * caches, runs every row (block size x op), unlinks. */
@@ -835,11 +831,7 @@ static void run_initiator(const opts_t *o, const context_t *cx, const char *host
   for (int s = 0; s < o->nsizes; s++)
     for (int op = OP_PULL; op <= OP_PUSH; op <<= 1)
       if (o->ops & (unsigned)op) measure(d, o, cx, s, op, &locals[s], remote_ids ? remote_ids[s] : -1, &total);
-#ifdef LLMDD_LINK_STATS_VERSION
   report_link_stats(d, o, &total);
-#else
-  (void)total;
-#endif
   DIE_IF(llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret), "llmdd_unlink_clusters");
   llmdd_finalize(d);
   llmdd_destroy(d);

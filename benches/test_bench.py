@@ -6,7 +6,8 @@
 loopback: the fork mode over every transport and both cache shapes, as JSON
 lines and as a table. pair: a target and an initiator as two processes on
 127.0.0.1 (a port the kernel picked), JSON lines checked field by field, then
-the target stopped by SIGTERM. bad_args: every malformed command line exits
+the target stopped by SIGTERM. Every initiator run ends with its link's
+statistics, which must equal what the run moved. bad_args: every malformed command line exits
 non-zero with a message and prints nothing on stdout.
 """
 import json
@@ -20,10 +21,6 @@ import time
 
 BENCH = ""
 TINY = ["--buffer-size", "256K", "--block-size", "16K,64K"]
-HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include", "llmdd.h")
-# The tool reports the link's statistics when the header has that ABI (issue 14
-# items 1-2); then every initiator run must end with them, exact.
-WITH_STATS = "#define LLMDD_LINK_STATS_VERSION" in open(HEADER).read()
 PATH_OF = {"same-host": "same-host", "pool": "same-host", "tcp": "tcp"}
 
 
@@ -47,10 +44,6 @@ def check_stats(stats, rows):
     """The link's statistics after one initiator run: counted exactly what the
     run moved (the tool compares them with its own count of every call), and
     at least the timed calls of its rows, on the transport's path."""
-    if not WITH_STATS:
-        if stats:
-            fail("link statistics without the ABI in the header: %r" % stats)
-        return
     if len(stats) != 1:
         fail("expected one link_stats line, got %r" % stats)
     st = stats[0]
@@ -81,7 +74,7 @@ def json_rows(out, expect, runs=1):
         else:
             rows.append(obj)
             run.append(obj)
-    if WITH_STATS and (len(stats) != runs or run):
+    if len(stats) != runs or run:
         fail("expected %d link_stats lines, each after its run's rows:\n%s" % (runs, out))
     if len(rows) != expect:
         fail("expected %d JSON lines, got %d:\n%s" % (expect, len(rows), out))
@@ -118,6 +111,9 @@ def loopback():
              if line.split(" | ")[0] in ("| pull", "| push") and len(line.split("|")) == 12]
     if len(table) != 2 * 2 * 2 or any(not line.endswith("| yes |") for line in table):
         fail("table rows:\n" + out)
+    if out.count("link statistics (llmdd_get_link_stats") != 2 or \
+            out.count("failed operations 0, in flight 0") != 2:
+        fail("link statistics after each run:\n" + out)
 
 
 def start_target(args):
