@@ -226,6 +226,58 @@ static void Implemented() {
   dd.Finalize();
 }
 
+// The llmdd extensions: link states and statistics of an in-process pair.
+static void LinkStats() {
+  const uint16_t port = FreePort();
+  LlmDataDist p(1, LlmRole::kPrompt), d(2, LlmRole::kDecoder);
+  CHECK(p.Initialize(Opts("127.0.0.1:" + std::to_string(port))) == LLM_SUCCESS);
+  CHECK(d.Initialize(Opts()) == LLM_SUCCESS);
+  CacheDesc desc{};
+  desc.num_tensors = 2;
+  desc.data_type = DT_UINT8;
+  desc.shape = {4, 64};
+  std::vector<uint8_t> src(2 * 256, 9), dst(2 * 256, 0);
+  int64_t sid = 0, did = 0;
+  CHECK(p.RegisterKvCache(desc, {reinterpret_cast<uint64_t>(&src[0]), reinterpret_cast<uint64_t>(&src[256])}, {},
+                          sid) == LLM_SUCCESS);
+  CHECK(d.RegisterKvCache(desc, {reinterpret_cast<uint64_t>(&dst[0]), reinterpret_cast<uint64_t>(&dst[256])}, {},
+                          did) == LLM_SUCCESS);
+  uint32_t state = 99;
+  std::string why = "x";
+  CHECK(d.QueryLinkState(1, state, why) == LLM_SUCCESS && state == LLMDD_LINK_STATE_UNLINKED && why.empty());
+  ClusterInfo c;
+  c.remote_cluster_id = 1;
+  IpInfo ip;
+  ip.ip = "127.0.0.1";
+  ip.port = port;
+  c.remote_ip_infos.push_back(ip);
+  std::vector<Status> rets;
+  CHECK(d.LinkLlmClusters({c}, rets) == LLM_SUCCESS);
+  CHECK(d.QueryLinkState(1, state, why) == LLM_SUCCESS && state == LLMDD_LINK_STATE_LINKED);
+  std::vector<llmdd_link_entry_t> links;
+  CHECK(d.ListLinks(links) == LLM_SUCCESS && links.size() == 1 && links[0].remote_cluster_id == 1);
+  CacheIndex idx{};
+  idx.cluster_id = 1;
+  idx.cache_id = sid;
+  Cache dc{};
+  dc.cache_id = did;
+  CHECK(d.PullKvBlocks(idx, dc, {1, 2}, {1, 2}) == LLM_SUCCESS);
+  CHECK(dst[64] == 9 && dst[256 + 128] == 9 && dst[0] == 0);
+  llmdd_link_stats_t st;
+  CHECK(d.GetLinkStats(1, st) == LLM_SUCCESS);
+  CHECK(st.ops[LLMDD_DIR_PULL][st.path] == 1 && st.bytes[LLMDD_DIR_PULL][st.path] == 2 * 2 * 64);
+  CHECK(d.ResetLinkStats(1) == LLM_SUCCESS && d.GetLinkStats(1, st) == LLM_SUCCESS);
+  CHECK(st.ops[LLMDD_DIR_PULL][st.path] == 0);
+  CHECK(d.UnlinkLlmClusters({c}, rets) == LLM_SUCCESS);
+  CHECK(d.QueryLinkState(1, state, why) == LLM_SUCCESS && state == LLMDD_LINK_STATE_UNLINKED);
+  CHECK_ERR(d.GetLinkStats(1, st), LLM_NOT_YET_LINK, "no link");
+  CHECK(d.ListLinks(links) == LLM_SUCCESS && links.empty());
+  LlmDataDist bad(9, LlmRole::kEnd);
+  CHECK_ERR(bad.QueryLinkState(1, state, why), LLM_FAILED, "not initialized");
+  d.Finalize();
+  p.Finalize();
+}
+
 int main() {
   Constants();
   Strings();
@@ -233,6 +285,7 @@ int main() {
   Checks();
   LinkResults();
   Implemented();
+  LinkStats();
   std::printf("test_cann_api: %d passed, %d failed\n", g_checks - g_failures, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

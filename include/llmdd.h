@@ -214,6 +214,21 @@
 
 
 /**
+ * Longest notification name, in bytes (HIXL's `kMaxNotifyLength`).
+ */
+#define MAX_NAME 1024
+
+/**
+ * Longest notification message, in bytes (HIXL's `kMaxNotifyLength`).
+ */
+#define MAX_MSG 1024
+
+/**
+ * Default number of notifications an engine's inbox holds.
+ */
+#define DEFAULT_CAPACITY 4096
+
+/**
  * Alignment `aclrtMemcpyAsync` needs for both addresses of a device-to-device
  * copy (acl_rt.h); other copies go through synchronous `aclrtMemcpy`.
  */
@@ -224,6 +239,11 @@
  * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
  */
 #define HCCS_REGION_ALIGN (2 << 20)
+
+/**
+ * Most requests an engine holds at once (posted and not yet reported).
+ */
+#define MAX_REQUESTS 65536
 
 /**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
@@ -499,6 +519,97 @@
 #define LLMDD_MAX_CLUSTERS_PER_CALL 16
 
 /**
+ * `TransferOp` READ: remote memory → local memory.
+ */
+#define LLMDD_ENGINE_READ 0
+
+/**
+ * `TransferOp` WRITE: local memory → remote memory.
+ */
+#define LLMDD_ENGINE_WRITE 1
+
+/**
+ * `MemType` MEM_DEVICE (host-addressable memory on the host backend).
+ */
+#define LLMDD_ENGINE_MEM_DEVICE 0
+
+/**
+ * `MemType` MEM_HOST.
+ */
+#define LLMDD_ENGINE_MEM_HOST 1
+
+/**
+ * `AsyncConnectStatus` values, in HIXL's order.
+ */
+#define LLMDD_ENGINE_NOT_CONNECT 0
+
+#define LLMDD_ENGINE_CONNECT_PENDING 1
+
+#define LLMDD_ENGINE_CONNECTING 2
+
+#define LLMDD_ENGINE_CONNECTED 3
+
+#define LLMDD_ENGINE_CONNECT_FAILED 4
+
+#define LLMDD_ENGINE_DISCONNECT_PENDING 5
+
+#define LLMDD_ENGINE_DISCONNECTING 6
+
+/**
+ * `TransferStatus` values, in HIXL's order.
+ */
+#define LLMDD_ENGINE_REQ_WAITING 0
+
+#define LLMDD_ENGINE_REQ_COMPLETED 1
+
+#define LLMDD_ENGINE_REQ_TIMEOUT 2
+
+#define LLMDD_ENGINE_REQ_FAILED 3
+
+/**
+ * `FeatureType` values.
+ */
+#define LLMDD_ENGINE_FEATURE_AUTO_CONNECT 0
+
+#define LLMDD_ENGINE_FEATURE_CLIENT_SERVER_COMM 1
+
+/**
+ * Size of `llmdd_engine_peer_t::remote` (a name and its NUL).
+ */
+#define LLMDD_ENGINE_NAME_MAX 64
+
+/**
+ * Longest notification name in bytes (without the NUL).
+ */
+#define LLMDD_ENGINE_NOTIFY_NAME_MAX 1024
+
+/**
+ * Longest notification message in bytes (without the NUL).
+ */
+#define LLMDD_ENGINE_NOTIFY_MSG_MAX 1024
+
+/**
+ * HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
+ */
+#define LLMDD_HIXL_SUCCESS 0
+
+#define LLMDD_HIXL_PARAM_INVALID 103900
+
+#define LLMDD_HIXL_TIMEOUT 103901
+
+#define LLMDD_HIXL_NOT_CONNECTED 103902
+
+#define LLMDD_HIXL_ALREADY_CONNECTED 103903
+
+#define LLMDD_HIXL_NOTIFY_FAILED 103904
+
+#define LLMDD_HIXL_UNSUPPORTED 103905
+
+#define LLMDD_HIXL_RESOURCE_EXHAUSTED 203900
+
+#define LLMDD_HIXL_FAILED 503900
+
+/**
  * Level of a line passed to the log callback: an error.
  */
 #define LLMDD_LOG_LEVEL_ERROR 1
@@ -522,6 +633,83 @@
  * Level of a line passed to the log callback: tracing detail.
  */
 #define LLMDD_LOG_LEVEL_TRACE 5
+
+/**
+ * Version of `llmdd_link_stats_t` this library writes in its `version`
+ * field. A later version only gives meaning to reserved bytes (the size
+ * stays), so a caller built against version 1 reads a later one correctly.
+ */
+#define LLMDD_LINK_STATS_VERSION 1
+
+/**
+ * Link state: no link to that cluster, and no attempt under way or failed
+ * (also: unlinked, or never linked).
+ */
+#define LLMDD_LINK_STATE_UNLINKED 0
+
+/**
+ * Link state: `llmdd_link_clusters` to that cluster is under way, or its
+ * rank-table comm is still PREPARING.
+ */
+#define LLMDD_LINK_STATE_LINKING 1
+
+/**
+ * Link state: linked and usable for transfers.
+ */
+#define LLMDD_LINK_STATE_LINKED 2
+
+/**
+ * Link state: the link died (its peer exited, closed its connection or
+ * stopped answering keepalive), its rank-table comm FAILED, or the last
+ * `llmdd_link_clusters` to that cluster failed. The reason is given.
+ * Linking again (or unlinking) leaves this state.
+ */
+#define LLMDD_LINK_STATE_FAILED 3
+
+/**
+ * Data path of a link: both ends in this process (memcpy).
+ */
+#define LLMDD_PATH_SAME_PROCESS 0
+
+/**
+ * Data path of a link: both ends on this host (mapped pools, process_vm_readv/writev).
+ */
+#define LLMDD_PATH_SAME_HOST 1
+
+/**
+ * Data path of a link: TCP.
+ */
+#define LLMDD_PATH_TCP 2
+
+/**
+ * Data path of a link: HCCL (acl backend).
+ */
+#define LLMDD_PATH_HCCL 3
+
+/**
+ * Number of data paths (second index of `ops` and `bytes`).
+ */
+#define LLMDD_PATH_COUNT 4
+
+/**
+ * Direction (first index of `ops`, `bytes` and the latency arrays): pull (read).
+ */
+#define LLMDD_DIR_PULL 0
+
+/**
+ * Direction: push (write).
+ */
+#define LLMDD_DIR_PUSH 1
+
+/**
+ * Entries of `llmdd_link_stats_t.errors` (see `llmdd_stats_error_slot`).
+ */
+#define LLMDD_STATS_ERROR_SLOTS 32
+
+/**
+ * Bytes of `llmdd_link_stats_t.last_error_message`, its NUL included.
+ */
+#define LLMDD_STATS_MESSAGE_LEN 256
 
 /**
  * Transfer config kind: explicit destination addresses (`TransferConfig`);
@@ -568,6 +756,26 @@
  * released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
  */
 typedef struct llmdd_config_t llmdd_config_t;
+
+/**
+ * Opaque memory registration of one engine (HIXL `MemHandle`); released by
+ * `llmdd_engine_deregister_mem` or with its engine.
+ */
+typedef struct llmdd_engine_mem_t llmdd_engine_mem_t;
+
+/**
+ * Opaque async request of one engine (HIXL `TransferReq`). Released when a
+ * status query reports it finished (COMPLETED, TIMEOUT or FAILED), by
+ * `llmdd_engine_req_free`, or with its engine.
+ */
+typedef struct llmdd_engine_req_t llmdd_engine_req_t;
+
+/**
+ * Opaque transfer engine. Created by `llmdd_engine_create`, owned by the
+ * caller, released only by `llmdd_engine_destroy`; looked up in a table of
+ * live engines, never read.
+ */
+typedef struct llmdd_engine_t llmdd_engine_t;
 
 /**
  * Opaque LLMDataDist instance. Created by `llmdd_create`, owned by the
@@ -723,6 +931,54 @@ typedef struct llmdd_option_t {
 } llmdd_option_t;
 
 /**
+ * One entry of `llmdd_engine_connect_statuses`.
+ */
+typedef struct llmdd_engine_peer_t {
+  /**
+   * The remote engine's canonical name, NUL-terminated.
+   */
+  char remote[LLMDD_ENGINE_NAME_MAX];
+  /**
+   * `LLMDD_ENGINE_*` connect state.
+   */
+  uint32_t state;
+} llmdd_engine_peer_t;
+
+/**
+ * One transfer descriptor; the layout of HIXL's `TransferOpDesc`
+ * (`uintptr_t local_addr, remote_addr; size_t len`). Both ranges must lie
+ * inside memory registered by their engine (local: this one; remote: the
+ * peer).
+ */
+typedef struct llmdd_engine_desc_t {
+  size_t local_addr;
+  size_t remote_addr;
+  size_t len;
+} llmdd_engine_desc_t;
+
+/**
+ * One entry of `llmdd_engine_poll` (HIXL `TransferResult`).
+ */
+typedef struct llmdd_engine_result_t {
+  /**
+   * The request (dead already when `status` is final).
+   */
+  struct llmdd_engine_req_t *req;
+  /**
+   * The `user_data` given to `llmdd_engine_transfer_async`.
+   */
+  const void *user_data;
+  /**
+   * `LLMDD_ENGINE_REQ_*`.
+   */
+  uint32_t status;
+  /**
+   * The request's `LLMDD_*` result (0 unless it failed or timed out).
+   */
+  uint32_t result;
+} llmdd_engine_result_t;
+
+/**
  * One destination of `llmdd_transfer_cache_async`.
  *
  * - `LLMDD_TRANSFER_BY_ADDRS` (`TransferConfig`, request/response mode): the
@@ -815,6 +1071,146 @@ typedef void (*llmdd_log_callback_t)(uint32_t level,
                                      const char *module,
                                      const char *message,
                                      void *user_data);
+
+/**
+ * The statistics of one link (`llmdd_get_link_stats`), written by the
+ * library. Counters count from `since_unix_ns` (the link's creation or the
+ * last `llmdd_reset_link_stats`); each is read on its own, so a transfer
+ * finishing during the call may be in one counter and not yet in another.
+ */
+typedef struct llmdd_link_stats_t {
+  /**
+   * `LLMDD_LINK_STATS_VERSION` of the library that wrote it.
+   */
+  uint32_t version;
+  /**
+   * `LLMDD_LINK_STATE_*` (LINKING, LINKED or FAILED: a link exists).
+   */
+  uint32_t state;
+  /**
+   * The peer's cluster id.
+   */
+  uint64_t remote_cluster_id;
+  /**
+   * Rank-table comm of the link (`llmdd_link`), 0 for `llmdd_link_clusters`.
+   */
+  uint64_t comm_id;
+  /**
+   * The link's data path (`LLMDD_PATH_*`), fixed for its life.
+   */
+  uint32_t path;
+  /**
+   * 1 if this side dialled the link (called link_clusters), 0 if it accepted it.
+   */
+  uint32_t dialed;
+  /**
+   * When the link was set up (ns since the Unix epoch).
+   */
+  uint64_t linked_unix_ns;
+  /**
+   * When counting began: the link's setup or the last reset (ns since the epoch).
+   */
+  uint64_t since_unix_ns;
+  /**
+   * Operations this side started and completed, `[LLMDD_DIR_*][LLMDD_PATH_*]`:
+   * pull_cache / pull_blocks calls (pull); push_cache / push_blocks calls and
+   * each layer of each config of an async transfer (push).
+   */
+  uint64_t ops[2][4];
+  /**
+   * Bytes of those operations, `[LLMDD_DIR_*][LLMDD_PATH_*]`.
+   */
+  uint64_t bytes[2][4];
+  /**
+   * Operations this side started that failed, all statuses (the sum of `errors`).
+   */
+  uint64_t failed_ops;
+  /**
+   * Failed operations by status: `errors[llmdd_stats_error_slot(status)]`.
+   */
+  uint64_t errors[32];
+  /**
+   * Operations this side has in flight on the link now.
+   */
+  uint64_t in_flight;
+  /**
+   * Completed operations timed, per direction (equal to the sum of `ops[dir]`).
+   */
+  uint64_t latency_count[2];
+  /**
+   * Median latency per direction (ns, within 1.6 %; 0 when none).
+   */
+  uint64_t latency_p50_ns[2];
+  /**
+   * 99th-percentile latency per direction (ns, within 1.6 %).
+   */
+  uint64_t latency_p99_ns[2];
+  /**
+   * Largest latency per direction (ns, exact).
+   */
+  uint64_t latency_max_ns[2];
+  /**
+   * TCP requests this side served to the peer, `[LLMDD_DIR_*]` as the peer
+   * sees it: its reads (pull) and its writes (push). One peer operation may
+   * be several requests (striping).
+   */
+  uint64_t served_requests[2];
+  /**
+   * Bytes of those requests.
+   */
+  uint64_t served_bytes[2];
+  /**
+   * Peer requests answered with an error (unknown key, access rules,
+   * ranges outside its caches).
+   */
+  uint64_t served_refused;
+  /**
+   * Status of the last failed operation (`LLMDD_SUCCESS` if none).
+   */
+  uint32_t last_error_status;
+  /**
+   * Zero.
+   */
+  uint32_t pad;
+  /**
+   * When it failed (ns since the Unix epoch; 0 if none).
+   */
+  uint64_t last_error_unix_ns;
+  /**
+   * Its message, NUL-terminated UTF-8 (cut at a character boundary).
+   */
+  char last_error_message[256];
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[256];
+} llmdd_link_stats_t;
+
+/**
+ * One entry of `llmdd_list_links`.
+ */
+typedef struct llmdd_link_entry_t {
+  /**
+   * The peer's cluster id.
+   */
+  uint64_t remote_cluster_id;
+  /**
+   * `LLMDD_LINK_STATE_*` (never UNLINKED).
+   */
+  uint32_t state;
+  /**
+   * 1 if this side dialled (or is dialling) the link, 0 if it accepted it.
+   */
+  uint32_t dialed;
+  /**
+   * Rank-table comm of the link, 0 for `llmdd_link_clusters`.
+   */
+  uint64_t comm_id;
+  /**
+   * Reserved; the library writes zeros.
+   */
+  uint8_t reserved[16];
+} llmdd_link_entry_t;
 
 /**
  * Layer synchronizer: called by a library thread with each source layer, in
@@ -1184,6 +1580,259 @@ uint32_t llmdd_version_number(void);
 const char *llmdd_version(void);
 
 /**
+ * Creates an engine named `local_engine` (`"ip:port"`, `"[ipv6]:port"`, or
+ * a bare ip for an engine that only dials) with `num_options` `{key, value}`
+ * options: HIXL's `OPTION_*` names (`AutoConnect` = "1" connects on first
+ * use; `RdmaTrafficClass`, `RdmaServiceLevel` and `GlobalResourceConfig` are
+ * validated; `BufferPool`, `LocalCommRes` and `EnableUseFabricMem` are
+ * accepted without effect on the host backend), plus llmdd's `llm.*` /
+ * `llmdd.*` options. A name with a port listens on it (port > 0).
+ *
+ * On success `*out` receives a handle owned by the caller, released with
+ * `llmdd_engine_destroy`. Statuses: `LLMDD_PARAM_INVALID` (bad name or
+ * option), `LLMDD_FEATURE_NOT_ENABLED` (`llmdd.Backend=acl` and the Ascend
+ * runtime cannot be loaded), `LLMDD_FAILED` (cannot listen on the name's
+ * endpoint). On the acl backend memory is registered before the first
+ * connect and deregistered after the last disconnect (HCCL binds it per link).
+ */
+uint32_t llmdd_engine_create(const char *local_engine,
+                             const struct llmdd_option_t *options,
+                             size_t num_options,
+                             struct llmdd_engine_t **out);
+
+/**
+ * Finalizes and frees an engine (HIXL `Finalize`): unfinished requests
+ * fail, links and the listener close, every thread is joined, and every
+ * memory and request handle of the engine dies. NULL or a dead handle is a
+ * no-op. No other call on the engine may be in progress.
+ */
+void llmdd_engine_destroy(struct llmdd_engine_t *e);
+
+/**
+ * Registers `[addr, addr + len)` (HIXL `RegisterMem`): connected engines may
+ * read and write it, and transfers may use it as local memory. `mem_type`:
+ * `LLMDD_ENGINE_MEM_DEVICE` or `LLMDD_ENGINE_MEM_HOST`. Overlapping an
+ * existing registration is refused. `*out` receives the registration's
+ * handle. Statuses: `LLMDD_PARAM_INVALID` (0 address or length, overflow,
+ * overlap, bad type, too many registrations: `llmdd.MaxRegisteredAddrs`).
+ */
+uint32_t llmdd_engine_register_mem(struct llmdd_engine_t *e,
+                                   size_t addr,
+                                   size_t len,
+                                   uint32_t mem_type,
+                                   struct llmdd_engine_mem_t **out);
+
+/**
+ * Deregisters memory (HIXL `DeregisterMem`); the handle dies. Peers'
+ * requests for it are refused from then on. Statuses: `LLMDD_PARAM_INVALID`
+ * (NULL, dead or another engine's handle).
+ */
+uint32_t llmdd_engine_deregister_mem(struct llmdd_engine_t *e, struct llmdd_engine_mem_t *mem);
+
+/**
+ * Connects to `remote_engine` (its `"ip:port"` name) within `timeout_ms`
+ * (HIXL `Connect`), on a link of this engine's own (the other engine may
+ * connect to this one as well, on its own link). Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
+ * 0), `LLMDD_ALREADY_LINK` (already connected), `LLMDD_PROCESSING_LINK`
+ * (an async connect/disconnect is in progress), `LLMDD_LINK_FAILED` /
+ * `LLMDD_TIMEOUT` (the state becomes CONNECT_FAILED with the reason).
+ */
+uint32_t llmdd_engine_connect(struct llmdd_engine_t *e,
+                              const char *remote_engine,
+                              int32_t timeout_ms);
+
+/**
+ * Disconnects from `remote_engine` (HIXL `Disconnect`): waits up to
+ * `timeout_ms` for this engine's transfers with it, then closes this
+ * engine's link (a link the peer made stays the peer's). A peer that cannot
+ * be reached: this side is dropped and the call succeeds.
+ * Statuses: `LLMDD_NOT_YET_LINK` (not connected), `LLMDD_PARAM_INVALID`,
+ * `LLMDD_PROCESSING_LINK`.
+ */
+uint32_t llmdd_engine_disconnect(struct llmdd_engine_t *e,
+                                 const char *remote_engine,
+                                 int32_t timeout_ms);
+
+/**
+ * Starts connecting (HIXL `ConnectAsync`): the state is CONNECT_PENDING on
+ * return, then CONNECTING, then CONNECTED or CONNECT_FAILED
+ * (`llmdd_engine_connect_status`). Statuses as `llmdd_engine_connect` for
+ * what is checked before it starts.
+ */
+uint32_t llmdd_engine_connect_async(struct llmdd_engine_t *e,
+                                    const char *remote_engine,
+                                    int32_t timeout_ms);
+
+/**
+ * Starts disconnecting (HIXL `DisconnectAsync`): DISCONNECT_PENDING on
+ * return, then DISCONNECTING, then NOT_CONNECT.
+ */
+uint32_t llmdd_engine_disconnect_async(struct llmdd_engine_t *e,
+                                       const char *remote_engine,
+                                       int32_t timeout_ms);
+
+/**
+ * The connect state of `remote_engine` (HIXL `GetAsyncConnectStatus`):
+ * `LLMDD_ENGINE_*` into `*state`; for CONNECT_FAILED the reason goes into
+ * `reason` (NUL-terminated, truncated to `reason_cap` bytes; `reason` may be
+ * NULL with `reason_cap` 0). An engine never connected is NOT_CONNECT; a
+ * connected one whose link died reads CONNECT_FAILED.
+ */
+uint32_t llmdd_engine_connect_status(struct llmdd_engine_t *e,
+                                     const char *remote_engine,
+                                     uint32_t *state,
+                                     char *reason,
+                                     size_t reason_cap);
+
+/**
+ * Every remote engine this engine knows of and its state (HIXL
+ * `GetAsyncConnectStatus(map)`): up to `cap` entries into `out`, sorted by
+ * name; `*count` receives the total (call with `cap` 0 to size `out`).
+ */
+uint32_t llmdd_engine_connect_statuses(struct llmdd_engine_t *e,
+                                       struct llmdd_engine_peer_t *out,
+                                       size_t cap,
+                                       size_t *count);
+
+/**
+ * Transfers `num_descs` descriptors with `remote_engine` (HIXL
+ * `TransferSync`): `op` READ (remote → local) or WRITE (local → remote),
+ * all done or failed within `timeout_ms`. Every local range must lie in
+ * memory registered with this engine and every remote range in memory the
+ * peer registered; nothing moves otherwise. With `notify_name` (not NULL)
+ * a notification `{notify_name, notify_msg}` is delivered to the peer after
+ * the last byte is in its memory (`notify_msg` NULL = ""). Statuses:
+ * `LLMDD_PARAM_INVALID` (empty list, zero length, overflow, outside
+ * registered memory, notification too long), `LLMDD_NOT_YET_LINK` (not
+ * connected), `LLMDD_TIMEOUT`, `LLMDD_LINK_FAILED` (the peer died or the
+ * link broke), `LLMDD_OUT_OF_MEMORY` (the peer's notification queue is full).
+ */
+uint32_t llmdd_engine_transfer(struct llmdd_engine_t *e,
+                               const char *remote_engine,
+                               uint32_t op,
+                               const struct llmdd_engine_desc_t *op_descs,
+                               size_t num_descs,
+                               int32_t timeout_ms,
+                               const char *notify_name,
+                               const char *notify_msg);
+
+/**
+ * Posts the same transfer asynchronously (HIXL `TransferAsync`): the list is
+ * checked now (the statuses of `llmdd_engine_transfer` for what fails here),
+ * then runs on the engine's worker pool, finishing within `timeout_ms`
+ * (< 0: 30 s, or `llm.SyncKvCacheWaitTime` if given at create). `*out`
+ * receives the request; `user_data` is handed back by `llmdd_engine_poll`.
+ * The descriptor array may be reused once this returns.
+ */
+uint32_t llmdd_engine_transfer_async(struct llmdd_engine_t *e,
+                                     const char *remote_engine,
+                                     uint32_t op,
+                                     const struct llmdd_engine_desc_t *op_descs,
+                                     size_t num_descs,
+                                     int32_t timeout_ms,
+                                     const char *notify_name,
+                                     const char *notify_msg,
+                                     const void *user_data,
+                                     struct llmdd_engine_req_t **out);
+
+/**
+ * The status of `req` (HIXL `GetTransferStatus(req)`): `LLMDD_ENGINE_REQ_*`
+ * into `*state` and the request's `LLMDD_*` result into `*result` (NULL
+ * allowed). A final state (COMPLETED, TIMEOUT, FAILED) is reported once:
+ * the handle dies with the report.
+ */
+uint32_t llmdd_engine_req_status(struct llmdd_engine_t *e,
+                                 struct llmdd_engine_req_t *req,
+                                 uint32_t *state,
+                                 uint32_t *result);
+
+/**
+ * Waits up to `timeout_ms` (< 0: until it finishes, which its own timeout
+ * bounds) for `req`, then reports as `llmdd_engine_req_status` (WAITING if
+ * it did not finish in time).
+ */
+uint32_t llmdd_engine_req_wait(struct llmdd_engine_t *e,
+                               struct llmdd_engine_req_t *req,
+                               int32_t timeout_ms,
+                               uint32_t *state,
+                               uint32_t *result);
+
+/**
+ * Cancels `req`: a request that has not started never starts, a running
+ * one stops at its next chunk boundary (bytes of earlier chunks may have
+ * moved); it then reports FAILED. One that finished keeps its status. The
+ * handle stays live until its status is reported or it is freed.
+ */
+uint32_t llmdd_engine_req_cancel(struct llmdd_engine_t *e, struct llmdd_engine_req_t *req);
+
+/**
+ * Releases `req` without reporting it (an unfinished one is cancelled).
+ */
+uint32_t llmdd_engine_req_free(struct llmdd_engine_t *e, struct llmdd_engine_req_t *req);
+
+/**
+ * Batch status (HIXL `GetTransferStatus(args, results)`): up to
+ * `min(max_query_count, cap)` requests in posting order into `out`;
+ * finished ones are reported once (their handles die), waiting ones are
+ * included unless `skip_waiting`. `*count` receives the number written.
+ */
+uint32_t llmdd_engine_poll(struct llmdd_engine_t *e,
+                           uint32_t max_query_count,
+                           bool skip_waiting,
+                           struct llmdd_engine_result_t *out,
+                           size_t cap,
+                           size_t *count);
+
+/**
+ * The number of requests of the engine not yet reported final (an upper
+ * bound for `llmdd_engine_poll`'s `cap`).
+ */
+uint32_t llmdd_engine_outstanding(struct llmdd_engine_t *e, size_t *count);
+
+/**
+ * Sends a notification `{name, msg}` to `remote_engine` (HIXL
+ * `SendNotify`), delivered into its queue before this returns. Statuses:
+ * `LLMDD_PARAM_INVALID` (name over `LLMDD_ENGINE_NOTIFY_NAME_MAX` or msg
+ * over `LLMDD_ENGINE_NOTIFY_MSG_MAX` bytes), `LLMDD_NOT_YET_LINK`,
+ * `LLMDD_OUT_OF_MEMORY` (the peer's queue is full), `LLMDD_TIMEOUT`,
+ * `LLMDD_LINK_FAILED`.
+ */
+uint32_t llmdd_engine_send_notify(struct llmdd_engine_t *e,
+                                  const char *remote_engine,
+                                  const char *name,
+                                  const char *msg,
+                                  int32_t timeout_ms);
+
+/**
+ * Takes the oldest received notification (HIXL `GetNotifies`, one at a
+ * time): `*got` is false when there is none; else its name and message are
+ * copied NUL-terminated into `name` (`name_cap` bytes) and `msg`
+ * (`msg_cap`). Buffers too small for it: `LLMDD_PARAM_INVALID`, and the
+ * notification stays queued (`LLMDD_ENGINE_NOTIFY_*_MAX` + 1 always fit).
+ */
+uint32_t llmdd_engine_next_notify(struct llmdd_engine_t *e,
+                                  char *name,
+                                  size_t name_cap,
+                                  char *msg,
+                                  size_t msg_cap,
+                                  bool *got);
+
+/**
+ * Feature query (HIXL `GetCapability`): `*value` is 1 if `feature`
+ * (`LLMDD_ENGINE_FEATURE_*`) is supported, else 0 (also for unknown
+ * features). A negative feature: `LLMDD_PARAM_INVALID`.
+ */
+uint32_t llmdd_engine_capability(int32_t feature, int32_t *value);
+
+/**
+ * HIXL's status code (`LLMDD_HIXL_*`) for an `LLMDD_*` status of an engine
+ * call: PARAM_INVALID, TIMEOUT, NOT_CONNECTED (`NOT_YET_LINK`),
+ * ALREADY_CONNECTED (`ALREADY_LINK`), UNSUPPORTED (`FEATURE_NOT_ENABLED`),
+ * RESOURCE_EXHAUSTED (`OUT_OF_MEMORY`), else FAILED.
+ */
+uint32_t llmdd_engine_hixl_status(uint32_t status);
+
+/**
  * A cache description with the C++ `CacheDesc{}` defaults: DEVICE placement,
  * `LLMDD_DT_UNDEFINED`, no tensors, no dims, `batch_dim_index` 0,
  * `seq_len_dim_index` -1 (none), reserved zero. Set `num_tensors`,
@@ -1457,6 +2106,65 @@ uint32_t llmdd_set_log_callback(llmdd_log_callback_t callback, void *user_data);
  * `LLMDD_LOG` would ignore it with a warning).
  */
 uint32_t llmdd_set_log_filter(const char *filter);
+
+/**
+ * The slot of `status` in `llmdd_link_stats_t.errors`: the low byte of an
+ * `LLMDD_*` code `0x5010B0xx` (1..28), 0 for `LLMDD_FAILED`, 29 for
+ * `LLMDD_DEVICE_MEM_ERROR`, 30 for `LLMDD_SUSPECT_REMOTE_ERROR`, 31 for any
+ * other value.
+ */
+uint32_t llmdd_stats_error_slot(uint32_t status);
+
+/**
+ * Writes the statistics of the link to `cluster_id` to `*out` (owned by the
+ * caller). Statuses: `LLMDD_NOT_YET_LINK` (no link to that cluster: never
+ * linked, unlinked, still dialling, or its link_clusters failed),
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL pointers).
+ * Thread-safe; cheap (no I/O, no lock a transfer takes).
+ */
+uint32_t llmdd_get_link_stats(const struct llmdd_instance_t *inst,
+                              uint64_t cluster_id,
+                              struct llmdd_link_stats_t *out);
+
+/**
+ * Zeroes the statistics of the link to `cluster_id` (all but `in_flight`;
+ * `since_unix_ns` becomes now). Statuses as `llmdd_get_link_stats`.
+ */
+uint32_t llmdd_reset_link_stats(const struct llmdd_instance_t *inst, uint64_t cluster_id);
+
+/**
+ * Zeroes the statistics of every link of the instance. Statuses:
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL instance).
+ */
+uint32_t llmdd_reset_all_link_stats(const struct llmdd_instance_t *inst);
+
+/**
+ * The state of this instance's link to `cluster_id` (in the spirit of
+ * HIXL's `GetAsyncConnectStatus`): `*state_out` receives an
+ * `LLMDD_LINK_STATE_*`. `reason` (NULL with `reason_len` 0, or a buffer of
+ * `reason_len` bytes) receives, NUL-terminated and cut to fit, why the link
+ * is FAILED, and an empty string in any other state. An unknown cluster is
+ * UNLINKED (`LLMDD_SUCCESS`). Statuses: `LLMDD_FAILED` (not initialized),
+ * `LLMDD_PARAM_INVALID` (NULL pointers). Thread-safe; no I/O.
+ */
+uint32_t llmdd_query_link_state(const struct llmdd_instance_t *inst,
+                                uint64_t cluster_id,
+                                uint32_t *state_out,
+                                char *reason,
+                                size_t reason_len);
+
+/**
+ * Lists the links of this instance that are not UNLINKED (linked, being
+ * linked, or failed), sorted by cluster id: the first `capacity` go to
+ * `entries` (NULL with `capacity` 0 to only count), and `*needed` receives
+ * how many there are. If `*needed > capacity` the list was cut: call again
+ * with a larger buffer (links may come and go between calls). Statuses:
+ * `LLMDD_FAILED` (not initialized), `LLMDD_PARAM_INVALID` (NULL pointers).
+ */
+uint32_t llmdd_list_links(const struct llmdd_instance_t *inst,
+                          struct llmdd_link_entry_t *entries,
+                          size_t capacity,
+                          size_t *needed);
 
 /**
  * Layer-wise async push (Python `transfer_cache_async`): sends the layers of

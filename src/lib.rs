@@ -6,17 +6,22 @@
 //! - [`datadist`] and [`cache`]: API semantics — instance state machine, options,
 //!   links, cache registry and keys, and the address arithmetic that turns one
 //!   call into a transfer plan.
+//! - [`engine`]: the byte-addressed transfer engine (HIXL's `Hixl`) on the
+//!   same sessions, links and executor.
 //! - [`transfer`]: executes plans (coalescing, striping, timeouts) and serves peers.
 //! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
 //!   in-process, HCCL) and owning memory (host pools, ACL).
 //! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.
+//! - [`stats`]: per-link counters and latency histograms (a leaf: atomics only).
 
 pub mod log;
 
 pub mod cache;
 pub mod datadist;
 pub mod device;
+pub mod engine;
 pub mod ffi;
+pub mod stats;
 pub mod status;
 pub mod sys;
 pub mod transfer;

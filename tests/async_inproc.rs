@@ -166,6 +166,12 @@ fn blocks_by_key(extra: &[(&str, &str)]) {
         }
     }
     assert!(dst == want, "destination differs from the model");
+    // Each layer of each config is one push of the link (per-link statistics).
+    let (_, st) = ps.link_stats(D).unwrap();
+    let push = llmdd::stats::Direction::Push as usize;
+    assert_eq!(st.ops[push].iter().sum::<u64>(), 3);
+    assert_eq!(st.bytes[push].iter().sum::<u64>(), 3 * 2 * 3 * BLK as u64);
+    assert_eq!((st.failed(), st.latency[push].count), (0, 3));
     t.cancel_and_wait();
     p.finalize();
     d.finalize();

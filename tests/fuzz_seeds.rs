@@ -144,6 +144,10 @@ fn samples() -> Vec<Msg> {
             segments: segs,
             total: 12288,
         },
+        Msg::Notify {
+            name: "kv_done".to_owned(),
+            msg: "req 7".to_owned(),
+        },
     ]
 }
 

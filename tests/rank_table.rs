@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{count_dir, free_port, in_child_process, release_ports};
+use common::{count_dir, free_port, in_child_process, rank_table as table, release_ports};
 
 use std::time::{Duration, Instant};
 
@@ -12,23 +12,6 @@ use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
 use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
 use llmdd::Status;
-
-/// A rank table on 127.0.0.1: rank r listens on `ports[r]` (`host_port`).
-fn table(ports: &[u16]) -> String {
-    let devs: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(r, p)| {
-            format!(
-                r#"{{"device_id":"{r}","device_ip":"127.0.0.1","rank_id":"{r}","host_port":"{p}"}}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"version":"1.0","server_count":"1","status":"completed","server_list":[{{"server_id":"node0","host_ip":"127.0.0.1","device":[{}]}}]}}"#,
-        devs.join(",")
-    )
-}
 
 fn instance(cluster: u64, extra: &[(&str, &str)]) -> Instance {
     let i = Instance::new(1, cluster).unwrap();

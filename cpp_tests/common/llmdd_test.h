@@ -102,6 +102,25 @@ static inline double t_sched_delay_ms(void) {
   return late > 0 ? late : 0;
 }
 
+/* A TCP socket bound to 127.0.0.1 on a port the kernel picks (*port), and
+ * listening with `backlog` if it is > 0. */
+static inline int t_bound_socket(int backlog, uint16_t *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      (backlog > 0 && listen(fd, backlog) != 0) ||
+      getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+    perror("t_bound_socket");
+    exit(2);
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
 /* A TCP port on 127.0.0.1 that stays free for this test until llmdd binds it.
  * A port found free and closed again can be taken by any process before llmdd
  * binds it (another test, or the source port of any outgoing connection), and

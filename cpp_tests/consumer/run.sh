@@ -24,7 +24,7 @@ case "$soname" in libllmdd.so.[0-9]*) ;; *) fail "SONAME is '$soname'" ;; esac
 [ "$(readlink "$libdir/$soname")" = "$(basename "$lib")" ] || fail "$soname does not link to $(basename "$lib")"
 [ "$(readlink "$libdir/libllmdd.so")" = "$soname" ] || fail "libllmdd.so does not link to $soname"
 if readelf -S --wide "$lib" | grep -q '\.debug_info'; then fail "the shipped library carries debug info"; fi
-for h in llmdd.h llm_datadist/llm_datadist.h llm_datadist/llm_error_codes.h llm_datadist/llm_engine_types.h; do
+for h in llmdd.h llm_datadist/llm_datadist.h llm_datadist/llm_error_codes.h llm_datadist/llm_engine_types.h hixl/hixl.h hixl/hixl_types.h; do
   [ -f "$prefix/include/$h" ] || fail "missing header $h"
 done
 echo "installed $(basename "$lib") ($(stat -c %s "$lib") bytes, SONAME $soname, no DWARF)"

@@ -592,6 +592,60 @@ class ASCEND_FUNC_VISIBILITY LlmDataDist {
     return llmdd_unregister_cache(inst_, cache_id);
   }
 
+  // ---- llmdd extensions (not in CANN's API): link states and statistics,
+  // over the C calls of the same names (docs/operating.md, docs/cpp.md).
+
+  /// The statistics of the link to `cluster_id` (LLM_NOT_YET_LINK if none).
+  Status GetLinkStats(uint64_t cluster_id, llmdd_link_stats_t &stats) const {
+    if (inst_ == nullptr) {
+      return NotInitialized("GetLinkStats");
+    }
+    return llmdd_get_link_stats(inst_, cluster_id, &stats);
+  }
+
+  /// Zeroes the statistics of the link to `cluster_id`.
+  Status ResetLinkStats(uint64_t cluster_id) {
+    if (inst_ == nullptr) {
+      return NotInitialized("ResetLinkStats");
+    }
+    return llmdd_reset_link_stats(inst_, cluster_id);
+  }
+
+  /// The state of the link to `cluster_id` (an LLMDD_LINK_STATE_*) and, when
+  /// it is LLMDD_LINK_STATE_FAILED, why (else empty).
+  Status QueryLinkState(uint64_t cluster_id, uint32_t &state, std::string &reason) const {
+    if (inst_ == nullptr) {
+      return NotInitialized("QueryLinkState");
+    }
+    char why[512];
+    const Status ret = llmdd_query_link_state(inst_, cluster_id, &state, why, sizeof why);
+    if (ret == LLM_SUCCESS) {
+      reason = why;
+    }
+    return ret;
+  }
+
+  /// Every link that is not UNLINKED, by cluster id.
+  Status ListLinks(std::vector<llmdd_link_entry_t> &links) const {
+    if (inst_ == nullptr) {
+      return NotInitialized("ListLinks");
+    }
+    std::vector<llmdd_link_entry_t> v(16);
+    for (;;) {
+      size_t needed = 0;
+      const Status ret = llmdd_list_links(inst_, v.data(), v.size(), &needed);
+      if (ret != LLM_SUCCESS) {
+        return ret;
+      }
+      if (needed <= v.size()) {
+        v.resize(needed);
+        links.swap(v);
+        return LLM_SUCCESS;
+      }
+      v.resize(needed);
+    }
+  }
+
  private:
   Status NotInitialized(const char *call) const {
     return detail::Fail(LLM_FAILED, std::string(call) + ": LlmDataDist of cluster " + std::to_string(cluster_id_) +

@@ -23,6 +23,7 @@ from llm_datadist import _native
 from llm_datadist._log_bridge import install as _install_log_bridge
 from llm_datadist.configs import LLMClusterInfo, LLMConfig, LlmConfig, LLMRole
 from llm_datadist.data_type import DataType
+from llm_datadist.link_stats import LinkError, LinkInfo, LinkLatency, LinkPath, LinkState, LinkStats
 from llm_datadist.status import LLMException, LLMStatusCode, Status
 from llm_datadist.v2.cache_manager import CacheManager
 from llm_datadist.v2.llm_datadist import LLMDataDist
@@ -71,6 +72,13 @@ __all__ = [
     "TransferWithCacheKeyConfig",
     "Memtype",
     "MemInfo",
+    # llmdd extensions (link statistics and states)
+    "LinkState",
+    "LinkPath",
+    "LinkInfo",
+    "LinkLatency",
+    "LinkError",
+    "LinkStats",
 ]
 
 _V1_ONLY = ("KvCache", "KvCacheManager", "Tensor", "TensorDesc")

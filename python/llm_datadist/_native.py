@@ -76,6 +76,21 @@ LOG_LEVEL_INFO = 3
 LOG_LEVEL_DEBUG = 4
 LOG_LEVEL_TRACE = 5
 
+LINK_STATS_VERSION = 1
+LINK_STATE_UNLINKED = 0
+LINK_STATE_LINKING = 1
+LINK_STATE_LINKED = 2
+LINK_STATE_FAILED = 3
+PATH_SAME_PROCESS = 0
+PATH_SAME_HOST = 1
+PATH_TCP = 2
+PATH_HCCL = 3
+PATH_COUNT = 4
+DIR_PULL = 0
+DIR_PUSH = 1
+STATS_ERROR_SLOTS = 32
+STATS_MESSAGE_LEN = 256
+
 
 # ---------------------------------------------------------------------------
 # Structures (field order, types and sizes as in include/llmdd.h).
@@ -210,6 +225,50 @@ class TransferConfigT(Structure):
     ]
 
 
+class LinkStatsT(Structure):
+    """``llmdd_link_stats_t`` (written by the library)."""
+
+    _fields_ = [
+        ("version", c_uint32),
+        ("state", c_uint32),
+        ("remote_cluster_id", c_uint64),
+        ("comm_id", c_uint64),
+        ("path", c_uint32),
+        ("dialed", c_uint32),
+        ("linked_unix_ns", c_uint64),
+        ("since_unix_ns", c_uint64),
+        ("ops", (c_uint64 * PATH_COUNT) * 2),
+        ("bytes", (c_uint64 * PATH_COUNT) * 2),
+        ("failed_ops", c_uint64),
+        ("errors", c_uint64 * STATS_ERROR_SLOTS),
+        ("in_flight", c_uint64),
+        ("latency_count", c_uint64 * 2),
+        ("latency_p50_ns", c_uint64 * 2),
+        ("latency_p99_ns", c_uint64 * 2),
+        ("latency_max_ns", c_uint64 * 2),
+        ("served_requests", c_uint64 * 2),
+        ("served_bytes", c_uint64 * 2),
+        ("served_refused", c_uint64),
+        ("last_error_status", c_uint32),
+        ("pad", c_uint32),
+        ("last_error_unix_ns", c_uint64),
+        ("last_error_message", ctypes.c_char * STATS_MESSAGE_LEN),
+        ("reserved", c_uint8 * 256),
+    ]
+
+
+class LinkEntryT(Structure):
+    """``llmdd_link_entry_t``."""
+
+    _fields_ = [
+        ("remote_cluster_id", c_uint64),
+        ("state", c_uint32),
+        ("dialed", c_uint32),
+        ("comm_id", c_uint64),
+        ("reserved", c_uint8 * 16),
+    ]
+
+
 #: ``llmdd_layer_sync_fn``: ``bool (*)(void *user_data, uint32_t layer, int64_t timeout_ms)``.
 LAYER_SYNC_FN = ctypes.CFUNCTYPE(c_bool, c_void_p, c_uint32, c_int64)
 #: ``llmdd_log_callback_t``: ``void (*)(uint32_t level, const char *module, const char *message, void *user_data)``.
@@ -298,6 +357,12 @@ _PROTOTYPES = {
     "llmdd_task_synchronize": (c_uint32, [_TASK, c_int64]),
     "llmdd_task_get_results": (c_uint32, [_TASK, c_int64, _P(c_uint32), c_size_t]),
     "llmdd_task_free": (None, [_TASK]),
+    "llmdd_stats_error_slot": (c_uint32, [c_uint32]),
+    "llmdd_get_link_stats": (c_uint32, [_INST, c_uint64, _P(LinkStatsT)]),
+    "llmdd_reset_link_stats": (c_uint32, [_INST, c_uint64]),
+    "llmdd_reset_all_link_stats": (c_uint32, [_INST]),
+    "llmdd_query_link_state": (c_uint32, [_INST, c_uint64, _P(c_uint32), ctypes.c_char_p, c_size_t]),
+    "llmdd_list_links": (c_uint32, [_INST, _P(LinkEntryT), c_size_t, _P(c_size_t)]),
 }
 
 # Present in newer libraries only; looked up without failing the import.

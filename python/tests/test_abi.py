@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from llm_datadist import DataType, LLMRole, LLMStatusCode, Memtype, Placement, RegisterMemStatus, _native
+from llm_datadist import link_stats as ld_link
 
 HEADER = Path(__file__).resolve().parents[2] / "include" / "llmdd.h"
 
@@ -32,6 +33,8 @@ STRUCTS = {
     "llmdd_cluster_info_t": _native.ClusterInfoT,
     "llmdd_cluster_rank_t": _native.ClusterRankT,
     "llmdd_transfer_config_t": _native.TransferConfigT,
+    "llmdd_link_stats_t": _native.LinkStatsT,
+    "llmdd_link_entry_t": _native.LinkEntryT,
 }
 
 
@@ -99,6 +102,17 @@ def test_constants(probe):
     statuses = {u32(v) for k, v in c.items() if k in {"LLMDD_SUCCESS", "LLMDD_FAILED"} or
                 (0x5010B000 <= u32(v) <= 0x5010B0FF) or k.endswith("_MEM_ERROR") or k.endswith("_REMOTE_ERROR")}
     assert statuses <= {s.value for s in LLMStatusCode}
+    for name in ("LLMDD_LINK_STATS_VERSION", "LLMDD_LINK_STATE_UNLINKED", "LLMDD_LINK_STATE_LINKING",
+                 "LLMDD_LINK_STATE_LINKED", "LLMDD_LINK_STATE_FAILED", "LLMDD_PATH_SAME_PROCESS",
+                 "LLMDD_PATH_SAME_HOST", "LLMDD_PATH_TCP", "LLMDD_PATH_HCCL", "LLMDD_PATH_COUNT",
+                 "LLMDD_DIR_PULL", "LLMDD_DIR_PUSH", "LLMDD_STATS_ERROR_SLOTS", "LLMDD_STATS_MESSAGE_LEN"):
+        assert c[name] == getattr(_native, name[len("LLMDD_"):]), name
+    assert {s.name: s.value for s in ld_link.LinkState} == {
+        "UNLINKED": c["LLMDD_LINK_STATE_UNLINKED"], "LINKING": c["LLMDD_LINK_STATE_LINKING"],
+        "LINKED": c["LLMDD_LINK_STATE_LINKED"], "FAILED": c["LLMDD_LINK_STATE_FAILED"]}
+    assert {p.name: p.value for p in ld_link.LinkPath} == {
+        "SAME_PROCESS": c["LLMDD_PATH_SAME_PROCESS"], "SAME_HOST": c["LLMDD_PATH_SAME_HOST"],
+        "TCP": c["LLMDD_PATH_TCP"], "HCCL": c["LLMDD_PATH_HCCL"]}
     for name in ("LLMDD_LOG_LEVEL_ERROR", "LLMDD_LOG_LEVEL_WARN", "LLMDD_LOG_LEVEL_INFO",
                  "LLMDD_LOG_LEVEL_DEBUG", "LLMDD_LOG_LEVEL_TRACE"):
         if name in c:

@@ -14,8 +14,10 @@ use std::time::Instant;
 
 use crate::cache::plan;
 use crate::cache::types::{CacheKey, CacheView, LayerSel, Placement, Segment};
+use crate::datadist::cache_ops::plan_bytes;
 use crate::datadist::link::{request, InflightGuard, Link};
 use crate::datadist::session::Session;
+use crate::stats::Direction;
 use crate::status::{Error, Result};
 use crate::transfer::exec::{self, Dir};
 use crate::transfer::task::{Layer, SyncFn, Task, TaskSpec};
@@ -177,14 +179,20 @@ impl Session {
         let keep = rec.clone();
         let exec = move |p: &LayerPart| -> Result<()> {
             let _source = &keep;
-            let _g = p.link.begin()?;
-            exec::run(
-                &p.link,
-                &p.segments,
-                Dir::Write,
-                Instant::now() + timeout,
-                stripes,
-            )
+            // Each layer of each config is one push operation of the link.
+            let mut op = p.link.stats.start(Direction::Push);
+            op.set_bytes(plan_bytes(&p.segments));
+            let r = p.link.begin().and_then(|_g| {
+                exec::run(
+                    &p.link,
+                    &p.segments,
+                    Dir::Write,
+                    op.started() + timeout,
+                    stripes,
+                )
+            });
+            op.finish(p.link.path(), &r);
+            r
         };
         // Waiters and idle workers busy-poll like the data paths do.
         self.tasks.set_busy_poll(self.config.busy_poll);

@@ -9,9 +9,10 @@ use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
-use crate::datadist::acl_rules::{self, Op};
+use crate::datadist::acl_rules::{self, Op as AclOp};
 use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
+use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
 use crate::transfer::exec::{self, Dir};
 use crate::transport::local;
@@ -205,23 +206,53 @@ impl Session {
         self.peer_cluster(key.cluster_id())
     }
 
-    /// The open link to cluster `c` (`NOT_YET_LINK` if none).
-    pub(super) fn peer_cluster(&self, c: u64) -> Result<Arc<Link>> {
+    /// The link in the table to cluster `c`, usable or not (`NOT_YET_LINK`
+    /// if none).
+    fn link_to(&self, c: u64) -> Result<Arc<Link>> {
         if c == self.cluster_id {
             bail!(
                 ParamInvalid,
                 "the key names this instance's own cluster {c}; transfers need a remote cluster"
             );
         }
-        let Some(link) = self.link(c) else {
-            return Err(self.not_linked(c));
-        };
+        self.link(c).ok_or_else(|| self.not_linked(c))
+    }
+
+    /// Fails unless `link` may carry transfers now.
+    fn usable(&self, link: &Link) -> Result<()> {
         link.check_open()?;
         if !link.is_ready() {
             // A rank-table link whose comm is not OK yet.
-            return Err(self.not_linked(c));
+            return Err(self.not_linked(link.remote_cluster_id));
         }
+        Ok(())
+    }
+
+    /// The open link to cluster `c` (`NOT_YET_LINK` if none).
+    pub(super) fn peer_cluster(&self, c: u64) -> Result<Arc<Link>> {
+        let link = self.link_to(c)?;
+        self.usable(&link)?;
         Ok(link)
+    }
+
+    /// Runs one operation on the link to cluster `c` (usable, counted in
+    /// flight for unlink) and counts it in the link's statistics: its
+    /// bytes (`Op::set_bytes`) and latency if it succeeds, its status if it
+    /// fails, including a refusal because the link is dead or draining.
+    fn counted<T>(
+        &self,
+        c: u64,
+        dir: Direction,
+        f: impl FnOnce(&Arc<Link>, &mut Op<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let link = self.link_to(c)?;
+        let mut op = link.stats.start(dir);
+        let r = self.usable(&link).and_then(|()| {
+            let _g = link.begin()?;
+            f(&link, &mut op)
+        });
+        op.finish(link.path(), &r);
+        r
     }
 
     /// Resolves the remote cache a key names: from the peer's cached table in
@@ -324,7 +355,7 @@ impl Session {
     fn acl_checks(
         &self,
         link: &Link,
-        op: Op,
+        op: AclOp,
         local: &CacheRecord,
         local_view: &CacheView,
         remote: &Remote,
@@ -392,20 +423,21 @@ impl Session {
                 local.dim0
             );
         }
-        let link = self.peer(key)?;
-        let _g = link.begin()?;
-        let deadline = Instant::now() + self.config.sync_kv_timeout;
-        let remote = self.resolve_remote(&link, key, deadline)?;
-        self.acl_checks(&link, Op::PullCache, &rec, &local, &remote)?;
-        let plan = plan::pull_cache_plan(
-            &local,
-            &remote.view,
-            remote.slot,
-            batch_index as u64,
-            size,
-            sel,
-        )?;
-        self.run_read(&link, &plan, deadline, &remote)
+        self.counted(key.cluster_id(), Direction::Pull, |link, op| {
+            let deadline = op.started() + self.config.sync_kv_timeout;
+            let remote = self.resolve_remote(link, key, deadline)?;
+            self.acl_checks(link, AclOp::PullCache, &rec, &local, &remote)?;
+            let plan = plan::pull_cache_plan(
+                &local,
+                &remote.view,
+                remote.slot,
+                batch_index as u64,
+                size,
+                sel,
+            )?;
+            op.set_bytes(plan_bytes(&plan));
+            self.run_read(link, &plan, deadline, &remote)
+        })
     }
 
     /// pull_blocks (blocks → blocks, or contiguous → blocks with empty src_blocks).
@@ -451,29 +483,30 @@ impl Session {
                 "src_blocks must not be empty for a blocks source"
             );
         }
-        let link = self.peer(key)?;
-        let _g = link.begin()?;
-        let deadline = Instant::now() + self.config.sync_kv_timeout;
-        let remote = self.resolve_remote(&link, key, deadline)?;
-        let op = if blocks_to_blocks {
-            Op::PullBlocks
-        } else {
-            Op::PullCacheToBlocks
-        };
-        self.acl_checks(&link, op, &rec, &local, &remote)?;
-        let plan = if blocks_to_blocks {
-            if !remote.view.kind.is_blocks() {
-                bail!(
-                    ParamInvalid,
-                    "the source cache of cluster {} is not a blocks cache",
-                    link.remote_cluster_id
-                );
-            }
-            plan::pull_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?
-        } else {
-            plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
-        };
-        self.run_read(&link, &plan, deadline, &remote)
+        self.counted(key.cluster_id(), Direction::Pull, |link, op| {
+            let deadline = op.started() + self.config.sync_kv_timeout;
+            let remote = self.resolve_remote(link, key, deadline)?;
+            let acl_op = if blocks_to_blocks {
+                AclOp::PullBlocks
+            } else {
+                AclOp::PullCacheToBlocks
+            };
+            self.acl_checks(link, acl_op, &rec, &local, &remote)?;
+            let plan = if blocks_to_blocks {
+                if !remote.view.kind.is_blocks() {
+                    bail!(
+                        ParamInvalid,
+                        "the source cache of cluster {} is not a blocks cache",
+                        link.remote_cluster_id
+                    );
+                }
+                plan::pull_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?
+            } else {
+                plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
+            };
+            op.set_bytes(plan_bytes(&plan));
+            self.run_read(link, &plan, deadline, &remote)
+        })
     }
 
     fn check_push_mode(&self) -> Result<()> {
@@ -486,7 +519,13 @@ impl Session {
         Ok(())
     }
 
-    fn run_layers(&self, link: &Arc<Link>, layers: Vec<(u32, Vec<Segment>)>) -> Result<()> {
+    fn run_layers(
+        &self,
+        link: &Arc<Link>,
+        layers: Vec<(u32, Vec<Segment>)>,
+        op: &mut Op<'_>,
+    ) -> Result<()> {
+        op.set_bytes(layers.iter().map(|(_, s)| plan_bytes(s)).sum());
         for (_, segs) in layers {
             let deadline = Instant::now() + self.config.sync_kv_timeout;
             exec::run(
@@ -524,20 +563,20 @@ impl Session {
                 "push_cache needs a batch cache as source; cache {src_id} is a blocks cache"
             );
         }
-        let link = self.peer(key)?;
-        let _g = link.begin()?;
-        let deadline = Instant::now() + self.config.sync_kv_timeout;
-        let remote = self.resolve_remote(&link, key, deadline)?;
-        self.acl_checks(&link, Op::PushCache, &rec, &local, &remote)?;
-        let layers = plan::push_cache_plan(
-            &local,
-            &remote.view,
-            src_batch_index as u64,
-            batch_index as u64,
-            size,
-            sel,
-        )?;
-        self.run_layers(&link, layers)
+        self.counted(key.cluster_id(), Direction::Push, |link, op| {
+            let deadline = op.started() + self.config.sync_kv_timeout;
+            let remote = self.resolve_remote(link, key, deadline)?;
+            self.acl_checks(link, AclOp::PushCache, &rec, &local, &remote)?;
+            let layers = plan::push_cache_plan(
+                &local,
+                &remote.view,
+                src_batch_index as u64,
+                batch_index as u64,
+                size,
+                sel,
+            )?;
+            self.run_layers(link, layers, op)
+        })
     }
 
     /// push_blocks (blocks → blocks, layer by layer).
@@ -572,13 +611,13 @@ impl Session {
                 "push_blocks needs a blocks cache as source; cache {src_id} is a batch cache"
             );
         }
-        let link = self.peer(key)?;
-        let _g = link.begin()?;
-        let deadline = Instant::now() + self.config.sync_kv_timeout;
-        let remote = self.resolve_remote(&link, key, deadline)?;
-        self.acl_checks(&link, Op::PushBlocks, &rec, &local, &remote)?;
-        let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
-        self.run_layers(&link, layers)
+        self.counted(key.cluster_id(), Direction::Push, |link, op| {
+            let deadline = op.started() + self.config.sync_kv_timeout;
+            let remote = self.resolve_remote(link, key, deadline)?;
+            self.acl_checks(link, AclOp::PushBlocks, &rec, &local, &remote)?;
+            let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
+            self.run_layers(link, layers, op)
+        })
     }
 
     /// copy_cache (local).
@@ -691,6 +730,11 @@ impl Session {
             "remap_registered_memory is not supported (reserved in LLM-DataDist)"
         )
     }
+}
+
+/// The bytes a plan moves.
+pub(super) fn plan_bytes(plan: &[Segment]) -> u64 {
+    plan.iter().map(|s| s.len).sum()
 }
 
 fn blocks_model(key: Option<CacheKey>) -> Result<Option<u64>> {

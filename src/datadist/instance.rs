@@ -274,7 +274,10 @@ impl Instance {
                 .first()
                 .map(|l| options::parse_ip("local ip info", &l.ip))
                 .transpose()?;
-            connect_with_retries(&s, c.remote_cluster_id, addr, local_ip, timeout)
+            let _dialing = s.dialing(c.remote_cluster_id);
+            let r = connect_with_retries(&s, c.remote_cluster_id, addr, local_ip, timeout);
+            s.dial_done(c.remote_cluster_id, &r);
+            r
         };
         Ok(parallel(clusters, one))
     }
@@ -291,6 +294,7 @@ impl Instance {
         let s = self.session()?;
         let timeout = Duration::from_millis(timeout_ms as u64);
         let one = |c: &ClusterInfo| -> Result<()> {
+            s.forget_attempt(c.remote_cluster_id);
             if let Some(comm) = s.comm_of(c.remote_cluster_id) {
                 bail!(
                     ParamInvalid,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::pool::PeerMapping;
+use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;
 use crate::transport::local::LocalPath;
@@ -78,6 +79,10 @@ pub struct Link {
     closed: AtomicBool,
     /// The HCCL data path (acl backend), set once during link setup.
     hccl: OnceLock<Arc<HcclLink>>,
+    /// Counters of the operations on this link (`crate::stats`).
+    pub stats: LinkStats,
+    /// When the link was created (ns since the Unix epoch).
+    pub created_unix_ns: u64,
 }
 
 /// Parameters for building a link.
@@ -98,6 +103,7 @@ pub struct LinkParts {
 impl Link {
     /// Creates a link with no connections yet.
     pub fn new(p: LinkParts) -> Link {
+        let now = crate::stats::unix_ns();
         Link {
             remote_cluster_id: p.remote_cluster_id,
             remote_role: p.remote_role,
@@ -125,6 +131,20 @@ impl Link {
             dead: OnceLock::new(),
             closed: AtomicBool::new(false),
             hccl: OnceLock::new(),
+            stats: LinkStats::since(now),
+            created_unix_ns: now,
+        }
+    }
+
+    /// How this link moves bytes (set up before the link is used).
+    pub fn path(&self) -> Path {
+        if self.hccl.get().is_some() {
+            return Path::Hccl;
+        }
+        match &self.local_path {
+            Some(LocalPath::SameProcess) => Path::SameProcess,
+            Some(LocalPath::SameHost(_)) => Path::SameHost,
+            None => Path::Tcp,
         }
     }
 
@@ -562,6 +582,11 @@ impl Link {
             link: self.clone(),
             serving: false,
         })
+    }
+
+    /// Transfers this side started that are in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).own
     }
 
     /// Counts a request this side is serving (a non-forced unlink waits for

@@ -67,6 +67,11 @@ impl LinkTable {
         }
     }
 
+    /// The clusters with at least one link.
+    pub fn clusters(&self) -> Vec<u64> {
+        self.by_cluster.keys().copied().collect()
+    }
+
     /// Number of links (a cluster linked both ways counts twice).
     pub fn len(&self) -> usize {
         self.count

@@ -17,8 +17,10 @@ use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
 use crate::datadist::comm::{Comm, Comms};
 use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
+use crate::datadist::link_state::Attempts;
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::liveness::Liveness;
+use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
 use crate::device::Backend;
@@ -94,6 +96,10 @@ pub struct Session {
     pub tasks: TaskSet,
     /// Death watch of the links' peers (`liveness.rs`).
     liveness: Liveness,
+    /// link_clusters attempts under way or failed (`link_state.rs`).
+    attempts: Mutex<Attempts>,
+    /// Notifications received from peers (enabled by a transfer engine).
+    pub inbox: Inbox,
     me: Weak<Session>,
 }
 
@@ -146,6 +152,8 @@ impl Session {
             comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
             liveness: Liveness::default(),
+            attempts: Mutex::new(Attempts::default()),
+            inbox: Inbox::default(),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -326,6 +334,16 @@ impl Session {
         self.lock_links().get_dir(cluster_id, we_dialed).cloned()
     }
 
+    /// The cluster ids of the links in the table (each once).
+    pub fn link_ids(&self) -> Vec<u64> {
+        self.lock_links().clusters()
+    }
+
+    /// The link_clusters attempts (`link_state.rs`).
+    pub(crate) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Number of live links (a pair linked both ways counts two).
     pub fn link_count(&self) -> usize {
         self.lock_links().len()
@@ -338,7 +356,11 @@ impl Session {
     /// Adds `link` to the table; an open link to the same cluster in the same
     /// direction is `LLM_ALREADY_LINK` (a closed one is replaced).
     pub(crate) fn insert_link(&self, link: Arc<Link>) -> Result<()> {
-        self.lock_links().insert(link)
+        let c = link.remote_cluster_id;
+        self.lock_links().insert(link)?;
+        // A link supersedes a failed link_clusters to that cluster (`link_state.rs`).
+        self.forget_attempt(c);
+        Ok(())
     }
 
     /// Why there is no usable link to `cluster_id`, for a refused transfer.

@@ -83,6 +83,24 @@ pub unsafe fn slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T]>
     Ok(std::slice::from_raw_parts(p, n))
 }
 
+/// A writable buffer of `n` elements; (NULL, 0) is an empty one, (NULL, n>0)
+/// an error.
+///
+/// # Safety
+/// When non-NULL, `p` must point to `n` writable elements.
+pub unsafe fn slice_mut<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T]> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        bail!(ParamInvalid, "{what} is NULL but its length is {n}");
+    }
+    if n > (isize::MAX as usize) / std::mem::size_of::<T>().max(1) {
+        bail!(ParamInvalid, "{what} length {n} is too large");
+    }
+    Ok(std::slice::from_raw_parts_mut(p, n))
+}
+
 /// A required input struct.
 ///
 /// # Safety

@@ -19,11 +19,13 @@ pub mod boundary;
 pub mod cache;
 pub mod config;
 pub mod constants;
+pub mod engine;
 pub mod handles;
 pub mod init;
 pub mod instance;
 pub mod log;
 /// The init option keys behind the `LLMDD_OPTION_*` macros of the header.
 pub mod option_keys;
+pub mod stats;
 pub mod task;
 pub mod types;

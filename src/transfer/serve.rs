@@ -28,7 +28,15 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
     };
     match msg {
         Msg::GetTable => {
-            let entries = session.registry.table(link.generation);
+            // Request/response mode publishes the current table (keys resolve
+            // against it anyway); remote-cache-accessible mode only what the
+            // link may see.
+            let generation = if access.remote_mode {
+                link.generation
+            } else {
+                u64::MAX
+            };
+            let entries = session.registry.table(generation);
             conn.send(&Msg::Table { status: 0, entries }, deadline)?;
         }
         Msg::Resolve { key } => {
@@ -42,6 +50,9 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
                 }
                 Ok(r)
             });
+            if resolved.is_err() {
+                link.stats.refused();
+            }
             let reply = match resolved {
                 Ok(Resolved { record, slot, .. }) => Msg::Resolved {
                     status: 0,
@@ -69,6 +80,7 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
                 conn.reply(Status::Success, "", deadline)?;
             }
             Err(e) => {
+                link.stats.refused();
                 refused("a key consumption", &e);
                 conn.reply(e.status, &e.message, deadline)?;
             }
@@ -76,6 +88,7 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
         Msg::Read { total, .. } | Msg::Write { total, .. } if link.hccl().is_some() => {
             // acl links move bytes over HCCL only: device memory is not
             // host-addressable, so it is never served over TCP.
+            link.stats.refused();
             if matches!(msg, Msg::Write { .. }) {
                 conn.discard(total, deadline)?;
                 conn.reply(
@@ -99,23 +112,31 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
             .check_local(&segments, false, |r| access.check(r))
             .inspect_err(|e| refused("a read", e))
         {
-            Ok(()) => conn.send_with_bulk(
-                &Msg::ReadData {
-                    status: 0,
-                    message: String::new(),
-                    total,
-                },
-                &segments,
-                deadline,
-            )?,
-            Err(e) => conn.send(
-                &Msg::ReadData {
-                    status: e.status.code(),
-                    message: e.message,
-                    total: 0,
-                },
-                deadline,
-            )?,
+            Ok(()) => {
+                // Counted before the bytes go out: the peer's pull may return
+                // (and its caller read our counters) the moment they arrive.
+                link.stats.served(false, total);
+                conn.send_with_bulk(
+                    &Msg::ReadData {
+                        status: 0,
+                        message: String::new(),
+                        total,
+                    },
+                    &segments,
+                    deadline,
+                )?;
+            }
+            Err(e) => {
+                link.stats.refused();
+                conn.send(
+                    &Msg::ReadData {
+                        status: e.status.code(),
+                        message: e.message,
+                        total: 0,
+                    },
+                    deadline,
+                )?;
+            }
         },
         Msg::Write { segments, total } => match session
             .registry
@@ -124,10 +145,21 @@ pub fn handle(session: &Session, link: &Arc<Link>, conn: &mut Conn, msg: Msg) ->
         {
             Ok(()) => {
                 conn.recv_bulk(&segments, deadline)?;
+                link.stats.served(true, total);
                 conn.reply(Status::Success, "", deadline)?;
             }
             Err(e) => {
+                link.stats.refused();
                 conn.discard(total, deadline)?;
+                conn.reply(e.status, &e.message, deadline)?;
+            }
+        },
+        Msg::Notify { name, msg } => match session.inbox.push(name, msg) {
+            // Queued only now: the sender sends it after its transfer's
+            // last byte was applied here, so the data has landed.
+            Ok(()) => conn.reply(Status::Success, "", deadline)?,
+            Err(e) => {
+                refused("a notification", &e);
                 conn.reply(e.status, &e.message, deadline)?;
             }
         },

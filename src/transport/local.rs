@@ -8,6 +8,7 @@ use std::io;
 use crate::cache::types::Segment;
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
+use crate::transport::push_iovec;
 use crate::{bail, err};
 
 /// Most iovecs per process_vm_* call (the kernel's UIO_MAXIOV).
@@ -68,14 +69,10 @@ fn vm_copy_with(
             } else {
                 (s.dst, s.src)
             };
-            local.push(libc::iovec {
-                iov_base: l as usize as *mut _,
-                iov_len: s.len as usize,
-            });
-            remote.push(libc::iovec {
-                iov_base: r as usize as *mut _,
-                iov_len: s.len as usize,
-            });
+            // Each side's run of adjacent ranges is one iovec (a strided
+            // gather into a packed buffer costs half the entries).
+            push_iovec(local, l, s.len);
+            push_iovec(remote, r, s.len);
         }
         let want: usize = chunk.iter().map(|s| s.len as usize).sum();
         // SAFETY: local iovecs are caller-vouched memory; remote ones are
@@ -272,5 +269,37 @@ mod tests {
         }];
         vm_copy(std::process::id(), &segs, false).unwrap();
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn vm_copy_strided_gather_and_scatter() {
+        // 3000 strided 16-byte pieces into a packed buffer and back: more
+        // segments than one syscall takes, local side merged into one iovec.
+        let src: Vec<u8> = (0..96_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut packed = vec![0u8; 48_000];
+        let segs: Vec<Segment> = (0..3000u64)
+            .map(|i| Segment {
+                dst: packed.as_mut_ptr() as u64 + 16 * i,
+                src: src.as_ptr() as u64 + 32 * i,
+                len: 16,
+            })
+            .collect();
+        vm_copy(std::process::id(), &segs, false).unwrap();
+        for i in 0..3000usize {
+            assert_eq!(packed[16 * i..16 * i + 16], src[32 * i..32 * i + 16]);
+        }
+        let mut back = vec![0u8; 96_000];
+        let segs: Vec<Segment> = (0..3000u64)
+            .map(|i| Segment {
+                dst: back.as_mut_ptr() as u64 + 32 * i,
+                src: packed.as_ptr() as u64 + 16 * i,
+                len: 16,
+            })
+            .collect();
+        vm_copy(std::process::id(), &segs, true).unwrap();
+        for i in 0..3000usize {
+            assert_eq!(back[32 * i..32 * i + 16], src[32 * i..32 * i + 16]);
+            assert!(back[32 * i + 16..32 * i + 32].iter().all(|&b| b == 0));
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
 use crate::status::{Error, Result, Status};
+use crate::transport::push_iovec;
 use crate::transport::wire::{self, Header, Msg, HEADER_LEN};
 use crate::{bail, err};
 
@@ -277,10 +278,9 @@ impl Conn {
             iov_base: wbuf.as_mut_ptr() as *mut _,
             iov_len: wbuf.len(),
         });
-        iov.extend(bulk.iter().map(|s| libc::iovec {
-            iov_base: s.src as usize as *mut _,
-            iov_len: s.len as usize,
-        }));
+        for s in bulk {
+            push_iovec(&mut iov, s.src, s.len);
+        }
         let r = self.writev_all(&mut iov, deadline);
         self.wbuf = wbuf;
         r
@@ -365,13 +365,10 @@ impl Conn {
 
     /// Reads bulk bytes into the `dst` side of each segment, in order.
     pub fn recv_bulk(&mut self, segs: &[Segment], deadline: Option<Instant>) -> Result<()> {
-        let mut iov: Vec<libc::iovec> = segs
-            .iter()
-            .map(|s| libc::iovec {
-                iov_base: s.dst as usize as *mut _,
-                iov_len: s.len as usize,
-            })
-            .collect();
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(segs.len());
+        for s in segs {
+            push_iovec(&mut iov, s.dst, s.len);
+        }
         self.readv_all(&mut iov, deadline)
     }
 

@@ -39,7 +39,7 @@ pub const MAX_POOLS: usize = 16;
 /// Length of nonces, MACs, proofs and host tags.
 pub const TAG_LEN: usize = 32;
 /// Highest message type number (types are 1 ..= `MAX_TYPE`).
-pub const MAX_TYPE: u16 = 16;
+pub const MAX_TYPE: u16 = 17;
 
 /// The decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +232,9 @@ pub enum Msg {
     /// Write to these remote segments (`src` ignored, `dst` is the owner's
     /// address); `total` bulk bytes follow the frame. Reply: `Reply`.
     Write { segments: Vec<Segment>, total: u64 },
+    /// A byte-addressed engine's notification (`SendNotify`): a name and a
+    /// message, each at most [`MAX_STRING`] bytes. Reply: `Reply`.
+    Notify { name: String, msg: String },
 }
 
 impl Msg {
@@ -254,6 +257,7 @@ impl Msg {
             Msg::Join { .. } => 14,
             Msg::JoinAck { .. } => 15,
             Msg::Pools { .. } => 16,
+            Msg::Notify { .. } => 17,
         }
     }
 }
@@ -626,6 +630,10 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             put_u64(out, *req_id);
             put_u64(out, *model_id);
         }
+        Msg::Notify { name, msg } => {
+            put_str(out, name);
+            put_str(out, msg);
+        }
         Msg::Read { segments, total } | Msg::Write { segments, total } => {
             put_segments(out, segments);
             put_u64(out, *total);
@@ -942,6 +950,10 @@ fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, WireError> {
             req_id: r.u64("req_id")?,
             model_id: r.u64("model_id")?,
         },
+        17 => Msg::Notify {
+            name: r.string("name")?,
+            msg: r.string("msg")?,
+        },
         11 | 13 => {
             let segments = r.segments()?;
             let total = r.u64("total")?;
@@ -1147,6 +1159,10 @@ mod tests {
             Msg::Consume {
                 req_id: 42,
                 model_id: 1,
+            },
+            Msg::Notify {
+                name: "kv_done".to_owned(),
+                msg: "req 7".to_owned(),
             },
             Msg::Read {
                 segments: s.clone(),
@@ -1840,6 +1856,7 @@ mod tests {
                     slot,
                 }),
             any::<(u64, u64)>().prop_map(|(req_id, model_id)| Msg::Consume { req_id, model_id }),
+            (text(), text()).prop_map(|(name, msg)| Msg::Notify { name, msg }),
             arb_segments().prop_map(|(segments, total)| Msg::Read { segments, total }),
             (any::<u32>(), text(), any::<u64>()).prop_map(|(status, message, total)| {
                 Msg::ReadData {

@@ -86,6 +86,23 @@ pub fn cluster(id: u64, port: u16) -> ClusterInfo {
     }
 }
 
+/// A rank table on 127.0.0.1: rank r listens on `ports[r]` (`host_port`).
+pub fn rank_table(ports: &[u16]) -> String {
+    let devs: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            format!(
+                r#"{{"device_id":"{r}","device_ip":"127.0.0.1","rank_id":"{r}","host_port":"{p}"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":"1.0","server_count":"1","status":"completed","server_list":[{{"server_id":"node0","host_ip":"127.0.0.1","device":[{}]}}]}}"#,
+        devs.join(",")
+    )
+}
+
 /// Entries of a directory such as `/proc/self/task` (0 if unreadable).
 pub fn count_dir(p: &str) -> usize {
     std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)

@@ -8,7 +8,7 @@ finalizes on exit.
 from __future__ import annotations
 
 import logging
-from ctypes import byref, c_uint32, c_uint64
+from ctypes import byref, c_size_t, c_uint32, c_uint64, create_string_buffer
 from types import TracebackType
 from typing import Dict, List, Optional, Tuple, Type, Union
 
@@ -16,6 +16,7 @@ from llm_datadist import _log_bridge, _native
 from llm_datadist._checks import check_int, check_str_dict, check_type
 from llm_datadist._handles import InstanceHandle
 from llm_datadist.configs import LLMClusterInfo, LLMRole, ip_to_str
+from llm_datadist.link_stats import LinkInfo, LinkState, LinkStats, stats_from_c
 from llm_datadist.status import LLMStatusCode, check, code_2_status, raise_if_false
 from llm_datadist.v2.cache_manager import CacheManager
 from llm_datadist.v2.llm_types import RegisterMemStatus
@@ -319,3 +320,55 @@ class LLMDataDist:
         if reason:
             _log.error("[query_register_mem_status] comm %d failed: %s", comm_id, reason)
         return _MEM_STATUS.get(out.value, RegisterMemStatus.FAILED)
+
+    # -- llmdd extensions: link statistics and states ---------------------------
+    def link_stats(self, cluster_id: int) -> LinkStats:
+        """Statistics of the link to ``cluster_id`` (an llmdd extension; docs/operating.md).
+
+        Raises ``LLMException`` with ``LLM_NOT_YET_LINK`` when there is no link
+        to that cluster (never linked, unlinked, still linking, or its link failed).
+        """
+        self._check_is_inited()
+        check_int("cluster_id", cluster_id, "uint64")
+        st = _native.LinkStatsT()
+        with self._handle.call("[link_stats]") as h:
+            check(_native.lib.llmdd_get_link_stats(h, cluster_id, byref(st)), "[link_stats]")
+        return stats_from_c(st, _native.lib.llmdd_stats_error_slot)
+
+    def reset_link_stats(self, cluster_id: Optional[int] = None) -> None:
+        """Zeroes the statistics of the link to ``cluster_id``, or of every link (an llmdd extension)."""
+        self._check_is_inited()
+        with self._handle.call("[reset_link_stats]") as h:
+            if cluster_id is None:
+                check(_native.lib.llmdd_reset_all_link_stats(h), "[reset_link_stats]")
+            else:
+                check_int("cluster_id", cluster_id, "uint64")
+                check(_native.lib.llmdd_reset_link_stats(h, cluster_id), "[reset_link_stats]")
+
+    def link_state(self, cluster_id: int) -> Tuple[LinkState, str]:
+        """``(state, reason)`` of the link to ``cluster_id`` (an llmdd extension).
+
+        ``reason`` says why the state is ``LinkState.FAILED`` and is empty
+        otherwise. An unknown cluster is ``LinkState.UNLINKED``.
+        """
+        self._check_is_inited()
+        check_int("cluster_id", cluster_id, "uint64")
+        out = c_uint32()
+        buf = create_string_buffer(1024)
+        with self._handle.call("[link_state]") as h:
+            check(_native.lib.llmdd_query_link_state(h, cluster_id, byref(out), buf, len(buf)), "[link_state]")
+        return LinkState(out.value), buf.value.decode("utf-8", "replace")
+
+    def list_links(self) -> List[LinkInfo]:
+        """Every cluster whose link is not ``UNLINKED``, by cluster id (an llmdd extension)."""
+        self._check_is_inited()
+        needed = c_size_t(0)
+        cap = 16
+        while True:
+            arr = (_native.LinkEntryT * cap)()
+            with self._handle.call("[list_links]") as h:
+                check(_native.lib.llmdd_list_links(h, arr, cap, byref(needed)), "[list_links]")
+            if needed.value <= cap:
+                return [LinkInfo(e.remote_cluster_id, LinkState(e.state), bool(e.dialed), e.comm_id)
+                        for e in arr[: needed.value]]
+            cap = needed.value

@@ -1,0 +1,848 @@
+//! Exported functions of the byte-addressed transfer engine (HIXL's
+//! `hixl::Hixl`, `include/hixl/hixl.h` wraps them): create/destroy, raw memory
+//! registration, connect/disconnect (sync, async, state queries),
+//! descriptor-list transfers (sync, async with request handles), and
+//! notifications. Statuses are `LLMDD_*`; `llmdd_engine_hixl_status` maps
+//! one to HIXL's code.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::datadist::notify::Notice;
+use crate::engine::{self, ConnState, Engine, Op, OpDesc, ReqStatus, Request};
+use crate::ffi::boundary::{cstr, output, run, slice};
+use crate::ffi::handles::HandleTable;
+use crate::ffi::types::{llmdd_option_t, options_from_c};
+use crate::status::{Result, Status};
+use crate::{bail, err};
+
+/// `TransferOp` READ: remote memory → local memory.
+pub const LLMDD_ENGINE_READ: u32 = 0;
+/// `TransferOp` WRITE: local memory → remote memory.
+pub const LLMDD_ENGINE_WRITE: u32 = 1;
+/// `MemType` MEM_DEVICE (host-addressable memory on the host backend).
+pub const LLMDD_ENGINE_MEM_DEVICE: u32 = 0;
+/// `MemType` MEM_HOST.
+pub const LLMDD_ENGINE_MEM_HOST: u32 = 1;
+/// `AsyncConnectStatus` values, in HIXL's order.
+pub const LLMDD_ENGINE_NOT_CONNECT: u32 = 0;
+pub const LLMDD_ENGINE_CONNECT_PENDING: u32 = 1;
+pub const LLMDD_ENGINE_CONNECTING: u32 = 2;
+pub const LLMDD_ENGINE_CONNECTED: u32 = 3;
+pub const LLMDD_ENGINE_CONNECT_FAILED: u32 = 4;
+pub const LLMDD_ENGINE_DISCONNECT_PENDING: u32 = 5;
+pub const LLMDD_ENGINE_DISCONNECTING: u32 = 6;
+/// `TransferStatus` values, in HIXL's order.
+pub const LLMDD_ENGINE_REQ_WAITING: u32 = 0;
+pub const LLMDD_ENGINE_REQ_COMPLETED: u32 = 1;
+pub const LLMDD_ENGINE_REQ_TIMEOUT: u32 = 2;
+pub const LLMDD_ENGINE_REQ_FAILED: u32 = 3;
+/// `FeatureType` values.
+pub const LLMDD_ENGINE_FEATURE_AUTO_CONNECT: i32 = 0;
+pub const LLMDD_ENGINE_FEATURE_CLIENT_SERVER_COMM: i32 = 1;
+/// Size of `llmdd_engine_peer_t::remote` (a name and its NUL).
+pub const LLMDD_ENGINE_NAME_MAX: usize = 64;
+/// Longest notification name in bytes (without the NUL).
+pub const LLMDD_ENGINE_NOTIFY_NAME_MAX: usize = 1024;
+/// Longest notification message in bytes (without the NUL).
+pub const LLMDD_ENGINE_NOTIFY_MSG_MAX: usize = 1024;
+
+const _: () = assert!(
+    LLMDD_ENGINE_NOTIFY_NAME_MAX == crate::datadist::notify::MAX_NAME
+        && LLMDD_ENGINE_NOTIFY_MSG_MAX == crate::datadist::notify::MAX_MSG
+);
+/// HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
+pub const LLMDD_HIXL_SUCCESS: u32 = 0;
+pub const LLMDD_HIXL_PARAM_INVALID: u32 = 103_900;
+pub const LLMDD_HIXL_TIMEOUT: u32 = 103_901;
+pub const LLMDD_HIXL_NOT_CONNECTED: u32 = 103_902;
+pub const LLMDD_HIXL_ALREADY_CONNECTED: u32 = 103_903;
+pub const LLMDD_HIXL_NOTIFY_FAILED: u32 = 103_904;
+pub const LLMDD_HIXL_UNSUPPORTED: u32 = 103_905;
+pub const LLMDD_HIXL_RESOURCE_EXHAUSTED: u32 = 203_900;
+pub const LLMDD_HIXL_FAILED: u32 = 503_900;
+
+/// Opaque transfer engine. Created by `llmdd_engine_create`, owned by the
+/// caller, released only by `llmdd_engine_destroy`; looked up in a table of
+/// live engines, never read.
+pub struct llmdd_engine_t {
+    _opaque: [u8; 0],
+}
+
+/// Opaque memory registration of one engine (HIXL `MemHandle`); released by
+/// `llmdd_engine_deregister_mem` or with its engine.
+pub struct llmdd_engine_mem_t {
+    _opaque: [u8; 0],
+}
+
+/// Opaque async request of one engine (HIXL `TransferReq`). Released when a
+/// status query reports it finished (COMPLETED, TIMEOUT or FAILED), by
+/// `llmdd_engine_req_free`, or with its engine.
+pub struct llmdd_engine_req_t {
+    _opaque: [u8; 0],
+}
+
+/// One transfer descriptor; the layout of HIXL's `TransferOpDesc`
+/// (`uintptr_t local_addr, remote_addr; size_t len`). Both ranges must lie
+/// inside memory registered by their engine (local: this one; remote: the
+/// peer).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_engine_desc_t {
+    pub local_addr: usize,
+    pub remote_addr: usize,
+    pub len: usize,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<llmdd_engine_desc_t>() == std::mem::size_of::<OpDesc>());
+    assert!(std::mem::align_of::<llmdd_engine_desc_t>() == std::mem::align_of::<OpDesc>());
+    assert!(
+        std::mem::offset_of!(llmdd_engine_desc_t, local_addr)
+            == std::mem::offset_of!(OpDesc, local_addr)
+    );
+    assert!(
+        std::mem::offset_of!(llmdd_engine_desc_t, remote_addr)
+            == std::mem::offset_of!(OpDesc, remote_addr)
+    );
+    assert!(std::mem::offset_of!(llmdd_engine_desc_t, len) == std::mem::offset_of!(OpDesc, len));
+};
+
+/// One entry of `llmdd_engine_poll` (HIXL `TransferResult`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_engine_result_t {
+    /// The request (dead already when `status` is final).
+    pub req: *mut llmdd_engine_req_t,
+    /// The `user_data` given to `llmdd_engine_transfer_async`.
+    pub user_data: *const c_void,
+    /// `LLMDD_ENGINE_REQ_*`.
+    pub status: u32,
+    /// The request's `LLMDD_*` result (0 unless it failed or timed out).
+    pub result: u32,
+}
+
+/// One entry of `llmdd_engine_connect_statuses`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct llmdd_engine_peer_t {
+    /// The remote engine's canonical name, NUL-terminated.
+    pub remote: [c_char; LLMDD_ENGINE_NAME_MAX],
+    /// `LLMDD_ENGINE_*` connect state.
+    pub state: u32,
+}
+
+/// An engine and the C handles it gave out.
+struct EngineHandle {
+    engine: Arc<Engine>,
+    mems: Mutex<Vec<usize>>,
+    /// Request sequence number → handle.
+    reqs: Mutex<HashMap<u64, usize>>,
+}
+
+struct MemHandle {
+    owner: usize,
+    id: i64,
+}
+
+struct ReqHandle {
+    owner: usize,
+    req: Arc<Request>,
+}
+
+static ENGINES: HandleTable<EngineHandle> = HandleTable::new();
+static MEMS: HandleTable<MemHandle> = HandleTable::new();
+static REQS: HandleTable<ReqHandle> = HandleTable::new();
+
+fn engine(p: *const llmdd_engine_t) -> Result<Arc<EngineHandle>> {
+    ENGINES.resolve(p, "engine")
+}
+
+fn req_of(
+    e: *const llmdd_engine_t,
+    r: *const llmdd_engine_req_t,
+) -> Result<(Arc<EngineHandle>, Arc<ReqHandle>)> {
+    let h = engine(e)?;
+    let q = REQS.resolve(r, "request")?;
+    if q.owner != e as usize {
+        bail!(ParamInvalid, "request belongs to another engine");
+    }
+    Ok((h, q))
+}
+
+/// Releases request handle `r` of engine `h`.
+fn release_req(h: &EngineHandle, r: usize) {
+    if let Some(q) = REQS.remove(r) {
+        h.reqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&q.req.seq);
+        h.engine.forget(&q.req);
+    }
+}
+
+fn req_code(o: &engine::Outcome) -> (u32, u32) {
+    (
+        o.status as u32,
+        o.error.as_ref().map_or(0, |e| e.status.code()),
+    )
+}
+
+fn state_code(s: ConnState) -> u32 {
+    s as u32
+}
+
+unsafe fn notice(name: *const c_char, msg: *const c_char) -> Result<Option<Notice>> {
+    if name.is_null() {
+        if !msg.is_null() {
+            bail!(ParamInvalid, "notify_msg is given without notify_name");
+        }
+        return Ok(None);
+    }
+    let n = cstr(name, "notify_name")?;
+    let m = if msg.is_null() {
+        ""
+    } else {
+        cstr(msg, "notify_msg")?
+    };
+    Ok(Some(Notice {
+        name: n.to_string(),
+        msg: m.to_string(),
+    }))
+}
+
+unsafe fn descs<'a>(p: *const llmdd_engine_desc_t, n: usize) -> Result<&'a [OpDesc]> {
+    let s = slice(p, n, "op_descs")?;
+    // SAFETY: the layouts are identical (checked at compile time above).
+    Ok(std::slice::from_raw_parts(
+        s.as_ptr().cast::<OpDesc>(),
+        s.len(),
+    ))
+}
+
+/// Creates an engine named `local_engine` (`"ip:port"`, `"[ipv6]:port"`, or
+/// a bare ip for an engine that only dials) with `num_options` `{key, value}`
+/// options: HIXL's `OPTION_*` names (`AutoConnect` = "1" connects on first
+/// use; `RdmaTrafficClass`, `RdmaServiceLevel` and `GlobalResourceConfig` are
+/// validated; `BufferPool`, `LocalCommRes` and `EnableUseFabricMem` are
+/// accepted without effect on the host backend), plus llmdd's `llm.*` /
+/// `llmdd.*` options. A name with a port listens on it (port > 0).
+///
+/// On success `*out` receives a handle owned by the caller, released with
+/// `llmdd_engine_destroy`. Statuses: `LLMDD_PARAM_INVALID` (bad name or
+/// option), `LLMDD_FEATURE_NOT_ENABLED` (`llmdd.Backend=acl` and the Ascend
+/// runtime cannot be loaded), `LLMDD_FAILED` (cannot listen on the name's
+/// endpoint). On the acl backend memory is registered before the first
+/// connect and deregistered after the last disconnect (HCCL binds it per link).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_create(
+    local_engine: *const c_char,
+    options: *const llmdd_option_t,
+    num_options: usize,
+    out: *mut *mut llmdd_engine_t,
+) -> u32 {
+    run("llmdd_engine_create", || {
+        let out = output(out, "out")?;
+        let name = cstr(local_engine, "local_engine")?;
+        let opts = options_from_c(options, num_options)?;
+        let e = Engine::new(name, &opts)?;
+        let h = ENGINES
+            .insert(EngineHandle {
+                engine: e.clone(),
+                mems: Mutex::new(Vec::new()),
+                reqs: Mutex::new(HashMap::new()),
+            })
+            .ok_or_else(|| {
+                e.finalize();
+                err!(OutOfMemory, "too many live engines")
+            })?;
+        *out = h as *mut llmdd_engine_t;
+        Ok(())
+    })
+}
+
+/// Finalizes and frees an engine (HIXL `Finalize`): unfinished requests
+/// fail, links and the listener close, every thread is joined, and every
+/// memory and request handle of the engine dies. NULL or a dead handle is a
+/// no-op. No other call on the engine may be in progress.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_destroy(e: *mut llmdd_engine_t) {
+    let _ = run("llmdd_engine_destroy", || {
+        if e.is_null() {
+            return Ok(());
+        }
+        if let Some(h) = ENGINES.remove(e as usize) {
+            h.engine.finalize();
+            for m in h.mems.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                MEMS.remove(m);
+            }
+            for (_, r) in h.reqs.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+                REQS.remove(r);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Registers `[addr, addr + len)` (HIXL `RegisterMem`): connected engines may
+/// read and write it, and transfers may use it as local memory. `mem_type`:
+/// `LLMDD_ENGINE_MEM_DEVICE` or `LLMDD_ENGINE_MEM_HOST`. Overlapping an
+/// existing registration is refused. `*out` receives the registration's
+/// handle. Statuses: `LLMDD_PARAM_INVALID` (0 address or length, overflow,
+/// overlap, bad type, too many registrations: `llmdd.MaxRegisteredAddrs`).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_register_mem(
+    e: *mut llmdd_engine_t,
+    addr: usize,
+    len: usize,
+    mem_type: u32,
+    out: *mut *mut llmdd_engine_mem_t,
+) -> u32 {
+    run("llmdd_engine_register_mem", || {
+        let h = engine(e)?;
+        let out = output(out, "mem_handle")?;
+        let id = h.engine.register_mem(addr as u64, len as u64, mem_type)?;
+        let Some(m) = MEMS.insert(MemHandle {
+            owner: e as usize,
+            id,
+        }) else {
+            let _ = h.engine.deregister_mem(id);
+            bail!(OutOfMemory, "too many live memory handles");
+        };
+        h.mems.lock().unwrap_or_else(|p| p.into_inner()).push(m);
+        *out = m as *mut llmdd_engine_mem_t;
+        Ok(())
+    })
+}
+
+/// Deregisters memory (HIXL `DeregisterMem`); the handle dies. Peers'
+/// requests for it are refused from then on. Statuses: `LLMDD_PARAM_INVALID`
+/// (NULL, dead or another engine's handle).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_deregister_mem(
+    e: *mut llmdd_engine_t,
+    mem: *mut llmdd_engine_mem_t,
+) -> u32 {
+    run("llmdd_engine_deregister_mem", || {
+        let h = engine(e)?;
+        let m = MEMS.resolve(mem, "mem_handle")?;
+        if m.owner != e as usize {
+            bail!(ParamInvalid, "mem_handle belongs to another engine");
+        }
+        h.engine.deregister_mem(m.id)?;
+        MEMS.remove(mem as usize);
+        h.mems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&x| x != mem as usize);
+        Ok(())
+    })
+}
+
+/// One of the connect calls on (`e`, `remote_engine`, `timeout_ms`).
+unsafe fn conn_call(
+    func: &str,
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+    f: fn(&Engine, &str, i32) -> Result<()>,
+) -> u32 {
+    run(func, || {
+        let h = engine(e)?;
+        f(&h.engine, cstr(remote_engine, "remote_engine")?, timeout_ms)
+    })
+}
+
+/// Connects to `remote_engine` (its `"ip:port"` name) within `timeout_ms`
+/// (HIXL `Connect`), on a link of this engine's own (the other engine may
+/// connect to this one as well, on its own link). Statuses: `LLMDD_PARAM_INVALID` (bad name, own name, timeout ≤
+/// 0), `LLMDD_ALREADY_LINK` (already connected), `LLMDD_PROCESSING_LINK`
+/// (an async connect/disconnect is in progress), `LLMDD_LINK_FAILED` /
+/// `LLMDD_TIMEOUT` (the state becomes CONNECT_FAILED with the reason).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_connect(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+) -> u32 {
+    conn_call(
+        "llmdd_engine_connect",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::connect,
+    )
+}
+
+/// Disconnects from `remote_engine` (HIXL `Disconnect`): waits up to
+/// `timeout_ms` for this engine's transfers with it, then closes this
+/// engine's link (a link the peer made stays the peer's). A peer that cannot
+/// be reached: this side is dropped and the call succeeds.
+/// Statuses: `LLMDD_NOT_YET_LINK` (not connected), `LLMDD_PARAM_INVALID`,
+/// `LLMDD_PROCESSING_LINK`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_disconnect(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+) -> u32 {
+    conn_call(
+        "llmdd_engine_disconnect",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::disconnect,
+    )
+}
+
+/// Starts connecting (HIXL `ConnectAsync`): the state is CONNECT_PENDING on
+/// return, then CONNECTING, then CONNECTED or CONNECT_FAILED
+/// (`llmdd_engine_connect_status`). Statuses as `llmdd_engine_connect` for
+/// what is checked before it starts.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_connect_async(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+) -> u32 {
+    conn_call(
+        "llmdd_engine_connect_async",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::connect_async,
+    )
+}
+
+/// Starts disconnecting (HIXL `DisconnectAsync`): DISCONNECT_PENDING on
+/// return, then DISCONNECTING, then NOT_CONNECT.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_disconnect_async(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    timeout_ms: i32,
+) -> u32 {
+    conn_call(
+        "llmdd_engine_disconnect_async",
+        e,
+        remote_engine,
+        timeout_ms,
+        Engine::disconnect_async,
+    )
+}
+
+fn copy_cstr(dst: *mut c_char, cap: usize, s: &str) {
+    if dst.is_null() || cap == 0 {
+        return;
+    }
+    let mut n = s.len().min(cap - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: the caller gave `cap` writable bytes at `dst`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr().cast::<c_char>(), dst, n);
+        *dst.add(n) = 0;
+    }
+}
+
+/// The connect state of `remote_engine` (HIXL `GetAsyncConnectStatus`):
+/// `LLMDD_ENGINE_*` into `*state`; for CONNECT_FAILED the reason goes into
+/// `reason` (NUL-terminated, truncated to `reason_cap` bytes; `reason` may be
+/// NULL with `reason_cap` 0). An engine never connected is NOT_CONNECT; a
+/// connected one whose link died reads CONNECT_FAILED.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_connect_status(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    state: *mut u32,
+    reason: *mut c_char,
+    reason_cap: usize,
+) -> u32 {
+    run("llmdd_engine_connect_status", || {
+        let h = engine(e)?;
+        let st = output(state, "status")?;
+        if reason.is_null() && reason_cap > 0 {
+            bail!(
+                ParamInvalid,
+                "reason is NULL but reason_cap is {reason_cap}"
+            );
+        }
+        let (s, why) = h
+            .engine
+            .connect_status(cstr(remote_engine, "remote_engine")?)?;
+        copy_cstr(reason, reason_cap, &why);
+        *st = state_code(s);
+        Ok(())
+    })
+}
+
+/// Every remote engine this engine knows of and its state (HIXL
+/// `GetAsyncConnectStatus(map)`): up to `cap` entries into `out`, sorted by
+/// name; `*count` receives the total (call with `cap` 0 to size `out`).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_connect_statuses(
+    e: *mut llmdd_engine_t,
+    out: *mut llmdd_engine_peer_t,
+    cap: usize,
+    count: *mut usize,
+) -> u32 {
+    run("llmdd_engine_connect_statuses", || {
+        let h = engine(e)?;
+        let count = output(count, "count")?;
+        if out.is_null() && cap > 0 {
+            bail!(ParamInvalid, "out is NULL but cap is {cap}");
+        }
+        let all = h.engine.connect_statuses()?;
+        for (i, (name, s)) in all.iter().take(cap).enumerate() {
+            let p = out.add(i);
+            (*p).state = state_code(*s);
+            copy_cstr((*p).remote.as_mut_ptr(), LLMDD_ENGINE_NAME_MAX, name);
+        }
+        *count = all.len();
+        Ok(())
+    })
+}
+
+/// Transfers `num_descs` descriptors with `remote_engine` (HIXL
+/// `TransferSync`): `op` READ (remote → local) or WRITE (local → remote),
+/// all done or failed within `timeout_ms`. Every local range must lie in
+/// memory registered with this engine and every remote range in memory the
+/// peer registered; nothing moves otherwise. With `notify_name` (not NULL)
+/// a notification `{notify_name, notify_msg}` is delivered to the peer after
+/// the last byte is in its memory (`notify_msg` NULL = ""). Statuses:
+/// `LLMDD_PARAM_INVALID` (empty list, zero length, overflow, outside
+/// registered memory, notification too long), `LLMDD_NOT_YET_LINK` (not
+/// connected), `LLMDD_TIMEOUT`, `LLMDD_LINK_FAILED` (the peer died or the
+/// link broke), `LLMDD_OUT_OF_MEMORY` (the peer's notification queue is full).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_transfer(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    op: u32,
+    op_descs: *const llmdd_engine_desc_t,
+    num_descs: usize,
+    timeout_ms: i32,
+    notify_name: *const c_char,
+    notify_msg: *const c_char,
+) -> u32 {
+    run("llmdd_engine_transfer", || {
+        let h = engine(e)?;
+        let remote = cstr(remote_engine, "remote_engine")?;
+        let op = Op::from_c(op)?;
+        let d = descs(op_descs, num_descs)?;
+        let n = notice(notify_name, notify_msg)?;
+        h.engine.transfer(remote, op, d, timeout_ms, n.as_ref())
+    })
+}
+
+/// Posts the same transfer asynchronously (HIXL `TransferAsync`): the list is
+/// checked now (the statuses of `llmdd_engine_transfer` for what fails here),
+/// then runs on the engine's worker pool, finishing within `timeout_ms`
+/// (< 0: 30 s, or `llm.SyncKvCacheWaitTime` if given at create). `*out`
+/// receives the request; `user_data` is handed back by `llmdd_engine_poll`.
+/// The descriptor array may be reused once this returns.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_transfer_async(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    op: u32,
+    op_descs: *const llmdd_engine_desc_t,
+    num_descs: usize,
+    timeout_ms: i32,
+    notify_name: *const c_char,
+    notify_msg: *const c_char,
+    user_data: *const c_void,
+    out: *mut *mut llmdd_engine_req_t,
+) -> u32 {
+    run("llmdd_engine_transfer_async", || {
+        let h = engine(e)?;
+        let out = output(out, "req")?;
+        let remote = cstr(remote_engine, "remote_engine")?;
+        let op = Op::from_c(op)?;
+        let d = descs(op_descs, num_descs)?;
+        let n = notice(notify_name, notify_msg)?;
+        let req = h
+            .engine
+            .transfer_async(remote, op, d, timeout_ms, n, user_data as usize)?;
+        let seq = req.seq;
+        let Some(r) = REQS.insert(ReqHandle {
+            owner: e as usize,
+            req: req.clone(),
+        }) else {
+            req.cancel();
+            h.engine.forget(&req);
+            bail!(OutOfMemory, "too many live request handles");
+        };
+        h.reqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, r);
+        *out = r as *mut llmdd_engine_req_t;
+        Ok(())
+    })
+}
+
+fn report(
+    h: &EngineHandle,
+    r: *const llmdd_engine_req_t,
+    o: Option<engine::Outcome>,
+    state: &mut u32,
+    result: &mut u32,
+) {
+    match o {
+        Some(o) => {
+            (*state, *result) = req_code(&o);
+            release_req(h, r as usize);
+        }
+        None => {
+            (*state, *result) = (ReqStatus::Waiting as u32, 0);
+            // A caller polling in a loop lets the worker run (it may share
+            // this CPU).
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The status of `req` (HIXL `GetTransferStatus(req)`): `LLMDD_ENGINE_REQ_*`
+/// into `*state` and the request's `LLMDD_*` result into `*result` (NULL
+/// allowed). A final state (COMPLETED, TIMEOUT, FAILED) is reported once:
+/// the handle dies with the report.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_req_status(
+    e: *mut llmdd_engine_t,
+    req: *mut llmdd_engine_req_t,
+    state: *mut u32,
+    result: *mut u32,
+) -> u32 {
+    run("llmdd_engine_req_status", || {
+        let (h, q) = req_of(e, req)?;
+        let st = output(state, "status")?;
+        let mut res = 0;
+        report(&h, req, q.req.outcome(), st, &mut res);
+        if let Some(r) = result.as_mut() {
+            *r = res;
+        }
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` (< 0: until it finishes, which its own timeout
+/// bounds) for `req`, then reports as `llmdd_engine_req_status` (WAITING if
+/// it did not finish in time).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_req_wait(
+    e: *mut llmdd_engine_t,
+    req: *mut llmdd_engine_req_t,
+    timeout_ms: i32,
+    state: *mut u32,
+    result: *mut u32,
+) -> u32 {
+    run("llmdd_engine_req_wait", || {
+        let (h, q) = req_of(e, req)?;
+        let st = output(state, "status")?;
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        let mut res = 0;
+        report(&h, req, q.req.wait(deadline), st, &mut res);
+        if let Some(r) = result.as_mut() {
+            *r = res;
+        }
+        Ok(())
+    })
+}
+
+/// Cancels `req`: a request that has not started never starts, a running
+/// one stops at its next chunk boundary (bytes of earlier chunks may have
+/// moved); it then reports FAILED. One that finished keeps its status. The
+/// handle stays live until its status is reported or it is freed.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_req_cancel(
+    e: *mut llmdd_engine_t,
+    req: *mut llmdd_engine_req_t,
+) -> u32 {
+    run("llmdd_engine_req_cancel", || {
+        let (_, q) = req_of(e, req)?;
+        q.req.cancel();
+        Ok(())
+    })
+}
+
+/// Releases `req` without reporting it (an unfinished one is cancelled).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_req_free(
+    e: *mut llmdd_engine_t,
+    req: *mut llmdd_engine_req_t,
+) -> u32 {
+    run("llmdd_engine_req_free", || {
+        let (h, q) = req_of(e, req)?;
+        q.req.cancel();
+        release_req(&h, req as usize);
+        Ok(())
+    })
+}
+
+/// Batch status (HIXL `GetTransferStatus(args, results)`): up to
+/// `min(max_query_count, cap)` requests in posting order into `out`;
+/// finished ones are reported once (their handles die), waiting ones are
+/// included unless `skip_waiting`. `*count` receives the number written.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_poll(
+    e: *mut llmdd_engine_t,
+    max_query_count: u32,
+    skip_waiting: bool,
+    out: *mut llmdd_engine_result_t,
+    cap: usize,
+    count: *mut usize,
+) -> u32 {
+    run("llmdd_engine_poll", || {
+        let h = engine(e)?;
+        let count = output(count, "count")?;
+        if out.is_null() && cap > 0 {
+            bail!(ParamInvalid, "out is NULL but cap is {cap}");
+        }
+        let max = (max_query_count as usize).min(cap);
+        let got = h.engine.poll(max, skip_waiting);
+        let map = h.reqs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        let mut dead = Vec::new();
+        for (r, s) in got {
+            let Some(&handle) = map.get(&r.seq) else {
+                continue;
+            };
+            let result = r
+                .outcome()
+                .and_then(|o| o.error.map(|e| e.status.code()))
+                .unwrap_or(0);
+            *out.add(n) = llmdd_engine_result_t {
+                req: handle as *mut llmdd_engine_req_t,
+                user_data: r.user_data as *const c_void,
+                status: s as u32,
+                result,
+            };
+            n += 1;
+            if s != ReqStatus::Waiting {
+                dead.push(handle);
+            }
+        }
+        drop(map);
+        for d in dead {
+            release_req(&h, d);
+        }
+        *count = n;
+        Ok(())
+    })
+}
+
+/// The number of requests of the engine not yet reported final (an upper
+/// bound for `llmdd_engine_poll`'s `cap`).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_outstanding(
+    e: *mut llmdd_engine_t,
+    count: *mut usize,
+) -> u32 {
+    run("llmdd_engine_outstanding", || {
+        let h = engine(e)?;
+        let count = output(count, "count")?;
+        *count = h.reqs.lock().unwrap_or_else(|p| p.into_inner()).len();
+        Ok(())
+    })
+}
+
+/// Sends a notification `{name, msg}` to `remote_engine` (HIXL
+/// `SendNotify`), delivered into its queue before this returns. Statuses:
+/// `LLMDD_PARAM_INVALID` (name over `LLMDD_ENGINE_NOTIFY_NAME_MAX` or msg
+/// over `LLMDD_ENGINE_NOTIFY_MSG_MAX` bytes), `LLMDD_NOT_YET_LINK`,
+/// `LLMDD_OUT_OF_MEMORY` (the peer's queue is full), `LLMDD_TIMEOUT`,
+/// `LLMDD_LINK_FAILED`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_send_notify(
+    e: *mut llmdd_engine_t,
+    remote_engine: *const c_char,
+    name: *const c_char,
+    msg: *const c_char,
+    timeout_ms: i32,
+) -> u32 {
+    run("llmdd_engine_send_notify", || {
+        let h = engine(e)?;
+        let remote = cstr(remote_engine, "remote_engine")?;
+        let n = Notice {
+            name: cstr(name, "name")?.to_string(),
+            msg: cstr(msg, "msg")?.to_string(),
+        };
+        h.engine.send_notify(remote, &n, timeout_ms)
+    })
+}
+
+/// Takes the oldest received notification (HIXL `GetNotifies`, one at a
+/// time): `*got` is false when there is none; else its name and message are
+/// copied NUL-terminated into `name` (`name_cap` bytes) and `msg`
+/// (`msg_cap`). Buffers too small for it: `LLMDD_PARAM_INVALID`, and the
+/// notification stays queued (`LLMDD_ENGINE_NOTIFY_*_MAX` + 1 always fit).
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_next_notify(
+    e: *mut llmdd_engine_t,
+    name: *mut c_char,
+    name_cap: usize,
+    msg: *mut c_char,
+    msg_cap: usize,
+    got: *mut bool,
+) -> u32 {
+    run("llmdd_engine_next_notify", || {
+        let h = engine(e)?;
+        let got = output(got, "got")?;
+        if name.is_null() || msg.is_null() {
+            bail!(ParamInvalid, "name and msg buffers are required");
+        }
+        let Some(n) = h.engine.next_notify() else {
+            *got = false;
+            return Ok(());
+        };
+        if n.name.len() >= name_cap || n.msg.len() >= msg_cap {
+            let why = err!(
+                ParamInvalid,
+                "the notification needs {} + 1 name and {} + 1 msg bytes (buffers: {name_cap}, {msg_cap})",
+                n.name.len(),
+                n.msg.len()
+            );
+            h.engine.unpop_notify(n);
+            return Err(why);
+        }
+        copy_cstr(name, name_cap, &n.name);
+        copy_cstr(msg, msg_cap, &n.msg);
+        *got = true;
+        Ok(())
+    })
+}
+
+/// Feature query (HIXL `GetCapability`): `*value` is 1 if `feature`
+/// (`LLMDD_ENGINE_FEATURE_*`) is supported, else 0 (also for unknown
+/// features). A negative feature: `LLMDD_PARAM_INVALID`.
+#[no_mangle]
+pub unsafe extern "C" fn llmdd_engine_capability(feature: i32, value: *mut i32) -> u32 {
+    run("llmdd_engine_capability", || {
+        let v = output(value, "value")?;
+        *v = i32::from(engine::capability(feature)?);
+        Ok(())
+    })
+}
+
+/// HIXL's status code (`LLMDD_HIXL_*`) for an `LLMDD_*` status of an engine
+/// call: PARAM_INVALID, TIMEOUT, NOT_CONNECTED (`NOT_YET_LINK`),
+/// ALREADY_CONNECTED (`ALREADY_LINK`), UNSUPPORTED (`FEATURE_NOT_ENABLED`),
+/// RESOURCE_EXHAUSTED (`OUT_OF_MEMORY`), else FAILED.
+#[no_mangle]
+pub extern "C" fn llmdd_engine_hixl_status(status: u32) -> u32 {
+    match Status::from_code(status) {
+        Status::Success if status == 0 => LLMDD_HIXL_SUCCESS,
+        Status::ParamInvalid | Status::KvCacheNotExist => LLMDD_HIXL_PARAM_INVALID,
+        Status::Timeout => LLMDD_HIXL_TIMEOUT,
+        Status::NotYetLink => LLMDD_HIXL_NOT_CONNECTED,
+        Status::AlreadyLink => LLMDD_HIXL_ALREADY_CONNECTED,
+        Status::FeatureNotEnabled => LLMDD_HIXL_UNSUPPORTED,
+        Status::OutOfMemory | Status::DeviceOutOfMemory => LLMDD_HIXL_RESOURCE_EXHAUSTED,
+        _ => LLMDD_HIXL_FAILED,
+    }
+}

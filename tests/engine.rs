@@ -1,0 +1,376 @@
+//! The byte-addressed transfer engine (src/engine) with two engines in one
+//! process on 127.0.0.1: over the same-process path and, with
+//! `llmdd.SameHost=0` on both, over TCP.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use llmdd::datadist::notify::Notice;
+use llmdd::engine::{ConnState, Engine, Op, OpDesc, ReqStatus};
+use llmdd::Status;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn opts(tcp: bool) -> BTreeMap<String, String> {
+    let mut o = BTreeMap::new();
+    if tcp {
+        o.insert("llmdd.SameHost".to_string(), "0".to_string());
+    }
+    o
+}
+
+fn engine(tcp: bool) -> (std::sync::Arc<Engine>, String) {
+    for _ in 0..20 {
+        let name = format!("127.0.0.1:{}", free_port());
+        if let Ok(e) = Engine::new(&name, &opts(tcp)) {
+            return (e, name);
+        }
+    }
+    panic!("no free port");
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn strided(local: &[u8], remote: &[u8], n: usize, len: usize) -> Vec<OpDesc> {
+    // Every other `len` chunk on the remote side, packed locally.
+    (0..n)
+        .map(|i| OpDesc {
+            local_addr: local.as_ptr() as usize + i * len,
+            remote_addr: remote.as_ptr() as usize + 2 * i * len,
+            len,
+        })
+        .collect()
+}
+
+fn read_write(tcp: bool) {
+    let (server, sname) = engine(tcp);
+    let (client, _) = engine(tcp);
+    let src = pattern(1 << 20, 3);
+    let mut dst = vec![0u8; 1 << 19];
+    server
+        .register_mem(src.as_ptr() as u64, src.len() as u64, 1)
+        .unwrap();
+    client
+        .register_mem(dst.as_ptr() as u64, dst.len() as u64, 0)
+        .unwrap();
+    let descs = strided(&dst, &src, 128, 4096);
+    // Not connected yet.
+    let e = client
+        .transfer(&sname, Op::Read, &descs, 1000, None)
+        .unwrap_err();
+    assert_eq!(e.status, Status::NotYetLink, "{}", e.message);
+    client.connect(&sname, 5000).unwrap();
+    assert_eq!(
+        client.connect(&sname, 5000).unwrap_err().status,
+        Status::AlreadyLink
+    );
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::Connected
+    );
+    client
+        .transfer(&sname, Op::Read, &descs, 5000, None)
+        .unwrap();
+    for i in 0..128 {
+        assert_eq!(
+            &dst[i * 4096..(i + 1) * 4096],
+            &src[2 * i * 4096..(2 * i + 1) * 4096]
+        );
+    }
+    // WRITE back, shifted by one chunk, then a notification after the data.
+    let mut back = vec![0u8; 1 << 20];
+    server
+        .register_mem(back.as_mut_ptr() as u64, back.len() as u64, 1)
+        .unwrap();
+    for b in dst.iter_mut() {
+        *b = b.wrapping_add(1);
+    }
+    let wdescs = strided(&dst, &back, 128, 4096);
+    let note = Notice {
+        name: "kv".into(),
+        msg: "req-1 done".into(),
+    };
+    client
+        .transfer(&sname, Op::Write, &wdescs, 5000, Some(&note))
+        .unwrap();
+    assert_eq!(server.take_notifies(), vec![note.clone()]);
+    for i in 0..128 {
+        assert_eq!(
+            &back[2 * i * 4096..(2 * i + 1) * 4096],
+            &dst[i * 4096..(i + 1) * 4096]
+        );
+    }
+    // Outside the peer's memory, outside ours: refused, nothing moves.
+    let mut bad = descs.clone();
+    bad[5].remote_addr = src.as_ptr() as usize + src.len() - 100;
+    bad[5].len = 101;
+    let e = client
+        .transfer(&sname, Op::Read, &bad, 1000, None)
+        .unwrap_err();
+    assert_eq!(e.status, Status::ParamInvalid);
+    assert!(e.message.contains("op_descs[5] remote"), "{}", e.message);
+    let mut bad = descs.clone();
+    bad[0].local_addr = dst.as_ptr() as usize + dst.len();
+    let e = client
+        .transfer(&sname, Op::Read, &bad, 1000, None)
+        .unwrap_err();
+    assert!(e.message.contains("op_descs[0] local"), "{}", e.message);
+    // Async: many requests, polled in a batch, user data handed back.
+    dst.fill(0);
+    let reqs: Vec<_> = (0..4)
+        .map(|k| {
+            client
+                .transfer_async(
+                    &sname,
+                    Op::Read,
+                    &descs[k * 32..(k + 1) * 32],
+                    -1,
+                    None,
+                    k + 100,
+                )
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.len() < 4 && Instant::now() < deadline {
+        for (r, s) in client.poll(usize::MAX, true) {
+            assert_eq!(s, ReqStatus::Completed);
+            seen.push(r.user_data);
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, [100, 101, 102, 103]);
+    assert!(reqs.iter().all(|r| r.outcome().is_some()));
+    assert_eq!(&dst[..4096], &src[..4096]);
+    // The server sends a notification back over the same link.
+    server.connect(&client_name(&client), 5000).unwrap();
+    server
+        .send_notify(
+            &client_name(&client),
+            &Notice {
+                name: "a".into(),
+                msg: "b".into(),
+            },
+            1000,
+        )
+        .unwrap();
+    assert_eq!(client.next_notify().unwrap().msg, "b");
+    server.disconnect(&client_name(&client), 1000).unwrap();
+    // The client's link is untouched by the server's disconnect.
+    client
+        .transfer(&sname, Op::Read, &descs, 5000, None)
+        .unwrap();
+    client.disconnect(&sname, 1000).unwrap();
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::NotConnect
+    );
+    assert_eq!(
+        client.disconnect(&sname, 1000).unwrap_err().status,
+        Status::NotYetLink
+    );
+    client.finalize();
+    server.finalize();
+}
+
+fn client_name(e: &Engine) -> String {
+    e.name().to_string()
+}
+
+#[test]
+fn same_process_read_write_async_notify() {
+    read_write(false);
+}
+
+#[test]
+fn tcp_read_write_async_notify() {
+    read_write(true);
+}
+
+#[test]
+fn async_connect_and_failure_states() {
+    let (server, sname) = engine(false);
+    let (client, _) = engine(false);
+    client.connect_async(&sname, 5000).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, _) = client.connect_status(&sname).unwrap();
+        if s == ConnState::Connected {
+            break;
+        }
+        assert!(
+            matches!(s, ConnState::ConnectPending | ConnState::Connecting),
+            "{s:?}"
+        );
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        client.connect_statuses().unwrap(),
+        vec![(sname.clone(), ConnState::Connected)]
+    );
+    client.disconnect_async(&sname, 1000).unwrap();
+    while client.connect_status(&sname).unwrap().0 != ConnState::NotConnect {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Nobody listens there: CONNECT_FAILED with the reason.
+    let dead = format!("127.0.0.1:{}", free_port());
+    assert!(client.connect(&dead, 500).is_err());
+    let (s, why) = client.connect_status(&dead).unwrap();
+    assert_eq!(s, ConnState::ConnectFailed);
+    assert!(!why.is_empty());
+    // Bad arguments.
+    assert_eq!(
+        client.connect("nonsense", 100).unwrap_err().status,
+        Status::ParamInvalid
+    );
+    assert_eq!(
+        client.connect("127.0.0.1", 100).unwrap_err().status,
+        Status::ParamInvalid
+    );
+    assert_eq!(
+        client.connect(&sname, 0).unwrap_err().status,
+        Status::ParamInvalid
+    );
+    assert_eq!(
+        client.connect(client.name(), 100).unwrap_err().status,
+        Status::ParamInvalid
+    );
+    drop(server);
+}
+
+#[test]
+fn cancel_and_finalize_end_requests() {
+    let (server, sname) = engine(true);
+    let (client, _) = engine(true);
+    let src = vec![7u8; 64 << 20];
+    let dst = vec![0u8; 64 << 20];
+    server
+        .register_mem(src.as_ptr() as u64, src.len() as u64, 1)
+        .unwrap();
+    client
+        .register_mem(dst.as_ptr() as u64, dst.len() as u64, 1)
+        .unwrap();
+    client.connect(&sname, 5000).unwrap();
+    let descs: Vec<OpDesc> = (0..(64 << 20) / 4096)
+        .map(|i| OpDesc {
+            local_addr: dst.as_ptr() as usize + i * 4096,
+            remote_addr: src.as_ptr() as usize + i * 4096,
+            len: 4096,
+        })
+        .collect();
+    // Mix: one is cancelled at once; all end with a final status.
+    let reqs: Vec<_> = (0..4)
+        .map(|_| {
+            client
+                .transfer_async(&sname, Op::Read, &descs, 20_000, None, 0)
+                .unwrap()
+        })
+        .collect();
+    assert!(reqs[3].cancel());
+    for r in &reqs {
+        let o = r
+            .wait(Some(Instant::now() + Duration::from_secs(30)))
+            .expect("finished");
+        assert!(matches!(o.status, ReqStatus::Completed | ReqStatus::Failed));
+    }
+    let o = reqs[3].outcome().unwrap();
+    if o.status == ReqStatus::Failed {
+        assert!(o.error.unwrap().message.contains("cancelled"));
+    }
+    // Finalize with a request in flight: it ends (never hangs).
+    let r = client
+        .transfer_async(&sname, Op::Read, &descs, 20_000, None, 0)
+        .unwrap();
+    client.finalize();
+    assert!(r
+        .wait(Some(Instant::now() + Duration::from_secs(30)))
+        .is_some());
+    server.finalize();
+}
+
+#[test]
+fn auto_connect_connects_on_first_use() {
+    let (server, sname) = engine(false);
+    let mut o = opts(false);
+    o.insert("AutoConnect".into(), "1".into());
+    let name = format!("127.0.0.1:{}", free_port());
+    let client = Engine::new(&name, &o).unwrap();
+    let src = pattern(8192, 9);
+    let dst = vec![0u8; 8192];
+    server.register_mem(src.as_ptr() as u64, 8192, 1).unwrap();
+    client.register_mem(dst.as_ptr() as u64, 8192, 1).unwrap();
+    let d = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: src.as_ptr() as usize,
+        len: 8192,
+    }];
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::NotConnect
+    );
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    assert_eq!(dst, src);
+    assert_eq!(
+        client.connect_status(&sname).unwrap().0,
+        ConnState::Connected
+    );
+    // Unknown and misspelt options are refused.
+    let mut bad = BTreeMap::new();
+    bad.insert("AutoConect".to_string(), "1".to_string());
+    let e = Engine::new(&format!("127.0.0.1:{}", free_port()), &bad)
+        .err()
+        .unwrap();
+    assert_eq!(e.status, Status::ParamInvalid);
+}
+
+#[test]
+fn a_dead_peer_reads_connect_failed_and_connect_replaces_its_link() {
+    let (server, sname) = engine(true);
+    let (client, _) = engine(true);
+    let src = pattern(4096, 1);
+    let dst = vec![0u8; 4096];
+    server.register_mem(src.as_ptr() as u64, 4096, 1).unwrap();
+    client.register_mem(dst.as_ptr() as u64, 4096, 1).unwrap();
+    client.connect(&sname, 5000).unwrap();
+    let d = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: src.as_ptr() as usize,
+        len: 4096,
+    }];
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    // The server goes away: the client's state turns CONNECT_FAILED.
+    server.finalize();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failed = false;
+    while Instant::now() < deadline && !failed {
+        failed = client.connect_status(&sname).unwrap().0 == ConnState::ConnectFailed;
+        if !failed {
+            let _ = client.transfer(&sname, Op::Read, &d, 500, None);
+        }
+    }
+    assert!(failed, "the state never became CONNECT_FAILED");
+    assert!(client.transfer(&sname, Op::Read, &d, 500, None).is_err());
+    // Connecting again is allowed (not ALREADY_CONNECTED); nobody listens now.
+    let e = client.connect(&sname, 500).unwrap_err();
+    assert_ne!(e.status, Status::AlreadyLink, "{}", e.message);
+    // A new server on the same name: Connect replaces the dead link.
+    let again = Engine::new(&sname, &opts(true)).unwrap();
+    again.register_mem(src.as_ptr() as u64, 4096, 1).unwrap();
+    client.connect(&sname, 5000).unwrap();
+    client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
+    assert_eq!(dst, src);
+}
