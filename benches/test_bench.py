@@ -34,10 +34,18 @@ def run(args, timeout=90):
     return p.returncode, p.stdout, p.stderr
 
 
+_HELD_PORTS = []
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port held until llmdd_bench binds it: a socket bound to it with
+    SO_REUSEADDR, never listening, stays open, so no other bind(0) or connect()
+    on the machine takes it in between (llmdd's listener sets SO_REUSEADDR)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(s)
+    return s.getsockname()[1]
 
 
 def check_stats(stats, rows):

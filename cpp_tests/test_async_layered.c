@@ -7,7 +7,8 @@
  * reports the arrival time. Checks: every layer arrives intact and in order,
  * the synchronizer is called once per layer in ascending order with timeout
  * -1, and llmdd_task_synchronize returns within one layer's transfer time
- * (+10 ms, measured in the same run) of releasing the last layer. Over TCP the
+ * (+10 ms, measured in the same run, plus twice the largest scheduling delay
+ * seen in the run: two threads must wake) of releasing the last layer. Over TCP the
  * decoder is also stopped (SIGSTOP) while layer STOP_LAYER is released: that
  * layer cannot complete, yet the synchronizer for the next layer must be
  * called, which proves the callback for L+1 overlaps the transfer of L.
@@ -131,9 +132,11 @@ static void run(int tcp) {
 
   double rel[LAYERS], arr[LAYERS], per[LAYERS];
   int overlapped = 0, lost = 0;
-  double sync_ms = -1;
+  double sync_ms = -1, sched_max = 0;
   for (int i = 0; i < LAYERS && !lost; i++) {
     CHECK(t_peer_call(ch.parent, CMD_PREP | (uint64_t)i) == 1);
+    double late = t_sched_delay_ms();
+    if (late > sched_max) sched_max = late;
     /* The synchronizer for layer i is called without the test doing anything
      * but releasing layer i-1: it overlaps that layer's transfer. */
     CHECK(t_gate_wait_calls(&g, i + 1, 10000));
@@ -184,11 +187,12 @@ static void run(int tcp) {
     double mib = 2.0 * K * BLK / 1048576.0;
     printf("[%s] %d layers x %.1f MiB: release->arrival per layer (%d timed) median %.3f ms (%.2f GB/s), min %.3f ms, max %.3f ms\n",
            tr, LAYERS, mib, n, med, 2.0 * K * BLK / (med * 1e6), sorted[0], max);
-    printf("[%s] last layer released -> llmdd_task_synchronize returned: %.3f ms (limit: max layer %.3f ms + 10 ms)\n",
-           tr, sync_ms, max);
+    printf("[%s] last layer released -> llmdd_task_synchronize returned: %.3f ms (limit: max layer %.3f ms + 10 ms"
+           " + 2 x largest scheduling delay %.3f ms)\n",
+           tr, sync_ms, max, sched_max);
     printf("[%s] synchronizer for layer L+1 entered before the decoder saw layer L: %d of %d layers\n", tr,
            overlapped, LAYERS - 1);
-    CHECK(sync_ms >= 0 && sync_ms <= max + 10.0);
+    CHECK(sync_ms >= 0 && sync_ms <= max + 10.0 + 2 * sched_max);
   }
   uint32_t res = 0;
   CHECK_OK(llmdd_task_get_results(task, 0, &res, 1));

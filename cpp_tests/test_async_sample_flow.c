@@ -63,13 +63,6 @@ static llmdd_cache_t register_blocks(llmdd_instance_t *inst, uint64_t cluster, f
   return c;
 }
 
-/* Closes the two ends of `other`: this process neither reads nor writes them,
- * so when the process holding the far ends exits, t_recv sees EOF. */
-static void close_chan(t_chan other) {
-  close(other.rd);
-  close(other.wr);
-}
-
 static uint32_t force_unlink(llmdd_instance_t *inst, uint64_t remote) {
   llmdd_cluster_info_t c;
   memset(&c, 0, sizeof c);
@@ -80,7 +73,6 @@ static uint32_t force_unlink(llmdd_instance_t *inst, uint64_t remote) {
 
 static int prompt(void *arg) {
   t_chan_pair *pair = (t_chan_pair *)arg;
-  close_chan(pair->parent);
   t_chan ch = pair->child;
   llmdd_instance_t *p = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_PROMPT, P_ID, &p));
@@ -128,7 +120,6 @@ int main(void) {
   g_port_d = t_free_port();
   t_chan_pair ch = t_chan_new();
   pid_t child = t_fork(prompt, &ch);
-  close_chan(ch.child);
 
   llmdd_instance_t *d = NULL;
   REQUIRE_OK(llmdd_create(LLMDD_ROLE_DECODER, D_ID, &d));

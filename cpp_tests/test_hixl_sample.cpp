@@ -48,16 +48,21 @@ constexpr size_t kBufSize = 4u << 20;
 constexpr size_t kBlock = 4096;
 constexpr int32_t kTimeoutMs = 10000;
 
+// A loopback port held until llmdd binds it: a socket bound to it with
+// SO_REUSEADDR, never listening, stays open for the life of the process, so no
+// other bind(0) or connect() on the machine takes it in between (llmdd's
+// listener sets SO_REUSEADDR and can still bind it).
 uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t n = sizeof a;
   bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
   getsockname(fd, reinterpret_cast<sockaddr *>(&a), &n);
-  close(fd);
-  return ntohs(a.sin_port);
+  return ntohs(a.sin_port);  // fd stays open: it holds the port
 }
 
 uint8_t Pattern(size_t i, uint8_t seed) { return static_cast<uint8_t>(i * 131u + seed + (i >> 12)); }

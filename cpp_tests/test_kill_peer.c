@@ -2,7 +2,7 @@
  * Server side dies: the decoder's pull fails fast (LINK_FAILED, TIMEOUT or
  * NOT_YET_LINK, bounded by sync_kv_timeout=1000 ms + slack), and since the
  * decoder knows the link is dead, a non-forced unlink succeeds.
- * Client side dies: the prompt notices and frees its side within 3 s; a new
+ * Client side dies: the prompt notices and frees its side; a new
  * decoder process with the same cluster id links and pulls, and the prompt
  * stays healthy. Every instance lives in a child process except case A's
  * decoder, which is created after the last fork. */
@@ -36,7 +36,7 @@ static int prompt_b(void *arg) {
         s = t_blk_pull(p, &scratch, arg2);
         if (s == LLMDD_NOT_YET_LINK) break;
         usleep(20000);
-      } while (t_now_ms() - t0 < 3000);
+      } while (t_now_ms() - t0 < 20000); /* ends once the prompt has noticed */
       printf("prompt freed the dead client's link after %.1f ms (last pull: %s)\n",
              t_now_ms() - t0, llmdd_status_name(s));
     }
@@ -50,7 +50,9 @@ static int prompt_b(void *arg) {
 }
 
 /* Decoder with cluster id 2 for case B. The first links once; the second
- * retries for up to 3 s (the server may still hold the dead client's link). */
+ * retries until it works (the server may still hold the dead client's link),
+ * for 20 s at most: the loops end as soon as they succeed, so their bounds
+ * only need to outlast a busy machine (ASan, other processes). */
 static int decoder_b(void *arg) {
   t_chan c = *(t_chan *)arg;
   llmdd_instance_t *d = NULL;
@@ -62,10 +64,10 @@ static int decoder_b(void *arg) {
   double t0 = t_now_ms();
   uint32_t s, ret = 0;
   do {
-    s = t_link1(d, 5, "127.0.0.1", g_port_b, 1000, &ret);
+    s = t_link1(d, 5, "127.0.0.1", g_port_b, 10000, &ret);
     if (s == LLMDD_SUCCESS) break;
     usleep(50000);
-  } while (t_now_ms() - t0 < 3000);
+  } while (t_now_ms() - t0 < 20000);
   CHECK_OK(s);
   if (s == LLMDD_SUCCESS) s = t_blk_pull_verify(d, &scratch, 5);
   t_send(c, s);

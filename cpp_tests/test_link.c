@@ -55,11 +55,13 @@ static void link_timeouts(llmdd_instance_t *d) {
   uint16_t closed = t_free_port();
   uint32_t ret = 0;
   double t0 = t_now_ms();
-  CHECK_STATUS(t_link1(d, 50, "127.0.0.1", closed, 500, &ret), LLMDD_LINK_FAILED);
+  /* A timeout far above the bound: failing by refusal, not by timing out, is
+   * what is checked, with room for a busy machine's scheduling delay. */
+  CHECK_STATUS(t_link1(d, 50, "127.0.0.1", closed, 30000, &ret), LLMDD_LINK_FAILED);
   double el = t_now_ms() - t0;
   printf("link to closed port: %.1f ms\n", el);
   CHECK(ret == LLMDD_LINK_FAILED);
-  CHECK(el < 1500);
+  CHECK(el < 10000);
 
   /* Silent peer: listen() but never accept or answer. */
   int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -152,10 +152,7 @@ static void run_flow(int tcp) {
   llmdd_destroy(p);
   t_blk_free(&src);
   t_blk_free(&scratch);
-  close(ch.parent.rd);
-  close(ch.parent.wr);
-  close(ch.child.rd);
-  close(ch.child.wr);
+  t_chan_close(ch.parent); /* t_fork closed the child end here */
   printf("switch-role flow over %s: ok\n", tcp ? "tcp" : "same-host");
 }
 

@@ -137,7 +137,7 @@ static int decoder_child(void *arg) {
         r = t_link(d, P_ID, g_p_port);
         if (r == LLMDD_SUCCESS) break;
         usleep(20000);
-      } while (t_now_ms() - t0 < 3000);
+      } while (t_now_ms() - t0 < 20000); /* returns once it works */
     }
     if (cmd == D_BIG_START) {
       tf_bg_start(&bg, d, P_ID, &big);

@@ -27,16 +27,20 @@
     }                                                                                    \
   } while (0)
 
-/* A loopback port that is free right now. */
+/* A loopback port that stays free until llmdd binds it: a socket bound to it
+ * with SO_REUSEADDR (never listening) holds it for the life of the process, so
+ * no other bind(0) or connect() on the machine takes it in between, while
+ * llmdd's listener (SO_REUSEADDR too) can bind it. Closing it at once would
+ * leave the port to whoever asks first. */
 static inline uint16_t ex_free_port(void) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-      getsockname(fd, (struct sockaddr *)&a, &len))
+  int one = 1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+      bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
     exit(1);
-  close(fd);
-  return ntohs(a.sin_port);
+  return ntohs(a.sin_port); /* fd stays open: it holds the port */
 }
 
 static inline double ex_now_ms(void) {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{cluster, count_dir, free_port, in_child_process, init};
+use common::{cluster, count_dir, free_port, in_child_process, init, release_ports};
 
 use std::time::{Duration, Instant};
 
@@ -180,9 +180,11 @@ fn link_to_closed_port_fails_fast() {
     init(&d, &[]);
     let port = free_port();
     let t = Instant::now();
-    let r = d.link_clusters(&[cluster(1, port)], 500).unwrap();
+    // A timeout far above the bound: failing by refusal, not by timing out,
+    // is what is checked, with room for a busy machine's scheduling delay.
+    let r = d.link_clusters(&[cluster(1, port)], 30_000).unwrap();
     assert_eq!(r[0].as_ref().unwrap_err().status, Status::LinkFailed);
-    assert!(t.elapsed() < Duration::from_millis(1500));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -246,6 +248,7 @@ fn finalize_leaves_no_thread_or_socket() {
         p.finalize();
         d.finalize(); // idempotent
     }
+    release_ports(); // the ports the rounds used stay held until now
     assert_eq!(
         count_dir("/proc/self/task"),
         threads0,

@@ -26,9 +26,11 @@ fn one_attempt_fails_fast_when_the_server_is_not_up() {
     let d = Instance::new(2, 20).unwrap();
     init(&d, &[]).unwrap();
     let t0 = Instant::now();
-    let r = d.link_clusters(&[cluster(10, port)], 3000).unwrap();
+    // A timeout far above the bound: failing by refusal, not by timing out,
+    // is what is checked, with room for a busy machine's scheduling delay.
+    let r = d.link_clusters(&[cluster(10, port)], 30_000).unwrap();
     assert_eq!(r[0].as_ref().unwrap_err().status, Status::LinkFailed);
-    assert!(t0.elapsed() < Duration::from_millis(1000));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }
 
 #[test]

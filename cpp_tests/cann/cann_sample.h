@@ -66,20 +66,24 @@ inline const char *GetRecentErrMsg() {
   return m == nullptr ? "no error" : m;
 }
 
-// A loopback port that is free right now.
+// A loopback port that stays free until it is bound: a socket bound to it
+// with SO_REUSEADDR (never listening) holds it for the life of the process, so
+// no other bind(0) or connect() on the machine takes it in between, while
+// llmdd's listener and the control server (SO_REUSEADDR both) can bind it.
 inline uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0 ||
       getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0) {
     std::perror("FreePort");
     std::exit(2);
   }
-  close(fd);
-  return ntohs(a.sin_port);
+  return ntohs(a.sin_port);  // fd stays open: it holds the port
 }
 
 inline Ports PickPorts() {

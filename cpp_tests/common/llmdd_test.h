@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -91,6 +92,16 @@ static inline double t_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* How much later than asked a 1 ms sleep of this thread woke up, in ms: the
+ * scheduling delay the machine adds right now. A test whose subject is a
+ * latency bound adds the largest value seen in the same run to its slack. */
+static inline double t_sched_delay_ms(void) {
+  double t0 = t_now_ms();
+  usleep(1000);
+  double late = t_now_ms() - t0 - 1.0;
+  return late > 0 ? late : 0;
+}
+
 /* A TCP socket bound to 127.0.0.1 on a port the kernel picks (*port), and
  * listening with `backlog` if it is > 0. */
 static inline int t_bound_socket(int backlog, uint16_t *port) {
@@ -110,11 +121,30 @@ static inline int t_bound_socket(int backlog, uint16_t *port) {
   return fd;
 }
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
+/* A TCP port on 127.0.0.1 that stays free for this test until llmdd binds it.
+ * A port found free and closed again can be taken by any process before llmdd
+ * binds it (another test, or the source port of any outgoing connection), and
+ * init or link then fails with "Address already in use" on a busy machine. So
+ * a socket bound to it with SO_REUSEADDR, never listening, holds it until the
+ * process ends (close-on-exec; forked children share it): the kernel gives a
+ * held port to no other bind(0) nor connect(), while llmdd's listener (which
+ * sets SO_REUSEADDR) can still bind it. A connection to it is refused until
+ * then. */
 static inline uint16_t t_free_port(void) {
-  uint16_t port = 0;
-  close(t_bound_socket(0, &port));
-  return port;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+    perror("t_free_port");
+    exit(2);
+  }
+  return ntohs(a.sin_port); /* fd stays open: it holds the port */
 }
 
 /* Entries of a directory such as /proc/self/task (-1 if unreadable). */
@@ -138,14 +168,52 @@ typedef struct {
   t_chan parent, child;
 } t_chan_pair;
 
+/* The channels this process made, in order. A channel belongs to the first
+ * child t_fork starts after it was made (the k-th channel not yet given to a
+ * child goes to the next fork), and t_fork closes every end the two sides do
+ * not use: the parent keeps only the parent end, that child only the child
+ * end, other children neither. So when one side exits early, the other's
+ * t_recv sees the pipe closed at once instead of waiting out its timeout
+ * (a copy of the write end left open in either process, or in a sibling,
+ * would hide the exit). */
+#define T_MAX_CHANS 32
+static t_chan_pair t_chans[T_MAX_CHANS];
+static int t_chans_made = 0;
+static int t_chans_given = 0;
+
 static inline t_chan_pair t_chan_new(void) {
   int a[2], b[2];
-  if (pipe(a) != 0 || pipe(b) != 0) {
-    perror("pipe");
+  if (t_chans_made == T_MAX_CHANS || pipe(a) != 0 || pipe(b) != 0) {
+    perror("t_chan_new");
     exit(2);
   }
+  for (int i = 0; i < 2; i++) { /* no exec'd program holds an end either */
+    fcntl(a[i], F_SETFD, FD_CLOEXEC);
+    fcntl(b[i], F_SETFD, FD_CLOEXEC);
+  }
   t_chan_pair p = {{b[0], a[1]}, {a[0], b[1]}};
+  t_chans[t_chans_made++] = p;
   return p;
+}
+
+static inline void t_close_end(t_chan *c) {
+  if (c->rd >= 0) close(c->rd);
+  if (c->wr >= 0) close(c->wr);
+  c->rd = c->wr = -1;
+}
+
+/* Closes this process's end `c` of a channel once the scenario is over (close
+ * a channel's descriptors only this way: t_fork closes what the registry says
+ * is open, and a descriptor closed behind its back may be reused by then). */
+static inline void t_chan_close(t_chan c) {
+  for (int i = 0; i < t_chans_made; i++) {
+    t_chan *ends[2] = {&t_chans[i].parent, &t_chans[i].child};
+    for (int e = 0; e < 2; e++)
+      if (ends[e]->rd == c.rd && ends[e]->wr == c.wr && c.rd >= 0) {
+        t_close_end(ends[e]);
+        return;
+      }
+  }
 }
 
 static inline void t_send(t_chan c, uint64_t v) {
@@ -155,13 +223,20 @@ static inline void t_send(t_chan c, uint64_t v) {
   }
 }
 
-/* Receives one value; exits the process after `timeout_ms` without one. */
+/* Receives one value; exits the process after `timeout_ms` without one, or
+ * at once when the peer has exited (closed its end). */
 static inline uint64_t t_recv(t_chan c, int timeout_ms) {
   struct pollfd p = {c.rd, POLLIN, 0};
   uint64_t v = 0;
-  if (poll(&p, 1, timeout_ms) != 1 || read(c.rd, &v, sizeof v) != (ssize_t)sizeof v) {
-    fprintf(stderr, "[pid %d] t_recv: peer did not answer within %d ms\n", (int)getpid(),
-            timeout_ms);
+  int r = poll(&p, 1, timeout_ms);
+  ssize_t n = r == 1 ? read(c.rd, &v, sizeof v) : -1;
+  if (n != (ssize_t)sizeof v) {
+    if (r == 1 && n == 0)
+      fprintf(stderr, "[pid %d] t_recv: the peer exited (its end of the channel closed)\n",
+              (int)getpid());
+    else
+      fprintf(stderr, "[pid %d] t_recv: peer did not answer within %d ms\n", (int)getpid(),
+              timeout_ms);
     exit(3);
   }
   return v;
@@ -182,17 +257,27 @@ static int t_last_device = 0;
 static inline void t_use_device(int d) { t_dev_override = d; }
 
 /* Forks; the child runs fn(arg) and exits with its return value. Call before
- * creating any llmdd instance in the parent. */
+ * creating any llmdd instance in the parent. The oldest channel not yet given
+ * to a child is this child's (see t_chan_new): the child keeps only its end
+ * of it, the parent only its own end. */
 static inline pid_t t_fork(int (*fn)(void *), void *arg) {
   fflush(stdout);
   fflush(stderr);
   int idx = ++t_proc_forks;
+  int own = t_chans_given < t_chans_made ? t_chans_given++ : -1;
   pid_t pid = fork();
   if (pid < 0) {
     perror("fork");
     exit(2);
   }
+  if (pid > 0 && own >= 0) t_close_end(&t_chans[own].child);
   if (pid == 0) {
+    for (int i = 0; i < t_chans_made; i++) {
+      t_close_end(&t_chans[i].parent);
+      if (i != own) t_close_end(&t_chans[i].child);
+    }
+    t_chans_made = t_chans_given = 0; /* the child's own channels start afresh */
+    t_failures = t_checks = 0;          /* its exit code reports its own checks */
     t_proc_index = idx;
     t_dev_inits = 0;
     t_dev_override = -1;

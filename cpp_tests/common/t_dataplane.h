@@ -190,11 +190,16 @@ static inline void t_peer_stop(t_chan parent, pid_t pid) {
   CHECK(rc == 0);
 }
 
+/* The timeout of a link or unlink that must succeed: it returns as soon as
+ * it does, so the bound only needs to outlast a busy machine's delays (the
+ * acl re-runs build HCCL communicators on the simulator during link setup). */
+#define T_LINK_MS 30000
+
 static inline uint32_t t_link(llmdd_instance_t *d, uint64_t cluster, uint16_t port) {
   llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(cluster, &ip);
   uint32_t ret = 99;
-  uint32_t s = llmdd_link_clusters(d, &cl, 1, 5000, &ret);
+  uint32_t s = llmdd_link_clusters(d, &cl, 1, T_LINK_MS, &ret);
   return s;
 }
 
@@ -202,7 +207,7 @@ static inline uint32_t t_unlink(llmdd_instance_t *d, uint64_t cluster, uint16_t 
   llmdd_ip_info_t ip = llmdd_ip_info("127.0.0.1", port);
   llmdd_cluster_info_t cl = t_cluster(cluster, &ip);
   uint32_t ret = 99;
-  return llmdd_unlink_clusters(d, &cl, 1, 5000, false, &ret);
+  return llmdd_unlink_clusters(d, &cl, 1, T_LINK_MS, false, &ret);
 }
 
 /* A 2-dim UINT8 desc: dim0 x dim1 bytes per tensor. */

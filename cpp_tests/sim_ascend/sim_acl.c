@@ -498,8 +498,9 @@ struct copy_ctx {
     size_t len;
 };
 
-static aclError run_copy(void *ctx)
+static aclError run_copy(void *ctx, int64_t deadline_ms)
 {
+    (void)deadline_ms; /* one host memmove: never long */
     struct copy_ctx *c = ctx;
     if (c->len > 0) {
         memmove(c->dst, c->src, c->len);
@@ -664,8 +665,12 @@ SIM_EXPORT aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_
             s->tail = NULL;
         }
         pthread_mutex_unlock(&s->mu);
-        aclError rc = op->run(op->ctx);
+        aclError rc = op->run(op->ctx, timeout < 0 ? -1 : deadline / 1000);
         free_op(op);
+        if (rc == ACL_ERROR_RT_STREAM_SYNC_TIMEOUT) {
+            return acl_fail(rc, "stream sync timed out after %d ms (a queued transfer was still running)",
+                            (int)timeout);
+        }
         if (rc != ACL_SUCCESS) {
             return acl_fail(rc, "a queued operation failed");
         }

@@ -1070,14 +1070,23 @@ struct batch_ctx {
     struct batch_entry e[];
 };
 
-static aclError run_batch(void *ctx)
+/* Bytes one process_vm_readv/writev of a batch moves at most: the
+ * synchronize deadline is checked between them. */
+#define SIM_BATCH_CHUNK (4u << 20)
+
+static aclError run_batch(void *ctx, int64_t deadline_ms)
 {
     struct batch_ctx *b = ctx;
     for (uint32_t i = 0; i < b->n; i++) {
         uint64_t done = 0;
         while (done < b->e[i].len) {
-            struct iovec l = {(void *)(uintptr_t)(b->e[i].local + done), (size_t)(b->e[i].len - done)};
-            struct iovec r = {(void *)(uintptr_t)(b->e[i].remote + done), (size_t)(b->e[i].len - done)};
+            if (deadline_ms >= 0 && now_ms() >= deadline_ms) {
+                return ACL_ERROR_RT_STREAM_SYNC_TIMEOUT;
+            }
+            uint64_t len = b->e[i].len - done;
+            size_t chunk = (size_t)(len < SIM_BATCH_CHUNK ? len : SIM_BATCH_CHUNK);
+            struct iovec l = {(void *)(uintptr_t)(b->e[i].local + done), chunk};
+            struct iovec r = {(void *)(uintptr_t)(b->e[i].remote + done), chunk};
             ssize_t n = b->put ? process_vm_writev(b->pid, &l, 1, &r, 1, 0) : process_vm_readv(b->pid, &l, 1, &r, 1, 0);
             if (n <= 0) {
                 if (n < 0 && errno == EINTR) {

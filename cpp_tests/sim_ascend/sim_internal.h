@@ -25,17 +25,20 @@
 #define SIM_DEFAULT_DEVICES 8
 #define SIM_MAX_DEVICES 64
 
-/* One queued stream operation. `run` executes it at synchronize time; `drop`
- * frees `ctx` (also when the operation is aborted). */
+/* One queued stream operation. `run` executes it at synchronize time, by
+ * `deadline_ms` (CLOCK_MONOTONIC; -1: none) -- an operation that cannot
+ * finish by then stops and returns ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, as the
+ * synchronize of a real stream returns at its timeout whatever the device is
+ * still doing; `drop` frees `ctx` (also when the operation is aborted). */
 struct sim_op {
     struct sim_op *next;
     int hang; /* never completes (SIM_ASCEND_HANG_TRANSFER) */
-    aclError (*run)(void *ctx);
+    aclError (*run)(void *ctx, int64_t deadline_ms);
     void (*drop)(void *ctx);
     void *ctx;
 };
 
-#define SIM_ACL_API_VERSION 1u
+#define SIM_ACL_API_VERSION 2u
 
 struct sim_acl_api {
     uint32_t version;

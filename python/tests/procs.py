@@ -18,11 +18,24 @@ BARRIER_TIMEOUT_S = 90
 RUN_TIMEOUT_S = 180
 
 
+_HELD_PORTS: List[socket.socket] = []
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 the kernel had free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that stays free until llmdd binds it.
+
+    A port found free and closed again can be taken by any process before the
+    side that listens binds it (another test, or the source port of any
+    outgoing connection): "Address already in use" on a busy machine. So a
+    socket bound to it with SO_REUSEADDR, never listening, holds it for the
+    life of this process: the kernel gives a held port to no other bind(0) nor
+    connect(), while llmdd's listener (SO_REUSEADDR too) can still bind it.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    _HELD_PORTS.append(s)
+    return s.getsockname()[1]
 
 
 class Dist:

@@ -205,9 +205,12 @@ def _config(port=None):
 
 
 def _port_free(port):
+    """True unless something listens on the port (procs.free_port's own hold
+    and SO_REUSEADDR let a probe bind it otherwise)."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

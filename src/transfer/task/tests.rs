@@ -191,19 +191,27 @@ fn async_task_cancel_waits_for_callback_and_stops() {
     while calls.load(Ordering::SeqCst) < 2 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    // The callback for layer 1 is running; release it shortly after cancel.
-    let rel = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        let _ = release.send(true);
-        release
+    // The callback for layer 1 is running; release it once cancel has been
+    // requested (observed, not assumed after a sleep), a little later so a
+    // cancel_and_wait that does not wait returns first. cancel_and_wait must
+    // return after the release, however the threads are scheduled.
+    let task = &t;
+    std::thread::scope(|s| {
+        let rel = s.spawn(move || {
+            while !task.core.shared().lock().cancelled {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let released = Instant::now();
+            let _ = release.send(true);
+            (released, release)
+        });
+        task.cancel_and_wait();
+        let returned = Instant::now();
+        let (released, release) = rel.join().unwrap();
+        drop(release);
+        assert!(returned >= released, "did not wait for the callback");
     });
-    let t0 = Instant::now();
-    t.cancel_and_wait();
-    assert!(
-        t0.elapsed() >= Duration::from_millis(40),
-        "did not wait for the callback"
-    );
-    drop(rel.join().unwrap());
     assert_eq!(calls.load(Ordering::SeqCst), 2, "no callback after cancel");
     let e = t.synchronize(FOREVER).unwrap_err();
     assert_eq!(e.status, Status::Failed);
