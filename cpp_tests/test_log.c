@@ -203,10 +203,17 @@ static cap_stats captured_lines(void) {
 
 /* ------------------------------------------------------ 1. stderr format */
 
+static atomic_int g_init_failures;
+static char g_init_failure[512];
+
 static void *init_loop(void *arg) {
   uint64_t base = (uint64_t)(uintptr_t)arg;
   prctl(PR_SET_NAME, "log-producer", 0, 0, 0);
-  for (uint64_t i = 0; i < 15; i++) init_cycle(base + i);
+  for (uint64_t i = 0; i < 15; i++) {
+    uint32_t s = init_cycle(base + i);
+    if (s != LLMDD_SUCCESS && atomic_fetch_add(&g_init_failures, 1) == 0)
+      snprintf(g_init_failure, sizeof g_init_failure, "%s: %s", llmdd_status_name(s), llmdd_last_error_message());
+  }
   return NULL;
 }
 
@@ -220,6 +227,8 @@ static void stderr_format(void) {
   for (int i = 0; i < 3; i++) pthread_join(producers[i], NULL);
   capture_end();
   CHECK_OK(s);
+  if (atomic_load(&g_init_failures)) printf("%d producer init(s) failed, first: %s\n", atomic_load(&g_init_failures), g_init_failure);
+  CHECK(atomic_load(&g_init_failures) == 0);
   size_t len = g_cap.len;
   int ends_with_newline = len > 0 && g_cap.buf[len - 1] == '\n';
   cap_stats st = captured_lines();

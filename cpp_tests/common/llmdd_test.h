@@ -317,10 +317,13 @@ static inline uint32_t t_init(llmdd_instance_t *inst, const char *listen, const 
                               size_t n_extra) {
   llmdd_option_t opts[32];
   size_t n = 0;
-  static char dev[16];
-  t_last_device = t_dev_override >= 0 ? t_dev_override : (2 * t_proc_index + t_dev_inits++) % 16;
+  /* On this call's stack: threads may call t_init at once (test_log), and
+   * llmdd_init reads the options only during the call. */
+  char dev[16];
+  int device = t_dev_override >= 0 ? t_dev_override : (2 * t_proc_index + t_dev_inits++) % 16;
   t_dev_override = -1;
-  snprintf(dev, sizeof dev, "%d", t_last_device);
+  t_last_device = device;
+  snprintf(dev, sizeof dev, "%d", device);
   opts[n++] = (llmdd_option_t){"llm.DeviceId", dev};
   opts[n++] = (llmdd_option_t){"llm.EnableCacheManager", "1"};
   if (listen) opts[n++] = (llmdd_option_t){"llm.ListenIpInfo", listen};
