@@ -1995,7 +1995,8 @@ uint32_t llmdd_link_clusters(struct llmdd_instance_t *inst,
  * Unlinks each cluster. `force = false` ends the link this side dialled
  * (with only an accepted link to that cluster, `LLMDD_PARAM_INVALID`): no new transfer starts on the
  * link; those in flight are waited for up to `timeout_ms` (then cut); the
- * peer is told and drops its side once the requests it is still serving are
+ * peer is told (its answer is awaited for at least 2 s, whatever is left of
+ * `timeout_ms`) and drops its side once the requests it is still serving are
  * done; then ours is dropped. `LLMDD_UNLINK_FAILED` if the peer is alive but
  * cannot be told (then force-unlink both ends); a dead link (its peer is
  * gone) is just dropped: `LLMDD_SUCCESS`. `force = true`: drops only the

@@ -39,6 +39,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// control connection to hang up (a client that force-unlinked and links
 /// again at once) before it is refused as `LLM_ALREADY_LINK`.
 const STALE_LINK_GRACE: Duration = Duration::from_millis(100);
+/// The least time a non-forced unlink waits for the peer's answer to
+/// `Unlink`, whatever is left of its timeout: the peer answers once its serving
+/// threads have seen the cut data connections, which on a loaded machine takes
+/// far more than a short unlink timeout (a dead peer is noticed at once).
+const UNLINK_REPLY_FLOOR: Duration = Duration::from_secs(2);
 
 /// The listening endpoint and its accept thread.
 struct Listener {
@@ -639,7 +644,7 @@ impl Session {
         }
         let reply = link.control_request(
             &Msg::Unlink,
-            deadline.max(Instant::now() + Duration::from_millis(100)),
+            deadline.max(Instant::now() + UNLINK_REPLY_FLOOR),
         );
         let failed = match reply {
             Ok(Msg::Reply { status: 0, .. }) => None,
