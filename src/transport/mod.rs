@@ -7,6 +7,7 @@ pub mod hccl;
 pub mod identity;
 pub mod local;
 pub mod peer_proc;
+pub(crate) mod poller;
 pub mod tcp;
 pub mod wire;
 

@@ -405,6 +405,149 @@ impl Conn {
     }
 }
 
+/// The part of the next frame that has arrived on a served connection (see
+/// [`Conn::poll_frame`]): the header, then the payload, each read exactly, so
+/// bulk bytes that follow a request stay in the socket for its handler.
+#[derive(Default)]
+pub struct FrameReader {
+    hdr: [u8; HEADER_LEN],
+    have: usize,
+    header: Option<Header>,
+    payload: Vec<u8>,
+    started: Option<Instant>,
+}
+
+impl FrameReader {
+    /// When the frame under way began to arrive (`None`: between frames).
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    fn reset(&mut self) {
+        self.have = 0;
+        self.header = None;
+        self.payload.clear();
+        if self.payload.capacity() > 1 << 20 {
+            self.payload = Vec::new();
+        }
+        self.started = None;
+    }
+}
+
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl Conn {
+    /// The busy-poll spin of this connection (`llmdd.BusyPollUs`).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// One non-blocking read into `buf`: `Ok(None)` when nothing is there.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        loop {
+            // SAFETY: reading into a buffer we own.
+            let r = unsafe {
+                libc::read(
+                    self.stream.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut _,
+                    buf.len(),
+                )
+            };
+            if r > 0 {
+                return Ok(Some(r as usize));
+            }
+            if r == 0 {
+                let peer = self.peer;
+                return self.fail(err!(LinkFailed, "connection closed by {peer}"));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    let peer = self.peer;
+                    return self.fail(io_err("receiving", &peer, e));
+                }
+            }
+        }
+    }
+
+    /// Reads whatever has arrived of the next frame into `r` without
+    /// blocking; the frame once complete. The header is checked (and the
+    /// payload bounded by the frame limit) before any payload buffer grows,
+    /// and the buffer grows only as bytes arrive, as in [`Conn::recv`].
+    pub fn poll_frame(&mut self, r: &mut FrameReader) -> Result<Option<Msg>> {
+        loop {
+            let Some(header) = r.header else {
+                let mut hdr = r.hdr;
+                let got = self.read_some(&mut hdr[r.have..])?;
+                r.hdr = hdr;
+                let Some(n) = got else { return Ok(None) };
+                r.started.get_or_insert_with(Instant::now);
+                r.have += n;
+                if r.have < HEADER_LEN {
+                    continue;
+                }
+                let header = match wire::decode_header(&r.hdr) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let peer = self.peer;
+                        return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
+                    }
+                };
+                if header.payload_len > self.frame_limit {
+                    let (peer, limit) = (self.peer, self.frame_limit);
+                    return self.fail(err!(
+                        LinkFailed,
+                        "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
+                        header.payload_len
+                    ));
+                }
+                r.header = Some(header);
+                continue;
+            };
+            let len = header.payload_len as usize;
+            let have = r.payload.len();
+            if have < len {
+                let step = (len - have).min(have.max(FIRST_CHUNK));
+                r.payload.reserve_exact(step);
+                r.payload.resize(have + step, 0);
+                let got = self.read_some(&mut r.payload[have..]);
+                let n = match got {
+                    Ok(Some(n)) => n,
+                    Ok(None) => 0,
+                    Err(e) => {
+                        r.payload.truncate(have);
+                        return Err(e);
+                    }
+                };
+                r.payload.truncate(have + n);
+                if n == 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let out = wire::decode_payload(&header, &r.payload).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "malformed {} payload from {}: {e}",
+                    header.msg_type,
+                    self.peer
+                )
+            });
+            r.reset();
+            return match out {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => self.fail(e),
+            };
+        }
+    }
+}
+
 // SAFETY: Conn holds only a socket and owned buffers; raw pointers exist only
 // transiently inside its methods.
 unsafe impl Send for Conn {}
