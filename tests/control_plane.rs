@@ -143,6 +143,20 @@ fn links_do_not_add_threads(extra: &[(&str, &str)], name: &str) {
     let t64 = threads();
     println!("{name}: threads with 8 links {t8}, with 64 links {t64}");
     assert_eq!(p.ps.link_count(), 64);
+    if extra.is_empty() {
+        // One-sided links hold their control connection and nothing else,
+        // on both ends, after pulls.
+        for (i, d) in ds.iter().enumerate() {
+            let id = 1000 + i as u64;
+            assert_eq!(
+                p.ps.link(id).unwrap().conn_count(),
+                1,
+                "prompt side of {id}"
+            );
+            let l = d.session().unwrap().link(P_ID).unwrap();
+            assert_eq!(l.conn_count(), 1, "decoder side of {id}");
+        }
+    }
     assert!(
         t64 <= t8 + 2,
         "56 more links added {} threads",
@@ -274,4 +288,45 @@ fn a_connection_flood_beyond_the_cap_is_refused() {
     assert_eq!(held.len() + open, 16);
     assert_eq!(refused, 64 - held.len());
     pull_and_check(&ds);
+}
+
+/// A TCP request connection unused for the idle limit closes on both ends;
+/// the next pull opens it again and gets every byte right.
+#[test]
+fn an_idle_data_connection_closes_and_reopens() {
+    if !in_child_process("an_idle_data_connection_closes_and_reopens") {
+        return;
+    }
+    llmdd::datadist::link::set_data_idle_close(Duration::from_millis(1500));
+    let p = Prompt::new(&[TCP]);
+    let d = decoder(400, p.port, &[TCP]);
+    let ds = d.session().unwrap();
+    let ours = ds.link(P_ID).unwrap();
+    let theirs = p.ps.link(400).unwrap();
+    // Control + 2 request + 2 reverse connections at link time.
+    assert_eq!(ours.conn_count(), 5);
+    pull_and_check(&ds);
+    let settle = |want: usize| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if ours.conn_count() == want && theirs.conn_count() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(
+        settle(3),
+        "idle request connections stayed open: {} here, {} on the prompt",
+        ours.conn_count(),
+        theirs.conn_count()
+    );
+    pull_and_check(&ds);
+    assert_eq!(
+        ours.conn_count(),
+        4,
+        "the pull did not reopen one connection"
+    );
+    assert!(settle(3), "the reopened connection did not close again");
 }

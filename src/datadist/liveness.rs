@@ -1,22 +1,18 @@
-//! The death watch of the links of every instance in the process, on the
-//! control plane's poller (`transport::poller`): the pidfd of every same-host
-//! peer process (one watch per process, however many links reach it, on the
-//! pidfd the links share: no duplicate), and the control connection of every
-//! link this side dialed. A link is marked dead ([`Link::mark_dead`]) the
-//! moment its peer process exits, or its server closes the control connection
-//! (unlink, forced unlink, finalize, exit) or keepalive errors it (the peer's
-//! host is gone). Transfers then fail with `LLM_LINK_FAILED` without moving a
-//! byte, the peer's pool mappings are dropped, and `link_clusters` to that
-//! cluster replaces the dead entry.
+//! The death watch of same-host peers, on the control plane's poller
+//! (`transport::poller`): the pidfd of every same-host peer process, one
+//! watch per process however many links reach it, on the pidfd the links
+//! share (no duplicate). A link is marked dead ([`Link::mark_dead`]) the
+//! moment its peer process exits. Transfers then fail with `LLM_LINK_FAILED`
+//! without moving a byte, the peer's pool mappings are dropped, and
+//! `link_clusters` to that cluster replaces the dead entry.
 //!
-//! This is the only thing that marks a link dead besides the transfer path,
-//! which checks the pidfd itself around every same-host copy: the watch makes
-//! the news arrive early, correctness does not depend on it. The server needs
-//! no watch for its control connections: the poller serving one sees it end.
+//! The control connections need no watch of their own: both ends read them on
+//! the poller, which sees one end (the server closing it, keepalive erroring
+//! it) and marks the client's link dead (`session::serve`). The transfer path
+//! checks the pidfd itself around every same-host copy: the watch makes the
+//! news arrive early, correctness does not depend on it.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,11 +22,6 @@ use crate::datadist::link::Link;
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::poller::{Reactor, Tick, Watcher};
-use crate::transport::tcp::hangup;
-
-/// While a link's own non-forced unlink runs, its control connection hanging
-/// up is that unlink's business: the event is looked at again after this.
-const UNLINKING_RECHECK: Duration = Duration::from_millis(2);
 
 /// The watch of one peer process and the links that reach it.
 struct ProcWatch {
@@ -106,33 +97,7 @@ impl Tick for Prune {
     }
 }
 
-/// The watch of a dialled link's control connection (the socket is shared,
-/// so its descriptor stays open while registered; no dup).
-struct ControlWatch {
-    link: Weak<Link>,
-    sock: Arc<TcpStream>,
-}
-
-impl Watcher for ControlWatch {
-    fn fired(&self) -> Option<Duration> {
-        let link = self.link.upgrade().filter(|l| !l.is_closed())?;
-        if link.is_draining() {
-            // Its unlink is under way and ends it (or, failing, lets
-            // transfers start again): look again shortly.
-            return Some(UNLINKING_RECHECK);
-        }
-        match hangup(&self.sock) {
-            Some(why) => {
-                link.mark_dead(&format!("the server ended it: {why}"));
-                None
-            }
-            None => Some(Duration::ZERO),
-        }
-    }
-}
-
-/// Watches `link`: its peer process (a same-host link) and, on the side that
-/// dialed it, its control connection. A no-op when there is neither.
+/// Watches the peer process of `link` (a same-host link; else a no-op).
 pub fn watch(r: &Arc<Reactor>, link: &Arc<Link>) -> Result<()> {
     if let Some(p) = link.peer_process() {
         // One pruning tick per start of the reactor.
@@ -168,16 +133,6 @@ pub fn watch(r: &Arc<Reactor>, link: &Arc<Link>) -> Result<()> {
                 let _ = w.key.set(key);
                 m.insert(p.pidfd(), w);
             }
-        }
-    }
-    if link.we_dialed {
-        if let Some(sock) = link.control_socket() {
-            debug_assert!(sock.as_raw_fd() >= 0);
-            let w = Arc::new(ControlWatch {
-                link: Arc::downgrade(link),
-                sock: sock.clone(),
-            });
-            r.watch(sock, EventFlags::RDHUP, w)?;
         }
     }
     Ok(())

@@ -544,12 +544,22 @@ impl Session {
                 link.set_hccl(h.clone());
                 acl_link::prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
             }
-            // The control connection carries no transfer (link.rs); the
-            // request connections (striping) open now so transfers never pay
-            // for a connect, then the reverse connections on which the server
-            // sends its requests.
-            link.set_control(control);
+            // The control connection carries no bulk data (link.rs); it is
+            // read on the poller from now on. A link whose bytes move
+            // one-sidedly sends its requests there and needs nothing else.
+            // Else the request connections (striping) open now so transfers
+            // never pay for a connect, then the reverse connections on which
+            // the server sends its requests.
+            link.watch_control(&control);
+            link.set_control_writer(control.writer());
+            serve(self.arc(), link.clone(), control, true);
+            if link.requests_on_control() {
+                return Ok(());
+            }
             drop(link.take_conns(self.config.data_connections as usize, deadline)?);
+            // Request connections left unused close, and reopen on demand.
+            let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
+            self.reactor()?.add_tick(tick);
             for _ in 0..self.config.data_connections {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let mut c = Conn::connect(&addr, left, conn_opts)?;
@@ -971,6 +981,9 @@ impl Session {
             conn: self.config.conn_opts(),
         }));
         link.watch_control(conn);
+        // Either side may send its own requests on the control connection,
+        // as soon as the link is in the table.
+        link.set_control_writer(conn.writer());
         // acl backend: create our communicator before answering, so the
         // client's prepare finds our port listening.
         // A rank-table comm's links get the comm's shared communicator once
@@ -1029,6 +1042,11 @@ impl Session {
                 link.teardown(Duration::ZERO);
                 return Err(e);
             }
+        }
+        if link.comm_id != 0 && link.requests_on_control() {
+            // No reverse connection will follow (`attach`): the dialer's side
+            // is complete once its Pools arrived.
+            self.comm_peer_ready(&link);
         }
         log_info!(
             "cluster {} accepted link from cluster {cluster_id}",
@@ -1258,6 +1276,16 @@ struct LinkService {
 impl crate::transport::poller::Service for LinkService {
     fn handle(&self, conn: &mut Conn, msg: Msg) -> Result<bool> {
         let link = &self.link;
+        if self.control
+            && matches!(
+                msg,
+                Msg::Reply { .. } | Msg::Table { .. } | Msg::Resolved { .. }
+            )
+        {
+            // The answer to this side's own request on the control connection.
+            link.deliver_reply(conn.tag(), msg);
+            return Ok(true);
+        }
         // An unlink waits for the requests being served (not for itself).
         let _serving = (!matches!(msg, Msg::Unlink)).then(|| link.serving());
         crate::transfer::serve::handle(&self.session, link, conn, msg).inspect_err(|e| {
@@ -1279,6 +1307,15 @@ impl crate::transport::poller::Service for LinkService {
                 link.remote_cluster_id,
                 why.message
             );
+        }
+        if self.control && link.we_dialed {
+            // The server closed the control connection (unlink, forced
+            // unlink, finalize, exit) or keepalive errored it: the link is
+            // dead, unless this side's own unlink is under way (which ends it).
+            if !link.is_closed() && !link.is_draining() {
+                link.mark_dead(&format!("the server ended it: {}", why.message));
+            }
+            return;
         }
         // A link still in the table whose control connection ended is over;
         // one that is dead (its same-host client exited: `Link::mark_dead`)

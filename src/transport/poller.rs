@@ -27,7 +27,7 @@
 //! hang-ups only, `EPOLLRDHUP`, while its owner reads its replies).
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -125,6 +125,9 @@ pub struct Reactor {
     stopping: AtomicBool,
     /// Which start of the reactor this is (1, 2, … in the process).
     generation: u64,
+    /// The process that started it: a forked child inherits the state but
+    /// not the threads, and its epoll descriptor is the parent's instance.
+    pid: u32,
 }
 
 /// The running reactor and how many [`Handle`]s use it.
@@ -191,6 +194,22 @@ impl Drop for Handle {
 pub fn acquire() -> Result<Handle> {
     static STARTS: AtomicU64 = AtomicU64::new(0);
     let mut g = running().lock().unwrap_or_else(|p| p.into_inner());
+    if g.as_ref()
+        .is_some_and(|r| r.reactor.pid != std::process::id())
+    {
+        // A forked child: its copy of the parent's reactor has no threads,
+        // and registering on the inherited epoll descriptor would feed the
+        // parent's poller. Close the copies and start afresh; nothing else of
+        // the copy is touched (its threads never existed here).
+        let old = g.take().expect("checked above");
+        // SAFETY: closing this process's copies of two inherited descriptors
+        // that nothing here uses; the copy is forgotten, never dropped.
+        unsafe {
+            libc::close(old.reactor.epfd.as_raw_fd());
+            libc::close(old.reactor.wake.as_raw_fd());
+        }
+        std::mem::forget(old);
+    }
     if let Some(r) = g.as_mut() {
         r.users += 1;
         return Ok(Handle(r.reactor.clone()));
@@ -239,6 +258,7 @@ impl Reactor {
             workers: worker_count(),
             stopping: AtomicBool::new(false),
             generation,
+            pid: std::process::id(),
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -617,7 +637,14 @@ impl Reactor {
                 let e = err!(LinkFailed, "the connection is out of sync");
                 return self.finish(Entry::Served(s), e);
             }
-            let until = Instant::now() + s.conn.spin();
+            // Spin for a next request only while no other work waits.
+            let idle = self
+                .jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            let spin = if idle { s.conn.spin() } else { Duration::ZERO };
+            let until = Instant::now() + spin;
             msg = loop {
                 match s.conn.poll_frame(&mut s.reader) {
                     Ok(Some(m)) => break m,

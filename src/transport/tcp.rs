@@ -11,7 +11,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
@@ -57,6 +57,12 @@ pub struct Conn {
     broken: bool,
     /// Released with the connection (an admission slot of the listener).
     _held: Option<Box<dyn Send>>,
+    /// Tag of the last frame received; frames sent carry it back, so a reply
+    /// names the request it answers (see [`Conn::send_tagged`]).
+    tag: u32,
+    /// Shared with the other handles of this socket that write (a reader on
+    /// the poller and a requester: [`Conn::writer`]): one frame at a time.
+    write_lock: Option<Arc<Mutex<()>>>,
 }
 
 fn io_err(op: &str, peer: &SocketAddr, e: io::Error) -> Error {
@@ -84,7 +90,36 @@ impl Conn {
             frame_limit: PRE_LINK_FRAME_LIMIT,
             broken: false,
             _held: None,
+            tag: 0,
+            write_lock: None,
         })
+    }
+
+    /// A second handle on this socket for sending requests while this one
+    /// (on the poller) reads and answers: writes of both take turns, frame by
+    /// frame. The new handle never reads.
+    pub fn writer(&mut self) -> Conn {
+        let lock = self
+            .write_lock
+            .get_or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        Conn {
+            stream: self.stream.clone(),
+            peer: self.peer,
+            spin: self.spin,
+            wbuf: Vec::with_capacity(256),
+            rbuf: Vec::new(),
+            frame_limit: self.frame_limit,
+            broken: false,
+            _held: None,
+            tag: 0,
+            write_lock: Some(lock),
+        }
+    }
+
+    /// Tag of the last frame received (a request's tag, echoed by the reply).
+    pub fn tag(&self) -> u32 {
+        self.tag
     }
 
     /// Connects to `addr` within `timeout`.
@@ -262,6 +297,13 @@ impl Conn {
         self.send_with_bulk(msg, &[], deadline)
     }
 
+    /// Sends one framed message carrying `tag` (a request whose reply must be
+    /// told apart from a late answer to an earlier one).
+    pub fn send_tagged(&mut self, msg: &Msg, tag: u32, deadline: Option<Instant>) -> Result<()> {
+        self.tag = tag;
+        self.send_with_bulk(msg, &[], deadline)
+    }
+
     /// Sends one framed message followed by the bytes of `bulk` (each
     /// segment's `src`, `len` in this process) in one gather write.
     pub fn send_with_bulk(
@@ -272,7 +314,7 @@ impl Conn {
     ) -> Result<()> {
         let mut wbuf = std::mem::take(&mut self.wbuf);
         wbuf.clear();
-        wire::encode(msg, 0, &mut wbuf);
+        wire::encode(msg, self.tag, &mut wbuf);
         let mut iov = Vec::with_capacity(1 + bulk.len());
         iov.push(libc::iovec {
             iov_base: wbuf.as_mut_ptr() as *mut _,
@@ -281,7 +323,12 @@ impl Conn {
         for s in bulk {
             push_iovec(&mut iov, s.src, s.len);
         }
+        let lock = self.write_lock.clone();
+        let turn = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
         let r = self.writev_all(&mut iov, deadline);
+        drop(turn);
         self.wbuf = wbuf;
         r
     }
@@ -309,6 +356,7 @@ impl Conn {
                 header.payload_len
             ));
         }
+        self.tag = header.tag;
         let mut rbuf = std::mem::take(&mut self.rbuf);
         rbuf.clear();
         let r = self.read_payload(&mut rbuf, header.payload_len as usize, deadline);
@@ -540,6 +588,7 @@ impl Conn {
                 )
             });
             r.reset();
+            self.tag = header.tag;
             return match out {
                 Ok(m) => Ok(Some(m)),
                 Err(e) => self.fail(e),
