@@ -341,21 +341,7 @@ impl Conn {
             iov_len: HEADER_LEN,
         }];
         self.readv_all(&mut iov, deadline)?;
-        let header: Header = match wire::decode_header(&hdr) {
-            Ok(h) => h,
-            Err(e) => {
-                let peer = self.peer;
-                return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
-            }
-        };
-        if header.payload_len > self.frame_limit {
-            let (peer, limit) = (self.peer, self.frame_limit);
-            return self.fail(err!(
-                LinkFailed,
-                "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
-                header.payload_len
-            ));
-        }
+        let header = self.accept_header(&hdr)?;
         self.tag = header.tag;
         let mut rbuf = std::mem::take(&mut self.rbuf);
         rbuf.clear();
@@ -377,6 +363,28 @@ impl Conn {
             self.broken = true;
         }
         out
+    }
+
+    /// Decodes a frame header and checks its payload length against this
+    /// connection's frame limit, before anything is allocated for it (either
+    /// failing breaks the stream).
+    fn accept_header(&mut self, hdr: &[u8; HEADER_LEN]) -> Result<Header> {
+        let header = match wire::decode_header(hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                let peer = self.peer;
+                return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
+            }
+        };
+        if header.payload_len > self.frame_limit {
+            let (peer, limit) = (self.peer, self.frame_limit);
+            return self.fail(err!(
+                LinkFailed,
+                "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
+                header.payload_len
+            ));
+        }
+        Ok(header)
     }
 
     /// Waits with no deadline for the next frame to begin (an idle link is
@@ -540,22 +548,7 @@ impl Conn {
                 if r.have < HEADER_LEN {
                     continue;
                 }
-                let header = match wire::decode_header(&r.hdr) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        let peer = self.peer;
-                        return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
-                    }
-                };
-                if header.payload_len > self.frame_limit {
-                    let (peer, limit) = (self.peer, self.frame_limit);
-                    return self.fail(err!(
-                        LinkFailed,
-                        "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
-                        header.payload_len
-                    ));
-                }
-                r.header = Some(header);
+                r.header = Some(self.accept_header(&r.hdr)?);
                 continue;
             };
             let len = header.payload_len as usize;
