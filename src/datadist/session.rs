@@ -105,6 +105,8 @@ pub struct Session {
     attempts: Mutex<Attempts>,
     /// Notifications received from peers (enabled by a transfer engine).
     pub inbox: Inbox,
+    /// Keeps the process's copy helpers alive until finalize.
+    copy_helpers: Mutex<Option<crate::transport::parallel::Users>>,
     me: Weak<Session>,
 }
 
@@ -159,6 +161,7 @@ impl Session {
             liveness: Liveness::default(),
             attempts: Mutex::new(Attempts::default()),
             inbox: Inbox::default(),
+            copy_helpers: Mutex::new(Some(crate::transport::parallel::Users::new())),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -1073,6 +1076,13 @@ impl Session {
         if let Some(acl) = self.acl() {
             acl.release();
         }
+        // The last session of the process joins the copy helpers.
+        drop(
+            self.copy_helpers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 

@@ -181,25 +181,13 @@ fn tcp(
         return tcp_one(link, &mut conns[0], plan, dir, deadline);
     }
     let parts = split_bytes(plan, conns.len());
-    std::thread::scope(|sc| {
-        let mut it = conns.iter_mut().zip(parts.iter());
-        let first = it.next();
-        let handles: Vec<_> = it
-            .map(|(c, p)| sc.spawn(move || tcp_one(link, c, p, dir, deadline)))
-            .collect();
-        let mut r = match first {
-            Some((c, p)) => tcp_one(link, c, p, dir, deadline),
-            None => Ok(()),
-        };
-        for h in handles {
-            let x = h
-                .join()
-                .unwrap_or_else(|_| Err(err!(Failed, "transfer thread panicked")));
-            if r.is_ok() {
-                r = x;
-            }
-        }
-        r
+    // One part per connection, on this thread and the persistent helpers;
+    // each connection is used by exactly one part (the lock is uncontended).
+    let conns: Vec<std::sync::Mutex<ConnGuard>> =
+        conns.into_iter().map(std::sync::Mutex::new).collect();
+    crate::transport::parallel::join(parts.len(), &|i| {
+        let mut c = conns[i].lock().unwrap_or_else(|p| p.into_inner());
+        tcp_one(link, &mut c, &parts[i], dir, deadline)
     })
 }
 
