@@ -1,5 +1,6 @@
 //! Unit tests of `wire`.
 
+use super::encode::*;
 use super::*;
 use proptest::prelude::*;
 
