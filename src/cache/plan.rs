@@ -499,8 +499,26 @@ fn blocks_pair_geometry(
     Ok(s_l)
 }
 
+fn check_block_lists(src_blocks: &[u64], dst_blocks: &[u64]) -> Result<()> {
+    if src_blocks.is_empty() {
+        bail!(ParamInvalid, "src_blocks must not be empty");
+    }
+    if dst_blocks.is_empty() {
+        bail!(ParamInvalid, "dst_blocks must not be empty");
+    }
+    if src_blocks.len() != dst_blocks.len() {
+        bail!(
+            ParamInvalid,
+            "src_blocks has {} entries but dst_blocks has {}",
+            src_blocks.len(),
+            dst_blocks.len()
+        );
+    }
+    Ok(())
+}
+
 mod async_layer;
-use pull::check_block_lists;
+
 mod local;
 mod pull;
 mod push;

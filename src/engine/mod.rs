@@ -23,7 +23,6 @@ pub mod desc;
 pub mod name;
 pub mod request;
 mod transfer;
-use transfer::send_notice;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -344,17 +343,6 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .ranges
             .clone()
-    }
-
-    /// `SendNotify(remote_engine, notify, timeout)`.
-    pub fn send_notify(&self, remote: &str, notice: &Notice, timeout_ms: i32) -> Result<()> {
-        self.check_open()?;
-        let deadline = Instant::now() + Self::timeout_of(timeout_ms)?;
-        notify::check_sizes(&notice.name, &notice.msg)?;
-        let n = self.remote_name(remote)?;
-        let link = self.link_for(&n, deadline)?;
-        let _g = link.begin()?;
-        send_notice(&link, notice, deadline)
     }
 
     /// The oldest received notification, removed.

@@ -290,6 +290,17 @@ impl Engine {
     }
 
     // ------------------------------------------------------------ notify
+
+    /// `SendNotify(remote_engine, notify, timeout)`.
+    pub fn send_notify(&self, remote: &str, notice: &Notice, timeout_ms: i32) -> Result<()> {
+        self.check_open()?;
+        let deadline = Instant::now() + Self::timeout_of(timeout_ms)?;
+        notify::check_sizes(&notice.name, &notice.msg)?;
+        let n = self.remote_name(remote)?;
+        let link = self.link_for(&n, deadline)?;
+        let _g = link.begin()?;
+        send_notice(&link, notice, deadline)
+    }
 }
 
 /// A checked plan and where it runs.
@@ -301,7 +312,7 @@ struct Planned<'a> {
     deadline: Instant,
 }
 
-pub(super) fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
+fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
     let msg = Msg::Notify {
         name: n.name.clone(),
         msg: n.msg.clone(),

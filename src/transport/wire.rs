@@ -262,95 +262,9 @@ impl Msg {
     }
 }
 
-/// Appends the frame (header + payload) for `msg` to `out`.
-///
-/// The header is written first with a zero length and patched once the
-/// payload is known. String fields longer than [`MAX_STRING`] are truncated
-/// (at a character boundary) so that the frame always decodes; counts and the
-/// total payload size are written as they are, and a frame that exceeds the
-/// receiver's bounds is rejected by [`decode_header`] / [`decode_payload`].
-pub fn encode(msg: &Msg, tag: u32, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&msg.msg_type().to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&tag.to_le_bytes());
-    encode_body(msg, out);
-    let payload_len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
-    if let Some(slot) = out.get_mut(start + 8..start + 12) {
-        slot.copy_from_slice(&payload_len.to_le_bytes());
-    }
-}
-
-/// Parses a 16-byte header, checking magic, version, known type and length bound.
-pub fn decode_header(buf: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
-    let mut r = Reader::new(buf);
-    let magic = r.u32("magic")?;
-    if magic != MAGIC {
-        return Err(WireError::BadMagic(magic));
-    }
-    let version = r.u16("version")?;
-    if version != VERSION {
-        return Err(WireError::BadVersion(version));
-    }
-    let msg_type = r.u16("msg_type")?;
-    if !(1..=MAX_TYPE).contains(&msg_type) {
-        return Err(WireError::UnknownType(msg_type));
-    }
-    let payload_len = r.u32("payload_len")?;
-    if payload_len > MAX_PAYLOAD {
-        return Err(WireError::TooLarge(u64::from(payload_len)));
-    }
-    let tag = r.u32("tag")?;
-    Ok(Header {
-        msg_type,
-        payload_len,
-        tag,
-    })
-}
-
-/// Parses the payload of a frame whose header was accepted. Every count and
-/// length is bounded and the payload must be consumed exactly.
-pub fn decode_payload(header: &Header, payload: &[u8]) -> Result<Msg, WireError> {
-    if header.payload_len > MAX_PAYLOAD {
-        return Err(WireError::TooLarge(u64::from(header.payload_len)));
-    }
-    let expected = header.payload_len as usize;
-    if payload.len() < expected {
-        return Err(WireError::Truncated("payload"));
-    }
-    if payload.len() > expected {
-        return Err(WireError::Trailing(payload.len() - expected));
-    }
-    let mut r = Reader::new(payload);
-    let msg = decode_body(header.msg_type, &mut r)?;
-    if r.remaining() != 0 {
-        return Err(WireError::Trailing(r.remaining()));
-    }
-    Ok(msg)
-}
-
 /// Total frame size (header + structured payload, excluding bulk data).
 pub fn frame_len(header: &Header) -> usize {
     HEADER_LEN + header.payload_len as usize
-}
-
-/// Encodes `msg` into a fresh buffer (see [`encode`]).
-pub fn encode_to_vec(msg: &Msg, tag: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode(msg, tag, &mut out);
-    out
-}
-
-/// Decodes one complete frame: `frame` must be exactly header + payload.
-pub fn decode_frame(frame: &[u8]) -> Result<(Header, Msg), WireError> {
-    let (head, payload) = frame
-        .split_first_chunk::<HEADER_LEN>()
-        .ok_or(WireError::Truncated("header"))?;
-    let header = decode_header(head)?;
-    let msg = decode_payload(&header, payload)?;
-    Ok((header, msg))
 }
 
 /// Number of bulk bytes that follow this message's frame on the stream:
@@ -383,8 +297,8 @@ const MAX_SHAPE_DIMS: usize = 31;
 
 mod decode;
 mod encode;
-use decode::{decode_body, Reader};
-use encode::encode_body;
+pub use decode::{decode_frame, decode_header, decode_payload};
+pub use encode::{encode, encode_to_vec};
 
 #[cfg(test)]
 mod tests;

@@ -110,24 +110,6 @@ pub fn pull_blocks_plan(
     Ok(out)
 }
 
-pub(super) fn check_block_lists(src_blocks: &[u64], dst_blocks: &[u64]) -> Result<()> {
-    if src_blocks.is_empty() {
-        bail!(ParamInvalid, "src_blocks must not be empty");
-    }
-    if dst_blocks.is_empty() {
-        bail!(ParamInvalid, "dst_blocks must not be empty");
-    }
-    if src_blocks.len() != dst_blocks.len() {
-        bail!(
-            ParamInvalid,
-            "src_blocks has {} entries but dst_blocks has {}",
-            src_blocks.len(),
-            dst_blocks.len()
-        );
-    }
-    Ok(())
-}
-
 /// pull_blocks, contiguous → blocks (spec §4.3, §9 item 12). The remote source
 /// slot `remote_slot` (batch-capable remote) is cut into chunks of the local block
 /// size `S_l`; chunk j goes to local block `dst_blocks[j]`; the last chunk is

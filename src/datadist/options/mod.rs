@@ -10,7 +10,6 @@
 //! behaviour). Other namespaces (`ge.*`, …) are ignored, as the reference
 //! passes them to other components.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
 pub(crate) mod schema;
-use schema::{spec, uint_of};
+use schema::{parse_u64, spec, uint_of};
+pub use schema::{Options, DEFAULT_HCCL_PREPARE_TIMEOUT, DEFAULT_PEER_POOL_MAX};
 
 /// Which engine moves the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,10 +139,6 @@ pub struct AclOptions {
     pub prepare_timeout: Duration,
 }
 
-/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
-/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
-pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
-
 impl AclOptions {
     fn parse(opts: &Options) -> Result<AclOptions> {
         let hccn_conf = match opts.get("llmdd.HccnConf") {
@@ -158,13 +154,6 @@ impl AclOptions {
         })
     }
 }
-
-/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
-/// limit and typical device pools; a larger announcement is not mapped).
-pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
-
-/// Option map with duplicate detection.
-pub type Options = BTreeMap<String, String>;
 
 /// Builds an option map from key/value pairs; a key given twice is rejected.
 pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Options> {
@@ -272,18 +261,6 @@ fn either<'a>(opts: &'a Options, a: &str, b: &str) -> Result<Option<&'a str>> {
         (Some(x), _) | (None, Some(x)) => Ok(Some(x.as_str())),
         (None, None) => Ok(None),
     }
-}
-
-fn parse_u64(key: &str, v: &str) -> Result<u64> {
-    let t = v.trim();
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        bail!(
-            ParamInvalid,
-            "option {key} must be a non-negative integer (got {v:?})"
-        );
-    }
-    t.parse::<u64>()
-        .map_err(|_| err!(ParamInvalid, "option {key} is out of range (got {v:?})"))
 }
 
 fn parse_flag(key: &str, v: &str) -> Result<bool> {

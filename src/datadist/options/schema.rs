@@ -5,6 +5,9 @@
 //! rows, so the two validators cannot drift apart. Values are documented in
 //! docs/options.md.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use crate::status::Result;
 use crate::{bail, err};
 
@@ -136,7 +139,7 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         "llmdd.PeerPoolMaxBytes",
         1 << 20,
         u64::MAX,
-        Some(super::DEFAULT_PEER_POOL_MAX),
+        Some(DEFAULT_PEER_POOL_MAX),
     ),
     // Network limits and timeouts (NetLimits).
     uint("llmdd.MaxConnsPerLink", 4, 1024, Some(32)),
@@ -149,7 +152,7 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         "llmdd.HcclPrepareTimeout",
         1_000,
         HOUR_MS,
-        Some(super::DEFAULT_HCCL_PREPARE_TIMEOUT.as_millis() as u64),
+        Some(DEFAULT_HCCL_PREPARE_TIMEOUT.as_millis() as u64),
     ),
     // Known `llm.` keys accepted without effect here (v1-engine leftovers, or
     // handled elsewhere); those with a documented format are still checked.
@@ -217,7 +220,7 @@ impl OptionSpec {
 
     /// Parses `v` as this `Uint` option's value (messages name `key`).
     pub(crate) fn parse_uint(&self, v: &str) -> Result<u64> {
-        let n = super::parse_u64(self.key, v)?;
+        let n = parse_u64(self.key, v)?;
         let (lo, hi, step) = self.range();
         match self.violation(n) {
             None => Ok(n),
@@ -235,7 +238,7 @@ impl OptionSpec {
     }
 
     /// The value of this `Uint` option in `opts`, or its default.
-    pub(crate) fn uint(&self, opts: &super::Options) -> Result<u64> {
+    pub(crate) fn uint(&self, opts: &Options) -> Result<u64> {
         match opts.get(self.key) {
             Some(v) => self.parse_uint(v),
             None => self
@@ -246,6 +249,29 @@ impl OptionSpec {
 }
 
 /// `spec(key).uint(opts)`.
-pub(crate) fn uint_of(opts: &super::Options, key: &str) -> Result<u64> {
+pub(crate) fn uint_of(opts: &Options, key: &str) -> Result<u64> {
     spec(key).uint(opts)
+}
+
+/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
+/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
+pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
+/// limit and typical device pools; a larger announcement is not mapped).
+pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
+
+/// Option map with duplicate detection.
+pub type Options = BTreeMap<String, String>;
+
+pub(crate) fn parse_u64(key: &str, v: &str) -> Result<u64> {
+    let t = v.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        bail!(
+            ParamInvalid,
+            "option {key} must be a non-negative integer (got {v:?})"
+        );
+    }
+    t.parse::<u64>()
+        .map_err(|_| err!(ParamInvalid, "option {key} is out of range (got {v:?})"))
 }

@@ -350,3 +350,61 @@ pub(super) fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, Wire
         other => return Err(WireError::UnknownType(other)),
     })
 }
+
+/// Parses a 16-byte header, checking magic, version, known type and length bound.
+pub fn decode_header(buf: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
+    let mut r = Reader::new(buf);
+    let magic = r.u32("magic")?;
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = r.u16("version")?;
+    if version != VERSION {
+        return Err(WireError::BadVersion(version));
+    }
+    let msg_type = r.u16("msg_type")?;
+    if !(1..=MAX_TYPE).contains(&msg_type) {
+        return Err(WireError::UnknownType(msg_type));
+    }
+    let payload_len = r.u32("payload_len")?;
+    if payload_len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(u64::from(payload_len)));
+    }
+    let tag = r.u32("tag")?;
+    Ok(Header {
+        msg_type,
+        payload_len,
+        tag,
+    })
+}
+
+/// Parses the payload of a frame whose header was accepted. Every count and
+/// length is bounded and the payload must be consumed exactly.
+pub fn decode_payload(header: &Header, payload: &[u8]) -> Result<Msg, WireError> {
+    if header.payload_len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(u64::from(header.payload_len)));
+    }
+    let expected = header.payload_len as usize;
+    if payload.len() < expected {
+        return Err(WireError::Truncated("payload"));
+    }
+    if payload.len() > expected {
+        return Err(WireError::Trailing(payload.len() - expected));
+    }
+    let mut r = Reader::new(payload);
+    let msg = decode_body(header.msg_type, &mut r)?;
+    if r.remaining() != 0 {
+        return Err(WireError::Trailing(r.remaining()));
+    }
+    Ok(msg)
+}
+
+/// Decodes one complete frame: `frame` must be exactly header + payload.
+pub fn decode_frame(frame: &[u8]) -> Result<(Header, Msg), WireError> {
+    let (head, payload) = frame
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(WireError::Truncated("header"))?;
+    let header = decode_header(head)?;
+    let msg = decode_payload(&header, payload)?;
+    Ok((header, msg))
+}

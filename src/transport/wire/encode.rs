@@ -270,3 +270,31 @@ pub(super) fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
         }
     }
 }
+
+/// Appends the frame (header + payload) for `msg` to `out`.
+///
+/// The header is written first with a zero length and patched once the
+/// payload is known. String fields longer than [`MAX_STRING`] are truncated
+/// (at a character boundary) so that the frame always decodes; counts and the
+/// total payload size are written as they are, and a frame that exceeds the
+/// receiver's bounds is rejected by [`decode_header`] / [`decode_payload`].
+pub fn encode(msg: &Msg, tag: u32, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&msg.msg_type().to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&tag.to_le_bytes());
+    encode_body(msg, out);
+    let payload_len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+    if let Some(slot) = out.get_mut(start + 8..start + 12) {
+        slot.copy_from_slice(&payload_len.to_le_bytes());
+    }
+}
+
+/// Encodes `msg` into a fresh buffer (see [`encode`]).
+pub fn encode_to_vec(msg: &Msg, tag: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(msg, tag, &mut out);
+    out
+}
