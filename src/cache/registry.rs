@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::cache::pool::Pool;
 use crate::cache::types::{BindKey, CacheDesc, CacheKey, CacheKind, CacheView, Placement, Segment};
+use crate::device::pool::Pool;
 use crate::status::{Result, Status};
 use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
@@ -53,6 +53,15 @@ impl CacheRecord {
     /// True if the library allocated this cache.
     pub fn is_allocated(&self) -> bool {
         self.pool.is_some()
+    }
+
+    /// Registers this cache's tensors with the acl backend's HCCL (a no-op for
+    /// an allocated cache: its pool is registered as a whole).
+    pub fn register_with(&self, acl: &crate::device::acl_backend::AclBackend) -> Result<()> {
+        if self.is_allocated() {
+            return Ok(());
+        }
+        acl.register_cache(self.id, &self.addrs, self.tensor_bytes, self.desc.placement)
     }
 
     fn entry(&self, keys: &HashMap<BindKey, (i64, u64)>, blocks: &HashMap<u64, i64>) -> CacheEntry {

@@ -301,7 +301,7 @@ impl Engine {
             Some(true),
         )?;
         if let Some(acl) = acl {
-            if let Err(e) = acl.register_cache(&rec) {
+            if let Err(e) = rec.register_with(acl) {
                 let _ = self.session.registry.unregister(rec.id);
                 return Err(e);
             }

@@ -17,27 +17,12 @@ use crate::status::Result;
 use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
+use crate::device::config::DeviceConfig;
+pub use crate::device::config::{AclOptions, BackendChoice, PoolConfig};
+
 pub(crate) mod schema;
 use schema::{parse_u64, spec, uint_of};
 pub use schema::{Options, DEFAULT_HCCL_PREPARE_TIMEOUT, DEFAULT_PEER_POOL_MAX};
-
-/// Which engine moves the bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// acl when the Ascend runtime loads, else host.
-    Auto,
-    /// Host memory, TCP and same-host one-sided copies.
-    Host,
-    /// The dlopen'd Ascend runtime (ACL + HCCL).
-    Acl,
-}
-
-/// A memory pool configuration (`{"memory_size": N, "page_shift": S}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub memory_size: u64,
-    pub page_shift: u32,
-}
 
 /// Validated instance configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,32 +112,19 @@ impl NetLimits {
     }
 }
 
-/// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
-/// docs/options.md, docs/ascend.md).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AclOptions {
-    /// hccn.conf to read device NIC addresses from; `None`: `LLMDD_HCCN_CONF`,
-    /// else `/etc/hccn.conf` (then `hccn_tool` as a fallback).
-    pub hccn_conf: Option<String>,
-    /// How long the listening side of a link waits in `HcclCommPrepare`
-    /// (the dialing side waits for what is left of its link timeout).
-    pub prepare_timeout: Duration,
-}
-
-impl AclOptions {
-    fn parse(opts: &Options) -> Result<AclOptions> {
-        let hccn_conf = match opts.get("llmdd.HccnConf") {
-            Some(v) if v.trim().is_empty() => {
-                bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
-            }
-            v => v.cloned(),
-        };
-        let prepare_timeout = Duration::from_millis(uint_of(opts, "llmdd.HcclPrepareTimeout")?);
-        Ok(AclOptions {
-            hccn_conf,
-            prepare_timeout,
-        })
-    }
+/// Reads the acl backend's options (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`).
+fn parse_acl_options(opts: &Options) -> Result<AclOptions> {
+    let hccn_conf = match opts.get("llmdd.HccnConf") {
+        Some(v) if v.trim().is_empty() => {
+            bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
+        }
+        v => v.cloned(),
+    };
+    let prepare_timeout = Duration::from_millis(uint_of(opts, "llmdd.HcclPrepareTimeout")?);
+    Ok(AclOptions {
+        hccn_conf,
+        prepare_timeout,
+    })
 }
 
 /// Builds an option map from key/value pairs; a key given twice is rejected.
@@ -502,8 +474,21 @@ impl Config {
             link_key,
             peer_pool_max,
             net: NetLimits::parse(opts)?,
-            acl: AclOptions::parse(opts)?,
+            acl: parse_acl_options(opts)?,
         })
+    }
+
+    /// The device layer's part of the configuration.
+    pub fn device(&self) -> DeviceConfig {
+        DeviceConfig {
+            backend: self.backend,
+            device_id: self.device_id,
+            ascend_lib_dir: self.ascend_lib_dir.clone(),
+            local_comm_res: self.local_comm_res.clone(),
+            rdma_traffic_class: self.rdma_traffic_class,
+            rdma_service_level: self.rdma_service_level,
+            acl: self.acl.clone(),
+        }
     }
 
     /// The settings every TCP connection of the instance gets.
