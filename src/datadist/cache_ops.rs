@@ -48,7 +48,7 @@ fn peer_placement(code: u32) -> Result<Placement> {
 }
 
 impl Session {
-    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::cache::pool::Pool>> {
+    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::device::pool::Pool>> {
         let pool = match p {
             Placement::Device => self.device_pool.as_ref(),
             Placement::Host => self.host_pool.as_ref(),
@@ -113,7 +113,7 @@ impl Session {
     /// registration in the registry if that fails).
     fn acl_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
         if let Some(acl) = self.acl() {
-            if let Err(e) = acl.register_cache(&rec) {
+            if let Err(e) = rec.register_with(acl) {
                 let _ = self.registry.unregister(rec.id);
                 return Err(e);
             }

@@ -10,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::cache::pool::Pool;
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
@@ -23,6 +22,7 @@ use crate::datadist::liveness::Liveness;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
+use crate::device::pool::Pool;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::pool::PeerMapping;
 use crate::cache::types::Segment;
 use crate::datadist::link::{ConnGuard, Link};
+use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::peer_proc::PeerProcess;
