@@ -352,17 +352,6 @@
 #define D2D_ASYNC_ALIGN 64
 
 /**
- * Alignment HCCS needs for the start of a device region not allocated by
- * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
- */
-#define HCCS_REGION_ALIGN (2 << 20)
-
-/**
- * Most requests an engine holds at once (posted and not yet reported).
- */
-#define MAX_REQUESTS 65536
-
-/**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
  */
 #define LLMDD_BACKEND_HOST 0

@@ -42,7 +42,7 @@ pub const D2D_ASYNC_ALIGN: u64 = 64;
 
 /// Alignment HCCS needs for the start of a device region not allocated by
 /// `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
-pub const HCCS_REGION_ALIGN: u64 = 2 << 20;
+pub(crate) const HCCS_REGION_ALIGN: u64 = 2 << 20;
 
 /// HCCL symbols the backend calls.
 pub const REQUIRED_HCCL: &[&str] = &[

@@ -85,7 +85,7 @@ const CHUNK_BYTES: u64 = 64 << 20;
 /// copy takes less time than handing it to a worker thread would.
 const INLINE_BYTES: u64 = 256 << 10;
 /// Most requests an engine holds at once (posted and not yet reported).
-pub const MAX_REQUESTS: usize = 65_536;
+pub(crate) const MAX_REQUESTS: usize = 65_536;
 
 /// The HIXL option names (`hixl_types.h`) an engine accepts.
 pub const HIXL_OPTIONS: [&str; 7] = [
