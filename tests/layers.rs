@@ -43,8 +43,6 @@ const KNOWN: &[&str] = &[
     "upward: transfer::serve imports datadist::acl_rules",
     "upward: transfer::serve imports datadist::link",
     "upward: transfer::serve imports datadist::session",
-    // Cycle 2: `Link` lives in the API layer but is the engine's connection.
-    "cycle between files: datadist::link <-> transfer::exec <-> transfer::hccl_path",
     // Cycle 1: Session owns the link table, listener and handshake, and the
     // serve loop calls back into it.
     "cycle between files: datadist::comm <-> datadist::handshake <-> datadist::link_state <-> datadist::session <-> transfer::serve",

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::cache::plan;
 use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
+use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
@@ -14,7 +15,7 @@ use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
 use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
-use crate::transfer::exec::{self, Dir};
+use crate::transfer::exec;
 use crate::transport::local;
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::cache::types::Dir;
 use crate::cache::types::{CacheDesc, CacheKind, DataType, Placement, Segment};
 use crate::datadist::link::{request as link_request, Link};
 use crate::datadist::notify::{self, Notice};
@@ -38,7 +39,7 @@ use crate::datadist::session::Session;
 use crate::datadist::Instance;
 use crate::stats::Direction;
 use crate::status::{Result, Status};
-use crate::transfer::exec::{self, Dir};
+use crate::transfer::exec;
 use crate::transfer::pool::{Job, Kind, Pool, Slot};
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;

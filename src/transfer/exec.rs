@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::types::Segment;
+use crate::cache::types::{Dir, Segment};
 use crate::datadist::link::{ConnGuard, Link};
 use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
@@ -22,15 +22,6 @@ use crate::{bail, err};
 const SEGMENTS_PER_REQUEST: usize = 65_536;
 /// Plans smaller than this use one TCP connection.
 const STRIPE_MIN_BYTES: u64 = 1 << 20;
-
-/// Direction of a transfer relative to this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
-    /// Remote `src` → local `dst`.
-    Read,
-    /// Local `src` → remote `dst`.
-    Write,
-}
 
 /// Moves the bytes of `plan` over `link` before `deadline`.
 pub fn run(

@@ -634,7 +634,10 @@ mod tests {
         let tid = rx.recv().unwrap();
         let end = Instant::now() + T;
         while !asleep(tid) {
-            assert!(Instant::now() < end, "a thread blocked in recv never reads as asleep");
+            assert!(
+                Instant::now() < end,
+                "a thread blocked in recv never reads as asleep"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         stop_tx.send(()).unwrap();

@@ -260,7 +260,10 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
         }
         assert_eq!(helper_count(), MAX_HELPERS);
         drop(u);
