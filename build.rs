@@ -7,6 +7,19 @@ use std::path::PathBuf;
 // OPTION_KEYS: the `LLMDD_OPTION_*` macros (shared with the crate).
 include!("src/ffi/option_keys.rs");
 
+/// Reads the status table (`src/status_table.rs`, also expanded by
+/// `src/status.rs`) as `(C constant, code, doc)` rows.
+macro_rules! statuses {
+    ($( $variant:ident = $code:literal, $llm:literal, [$($c:ident)?], $doc:literal; )*) => {
+        const STATUSES: &[(Option<&str>, u32, &str)] = &[
+            $( (statuses!(@c $($c)?), $code, $doc), )*
+        ];
+    };
+    (@c $c:ident) => { Some(stringify!($c)) };
+    (@c) => { None };
+}
+include!("src/status_table.rs");
+
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
     // cbindgen parses the whole crate (a new pub item anywhere can reach the header).
@@ -21,6 +34,7 @@ fn main() {
     }
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let mut after = version_macros();
+    after.push_str(&status_macros());
     after.push_str(&option_macros());
     config.after_includes = Some(after);
     let bindings = match cbindgen::Builder::new()
@@ -88,6 +102,21 @@ fn version_macros() -> String {
         part("CARGO_PKG_VERSION_MINOR"),
         part("CARGO_PKG_VERSION_PATCH")
     )
+}
+
+/// `#define LLMDD_X 0x...U` for every status of the table that has a C
+/// name: `uint32_t`-typed hex, the form the documentation and the reference use.
+fn status_macros() -> String {
+    let mut out =
+        String::from("\n/* Statuses (the documented LLM_* codes; src/status_table.rs). */\n");
+    for (name, code, doc) in STATUSES {
+        if let Some(name) = name {
+            out.push_str(&format!(
+                "\n/**\n * {doc}\n */\n#define {name} 0x{code:X}U\n"
+            ));
+        }
+    }
+    out
 }
 
 /// `#define LLMDD_OPTION_X "key"` for every entry of `OPTION_KEYS`, each with

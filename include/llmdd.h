@@ -30,6 +30,123 @@
 #define LLMDD_VERSION_PATCH 0
 #define LLMDD_VERSION_NUMBER ((LLMDD_VERSION_MAJOR << 16) | (LLMDD_VERSION_MINOR << 8) | LLMDD_VERSION_PATCH)
 
+/* Statuses (the documented LLM_* codes; src/status_table.rs). */
+
+/**
+ * Success.
+ */
+#define LLMDD_SUCCESS 0x0U
+
+/**
+ * Generic failure; also returned by calls before init / after finalize.
+ */
+#define LLMDD_FAILED 0xFFFFFFFFU
+
+/**
+ * Legacy: request waited too long.
+ */
+#define LLMDD_WAIT_PROCESS_TIMEOUT 0x5010B001U
+
+/**
+ * Cache does not exist (local id, or the peer's key/id/slot).
+ */
+#define LLMDD_KV_CACHE_NOT_EXIST 0x5010B002U
+
+/**
+ * Legacy: repeated request.
+ */
+#define LLMDD_REPEAT_REQUEST 0x5010B003U
+
+/**
+ * Legacy: request already completed.
+ */
+#define LLMDD_REQUEST_ALREADY_COMPLETED 0x5010B004U
+
+/**
+ * Invalid argument, option or state.
+ */
+#define LLMDD_PARAM_INVALID 0x5010B005U
+
+/**
+ * Legacy: engine finalized.
+ */
+#define LLMDD_ENGINE_FINALIZED 0x5010B006U
+
+/**
+ * No link to the peer (or rank-table link not ready, or unknown comm id).
+ */
+#define LLMDD_NOT_YET_LINK 0x5010B007U
+
+/**
+ * A link to that cluster already exists.
+ */
+#define LLMDD_ALREADY_LINK 0x5010B008U
+
+/**
+ * Link setup failed.
+ */
+#define LLMDD_LINK_FAILED 0x5010B009U
+
+/**
+ * Unlink failed; force-unlink both ends.
+ */
+#define LLMDD_UNLINK_FAILED 0x5010B00AU
+
+/**
+ * Could not notify the prompt side of an unlink.
+ */
+#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 0x5010B00BU
+
+/**
+ * More than 16 clusters in one (un)link call.
+ */
+#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 0x5010B00CU
+
+/**
+ * Another (un)link is in progress (never returned by llmdd).
+ */
+#define LLMDD_PROCESSING_LINK 0x5010B00DU
+
+/**
+ * Device memory exhausted.
+ */
+#define LLMDD_DEVICE_OUT_OF_MEMORY 0x5010B00EU
+
+/**
+ * switch_role or unregister while links exist.
+ */
+#define LLMDD_EXIST_LINK 0x5010B018U
+
+/**
+ * Option, pool, backend or placement not available.
+ */
+#define LLMDD_FEATURE_NOT_ENABLED 0x5010B019U
+
+/**
+ * A transfer or wait timed out (re-link after a transfer timeout).
+ */
+#define LLMDD_TIMEOUT 0x5010B01AU
+
+/**
+ * Reserved: conflicting use of a link (never returned by llmdd).
+ */
+#define LLMDD_LINK_BUSY 0x5010B01BU
+
+/**
+ * Memory pool or system memory exhausted.
+ */
+#define LLMDD_OUT_OF_MEMORY 0x5010B01CU
+
+/**
+ * Uncorrectable device memory error.
+ */
+#define LLMDD_DEVICE_MEM_ERROR 0x7BCADU
+
+/**
+ * Suspected remote memory fault.
+ */
+#define LLMDD_SUSPECT_REMOTE_ERROR 0x7BCB1U
+
 /* Init option keys (docs/options.md). */
 
 /**
@@ -235,17 +352,6 @@
 #define D2D_ASYNC_ALIGN 64
 
 /**
- * Alignment HCCS needs for the start of a device region not allocated by
- * `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
- */
-#define HCCS_REGION_ALIGN (2 << 20)
-
-/**
- * Most requests an engine holds at once (posted and not yet reported).
- */
-#define MAX_REQUESTS 65536
-
-/**
  * Backend: host memory; TCP, same-host one-sided copies or memcpy between peers.
  */
 #define LLMDD_BACKEND_HOST 0
@@ -254,121 +360,6 @@
  * Backend: ACL device memory and HCCL one-sided transfers (dlopen'd Ascend runtime).
  */
 #define LLMDD_BACKEND_ACL 1
-
-/**
- * Success.
- */
-#define LLMDD_SUCCESS 0x0U
-
-/**
- * Generic failure; also returned by calls before init / after finalize.
- */
-#define LLMDD_FAILED 0xFFFFFFFFU
-
-/**
- * Legacy: request waited too long.
- */
-#define LLMDD_WAIT_PROCESS_TIMEOUT 0x5010B001U
-
-/**
- * Cache does not exist (local id, or the peer's key/id/slot).
- */
-#define LLMDD_KV_CACHE_NOT_EXIST 0x5010B002U
-
-/**
- * Legacy: repeated request.
- */
-#define LLMDD_REPEAT_REQUEST 0x5010B003U
-
-/**
- * Legacy: request already completed.
- */
-#define LLMDD_REQUEST_ALREADY_COMPLETED 0x5010B004U
-
-/**
- * Invalid argument, option or state.
- */
-#define LLMDD_PARAM_INVALID 0x5010B005U
-
-/**
- * Legacy: engine finalized.
- */
-#define LLMDD_ENGINE_FINALIZED 0x5010B006U
-
-/**
- * No link to the peer (or rank-table link not ready, or unknown comm id).
- */
-#define LLMDD_NOT_YET_LINK 0x5010B007U
-
-/**
- * A link to that cluster already exists.
- */
-#define LLMDD_ALREADY_LINK 0x5010B008U
-
-/**
- * Link setup failed.
- */
-#define LLMDD_LINK_FAILED 0x5010B009U
-
-/**
- * Unlink failed; force-unlink both ends.
- */
-#define LLMDD_UNLINK_FAILED 0x5010B00AU
-
-/**
- * Could not notify the prompt side of an unlink.
- */
-#define LLMDD_NOTIFY_PROMPT_UNLINK_FAILED 0x5010B00BU
-
-/**
- * More than 16 clusters in one (un)link call.
- */
-#define LLMDD_CLUSTER_NUM_EXCEED_LIMIT 0x5010B00CU
-
-/**
- * Another (un)link is in progress (never returned by llmdd).
- */
-#define LLMDD_PROCESSING_LINK 0x5010B00DU
-
-/**
- * Device memory exhausted.
- */
-#define LLMDD_DEVICE_OUT_OF_MEMORY 0x5010B00EU
-
-/**
- * switch_role or unregister while links exist.
- */
-#define LLMDD_EXIST_LINK 0x5010B018U
-
-/**
- * Option, pool, backend or placement not available.
- */
-#define LLMDD_FEATURE_NOT_ENABLED 0x5010B019U
-
-/**
- * A transfer or wait timed out (re-link after a transfer timeout).
- */
-#define LLMDD_TIMEOUT 0x5010B01AU
-
-/**
- * Reserved: conflicting use of a link (never returned by llmdd).
- */
-#define LLMDD_LINK_BUSY 0x5010B01BU
-
-/**
- * Memory pool or system memory exhausted.
- */
-#define LLMDD_OUT_OF_MEMORY 0x5010B01CU
-
-/**
- * Uncorrectable device memory error.
- */
-#define LLMDD_DEVICE_MEM_ERROR 0x7BCADU
-
-/**
- * Suspected remote memory fault.
- */
-#define LLMDD_SUSPECT_REMOTE_ERROR 0x7BCB1U
 
 /**
  * Role: prompt (prefill).

@@ -1,116 +1,58 @@
 //! Status codes with the numeric values documented for LLM-DataDist, and the
 //! crate-wide error type that carries one of them plus a human message.
 
+use std::ffi::CStr;
 use std::fmt;
 
-/// A documented LLM-DataDist status code (`LLM_*`), with its exact numeric value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Status {
-    /// Success.
-    Success = 0,
-    /// Generic failure; also "not initialized".
-    Failed = 0xFFFF_FFFF,
-    /// Legacy: request waited too long.
-    WaitProcessTimeout = 0x5010_B001,
-    /// Cache (local id or remote key/id/slot) does not exist.
-    KvCacheNotExist = 0x5010_B002,
-    /// Legacy: repeated request.
-    RepeatRequest = 0x5010_B003,
-    /// Legacy: request already completed.
-    RequestAlreadyCompleted = 0x5010_B004,
-    /// An argument, option or state check failed.
-    ParamInvalid = 0x5010_B005,
-    /// Legacy: engine finalized.
-    EngineFinalized = 0x5010_B006,
-    /// No (ready) link to the peer, or unknown comm id.
-    NotYetLink = 0x5010_B007,
-    /// A link to that cluster already exists.
-    AlreadyLink = 0x5010_B008,
-    /// Link setup failed.
-    LinkFailed = 0x5010_B009,
-    /// Unlink failed.
-    UnlinkFailed = 0x5010_B00A,
-    /// Could not notify the prompt side of an unlink.
-    NotifyPromptUnlinkFailed = 0x5010_B00B,
-    /// More than 16 clusters in one (un)link call.
-    ClusterNumExceedLimit = 0x5010_B00C,
-    /// Another (un)link is in progress.
-    ProcessingLink = 0x5010_B00D,
-    /// Device memory exhausted.
-    DeviceOutOfMemory = 0x5010_B00E,
-    /// Legacy: prefix already exists.
-    PrefixAlreadyExist = 0x5010_B00F,
-    /// Legacy: prefix does not exist.
-    PrefixNotExist = 0x5010_B010,
-    /// Legacy: sequence length over limit.
-    SeqLenOverLimit = 0x5010_B011,
-    /// Legacy: no free block.
-    NoFreeBlock = 0x5010_B012,
-    /// Legacy: blocks out of memory.
-    BlocksOutOfMemory = 0x5010_B013,
-    /// Internal: cache incompatible.
-    CacheIncompatible = 0x5010_B014,
-    /// Internal: cache key already exists.
-    CacheKeyAlreadyExist = 0x5010_B015,
-    /// Internal: copy failed.
-    CopyCacheFailed = 0x5010_B016,
-    /// Internal: cache id already exists.
-    CacheIdAlreadyExist = 0x5010_B017,
-    /// switch_role (or unregister) while links exist.
-    ExistLink = 0x5010_B018,
-    /// Required option, pool, backend or placement is not available.
-    FeatureNotEnabled = 0x5010_B019,
-    /// A transfer or wait timed out.
-    Timeout = 0x5010_B01A,
-    /// Reserved: conflicting concurrent use of a link (never returned by llmdd).
-    LinkBusy = 0x5010_B01B,
-    /// Memory pool or system memory exhausted.
-    OutOfMemory = 0x5010_B01C,
-    /// Uncorrectable device memory error (reserved).
-    DeviceMemError = 507_053,
-    /// Suspected remote memory fault.
-    SuspectRemoteError = 507_057,
+/// Expands the status table (`src/status_table.rs`) into the `Status` enum,
+/// `Status::ALL`, the names and the `LLMDD_*` constants of [`c_constants`].
+macro_rules! statuses {
+    ($( $variant:ident = $code:literal, $llm:literal, [$($c:ident)?], $doc:literal; )*) => {
+        /// A documented LLM-DataDist status code (`LLM_*`), with its exact
+        /// numeric value; one row each in `src/status_table.rs`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u32)]
+        pub enum Status {
+            $( #[doc = $doc] $variant = $code, )*
+        }
+
+        impl Status {
+            /// Every status, in table order, for name lookups and tests.
+            pub(crate) const ALL: &'static [Status] = &[$(Status::$variant),*];
+
+            /// The documented name, e.g. `"LLM_PARAM_INVALID"`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Status::$variant => $llm, )*
+                }
+            }
+
+            /// The documented name as a C string, e.g. `c"LLM_PARAM_INVALID"`
+            /// (static: `llmdd_status_name` hands it out as is).
+            pub fn c_name(self) -> &'static CStr {
+                match self {
+                    $( Status::$variant => const {
+                        match CStr::from_bytes_with_nul(concat!($llm, "\0").as_bytes()) {
+                            Ok(c) => c,
+                            Err(_) => panic!("status name with a NUL"),
+                        }
+                    }, )*
+                }
+            }
+        }
+
+        /// The `LLMDD_*` status constants of the C API, one per table row
+        /// that names one (include/llmdd.h has the same `#define`s, written
+        /// by build.rs from the same table).
+        pub mod c_constants {
+            $( $( #[doc = $doc] pub const $c: u32 = super::Status::$variant as u32; )? )*
+        }
+    };
 }
 
-impl Status {
-    /// Every status, for name lookups and tests.
-    pub(crate) const ALL: [Status; 33] = [
-        Status::Success,
-        Status::Failed,
-        Status::WaitProcessTimeout,
-        Status::KvCacheNotExist,
-        Status::RepeatRequest,
-        Status::RequestAlreadyCompleted,
-        Status::ParamInvalid,
-        Status::EngineFinalized,
-        Status::NotYetLink,
-        Status::AlreadyLink,
-        Status::LinkFailed,
-        Status::UnlinkFailed,
-        Status::NotifyPromptUnlinkFailed,
-        Status::ClusterNumExceedLimit,
-        Status::ProcessingLink,
-        Status::DeviceOutOfMemory,
-        Status::PrefixAlreadyExist,
-        Status::PrefixNotExist,
-        Status::SeqLenOverLimit,
-        Status::NoFreeBlock,
-        Status::BlocksOutOfMemory,
-        Status::CacheIncompatible,
-        Status::CacheKeyAlreadyExist,
-        Status::CopyCacheFailed,
-        Status::CacheIdAlreadyExist,
-        Status::ExistLink,
-        Status::FeatureNotEnabled,
-        Status::Timeout,
-        Status::LinkBusy,
-        Status::OutOfMemory,
-        Status::DeviceMemError,
-        Status::SuspectRemoteError,
-        Status::Success,
-    ];
+include!("status_table.rs");
 
+impl Status {
     /// The numeric code.
     pub fn code(self) -> u32 {
         self as u32
@@ -123,44 +65,6 @@ impl Status {
             .copied()
             .find(|s| s.code() == code)
             .unwrap_or(Status::Failed)
-    }
-
-    /// The documented name, e.g. `"LLM_PARAM_INVALID"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Success => "LLM_SUCCESS",
-            Status::Failed => "LLM_FAILED",
-            Status::WaitProcessTimeout => "LLM_WAIT_PROCESS_TIMEOUT",
-            Status::KvCacheNotExist => "LLM_KV_CACHE_NOT_EXIST",
-            Status::RepeatRequest => "LLM_REPEAT_REQUEST",
-            Status::RequestAlreadyCompleted => "LLM_REQUEST_ALREADY_COMPLETED",
-            Status::ParamInvalid => "LLM_PARAM_INVALID",
-            Status::EngineFinalized => "LLM_ENGINE_FINALIZED",
-            Status::NotYetLink => "LLM_NOT_YET_LINK",
-            Status::AlreadyLink => "LLM_ALREADY_LINK",
-            Status::LinkFailed => "LLM_LINK_FAILED",
-            Status::UnlinkFailed => "LLM_UNLINK_FAILED",
-            Status::NotifyPromptUnlinkFailed => "LLM_NOTIFY_PROMPT_UNLINK_FAILED",
-            Status::ClusterNumExceedLimit => "LLM_CLUSTER_NUM_EXCEED_LIMIT",
-            Status::ProcessingLink => "LLM_PROCESSING_LINK",
-            Status::DeviceOutOfMemory => "LLM_DEVICE_OUT_OF_MEMORY",
-            Status::PrefixAlreadyExist => "LLM_PREFIX_ALREADY_EXIST",
-            Status::PrefixNotExist => "LLM_PREFIX_NOT_EXIST",
-            Status::SeqLenOverLimit => "LLM_SEQ_LEN_OVER_LIMIT",
-            Status::NoFreeBlock => "LLM_NO_FREE_BLOCK",
-            Status::BlocksOutOfMemory => "LLM_BLOCKS_OUT_OF_MEMORY",
-            Status::CacheIncompatible => "LLM_CACHE_INCOMPATIBLE",
-            Status::CacheKeyAlreadyExist => "LLM_CACHE_KEY_ALREADY_EXIST",
-            Status::CopyCacheFailed => "LLM_COPY_CACHE_FAILED",
-            Status::CacheIdAlreadyExist => "LLM_CACHE_ID_ALREADY_EXIST",
-            Status::ExistLink => "LLM_EXIST_LINK",
-            Status::FeatureNotEnabled => "LLM_FEATURE_NOT_ENABLED",
-            Status::Timeout => "LLM_TIMEOUT",
-            Status::LinkBusy => "LLM_LINK_BUSY",
-            Status::OutOfMemory => "LLM_OUT_OF_MEMORY",
-            Status::DeviceMemError => "LLM_DEVICE_MEM_ERROR",
-            Status::SuspectRemoteError => "LLM_SUSPECT_REMOTE_ERROR",
-        }
     }
 }
 
@@ -213,21 +117,71 @@ macro_rules! err {
 mod tests {
     use super::*;
 
+    /// The documented values (../shared/spec/llm-datadist-api.md §5; 507053 and
+    /// 507057 are CANN's `ACL_ERROR_RT_DEVICE_MEM_ERROR` and
+    /// `ACL_ERROR_RT_SUSPECT_REMOTE_ERROR`), written out independently of the
+    /// table so that an edit of the table cannot pass unnoticed.
+    const DOCUMENTED: &[(&str, u32)] = &[
+        ("LLM_SUCCESS", 0x0),
+        ("LLM_FAILED", 0xFFFF_FFFF),
+        ("LLM_WAIT_PROCESS_TIMEOUT", 0x5010_B001),
+        ("LLM_KV_CACHE_NOT_EXIST", 0x5010_B002),
+        ("LLM_REPEAT_REQUEST", 0x5010_B003),
+        ("LLM_REQUEST_ALREADY_COMPLETED", 0x5010_B004),
+        ("LLM_PARAM_INVALID", 0x5010_B005),
+        ("LLM_ENGINE_FINALIZED", 0x5010_B006),
+        ("LLM_NOT_YET_LINK", 0x5010_B007),
+        ("LLM_ALREADY_LINK", 0x5010_B008),
+        ("LLM_LINK_FAILED", 0x5010_B009),
+        ("LLM_UNLINK_FAILED", 0x5010_B00A),
+        ("LLM_NOTIFY_PROMPT_UNLINK_FAILED", 0x5010_B00B),
+        ("LLM_CLUSTER_NUM_EXCEED_LIMIT", 0x5010_B00C),
+        ("LLM_PROCESSING_LINK", 0x5010_B00D),
+        ("LLM_DEVICE_OUT_OF_MEMORY", 0x5010_B00E),
+        ("LLM_PREFIX_ALREADY_EXIST", 0x5010_B00F),
+        ("LLM_PREFIX_NOT_EXIST", 0x5010_B010),
+        ("LLM_SEQ_LEN_OVER_LIMIT", 0x5010_B011),
+        ("LLM_NO_FREE_BLOCK", 0x5010_B012),
+        ("LLM_BLOCKS_OUT_OF_MEMORY", 0x5010_B013),
+        ("LLM_CACHE_INCOMPATIBLE", 0x5010_B014),
+        ("LLM_CACHE_KEY_ALREADY_EXIST", 0x5010_B015),
+        ("LLM_COPY_CACHE_FAILED", 0x5010_B016),
+        ("LLM_CACHE_ID_ALREADY_EXIST", 0x5010_B017),
+        ("LLM_EXIST_LINK", 0x5010_B018),
+        ("LLM_FEATURE_NOT_ENABLED", 0x5010_B019),
+        ("LLM_TIMEOUT", 0x5010_B01A),
+        ("LLM_LINK_BUSY", 0x5010_B01B),
+        ("LLM_OUT_OF_MEMORY", 0x5010_B01C),
+        ("LLM_DEVICE_MEM_ERROR", 507_053),
+        ("LLM_SUSPECT_REMOTE_ERROR", 507_057),
+    ];
+
     #[test]
-    fn documented_values() {
+    fn table_matches_the_documented_values() {
+        let table: Vec<(&str, u32)> = Status::ALL.iter().map(|s| (s.name(), s.code())).collect();
+        assert_eq!(table, DOCUMENTED);
         assert_eq!(Status::ParamInvalid.code(), 0x5010B005);
-        assert_eq!(Status::OutOfMemory.code(), 0x5010B01C);
-        assert_eq!(Status::Failed.code(), u32::MAX);
         assert_eq!(Status::DeviceMemError.code(), 507053);
+    }
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for &s in Status::ALL {
+            assert_eq!(Status::from_code(s.code()), s);
+            assert_eq!(s.c_name().to_str(), Ok(s.name()));
+        }
         assert_eq!(Status::from_code(0x5010B018), Status::ExistLink);
         assert_eq!(Status::from_code(12345), Status::Failed);
     }
 
     #[test]
-    fn names_round_trip() {
-        for s in Status::ALL {
-            assert_eq!(Status::from_code(s.code()), s);
-            assert!(s.name().starts_with("LLM_"));
-        }
+    fn c_constants_equal_the_table() {
+        use c_constants::*;
+        // Spot checks; build.rs writes the header from the same rows, and
+        // tests/header.rs checks every `#define` against `Status::ALL`.
+        assert_eq!(LLMDD_SUCCESS, 0);
+        assert_eq!(LLMDD_FAILED, u32::MAX);
+        assert_eq!(LLMDD_PARAM_INVALID, 0x5010_B005);
+        assert_eq!(LLMDD_SUSPECT_REMOTE_ERROR, 507_057);
     }
 }

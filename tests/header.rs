@@ -30,3 +30,35 @@ fn every_exported_function_is_documented() {
         }
     }
 }
+
+#[test]
+fn status_defines_match_the_status_table() {
+    use llmdd::status::Status;
+    let h =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/llmdd.h")).unwrap();
+    let mut seen = 0;
+    for l in h.lines() {
+        let Some((name, value)) = l
+            .strip_prefix("#define LLMDD_")
+            .and_then(|r| r.split_once(' '))
+        else {
+            continue;
+        };
+        let Some(hex) = value.strip_prefix("0x").and_then(|v| v.strip_suffix('U')) else {
+            continue;
+        };
+        if name == "TASK_RESULT_NOT_STARTED" {
+            continue; // a task-result sentinel, not a status
+        }
+        let code = u32::from_str_radix(hex, 16).expect("hex status");
+        let status = Status::from_code(code);
+        assert_eq!(
+            status.code(),
+            code,
+            "LLMDD_{name}: {code:#x} is not in the table"
+        );
+        assert_eq!(status.name(), format!("LLM_{name}"), "LLMDD_{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 23, "status #defines in include/llmdd.h");
+}

@@ -183,6 +183,9 @@ static int t_chans_given = 0;
 
 static inline t_chan_pair t_chan_new(void) {
   int a[2], b[2];
+  /* A write to a child that exited must fail in t_send (which says so), not
+   * kill the writer silently with SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (t_chans_made == T_MAX_CHANS || pipe(a) != 0 || pipe(b) != 0) {
     perror("t_chan_new");
     exit(2);
@@ -218,7 +221,7 @@ static inline void t_chan_close(t_chan c) {
 
 static inline void t_send(t_chan c, uint64_t v) {
   if (write(c.wr, &v, sizeof v) != (ssize_t)sizeof v) {
-    perror("t_send");
+    fprintf(stderr, "[pid %d] t_send: %s (has the peer exited?)\n", (int)getpid(), strerror(errno));
     exit(2);
   }
 }

@@ -1,6 +1,5 @@
 //! Cache descriptions, keys, the per-instance registry and the transfer planner.
 
 pub mod plan;
-pub mod pool;
 pub mod registry;
 pub mod types;

@@ -431,3 +431,12 @@ pub struct Segment {
     pub src: u64,
     pub len: u64,
 }
+
+/// Direction of a transfer relative to this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Remote `src` → local `dst`.
+    Read,
+    /// Local `src` → remote `dst`.
+    Write,
+}

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::plan;
+use crate::cache::types::Dir;
 use crate::cache::types::{CacheKey, CacheView, LayerSel, Placement, Segment};
 use crate::datadist::cache_ops::plan_bytes;
 use crate::datadist::link::{request, InflightGuard, Link};
 use crate::datadist::session::Session;
 use crate::stats::Direction;
 use crate::status::{Error, Result};
-use crate::transfer::exec::{self, Dir};
+use crate::transfer::exec;
 use crate::transfer::task::{Layer, SyncFn, Task, TaskSpec};
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::{CacheEntry, Msg};

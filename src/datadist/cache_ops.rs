@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::cache::plan;
 use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
+use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
@@ -14,7 +15,7 @@ use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
 use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
-use crate::transfer::exec::{self, Dir};
+use crate::transfer::exec;
 use crate::transport::local;
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;
@@ -48,7 +49,7 @@ fn peer_placement(code: u32) -> Result<Placement> {
 }
 
 impl Session {
-    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::cache::pool::Pool>> {
+    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::device::pool::Pool>> {
         let pool = match p {
             Placement::Device => self.device_pool.as_ref(),
             Placement::Host => self.host_pool.as_ref(),
@@ -113,7 +114,7 @@ impl Session {
     /// registration in the registry if that fails).
     fn acl_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
         if let Some(acl) = self.acl() {
-            if let Err(e) = acl.register_cache(&rec) {
+            if let Err(e) = rec.register_with(acl) {
                 let _ = self.registry.unregister(rec.id);
                 return Err(e);
             }

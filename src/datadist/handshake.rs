@@ -23,9 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::pool::PeerMapping;
 use crate::datadist::link::Link;
 use crate::datadist::session::Session;
+use crate::device::pool::PeerMapping;
 use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::cache::pool::PeerMapping;
+use crate::device::pool::PeerMapping;
 use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transfer::hccl_path::HcclLink;

@@ -10,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::cache::pool::Pool;
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::admission::{self, Admission, PendingSlot, SpareFd};
@@ -23,6 +22,7 @@ use crate::datadist::liveness;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
+use crate::device::pool::Pool;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;
@@ -110,6 +110,8 @@ pub struct Session {
     attempts: Mutex<Attempts>,
     /// Notifications received from peers (enabled by a transfer engine).
     pub inbox: Inbox,
+    /// Keeps the process's copy helpers alive until finalize.
+    copy_helpers: Mutex<Option<crate::transport::parallel::Users>>,
     me: Weak<Session>,
 }
 
@@ -165,6 +167,7 @@ impl Session {
             reactor: Mutex::new(None),
             attempts: Mutex::new(Attempts::default()),
             inbox: Inbox::default(),
+            copy_helpers: Mutex::new(Some(crate::transport::parallel::Users::new())),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -1119,6 +1122,13 @@ impl Session {
         if let Some(acl) = self.acl() {
             acl.release();
         }
+        // The last session of the process joins the copy helpers.
+        drop(
+            self.copy_helpers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 

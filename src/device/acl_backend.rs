@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::pool::Pool;
-use crate::cache::registry::CacheRecord;
 use crate::cache::types::{Placement, Segment};
-use crate::datadist::options::{Config, PoolConfig};
 use crate::device::acl::{AclContext, MemcpyKind, Stream};
+use crate::device::config::{DeviceConfig, PoolConfig};
 use crate::device::endpoint::{is_a3_soc, DeviceIdentity, LocalDevice};
 use crate::device::nic::{self, HCCN_CONF, HCCN_CONF_ENV};
+use crate::device::pool::Pool;
 use crate::status::{Error, Result, Status};
 use crate::sys::ascend_bindings as b;
 use crate::sys::loader::AscendRuntime;
@@ -43,7 +42,7 @@ pub const D2D_ASYNC_ALIGN: u64 = 64;
 
 /// Alignment HCCS needs for the start of a device region not allocated by
 /// `aclrtMalloc` (HIXL CacheManager docs; 2 MB pages).
-pub const HCCS_REGION_ALIGN: u64 = 2 << 20;
+pub(crate) const HCCS_REGION_ALIGN: u64 = 2 << 20;
 
 /// HCCL symbols the backend calls.
 pub const REQUIRED_HCCL: &[&str] = &[
@@ -100,7 +99,7 @@ impl AclBackend {
     /// the HCCL ones are not CANN 9.0 compatibility stubs.
     /// Errors: `FeatureNotEnabled` naming the libraries / symbols that are
     /// missing or stubbed.
-    pub fn bring_up(config: &Config) -> Result<Arc<AscendRuntime>> {
+    pub fn bring_up(config: &DeviceConfig) -> Result<Arc<AscendRuntime>> {
         let dir = config.ascend_lib_dir.as_deref().map(Path::new);
         let rt = Arc::new(AscendRuntime::load(dir)?);
         rt.require(REQUIRED_ACL, REQUIRED_HCCL)?;
@@ -125,7 +124,11 @@ impl AclBackend {
     /// ([`LocalDevice::parse`]); a `device_id` there must be the physical id.
     /// Errors: the mapped ACL status when the device cannot be opened;
     /// `ParamInvalid` for a `llm.LocalCommRes` that names another device.
-    pub fn open(rt: Arc<AscendRuntime>, local: LocalDevice, config: &Config) -> Result<AclBackend> {
+    pub fn open(
+        rt: Arc<AscendRuntime>,
+        local: LocalDevice,
+        config: &DeviceConfig,
+    ) -> Result<AclBackend> {
         let ctx = Arc::new(AclContext::open(rt, config.device_id)?);
         let identity = Self::identity(&ctx, config);
         local.check(&identity)?;
@@ -144,7 +147,7 @@ impl AclBackend {
     }
 
     /// What the runtime and the host say about `ctx`'s device.
-    fn identity(ctx: &AclContext, config: &Config) -> DeviceIdentity {
+    fn identity(ctx: &AclContext, config: &DeviceConfig) -> DeviceIdentity {
         let soc = ctx.soc_name();
         let a3 = soc.as_deref().is_some_and(is_a3_soc);
         let super_device_id = a3
@@ -263,25 +266,24 @@ impl AclBackend {
         Ok(pool)
     }
 
-    /// Registers every tensor of a registered (user-owned) cache with HCCL so
-    /// that links created from now on can bind it. Allocated caches live in a
-    /// pool, which is registered as a whole.
-    pub fn register_cache(&self, rec: &CacheRecord) -> Result<()> {
-        if rec.is_allocated() {
-            return Ok(());
-        }
-        let mut regs = Vec::with_capacity(rec.addrs.len());
-        for &a in rec.addrs.iter() {
+    /// Registers every tensor (`tensor_bytes` at each of `addrs`, in
+    /// `placement`) of registered, user-owned cache `id` with HCCL so that
+    /// links created from now on can bind it. Allocated caches live in a pool,
+    /// which is registered as a whole: callers pass only registered caches.
+    pub fn register_cache(
+        &self,
+        id: i64,
+        addrs: &[u64],
+        tensor_bytes: u64,
+        placement: Placement,
+    ) -> Result<()> {
+        let mut regs = Vec::with_capacity(addrs.len());
+        for &a in addrs {
             // An identical range (the same memory registered again, or two
             // tensors at one address) shares its registration.
-            regs.push(GlobalMem::register(
-                &self.ctx,
-                a,
-                rec.tensor_bytes,
-                rec.desc.placement,
-            )?);
+            regs.push(GlobalMem::register(&self.ctx, a, tensor_bytes, placement)?);
         }
-        self.lock_caches().insert(rec.id, regs);
+        self.lock_caches().insert(id, regs);
         Ok(())
     }
 

@@ -1,18 +1,20 @@
-//! Memory owners and backend selection: host memory (the embedded default) and
+//! Memory owners and backend selection: host memory pools (the embedded default) and
 //! the dlopen'd Ascend runtime (ACL + HCCL).
 
 pub mod acl;
 pub mod acl_backend;
+pub mod config;
 pub mod endpoint;
 pub mod nic;
+pub mod pool;
 
 use std::sync::Arc;
 
-use crate::datadist::options::{BackendChoice, Config};
 use crate::device::acl_backend::AclBackend;
 use crate::device::endpoint::LocalDevice;
 use crate::log_info;
 use crate::status::{Error, Result};
+pub use config::{AclOptions, BackendChoice, DeviceConfig, PoolConfig};
 
 /// The backend an instance runs on.
 #[derive(Clone, Debug)]
@@ -45,7 +47,7 @@ impl Backend {
 ///
 /// Once the runtime has loaded, a malformed `llm.LocalCommRes` fails init
 /// (`ParamInvalid`) with either choice.
-pub fn select_backend(config: &Config) -> Result<Backend> {
+pub fn select_backend(config: &DeviceConfig) -> Result<Backend> {
     let explicit = match config.backend {
         BackendChoice::Host => {
             log_info!("using the host backend (llmdd.Backend=host)");

@@ -1,13 +1,16 @@
 //! The config builder mirroring Python's `LLMConfig`: setters validate their
-//! value and `llmdd_config_generate_options` emits the documented option keys.
+//! value against the option schema (`datadist::options::schema`, the table
+//! `init` parses with) and `llmdd_config_generate_options` emits the
+//! documented option keys.
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
 
+use crate::bail;
+use crate::datadist::options::{self, schema};
 use crate::ffi::boundary::{cstr, output, run};
 use crate::ffi::types::llmdd_option_t;
 use crate::status::Result;
-use crate::{bail, datadist::options};
 
 /// Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
 /// released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
@@ -61,8 +64,10 @@ pub unsafe extern "C" fn llmdd_config_set_device_id(
 ) -> u32 {
     run("llmdd_config_set_device_id", || {
         let c = cfg(config)?;
-        if device_id < 0 {
-            bail!(ParamInvalid, "device_id must be >= 0 (got {device_id})");
+        let spec = schema::spec("ge.exec.deviceId");
+        if device_id < 0 || spec.violation(device_id as u64).is_some() {
+            let (lo, _, _) = spec.range();
+            bail!(ParamInvalid, "device_id must be >= {lo} (got {device_id})");
         }
         put(c, "ge.exec.deviceId", device_id.to_string());
         put(c, "ge.session_device_id", device_id.to_string());
@@ -94,10 +99,13 @@ pub unsafe extern "C" fn llmdd_config_set_sync_kv_timeout(
 ) -> u32 {
     run("llmdd_config_set_sync_kv_timeout", || {
         let c = cfg(config)?;
-        if timeout_ms <= 0 {
+        let spec = schema::spec("llm.SyncKvCacheWaitTime");
+        if timeout_ms < 0 || spec.violation(timeout_ms as u64).is_some() {
+            let (lo, _, _) = spec.range();
             bail!(
                 ParamInvalid,
-                "sync_kv_timeout must be > 0 ms (got {timeout_ms})"
+                "sync_kv_timeout must be > {} ms (got {timeout_ms})",
+                lo - 1
             );
         }
         put(c, "llm.SyncKvCacheWaitTime", timeout_ms.to_string());
@@ -165,11 +173,11 @@ unsafe fn string(
     key: &'static str,
     v: *const c_char,
     name: &str,
-    json: bool,
 ) -> u32 {
     run(name, || {
         let c = cfg(config)?;
         let s = cstr(v, "value")?;
+        let json = schema::spec(key).kind == schema::Kind::Json;
         if json && !s.trim().is_empty() && serde_json::from_str::<serde_json::Value>(s).is_err() {
             bail!(ParamInvalid, "value for {key} is not valid JSON");
         }
@@ -189,7 +197,6 @@ pub unsafe extern "C" fn llmdd_config_set_local_comm_res(
         "llm.LocalCommRes",
         json,
         "llmdd_config_set_local_comm_res",
-        true,
     )
 }
 
@@ -202,7 +209,7 @@ pub unsafe extern "C" fn llmdd_config_set_transfer_backend(
     run("llmdd_config_set_transfer_backend", || {
         let c = cfg(config)?;
         let s = cstr(backend, "backend")?;
-        if s != "hixl" {
+        if !schema::spec("llm.TransferBackend").allows(s) {
             bail!(
                 ParamInvalid,
                 "transfer_backend supports only \"hixl\" (got {s:?})"
@@ -224,7 +231,6 @@ pub unsafe extern "C" fn llmdd_config_set_global_resource_config(
         "llm.GlobalResourceConfig",
         json,
         "llmdd_config_set_global_resource_config",
-        true,
     )
 }
 
@@ -239,7 +245,6 @@ pub unsafe extern "C" fn llmdd_config_set_mem_pool_cfg(
         "llm.MemPoolConfig",
         json,
         "llmdd_config_set_mem_pool_cfg",
-        true,
     )
 }
 
@@ -254,7 +259,6 @@ pub unsafe extern "C" fn llmdd_config_set_host_mem_pool_cfg(
         "llm.HostMemPoolConfig",
         json,
         "llmdd_config_set_host_mem_pool_cfg",
-        true,
     )
 }
 
@@ -269,22 +273,15 @@ pub unsafe extern "C" fn llmdd_config_set_buf_pool_cfg(
         "llm.BufPoolCfg",
         json,
         "llmdd_config_set_buf_pool_cfg",
-        true,
     )
 }
 
-unsafe fn ranged(
-    config: *mut llmdd_config_t,
-    key: &'static str,
-    v: u32,
-    lo: u32,
-    hi: u32,
-    step: u32,
-    name: &str,
-) -> u32 {
+unsafe fn ranged(config: *mut llmdd_config_t, key: &'static str, v: u32, name: &str) -> u32 {
     run(name, || {
         let c = cfg(config)?;
-        if v < lo || v > hi || v % step != 0 {
+        let spec = schema::spec(key);
+        if spec.violation(v.into()).is_some() {
+            let (lo, hi, step) = spec.range();
             bail!(
                 ParamInvalid,
                 "{key} must be in [{lo}, {hi}]{} (got {v})",
@@ -310,9 +307,6 @@ pub unsafe extern "C" fn llmdd_config_set_rdma_traffic_class(
         config,
         "llm.RdmaTrafficClass",
         value,
-        0,
-        255,
-        4,
         "llmdd_config_set_rdma_traffic_class",
     )
 }
@@ -327,9 +321,6 @@ pub unsafe extern "C" fn llmdd_config_set_rdma_service_level(
         config,
         "llm.RdmaServiceLevel",
         value,
-        0,
-        7,
-        1,
         "llmdd_config_set_rdma_service_level",
     )
 }
@@ -344,9 +335,6 @@ pub unsafe extern "C" fn llmdd_config_set_link_total_time(
         config,
         "llm.LinkTotalTime",
         seconds,
-        0,
-        u32::MAX,
-        1,
         "llmdd_config_set_link_total_time",
     )
 }
@@ -361,9 +349,6 @@ pub unsafe extern "C" fn llmdd_config_set_link_retry_count(
         config,
         "llm.LinkRetryCount",
         count,
-        1,
-        100,
-        1,
         "llmdd_config_set_link_retry_count",
     )
 }

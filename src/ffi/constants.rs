@@ -1,7 +1,8 @@
 //! Numeric constants of the C API: statuses (equal to the documented
 //! `LLM_*` codes), roles, placements, data types and memory status.
 //!
-//! Status constants carry an explicit `u32` suffix: the build emits those as
+//! The status constants come from the one status table
+//! (`src/status_table.rs`): build.rs writes them into the header as
 //! `uint32_t`-typed hex literals (`0x5010B005U`), so `rc == LLMDD_FAILED`
 //! compares as unsigned 32-bit in C and C++ (a bare 4294967295 is a `long`).
 
@@ -10,52 +11,9 @@ use std::ffi::c_char;
 use crate::ffi::boundary::{last_error_ptr, run_or};
 use crate::status::Status;
 
-/// Success.
-pub const LLMDD_SUCCESS: u32 = 0u32;
-/// Generic failure; also returned by calls before init / after finalize.
-pub const LLMDD_FAILED: u32 = 0xFFFF_FFFFu32;
-/// Legacy: request waited too long.
-pub const LLMDD_WAIT_PROCESS_TIMEOUT: u32 = 0x5010_B001u32;
-/// Cache does not exist (local id, or the peer's key/id/slot).
-pub const LLMDD_KV_CACHE_NOT_EXIST: u32 = 0x5010_B002u32;
-/// Legacy: repeated request.
-pub const LLMDD_REPEAT_REQUEST: u32 = 0x5010_B003u32;
-/// Legacy: request already completed.
-pub const LLMDD_REQUEST_ALREADY_COMPLETED: u32 = 0x5010_B004u32;
-/// Invalid argument, option or state.
-pub const LLMDD_PARAM_INVALID: u32 = 0x5010_B005u32;
-/// Legacy: engine finalized.
-pub const LLMDD_ENGINE_FINALIZED: u32 = 0x5010_B006u32;
-/// No link to the peer (or rank-table link not ready, or unknown comm id).
-pub const LLMDD_NOT_YET_LINK: u32 = 0x5010_B007u32;
-/// A link to that cluster already exists.
-pub const LLMDD_ALREADY_LINK: u32 = 0x5010_B008u32;
-/// Link setup failed.
-pub const LLMDD_LINK_FAILED: u32 = 0x5010_B009u32;
-/// Unlink failed; force-unlink both ends.
-pub const LLMDD_UNLINK_FAILED: u32 = 0x5010_B00Au32;
-/// Could not notify the prompt side of an unlink.
-pub const LLMDD_NOTIFY_PROMPT_UNLINK_FAILED: u32 = 0x5010_B00Bu32;
-/// More than 16 clusters in one (un)link call.
-pub const LLMDD_CLUSTER_NUM_EXCEED_LIMIT: u32 = 0x5010_B00Cu32;
-/// Another (un)link is in progress (never returned by llmdd).
-pub const LLMDD_PROCESSING_LINK: u32 = 0x5010_B00Du32;
-/// Device memory exhausted.
-pub const LLMDD_DEVICE_OUT_OF_MEMORY: u32 = 0x5010_B00Eu32;
-/// switch_role or unregister while links exist.
-pub const LLMDD_EXIST_LINK: u32 = 0x5010_B018u32;
-/// Option, pool, backend or placement not available.
-pub const LLMDD_FEATURE_NOT_ENABLED: u32 = 0x5010_B019u32;
-/// A transfer or wait timed out (re-link after a transfer timeout).
-pub const LLMDD_TIMEOUT: u32 = 0x5010_B01Au32;
-/// Reserved: conflicting use of a link (never returned by llmdd).
-pub const LLMDD_LINK_BUSY: u32 = 0x5010_B01Bu32;
-/// Memory pool or system memory exhausted.
-pub const LLMDD_OUT_OF_MEMORY: u32 = 0x5010_B01Cu32;
-/// Uncorrectable device memory error.
-pub const LLMDD_DEVICE_MEM_ERROR: u32 = 507_053u32;
-/// Suspected remote memory fault.
-pub const LLMDD_SUSPECT_REMOTE_ERROR: u32 = 507_057u32;
+/// The `LLMDD_*` statuses: generated from the status table
+/// (`src/status_table.rs`), which build.rs also writes into the header.
+pub use crate::status::c_constants::*;
 
 /// Role: prompt (prefill).
 pub const LLMDD_ROLE_PROMPT: u32 = 1;
@@ -157,19 +115,7 @@ pub unsafe extern "C" fn llmdd_data_type_bits(data_type: u32, bits_out: *mut u32
 #[no_mangle]
 pub extern "C" fn llmdd_status_name(status: u32) -> *const c_char {
     run_or(c"LLM_FAILED".as_ptr(), || {
-        let name = Status::from_code(status).name();
-        static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
-        let names = NAMES.get_or_init(|| {
-            Status::ALL
-                .iter()
-                .map(|s| std::ffi::CString::new(s.name()).unwrap_or_default())
-                .collect()
-        });
-        names
-            .iter()
-            .find(|c| c.to_bytes() == name.as_bytes())
-            .map(|c| c.as_ptr())
-            .unwrap_or(c"LLM_FAILED".as_ptr())
+        Status::from_code(status).c_name().as_ptr()
     })
 }
 

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::pool::PeerMapping;
-use crate::cache::types::Segment;
+use crate::cache::types::{Dir, Segment};
 use crate::datadist::link::{ConnGuard, Link};
+use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::peer_proc::PeerProcess;
@@ -22,15 +22,6 @@ use crate::{bail, err};
 const SEGMENTS_PER_REQUEST: usize = 65_536;
 /// Plans smaller than this use one TCP connection.
 const STRIPE_MIN_BYTES: u64 = 1 << 20;
-
-/// Direction of a transfer relative to this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
-    /// Remote `src` → local `dst`.
-    Read,
-    /// Local `src` → remote `dst`.
-    Write,
-}
 
 /// Moves the bytes of `plan` over `link` before `deadline`.
 pub fn run(
@@ -181,25 +172,13 @@ fn tcp(
         return tcp_one(link, &mut conns[0], plan, dir, deadline);
     }
     let parts = split_bytes(plan, conns.len());
-    std::thread::scope(|sc| {
-        let mut it = conns.iter_mut().zip(parts.iter());
-        let first = it.next();
-        let handles: Vec<_> = it
-            .map(|(c, p)| sc.spawn(move || tcp_one(link, c, p, dir, deadline)))
-            .collect();
-        let mut r = match first {
-            Some((c, p)) => tcp_one(link, c, p, dir, deadline),
-            None => Ok(()),
-        };
-        for h in handles {
-            let x = h
-                .join()
-                .unwrap_or_else(|_| Err(err!(Failed, "transfer thread panicked")));
-            if r.is_ok() {
-                r = x;
-            }
-        }
-        r
+    // One part per connection, on this thread and the persistent helpers;
+    // each connection is used by exactly one part (the lock is uncontended).
+    let conns: Vec<std::sync::Mutex<ConnGuard>> =
+        conns.into_iter().map(std::sync::Mutex::new).collect();
+    crate::transport::parallel::join(parts.len(), &|i| {
+        let mut c = conns[i].lock().unwrap_or_else(|p| p.into_inner());
+        tcp_one(link, &mut c, &parts[i], dir, deadline)
     })
 }
 

@@ -17,10 +17,9 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::cache::types::Segment;
+use crate::cache::types::{Dir, Segment};
 use crate::device::acl::{AclContext, Stream};
 use crate::status::{Error, Result, Status};
-use crate::transfer::exec::Dir;
 use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
 use crate::{bail, err};
 

@@ -13,8 +13,11 @@
 //!   [`MAX_CALLBACKS`] run at once.
 //!
 //! Workers take the oldest job they may run. A worker counts as *stuck* when
-//! it has been inside a user callback for [`GROW_AFTER`] or on one job for
-//! [`STUCK_AFTER`] (a transfer to a peer that stalls). When a job has to
+//! it has been inside a user callback for [`GROW_AFTER`] and is asleep there
+//! (its thread is not runnable: `/proc/self/task/TID/stat`), or on one job
+//! for [`STUCK_AFTER`] whatever it does (a transfer to a peer that stalls, a
+//! callback that spins). A callback that is merely preempted on a busy
+//! machine is not blocked, and starting threads for it would only add load. When a job has to
 //! wait and every worker is stuck, a worker is started (at once, or by the
 //! monitor once the job has waited [`GROW_AFTER`]), doubling the pool at
 //! most per round. So callbacks that block cannot hold back other tasks'
@@ -137,10 +140,34 @@ struct Busy {
 }
 
 impl Busy {
-    fn stuck(&self, now: Instant) -> bool {
+    /// True if the worker (thread `tid`) is stuck (module documentation).
+    fn stuck(&self, now: Instant, tid: i32) -> bool {
         let since =
             |t: Option<Instant>, d| t.is_some_and(|t| now.saturating_duration_since(t) >= d);
-        since(self.in_callback, GROW_AFTER) || since(self.job, STUCK_AFTER)
+        since(self.job, STUCK_AFTER) || (since(self.in_callback, GROW_AFTER) && asleep(tid))
+    }
+}
+
+/// True unless thread `tid` of this process is running or runnable (state
+/// `R` in `/proc/self/task/TID/stat`); an unreadable state counts as asleep,
+/// which errs towards starting a worker, as before this check existed.
+fn asleep(tid: i32) -> bool {
+    use std::io::Read;
+    if tid <= 0 {
+        return true;
+    }
+    let mut buf = [0u8; 512];
+    let n = match std::fs::File::open(format!("/proc/self/task/{tid}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+    {
+        Ok(n) => n,
+        Err(_) => return true,
+    };
+    // `pid (comm) S ...`: the state follows the last ')' (comm may hold one).
+    let b = &buf[..n];
+    match b.iter().rposition(|&c| c == b')') {
+        Some(i) => b.get(i + 2) != Some(&b'R'),
+        None => true,
     }
 }
 
@@ -154,8 +181,9 @@ struct Sched {
     /// Live workers, and those started that have not looked for work yet.
     threads: usize,
     starting: usize,
-    /// Per worker id: what it is doing.
+    /// Per worker id: what it is doing, and its thread id (0 until known).
     busy: Vec<Busy>,
+    tids: Vec<i32>,
     free_ids: Vec<usize>,
     /// Parked workers, and wake-ups handed to them not yet taken.
     idle: usize,
@@ -240,7 +268,8 @@ impl Sched {
     fn unstuck(&self, now: Instant) -> usize {
         self.busy
             .iter()
-            .filter(|b| b.job.is_some() && !b.stuck(now))
+            .zip(&self.tids)
+            .filter(|(b, &tid)| b.job.is_some() && !b.stuck(now, tid))
             .count()
     }
 
@@ -271,6 +300,7 @@ fn spawn_worker(inner: &Arc<Inner>, g: &mut Sched) -> std::io::Result<()> {
         Some(id) => id,
         None => {
             g.busy.push(Busy::default());
+            g.tids.push(0);
             g.busy.len() - 1
         }
     };
@@ -450,7 +480,10 @@ pub fn spin_until(flag: &AtomicBool, d: Duration) -> bool {
 }
 
 fn worker(inner: Arc<Inner>, id: usize) {
+    // SAFETY: plain syscall without arguments.
+    let tid = unsafe { libc::gettid() };
     let mut g = inner.lock();
+    g.tids[id] = tid;
     g.starting -= 1;
     let mut spun = false;
     loop {
@@ -585,6 +618,32 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn pool_tells_a_sleeping_thread_from_a_running_one() {
+        // SAFETY: plain syscall.
+        let me = unsafe { libc::gettid() };
+        assert!(!asleep(me), "the calling thread is running");
+        let (tx, rx) = mpsc::channel::<i32>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            // SAFETY: plain syscall.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let end = Instant::now() + T;
+        while !asleep(tid) {
+            assert!(
+                Instant::now() < end,
+                "a thread blocked in recv never reads as asleep"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop_tx.send(()).unwrap();
+        h.join().unwrap();
+        assert!(asleep(0), "an unknown thread counts as asleep");
+    }
 
     #[test]
     fn pool_callbacks_never_wait_for_busy_workers() {

@@ -1,5 +1,6 @@
 //! Same-host and same-process byte movers: one-sided process_vm_readv/writev
-//! with many segments per syscall (split over two threads for large plans),
+//! with many segments per syscall (split over two threads for large plans,
+//! the second a persistent helper),
 //! and plain memcpy when both ends live in this process. Which one a link may
 //! use is decided by the identity proofs of `transport::identity`.
 
@@ -181,12 +182,13 @@ pub fn memcpy_segments(segs: &[Segment]) {
     }
 }
 
-/// Splits `segs` into two halves of about equal bytes (may split one segment).
-pub fn split_half(segs: &[Segment]) -> (Vec<Segment>, Vec<Segment>) {
+/// Splits `segs` into two halves of about equal bytes (may split one
+/// segment), into two lists the caller reuses (cleared first).
+pub fn split_half_into(segs: &[Segment], a: &mut Vec<Segment>, b: &mut Vec<Segment>) {
+    a.clear();
+    b.clear();
     let total: u64 = segs.iter().map(|s| s.len).sum();
     let half = total / 2;
-    let mut a = Vec::with_capacity(segs.len() / 2 + 1);
-    let mut b = Vec::with_capacity(segs.len() / 2 + 1);
     let mut acc = 0u64;
     for s in segs {
         if acc >= half {
@@ -208,23 +210,31 @@ pub fn split_half(segs: &[Segment]) -> (Vec<Segment>, Vec<Segment>) {
         }
         acc += s.len;
     }
-    (a, b)
 }
 
-/// Runs `f` over the plan, on two threads when it is large.
+/// Runs `f` over the plan, in two halves on this thread and a persistent
+/// helper ([`crate::transport::parallel`]) when it is large.
 pub fn run_split(segs: &[Segment], f: impl Fn(&[Segment]) -> Result<()> + Sync) -> Result<()> {
     let total: u64 = segs.iter().map(|s| s.len).sum();
     if total < PARALLEL_BYTES {
         return f(segs);
     }
-    let (a, b) = split_half(segs);
-    std::thread::scope(|s| {
-        let h = s.spawn(|| f(&b));
-        let ra = f(&a);
-        let rb = h
-            .join()
-            .unwrap_or_else(|_| Err(err!(Failed, "copy thread panicked")));
-        ra.and(rb)
+    // The halves' lists are reused per calling thread (a large copy
+    // allocates nothing once warm).
+    thread_local! {
+        static HALVES: std::cell::RefCell<(Vec<Segment>, Vec<Segment>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    HALVES.with(|cell| {
+        let mut own = (Vec::new(), Vec::new());
+        let mut guard = cell.try_borrow_mut();
+        let (a, b) = match guard.as_mut() {
+            Ok(v) => &mut **v,
+            Err(_) => &mut own,
+        };
+        split_half_into(segs, a, b);
+        let (a, b) = (&*a, &*b);
+        crate::transport::parallel::join(2, &|i| f(if i == 0 { a } else { b }))
     })
 }
 
@@ -246,7 +256,8 @@ mod tests {
                 len: 30,
             },
         ];
-        let (a, b) = split_half(&segs);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        split_half_into(&segs, &mut a, &mut b);
         assert_eq!(a.iter().map(|s| s.len).sum::<u64>(), 20);
         assert_eq!(
             b[0],

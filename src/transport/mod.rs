@@ -6,6 +6,7 @@ pub mod auth;
 pub mod hccl;
 pub mod identity;
 pub mod local;
+pub mod parallel;
 pub mod peer_proc;
 pub(crate) mod poller;
 pub mod tcp;

@@ -10,7 +10,6 @@
 //! behaviour). Other namespaces (`ge.*`, …) are ignored, as the reference
 //! passes them to other components.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -18,23 +17,12 @@ use crate::status::Result;
 use crate::transport::auth::{LinkKey, MIN_SECRET_LEN};
 use crate::{bail, err};
 
-/// Which engine moves the bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// acl when the Ascend runtime loads, else host.
-    Auto,
-    /// Host memory, TCP and same-host one-sided copies.
-    Host,
-    /// The dlopen'd Ascend runtime (ACL + HCCL).
-    Acl,
-}
+use crate::device::config::DeviceConfig;
+pub use crate::device::config::{AclOptions, BackendChoice, PoolConfig};
 
-/// A memory pool configuration (`{"memory_size": N, "page_shift": S}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub memory_size: u64,
-    pub page_shift: u32,
-}
+pub(crate) mod schema;
+use schema::{parse_u64, spec, uint_of};
+pub use schema::{Options, DEFAULT_HCCL_PREPARE_TIMEOUT, DEFAULT_PEER_POOL_MAX};
 
 /// Validated instance configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,11 +90,12 @@ pub struct NetLimits {
 
 impl Default for NetLimits {
     fn default() -> Self {
+        let d = |key| spec(key).default.unwrap_or_default();
         NetLimits {
-            max_conns_per_link: 32,
-            max_conns_per_peer: 1024,
-            io_timeout: Duration::from_secs(30),
-            dead_peer_timeout: Duration::from_secs(10),
+            max_conns_per_link: d("llmdd.MaxConnsPerLink") as u32,
+            max_conns_per_peer: d("llmdd.MaxConnsPerPeer") as u32,
+            io_timeout: Duration::from_millis(d("llmdd.IoTimeoutMs")),
+            dead_peer_timeout: Duration::from_millis(d("llmdd.DeadPeerTimeoutMs")),
         }
     }
 }
@@ -114,142 +103,29 @@ impl Default for NetLimits {
 impl NetLimits {
     /// Reads the `llmdd.` network limit options (defaults for absent ones).
     fn parse(opts: &Options) -> Result<NetLimits> {
-        let d = NetLimits::default();
-        let get = |key: &str, lo: u64, hi: u64, default: u64| -> Result<u64> {
-            opts.get(key)
-                .map_or(Ok(default), |v| parse_ranged(key, v, lo, hi))
-        };
-        let ms = |d: Duration| d.as_millis() as u64;
         Ok(NetLimits {
-            max_conns_per_link: get(
-                "llmdd.MaxConnsPerLink",
-                4,
-                1024,
-                d.max_conns_per_link.into(),
-            )? as u32,
-            max_conns_per_peer: get(
-                "llmdd.MaxConnsPerPeer",
-                1,
-                1 << 20,
-                d.max_conns_per_peer.into(),
-            )? as u32,
-            io_timeout: Duration::from_millis(get(
-                "llmdd.IoTimeoutMs",
-                100,
-                3_600_000,
-                ms(d.io_timeout),
-            )?),
-            dead_peer_timeout: Duration::from_millis(get(
-                "llmdd.DeadPeerTimeoutMs",
-                1000,
-                3_600_000,
-                ms(d.dead_peer_timeout),
-            )?),
+            max_conns_per_link: uint_of(opts, "llmdd.MaxConnsPerLink")? as u32,
+            max_conns_per_peer: uint_of(opts, "llmdd.MaxConnsPerPeer")? as u32,
+            io_timeout: Duration::from_millis(uint_of(opts, "llmdd.IoTimeoutMs")?),
+            dead_peer_timeout: Duration::from_millis(uint_of(opts, "llmdd.DeadPeerTimeoutMs")?),
         })
     }
 }
 
-/// Options of the acl backend (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`;
-/// docs/options.md, docs/ascend.md).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AclOptions {
-    /// hccn.conf to read device NIC addresses from; `None`: `LLMDD_HCCN_CONF`,
-    /// else `/etc/hccn.conf` (then `hccn_tool` as a fallback).
-    pub hccn_conf: Option<String>,
-    /// How long the listening side of a link waits in `HcclCommPrepare`
-    /// (the dialing side waits for what is left of its link timeout).
-    pub prepare_timeout: Duration,
+/// Reads the acl backend's options (`llmdd.HccnConf`, `llmdd.HcclPrepareTimeout`).
+fn parse_acl_options(opts: &Options) -> Result<AclOptions> {
+    let hccn_conf = match opts.get("llmdd.HccnConf") {
+        Some(v) if v.trim().is_empty() => {
+            bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
+        }
+        v => v.cloned(),
+    };
+    let prepare_timeout = Duration::from_millis(uint_of(opts, "llmdd.HcclPrepareTimeout")?);
+    Ok(AclOptions {
+        hccn_conf,
+        prepare_timeout,
+    })
 }
-
-/// Default of `llmdd.HcclPrepareTimeout`: HCCL's own connect timeout
-/// (`HCCL_CONNECT_TIMEOUT`, at least 120 s).
-pub const DEFAULT_HCCL_PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
-
-impl AclOptions {
-    fn parse(opts: &Options) -> Result<AclOptions> {
-        let hccn_conf = match opts.get("llmdd.HccnConf") {
-            Some(v) if v.trim().is_empty() => {
-                bail!(ParamInvalid, "option llmdd.HccnConf must name a file")
-            }
-            v => v.cloned(),
-        };
-        let prepare_timeout = match opts.get("llmdd.HcclPrepareTimeout") {
-            Some(v) => Duration::from_millis(parse_ranged(
-                "llmdd.HcclPrepareTimeout",
-                v,
-                1_000,
-                3_600_000,
-            )?),
-            None => DEFAULT_HCCL_PREPARE_TIMEOUT,
-        };
-        Ok(AclOptions {
-            hccn_conf,
-            prepare_timeout,
-        })
-    }
-}
-
-/// Default of `llmdd.PeerPoolMaxBytes`: 64 GiB (above the 20 GB host pool
-/// limit and typical device pools; a larger announcement is not mapped).
-pub const DEFAULT_PEER_POOL_MAX: u64 = 64 << 30;
-
-/// Known keys of the `llm.` namespace that are accepted and have no effect on
-/// this implementation (v1-engine leftovers, or handled elsewhere). Those with
-/// a documented value format are still validated by [`check_ignored`].
-const IGNORED_LLM_KEYS: &[&str] = &[
-    "llm.BufPoolCfg",
-    "llm.EnableSwitchRole",
-    "llm.deployResPath",
-    "llm.ClusterInfo",
-    "llm.OutputMaxSize",
-    "llm.MemoryUtilization",
-    "llm.Role",
-    "llm.GlobalResourceConfig",
-    "llm.ListenIp",
-    "llm.ListenPort",
-];
-
-/// Keys this module interprets.
-const KNOWN_KEYS: &[&str] = &[
-    "llm.DeviceId",
-    "ge.exec.deviceId",
-    "llm.ListenIpInfo",
-    "llm.listenIpInfo",
-    "llm.SyncKvCacheWaitTime",
-    "llm.EnableCacheManager",
-    "llm.EnableRemoteCacheAccessible",
-    "llm.LocalCommRes",
-    "llm.TransferBackend",
-    "llm.RdmaTrafficClass",
-    "llm.RdmaServiceLevel",
-    "llm.LinkTotalTime",
-    "llm.LinkRetryCount",
-    "llm.MemPoolConfig",
-    "llm.HostMemPoolConfig",
-    "llmdd.Backend",
-    "llmdd.AscendLibDir",
-    "llmdd.SameHost",
-    "llmdd.DataConnections",
-    "llmdd.MaxLinks",
-    "llmdd.BusyPollUs",
-    "llmdd.RankTableDefaultPort",
-    "llmdd.MaxRegisteredAddrs",
-    "llmdd.StrictOptions",
-    // proven identity, access and link authentication (issue 9)
-    "llmdd.LinkSecret",
-    "llmdd.LinkSecretFile",
-    "llmdd.PeerPoolMaxBytes",
-    // Network limits and timeouts (NetLimits).
-    "llmdd.MaxConnsPerLink",
-    "llmdd.MaxConnsPerPeer",
-    "llmdd.IoTimeoutMs",
-    "llmdd.DeadPeerTimeoutMs",
-    "llmdd.HccnConf",
-    "llmdd.HcclPrepareTimeout",
-];
-
-/// Option map with duplicate detection.
-pub type Options = BTreeMap<String, String>;
 
 /// Builds an option map from key/value pairs; a key given twice is rejected.
 pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Options> {
@@ -269,7 +145,7 @@ pub fn collect<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
 /// Unknown `llmdd.` keys: rejected.
 fn check_known(opts: &Options, strict: bool) -> Result<()> {
     for k in opts.keys() {
-        let known = KNOWN_KEYS.contains(&k.as_str()) || IGNORED_LLM_KEYS.contains(&k.as_str());
+        let known = schema::is_known(k);
         if !known && k.starts_with("llmdd.") {
             bail!(ParamInvalid, "unknown option key {k}");
         }
@@ -320,7 +196,7 @@ fn check_ignored(opts: &Options) -> Result<()> {
         parse_flag("llm.EnableSwitchRole", v)?;
     }
     if let Some(v) = opts.get("llm.Role") {
-        if !(1..=3).any(|r| role_name(r) == v) {
+        if !spec("llm.Role").allows(v) {
             bail!(
                 ParamInvalid,
                 "option llm.Role must be Prompt, Decoder or Mix (got {v:?})"
@@ -340,7 +216,7 @@ fn check_ignored(opts: &Options) -> Result<()> {
         parse_u64("llm.OutputMaxSize", v)?;
     }
     if let Some(v) = opts.get("llm.ListenPort") {
-        parse_ranged("llm.ListenPort", v, 1, 65_535)?;
+        spec("llm.ListenPort").parse_uint(v)?;
     }
     if let Some(v) = opts.get("llm.ListenIp") {
         parse_ip("option llm.ListenIp", v)?;
@@ -357,29 +233,6 @@ fn either<'a>(opts: &'a Options, a: &str, b: &str) -> Result<Option<&'a str>> {
         (Some(x), _) | (None, Some(x)) => Ok(Some(x.as_str())),
         (None, None) => Ok(None),
     }
-}
-
-fn parse_u64(key: &str, v: &str) -> Result<u64> {
-    let t = v.trim();
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        bail!(
-            ParamInvalid,
-            "option {key} must be a non-negative integer (got {v:?})"
-        );
-    }
-    t.parse::<u64>()
-        .map_err(|_| err!(ParamInvalid, "option {key} is out of range (got {v:?})"))
-}
-
-fn parse_ranged(key: &str, v: &str, lo: u64, hi: u64) -> Result<u64> {
-    let n = parse_u64(key, v)?;
-    if n < lo || n > hi {
-        bail!(
-            ParamInvalid,
-            "option {key} must be in [{lo}, {hi}] (got {n})"
-        );
-    }
-    Ok(n)
 }
 
 fn parse_flag(key: &str, v: &str) -> Result<bool> {
@@ -489,13 +342,10 @@ impl Config {
                 "exactly one device id is supported (got {dev:?})"
             );
         }
-        let device_id = parse_ranged("llm.DeviceId", ids[0], 0, i32::MAX as u64)? as i32;
+        let device_id = spec("llm.DeviceId").parse_uint(ids[0])? as i32;
 
         let listen = listen_endpoint(opts)?;
-        let sync_ms = match opts.get("llm.SyncKvCacheWaitTime") {
-            Some(v) => parse_ranged("llm.SyncKvCacheWaitTime", v, 1, i32::MAX as u64)?,
-            None => 1000,
-        };
+        let sync_ms = uint_of(opts, "llm.SyncKvCacheWaitTime")?;
         let local_comm_res = opts.get("llm.LocalCommRes").cloned();
         if let Some(res) = &local_comm_res {
             if !res.trim().is_empty() {
@@ -532,7 +382,7 @@ impl Config {
         }
         let hixl = match opts.get("llm.TransferBackend") {
             None => false,
-            Some(v) if v == "hixl" => true,
+            Some(v) if spec("llm.TransferBackend").allows(v) => true,
             Some(v) => bail!(
                 ParamInvalid,
                 "option llm.TransferBackend supports only \"hixl\" (got {v:?})"
@@ -555,31 +405,10 @@ impl Config {
                 "llm.TransferBackend=hixl requires llm.ListenIpInfo"
             );
         }
-        let rdma_traffic_class = match opts.get("llm.RdmaTrafficClass") {
-            Some(v) => {
-                let n = parse_ranged("llm.RdmaTrafficClass", v, 0, 255)?;
-                if n % 4 != 0 {
-                    bail!(
-                        ParamInvalid,
-                        "option llm.RdmaTrafficClass must be a multiple of 4 (got {n})"
-                    );
-                }
-                n as u32
-            }
-            None => 132,
-        };
-        let rdma_service_level = match opts.get("llm.RdmaServiceLevel") {
-            Some(v) => parse_ranged("llm.RdmaServiceLevel", v, 0, 7)? as u32,
-            None => 4,
-        };
-        let link_total_time_s = match opts.get("llm.LinkTotalTime") {
-            Some(v) => parse_ranged("llm.LinkTotalTime", v, 0, u32::MAX as u64)? as u32,
-            None => 0,
-        };
-        let link_retry_count = match opts.get("llm.LinkRetryCount") {
-            Some(v) => parse_ranged("llm.LinkRetryCount", v, 1, 100)? as u32,
-            None => 1,
-        };
+        let rdma_traffic_class = uint_of(opts, "llm.RdmaTrafficClass")? as u32;
+        let rdma_service_level = uint_of(opts, "llm.RdmaServiceLevel")? as u32;
+        let link_total_time_s = uint_of(opts, "llm.LinkTotalTime")? as u32;
+        let link_retry_count = uint_of(opts, "llm.LinkRetryCount")? as u32;
         let device_pool = opts
             .get("llm.MemPoolConfig")
             .map(|v| parse_pool("llm.MemPoolConfig", v))
@@ -613,36 +442,13 @@ impl Config {
                 "option llmdd.SameHost must be auto or off (got {v:?})"
             ),
         };
-        let data_connections = match opts.get("llmdd.DataConnections") {
-            Some(v) => parse_ranged("llmdd.DataConnections", v, 1, 8)? as u32,
-            None => 2,
-        };
-        let max_links = match opts.get("llmdd.MaxLinks") {
-            Some(v) => parse_ranged("llmdd.MaxLinks", v, 1, 65_536)? as u32,
-            None => 512,
-        };
-        let busy_poll = match opts.get("llmdd.BusyPollUs") {
-            Some(v) => Duration::from_micros(parse_ranged("llmdd.BusyPollUs", v, 0, 100_000)?),
-            None => Duration::from_micros(50),
-        };
-        let rank_table_default_port = match opts.get("llmdd.RankTableDefaultPort") {
-            Some(v) => parse_ranged("llmdd.RankTableDefaultPort", v, 1, 65_535)? as u16,
-            None => crate::datadist::rank_table::DEFAULT_DEVICE_PORT,
-        };
-        let max_registered_addrs = match opts.get("llmdd.MaxRegisteredAddrs") {
-            Some(v) => parse_ranged(
-                "llmdd.MaxRegisteredAddrs",
-                v,
-                1,
-                crate::cache::registry::MAX_REGISTERED_ADDRS_CAP as u64,
-            )? as u32,
-            None => crate::cache::registry::DEFAULT_MAX_REGISTERED_ADDRS as u32,
-        };
+        let data_connections = uint_of(opts, "llmdd.DataConnections")? as u32;
+        let max_links = uint_of(opts, "llmdd.MaxLinks")? as u32;
+        let busy_poll = Duration::from_micros(uint_of(opts, "llmdd.BusyPollUs")?);
+        let rank_table_default_port = uint_of(opts, "llmdd.RankTableDefaultPort")? as u16;
+        let max_registered_addrs = uint_of(opts, "llmdd.MaxRegisteredAddrs")? as u32;
         let link_key = link_key(opts)?;
-        let peer_pool_max = match opts.get("llmdd.PeerPoolMaxBytes") {
-            Some(v) => parse_ranged("llmdd.PeerPoolMaxBytes", v, 1 << 20, u64::MAX)?,
-            None => DEFAULT_PEER_POOL_MAX,
-        };
+        let peer_pool_max = uint_of(opts, "llmdd.PeerPoolMaxBytes")?;
         Ok(Config {
             device_id,
             listen,
@@ -668,8 +474,21 @@ impl Config {
             link_key,
             peer_pool_max,
             net: NetLimits::parse(opts)?,
-            acl: AclOptions::parse(opts)?,
+            acl: parse_acl_options(opts)?,
         })
+    }
+
+    /// The device layer's part of the configuration.
+    pub fn device(&self) -> DeviceConfig {
+        DeviceConfig {
+            backend: self.backend,
+            device_id: self.device_id,
+            ascend_lib_dir: self.ascend_lib_dir.clone(),
+            local_comm_res: self.local_comm_res.clone(),
+            rdma_traffic_class: self.rdma_traffic_class,
+            rdma_service_level: self.rdma_service_level,
+            acl: self.acl.clone(),
+        }
     }
 
     /// The settings every TCP connection of the instance gets.
@@ -736,237 +555,4 @@ fn warn_if_readable_by_others(path: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::status::Status;
-
-    fn opts(pairs: &[(&str, &str)]) -> Options {
-        collect(pairs.iter().copied()).unwrap()
-    }
-
-    fn base() -> Vec<(&'static str, &'static str)> {
-        vec![("llm.DeviceId", "0"), ("llm.EnableCacheManager", "1")]
-    }
-
-    fn parse_with(extra: &[(&str, &str)]) -> Result<Config> {
-        let mut p = base();
-        p.extend_from_slice(extra);
-        Config::parse(&opts(&p))
-    }
-
-    #[test]
-    fn acl_options() {
-        let c = parse_with(&[]).unwrap();
-        assert_eq!(c.acl.hccn_conf, None);
-        assert_eq!(c.acl.prepare_timeout, DEFAULT_HCCL_PREPARE_TIMEOUT);
-        let c = parse_with(&[
-            ("llmdd.HccnConf", "/tmp/hccn.conf"),
-            ("llmdd.HcclPrepareTimeout", "5000"),
-        ])
-        .unwrap();
-        assert_eq!(c.acl.hccn_conf.as_deref(), Some("/tmp/hccn.conf"));
-        assert_eq!(c.acl.prepare_timeout, Duration::from_secs(5));
-        for bad in [
-            ("llmdd.HcclPrepareTimeout", "999"),
-            ("llmdd.HcclPrepareTimeout", "x"),
-            ("llmdd.HccnConf", " "),
-        ] {
-            let e = parse_with(&[bad]).unwrap_err();
-            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse_with(&[]).unwrap();
-        assert_eq!(c.device_id, 0);
-        assert_eq!(c.listen, None);
-        assert_eq!(c.sync_kv_timeout, Duration::from_millis(1000));
-        assert!(!c.remote_cache_accessible);
-        assert_eq!(c.max_links, 512);
-        assert_eq!(c.rdma_traffic_class, 132);
-        assert_eq!(c.rank_table_default_port, 16666);
-        assert_eq!(c.max_registered_addrs, 1024);
-        assert_eq!(c.net, NetLimits::default());
-    }
-
-    #[test]
-    fn net_limits() {
-        let c = parse_with(&[
-            ("llmdd.MaxConnsPerLink", "8"),
-            ("llmdd.MaxConnsPerPeer", "3"),
-            ("llmdd.IoTimeoutMs", "1500"),
-            ("llmdd.DeadPeerTimeoutMs", "2000"),
-        ])
-        .unwrap();
-        assert_eq!(
-            c.net,
-            NetLimits {
-                max_conns_per_link: 8,
-                max_conns_per_peer: 3,
-                io_timeout: Duration::from_millis(1500),
-                dead_peer_timeout: Duration::from_millis(2000),
-            }
-        );
-        assert_eq!(c.conn_opts().dead_peer, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn both_spellings() {
-        let c = parse_with(&[("llm.listenIpInfo", "127.0.0.1:26000")]).unwrap();
-        assert_eq!(c.listen.unwrap().port(), 26000);
-        let c = parse_with(&[("llm.ListenIpInfo", "[::1]:26001")]).unwrap();
-        assert!(c.listen.unwrap().is_ipv6());
-        let e = parse_with(&[
-            ("llm.ListenIpInfo", "127.0.0.1:1"),
-            ("llm.listenIpInfo", "127.0.0.1:2"),
-        ])
-        .unwrap_err();
-        assert_eq!(e.status, Status::ParamInvalid);
-        let c = Config::parse(&opts(&[
-            ("ge.exec.deviceId", "3"),
-            ("llm.EnableCacheManager", "1"),
-        ]))
-        .unwrap();
-        assert_eq!(c.device_id, 3);
-    }
-
-    #[test]
-    fn rejects() {
-        let cases: &[&[(&str, &str)]] = &[
-            &[("llm.SyncKvCacheWaitTime", "0")],
-            &[("llm.SyncKvCacheWaitTime", "abc")],
-            &[("llm.ListenIpInfo", "127.0.0.1")],
-            &[("llm.ListenIpInfo", "300.0.0.1:5")],
-            &[("llm.ListenIpInfo", "127.0.0.1:0")],
-            &[("llm.EnableRemoteCacheAccessible", "2")],
-            &[("llm.RdmaTrafficClass", "3")],
-            &[("llm.RdmaServiceLevel", "8")],
-            &[("llm.LinkRetryCount", "0")],
-            &[("llm.MemPoolConfig", "{\"memory_size\":0}")],
-            &[(
-                "llm.MemPoolConfig",
-                "{\"memory_size\":1024,\"page_shift\":9}",
-            )],
-            &[("llm.MemPoolConfig", "nope")],
-            &[("llm.TransferBackend", "nccl")],
-            &[("llmdd.NoSuchOption", "1")],
-            &[("llm.NoSuchOption", "1"), ("llmdd.StrictOptions", "1")],
-            &[("llmdd.StrictOptions", "yes")],
-            &[("llmdd.Backend", "gpu")],
-            &[("ge.flowGraphMemMaxSize", "1x")],
-            &[("llm.BufPoolCfg", "[1]")],
-            &[("llm.GlobalResourceConfig", "{")],
-            &[("llm.EnableSwitchRole", "yes")],
-            &[("llm.Role", "prompt")],
-            &[("llm.MemoryUtilization", "1.5")],
-            &[("llm.OutputMaxSize", "-1")],
-            &[("llm.ListenPort", "0")],
-            &[("llmdd.RankTableDefaultPort", "0")],
-            &[("llmdd.RankTableDefaultPort", "65536")],
-            &[("llmdd.MaxRegisteredAddrs", "0")],
-            &[("llmdd.MaxRegisteredAddrs", "65537")],
-            &[("llmdd.MaxConnsPerLink", "3")],
-            &[("llmdd.MaxConnsPerPeer", "0")],
-            &[("llmdd.IoTimeoutMs", "99")],
-            &[("llmdd.DeadPeerTimeoutMs", "999")],
-            &[("llmdd.DeadPeerTimeoutMs", "10s")],
-        ];
-        for c in cases {
-            let e = parse_with(c).unwrap_err();
-            assert_eq!(e.status, Status::ParamInvalid, "{c:?}");
-            assert!(!e.message.is_empty());
-        }
-    }
-
-    #[test]
-    fn accepts_documented_no_op_options() {
-        let c = parse_with(&[
-            ("llm.BufPoolCfg", "{\"buf_cfg\":[],\"buf_pool_size\":1024}"),
-            ("llm.GlobalResourceConfig", "{}"),
-            ("llm.EnableSwitchRole", "1"),
-            ("llm.Role", "Mix"),
-            ("llm.MemoryUtilization", "0.95"),
-            ("llm.deployResPath", "/tmp"),
-            ("ge.session_device_id", "0"),
-            ("llm.SomeFutureOption", "x"),
-            ("llmdd.StrictOptions", "0"),
-        ])
-        .unwrap();
-        assert_eq!(c.device_id, 0);
-    }
-
-    #[test]
-    fn every_option_has_a_header_macro() {
-        use crate::ffi::option_keys::OPTION_KEYS;
-        for (name, key, _) in OPTION_KEYS {
-            assert!(name.starts_with("LLMDD_OPTION_"), "{name}");
-            assert!(
-                KNOWN_KEYS.contains(key) || IGNORED_LLM_KEYS.contains(key),
-                "{name} names {key}, which options.rs does not know"
-            );
-        }
-        for key in KNOWN_KEYS {
-            // Python's lower-case spelling of the listen endpoint has no macro.
-            if *key == "llm.listenIpInfo" {
-                continue;
-            }
-            assert!(
-                OPTION_KEYS.iter().any(|(_, k, _)| k == key),
-                "option {key} has no LLMDD_OPTION_* macro: add it to src/ffi/option_keys.rs"
-            );
-        }
-    }
-
-    #[test]
-    fn link_secret_value_or_file() {
-        let c = parse_with(&[("llmdd.LinkSecret", "0123456789abcdef")]).unwrap();
-        assert!(c.link_key.is_some());
-        assert!(parse_with(&[]).unwrap().link_key.is_none());
-        let path = std::env::temp_dir().join(format!("llmdd-secret-{}", std::process::id()));
-        std::fs::write(&path, b"0123456789abcdef\n").unwrap();
-        let p = path.to_str().unwrap();
-        let f = parse_with(&[("llmdd.LinkSecretFile", p)]).unwrap();
-        assert_eq!(f.link_key, c.link_key, "one trailing newline is dropped");
-        for bad in [
-            &[
-                ("llmdd.LinkSecret", "0123456789abcdef"),
-                ("llmdd.LinkSecretFile", p),
-            ][..],
-            &[("llmdd.LinkSecret", "too-short")][..],
-            &[("llmdd.LinkSecretFile", "/nonexistent/llmdd-secret")][..],
-            &[("llmdd.PeerPoolMaxBytes", "1024")][..],
-        ] {
-            let e = parse_with(bad).unwrap_err();
-            assert_eq!(e.status, Status::ParamInvalid, "{bad:?}");
-            assert!(
-                !e.message.contains("too-short"),
-                "the secret is never echoed"
-            );
-        }
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(
-            parse_with(&[("llmdd.PeerPoolMaxBytes", "1048576")])
-                .unwrap()
-                .peer_pool_max,
-            1 << 20
-        );
-    }
-
-    #[test]
-    fn cache_manager_implied() {
-        let c = Config::parse(&opts(&[("llm.DeviceId", "0")])).unwrap();
-        assert!(!c.remote_cache_accessible);
-        let e = Config::parse(&opts(&[
-            ("llm.DeviceId", "0"),
-            ("llm.EnableCacheManager", "0"),
-        ]))
-        .unwrap_err();
-        assert_eq!(e.status, Status::FeatureNotEnabled);
-        let c = Config::parse(&opts(&[("llm.DeviceId", "0"), ("llm.LocalCommRes", "")])).unwrap();
-        assert!(c.remote_cache_accessible);
-        let e = Config::parse(&opts(&[("llm.EnableCacheManager", "1")])).unwrap_err();
-        assert_eq!(e.status, Status::ParamInvalid);
-        assert!(collect([("a", "1"), ("a", "2")]).is_err());
-    }
-}
+mod tests;

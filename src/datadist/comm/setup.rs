@@ -1,0 +1,448 @@
+//! The session side of rank-table comms: creating one (validation, the
+//! background setup runner with its dial retries and HCCL communicator),
+//! querying and destroying it.
+
+use super::*;
+
+impl Session {
+    /// `link`: reserves the members, binds the local endpoint if some member
+    /// dials us, and queues the background setup. Returns the comm id.
+    pub fn comm_link(&self, spec: CommSpec) -> Result<u64> {
+        if self.is_closing() {
+            bail!(Failed, "instance is finalizing");
+        }
+        let mut t = self.comms();
+        if t.by_id.len() >= MAX_COMMS {
+            bail!(
+                ParamInvalid,
+                "this instance already has {} comms (the limit is {MAX_COMMS}); unlink one first",
+                t.by_id.len()
+            );
+        }
+        for (i, m) in spec.members.iter().enumerate() {
+            if i == spec.local {
+                continue;
+            }
+            if let Some(c) = t.of_cluster(m.cluster_id) {
+                bail!(
+                    AlreadyLink,
+                    "cluster {} is already a member of comm {} (\"{}\") on this instance; unlink it first",
+                    m.cluster_id,
+                    c.id,
+                    c.name()
+                );
+            }
+            if self.link(m.cluster_id).is_some() {
+                bail!(
+                    AlreadyLink,
+                    "a link to cluster {} already exists (link_clusters); unlink it first",
+                    m.cluster_id
+                );
+            }
+        }
+        let local = spec.local_member().clone();
+        let listener = if spec.accepts() {
+            self.acquire_listener(local.addr).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "cannot listen on rank {}'s endpoint {} from the rank table: {}",
+                    local.rank_id,
+                    local.addr,
+                    e.message
+                )
+            })?
+        } else {
+            None
+        };
+        let id = self.next_comm_id();
+        let comm = Arc::new(Comm::new(id, spec, listener));
+        t.by_id.insert(id, comm.clone());
+        if t.running < MAX_CONCURRENT_COMM_SETUPS {
+            t.running += 1;
+            drop(t);
+            let s = self.arc();
+            let c = comm.clone();
+            if let Err(e) = self.try_spawn("llmdd-comm", move || s.comm_runner(c)) {
+                self.comms().running -= 1;
+                self.comm_failed(&comm, &e.message);
+            }
+        } else {
+            t.queue.push_back(comm.clone());
+        }
+        log_info!(
+            "cluster {} created comm {id} (\"{}\") as rank {} of {}",
+            self.cluster_id,
+            comm.name(),
+            local.rank_id,
+            comm.spec.members.len()
+        );
+        Ok(id)
+    }
+
+    /// `query_register_mem_status`: status and failure reason.
+    pub fn comm_status(&self, comm_id: u64) -> Result<(MemStatus, String)> {
+        let c = self.comms().by_id.get(&comm_id).cloned();
+        c.map(|c| c.status()).ok_or_else(|| unknown_comm(comm_id))
+    }
+
+    /// `unlink`: aborts the setup, tears down the local side of every link
+    /// of the comm (waiting for in-flight transfers), releases its listener.
+    pub fn comm_unlink(&self, comm_id: u64) -> Result<()> {
+        let comm = {
+            let mut t = self.comms();
+            let c = t
+                .by_id
+                .remove(&comm_id)
+                .ok_or_else(|| unknown_comm(comm_id))?;
+            t.queue.retain(|q| !Arc::ptr_eq(q, &c));
+            c
+        };
+        self.comm_teardown(&comm, self.config.sync_kv_timeout);
+        log_info!(
+            "cluster {} unlinked comm {comm_id} (\"{}\")",
+            self.cluster_id,
+            comm.name()
+        );
+        Ok(())
+    }
+
+    /// Closes every comm (finalize).
+    pub(crate) fn comm_unlink_all(&self, wait: Duration) {
+        let all: Vec<Arc<Comm>> = {
+            let mut t = self.comms();
+            t.queue.clear();
+            std::mem::take(&mut t.by_id).into_values().collect()
+        };
+        for c in all {
+            self.comm_teardown(&c, wait);
+        }
+    }
+
+    fn comm_teardown(&self, comm: &Comm, wait: Duration) {
+        for l in comm.close() {
+            self.remove_exact(&l);
+            l.teardown(wait);
+        }
+        self.destroy_comm_hccl(comm);
+        if let Some(a) = comm.listener {
+            self.release_listener(a);
+        }
+    }
+
+    /// Destroys the comm's HCCL communicator (after its links are torn down:
+    /// their `HcclLink`s no longer hold it).
+    fn destroy_comm_hccl(&self, comm: &Comm) {
+        if let Some(h) = comm.take_hccl() {
+            drop_comm(self.acl(), h);
+        }
+    }
+
+    /// acl backend, every pair linked: creates the comm's communicator from
+    /// the user's rank table, binds every registered region and prepares it
+    /// (full mesh) before `deadline`. Errors carry the vendor message.
+    fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
+        let Some(acl) = self.acl() else {
+            return Ok(());
+        };
+        let me = c.spec.local_member().rank_id;
+        let name = c.spec.hccl_name();
+        let comm = HcclComm::create(
+            acl.context(),
+            &c.spec.rank_table,
+            me,
+            &acl.comm_config(name.clone()),
+            deadline,
+        )
+        .map_err(|e| {
+            err!(
+                LinkFailed,
+                "creating the HCCL communicator {name} from the rank table failed ({}): {}",
+                e.status.name(),
+                e.message
+            )
+        })?;
+        for r in acl.regions() {
+            comm.bind(&r).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "binding memory to the HCCL communicator {name} failed ({}): {}",
+                    e.status.name(),
+                    e.message
+                )
+            })?;
+        }
+        let comm = Arc::new(comm);
+        let left = deadline.saturating_duration_since(Instant::now());
+        comm.prepare(left.max(Duration::from_secs(1)))
+            .map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "HcclCommPrepare of the communicator {name} failed ({}): {}",
+                    e.status.name(),
+                    e.message
+                )
+            })?;
+        let mut st = c.lock();
+        if st.closed || st.status != MemStatus::Preparing {
+            drop(st);
+            drop_comm(Some(acl), comm);
+            return Ok(());
+        }
+        st.hccl = Some(comm);
+        drop(st);
+        log_info!(
+            "HCCL communicator {name}: rank {me} of {} from the user's rank table (comm {})",
+            c.spec.members.len(),
+            c.id
+        );
+        Ok(())
+    }
+
+    /// Number of comms (any status).
+    pub fn comm_count(&self) -> usize {
+        self.comms().by_id.len()
+    }
+
+    /// Comm setups running and queued (for tests and logs).
+    pub fn comm_setups(&self) -> (usize, usize) {
+        let t = self.comms();
+        (t.running, t.queue.len())
+    }
+
+    /// The comm that reserves `cluster_id`, if any.
+    pub fn comm_of(&self, cluster_id: u64) -> Option<Arc<Comm>> {
+        self.comms().of_cluster(cluster_id).cloned()
+    }
+
+    /// Runs `first`'s setup, then queued ones, until the queue is empty.
+    fn comm_runner(&self, first: Arc<Comm>) {
+        let mut next = Some(first);
+        while let Some(c) = next {
+            if !c.is_closed() {
+                self.comm_setup(&c);
+            }
+            let mut t = self.comms();
+            next = t.queue.pop_front();
+            if next.is_none() {
+                t.running -= 1;
+            }
+        }
+    }
+
+    /// Dials every lower-ranked member, then waits until every higher-ranked
+    /// member has dialed us; OK, or FAILED at the end of the link budget.
+    fn comm_setup(&self, c: &Arc<Comm>) {
+        let budget = link_budget(
+            self.config.link_total_time_s,
+            std::env::var("HCCL_CONNECT_TIMEOUT").ok().as_deref(),
+        );
+        let deadline = Instant::now() + budget;
+        for m in c.spec.dial_targets() {
+            let mut last = String::from("no attempt finished");
+            loop {
+                if c.is_closed() {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    self.comm_failed(
+                        c,
+                        &format!(
+                            "could not link to cluster {} (rank {}) at {} within {} s (llm.LinkTotalTime): {last}",
+                            m.cluster_id,
+                            m.rank_id,
+                            m.addr,
+                            budget.as_secs()
+                        ),
+                    );
+                    return;
+                }
+                let attempt = (deadline - now).min(DIAL_ATTEMPT);
+                match self.dial(m.cluster_id, m.addr, None, attempt, Some(c)) {
+                    Ok(()) => break,
+                    Err(e) if e.status == Status::NotYetLink => {
+                        last = e.message;
+                        c.pause(RETRY_PAUSE);
+                    }
+                    Err(e) => {
+                        self.comm_failed(
+                            c,
+                            &format!(
+                                "linking to cluster {} (rank {}) at {} failed: {}",
+                                m.cluster_id, m.rank_id, m.addr, e.message
+                            ),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        let mut hccl_done = !c.spec.acl;
+        loop {
+            if !hccl_done && c.all_linked() {
+                if let Err(e) = self.comm_hccl_setup(c, deadline) {
+                    self.comm_failed(c, &e.message);
+                    return;
+                }
+                hccl_done = true;
+            }
+            if hccl_done && c.try_complete(self.acl()) {
+                log_info!(
+                    "cluster {}: comm {} (\"{}\") is linked",
+                    self.cluster_id,
+                    c.id,
+                    c.name()
+                );
+                return;
+            }
+            if c.is_closed() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let missing: Vec<String> = c
+                    .missing(&c.lock())
+                    .into_iter()
+                    .filter_map(|id| c.peer(id))
+                    .map(|m| format!("cluster {} (rank {})", m.cluster_id, m.rank_id))
+                    .collect();
+                self.comm_failed(
+                    c,
+                    &format!(
+                        "no link with {} within {} s (llm.LinkTotalTime)",
+                        missing.join(", "),
+                        budget.as_secs()
+                    ),
+                );
+                return;
+            }
+            c.pause((deadline - now).min(RETRY_PAUSE));
+        }
+    }
+
+    /// PREPARING → FAILED: logs why and drops the comm's links.
+    fn comm_failed(&self, c: &Comm, why: &str) {
+        let Some(links) = c.fail(why) else {
+            return;
+        };
+        log_warn!(
+            "cluster {}: comm {} (\"{}\") FAILED: {why}",
+            self.cluster_id,
+            c.id,
+            c.name()
+        );
+        for l in links {
+            self.remove_exact(&l);
+            l.teardown(Duration::ZERO);
+        }
+        self.destroy_comm_hccl(c);
+    }
+
+    /// The pending comm a dialer's `Hello` names: `LLM_NOT_YET_LINK` (the
+    /// dialer retries) when there is none yet, `LLM_PARAM_INVALID` when our
+    /// comm of that name does not expect this dialer the way it dials.
+    pub(crate) fn pending_comm(&self, name: &str, dialer: u64) -> Result<Arc<Comm>> {
+        let t = self.comms();
+        let c = match t.of_cluster(dialer) {
+            Some(c) if c.name() == name => c.clone(),
+            Some(c) => bail!(
+                NotYetLink,
+                "cluster {} has cluster {dialer} in comm {} (\"{}\"), not in \"{name}\"",
+                self.cluster_id,
+                c.id,
+                c.name()
+            ),
+            None if t.by_id.values().any(|c| c.name() == name) => bail!(
+                ParamInvalid,
+                "cluster {dialer} is not a member of comm \"{name}\" on cluster {}",
+                self.cluster_id
+            ),
+            None => bail!(
+                NotYetLink,
+                "cluster {} has no comm \"{name}\" with cluster {dialer} yet",
+                self.cluster_id
+            ),
+        };
+        drop(t);
+        let m = c.peer(dialer).map(|m| m.rank_id).unwrap_or_default();
+        let me = c.spec.local_member().rank_id;
+        if m < me {
+            bail!(
+                ParamInvalid,
+                "in comm \"{name}\" cluster {dialer} has rank {m}, below this cluster's rank {me}, so this cluster dials it (do the members use the same cluster_ranks?)"
+            );
+        }
+        Ok(c)
+    }
+
+    /// Adds an accepted link to its comm (and the link table), replacing a
+    /// closed earlier one from the same peer.
+    pub(crate) fn comm_adopt(&self, c: &Comm, link: &Arc<Link>, dialed: bool) -> Result<()> {
+        let mut st = c.lock();
+        if st.closed || st.status != MemStatus::Preparing {
+            bail!(
+                NotYetLink,
+                "comm {} (\"{}\") on cluster {} is not being set up any more",
+                c.id,
+                c.name(),
+                self.cluster_id
+            );
+        }
+        let peer = link.remote_cluster_id;
+        if let Some(old) = st.links.get(&peer) {
+            if !old.is_closed() {
+                bail!(
+                    NotYetLink,
+                    "comm {} on cluster {} still has an open link to cluster {peer}",
+                    c.id,
+                    self.cluster_id
+                );
+            }
+            let old = old.clone();
+            st.links.remove(&peer);
+            st.ready.remove(&peer);
+            self.remove_exact(&old);
+        }
+        self.insert_link(link.clone())?;
+        st.links.insert(peer, link.clone());
+        if dialed {
+            st.ready.insert(peer);
+        }
+        drop(st);
+        c.notify();
+        Ok(())
+    }
+
+    /// An accepted comm link got the dialer's reverse connection: the pair
+    /// is complete on this side.
+    pub(crate) fn comm_peer_ready(&self, link: &Arc<Link>) {
+        let Some(c) = self.comms().by_id.get(&link.comm_id).cloned() else {
+            return;
+        };
+        let mut st = c.lock();
+        let peer = link.remote_cluster_id;
+        if st.links.get(&peer).is_some_and(|l| Arc::ptr_eq(l, link)) {
+            st.ready.insert(peer);
+            drop(st);
+            c.notify();
+        }
+    }
+}
+
+/// Drops a comm's communicator with the device bound on this thread (the
+/// last reference destroys it).
+fn drop_comm(acl: Option<&Arc<AclBackend>>, h: Arc<HcclComm>) {
+    if let Some(acl) = acl {
+        if let Err(e) = acl.context().bind_thread() {
+            log_warn!("destroying a comm's HCCL communicator: {}", e.message);
+        }
+    }
+    drop(h);
+}
+
+fn unknown_comm(comm_id: u64) -> Error {
+    err!(
+        NotYetLink,
+        "no comm with id {comm_id} on this instance (never linked, or already unlinked)"
+    )
+}
