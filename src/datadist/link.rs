@@ -3,12 +3,17 @@
 //! mode), and in-flight accounting so unlink/finalize can wait for transfers.
 //!
 //! The client's first connection is the link's *control* connection: it
-//! carries the handshake and the unlink, never a transfer, so a transfer
+//! carries the handshake and the unlink, never bulk data, so a transfer
 //! timeout (which drops its connection) cannot end the link. Either side
 //! closing it, or keepalive finding the peer dead, ends the link on both ends.
+//! Both ends read it on the control plane's poller and may send requests on
+//! it ([`Link::control_request`], one at a time per side, each reply matched
+//! by the tag its request carried). A link whose bytes move one-sidedly
+//! (same process or same host) sends its small requests (tables, key
+//! resolutions, notifications) there too, so it needs no other connection.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,24 @@ use crate::{bail, err};
 
 /// Most connections a client opens for its own requests on one link.
 pub const MAX_FORWARD_CONNS: usize = 8;
+/// A request connection of a client unused this long is closed; the next
+/// transfer that needs it opens it again (within its own deadline). Long
+/// against the gaps between a serving system's transfers, short against the
+/// life of an idle link (its descriptors on both ends).
+pub const DATA_IDLE_CLOSE: Duration = Duration::from_secs(30);
+
+static IDLE_CLOSE_MS: AtomicU64 = AtomicU64::new(DATA_IDLE_CLOSE.as_millis() as u64);
+
+/// Sets how long an unused request connection stays open, for the whole
+/// process ([`DATA_IDLE_CLOSE`] by default; tests shorten it).
+#[doc(hidden)]
+pub fn set_data_idle_close(d: Duration) {
+    IDLE_CLOSE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+}
+
+fn data_idle_close() -> Duration {
+    Duration::from_millis(IDLE_CLOSE_MS.load(Ordering::Relaxed))
+}
 
 /// One link (either side).
 pub struct Link {
@@ -52,7 +75,8 @@ pub struct Link {
     ready: AtomicBool,
     conn_opts: ConnOpts,
     /// Connections on which this side sends requests.
-    idle: Mutex<Vec<Conn>>,
+    /// With when each was last returned (closed after [`DATA_IDLE_CLOSE`]).
+    idle: Mutex<Vec<(Conn, Instant)>>,
     conns: AtomicUsize,
     conn_cv: Condvar,
     /// Forward connections the client may open (lowered when the server
@@ -61,8 +85,14 @@ pub struct Link {
     /// Every live socket of this link, shut down at teardown (weak: a
     /// connection that ends releases its descriptor at once).
     sockets: Mutex<Vec<Weak<TcpStream>>>,
-    /// The client's control connection (handshake, unlink), held here.
+    /// The sending handle of the control connection (its reading side is
+    /// on the poller), held here on either side.
     control: Mutex<Option<Conn>>,
+    /// The request this side awaits on the control connection (one at a
+    /// time: `call_turn`), and its reply once delivered.
+    call: Mutex<Call>,
+    call_cv: Condvar,
+    call_turn: Mutex<()>,
     /// The control connection's socket on either side, for liveness checks.
     control_sock: OnceLock<Weak<TcpStream>>,
     table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
@@ -123,6 +153,9 @@ impl Link {
             forward_cap: AtomicUsize::new(MAX_FORWARD_CONNS),
             sockets: Mutex::new(Vec::new()),
             control: Mutex::new(None),
+            call: Mutex::new(Call::default()),
+            call_cv: Condvar::new(),
+            call_turn: Mutex::new(()),
             control_sock: OnceLock::new(),
             table: Mutex::new(None),
             inflight: Mutex::new(InFlight::default()),
@@ -224,14 +257,37 @@ impl Link {
         v.iter().filter(|w| w.strong_count() > 0).count()
     }
 
-    /// Makes `conn` the link's control connection, held by the link (client).
-    pub fn set_control(&self, conn: Conn) {
-        self.watch_control(&conn);
-        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+    /// Keeps `writer` (see [`Conn::writer`]) as the sending handle of the
+    /// control connection, whose reading side goes to the poller.
+    pub fn set_control_writer(&self, writer: Conn) {
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
     }
 
-    /// Remembers `conn` as the control connection, owned elsewhere (server:
-    /// by the thread serving it), and tracks it.
+    /// True when the small requests of this link go on its control
+    /// connection: its bytes move one-sidedly, so it has no data connection.
+    pub fn requests_on_control(&self) -> bool {
+        self.local_path.is_some() && self.hccl.get().is_none()
+    }
+
+    /// Hands the reply `msg` that arrived on the control connection with
+    /// `tag` to the request awaiting it; a reply nobody awaits (its request
+    /// timed out) is dropped.
+    pub fn deliver_reply(&self, tag: u32, msg: Msg) {
+        let mut c = self.call.lock().unwrap_or_else(|p| p.into_inner());
+        if c.awaiting == Some(tag) && c.reply.is_none() {
+            c.reply = Some(msg);
+            self.call_cv.notify_all();
+        } else {
+            crate::log_debug!(
+                "link to cluster {}: dropped a late or unrequested reply {}",
+                self.remote_cluster_id,
+                msg.msg_type()
+            );
+        }
+    }
+
+    /// Remembers `conn` as the control connection (its socket, for liveness
+    /// checks) and tracks it.
     pub fn watch_control(&self, conn: &Conn) {
         let _ = self.control_sock.set(conn.weak());
         self.track(conn);
@@ -385,18 +441,68 @@ impl Link {
         }
     }
 
-    /// Sends `msg` on the control connection and returns the reply (client).
+    /// Sends `msg` on the control connection and waits until `deadline` for
+    /// its reply (either side; one request at a time per side).
     pub fn control_request(&self, msg: &Msg, deadline: Instant) -> Result<Msg> {
-        let mut g = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(c) = g.as_mut() else {
-            bail!(
-                LinkFailed,
-                "the link to cluster {} has no control connection",
-                self.remote_cluster_id
-            );
+        let _turn = self.call_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let tag = {
+            let mut c = self.call.lock().unwrap_or_else(|p| p.into_inner());
+            c.seq = c.seq.wrapping_add(1).max(1);
+            c.awaiting = Some(c.seq);
+            c.reply = None;
+            c.seq
         };
-        c.send(msg, Some(deadline))?;
-        c.recv(Some(deadline))
+        let sent = {
+            let mut g = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            match g.as_mut() {
+                Some(w) => {
+                    let r = w.send_tagged(msg, tag, Some(deadline));
+                    if w.is_broken() {
+                        // Half a frame may have gone out: the stream is lost.
+                        w.shutdown();
+                    }
+                    r
+                }
+                None => Err(err!(
+                    LinkFailed,
+                    "the link to cluster {} has no control connection",
+                    self.remote_cluster_id
+                )),
+            }
+        };
+        let mut c = self.call.lock().unwrap_or_else(|p| p.into_inner());
+        let out = match sent {
+            Err(e) => Err(e),
+            Ok(()) => loop {
+                if let Some(m) = c.reply.take() {
+                    break Ok(m);
+                }
+                if self.is_closed() || self.is_dead() {
+                    break Err(err!(
+                        LinkFailed,
+                        "the link to cluster {} ended before its reply",
+                        self.remote_cluster_id
+                    ));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break Err(err!(
+                        Timeout,
+                        "no reply from cluster {} in time",
+                        self.remote_cluster_id
+                    ));
+                }
+                // Bounded steps: a link torn down meanwhile is noticed.
+                let step = (deadline - now).min(Duration::from_millis(100));
+                c = self
+                    .call_cv
+                    .wait_timeout(c, step)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            },
+        };
+        c.awaiting = None;
+        out
     }
 
     /// Counts a connection on which this side will send requests, before it
@@ -412,7 +518,7 @@ impl Link {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+            .push((conn, Instant::now()));
         self.conn_cv.notify_one();
     }
 
@@ -451,7 +557,7 @@ impl Link {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             self.check_open()?;
-            if let Some(c) = idle.pop() {
+            if let Some((c, _)) = idle.pop() {
                 return Ok(ConnGuard {
                     link: self.clone(),
                     conn: Some(c),
@@ -515,7 +621,7 @@ impl Link {
         let mut v = vec![self.take_conn(deadline)?];
         while v.len() < n {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = idle.pop() {
+            if let Some((c, _)) = idle.pop() {
                 v.push(ConnGuard {
                     link: self.clone(),
                     conn: Some(c),
@@ -632,9 +738,56 @@ impl Link {
             c.shutdown();
         }
         self.conn_cv.notify_all();
+        self.call_cv.notify_all();
         if let Some(h) = self.hccl.get() {
             h.close();
         }
+    }
+}
+
+/// The request a side awaits on its control connection.
+#[derive(Default)]
+struct Call {
+    /// Tag of the last request sent (never 0: untagged frames answer none).
+    seq: u32,
+    awaiting: Option<u32>,
+    reply: Option<Msg>,
+}
+
+impl crate::transport::poller::Tick for Link {
+    /// Closes the request connections this client has not used for
+    /// [`DATA_IDLE_CLOSE`] (the next transfer opens what it needs again).
+    fn tick(&self, now: Instant) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let limit = data_idle_close();
+        let closed: Vec<Conn> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < idle.len() {
+                if now.saturating_duration_since(idle[i].1) >= limit {
+                    out.push(idle.swap_remove(i).0);
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        };
+        if !closed.is_empty() {
+            self.conns.fetch_sub(closed.len(), Ordering::AcqRel);
+            crate::log_debug!(
+                "link to cluster {}: closed {} idle connection(s)",
+                self.remote_cluster_id,
+                closed.len()
+            );
+            for c in closed {
+                c.shutdown();
+            }
+            self.conn_cv.notify_all();
+        }
+        true
     }
 }
 
@@ -662,7 +815,7 @@ impl Drop for ConnGuard {
                     .idle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(c);
+                    .push((c, Instant::now()));
             }
             self.link.conn_cv.notify_one();
         }
@@ -697,8 +850,14 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Sends a request on a pooled connection and returns the reply.
+/// Sends a request and returns the reply: on the control connection for a
+/// link without data connections ([`Link::requests_on_control`]), else on a
+/// pooled connection.
 pub fn request(link: &Arc<Link>, msg: &Msg, deadline: Instant) -> Result<Msg> {
+    if link.requests_on_control() {
+        link.check_open()?;
+        return link.control_request(msg, deadline);
+    }
     let mut g = link.take_conn(deadline)?;
     let c = g.conn();
     c.send(msg, Some(deadline))?;

@@ -18,7 +18,7 @@ use crate::datadist::handshake::{join_refusal, JoinFields, JoinRequest};
 use crate::datadist::link::{Link, LinkParts};
 use crate::datadist::link_state::Attempts;
 use crate::datadist::link_table::LinkTable;
-use crate::datadist::liveness::Liveness;
+use crate::datadist::liveness;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::device::acl_backend::AclBackend;
@@ -27,6 +27,7 @@ use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::task::TaskSet;
 use crate::transport::local;
+use crate::transport::poller;
 use crate::transport::tcp::{check_reply, eventfd, notify, poll_fd, Conn};
 use crate::transport::wire::{self, Msg};
 use crate::{bail, err, log_debug, log_info, log_warn};
@@ -99,8 +100,12 @@ pub struct Session {
     comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
     pub tasks: TaskSet,
-    /// Death watch of the links' peers (`liveness.rs`).
-    liveness: Liveness,
+    /// Connections of this session served by the control plane's poller;
+    /// finalize waits for them to end.
+    served: Arc<ServedCount>,
+    /// This session's use of the process's control plane (taken on first
+    /// need, released at finalize: the last user stops it).
+    reactor: Mutex<Option<Arc<poller::Handle>>>,
     /// link_clusters attempts under way or failed (`link_state.rs`).
     attempts: Mutex<Attempts>,
     /// Notifications received from peers (enabled by a transfer engine).
@@ -158,7 +163,8 @@ impl Session {
             comm_ids,
             comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
-            liveness: Liveness::default(),
+            served: Arc::default(),
+            reactor: Mutex::new(None),
             attempts: Mutex::new(Attempts::default()),
             inbox: Inbox::default(),
             copy_helpers: Mutex::new(Some(crate::transport::parallel::Users::new())),
@@ -168,6 +174,20 @@ impl Session {
             s.listen(addr)?;
         }
         Ok(s)
+    }
+
+    /// The process's control plane, started if this session is its first user.
+    pub(crate) fn reactor(&self) -> Result<Arc<poller::Handle>> {
+        let mut g = self.reactor.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = g.as_ref() {
+            return Ok(h.clone());
+        }
+        if self.is_closing() {
+            bail!(Failed, "instance is finalizing");
+        }
+        let h = Arc::new(poller::acquire()?);
+        *g = Some(h.clone());
+        Ok(h)
     }
 
     /// The acl backend's state, if the session runs on it.
@@ -206,13 +226,6 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|l| l.addr)
-    }
-
-    /// Spawns a tracked thread (joined at finalize).
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
-        if let Err(e) = self.try_spawn(name, f) {
-            log_warn!("{}", e.message);
-        }
     }
 
     /// Spawns a tracked thread (joined at finalize), reporting failure.
@@ -534,12 +547,22 @@ impl Session {
                 link.set_hccl(h.clone());
                 acl_link::prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
             }
-            // The control connection carries no transfer (link.rs); the
-            // request connections (striping) open now so transfers never pay
-            // for a connect, then the reverse connections on which the server
-            // sends its requests.
-            link.set_control(control);
+            // The control connection carries no bulk data (link.rs); it is
+            // read on the poller from now on. A link whose bytes move
+            // one-sidedly sends its requests there and needs nothing else.
+            // Else the request connections (striping) open now so transfers
+            // never pay for a connect, then the reverse connections on which
+            // the server sends its requests.
+            link.watch_control(&control);
+            link.set_control_writer(control.writer());
+            serve(self.arc(), link.clone(), control, true);
+            if link.requests_on_control() {
+                return Ok(());
+            }
             drop(link.take_conns(self.config.data_connections as usize, deadline)?);
+            // Request connections left unused close, and reopen on demand.
+            let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
+            self.reactor()?.add_tick(tick);
             for _ in 0..self.config.data_connections {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let mut c = Conn::connect(&addr, left, conn_opts)?;
@@ -558,8 +581,7 @@ impl Session {
                     m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
                 }
                 link.track(&c);
-                let (s, l) = (self.arc(), link.clone());
-                self.spawn("llmdd-serve-rev", move || serve(s, l, c, false));
+                serve(self.arc(), link.clone(), c, false);
             }
             Ok(())
         })();
@@ -582,7 +604,7 @@ impl Session {
         }
         // Its peer process (same host) and its control connection: the link
         // is marked dead the moment either is gone.
-        .and_then(|_| self.liveness.watch(&link));
+        .and_then(|_| liveness::watch(self.reactor()?.arc(), &link));
         if let Err(e) = installed {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
@@ -962,6 +984,9 @@ impl Session {
             conn: self.config.conn_opts(),
         }));
         link.watch_control(conn);
+        // Either side may send its own requests on the control connection,
+        // as soon as the link is in the table.
+        link.set_control_writer(conn.writer());
         // acl backend: create our communicator before answering, so the
         // client's prepare finds our port listening.
         // A rank-table comm's links get the comm's shared communicator once
@@ -1005,7 +1030,7 @@ impl Session {
         let sent = conn
             .send(&ack, Some(deadline))
             .and_then(|_| self.receive_pools(conn, &link, deadline))
-            .and_then(|_| self.liveness.watch(&link));
+            .and_then(|_| liveness::watch(self.reactor()?.arc(), &link));
         if let Err(e) = sent {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
@@ -1020,6 +1045,11 @@ impl Session {
                 link.teardown(Duration::ZERO);
                 return Err(e);
             }
+        }
+        if link.comm_id != 0 && link.requests_on_control() {
+            // No reverse connection will follow (`attach`): the dialer's side
+            // is complete once its Pools arrived.
+            self.comm_peer_ready(&link);
         }
         log_info!(
             "cluster {} accepted link from cluster {cluster_id}",
@@ -1063,7 +1093,23 @@ impl Session {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.tasks.join_all();
-        self.liveness.stop();
+        // Every served connection was shut down above: the poller sees each
+        // end within moments, and a request still being handled fails its
+        // I/O. None may touch this session's memory after finalize.
+        let bound = self.config.net.io_timeout + Duration::from_secs(5);
+        if !self.served.wait_zero(bound) {
+            log_warn!(
+                "finalize: connections still served after {} ms",
+                bound.as_millis()
+            );
+        }
+        // The last user stops the control plane (joins its threads).
+        let reactor = self
+            .reactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(reactor);
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let me = std::thread::current().id();
@@ -1183,68 +1229,153 @@ fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
     crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
 }
 
-/// Serves requests arriving on `conn` until it closes. `control` marks the
-/// link's first connection on the server: losing it means the client is gone.
-/// Waiting for a request has no deadline (an idle link is bounded by
-/// keepalive); a request, once begun, is bounded by `llmdd.IoTimeoutMs`.
+/// Connections of a session being served, and a wait for none to be left.
+#[derive(Default)]
+struct ServedCount {
+    n: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl ServedCount {
+    fn guard(self: &Arc<Self>) -> ServedGuard {
+        *self.n.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        ServedGuard(self.clone())
+    }
+
+    /// Waits up to `bound` for no served connection to be left.
+    fn wait_zero(&self, bound: Duration) -> bool {
+        let until = Instant::now() + bound;
+        let mut n = self.n.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            n = self
+                .cv
+                .wait_timeout(n, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+struct ServedGuard(Arc<ServedCount>);
+
+impl Drop for ServedGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.n.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.cv.notify_all();
+        }
+    }
+}
+
+/// The requests of one connection of a link, served on the control plane's
+/// poller. `control` marks the link's first connection on the server: losing
+/// it means the client is gone.
+struct LinkService {
+    session: Arc<Session>,
+    link: Arc<Link>,
+    control: bool,
+    _counted: ServedGuard,
+}
+
+impl crate::transport::poller::Service for LinkService {
+    fn handle(&self, conn: &mut Conn, msg: Msg) -> Result<bool> {
+        let link = &self.link;
+        if self.control
+            && matches!(
+                msg,
+                Msg::Reply { .. } | Msg::Table { .. } | Msg::Resolved { .. }
+            )
+        {
+            // The answer to this side's own request on the control connection.
+            link.deliver_reply(conn.tag(), msg);
+            return Ok(true);
+        }
+        // An unlink waits for the requests being served (not for itself).
+        let _serving = (!matches!(msg, Msg::Unlink)).then(|| link.serving());
+        crate::transfer::serve::handle(&self.session, link, conn, msg).inspect_err(|e| {
+            if !link.is_closed() {
+                log_warn!(
+                    "dropping connection from cluster {}: {}",
+                    link.remote_cluster_id,
+                    e.message
+                );
+            }
+        })
+    }
+
+    fn ended(&self, why: Error) {
+        let (session, link) = (&self.session, &self.link);
+        if !link.is_closed() {
+            crate::log_debug!(
+                "connection of link to cluster {} ended: {}",
+                link.remote_cluster_id,
+                why.message
+            );
+        }
+        if self.control && link.we_dialed {
+            // The server closed the control connection (unlink, forced
+            // unlink, finalize, exit) or keepalive errored it: the link is
+            // dead, unless this side's own unlink is under way (which ends it).
+            if !link.is_closed() && !link.is_draining() {
+                link.mark_dead(&format!("the server ended it: {}", why.message));
+            }
+            return;
+        }
+        // A link still in the table whose control connection ended is over;
+        // one that is dead (its same-host client exited: `Link::mark_dead`)
+        // was torn down already, and only leaves the table here.
+        if self.control && session.remove_exact(link) {
+            if let Some(why) = link.dead_reason() {
+                log_info!(
+                    "client cluster {} is gone ({why}); freed our side of its link",
+                    link.remote_cluster_id
+                );
+            } else if link.comm_id != 0 {
+                // The usual end of a rank-table link: the dialer unlinked first.
+                log_info!(
+                    "cluster {} closed its side of comm {}; freeing the link",
+                    link.remote_cluster_id,
+                    link.comm_id
+                );
+            } else {
+                // Routine after a forced unlink on the client (spec flow 2), so info.
+                log_info!(
+                    "client cluster {} closed its link (forced unlink or exit); freeing our side",
+                    link.remote_cluster_id
+                );
+            }
+            link.teardown(Duration::ZERO);
+        }
+    }
+}
+
+/// Serves requests arriving on `conn` until it closes, on the control
+/// plane's poller (`transport::poller`). `control` marks the link's first
+/// connection on the server. Waiting for a request has no deadline (an idle
+/// link is bounded by keepalive); a frame, once begun, must arrive within
+/// `llmdd.IoTimeoutMs`, and so must each served request's I/O.
 pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bool) {
     conn.set_frame_limit(wire::MAX_PAYLOAD);
     let frame_timeout = session.config.net.io_timeout;
-    loop {
-        let msg = match conn.recv_idle(frame_timeout) {
-            Ok(m) => m,
-            Err(e) => {
-                if !link.is_closed() {
-                    crate::log_debug!(
-                        "connection of link to cluster {} ended: {}",
-                        link.remote_cluster_id,
-                        e.message
-                    );
-                }
-                break;
-            }
-        };
-        // An unlink waits for the requests being served (not for itself).
-        let _serving = (!matches!(msg, Msg::Unlink)).then(|| link.serving());
-        match crate::transfer::serve::handle(&session, &link, &mut conn, msg) {
-            Ok(true) => continue,
-            Ok(false) => return,
-            Err(e) => {
-                if !link.is_closed() {
-                    log_warn!(
-                        "dropping connection from cluster {}: {}",
-                        link.remote_cluster_id,
-                        e.message
-                    );
-                }
-                break;
-            }
+    let counted = session.served.guard();
+    let svc = Arc::new(LinkService {
+        session,
+        link,
+        control,
+        _counted: counted,
+    });
+    match svc.session.reactor() {
+        Ok(r) => r.serve(conn, svc, frame_timeout),
+        Err(e) => {
+            drop(conn);
+            crate::transport::poller::Service::ended(&*svc, e);
         }
-    }
-    // A link still in the table whose control connection ended is over;
-    // one that is dead (its same-host client exited: `Link::mark_dead`) was
-    // torn down already, and only leaves the table here.
-    if control && session.remove_exact(&link) {
-        if let Some(why) = link.dead_reason() {
-            log_info!(
-                "client cluster {} is gone ({why}); freed our side of its link",
-                link.remote_cluster_id
-            );
-        } else if link.comm_id != 0 {
-            // The usual end of a rank-table link: the dialer unlinked first.
-            log_info!(
-                "cluster {} closed its side of comm {}; freeing the link",
-                link.remote_cluster_id,
-                link.comm_id
-            );
-        } else {
-            // Routine after a forced unlink on the client (spec flow 2), so info.
-            log_info!(
-                "client cluster {} closed its link (forced unlink or exit); freeing our side",
-                link.remote_cluster_id
-            );
-        }
-        link.teardown(Duration::ZERO);
     }
 }
 

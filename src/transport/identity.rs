@@ -313,7 +313,8 @@ pub fn verify(side: Side, t: &Transcript, peer: &WireIdentity) -> Verdict {
     if !p.is_alive() {
         return Verdict::Remote(format!("pid {} exited during the handshake", c.pid));
     }
-    Verdict::SameHost(p)
+    // One pidfd per proven peer process, whatever the number of links to it.
+    Verdict::SameHost(p.shared(&key))
 }
 
 /// The secret in an identity memfd, after checking that it is one.

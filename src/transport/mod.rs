@@ -8,6 +8,7 @@ pub mod identity;
 pub mod local;
 pub mod parallel;
 pub mod peer_proc;
+pub(crate) mod poller;
 pub mod tcp;
 pub mod wire;
 

@@ -2,15 +2,31 @@
 //! bound to that exact process, so a pid reused by another process after the
 //! peer died is never mistaken for it. Liveness is one `poll` on the pidfd
 //! (readable = the process has exited).
+//!
+//! One pidfd serves every link to a process: [`PeerProcess::shared`] swaps a
+//! freshly verified handle for the one already held for that pid and proven
+//! identity, so clones share a descriptor that closes with the last of them.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// A live (at open time) process of this host, held by a pidfd.
-#[derive(Debug)]
+/// A live (at open time) process of this host, held by a pidfd (shared by
+/// clones: the descriptor closes with the last one).
+#[derive(Clone, Debug)]
 pub struct PeerProcess {
     pid: u32,
-    pidfd: OwnedFd,
+    pidfd: Arc<OwnedFd>,
+}
+
+/// The pidfds held for verified peers, by pid and the identity secret the
+/// peer proved to hold (which no other process has).
+type Shared = HashMap<(u32, [u8; 32]), Weak<OwnedFd>>;
+
+fn shared_table() -> &'static Mutex<Shared> {
+    static T: OnceLock<Mutex<Shared>> = OnceLock::new();
+    T.get_or_init(Mutex::default)
 }
 
 impl PeerProcess {
@@ -27,7 +43,36 @@ impl PeerProcess {
         }
         // SAFETY: the kernel just handed us this fd; we own it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        Ok(PeerProcess { pid, pidfd })
+        Ok(PeerProcess {
+            pid,
+            pidfd: Arc::new(pidfd),
+        })
+    }
+
+    /// This process as held already for another link, if it is (the same pid
+    /// and `identity`, the secret it proved to hold, and still alive), else
+    /// this handle, remembered for the next link. The fresh handle's pidfd
+    /// then closes at once.
+    pub fn shared(self, identity: &[u8; 32]) -> PeerProcess {
+        let mut t = shared_table().lock().unwrap_or_else(|p| p.into_inner());
+        t.retain(|_, w| w.strong_count() > 0);
+        let key = (self.pid, *identity);
+        if let Some(fd) = t.get(&key).and_then(Weak::upgrade) {
+            let held = PeerProcess {
+                pid: self.pid,
+                pidfd: fd,
+            };
+            if held.is_alive() {
+                return held;
+            }
+        }
+        t.insert(key, Arc::downgrade(&self.pidfd));
+        self
+    }
+
+    /// The pidfd, shared (a watch keeps it open while registered).
+    pub fn pidfd_shared(&self) -> Arc<OwnedFd> {
+        self.pidfd.clone()
     }
 
     /// The process id (in this pid namespace).
@@ -110,6 +155,20 @@ mod tests {
         let dup = me.take_fd(r.as_raw_fd() as u32, libc::O_RDONLY).unwrap();
         assert!(fd_path(dup.as_raw_fd()).unwrap().ends_with("/status"));
         assert!(me.take_fd(1 << 30, libc::O_RDONLY).is_err());
+    }
+
+    #[test]
+    fn links_to_one_process_share_its_pidfd() {
+        let me = std::process::id();
+        let id = [7u8; 32];
+        let a = PeerProcess::open(me).unwrap().shared(&id);
+        let b = PeerProcess::open(me).unwrap().shared(&id);
+        assert!(Arc::ptr_eq(&a.pidfd_shared(), &b.pidfd_shared()));
+        // Another proven identity is another process (a reused pid).
+        let c = PeerProcess::open(me).unwrap().shared(&[8u8; 32]);
+        assert_ne!(a.pidfd(), c.pidfd());
+        // Two handles and the one just taken: the fresh duplicates closed.
+        assert_eq!(Arc::strong_count(&a.pidfd_shared()), 3);
     }
 
     #[test]

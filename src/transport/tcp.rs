@@ -11,7 +11,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::types::Segment;
@@ -57,6 +57,12 @@ pub struct Conn {
     broken: bool,
     /// Released with the connection (an admission slot of the listener).
     _held: Option<Box<dyn Send>>,
+    /// Tag of the last frame received; frames sent carry it back, so a reply
+    /// names the request it answers (see [`Conn::send_tagged`]).
+    tag: u32,
+    /// Shared with the other handles of this socket that write (a reader on
+    /// the poller and a requester: [`Conn::writer`]): one frame at a time.
+    write_lock: Option<Arc<Mutex<()>>>,
 }
 
 fn io_err(op: &str, peer: &SocketAddr, e: io::Error) -> Error {
@@ -84,7 +90,36 @@ impl Conn {
             frame_limit: PRE_LINK_FRAME_LIMIT,
             broken: false,
             _held: None,
+            tag: 0,
+            write_lock: None,
         })
+    }
+
+    /// A second handle on this socket for sending requests while this one
+    /// (on the poller) reads and answers: writes of both take turns, frame by
+    /// frame. The new handle never reads.
+    pub fn writer(&mut self) -> Conn {
+        let lock = self
+            .write_lock
+            .get_or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        Conn {
+            stream: self.stream.clone(),
+            peer: self.peer,
+            spin: self.spin,
+            wbuf: Vec::with_capacity(256),
+            rbuf: Vec::new(),
+            frame_limit: self.frame_limit,
+            broken: false,
+            _held: None,
+            tag: 0,
+            write_lock: Some(lock),
+        }
+    }
+
+    /// Tag of the last frame received (a request's tag, echoed by the reply).
+    pub fn tag(&self) -> u32 {
+        self.tag
     }
 
     /// Connects to `addr` within `timeout`.
@@ -262,6 +297,13 @@ impl Conn {
         self.send_with_bulk(msg, &[], deadline)
     }
 
+    /// Sends one framed message carrying `tag` (a request whose reply must be
+    /// told apart from a late answer to an earlier one).
+    pub fn send_tagged(&mut self, msg: &Msg, tag: u32, deadline: Option<Instant>) -> Result<()> {
+        self.tag = tag;
+        self.send_with_bulk(msg, &[], deadline)
+    }
+
     /// Sends one framed message followed by the bytes of `bulk` (each
     /// segment's `src`, `len` in this process) in one gather write.
     pub fn send_with_bulk(
@@ -272,7 +314,7 @@ impl Conn {
     ) -> Result<()> {
         let mut wbuf = std::mem::take(&mut self.wbuf);
         wbuf.clear();
-        wire::encode(msg, 0, &mut wbuf);
+        wire::encode(msg, self.tag, &mut wbuf);
         let mut iov = Vec::with_capacity(1 + bulk.len());
         iov.push(libc::iovec {
             iov_base: wbuf.as_mut_ptr() as *mut _,
@@ -281,7 +323,12 @@ impl Conn {
         for s in bulk {
             push_iovec(&mut iov, s.src, s.len);
         }
+        let lock = self.write_lock.clone();
+        let turn = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
         let r = self.writev_all(&mut iov, deadline);
+        drop(turn);
         self.wbuf = wbuf;
         r
     }
@@ -294,21 +341,8 @@ impl Conn {
             iov_len: HEADER_LEN,
         }];
         self.readv_all(&mut iov, deadline)?;
-        let header: Header = match wire::decode_header(&hdr) {
-            Ok(h) => h,
-            Err(e) => {
-                let peer = self.peer;
-                return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
-            }
-        };
-        if header.payload_len > self.frame_limit {
-            let (peer, limit) = (self.peer, self.frame_limit);
-            return self.fail(err!(
-                LinkFailed,
-                "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
-                header.payload_len
-            ));
-        }
+        let header = self.accept_header(&hdr)?;
+        self.tag = header.tag;
         let mut rbuf = std::mem::take(&mut self.rbuf);
         rbuf.clear();
         let r = self.read_payload(&mut rbuf, header.payload_len as usize, deadline);
@@ -329,6 +363,28 @@ impl Conn {
             self.broken = true;
         }
         out
+    }
+
+    /// Decodes a frame header and checks its payload length against this
+    /// connection's frame limit, before anything is allocated for it (either
+    /// failing breaks the stream).
+    fn accept_header(&mut self, hdr: &[u8; HEADER_LEN]) -> Result<Header> {
+        let header = match wire::decode_header(hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                let peer = self.peer;
+                return self.fail(err!(LinkFailed, "malformed frame from {peer}: {e}"));
+            }
+        };
+        if header.payload_len > self.frame_limit {
+            let (peer, limit) = (self.peer, self.frame_limit);
+            return self.fail(err!(
+                LinkFailed,
+                "frame of {} bytes from {peer} exceeds the {limit} bytes this connection accepts",
+                header.payload_len
+            ));
+        }
+        Ok(header)
     }
 
     /// Waits with no deadline for the next frame to begin (an idle link is
@@ -402,6 +458,135 @@ impl Conn {
             },
             deadline,
         )
+    }
+}
+
+/// The part of the next frame that has arrived on a served connection (see
+/// [`Conn::poll_frame`]): the header, then the payload, each read exactly, so
+/// bulk bytes that follow a request stay in the socket for its handler.
+#[derive(Default)]
+pub struct FrameReader {
+    hdr: [u8; HEADER_LEN],
+    have: usize,
+    header: Option<Header>,
+    payload: Vec<u8>,
+    started: Option<Instant>,
+}
+
+impl FrameReader {
+    /// When the frame under way began to arrive (`None`: between frames).
+    pub fn started(&self) -> Option<Instant> {
+        self.started
+    }
+
+    fn reset(&mut self) {
+        self.have = 0;
+        self.header = None;
+        self.payload.clear();
+        if self.payload.capacity() > 1 << 20 {
+            self.payload = Vec::new();
+        }
+        self.started = None;
+    }
+}
+
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl Conn {
+    /// The busy-poll spin of this connection (`llmdd.BusyPollUs`).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// One non-blocking read into `buf`: `Ok(None)` when nothing is there.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        loop {
+            // SAFETY: reading into a buffer we own.
+            let r = unsafe {
+                libc::read(
+                    self.stream.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut _,
+                    buf.len(),
+                )
+            };
+            if r > 0 {
+                return Ok(Some(r as usize));
+            }
+            if r == 0 {
+                let peer = self.peer;
+                return self.fail(err!(LinkFailed, "connection closed by {peer}"));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    let peer = self.peer;
+                    return self.fail(io_err("receiving", &peer, e));
+                }
+            }
+        }
+    }
+
+    /// Reads whatever has arrived of the next frame into `r` without
+    /// blocking; the frame once complete. The header is checked (and the
+    /// payload bounded by the frame limit) before any payload buffer grows,
+    /// and the buffer grows only as bytes arrive, as in [`Conn::recv`].
+    pub fn poll_frame(&mut self, r: &mut FrameReader) -> Result<Option<Msg>> {
+        loop {
+            let Some(header) = r.header else {
+                let mut hdr = r.hdr;
+                let got = self.read_some(&mut hdr[r.have..])?;
+                r.hdr = hdr;
+                let Some(n) = got else { return Ok(None) };
+                r.started.get_or_insert_with(Instant::now);
+                r.have += n;
+                if r.have < HEADER_LEN {
+                    continue;
+                }
+                r.header = Some(self.accept_header(&r.hdr)?);
+                continue;
+            };
+            let len = header.payload_len as usize;
+            let have = r.payload.len();
+            if have < len {
+                let step = (len - have).min(have.max(FIRST_CHUNK));
+                r.payload.reserve_exact(step);
+                r.payload.resize(have + step, 0);
+                let got = self.read_some(&mut r.payload[have..]);
+                let n = match got {
+                    Ok(Some(n)) => n,
+                    Ok(None) => 0,
+                    Err(e) => {
+                        r.payload.truncate(have);
+                        return Err(e);
+                    }
+                };
+                r.payload.truncate(have + n);
+                if n == 0 {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let out = wire::decode_payload(&header, &r.payload).map_err(|e| {
+                err!(
+                    LinkFailed,
+                    "malformed {} payload from {}: {e}",
+                    header.msg_type,
+                    self.peer
+                )
+            });
+            r.reset();
+            self.tag = header.tag;
+            return match out {
+                Ok(m) => Ok(Some(m)),
+                Err(e) => self.fail(e),
+            };
+        }
     }
 }
 
