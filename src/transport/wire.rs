@@ -21,7 +21,11 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
 /// `Join` / `JoinAck` carry the instance fields plus identity proofs; the pid
 /// and identity fd only go to a peer whose host tag matched, pool layouts
 /// (`JoinAck`, `Pools`) only to a peer proven to be on this host.
-pub const VERSION: u16 = 3;
+/// 4: the `Notify` frame (type 17, the transfer engine); a reply echoes its
+/// request's `tag` (header field) and, on one-sided links, either end sends
+/// requests on the control connection (the poller serves both ends), so a
+/// version-3 peer would leave those unanswered: it is refused at `Hello`.
+pub const VERSION: u16 = 4;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Largest structured payload accepted (bulk data is bounded separately).
