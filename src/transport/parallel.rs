@@ -88,6 +88,8 @@ struct State {
     users: usize,
     queue: VecDeque<BatchPtr>,
     threads: Vec<JoinHandle<()>>,
+    /// The process the threads belong to (0: none started yet).
+    pid: u32,
     stop: bool,
 }
 
@@ -95,12 +97,23 @@ static STATE: Mutex<State> = Mutex::new(State {
     users: 0,
     queue: VecDeque::new(),
     threads: Vec::new(),
+    pid: 0,
     stop: false,
 });
 static WAKE: Condvar = Condvar::new();
 
+/// The state, forgetting helpers inherited through `fork` (they do not run
+/// in the child: joining them would wait forever; the child starts its own).
 fn lock() -> MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|p| p.into_inner())
+    let mut g = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    if g.pid != 0 && g.pid != std::process::id() {
+        for t in g.threads.drain(..) {
+            std::mem::forget(t);
+        }
+        g.queue.clear();
+        g.pid = 0;
+    }
+    g
 }
 
 /// Keeps the helpers alive while held (one per session). Dropping the last
@@ -176,7 +189,10 @@ pub fn join(n: usize, f: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<()> {
                     .stack_size(STACK)
                     .spawn(helper)
                 {
-                    Ok(h) => g.threads.push(h),
+                    Ok(h) => {
+                        g.threads.push(h);
+                        g.pid = std::process::id();
+                    }
                     Err(e) => {
                         crate::log_warn!("cannot start a copy helper thread ({e}); parts run here");
                         break;
@@ -316,6 +332,21 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.status, crate::status::Status::Failed);
+    }
+
+    #[test]
+    fn helpers_inherited_through_fork_are_forgotten_not_joined() {
+        let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        // As a forked child sees it: a handle of a thread of another pid.
+        let ghost = std::thread::spawn(|| ());
+        {
+            let mut g = STATE.lock().unwrap_or_else(|p| p.into_inner());
+            g.threads.push(ghost);
+            g.pid = std::process::id().wrapping_add(1);
+        }
+        let g = lock();
+        assert!(g.threads.is_empty(), "inherited handles must be dropped");
+        assert_eq!(g.pid, 0);
     }
 
     #[test]
