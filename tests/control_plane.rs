@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::raw::{connect, recv, send};
 use common::{cluster, count_dir, free_port, in_child_process, init};
 
 use std::io::{Read, Write};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
-use llmdd::transport::wire::{self, Msg, HEADER_LEN};
+use llmdd::transport::wire::{self, Msg};
 use llmdd::Status;
 
 const P_ID: u64 = 100;
@@ -175,25 +176,6 @@ fn threads_do_not_grow_with_links() {
 #[test]
 fn threads_do_not_grow_with_tcp_links() {
     links_do_not_add_threads(&[TCP], "threads_do_not_grow_with_tcp_links");
-}
-
-fn send(s: &mut TcpStream, m: &Msg) {
-    s.write_all(&wire::encode_to_vec(m, 0)).unwrap();
-}
-
-fn recv(s: &mut TcpStream) -> Option<Msg> {
-    let mut h = [0u8; HEADER_LEN];
-    s.read_exact(&mut h).ok()?;
-    let header = wire::decode_header(&h).unwrap();
-    let mut payload = vec![0u8; header.payload_len as usize];
-    s.read_exact(&mut payload).ok()?;
-    Some(wire::decode_payload(&header, &payload).unwrap())
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
 }
 
 /// A connection attached to the link of `cluster` with its token.

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::raw::{connect, recv, send};
 use common::{cluster, count_dir, free_port, in_child_process, init};
 
 use std::io::{Read, Write};
@@ -227,28 +228,6 @@ impl Drop for Puller {
 
 // ----------------------------------------------------------- raw protocol
 
-fn send(s: &mut TcpStream, m: &Msg) {
-    s.write_all(&wire::encode_to_vec(m, 0)).unwrap();
-}
-
-/// Reads one frame (None: the server closed or reset the connection, or
-/// nothing came within the socket's read timeout).
-fn recv(s: &mut TcpStream) -> Option<Msg> {
-    let mut h = [0u8; HEADER_LEN];
-    s.read_exact(&mut h).ok()?;
-    let header = wire::decode_header(&h).unwrap();
-    let mut payload = vec![0u8; header.payload_len as usize];
-    s.read_exact(&mut payload).ok()?;
-    Some(wire::decode_payload(&header, &payload).unwrap())
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// A connection from source address `src` (another peer on loopback).
 fn connect_from(src: IpAddr, addr: SocketAddr) -> TcpStream {
     let IpAddr::V4(v4) = src else {
         panic!("v4 only")

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod acl;
+pub mod raw;
 pub mod sim;
 
 use llmdd::datadist::options::collect;
