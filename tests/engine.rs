@@ -374,3 +374,99 @@ fn a_dead_peer_reads_connect_failed_and_connect_replaces_its_link() {
     client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
     assert_eq!(dst, src);
 }
+
+/// Small async TCP reads are sent by `TransferAsync` itself and end there
+/// when the reply comes within the busy-poll, or on a worker after it
+/// (`llmdd.BusyPollUs=0` hands every one over at once); posted many at a
+/// time, those that find no idle connection run whole on a worker. Every
+/// way lands the right bytes, and a read the server refuses fails with its
+/// status while the connection stays usable.
+#[test]
+fn small_tcp_async_reads_end_here_or_on_a_worker() {
+    for spin in ["50", "0"] {
+        let (server, sname) = engine(true);
+        let mut o = opts(true);
+        o.insert("llmdd.BusyPollUs".to_string(), spin.to_string());
+        let cname = format!("127.0.0.1:{}", free_port());
+        let client = Engine::new(&cname, &o).unwrap();
+        const PIECE: usize = 16 << 10;
+        let src = pattern(1 << 20, 9);
+        let extra = pattern(PIECE, 77);
+        let dst = vec![0u8; 1 << 20];
+        server
+            .register_mem(src.as_ptr() as u64, src.len() as u64, 0)
+            .unwrap();
+        let extra_id = server
+            .register_mem(extra.as_ptr() as u64, extra.len() as u64, 0)
+            .unwrap();
+        client
+            .register_mem(dst.as_ptr() as u64, dst.len() as u64, 0)
+            .unwrap();
+        client.connect(&sname, 5000).unwrap();
+        let piece = |k: usize| {
+            [OpDesc {
+                local_addr: dst.as_ptr() as usize + k * PIECE,
+                remote_addr: src.as_ptr() as usize + k * PIECE,
+                len: PIECE,
+            }]
+        };
+        let wait = |r: &std::sync::Arc<llmdd::engine::Request>| {
+            let o = r
+                .wait(Some(Instant::now() + Duration::from_secs(20)))
+                .expect("ended");
+            client.forget(r);
+            o
+        };
+        // One at a time.
+        for k in 0..32 {
+            let r = client
+                .transfer_async(&sname, Op::Read, &piece(k), 10_000, None, 0)
+                .unwrap();
+            let o = wait(&r);
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+            assert_eq!(
+                &dst[k * PIECE..(k + 1) * PIECE],
+                &src[k * PIECE..(k + 1) * PIECE]
+            );
+        }
+        // Many at once: more than the link's connections.
+        let reqs: Vec<_> = (0..64)
+            .map(|k| {
+                client
+                    .transfer_async(&sname, Op::Read, &piece(k), 10_000, None, 0)
+                    .unwrap()
+            })
+            .collect();
+        for r in &reqs {
+            let o = wait(r);
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+        }
+        assert!(dst == src, "{spin}: bytes differ after 64 concurrent reads");
+        // The client saw `extra` registered, then the server dropped it: the
+        // server refuses the read, the request fails with that status, and
+        // the next read on the same link works.
+        let one = [OpDesc {
+            local_addr: dst.as_ptr() as usize,
+            remote_addr: extra.as_ptr() as usize,
+            len: PIECE,
+        }];
+        let r = client
+            .transfer_async(&sname, Op::Read, &one, 10_000, None, 0)
+            .unwrap();
+        assert_eq!(wait(&r).status, ReqStatus::Completed);
+        assert_eq!(&dst[..PIECE], &extra[..]);
+        server.deregister_mem(extra_id).unwrap();
+        let r = client
+            .transfer_async(&sname, Op::Read, &one, 10_000, None, 0)
+            .unwrap();
+        let o = wait(&r);
+        assert_eq!(o.status, ReqStatus::Failed, "{spin}");
+        assert!(o.error.is_some(), "{spin}");
+        let r = client
+            .transfer_async(&sname, Op::Read, &piece(3), 10_000, None, 0)
+            .unwrap();
+        assert_eq!(wait(&r).status, ReqStatus::Completed, "{spin}");
+        client.finalize();
+        server.finalize();
+    }
+}

@@ -616,6 +616,19 @@ impl Link {
         }
     }
 
+    /// An idle connection, if one is open and free now (never waits, never
+    /// dials): for work that must not block its caller.
+    pub fn take_idle_conn(self: &Arc<Self>) -> Option<ConnGuard> {
+        if self.check_open().is_err() {
+            return None;
+        }
+        let (c, _) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(ConnGuard {
+            link: self.clone(),
+            conn: Some(c),
+        })
+    }
+
     /// Takes up to `n` connections for a striped transfer (at least one).
     pub fn take_conns(self: &Arc<Self>, n: usize, deadline: Instant) -> Result<Vec<ConnGuard>> {
         let mut v = vec![self.take_conn(deadline)?];

@@ -14,7 +14,7 @@ use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::peer_proc::PeerProcess;
-use crate::transport::tcp::check_reply;
+use crate::transport::tcp::{check_reply, BulkProgress, FrameReader};
 use crate::transport::wire::Msg;
 use crate::{bail, err};
 
@@ -253,6 +253,141 @@ fn tcp_one(
         r.map_err(|e| timeout_msg(link, e))?;
     }
     Ok(())
+}
+
+/// A TCP Read of a small plan on one connection, started on the calling
+/// thread and resumable on another: [`TcpRead::start`] sends the request,
+/// [`TcpRead::poll`] takes in whatever of the reply has arrived without
+/// blocking, [`TcpRead::finish`] waits for the rest. An async request uses
+/// it to complete on its caller when the reply comes within the busy-poll,
+/// and to hand only the waiting to a worker otherwise. Dropped unfinished,
+/// its connection is closed (its stream stands inside a reply).
+pub struct TcpRead {
+    link: Arc<Link>,
+    guard: ConnGuard,
+    total: u64,
+    frame: FrameReader,
+    /// `Some` once the reply's header announced the bulk bytes.
+    bulk: Option<BulkProgress>,
+    done: bool,
+}
+
+impl TcpRead {
+    /// Whether `plan` is one request on one TCP connection of `link`.
+    pub fn fits(link: &Link, plan: &[Segment]) -> bool {
+        link.local_path.is_none()
+            && link.hccl().is_none()
+            && !plan.is_empty()
+            && plan.len() <= SEGMENTS_PER_REQUEST
+            && plan.iter().map(|s| s.len).sum::<u64>() < STRIPE_MIN_BYTES
+    }
+
+    /// Sends the Read for `plan` (which must [`fit`](TcpRead::fits)) on an
+    /// idle connection of `link`; `Ok(None)` when none is free now (the
+    /// caller then runs the transfer where waiting for one is fine).
+    pub fn start(link: &Arc<Link>, plan: &[Segment], deadline: Instant) -> Result<Option<TcpRead>> {
+        if link.is_dead() {
+            return Err(link.dead_error());
+        }
+        let Some(mut guard) = link.take_idle_conn() else {
+            return Ok(None);
+        };
+        let total = plan.iter().map(|s| s.len).sum();
+        let msg = Msg::Read {
+            segments: plan.to_vec(),
+            total,
+        };
+        guard
+            .conn()
+            .send(&msg, Some(deadline))
+            .map_err(|e| timeout_msg(link, e))?;
+        Ok(Some(TcpRead {
+            link: link.clone(),
+            guard,
+            total,
+            frame: FrameReader::default(),
+            bulk: None,
+            done: false,
+        }))
+    }
+
+    /// The busy-poll spin of its connection (`llmdd.BusyPollUs`).
+    pub fn spin(&mut self) -> std::time::Duration {
+        self.guard.conn().spin()
+    }
+
+    /// Takes in what has arrived of the reply (the same checks as a
+    /// blocking read); true once every byte of `plan` is in. `plan` is the
+    /// one it was started with.
+    pub fn poll(&mut self, plan: &[Segment], deadline: Instant) -> Result<bool> {
+        match self.step(plan) {
+            Ok(false) => Ok(false),
+            Ok(true) if Instant::now() > deadline => bail!(
+                Timeout,
+                "transfer with cluster {} exceeded sync_kv_timeout",
+                self.link.remote_cluster_id
+            ),
+            Ok(true) => Ok(true),
+            Err(e) => Err(timeout_msg(&self.link, e)),
+        }
+    }
+
+    fn step(&mut self, plan: &[Segment]) -> Result<bool> {
+        if self.done {
+            return Ok(true);
+        }
+        let c = self.guard.conn();
+        if self.bulk.is_none() {
+            let Some(m) = c.poll_frame(&mut self.frame)? else {
+                return Ok(false);
+            };
+            match m {
+                Msg::ReadData {
+                    status: 0,
+                    total: t,
+                    ..
+                } if t == self.total => self.bulk = Some(BulkProgress::default()),
+                Msg::ReadData { status: 0, .. } => {
+                    c.mark_broken();
+                    bail!(LinkFailed, "peer announced the wrong byte count")
+                }
+                Msg::ReadData {
+                    status, message, ..
+                } => {
+                    // Refused: no bulk follows, the stream is in step.
+                    self.done = true;
+                    return check_reply(status, &message, "remote read").map(|()| true);
+                }
+                m => {
+                    c.mark_broken();
+                    bail!(LinkFailed, "unexpected reply {} to Read", m.msg_type())
+                }
+            }
+        }
+        let p = self.bulk.as_mut().expect("set above");
+        if c.recv_bulk_some(plan, p)? {
+            self.done = true;
+        }
+        Ok(self.done)
+    }
+
+    /// Waits for the rest of the reply (bounded by `deadline`).
+    pub fn finish(&mut self, plan: &[Segment], deadline: Instant) -> Result<()> {
+        while !self.poll(plan, deadline)? {
+            if let Err(e) = self.guard.conn().wait_readable(deadline) {
+                return Err(timeout_msg(&self.link, e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TcpRead {
+    fn drop(&mut self) {
+        if !self.done {
+            self.guard.conn().mark_broken();
+        }
+    }
 }
 
 #[cfg(test)]
