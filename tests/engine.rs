@@ -375,14 +375,14 @@ fn a_dead_peer_reads_connect_failed_and_connect_replaces_its_link() {
     assert_eq!(dst, src);
 }
 
-/// Small async TCP reads are sent by `TransferAsync` itself and end there
-/// when the reply comes within the busy-poll, or on a worker after it
-/// (`llmdd.BusyPollUs=0` hands every one over at once); posted many at a
+/// Small async TCP reads and writes are sent by `TransferAsync` itself and
+/// end there when the reply comes within the busy-poll, or on a worker after
+/// it (`llmdd.BusyPollUs=0` hands every one over at once); posted many at a
 /// time, those that find no idle connection run whole on a worker. Every
-/// way lands the right bytes, and a read the server refuses fails with its
+/// way lands the right bytes, and a request the server refuses fails with its
 /// status while the connection stays usable.
 #[test]
-fn small_tcp_async_reads_end_here_or_on_a_worker() {
+fn small_tcp_async_transfers_end_here_or_on_a_worker() {
     for spin in ["50", "0"] {
         let (server, sname) = engine(true);
         let mut o = opts(true);
@@ -393,8 +393,12 @@ fn small_tcp_async_reads_end_here_or_on_a_worker() {
         let src = pattern(1 << 20, 9);
         let extra = pattern(PIECE, 77);
         let dst = vec![0u8; 1 << 20];
+        let back = vec![0u8; 1 << 20];
         server
             .register_mem(src.as_ptr() as u64, src.len() as u64, 0)
+            .unwrap();
+        server
+            .register_mem(back.as_ptr() as u64, back.len() as u64, 0)
             .unwrap();
         let extra_id = server
             .register_mem(extra.as_ptr() as u64, extra.len() as u64, 0)
@@ -410,6 +414,13 @@ fn small_tcp_async_reads_end_here_or_on_a_worker() {
                 len: PIECE,
             }]
         };
+        let piece_back = |k: usize| {
+            [OpDesc {
+                local_addr: dst.as_ptr() as usize + k * PIECE,
+                remote_addr: back.as_ptr() as usize + k * PIECE,
+                len: PIECE,
+            }]
+        };
         let wait = |r: &std::sync::Arc<llmdd::engine::Request>| {
             let o = r
                 .wait(Some(Instant::now() + Duration::from_secs(20)))
@@ -417,55 +428,57 @@ fn small_tcp_async_reads_end_here_or_on_a_worker() {
             client.forget(r);
             o
         };
-        // One at a time.
+        let post = |op: Op, d: &[OpDesc]| {
+            client
+                .transfer_async(&sname, op, d, 10_000, None, 0)
+                .unwrap()
+        };
+        // One at a time, reads then writes of what was read.
         for k in 0..32 {
-            let r = client
-                .transfer_async(&sname, Op::Read, &piece(k), 10_000, None, 0)
-                .unwrap();
-            let o = wait(&r);
+            let o = wait(&post(Op::Read, &piece(k)));
             assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
             assert_eq!(
                 &dst[k * PIECE..(k + 1) * PIECE],
                 &src[k * PIECE..(k + 1) * PIECE]
             );
+            let o = wait(&post(Op::Write, &piece_back(k)));
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+            assert_eq!(
+                &back[k * PIECE..(k + 1) * PIECE],
+                &src[k * PIECE..(k + 1) * PIECE]
+            );
         }
         // Many at once: more than the link's connections.
-        let reqs: Vec<_> = (0..64)
-            .map(|k| {
-                client
-                    .transfer_async(&sname, Op::Read, &piece(k), 10_000, None, 0)
-                    .unwrap()
-            })
-            .collect();
+        let reqs: Vec<_> = (0..64).map(|k| post(Op::Read, &piece(k))).collect();
         for r in &reqs {
             let o = wait(r);
             assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
         }
         assert!(dst == src, "{spin}: bytes differ after 64 concurrent reads");
+        let reqs: Vec<_> = (0..64).map(|k| post(Op::Write, &piece_back(k))).collect();
+        for r in &reqs {
+            let o = wait(r);
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+        }
+        assert!(back == src, "{spin}: bytes differ after 64 concurrent writes");
         // The client saw `extra` registered, then the server dropped it: the
-        // server refuses the read, the request fails with that status, and
-        // the next read on the same link works.
+        // server refuses the read and the write, each request fails with that
+        // status, and the next one on the same link works.
         let one = [OpDesc {
             local_addr: dst.as_ptr() as usize,
             remote_addr: extra.as_ptr() as usize,
             len: PIECE,
         }];
-        let r = client
-            .transfer_async(&sname, Op::Read, &one, 10_000, None, 0)
-            .unwrap();
-        assert_eq!(wait(&r).status, ReqStatus::Completed);
+        assert_eq!(wait(&post(Op::Read, &one)).status, ReqStatus::Completed);
         assert_eq!(&dst[..PIECE], &extra[..]);
         server.deregister_mem(extra_id).unwrap();
-        let r = client
-            .transfer_async(&sname, Op::Read, &one, 10_000, None, 0)
-            .unwrap();
-        let o = wait(&r);
-        assert_eq!(o.status, ReqStatus::Failed, "{spin}");
-        assert!(o.error.is_some(), "{spin}");
-        let r = client
-            .transfer_async(&sname, Op::Read, &piece(3), 10_000, None, 0)
-            .unwrap();
-        assert_eq!(wait(&r).status, ReqStatus::Completed, "{spin}");
+        for op in [Op::Read, Op::Write] {
+            let o = wait(&post(op, &one));
+            assert_eq!(o.status, ReqStatus::Failed, "{spin} {op:?}");
+            assert!(o.error.is_some(), "{spin}");
+            let o = wait(&post(Op::Read, &piece(3)));
+            assert_eq!(o.status, ReqStatus::Completed, "{spin} after {op:?}");
+        }
         client.finalize();
         server.finalize();
     }

@@ -211,15 +211,20 @@ impl Engine {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(Request::new(seq, user_data));
         let bytes: u64 = plan.iter().map(|s| s.len).sum();
-        if notice.is_none() && op == Op::Read && exec::TcpRead::fits(&link, &plan) {
+        if notice.is_none() && exec::TcpExchange::fits(&link, &plan) {
             let started = Instant::now();
+            let dir = match op {
+                Op::Read => Dir::Read,
+                Op::Write => Dir::Write,
+            };
             let begun = link
                 .begin()
-                .and_then(|g| Ok(exec::TcpRead::start(&link, &plan, deadline)?.map(|rd| (g, rd))));
+                .and_then(|g| Ok(exec::TcpExchange::begin(&link, &plan, dir)?.map(|x| (g, x))));
             // `None`: no idle connection now, so a worker runs it whole (below).
             if let Some(begun) = begun.transpose() {
-                let job = ReadJob {
+                let job = ExchangeJob {
                     req,
+                    op,
                     name,
                     link,
                     plan,
@@ -228,7 +233,7 @@ impl Engine {
                     bytes,
                     deadline,
                 };
-                return self.read_begun_here(job, begun);
+                return self.begun_here(job, begun);
             }
         }
         if notice.is_none()
@@ -271,25 +276,25 @@ impl Engine {
         Ok(req)
     }
 
-    /// A small TCP read of `TransferAsync`: sent on this thread, and finished
-    /// here if its reply arrives within the connection's busy-poll (as the
-    /// synchronous call would wait for it); otherwise only the waiting goes to
-    /// a worker. This keeps the async call as fast as the sync one on a busy
+    /// A small TCP read or write of `TransferAsync`: sent on this thread,
+    /// and finished here if its reply arrives within the connection's
+    /// busy-poll (as the synchronous call would wait for it); otherwise only
+    /// the rest (sending, waiting) goes to a worker. This keeps the async call as fast as the sync one on a busy
     /// 2-vCPU machine, where handing the whole exchange over costs a wake-up.
-    fn read_begun_here(
+    fn begun_here(
         &self,
-        mut job: ReadJob,
-        begun: Result<(InflightGuard, exec::TcpRead)>,
+        mut job: ExchangeJob,
+        begun: Result<(InflightGuard, exec::TcpExchange)>,
     ) -> Result<Arc<Request>> {
         let (plan, deadline) = (&job.plan, job.deadline);
-        let begun = begun.and_then(|(inflight, mut rd)| {
-            let until = Instant::now() + rd.spin();
+        let begun = begun.and_then(|(inflight, mut x)| {
+            let until = Instant::now() + x.spin();
             loop {
-                if rd.poll(plan, deadline)? {
+                if x.poll(plan, deadline)? {
                     return Ok(None);
                 }
                 if Instant::now() >= until {
-                    return Ok(Some((inflight, rd)));
+                    return Ok(Some((inflight, x)));
                 }
                 std::hint::spin_loop();
             }
@@ -460,55 +465,60 @@ impl Drop for TransferJob {
     }
 }
 
-/// The rest of a TCP read begun in `TransferAsync` (`read_begun_here`): a
-/// worker waits for its reply. The job is taken out of its slot when it runs,
+/// The rest of a TCP exchange begun in `TransferAsync` (`begun_here`): a
+/// worker sends what is left and waits for the reply. The job is taken out of its slot when it runs,
 /// so the connection and in-flight guard go when it ends.
-struct ReadJob {
+struct ExchangeJob {
     req: Arc<Request>,
+    op: Op,
     name: EngineName,
     link: Arc<Link>,
     plan: Vec<Segment>,
-    /// The read and the in-flight guard that keeps an unlink waiting for it.
-    begun: Option<(InflightGuard, exec::TcpRead)>,
+    /// The exchange and the in-flight guard that keeps an unlink waiting for it.
+    begun: Option<(InflightGuard, exec::TcpExchange)>,
     started: Instant,
     bytes: u64,
     deadline: Instant,
 }
 
-impl ReadJob {
+impl ExchangeJob {
     /// Records the outcome in the link's statistics and the request.
     fn end(&self, r: Result<()>) {
         let r = r.map_err(|e| timed_out(&self.name, e));
-        let mut stat = self.link.stats.start_at(Direction::Pull, self.started);
+        let dir = match self.op {
+            Op::Read => Direction::Pull,
+            Op::Write => Direction::Push,
+        };
+        let mut stat = self.link.stats.start_at(dir, self.started);
         stat.set_bytes(self.bytes);
         stat.finish(self.link.path(), &r);
         self.req.finish(r);
     }
 }
 
-impl Job for Mutex<Option<ReadJob>> {
+impl Job for Mutex<Option<ExchangeJob>> {
     fn run(self: Arc<Self>, _slot: &mut Slot<'_>) {
         let Some(mut j) = self.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let Some((inflight, mut rd)) = j.begun.take() else {
+        let Some((inflight, mut x)) = j.begun.take() else {
             return;
         };
         let r = if j.req.is_cancelled() {
-            // Dropping the read unfinished closes its connection.
+            // Dropping the exchange unfinished closes its connection.
             Err(err!(Failed, "the request was cancelled"))
         } else {
-            rd.finish(&j.plan, j.deadline)
+            x.finish(&j.plan, j.deadline)
         };
         // The connection goes back (or closes) before the caller can see the
         // outcome and post again.
-        drop(rd);
+        drop(x);
         drop(inflight);
         j.end(r);
     }
 }
 
-impl Drop for ReadJob {
+impl Drop for ExchangeJob {
     fn drop(&mut self) {
         // A job dropped unrun (pool shut down) still ends its request.
         self.req

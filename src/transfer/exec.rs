@@ -255,24 +255,30 @@ fn tcp_one(
     Ok(())
 }
 
-/// A TCP Read of a small plan on one connection, started on the calling
-/// thread and resumable on another: [`TcpRead::start`] sends the request,
-/// [`TcpRead::poll`] takes in whatever of the reply has arrived without
-/// blocking, [`TcpRead::finish`] waits for the rest. An async request uses
-/// it to complete on its caller when the reply comes within the busy-poll,
-/// and to hand only the waiting to a worker otherwise. Dropped unfinished,
-/// its connection is closed (its stream stands inside a reply).
-pub struct TcpRead {
+/// A TCP Read or Write of a small plan on one connection, begun on the
+/// calling thread and resumable on another: [`TcpExchange::poll`] sends what
+/// the socket takes and takes in what has arrived of the reply without
+/// blocking, [`TcpExchange::finish`] waits for the rest. An async request
+/// uses it to complete on its caller when the reply comes within the
+/// busy-poll, and to hand only the waiting to a worker otherwise. Dropped
+/// unfinished, its connection is closed (its stream stands inside a frame).
+pub struct TcpExchange {
     link: Arc<Link>,
     guard: ConnGuard,
+    dir: Dir,
     total: u64,
-    frame: FrameReader,
-    /// `Some` once the reply's header announced the bulk bytes.
+    /// The encoded request; a Write's bulk bytes follow it.
+    frame: Vec<u8>,
+    /// Bytes of the request (and a Write's bulk) sent, of `out`.
+    sent: u64,
+    out: u64,
+    reply: FrameReader,
+    /// A Read's bulk receive, once the reply's header announced it.
     bulk: Option<BulkProgress>,
     done: bool,
 }
 
-impl TcpRead {
+impl TcpExchange {
     /// Whether `plan` is one request on one TCP connection of `link`.
     pub fn fits(link: &Link, plan: &[Segment]) -> bool {
         link.local_path.is_none()
@@ -282,30 +288,39 @@ impl TcpRead {
             && plan.iter().map(|s| s.len).sum::<u64>() < STRIPE_MIN_BYTES
     }
 
-    /// Sends the Read for `plan` (which must [`fit`](TcpRead::fits)) on an
-    /// idle connection of `link`; `Ok(None)` when none is free now (the
+    /// The exchange for `plan` (which must [`fit`](TcpExchange::fits)) on
+    /// an idle connection of `link`; `Ok(None)` when none is free now (the
     /// caller then runs the transfer where waiting for one is fine).
-    pub fn start(link: &Arc<Link>, plan: &[Segment], deadline: Instant) -> Result<Option<TcpRead>> {
+    /// Nothing is sent before the first [`poll`](TcpExchange::poll).
+    pub fn begin(link: &Arc<Link>, plan: &[Segment], dir: Dir) -> Result<Option<TcpExchange>> {
         if link.is_dead() {
             return Err(link.dead_error());
         }
         let Some(mut guard) = link.take_idle_conn() else {
             return Ok(None);
         };
-        let total = plan.iter().map(|s| s.len).sum();
-        let msg = Msg::Read {
-            segments: plan.to_vec(),
-            total,
+        let c = guard.conn();
+        if !c.sends_alone() {
+            return Ok(None);
+        }
+        let total: u64 = plan.iter().map(|s| s.len).sum();
+        let segments = plan.to_vec();
+        let msg = match dir {
+            Dir::Read => Msg::Read { segments, total },
+            Dir::Write => Msg::Write { segments, total },
         };
-        guard
-            .conn()
-            .send(&msg, Some(deadline))
-            .map_err(|e| timeout_msg(link, e))?;
-        Ok(Some(TcpRead {
+        let mut frame = Vec::new();
+        c.encode_frame(&msg, &mut frame);
+        let out = frame.len() as u64 + if dir == Dir::Write { total } else { 0 };
+        Ok(Some(TcpExchange {
             link: link.clone(),
             guard,
+            dir,
             total,
-            frame: FrameReader::default(),
+            frame,
+            sent: 0,
+            out,
+            reply: FrameReader::default(),
             bulk: None,
             done: false,
         }))
@@ -316,9 +331,9 @@ impl TcpRead {
         self.guard.conn().spin()
     }
 
-    /// Takes in what has arrived of the reply (the same checks as a
-    /// blocking read); true once every byte of `plan` is in. `plan` is the
-    /// one it was started with.
+    /// Sends what the socket takes and takes in what has arrived of the
+    /// reply (the same checks as the blocking path); true once the exchange
+    /// is complete. `plan` is the one it began with.
     pub fn poll(&mut self, plan: &[Segment], deadline: Instant) -> Result<bool> {
         match self.step(plan) {
             Ok(false) => Ok(false),
@@ -337,30 +352,47 @@ impl TcpRead {
             return Ok(true);
         }
         let c = self.guard.conn();
+        if self.sent < self.out {
+            let bulk = if self.dir == Dir::Write { plan } else { &[] };
+            if !c.send_some(&self.frame, bulk, &mut self.sent)? {
+                return Ok(false);
+            }
+        }
         if self.bulk.is_none() {
-            let Some(m) = c.poll_frame(&mut self.frame)? else {
+            let Some(m) = c.poll_frame(&mut self.reply)? else {
                 return Ok(false);
             };
-            match m {
-                Msg::ReadData {
-                    status: 0,
-                    total: t,
-                    ..
-                } if t == self.total => self.bulk = Some(BulkProgress::default()),
-                Msg::ReadData { status: 0, .. } => {
+            match (self.dir, m) {
+                (
+                    Dir::Read,
+                    Msg::ReadData {
+                        status: 0,
+                        total: t,
+                        ..
+                    },
+                ) if t == self.total => self.bulk = Some(BulkProgress::default()),
+                (Dir::Read, Msg::ReadData { status: 0, .. }) => {
                     c.mark_broken();
                     bail!(LinkFailed, "peer announced the wrong byte count")
                 }
-                Msg::ReadData {
-                    status, message, ..
-                } => {
+                (
+                    Dir::Read,
+                    Msg::ReadData {
+                        status, message, ..
+                    },
+                ) => {
                     // Refused: no bulk follows, the stream is in step.
                     self.done = true;
                     return check_reply(status, &message, "remote read").map(|()| true);
                 }
-                m => {
+                (Dir::Write, Msg::Reply { status, message }) => {
+                    self.done = true;
+                    return check_reply(status, &message, "remote write").map(|()| true);
+                }
+                (dir, m) => {
                     c.mark_broken();
-                    bail!(LinkFailed, "unexpected reply {} to Read", m.msg_type())
+                    let what = if dir == Dir::Read { "Read" } else { "Write" };
+                    bail!(LinkFailed, "unexpected reply {} to {what}", m.msg_type())
                 }
             }
         }
@@ -371,10 +403,16 @@ impl TcpRead {
         Ok(self.done)
     }
 
-    /// Waits for the rest of the reply (bounded by `deadline`).
+    /// Waits for the rest of the exchange (bounded by `deadline`).
     pub fn finish(&mut self, plan: &[Segment], deadline: Instant) -> Result<()> {
         while !self.poll(plan, deadline)? {
-            if let Err(e) = self.guard.conn().wait_readable(deadline) {
+            let c = self.guard.conn();
+            let r = if self.sent < self.out {
+                c.wait_writable(deadline)
+            } else {
+                c.wait_readable(deadline)
+            };
+            if let Err(e) = r {
                 return Err(timeout_msg(&self.link, e));
             }
         }
@@ -382,7 +420,7 @@ impl TcpRead {
     }
 }
 
-impl Drop for TcpRead {
+impl Drop for TcpExchange {
     fn drop(&mut self) {
         if !self.done {
             self.guard.conn().mark_broken();

@@ -487,6 +487,84 @@ impl Conn {
         }
     }
 
+    /// Encodes `msg` (with this connection's tag) into `frame`, for
+    /// [`Conn::send_some`].
+    pub fn encode_frame(&self, msg: &Msg, frame: &mut Vec<u8>) {
+        frame.clear();
+        wire::encode(msg, self.tag, frame);
+    }
+
+    /// Whether [`Conn::send_some`] may be used: a connection whose writes
+    /// take turns with another writer (a control connection) may not.
+    pub fn sends_alone(&self) -> bool {
+        self.write_lock.is_none()
+    }
+
+    /// Sends what the socket takes now of `frame` followed by the bytes of
+    /// `bulk` (each segment's `src`), from `*sent` bytes in, without
+    /// blocking; true once all is out. No allocation: at most
+    /// [`BULK_STEP_IOVS`] pieces per `sendmsg`. Only for a connection that
+    /// [`sends_alone`](Conn::sends_alone).
+    pub fn send_some(&mut self, frame: &[u8], bulk: &[Segment], sent: &mut u64) -> Result<bool> {
+        debug_assert!(self.sends_alone());
+        let fd = self.stream.as_raw_fd();
+        let total = frame.len() as u64 + bulk.iter().map(|s| s.len).sum::<u64>();
+        while *sent < total {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BULK_STEP_IOVS];
+            let mut n = 0;
+            let mut skip = *sent;
+            let pieces = std::iter::once((frame.as_ptr() as u64, frame.len() as u64))
+                .chain(bulk.iter().map(|s| (s.src, s.len)));
+            for (addr, len) in pieces {
+                if n == BULK_STEP_IOVS {
+                    break;
+                }
+                if skip >= len {
+                    skip -= len;
+                    continue;
+                }
+                iov[n] = libc::iovec {
+                    iov_base: (addr + skip) as usize as *mut _,
+                    iov_len: (len - skip) as usize,
+                };
+                skip = 0;
+                n += 1;
+            }
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n as _;
+            // SAFETY: the iovecs point at `frame` and at bulk memory the
+            // caller vouches for (checked against its registrations).
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        let peer = self.peer;
+                        return self.fail(io_err("sending", &peer, e));
+                    }
+                }
+            }
+            *sent += r as u64;
+        }
+        Ok(true)
+    }
+
+    /// Waits without spinning until the socket is writable, or fails with
+    /// `Timeout` at `deadline` (the connection is then broken).
+    pub fn wait_writable(&mut self, deadline: Instant) -> Result<()> {
+        let mut spun = true;
+        match self.wait(libc::POLLOUT, Some(deadline), &mut spun) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Waits without spinning until the socket is readable, or fails with
     /// `Timeout` at `deadline` (the connection is then broken: a reply may
     /// still be on its way).
