@@ -188,7 +188,9 @@ fn run_path(tcp: bool, rounds: usize) {
         for _ in 0..n {
             let t = Instant::now();
             if async_ {
-                let r = e.transfer_async(&server, op, &one, 10_000, None, 0).unwrap();
+                let r = e
+                    .transfer_async(&server, op, &one, 10_000, None, 0)
+                    .unwrap();
                 // As a GetTransferStatus loop does (it yields while WAITING).
                 while r.outcome().is_none() {
                     std::thread::yield_now();

@@ -460,7 +460,10 @@ fn small_tcp_async_transfers_end_here_or_on_a_worker() {
             let o = wait(r);
             assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
         }
-        assert!(back == src, "{spin}: bytes differ after 64 concurrent writes");
+        assert!(
+            back == src,
+            "{spin}: bytes differ after 64 concurrent writes"
+        );
         // The client saw `extra` registered, then the server dropped it: the
         // server refuses the read and the write, each request fails with that
         // status, and the next one on the same link works.
@@ -482,4 +485,116 @@ fn small_tcp_async_transfers_end_here_or_on_a_worker() {
         client.finalize();
         server.finalize();
     }
+}
+
+/// The serving side of the stopped-peer test, in a child process: registers
+/// a patterned 64 KiB buffer, prints `ADDR <address>`, serves until stdin
+/// closes.
+fn serve_in_child(name: &str) {
+    let e = Engine::new(name, &opts(true)).expect("server engine");
+    let buf = pattern(64 << 10, 5);
+    e.register_mem(buf.as_ptr() as u64, buf.len() as u64, 0)
+        .expect("register");
+    println!("ADDR {}", buf.as_ptr() as usize);
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+    e.finalize();
+}
+
+/// A small async TCP transfer to a peer that stops answering (SIGSTOP) costs
+/// `TransferAsync` no more than its busy-poll: the request ends TIMEOUT at
+/// its deadline on a worker, the link serves again once the peer resumes,
+/// and after the peer is killed requests fail with a status, never hang.
+#[test]
+fn a_stopped_or_killed_peer_never_blocks_transfer_async() {
+    const ME: &str = "a_stopped_or_killed_peer_never_blocks_transfer_async";
+    if let Ok(name) = std::env::var("ENGINE_TEST_SERVE") {
+        return serve_in_child(&name);
+    }
+    use std::io::BufRead;
+    let sname = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", ME, "--nocapture", "--test-threads=1"])
+        .env("ENGINE_TEST_SERVE", &sname)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let remote: usize = loop {
+        let l = lines.next().expect("child output").unwrap();
+        // The harness's own "test ... " may precede it on the line.
+        if let Some(i) = l.find("ADDR ") {
+            break l[i + 5..].trim().parse().unwrap();
+        }
+    };
+    let pid = child.id() as i32;
+    let (client, _) = engine(true);
+    let dst = vec![0u8; 64 << 10];
+    client
+        .register_mem(dst.as_ptr() as u64, dst.len() as u64, 0)
+        .unwrap();
+    client.connect(&sname, 5000).unwrap();
+    let one = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: remote,
+        len: 16 << 10,
+    }];
+    client
+        .transfer(&sname, Op::Read, &one, 5000, None)
+        .expect("warm-up read");
+    assert_eq!(&dst[..16 << 10], &pattern(64 << 10, 5)[..16 << 10]);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    for op in [Op::Read, Op::Write] {
+        let t = Instant::now();
+        let r = client
+            .transfer_async(&sname, op, &one, 300, None, 0)
+            .unwrap();
+        let posted = t.elapsed();
+        // The busy-poll is 50 µs; the bound only has to outlast a busy
+        // machine's scheduling, and be far below the 300 ms timeout.
+        assert!(
+            posted < Duration::from_millis(150),
+            "{op:?}: TransferAsync took {posted:?}"
+        );
+        let o = r
+            .wait(Some(Instant::now() + Duration::from_secs(20)))
+            .expect("ended");
+        assert_eq!(o.status, ReqStatus::Timeout, "{op:?}: {:?}", o.error);
+        client.forget(&r);
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let r = client
+        .transfer_async(&sname, Op::Read, &one, 5000, None, 0)
+        .unwrap();
+    let o = r
+        .wait(Some(Instant::now() + Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(
+        o.status,
+        ReqStatus::Completed,
+        "after SIGCONT: {:?}",
+        o.error
+    );
+    client.forget(&r);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for op in [Op::Read, Op::Write] {
+        match client.transfer_async(&sname, op, &one, 2000, None, 0) {
+            // Refused at once (the link is known dead) or failed on the way.
+            Err(e) => assert_ne!(e.status, Status::Success),
+            Ok(r) => {
+                let o = r
+                    .wait(Some(Instant::now() + Duration::from_secs(20)))
+                    .unwrap();
+                assert_ne!(o.status, ReqStatus::Completed, "{op:?} to a killed peer");
+                client.forget(&r);
+            }
+        }
+    }
+    client.finalize();
 }
