@@ -11,11 +11,11 @@ use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
 use crate::datadist::acl_rules::{self, Op as AclOp};
-use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
 use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
 use crate::transfer::exec;
+use crate::transfer::link::{request, Link};
 use crate::transport::local;
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;

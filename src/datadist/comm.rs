@@ -27,12 +27,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::datadist::link::Link;
 use crate::datadist::rank_table::RankTable;
 use crate::datadist::session::Session;
 use crate::device::acl_backend::AclBackend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::hccl_path::HcclLink;
+use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err, log_info, log_warn};

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::datadist::comm::MemStatus;
-use crate::datadist::link::Link;
 use crate::datadist::session::Session;
 use crate::err;
 use crate::stats::{LinkStats, Path, Snapshot};
 use crate::status::{Result, Status};
+use crate::transfer::link::Link;
 
 /// The state of the link to one cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]

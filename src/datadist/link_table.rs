@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::link::Link;
 use crate::bail;
 use crate::status::Result;
+use crate::transfer::link::Link;
 
 /// The (at most) two links to one cluster.
 #[derive(Default)]

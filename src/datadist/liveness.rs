@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll::EventFlags;
 
-use crate::datadist::link::Link;
 use crate::status::Result;
+use crate::transfer::link::Link;
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::poller::{Reactor, Tick, Watcher};
 

@@ -11,7 +11,6 @@ pub mod cache_ops;
 pub mod comm;
 pub mod handshake;
 pub mod instance;
-pub mod link;
 pub mod link_state;
 pub(crate) mod link_table;
 pub mod liveness;
@@ -20,4 +19,7 @@ pub mod options;
 pub mod rank_table;
 pub mod session;
 
+/// The link moved to the engine layer (`transfer::link`); this path stays for
+/// the integration tests and embedders that name it.
+pub use crate::transfer::link;
 pub use instance::{ClusterInfo, Instance, IpInfo};

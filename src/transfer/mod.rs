@@ -1,8 +1,10 @@
-//! The engine: executes transfer plans, runs layer-wise async tasks and serves
+//! The engine: the links (connections, data paths, in-flight accounting),
+//! executes transfer plans over them, runs layer-wise async tasks and serves
 //! peers' requests.
 
 pub mod exec;
 pub mod hccl_path;
+pub mod link;
 pub mod pool;
 pub mod serve;
 pub mod task;

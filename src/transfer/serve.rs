@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use crate::cache::registry::Resolved;
 use crate::datadist::access::Access;
-use crate::datadist::link::Link;
 use crate::datadist::session::{serve_deadline, server_unlink, Session};
 use crate::log::rate::warn_refusal;
 use crate::status::{Result, Status};
+use crate::transfer::link::Link;
 use crate::transport::tcp::Conn;
 use crate::transport::wire::Msg;
 use crate::{bail, err};
