@@ -17,6 +17,7 @@ pub mod liveness;
 pub mod notify;
 pub mod options;
 pub mod rank_table;
+pub mod serve_host;
 pub mod session;
 
 /// The link moved to the engine layer (`transfer::link`); this path stays for

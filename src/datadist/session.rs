@@ -25,6 +25,7 @@ use crate::device::pool::Pool;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::serve::{serve, ServedCount};
 use crate::transfer::task::TaskSet;
 use crate::transport::local;
 use crate::transport::poller;
@@ -188,6 +189,11 @@ impl Session {
         let h = Arc::new(poller::acquire()?);
         *g = Some(h.clone());
         Ok(h)
+    }
+
+    /// The count of this session's served connections (`transfer::serve`).
+    pub(crate) fn served_count(&self) -> &Arc<ServedCount> {
+        &self.served
     }
 
     /// The acl backend's state, if the session runs on it.
@@ -1227,178 +1233,4 @@ fn log_dropped(peer: SocketAddr, why: &str) {
 fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
     let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
     crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
-}
-
-/// Connections of a session being served, and a wait for none to be left.
-#[derive(Default)]
-struct ServedCount {
-    n: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl ServedCount {
-    fn guard(self: &Arc<Self>) -> ServedGuard {
-        *self.n.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        ServedGuard(self.clone())
-    }
-
-    /// Waits up to `bound` for no served connection to be left.
-    fn wait_zero(&self, bound: Duration) -> bool {
-        let until = Instant::now() + bound;
-        let mut n = self.n.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            n = self
-                .cv
-                .wait_timeout(n, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
-    }
-}
-
-struct ServedGuard(Arc<ServedCount>);
-
-impl Drop for ServedGuard {
-    fn drop(&mut self) {
-        let mut n = self.0.n.lock().unwrap_or_else(|p| p.into_inner());
-        *n -= 1;
-        if *n == 0 {
-            self.0.cv.notify_all();
-        }
-    }
-}
-
-/// The requests of one connection of a link, served on the control plane's
-/// poller. `control` marks the link's first connection on the server: losing
-/// it means the client is gone.
-struct LinkService {
-    session: Arc<Session>,
-    link: Arc<Link>,
-    control: bool,
-    _counted: ServedGuard,
-}
-
-impl crate::transport::poller::Service for LinkService {
-    fn handle(&self, conn: &mut Conn, msg: Msg) -> Result<bool> {
-        let link = &self.link;
-        if self.control
-            && matches!(
-                msg,
-                Msg::Reply { .. } | Msg::Table { .. } | Msg::Resolved { .. }
-            )
-        {
-            // The answer to this side's own request on the control connection.
-            link.deliver_reply(conn.tag(), msg);
-            return Ok(true);
-        }
-        // An unlink waits for the requests being served (not for itself).
-        let _serving = (!matches!(msg, Msg::Unlink)).then(|| link.serving());
-        crate::transfer::serve::handle(&self.session, link, conn, msg).inspect_err(|e| {
-            if !link.is_closed() {
-                log_warn!(
-                    "dropping connection from cluster {}: {}",
-                    link.remote_cluster_id,
-                    e.message
-                );
-            }
-        })
-    }
-
-    fn ended(&self, why: Error) {
-        let (session, link) = (&self.session, &self.link);
-        if !link.is_closed() {
-            crate::log_debug!(
-                "connection of link to cluster {} ended: {}",
-                link.remote_cluster_id,
-                why.message
-            );
-        }
-        if self.control && link.we_dialed {
-            // The server closed the control connection (unlink, forced
-            // unlink, finalize, exit) or keepalive errored it: the link is
-            // dead, unless this side's own unlink is under way (which ends it).
-            if !link.is_closed() && !link.is_draining() {
-                link.mark_dead(&format!("the server ended it: {}", why.message));
-            }
-            return;
-        }
-        // A link still in the table whose control connection ended is over;
-        // one that is dead (its same-host client exited: `Link::mark_dead`)
-        // was torn down already, and only leaves the table here.
-        if self.control && session.remove_exact(link) {
-            if let Some(why) = link.dead_reason() {
-                log_info!(
-                    "client cluster {} is gone ({why}); freed our side of its link",
-                    link.remote_cluster_id
-                );
-            } else if link.comm_id != 0 {
-                // The usual end of a rank-table link: the dialer unlinked first.
-                log_info!(
-                    "cluster {} closed its side of comm {}; freeing the link",
-                    link.remote_cluster_id,
-                    link.comm_id
-                );
-            } else {
-                // Routine after a forced unlink on the client (spec flow 2), so info.
-                log_info!(
-                    "client cluster {} closed its link (forced unlink or exit); freeing our side",
-                    link.remote_cluster_id
-                );
-            }
-            link.teardown(Duration::ZERO);
-        }
-    }
-}
-
-/// Serves requests arriving on `conn` until it closes, on the control
-/// plane's poller (`transport::poller`). `control` marks the link's first
-/// connection on the server. Waiting for a request has no deadline (an idle
-/// link is bounded by keepalive); a frame, once begun, must arrive within
-/// `llmdd.IoTimeoutMs`, and so must each served request's I/O.
-pub fn serve(session: Arc<Session>, link: Arc<Link>, mut conn: Conn, control: bool) {
-    conn.set_frame_limit(wire::MAX_PAYLOAD);
-    let frame_timeout = session.config.net.io_timeout;
-    let counted = session.served.guard();
-    let svc = Arc::new(LinkService {
-        session,
-        link,
-        control,
-        _counted: counted,
-    });
-    match svc.session.reactor() {
-        Ok(r) => r.serve(conn, svc, frame_timeout),
-        Err(e) => {
-            drop(conn);
-            crate::transport::poller::Service::ended(&*svc, e);
-        }
-    }
-}
-
-/// Handles `Unlink` on the server: waits (up to `llm.SyncKvCacheWaitTime`)
-/// for the requests of the link still being served and for this side's own
-/// transfers on it, then drops our side of `link`.
-pub fn server_unlink(session: &Session, link: &Arc<Link>) {
-    if !link.drain(session.config.sync_kv_timeout) {
-        log_warn!(
-            "cluster {} unlinks while requests are still in flight; they are cut",
-            link.remote_cluster_id
-        );
-    }
-    if session.remove_exact(link) {
-        log_info!(
-            "cluster {} unlinked by cluster {}",
-            session.cluster_id,
-            link.remote_cluster_id
-        );
-    }
-}
-
-/// Deadline for serving-side I/O of one request (`llmdd.IoTimeoutMs`).
-pub fn serve_deadline(session: &Session) -> Instant {
-    Instant::now() + session.config.net.io_timeout
 }
