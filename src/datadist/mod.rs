@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod instance;
 pub mod link_state;
 pub(crate) mod link_table;
+pub(crate) mod listener;
 pub mod liveness;
 pub mod notify;
 pub mod options;

@@ -1,0 +1,209 @@
+//! A listening endpoint of an instance: the socket, its accept thread
+//! ("llmdd-accept") and the wake-up that stops it. Accepted connections go to
+//! the instance ([`Admit`]), which applies the admission caps and runs the
+//! handshake; when the process is out of descriptors the accept loop answers
+//! a waiting connection with a refusal itself (through a spare descriptor),
+//! so the client fails at once instead of after its link timeout.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use crate::datadist::admission::{self, SpareFd};
+use crate::status::{Result, Status};
+use crate::transport::tcp::{eventfd, notify, poll_fd};
+use crate::{bail, err};
+
+/// What a listener hands its accepted connections to (the instance).
+pub(crate) trait Admit: Send + Sync {
+    /// The instance's cluster id (for logs).
+    fn cluster_id(&self) -> u64;
+    /// True once finalize has begun: the accept loop stops.
+    fn is_closing(&self) -> bool;
+    /// Takes an accepted connection in (or refuses it, with a reason).
+    /// `comm_only`: it arrived on a listener bound for rank-table comms.
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, comm_only: bool);
+}
+
+/// The listening endpoint and its accept thread.
+pub(crate) struct Listener {
+    addr: SocketAddr,
+    wake: i32,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Binds `addr` and starts its accept thread, which hands connections to
+    /// `host` while it lives. `comm_only`: a listener bound for rank-table
+    /// comms (passed on to [`Admit::admit`]).
+    pub(crate) fn bind(addr: SocketAddr, comm_only: bool, host: Weak<dyn Admit>) -> Result<Self> {
+        let l =
+            TcpListener::bind(addr).map_err(|e| err!(Failed, "cannot listen on {addr}: {e}"))?;
+        l.set_nonblocking(true)
+            .map_err(|e| err!(Failed, "cannot configure listener: {e}"))?;
+        let bound = l.local_addr().unwrap_or(addr);
+        let wake = eventfd()?;
+        let thread = std::thread::Builder::new()
+            .name("llmdd-accept".into())
+            .spawn(move || accept_loop(host, l, wake, comm_only));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: closing our eventfd.
+                unsafe { libc::close(wake) };
+                bail!(Failed, "cannot start accept thread: {e}");
+            }
+        };
+        Ok(Listener {
+            addr: bound,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (the port the kernel chose for port 0).
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the accept thread and closes the socket.
+    pub(crate) fn stop(mut self) {
+        notify(self.wake);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // SAFETY: closing our eventfd.
+        unsafe { libc::close(self.wake) };
+    }
+}
+
+/// A small counting semaphore (the server's concurrent link setups).
+pub(crate) struct Slots {
+    used: Mutex<usize>,
+    cv: Condvar,
+    max: usize,
+}
+
+impl Slots {
+    /// At most `max` held at once.
+    pub(crate) fn new(max: usize) -> Slots {
+        Slots {
+            used: Mutex::new(0),
+            cv: Condvar::new(),
+            max,
+        }
+    }
+
+    /// Waits for a free slot and takes it.
+    pub(crate) fn acquire(&self) {
+        let mut u = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *u >= self.max {
+            u = self.cv.wait(u).unwrap_or_else(|p| p.into_inner());
+        }
+        *u += 1;
+    }
+
+    /// Gives a slot back.
+    pub(crate) fn release(&self) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.cv.notify_one();
+    }
+}
+
+fn accept_loop(host: Weak<dyn Admit>, l: TcpListener, wake: i32, comm_only: bool) {
+    let lfd = l.as_raw_fd();
+    let mut spare = SpareFd::open();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: lfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        loop {
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    let Some(s) = host.upgrade() else { return };
+                    if s.is_closing() {
+                        return;
+                    }
+                    s.admit(stream, peer, comm_only);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if admission::is_fd_exhaustion(&e) => {
+                    let Some(s) = host.upgrade() else { return };
+                    if !refuse_for_lack_of_fds(&l, &mut spare, s.cluster_id(), &e) {
+                        // Not even the spare could make room: try again soon.
+                        let _ = poll_fd(wake, libc::POLLIN, 10);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log_refusal(None, &format!("accept failed: {e}"));
+                    let _ = poll_fd(wake, libc::POLLIN, 10);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The process is out of file descriptors: closes the spare one to accept a
+/// waiting connection and answer it with a refusal (so the client fails at
+/// once, not after its link timeout), then reopens the spare. False if there
+/// was no spare or no connection could be accepted.
+fn refuse_for_lack_of_fds(
+    l: &TcpListener,
+    spare: &mut SpareFd,
+    cluster: u64,
+    cause: &std::io::Error,
+) -> bool {
+    let mut refused = false;
+    if spare.release() {
+        if let Ok((stream, peer)) = l.accept() {
+            let why = format!("the server is out of file descriptors ({cause}); try again later");
+            admission::refuse(&stream, Status::LinkFailed, &why);
+            log_refusal(Some(peer), &format!("cluster {cluster}: {why}"));
+            refused = true;
+        }
+    }
+    if !spare.restore() && !refused {
+        log_refusal(None, &format!("accept failed: {cause}"));
+    }
+    refused
+}
+
+/// Logs a refused connection at warn level, within the process-wide budget
+/// of refusal lines (`log::rate`: a peer can make them happen at any rate).
+pub(crate) fn log_refusal(peer: Option<SocketAddr>, why: &str) {
+    log_limited("refused a connection", peer, why);
+}
+
+/// Logs a connection dropped before it joined a link (bad or no first frame).
+pub(crate) fn log_dropped(peer: SocketAddr, why: &str) {
+    log_limited("dropped a connection before its handshake", Some(peer), why);
+}
+
+fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
+    let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
+    crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
+}
