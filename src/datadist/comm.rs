@@ -28,7 +28,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::datadist::rank_table::RankTable;
-use crate::datadist::session::Session;
 use crate::device::acl_backend::AclBackend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::hccl_path::HcclLink;

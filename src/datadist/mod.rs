@@ -7,6 +7,7 @@ pub mod acl_link;
 pub mod acl_rules;
 pub mod admission;
 pub mod async_transfer;
+pub(crate) mod attempts;
 pub mod cache_ops;
 pub mod comm;
 pub mod handshake;

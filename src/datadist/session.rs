@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::admission::Admission;
+use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
-use crate::datadist::link_state::Attempts;
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::listener::{Listener, Slots};
 use crate::datadist::liveness;
@@ -74,8 +74,8 @@ pub struct Session {
     /// This session's use of the process's control plane (taken on first
     /// need, released at finalize: the last user stops it).
     reactor: Mutex<Option<Arc<poller::Handle>>>,
-    /// link_clusters attempts under way or failed (`link_state.rs`).
-    attempts: Mutex<Attempts>,
+    /// link_clusters attempts under way or failed (`attempts.rs`).
+    attempts: Attempts,
     /// Notifications received from peers (enabled by a transfer engine).
     pub inbox: Inbox,
     /// Keeps the process's copy helpers alive until finalize.
@@ -108,6 +108,7 @@ impl Session {
         let listen = config.listen;
         let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let admission = Admission::new(config.net.max_conns_per_peer);
+        let attempts = Attempts::new(config.max_links as usize);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
             role,
@@ -130,7 +131,7 @@ impl Session {
             tasks: TaskSet::default(),
             served: Arc::default(),
             reactor: Mutex::new(None),
-            attempts: Mutex::new(Attempts::default()),
+            attempts,
             inbox: Inbox::default(),
             copy_helpers: Mutex::new(Some(crate::transport::parallel::Users::new())),
             me: me.clone(),
@@ -230,8 +231,8 @@ impl Session {
     }
 
     /// The link_clusters attempts (`link_state.rs`).
-    pub(crate) fn attempts(&self) -> std::sync::MutexGuard<'_, Attempts> {
-        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn attempts(&self) -> &Attempts {
+        &self.attempts
     }
 
     /// Number of live links (a pair linked both ways counts two).
@@ -249,7 +250,7 @@ impl Session {
         let c = link.remote_cluster_id;
         self.lock_links().insert(link)?;
         // A link supersedes a failed link_clusters to that cluster (`link_state.rs`).
-        self.forget_attempt(c);
+        self.attempts.forget(c);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! querying and destroying it.
 
 use super::*;
+use crate::datadist::session::Session;
 
 impl Session {
     /// `link`: reserves the members, binds the local endpoint if some member
