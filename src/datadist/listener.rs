@@ -1,16 +1,22 @@
-//! A listening endpoint of an instance: the socket, its accept thread
-//! ("llmdd-accept") and the wake-up that stops it. Accepted connections go to
-//! the instance ([`Admit`]), which applies the admission caps and runs the
-//! handshake; when the process is out of descriptors the accept loop answers
-//! a waiting connection with a refusal itself (through a spare descriptor),
-//! so the client fails at once instead of after its link timeout.
+//! The listening side of an instance. [`Listeners`] owns its endpoints (the
+//! instance's own `llm.ListenIpInfo` and those bound for rank-table comms,
+//! shared by reference count), the accepted connections not yet joined to a
+//! link, the admission caps and the setup slots. A [`Listener`] is one
+//! socket, its accept thread ("llmdd-accept") and the wake-up that stops it.
+//! Accepted connections go to the instance ([`Admit`]), which applies the
+//! admission caps and runs the handshake; when the process is out of
+//! descriptors the accept loop answers a waiting connection with a refusal
+//! itself (through a spare descriptor), so the client fails at once instead
+//! of after its link timeout.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::{Condvar, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
-use crate::datadist::admission::{self, SpareFd};
+use crate::datadist::admission::{self, Admission, SpareFd};
 use crate::status::{Result, Status};
 use crate::transport::tcp::{eventfd, notify, poll_fd};
 use crate::{bail, err};
@@ -75,6 +81,146 @@ impl Listener {
         }
         // SAFETY: closing our eventfd.
         unsafe { libc::close(self.wake) };
+    }
+}
+
+/// Locks `m`, ignoring poisoning (every guarded value stays consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every listening endpoint of an instance and the connections they accepted
+/// that have not joined a link yet. Lock order: `comm` before `main`.
+pub(crate) struct Listeners {
+    /// The instance's own endpoint (`llm.ListenIpInfo`), if it is a server.
+    main: Mutex<Option<Listener>>,
+    /// Endpoints bound for comms (endpoint → listener, comms using it).
+    comm: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
+    /// Accepted sockets not yet attached to a link (weak: shut down at
+    /// finalize while they live, never kept open).
+    pending: Mutex<HashMap<u64, Weak<TcpStream>>>,
+    next_pending: AtomicU64,
+    /// Connection caps of the listeners (per peer address, handshakes).
+    admission: Arc<Admission>,
+    /// Link setups served at once.
+    setups: Slots,
+}
+
+impl Listeners {
+    /// No endpoint yet; at most `max_per_peer` connections from one address
+    /// and `max_setups` link setups at once.
+    pub(crate) fn new(max_per_peer: u32, max_setups: usize) -> Listeners {
+        Listeners {
+            main: Mutex::new(None),
+            comm: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_pending: AtomicU64::new(1),
+            admission: Admission::new(max_per_peer),
+            setups: Slots::new(max_setups),
+        }
+    }
+
+    /// The instance's own endpoint, if it is a server.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        lock(&self.main).as_ref().map(|l| l.addr())
+    }
+
+    /// Makes `l` the instance's own endpoint, stopping the one it replaces.
+    pub(crate) fn set_main(&self, l: Listener) {
+        let old = lock(&self.main).replace(l);
+        if let Some(o) = old {
+            o.stop();
+        }
+    }
+
+    /// Stops the instance's own endpoint (it becomes a client).
+    pub(crate) fn stop_main(&self) {
+        let l = lock(&self.main).take();
+        if let Some(l) = l {
+            l.stop();
+        }
+    }
+
+    /// A listener on `addr` for a comm: `None` when the instance's own
+    /// endpoint already serves it, else a reference on a comm listener
+    /// (shared with another comm, or bound now by `bind`), released with
+    /// [`Listeners::release_comm`].
+    pub(crate) fn acquire_comm(
+        &self,
+        addr: SocketAddr,
+        bind: impl FnOnce() -> Result<Listener>,
+    ) -> Result<Option<SocketAddr>> {
+        if let Some(main) = self.addr() {
+            if main.port() == addr.port() && (main.ip() == addr.ip() || main.ip().is_unspecified())
+            {
+                return Ok(None);
+            }
+        }
+        let mut m = lock(&self.comm);
+        if let Some((_, n)) = m.get_mut(&addr) {
+            *n += 1;
+            return Ok(Some(addr));
+        }
+        m.insert(addr, (bind()?, 1));
+        Ok(Some(addr))
+    }
+
+    /// Drops a comm's reference on its listener; the last one closes it.
+    pub(crate) fn release_comm(&self, addr: SocketAddr) {
+        let mut m = lock(&self.comm);
+        let last = match m.get_mut(&addr) {
+            Some((_, n)) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let l = if last { m.remove(&addr) } else { None };
+        drop(m);
+        if let Some((l, _)) = l {
+            l.stop();
+        }
+    }
+
+    /// Stops every endpoint: the instance's own, then the comms'.
+    pub(crate) fn stop_all(&self) {
+        self.stop_main();
+        let extra: Vec<Listener> = lock(&self.comm).drain().map(|(_, (l, _))| l).collect();
+        for l in extra {
+            l.stop();
+        }
+    }
+
+    /// The admission caps.
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// The link-setup slots.
+    pub(crate) fn setups(&self) -> &Slots {
+        &self.setups
+    }
+
+    /// Tracks an accepted socket until [`Listeners::unpend`] (finalize shuts
+    /// it down meanwhile); its id.
+    pub(crate) fn pend(&self, sock: Weak<TcpStream>) -> u64 {
+        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending).insert(id, sock);
+        id
+    }
+
+    /// Stops tracking the accepted socket `id` (it joined a link or ended).
+    pub(crate) fn unpend(&self, id: u64) {
+        lock(&self.pending).remove(&id);
+    }
+
+    /// Shuts down every accepted socket still in its handshake.
+    pub(crate) fn shut_pending(&self) {
+        let pending: Vec<_> = lock(&self.pending).drain().map(|(_, w)| w).collect();
+        for s in pending.iter().filter_map(Weak::upgrade) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod liveness;
 pub mod notify;
 pub mod options;
 pub mod rank_table;
+pub(crate) mod runtime;
 pub mod serve_host;
 pub mod session;
 

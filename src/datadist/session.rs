@@ -2,23 +2,21 @@
 //! registry, pools, link table, the listening endpoint and every thread the
 //! instance runs. Finalize tears all of it down and joins every thread.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::cache::registry::Registry;
 use crate::datadist::acl_link::{self, LinkIds};
-use crate::datadist::admission::Admission;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
 use crate::datadist::link_table::LinkTable;
-use crate::datadist::listener::{Listener, Slots};
+use crate::datadist::listener::Listeners;
 use crate::datadist::liveness;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
+use crate::datadist::runtime::Runtime;
 use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
 use crate::device::Backend;
@@ -49,37 +47,21 @@ pub struct Session {
     pub device_pool: Option<Arc<Pool>>,
     pub host_pool: Option<Arc<Pool>>,
     links: Mutex<LinkTable>,
-    listener: Mutex<Option<Listener>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Accepted sockets not yet attached to a link (weak: shut down at
-    /// finalize while they live, never kept open).
-    pending: Mutex<HashMap<u64, Weak<TcpStream>>>,
-    /// Connection caps of the listeners (per peer address, handshakes).
-    admission: Arc<Admission>,
-    next_pending: AtomicU64,
-    closing: AtomicBool,
-    setups: Slots,
+    /// Listening endpoints, admission, accepted connections in their handshake.
+    listeners: Listeners,
+    /// Threads, control-plane use, served connections, copy helpers.
+    runtime: Runtime,
     /// Rank-table comms (`comm.rs`). Lock order: comms, then a comm's state,
-    /// then `links`; `comms` before `comm_listeners` and `listener`.
+    /// then `links`; `comms` before `listeners`.
     comms: Mutex<Comms>,
     /// Comm id counter of the instance (ids are never reused by an instance).
     comm_ids: Arc<AtomicU64>,
-    /// Listeners bound for comms (endpoint → listener, number of comms using it).
-    comm_listeners: Mutex<HashMap<SocketAddr, (Listener, usize)>>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
     pub tasks: TaskSet,
-    /// Connections of this session served by the control plane's poller;
-    /// finalize waits for them to end.
-    served: Arc<ServedCount>,
-    /// This session's use of the process's control plane (taken on first
-    /// need, released at finalize: the last user stops it).
-    reactor: Mutex<Option<Arc<poller::Handle>>>,
     /// link_clusters attempts under way or failed (`attempts.rs`).
     attempts: Attempts,
     /// Notifications received from peers (enabled by a transfer engine).
     pub inbox: Inbox,
-    /// Keeps the process's copy helpers alive until finalize.
-    copy_helpers: Mutex<Option<crate::transport::parallel::Users>>,
     me: Weak<Session>,
 }
 
@@ -107,7 +89,7 @@ impl Session {
         let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
         let listen = config.listen;
         let registry = Registry::with_limit(config.max_registered_addrs as usize);
-        let admission = Admission::new(config.net.max_conns_per_peer);
+        let listeners = Listeners::new(config.net.max_conns_per_peer, MAX_CONCURRENT_SETUPS);
         let attempts = Attempts::new(config.max_links as usize);
         let s = Arc::new_cyclic(|me| Session {
             cluster_id,
@@ -118,22 +100,13 @@ impl Session {
             device_pool,
             host_pool,
             links: Mutex::new(LinkTable::default()),
-            listener: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
-            pending: Mutex::new(HashMap::new()),
-            admission,
-            next_pending: AtomicU64::new(1),
-            closing: AtomicBool::new(false),
-            setups: Slots::new(MAX_CONCURRENT_SETUPS),
+            listeners,
+            runtime: Runtime::new(),
             comms: Mutex::new(Comms::default()),
             comm_ids,
-            comm_listeners: Mutex::new(HashMap::new()),
             tasks: TaskSet::default(),
-            served: Arc::default(),
-            reactor: Mutex::new(None),
             attempts,
             inbox: Inbox::default(),
-            copy_helpers: Mutex::new(Some(crate::transport::parallel::Users::new())),
             me: me.clone(),
         });
         if let Some(addr) = listen {
@@ -144,21 +117,12 @@ impl Session {
 
     /// The process's control plane, started if this session is its first user.
     pub(crate) fn reactor(&self) -> Result<Arc<poller::Handle>> {
-        let mut g = self.reactor.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = g.as_ref() {
-            return Ok(h.clone());
-        }
-        if self.is_closing() {
-            bail!(Failed, "instance is finalizing");
-        }
-        let h = Arc::new(poller::acquire()?);
-        *g = Some(h.clone());
-        Ok(h)
+        self.runtime.reactor()
     }
 
     /// The count of this session's served connections (`transfer::serve`).
     pub(crate) fn served_count(&self) -> &Arc<ServedCount> {
-        &self.served
+        self.runtime.served()
     }
 
     /// The acl backend's state, if the session runs on it.
@@ -172,12 +136,12 @@ impl Session {
 
     /// Open connections from `ip` to this instance's listeners.
     pub fn peer_conns(&self, ip: IpAddr) -> usize {
-        self.admission.peer_conns(ip)
+        self.listeners.admission().peer_conns(ip)
     }
 
     /// True once finalize has begun.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.runtime.is_closing()
     }
 
     /// The comm table (see the lock order on the field).
@@ -192,24 +156,12 @@ impl Session {
 
     /// The endpoint this instance listens on, if it is a server.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|l| l.addr())
+        self.listeners.addr()
     }
 
     /// Spawns a tracked thread (joined at finalize), reporting failure.
     pub(crate) fn try_spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-        let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        t.retain(|h| !h.is_finished());
-        let h = std::thread::Builder::new()
-            .name(name.to_string())
-            .stack_size(256 * 1024)
-            .spawn(f)
-            .map_err(|e| err!(Failed, "could not spawn thread {name}: {e}"))?;
-        t.push(h);
-        Ok(())
+        self.runtime.try_spawn(name, f)
     }
 
     /// The link transfers to `cluster_id` use, if any: the one this side
@@ -282,72 +234,28 @@ impl Session {
 
     /// Tears everything down: async tasks, listener, links, threads, caches, pools.
     pub fn shutdown(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.runtime.begin_close();
         // No new layer or callback from here on; in-flight layers finish (or
         // fail once their link is torn down below).
         self.tasks.cancel_all();
         self.comm_unlink_all(self.config.sync_kv_timeout);
-        self.stop_listening();
-        let extra: Vec<Listener> = self
-            .comm_listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, (l, _))| l)
-            .collect();
-        for l in extra {
-            l.stop();
-        }
+        self.listeners.stop_all();
         let links: Vec<Arc<Link>> = self.links.lock().unwrap_or_else(|p| p.into_inner()).drain();
         for l in links {
             l.teardown(self.config.sync_kv_timeout);
         }
-        let pending: Vec<_> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, w)| w)
-            .collect();
-        for s in pending.iter().filter_map(Weak::upgrade) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
+        self.listeners.shut_pending();
         self.tasks.join_all();
         // Every served connection was shut down above: the poller sees each
         // end within moments, and a request still being handled fails its
         // I/O. None may touch this session's memory after finalize.
-        let bound = self.config.net.io_timeout + Duration::from_secs(5);
-        if !self.served.wait_zero(bound) {
-            log_warn!(
-                "finalize: connections still served after {} ms",
-                bound.as_millis()
-            );
-        }
-        // The last user stops the control plane (joins its threads).
-        let reactor = self
-            .reactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(reactor);
-        let threads: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        let me = std::thread::current().id();
-        for t in threads {
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
-        }
+        self.runtime
+            .stop(self.config.net.io_timeout + Duration::from_secs(5));
         self.registry.clear();
         if let Some(acl) = self.acl() {
             acl.release();
         }
         // The last session of the process joins the copy helpers.
-        drop(
-            self.copy_helpers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        self.runtime.release_copy_helpers();
     }
 }

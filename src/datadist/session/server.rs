@@ -27,7 +27,7 @@ impl Admit for Session {
     /// handshakes in progress), socket options, then a thread for its first
     /// frame. Whatever cannot be taken in is refused with a reason.
     fn admit(&self, stream: TcpStream, peer: SocketAddr, comm_only: bool) {
-        let (peer_slot, pending) = match self.admission.admit(peer.ip()) {
+        let (peer_slot, pending) = match self.listeners.admission().admit(peer.ip()) {
             Ok(slots) => slots,
             Err(why) => {
                 // Nothing identifying goes to an unproven peer (not even
@@ -45,21 +45,14 @@ impl Admit for Session {
             }
         };
         conn.hold(Box::new(peer_slot));
-        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, conn.weak());
+        let id = self.listeners.pend(conn.weak());
         let sock = conn.shared();
         let s = self.arc();
         let started = self.try_spawn("llmdd-conn", move || {
             s.incoming(conn, id, pending, comm_only)
         });
         if let Err(e) = started {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            self.listeners.unpend(id);
             let why = format!("the server is out of threads ({})", e.message);
             admission::refuse(&sock, Status::LinkFailed, &why);
             log_refusal(Some(peer), &format!("cluster {}: {why}", self.cluster_id));
@@ -81,14 +74,7 @@ impl Session {
     /// Starts listening on `addr` (replacing any current listener).
     pub fn listen(&self, addr: SocketAddr) -> Result<()> {
         let l = self.bind_listener(addr, false)?;
-        let old = self
-            .listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(l);
-        if let Some(o) = old {
-            o.stop();
-        }
+        self.listeners.set_main(l);
         Ok(())
     }
 
@@ -97,56 +83,18 @@ impl Session {
     /// reference on a comm listener (bound now, or shared with another comm),
     /// released with [`Session::release_listener`].
     pub(crate) fn acquire_listener(&self, addr: SocketAddr) -> Result<Option<SocketAddr>> {
-        if let Some(main) = self.listen_addr() {
-            if main.port() == addr.port() && (main.ip() == addr.ip() || main.ip().is_unspecified())
-            {
-                return Ok(None);
-            }
-        }
-        let mut m = self
-            .comm_listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, n)) = m.get_mut(&addr) {
-            *n += 1;
-            return Ok(Some(addr));
-        }
-        let l = self.bind_listener(addr, true)?;
-        m.insert(addr, (l, 1));
-        Ok(Some(addr))
+        self.listeners
+            .acquire_comm(addr, || self.bind_listener(addr, true))
     }
 
     /// Drops a comm's reference on its listener; the last one closes it.
     pub(crate) fn release_listener(&self, addr: SocketAddr) {
-        let mut m = self
-            .comm_listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let last = match m.get_mut(&addr) {
-            Some((_, n)) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => true,
-            None => false,
-        };
-        let l = if last { m.remove(&addr) } else { None };
-        drop(m);
-        if let Some((l, _)) = l {
-            l.stop();
-        }
+        self.listeners.release_comm(addr)
     }
 
     /// Stops listening (becomes a client).
     pub fn stop_listening(&self) {
-        let l = self
-            .listener
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(l) = l {
-            l.stop();
-        }
+        self.listeners.stop_main()
     }
 
     /// Handles a freshly accepted connection: handshake or attach, then serve.
@@ -161,10 +109,7 @@ impl Session {
         let first = conn.recv(deadline);
         let pending = std::cell::Cell::new(Some(pending));
         let unpend = |s: &Session| {
-            s.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&pending_id);
+            s.listeners.unpend(pending_id);
             drop(pending.take());
         };
         match first {
@@ -181,7 +126,7 @@ impl Session {
                     }
                 };
                 let cluster_id = req.cluster_id;
-                self.setups.acquire();
+                self.listeners.setups().acquire();
                 let r = if comm_only && req.comm_name.is_empty() {
                     Err(err!(
                         ParamInvalid,
@@ -192,7 +137,7 @@ impl Session {
                     // A fresh bound: waiting for a setup slot does not eat it.
                     self.accept_link(&mut conn, &req, Instant::now() + HANDSHAKE_TIMEOUT)
                 };
-                self.setups.release();
+                self.listeners.setups().release();
                 unpend(&self);
                 match r {
                     Ok(link) => serve(self, link, conn, true),
@@ -329,7 +274,7 @@ impl Session {
         let (cluster_id, role, remote_accessible) =
             (req.cluster_id, req.role, req.remote_accessible);
         let (comm_name, device) = (req.comm_name.as_str(), req.device.as_ref());
-        if self.closing.load(Ordering::Acquire) {
+        if self.is_closing() {
             bail!(LinkFailed, "server is finalizing");
         }
         if cluster_id == self.cluster_id {
