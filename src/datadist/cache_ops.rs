@@ -16,7 +16,6 @@ use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
 use crate::transfer::exec;
 use crate::transfer::link::{request, Link};
-use crate::transport::local;
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;
 use crate::{bail, err};
@@ -100,7 +99,7 @@ impl Session {
     /// link (HCCL exchanges bound memory once per link; spec §1.8 rule 2).
     fn check_acl_register(&self, desc: &CacheDesc, remote_accessible: Option<bool>) -> Result<()> {
         let ra = remote_accessible.unwrap_or(desc.placement == Placement::Device);
-        if self.acl().is_some() && ra && self.link_count() > 0 {
+        if self.caps().register_before_link && ra && self.link_count() > 0 {
             bail!(
                 ParamInvalid,
                 "on the acl backend remote-accessible memory must be registered before link_clusters ({} link(s) exist); register first, or unlink, register and link again (or register with remote_accessible=0 for local use)",
@@ -153,9 +152,7 @@ impl Session {
             );
         }
         self.registry.unregister(id)?;
-        if let Some(acl) = self.acl() {
-            acl.unregister_cache(id);
-        }
+        self.backend.unregister_cache(id);
         Ok(())
     }
 
@@ -385,13 +382,8 @@ impl Session {
         dst: Placement,
         pageable: bool,
     ) -> Result<()> {
-        match self.acl() {
-            Some(acl) => acl.copy(plan, src, dst, pageable, self.config.sync_kv_timeout),
-            None => {
-                local::memcpy_segments(plan);
-                Ok(())
-            }
-        }
+        self.backend
+            .copy_local(plan, src, dst, pageable, self.config.sync_kv_timeout)
     }
 
     /// pull_cache (contiguous → contiguous).

@@ -103,7 +103,7 @@ fn unknown_endpoint() -> SocketAddr {
 impl Session {
     /// One-sided paths are on (`llmdd.SameHost`) and possible (host backend).
     fn one_sided(&self) -> bool {
-        self.config.same_host && self.acl().is_none()
+        self.config.same_host && self.caps().same_host_paths
     }
 
     /// Our memfd pools, as announced to a peer proven to be on this host.

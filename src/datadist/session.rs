@@ -19,7 +19,7 @@ use crate::datadist::options::Config;
 use crate::datadist::runtime::Runtime;
 use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
-use crate::device::Backend;
+use crate::device::{Backend, Capabilities};
 use crate::status::{Error, Result, Status};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::serve::{serve, ServedCount};
@@ -74,15 +74,9 @@ impl Session {
         config: Config,
         backend: Backend,
     ) -> Result<Arc<Session>> {
-        let mk_pool = |name: &str,
-                       placement: crate::cache::types::Placement,
-                       p: Option<crate::datadist::options::PoolConfig>|
-         -> Result<Option<Arc<Pool>>> {
-            p.map(|p| match backend.acl() {
-                Some(acl) => acl.create_pool(placement, p),
-                None => Pool::new(name, p.memory_size, p.page_shift).map(Arc::new),
-            })
-            .transpose()
+        let mk_pool = |name: &str, placement, p: Option<crate::device::PoolConfig>| {
+            p.map(|p| backend.create_pool(name, placement, p))
+                .transpose()
         };
         use crate::cache::types::Placement;
         let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
@@ -125,7 +119,13 @@ impl Session {
         self.runtime.served()
     }
 
-    /// The acl backend's state, if the session runs on it.
+    /// What the session's backend can do.
+    pub fn caps(&self) -> Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// The acl backend's state, if the session runs on it (for the acl
+    /// backend's own code: link and comm communicators).
     pub fn acl(&self) -> Option<&Arc<AclBackend>> {
         self.backend.acl()
     }
@@ -252,9 +252,7 @@ impl Session {
         self.runtime
             .stop(self.config.net.io_timeout + Duration::from_secs(5));
         self.registry.clear();
-        if let Some(acl) = self.acl() {
-            acl.release();
-        }
+        self.backend.release();
         // The last session of the process joins the copy helpers.
         self.runtime.release_copy_helpers();
     }

@@ -291,7 +291,7 @@ impl Session {
                 self.config.remote_cache_accessible
             );
         }
-        acl_link::check_backends(self.acl().is_some(), device, true)?;
+        acl_link::check_backends(self.caps().hccl_links, device, true)?;
         let comm = if comm_name.is_empty() {
             if let Some(c) = self.comm_of(cluster_id) {
                 bail!(
