@@ -21,8 +21,10 @@ use crate::device::acl_backend::AclBackend;
 use crate::device::endpoint::{
     check_distinct, check_peer, intra_roce_enabled, intra_server, two_rank_table,
 };
+use crate::device::Backend;
 use crate::status::{Error, Result, Status};
 use crate::transfer::hccl_path::{HcclLink, Topology};
+use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
 
@@ -152,6 +154,68 @@ pub fn create(
         if topo.hccs { ", over HCCS" } else { ", over RDMA" }
     );
     Ok(h)
+}
+
+/// This side's offer for a link_clusters link's own communicator: on the
+/// acl backend the device endpoint for the local IP `ip()` names (its port
+/// reserved), sent in `Hello`; `None` on a backend without HCCL links.
+pub fn offer(backend: &Backend, ip: impl FnOnce() -> IpAddr) -> Result<Option<LocalEnd>> {
+    match backend.acl() {
+        Some(acl) => local_end(acl, ip()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The dialling side, once the server answered: when both ends offered a
+/// device endpoint, creates this side's communicator of `link` and prepares
+/// it, within `deadline`; nothing otherwise.
+pub fn open_client(
+    backend: &Backend,
+    mine: Option<LocalEnd>,
+    theirs: Option<&DeviceEndpoint>,
+    link: &Link,
+    ids: LinkIds,
+    deadline: Instant,
+) -> Result<()> {
+    if let (Some(acl), Some(mine), Some(theirs)) = (backend.acl(), mine, theirs) {
+        let h = Arc::new(create(acl, mine, theirs, false, ids, deadline)?);
+        link.set_hccl(h.clone());
+        prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
+    }
+    Ok(())
+}
+
+/// The serving side, before it answers a client that offered a device
+/// endpoint: derives ours for the local IP `ip()` and creates our
+/// communicator of `link` (so the client's prepare finds our port
+/// listening), bounded by `llmdd.HcclPrepareTimeout`. The endpoint to
+/// announce in `HelloAck`; `None` when there is no communicator to create.
+pub fn open_server(
+    backend: &Backend,
+    theirs: Option<&DeviceEndpoint>,
+    ip: impl FnOnce() -> IpAddr,
+    link: &Link,
+    ids: LinkIds,
+) -> Result<Option<DeviceEndpoint>> {
+    let (Some(acl), Some(theirs)) = (backend.acl(), theirs) else {
+        return Ok(None);
+    };
+    let mine = local_end(acl, ip())?;
+    let ours = mine.endpoint.clone();
+    let setup = Instant::now() + acl.prepare_timeout();
+    link.set_hccl(Arc::new(create(acl, mine, theirs, true, ids, setup)?));
+    Ok(Some(ours))
+}
+
+/// The serving side, after `JoinAck`: prepares `link`'s communicator if it
+/// has one, bounded by `llmdd.HcclPrepareTimeout` (HCCL's connect timeout,
+/// 120 s by default: the client prepares within its link timeout or gives
+/// up, and then this fails).
+pub fn prepare_server(backend: &Backend, link: &Link) -> Result<()> {
+    match (link.hccl(), backend.acl()) {
+        (Some(h), Some(acl)) => prepare(acl, h, acl.prepare_timeout()),
+        _ => Ok(()),
+    }
 }
 
 /// "0x…+len, …" for a warning.

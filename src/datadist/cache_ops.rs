@@ -88,16 +88,21 @@ impl Session {
         remote_accessible: Option<bool>,
         kind: CacheKind,
     ) -> Result<Arc<CacheRecord>> {
-        self.check_acl_register(desc, remote_accessible)?;
+        self.check_register_before_link(desc, remote_accessible)?;
         let rec = self
             .registry
             .register(desc, addrs, kind, keys, None, remote_accessible)?;
-        self.acl_register(rec)
+        self.backend_register(rec)
     }
 
-    /// acl backend: a remote-accessible cache must be registered before any
-    /// link (HCCL exchanges bound memory once per link; spec §1.8 rule 2).
-    fn check_acl_register(&self, desc: &CacheDesc, remote_accessible: Option<bool>) -> Result<()> {
+    /// A backend that binds memory per link (acl: HCCL exchanges bound
+    /// memory once per link; spec §1.8 rule 2) needs a remote-accessible
+    /// cache registered before any link.
+    fn check_register_before_link(
+        &self,
+        desc: &CacheDesc,
+        remote_accessible: Option<bool>,
+    ) -> Result<()> {
         let ra = remote_accessible.unwrap_or(desc.placement == Placement::Device);
         if self.caps().register_before_link && ra && self.link_count() > 0 {
             bail!(
@@ -109,14 +114,12 @@ impl Session {
         Ok(())
     }
 
-    /// acl backend: registers the new cache's memory with HCCL (undoing the
-    /// registration in the registry if that fails).
-    fn acl_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
-        if let Some(acl) = self.acl() {
-            if let Err(e) = rec.register_with(acl) {
-                let _ = self.registry.unregister(rec.id);
-                return Err(e);
-            }
+    /// Registers the new cache's memory with the backend (HCCL on acl),
+    /// undoing the registration in the registry if that fails.
+    fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
+        if let Err(e) = rec.register_on(&self.backend) {
+            let _ = self.registry.unregister(rec.id);
+            return Err(e);
         }
         Ok(rec)
     }
@@ -130,7 +133,7 @@ impl Session {
         remote_accessible: Option<bool>,
     ) -> Result<Arc<CacheRecord>> {
         let model = blocks_model(key)?;
-        self.check_acl_register(desc, remote_accessible)?;
+        self.check_register_before_link(desc, remote_accessible)?;
         let rec = self.registry.register(
             desc,
             addrs,
@@ -139,7 +142,7 @@ impl Session {
             model,
             remote_accessible,
         )?;
-        self.acl_register(rec)
+        self.backend_register(rec)
     }
 
     /// unregister_cache: only with no live link (spec §9 item 19).

@@ -96,14 +96,13 @@ impl Session {
         // A link_clusters link gets its own two-rank communicator (reserve our
         // device port now); a rank-table comm's links share the comm's
         // communicator, so they only announce the member's table endpoint.
-        let acl_end = match (self.acl(), comm) {
-            (Some(acl), None) => {
-                let ip = local_ip
+        let acl_end = match comm {
+            None => acl_link::offer(&self.backend, || {
+                local_ip
                     .or_else(|| control.local_addr().map(|a| a.ip()))
-                    .unwrap_or(addr.ip());
-                Some(acl_link::local_end(acl, ip)?)
-            }
-            _ => None,
+                    .unwrap_or(addr.ip())
+            })?,
+            Some(_) => None,
         };
         let our_device = match comm {
             Some(c) => c.spec.local_member().device.clone(),
@@ -139,16 +138,19 @@ impl Session {
         }));
         // Build the rest of the link; on failure tell the server to drop it.
         let built = (|| -> Result<()> {
-            if let (Some(acl), Some(end), Some(theirs)) = (self.acl(), acl_end, &server_device) {
-                let ids = LinkIds {
-                    server_cluster: remote_cluster_id,
-                    client_cluster: self.cluster_id,
-                    token,
-                };
-                let h = Arc::new(acl_link::create(acl, end, theirs, false, ids, deadline)?);
-                link.set_hccl(h.clone());
-                acl_link::prepare(acl, &h, deadline.saturating_duration_since(Instant::now()))?;
-            }
+            let ids = LinkIds {
+                server_cluster: remote_cluster_id,
+                client_cluster: self.cluster_id,
+                token,
+            };
+            acl_link::open_client(
+                &self.backend,
+                acl_end,
+                server_device.as_ref(),
+                &link,
+                ids,
+                deadline,
+            )?;
             // The control connection carries no bulk data (link.rs); it is
             // read on the poller from now on. A link whose bytes move
             // one-sidedly sends its requests there and needs nothing else.

@@ -339,25 +339,22 @@ impl Session {
         let mut our_device = comm
             .as_ref()
             .and_then(|c| c.spec.local_member().device.clone());
-        if let (Some(acl), Some(theirs), None) = (self.acl(), device, &comm) {
-            let ip = match self.listen_addr().map(|a| a.ip()) {
+        if comm.is_none() {
+            let ip = || match self.listen_addr().map(|a| a.ip()) {
                 Some(ip) if !ip.is_unspecified() => ip,
                 _ => conn
                     .local_addr()
                     .map(|a| a.ip())
                     .unwrap_or(conn.peer().ip()),
             };
-            let end = acl_link::local_end(acl, ip)?;
-            our_device = Some(end.endpoint.clone());
             let ids = LinkIds {
                 server_cluster: self.cluster_id,
                 client_cluster: cluster_id,
                 token,
             };
-            let setup = Instant::now() + acl.prepare_timeout();
-            link.set_hccl(Arc::new(acl_link::create(
-                acl, end, theirs, true, ids, setup,
-            )?));
+            if let Some(ours) = acl_link::open_server(&self.backend, device, ip, &link, ids)? {
+                our_device = Some(ours);
+            }
         }
         let installed = match &comm {
             Some(c) => self.comm_adopt(c, &link, false),
@@ -381,15 +378,11 @@ impl Session {
             link.teardown(Duration::ZERO);
             return Err(e);
         }
-        if let (Some(h), Some(acl)) = (link.hccl(), self.acl()) {
-            // Bounded by llmdd.HcclPrepareTimeout (HCCL's connect timeout, 120 s
-            // by default): the client prepares within its link timeout or gives
-            // up (then this fails and the link is dropped).
-            if let Err(e) = acl_link::prepare(acl, h, acl.prepare_timeout()) {
-                self.remove_exact(&link);
-                link.teardown(Duration::ZERO);
-                return Err(e);
-            }
+        // On failure (the client gave up) the link is dropped.
+        if let Err(e) = acl_link::prepare_server(&self.backend, &link) {
+            self.remove_exact(&link);
+            link.teardown(Duration::ZERO);
+            return Err(e);
         }
         if link.comm_id != 0 && link.requests_on_control() {
             // No reverse connection will follow (`attach`): the dialer's side
