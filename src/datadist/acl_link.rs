@@ -16,7 +16,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bail;
 use crate::device::acl_backend::AclBackend;
 use crate::device::endpoint::{
     check_distinct, check_peer, intra_roce_enabled, intra_server, two_rank_table,
@@ -27,6 +26,7 @@ use crate::transfer::hccl_path::{HcclLink, Topology};
 use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
+use crate::{bail, err};
 
 /// This side's device endpoint for one link being set up.
 pub struct LocalEnd {
@@ -216,6 +216,90 @@ pub fn prepare_server(backend: &Backend, link: &Link) -> Result<()> {
         (Some(h), Some(acl)) => prepare(acl, h, acl.prepare_timeout()),
         _ => Ok(()),
     }
+}
+
+/// A rank-table comm's one communicator, once every pair of its members is
+/// linked: on the acl backend, created from the user's rank table with this
+/// member's `rank` (`HcclCommInitClusterInfoMemConfig`), bound to every
+/// registered region and prepared (full mesh) before `deadline`; `None` on a
+/// backend without HCCL links. Errors are `LinkFailed` with the vendor message.
+pub fn comm_communicator(
+    backend: &Backend,
+    rank_table: &str,
+    rank: u32,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<Arc<HcclComm>>> {
+    let Some(acl) = backend.acl() else {
+        return Ok(None);
+    };
+    let comm = HcclComm::create(
+        acl.context(),
+        rank_table,
+        rank,
+        &acl.comm_config(name.to_string()),
+        deadline,
+    )
+    .map_err(|e| {
+        err!(
+            LinkFailed,
+            "creating the HCCL communicator {name} from the rank table failed ({}): {}",
+            e.status.name(),
+            e.message
+        )
+    })?;
+    for r in acl.regions() {
+        comm.bind(&r).map_err(|e| {
+            err!(
+                LinkFailed,
+                "binding memory to the HCCL communicator {name} failed ({}): {}",
+                e.status.name(),
+                e.message
+            )
+        })?;
+    }
+    let comm = Arc::new(comm);
+    let left = deadline.saturating_duration_since(Instant::now());
+    comm.prepare(left.max(Duration::from_secs(1)))
+        .map_err(|e| {
+            err!(
+                LinkFailed,
+                "HcclCommPrepare of the communicator {name} failed ({}): {}",
+                e.status.name(),
+                e.message
+            )
+        })?;
+    Ok(Some(comm))
+}
+
+/// The data path of one link of a rank-table comm: the comm's communicator
+/// `comm`, shared, with the peer's rank (`None` off the acl backend).
+pub fn comm_link_path(
+    backend: &Backend,
+    comm: &Arc<HcclComm>,
+    remote_rank: u32,
+    remote_cluster: u64,
+    topology: Topology,
+) -> Option<Arc<HcclLink>> {
+    let acl = backend.acl()?;
+    Some(Arc::new(HcclLink::shared(
+        acl.context().clone(),
+        comm.clone(),
+        remote_rank,
+        remote_cluster,
+        topology,
+    )))
+}
+
+/// Drops a comm's communicator with the device bound on this thread (the
+/// last reference destroys it).
+pub fn drop_comm(backend: &Backend, h: Arc<HcclComm>) {
+    if let Some(acl) = backend.acl() {
+        if let Err(e) = acl.context().bind_thread() {
+            crate::log_warn!("destroying a comm's HCCL communicator: {}", e.message);
+        }
+    }
+    drop(h);
 }
 
 /// "0x…+len, …" for a warning.

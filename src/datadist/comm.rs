@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::datadist::acl_link;
 use crate::datadist::rank_table::RankTable;
-use crate::device::acl_backend::AclBackend;
+use crate::device::Backend;
 use crate::status::{Error, Result, Status};
-use crate::transfer::hccl_path::HcclLink;
 use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
@@ -338,8 +338,9 @@ impl Comm {
 
     /// Moves PREPARING → OK once every pair is linked (and, on the acl
     /// backend, the communicator is prepared: every link then gets its
-    /// `HcclLink` on it); true if OK now.
-    fn try_complete(&self, acl: Option<&Arc<AclBackend>>) -> bool {
+    /// `HcclLink` on it); true if OK now. `backend`: the instance's (`None`
+    /// builds no data paths).
+    fn try_complete(&self, backend: Option<&Backend>) -> bool {
         let mut st = self.lock();
         if st.status == MemStatus::Ok {
             return true;
@@ -347,7 +348,7 @@ impl Comm {
         if st.closed || st.status != MemStatus::Preparing || !self.missing(&st).is_empty() {
             return false;
         }
-        if let Some(acl) = acl.filter(|_| self.spec.acl) {
+        if let Some(backend) = backend.filter(|b| self.spec.acl && b.capabilities().hccl_links) {
             let Some(comm) = st.hccl.clone() else {
                 return false;
             };
@@ -361,16 +362,12 @@ impl Comm {
                     &self.spec.local_member().device,
                     peer.and_then(|m| m.device.as_ref()),
                 ) {
-                    (Some(a), Some(b)) => crate::datadist::acl_link::topology(a, b),
+                    (Some(a), Some(b)) => acl_link::topology(a, b),
                     _ => Default::default(),
                 };
-                l.set_hccl(Arc::new(HcclLink::shared(
-                    acl.context().clone(),
-                    comm.clone(),
-                    rank,
-                    cluster,
-                    topology,
-                )));
+                if let Some(h) = acl_link::comm_link_path(backend, &comm, rank, cluster, topology) {
+                    l.set_hccl(h);
+                }
             }
         }
         st.status = MemStatus::Ok;

@@ -3,6 +3,7 @@
 //! querying and destroying it.
 
 use super::*;
+use crate::datadist::acl_link;
 use crate::datadist::session::Session;
 
 impl Session {
@@ -134,7 +135,7 @@ impl Session {
     /// their `HcclLink`s no longer hold it).
     fn destroy_comm_hccl(&self, comm: &Comm) {
         if let Some(h) = comm.take_hccl() {
-            drop_comm(self.acl(), h);
+            acl_link::drop_comm(&self.backend, h);
         }
     }
 
@@ -142,51 +143,17 @@ impl Session {
     /// the user's rank table, binds every registered region and prepares it
     /// (full mesh) before `deadline`. Errors carry the vendor message.
     fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
-        let Some(acl) = self.acl() else {
-            return Ok(());
-        };
         let me = c.spec.local_member().rank_id;
         let name = c.spec.hccl_name();
-        let comm = HcclComm::create(
-            acl.context(),
-            &c.spec.rank_table,
-            me,
-            &acl.comm_config(name.clone()),
-            deadline,
-        )
-        .map_err(|e| {
-            err!(
-                LinkFailed,
-                "creating the HCCL communicator {name} from the rank table failed ({}): {}",
-                e.status.name(),
-                e.message
-            )
-        })?;
-        for r in acl.regions() {
-            comm.bind(&r).map_err(|e| {
-                err!(
-                    LinkFailed,
-                    "binding memory to the HCCL communicator {name} failed ({}): {}",
-                    e.status.name(),
-                    e.message
-                )
-            })?;
-        }
-        let comm = Arc::new(comm);
-        let left = deadline.saturating_duration_since(Instant::now());
-        comm.prepare(left.max(Duration::from_secs(1)))
-            .map_err(|e| {
-                err!(
-                    LinkFailed,
-                    "HcclCommPrepare of the communicator {name} failed ({}): {}",
-                    e.status.name(),
-                    e.message
-                )
-            })?;
+        let Some(comm) =
+            acl_link::comm_communicator(&self.backend, &c.spec.rank_table, me, &name, deadline)?
+        else {
+            return Ok(());
+        };
         let mut st = c.lock();
         if st.closed || st.status != MemStatus::Preparing {
             drop(st);
-            drop_comm(Some(acl), comm);
+            acl_link::drop_comm(&self.backend, comm);
             return Ok(());
         }
         st.hccl = Some(comm);
@@ -287,7 +254,7 @@ impl Session {
                 }
                 hccl_done = true;
             }
-            if hccl_done && c.try_complete(self.acl()) {
+            if hccl_done && c.try_complete(Some(&self.backend)) {
                 log_info!(
                     "cluster {}: comm {} (\"{}\") is linked",
                     self.cluster_id,
@@ -428,17 +395,6 @@ impl Session {
             c.notify();
         }
     }
-}
-
-/// Drops a comm's communicator with the device bound on this thread (the
-/// last reference destroys it).
-fn drop_comm(acl: Option<&Arc<AclBackend>>, h: Arc<HcclComm>) {
-    if let Some(acl) = acl {
-        if let Err(e) = acl.context().bind_thread() {
-            log_warn!("destroying a comm's HCCL communicator: {}", e.message);
-        }
-    }
-    drop(h);
 }
 
 fn unknown_comm(comm_id: u64) -> Error {
