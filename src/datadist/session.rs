@@ -46,7 +46,8 @@ pub struct Session {
     pub registry: Registry,
     pub device_pool: Option<Arc<Pool>>,
     pub host_pool: Option<Arc<Pool>>,
-    links: Mutex<LinkTable>,
+    /// The link table (`link_table.rs`).
+    links: LinkTable,
     /// Listening endpoints, admission, accepted connections in their handshake.
     listeners: Listeners,
     /// Threads, control-plane use, served connections, copy helpers.
@@ -93,7 +94,7 @@ impl Session {
             registry,
             device_pool,
             host_pool,
-            links: Mutex::new(LinkTable::default()),
+            links: LinkTable::default(),
             listeners,
             runtime: Runtime::new(),
             comms: Mutex::new(Comms::default()),
@@ -168,18 +169,18 @@ impl Session {
     /// dialled while it is open, else the one it accepted (both ends may
     /// link to each other; see `link_table.rs`).
     pub fn link(&self, cluster_id: u64) -> Option<Arc<Link>> {
-        self.lock_links().get(cluster_id).cloned()
+        self.links.get(cluster_id)
     }
 
     /// The link this side dialled to `cluster_id` (`we_dialed`), or the one
     /// it accepted from it.
     pub(crate) fn link_dir(&self, cluster_id: u64, we_dialed: bool) -> Option<Arc<Link>> {
-        self.lock_links().get_dir(cluster_id, we_dialed).cloned()
+        self.links.get_dir(cluster_id, we_dialed)
     }
 
     /// The cluster ids of the links in the table (each once).
     pub fn link_ids(&self) -> Vec<u64> {
-        self.lock_links().clusters()
+        self.links.clusters()
     }
 
     /// The link_clusters attempts (`link_state.rs`).
@@ -189,18 +190,14 @@ impl Session {
 
     /// Number of live links (a pair linked both ways counts two).
     pub fn link_count(&self) -> usize {
-        self.lock_links().len()
-    }
-
-    fn lock_links(&self) -> std::sync::MutexGuard<'_, LinkTable> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
+        self.links.len()
     }
 
     /// Adds `link` to the table; an open link to the same cluster in the same
     /// direction is `LLM_ALREADY_LINK` (a closed one is replaced).
     pub(crate) fn insert_link(&self, link: Arc<Link>) -> Result<()> {
         let c = link.remote_cluster_id;
-        self.lock_links().insert(link)?;
+        self.links.insert(link)?;
         // A link supersedes a failed link_clusters to that cluster (`link_state.rs`).
         self.attempts.forget(c);
         Ok(())
@@ -216,13 +213,13 @@ impl Session {
 
     /// Removes `link` from the table if it is still the current one.
     pub(crate) fn remove_exact(&self, link: &Arc<Link>) -> bool {
-        self.lock_links().remove_exact(link)
+        self.links.remove_exact(link)
     }
 
     /// Drops the local side of every link to `cluster_id` (force unlink):
     /// the one this side dialled and the one it accepted.
     pub fn drop_link(&self, cluster_id: u64, wait: Duration) -> bool {
-        let links = self.lock_links().remove_cluster(cluster_id);
+        let links = self.links.remove_cluster(cluster_id);
         let any = !links.is_empty();
         for l in links {
             l.teardown(wait);
@@ -240,7 +237,7 @@ impl Session {
         self.tasks.cancel_all();
         self.comm_unlink_all(self.config.sync_kv_timeout);
         self.listeners.stop_all();
-        let links: Vec<Arc<Link>> = self.links.lock().unwrap_or_else(|p| p.into_inner()).drain();
+        let links: Vec<Arc<Link>> = self.links.drain();
         for l in links {
             l.teardown(self.config.sync_kv_timeout);
         }
