@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::datadist::acl_link;
 use crate::datadist::rank_table::RankTable;
 use crate::device::Backend;
 use crate::status::{Error, Result, Status};
+use crate::transfer::acl_link;
 use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;

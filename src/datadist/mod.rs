@@ -3,7 +3,6 @@
 //! layer-wise async push).
 
 pub mod access;
-pub mod acl_link;
 pub mod acl_rules;
 pub mod admission;
 pub mod async_transfer;

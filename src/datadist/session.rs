@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::cache::registry::Registry;
-use crate::datadist::acl_link::{self, LinkIds};
 use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
 use crate::datadist::link_table::LinkTable;
@@ -21,6 +20,7 @@ use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
 use crate::device::{Backend, Capabilities};
 use crate::status::{Error, Result, Status};
+use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::serve::{serve, ServedCount};
 use crate::transfer::task::TaskSet;
@@ -37,15 +37,25 @@ mod server;
 const MAX_CONCURRENT_SETUPS: usize = 16;
 
 /// The initialised state of an instance.
+///
+/// A composition of owners (docs/architecture.md, "Who owns what in
+/// `Session`"). `config`, `device_pool` and `tasks` are public for the
+/// integration tests; the rest is the crate's.
 pub struct Session {
-    pub cluster_id: u64,
-    pub role: Arc<AtomicU32>,
+    /// This instance's cluster id.
+    pub(crate) cluster_id: u64,
+    /// The instance's role (prompt / decoder / mix), shared with it.
+    pub(crate) role: Arc<AtomicU32>,
+    /// The init options.
     pub config: Config,
     /// The backend chosen at init (`llmdd.Backend`).
-    pub backend: Backend,
-    pub registry: Registry,
+    pub(crate) backend: Backend,
+    /// Registered and allocated caches.
+    pub(crate) registry: Registry,
+    /// The device memory pool (`llm.MemPoolConfig`), if configured.
     pub device_pool: Option<Arc<Pool>>,
-    pub host_pool: Option<Arc<Pool>>,
+    /// The host memory pool (`llm.HostMemPoolConfig`), if configured.
+    pub(crate) host_pool: Option<Arc<Pool>>,
     /// The link table (`link_table.rs`).
     links: LinkTable,
     /// Listening endpoints, admission, accepted connections in their handshake.
@@ -62,7 +72,7 @@ pub struct Session {
     /// link_clusters attempts under way or failed (`attempts.rs`).
     attempts: Attempts,
     /// Notifications received from peers (enabled by a transfer engine).
-    pub inbox: Inbox,
+    pub(crate) inbox: Inbox,
     me: Weak<Session>,
 }
 

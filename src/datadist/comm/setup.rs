@@ -3,8 +3,8 @@
 //! querying and destroying it.
 
 use super::*;
-use crate::datadist::acl_link;
 use crate::datadist::session::Session;
+use crate::transfer::acl_link;
 
 impl Session {
     /// `link`: reserves the members, binds the local endpoint if some member
