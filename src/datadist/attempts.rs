@@ -112,3 +112,65 @@ impl Attempts {
         a.dialing.keys().chain(a.failed.keys()).copied().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Error;
+
+    fn failed(why: &str) -> Result<()> {
+        Err(Error::new(Status::LinkFailed, why.to_string()))
+    }
+
+    #[test]
+    fn dialing_lasts_as_long_as_its_guards() {
+        let a = Attempts::new(4);
+        let g1 = a.dialing(7);
+        let g2 = a.dialing(7);
+        assert!(a.is_dialing(7));
+        drop(g1);
+        assert!(a.is_dialing(7), "a second attempt is still under way");
+        drop(g2);
+        assert!(!a.is_dialing(7));
+        assert!(a.clusters().is_empty());
+    }
+
+    #[test]
+    fn a_failure_is_kept_until_success_or_forget() {
+        let a = Attempts::new(4);
+        a.done(1, &failed("peer refused"));
+        assert_eq!(
+            a.failure(1).as_deref(),
+            Some("link_clusters failed: peer refused")
+        );
+        a.done(1, &Ok(()));
+        assert_eq!(a.failure(1), None);
+        a.done(2, &failed("timeout"));
+        a.forget(2);
+        assert_eq!(a.failure(2), None);
+    }
+
+    #[test]
+    fn refusals_that_a_live_link_answers_are_not_failures() {
+        let a = Attempts::new(4);
+        for status in [Status::AlreadyLink, Status::ParamInvalid] {
+            a.done(3, &Err(Error::new(status, "no".to_string())));
+        }
+        assert_eq!(a.failure(3), None);
+    }
+
+    #[test]
+    fn the_oldest_failure_goes_first_past_the_cap() {
+        let a = Attempts::new(2);
+        a.done(1, &failed("a"));
+        a.done(2, &failed("b"));
+        a.done(1, &failed("a again")); // replaces, evicts nothing
+        assert!(a.failure(2).is_some());
+        a.done(3, &failed("c"));
+        let mut kept = a.clusters();
+        kept.sort_unstable();
+        // 2 is now the oldest (1 failed again after it).
+        assert_eq!(kept, vec![1, 3]);
+        assert_eq!(Attempts::new(0).cap, 1, "at least one reason is kept");
+    }
+}

@@ -353,3 +353,100 @@ fn log_limited(what: &str, peer: Option<SocketAddr>, why: &str) {
     let from = peer.map(|p| format!(" from {p}")).unwrap_or_default();
     crate::log::rate::warn_refusal(format_args!("{what}{from}: {why}"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Counts what it is handed, and drops it.
+    #[derive(Default)]
+    struct Counting {
+        admitted: AtomicUsize,
+    }
+
+    impl Admit for Counting {
+        fn cluster_id(&self) -> u64 {
+            1
+        }
+        fn is_closing(&self) -> bool {
+            false
+        }
+        fn admit(&self, _stream: TcpStream, _peer: SocketAddr, _comm_only: bool) {
+            self.admitted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    fn bind(host: &Arc<Counting>, addr: SocketAddr) -> Listener {
+        let h: Arc<dyn Admit> = host.clone();
+        Listener::bind(addr, true, Arc::downgrade(&h)).unwrap()
+    }
+
+    #[test]
+    fn accepted_connections_go_to_the_host_until_stopped() {
+        let host = Arc::new(Counting::default());
+        let l = bind(&host, loopback());
+        let addr = l.addr();
+        assert_ne!(addr.port(), 0, "the bound port is reported");
+        let _c = TcpStream::connect(addr).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while host.admitted.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(host.admitted.load(Ordering::SeqCst), 1);
+        l.stop();
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "a stopped listener's socket is closed"
+        );
+    }
+
+    #[test]
+    fn comm_endpoints_are_shared_and_closed_by_the_last_release() {
+        let host = Arc::new(Counting::default());
+        let ls = Listeners::new(8, 2);
+        // The key is the endpoint asked for; the kernel picks the port.
+        let key = loopback();
+        let bound = Mutex::new(None);
+        let binds = AtomicUsize::new(0);
+        let acquire = || {
+            ls.acquire_comm(key, || {
+                binds.fetch_add(1, Ordering::SeqCst);
+                let l = bind(&host, key);
+                *bound.lock().unwrap() = Some(l.addr());
+                Ok(l)
+            })
+        };
+        assert_eq!(acquire().unwrap(), Some(key));
+        assert_eq!(acquire().unwrap(), Some(key));
+        assert_eq!(binds.load(Ordering::SeqCst), 1, "bound once, shared");
+        let addr = bound.lock().unwrap().unwrap();
+        ls.release_comm(key);
+        assert!(TcpStream::connect(addr).is_ok(), "one comm still uses it");
+        ls.release_comm(key);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "the last release closes it"
+        );
+        ls.release_comm(key); // no longer known: nothing happens
+    }
+
+    #[test]
+    fn a_comm_on_the_instances_own_endpoint_binds_nothing() {
+        let host = Arc::new(Counting::default());
+        let ls = Listeners::new(8, 2);
+        ls.set_main(bind(&host, loopback()));
+        let main = ls.addr().unwrap();
+        let r = ls.acquire_comm(main, || panic!("must not bind"));
+        assert_eq!(r.unwrap(), None);
+        ls.stop_all();
+        assert_eq!(ls.addr(), None);
+    }
+}
