@@ -357,3 +357,6 @@ fn server_unlink(host: &dyn ServeHost, link: &Arc<Link>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
