@@ -26,7 +26,7 @@ use crate::transfer::serve::{serve, ServedCount};
 use crate::transfer::task::TaskSet;
 use crate::transport::local;
 use crate::transport::poller;
-use crate::transport::tcp::{check_reply, Conn};
+use crate::transport::tcp::Conn;
 use crate::transport::wire::{self, Msg};
 use crate::{bail, err, log_debug, log_info, log_warn};
 

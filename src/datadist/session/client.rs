@@ -168,23 +168,7 @@ impl Session {
             let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
             self.reactor()?.add_tick(tick);
             for _ in 0..self.config.data_connections {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut c = Conn::connect(&addr, left, conn_opts)?;
-                c.send(
-                    &Msg::Attach {
-                        cluster_id: self.cluster_id,
-                        link_token: token,
-                        reverse: true,
-                    },
-                    Some(deadline),
-                )?;
-                match c.recv(Some(deadline))? {
-                    Msg::Reply { status, message } => {
-                        check_reply(status, &message, "attaching a reverse connection")?
-                    }
-                    m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
-                }
-                link.track(&c);
+                let c = link.open_reverse(deadline)?;
                 serve(self.arc(), link.clone(), c, false);
             }
             Ok(())
