@@ -1,34 +1,32 @@
-//! One initialised lifetime of an instance (init … finalize): configuration,
-//! registry, pools, link table, the listening endpoint and every thread the
-//! instance runs. Finalize tears all of it down and joins every thread.
+//! One initialised lifetime of an instance (init … finalize): the
+//! composition of its owners (configuration, registry, pools, link table,
+//! comms, listeners, link_clusters attempts, tasks, inbox, and the runtime of
+//! threads and control-plane use), their shared calls, and finalize, which
+//! tears all of it down and joins every thread. The dialling side of link
+//! setup is in `session/client.rs`, the serving side in `session/server.rs`.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::listener::Listeners;
-use crate::datadist::liveness;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::datadist::runtime::Runtime;
 use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
 use crate::device::{Backend, Capabilities};
-use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link::{self, LinkIds};
-use crate::transfer::link::{Link, LinkParts};
-use crate::transfer::serve::{serve, ServedCount};
+use crate::err;
+use crate::status::{Error, Result};
+use crate::transfer::link::Link;
+use crate::transfer::serve::ServedCount;
 use crate::transfer::task::TaskSet;
-use crate::transport::local;
 use crate::transport::poller;
-use crate::transport::tcp::Conn;
-use crate::transport::wire::{self, Msg};
-use crate::{bail, err, log_debug, log_info, log_warn};
 
 mod client;
 mod server;

@@ -1,9 +1,22 @@
 //! The dialling side of link setup and unlink: link_clusters to one peer,
 //! the dial shared with rank-table comms, and the non-forced unlink.
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Session;
 use crate::datadist::comm::Comm;
 use crate::datadist::handshake::JoinFields;
+use crate::datadist::liveness;
+use crate::status::{Error, Result, Status};
+use crate::transfer::acl_link::{self, LinkIds};
+use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::serve::serve;
+use crate::transport::poller;
+use crate::transport::tcp::Conn;
+use crate::transport::wire::Msg;
+use crate::{bail, err, log_info, log_warn};
 
 /// The least time a non-forced unlink waits for the peer's answer to
 /// `Unlink`, whatever is left of its timeout: the peer answers once its serving

@@ -2,10 +2,23 @@
 //! accepted connections, the handshake of a link_clusters client or a
 //! rank-table dialer, and `Attach` of a link's further connections.
 
-use super::*;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::Session;
 use crate::datadist::admission::{self, PendingSlot};
 use crate::datadist::handshake::{join_refusal, JoinRequest};
 use crate::datadist::listener::{log_dropped, log_refusal, Admit, Listener};
+use crate::datadist::liveness;
+use crate::status::{Result, Status};
+use crate::transfer::acl_link::{self, LinkIds};
+use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::serve::serve;
+use crate::transport::local;
+use crate::transport::tcp::Conn;
+use crate::transport::wire::{self, Msg};
+use crate::{bail, err, log_debug, log_info};
 
 /// Bound on a peer's handshake (serving-side I/O: `llmdd.IoTimeoutMs`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
