@@ -426,20 +426,81 @@ impl Comm {
     }
 }
 
-/// The comms of a session and the setup queue.
+/// The comms of a session and their setup queue (under `Session::comms()`).
 #[derive(Default)]
 pub(crate) struct Comms {
-    pub by_id: BTreeMap<u64, Arc<Comm>>,
+    by_id: BTreeMap<u64, Arc<Comm>>,
     /// Comms waiting for a setup slot.
-    pub queue: VecDeque<Arc<Comm>>,
+    queue: VecDeque<Arc<Comm>>,
     /// Setup threads running (each works through the queue when done).
-    pub running: usize,
+    running: usize,
 }
 
 impl Comms {
+    /// Number of comms (any status).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The comm with id `id`.
+    pub fn get(&self, id: u64) -> Option<&Arc<Comm>> {
+        self.by_id.get(&id)
+    }
+
+    /// Every comm, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Comm>> {
+        self.by_id.values()
+    }
+
     /// The comm that has `cluster_id` as a (remote) member.
     pub fn of_cluster(&self, cluster_id: u64) -> Option<&Arc<Comm>> {
         self.by_id.values().find(|c| c.peer(cluster_id).is_some())
+    }
+
+    /// Adds `comm`; true if a setup thread should start for it (fewer than
+    /// `max_running` run, and its slot is taken), else it waits in the queue.
+    pub fn insert(&mut self, comm: Arc<Comm>, max_running: usize) -> bool {
+        self.by_id.insert(comm.id, comm.clone());
+        if self.running < max_running {
+            self.running += 1;
+            true
+        } else {
+            self.queue.push_back(comm);
+            false
+        }
+    }
+
+    /// A setup thread that was counted did not start: its slot is free.
+    pub fn runner_not_started(&mut self) {
+        self.running -= 1;
+    }
+
+    /// The next queued comm for a setup thread that finished one; `None`
+    /// ends the thread (its slot is free).
+    pub fn next_for_runner(&mut self) -> Option<Arc<Comm>> {
+        let next = self.queue.pop_front();
+        if next.is_none() {
+            self.running -= 1;
+        }
+        next
+    }
+
+    /// Removes comm `id` (and its place in the queue).
+    pub fn remove(&mut self, id: u64) -> Option<Arc<Comm>> {
+        let c = self.by_id.remove(&id)?;
+        self.queue.retain(|q| !Arc::ptr_eq(q, &c));
+        Some(c)
+    }
+
+    /// Removes every comm (finalize).
+    pub fn drain(&mut self) -> Vec<Arc<Comm>> {
+        self.queue.clear();
+        std::mem::take(&mut self.by_id).into_values().collect()
+    }
+
+    /// Setup threads running and comms queued.
+    pub fn setups(&self) -> (usize, usize) {
+        (self.running, self.queue.len())
     }
 }
 

@@ -210,8 +210,7 @@ impl Session {
     /// The remote members of every comm.
     fn comm_members(&self) -> Vec<u64> {
         let t = self.comms();
-        t.by_id
-            .values()
+        t.iter()
             .flat_map(|c| {
                 let local = c.spec.local;
                 c.spec

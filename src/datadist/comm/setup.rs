@@ -14,11 +14,11 @@ impl Session {
             bail!(Failed, "instance is finalizing");
         }
         let mut t = self.comms();
-        if t.by_id.len() >= MAX_COMMS {
+        if t.len() >= MAX_COMMS {
             bail!(
                 ParamInvalid,
                 "this instance already has {} comms (the limit is {MAX_COMMS}); unlink one first",
-                t.by_id.len()
+                t.len()
             );
         }
         for (i, m) in spec.members.iter().enumerate() {
@@ -58,18 +58,16 @@ impl Session {
         };
         let id = self.next_comm_id();
         let comm = Arc::new(Comm::new(id, spec, listener));
-        t.by_id.insert(id, comm.clone());
-        if t.running < MAX_CONCURRENT_COMM_SETUPS {
-            t.running += 1;
+        if t.insert(comm.clone(), MAX_CONCURRENT_COMM_SETUPS) {
             drop(t);
             let s = self.arc();
             let c = comm.clone();
             if let Err(e) = self.try_spawn("llmdd-comm", move || s.comm_runner(c)) {
-                self.comms().running -= 1;
+                self.comms().runner_not_started();
                 self.comm_failed(&comm, &e.message);
             }
         } else {
-            t.queue.push_back(comm.clone());
+            drop(t);
         }
         log_info!(
             "cluster {} created comm {id} (\"{}\") as rank {} of {}",
@@ -83,22 +81,17 @@ impl Session {
 
     /// `query_register_mem_status`: status and failure reason.
     pub fn comm_status(&self, comm_id: u64) -> Result<(MemStatus, String)> {
-        let c = self.comms().by_id.get(&comm_id).cloned();
+        let c = self.comms().get(comm_id).cloned();
         c.map(|c| c.status()).ok_or_else(|| unknown_comm(comm_id))
     }
 
     /// `unlink`: aborts the setup, tears down the local side of every link
     /// of the comm (waiting for in-flight transfers), releases its listener.
     pub fn comm_unlink(&self, comm_id: u64) -> Result<()> {
-        let comm = {
-            let mut t = self.comms();
-            let c = t
-                .by_id
-                .remove(&comm_id)
-                .ok_or_else(|| unknown_comm(comm_id))?;
-            t.queue.retain(|q| !Arc::ptr_eq(q, &c));
-            c
-        };
+        let comm = self
+            .comms()
+            .remove(comm_id)
+            .ok_or_else(|| unknown_comm(comm_id))?;
         self.comm_teardown(&comm, self.config.sync_kv_timeout);
         log_info!(
             "cluster {} unlinked comm {comm_id} (\"{}\")",
@@ -110,11 +103,7 @@ impl Session {
 
     /// Closes every comm (finalize).
     pub(crate) fn comm_unlink_all(&self, wait: Duration) {
-        let all: Vec<Arc<Comm>> = {
-            let mut t = self.comms();
-            t.queue.clear();
-            std::mem::take(&mut t.by_id).into_values().collect()
-        };
+        let all: Vec<Arc<Comm>> = self.comms().drain();
         for c in all {
             self.comm_teardown(&c, wait);
         }
@@ -168,13 +157,12 @@ impl Session {
 
     /// Number of comms (any status).
     pub fn comm_count(&self) -> usize {
-        self.comms().by_id.len()
+        self.comms().len()
     }
 
     /// Comm setups running and queued (for tests and logs).
     pub fn comm_setups(&self) -> (usize, usize) {
-        let t = self.comms();
-        (t.running, t.queue.len())
+        self.comms().setups()
     }
 
     /// The comm that reserves `cluster_id`, if any.
@@ -189,11 +177,7 @@ impl Session {
             if !c.is_closed() {
                 self.comm_setup(&c);
             }
-            let mut t = self.comms();
-            next = t.queue.pop_front();
-            if next.is_none() {
-                t.running -= 1;
-            }
+            next = self.comms().next_for_runner();
         }
     }
 
@@ -320,7 +304,7 @@ impl Session {
                 c.id,
                 c.name()
             ),
-            None if t.by_id.values().any(|c| c.name() == name) => bail!(
+            None if t.iter().any(|c| c.name() == name) => bail!(
                 ParamInvalid,
                 "cluster {dialer} is not a member of comm \"{name}\" on cluster {}",
                 self.cluster_id
@@ -384,7 +368,7 @@ impl Session {
     /// An accepted comm link got the dialer's reverse connection: the pair
     /// is complete on this side.
     pub(crate) fn comm_peer_ready(&self, link: &Arc<Link>) {
-        let Some(c) = self.comms().by_id.get(&link.comm_id).cloned() else {
+        let Some(c) = self.comms().get(link.comm_id).cloned() else {
             return;
         };
         let mut st = c.lock();
