@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::types::{Dir, Segment};
-use crate::datadist::link::{ConnGuard, Link};
 use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
+use crate::transfer::link::{ConnGuard, Link};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::{check_reply, BulkProgress, FrameReader};

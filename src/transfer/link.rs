@@ -528,27 +528,44 @@ impl Link {
         self.conn_cv.notify_all();
     }
 
-    /// Opens one more request connection to the server (client side only).
-    fn open_forward(&self, deadline: Instant) -> Result<Conn> {
+    /// Opens one more connection to the server and attaches it to this link
+    /// (client side only), within `deadline`. `reverse`: the server sends its
+    /// requests on it (the caller serves it); else this side does.
+    fn attach(&self, reverse: bool, deadline: Instant) -> Result<Conn> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut c = Conn::connect(&self.remote_addr, left, self.conn_opts)?;
         c.send(
             &Msg::Attach {
                 cluster_id: self.local_cluster_id,
                 link_token: self.token,
-                reverse: false,
+                reverse,
             },
             Some(deadline),
         )?;
+        let what = if reverse {
+            "attaching a reverse connection"
+        } else {
+            "attaching a connection"
+        };
         match c.recv(Some(deadline))? {
-            Msg::Reply { status, message } => {
-                check_reply(status, &message, "attaching a connection")?
-            }
+            Msg::Reply { status, message } => check_reply(status, &message, what)?,
             m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
         }
-        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
         self.track(&c);
         Ok(c)
+    }
+
+    /// Opens one more request connection to the server (client side only).
+    fn open_forward(&self, deadline: Instant) -> Result<Conn> {
+        let mut c = self.attach(false, deadline)?;
+        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
+        Ok(c)
+    }
+
+    /// Opens a reverse connection, on which the server sends its requests
+    /// (client side only); the caller serves it.
+    pub fn open_reverse(&self, deadline: Instant) -> Result<Conn> {
+        self.attach(true, deadline)
     }
 
     /// Takes a connection for one request, opening a new one (client) when all
