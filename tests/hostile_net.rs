@@ -1057,3 +1057,21 @@ fn raw_connect_and_hello(s: &TcpStream, addr: SocketAddr) -> Option<Msg> {
     s.read_exact(&mut payload).ok()?;
     wire::decode_payload(&header, &payload).ok()
 }
+
+/// `OpenConns` is the server's request: a client that sends it on its data
+/// connection loses that connection, and the server keeps serving the real
+/// decoder.
+#[test]
+fn open_conns_from_a_client_is_refused() {
+    let f = Fixture::new(&[]);
+    let puller = Puller::start(f.ds.clone());
+    let token = f.token();
+    let (mut c, r) = raw_attach(f.addr(), D_ID, token);
+    assert_eq!(r.map(|r| r.0), Some(0));
+    send(&mut c, &Msg::OpenConns { count: 4 });
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "a client's OpenConns did not end its connection"
+    );
+    puller.finish();
+}
