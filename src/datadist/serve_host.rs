@@ -4,7 +4,7 @@
 //! [`crate::datadist::acl_rules`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::registry::Resolved;
 use crate::cache::types::{BindKey, CacheKey, Segment};
@@ -88,5 +88,9 @@ impl ServeHost for Session {
 
     fn remove_link(&self, link: &Arc<Link>) -> bool {
         self.remove_exact(link)
+    }
+
+    fn open_reverse(&self, link: &Arc<Link>, count: u32, deadline: Instant) -> Result<()> {
+        Session::open_reverse(self, link, count, deadline)
     }
 }

@@ -49,6 +49,9 @@ pub trait ServeHost: Send + Sync + 'static {
     /// Removes `link` from the instance's table if it is still the current
     /// one; true if it was.
     fn remove_link(&self, link: &Arc<Link>) -> bool;
+    /// Client: opens up to `count` more reverse connections of `link` (its
+    /// server asked, `OpenConns`), within this side's own limit.
+    fn open_reverse(&self, link: &Arc<Link>, count: u32, deadline: Instant) -> Result<()>;
 }
 
 /// Logs a refused request of `link`'s peer, rate-limited (any peer can make
@@ -174,6 +177,19 @@ pub fn handle(host: &dyn ServeHost, link: &Arc<Link>, conn: &mut Conn, msg: Msg)
                 conn.reply(e.status, &e.message, deadline)?;
             }
         },
+        Msg::OpenConns { count } => {
+            if !link.we_dialed {
+                bail!(LinkFailed, "client sent OpenConns to a server");
+            }
+            let until = Instant::now() + host.io_timeout();
+            match host.open_reverse(link, count, until) {
+                Ok(()) => conn.reply(Status::Success, "", deadline)?,
+                Err(e) => {
+                    refused("a request for connections", &e);
+                    conn.reply(e.status, &e.message, deadline)?;
+                }
+            }
+        }
         Msg::Unlink => {
             if link.we_dialed {
                 bail!(LinkFailed, "server sent Unlink to a client");

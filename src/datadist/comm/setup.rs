@@ -365,8 +365,8 @@ impl Session {
         Ok(())
     }
 
-    /// An accepted comm link got the dialer's reverse connection: the pair
-    /// is complete on this side.
+    /// An accepted comm link is set up (the dialer's Pools arrived): the
+    /// pair is complete on this side.
     pub(crate) fn comm_peer_ready(&self, link: &Arc<Link>) {
         let Some(c) = self.comms().get(link.comm_id).cloned() else {
             return;

@@ -167,23 +167,18 @@ impl Session {
             // The control connection carries no bulk data (link.rs); it is
             // read on the poller from now on. A link whose bytes move
             // one-sidedly sends its requests there and needs nothing else.
-            // Else the request connections (striping) open now so transfers
-            // never pay for a connect, then the reverse connections on which
-            // the server sends its requests.
+            // Else data connections open when a transfer first needs them:
+            // request connections by this side, reverse connections (on which
+            // the server sends its requests) when the server asks
+            // (`OpenConns`); both close when unused for a while.
             link.watch_control(&control);
             link.set_control_writer(control.writer());
             serve(self.arc(), link.clone(), control, true);
             if link.requests_on_control() {
                 return Ok(());
             }
-            drop(link.take_conns(self.config.data_connections as usize, deadline)?);
-            // Request connections left unused close, and reopen on demand.
             let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
             self.reactor()?.add_tick(tick);
-            for _ in 0..self.config.data_connections {
-                let c = link.open_reverse(deadline)?;
-                serve(self.arc(), link.clone(), c, false);
-            }
             Ok(())
         })();
         if let Err(e) = built {
@@ -215,6 +210,44 @@ impl Session {
             "cluster {} linked to cluster {remote_cluster_id} at {addr}",
             self.cluster_id
         );
+        Ok(())
+    }
+
+    /// Opens up to `count` more reverse connections of `link` (its server
+    /// asked for them, `OpenConns`), never more than `llmdd.DataConnections`
+    /// at once; each is served here like the control connection and frees
+    /// its slot when it ends. Fails if none could be opened.
+    pub(crate) fn open_reverse(
+        &self,
+        link: &Arc<Link>,
+        count: u32,
+        deadline: Instant,
+    ) -> Result<()> {
+        if link.requests_on_control() {
+            bail!(
+                LinkFailed,
+                "link to cluster {} moves its bytes one-sidedly: it has no data connections",
+                link.remote_cluster_id
+            );
+        }
+        let cap = self.config.data_connections as usize;
+        let mut opened = 0;
+        for _ in 0..count.min(cap as u32) {
+            let Some(slot) = link.reverse_slot(cap) else {
+                break;
+            };
+            let mut c = link.open_reverse(deadline)?;
+            c.hold(Box::new(slot));
+            serve(self.arc(), link.clone(), c, false);
+            opened += 1;
+        }
+        if opened == 0 && count > 0 {
+            bail!(
+                LinkFailed,
+                "cluster {}: a link has at most {cap} reverse connections (llmdd.DataConnections)",
+                self.cluster_id
+            );
+        }
         Ok(())
     }
 

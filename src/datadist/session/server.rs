@@ -238,9 +238,6 @@ impl Session {
         if reverse {
             conn.set_frame_limit(wire::MAX_PAYLOAD);
             link.add_request_conn(conn);
-            if link.comm_id != 0 {
-                self.comm_peer_ready(&link);
-            }
         } else {
             serve(self, link, conn, false);
         }
@@ -397,9 +394,20 @@ impl Session {
             link.teardown(Duration::ZERO);
             return Err(e);
         }
-        if link.comm_id != 0 && link.requests_on_control() {
-            // No reverse connection will follow (`attach`): the dialer's side
-            // is complete once its Pools arrived.
+        if !link.requests_on_control() {
+            // Reverse connections open when this side first needs one
+            // (`Link::take_conn` asks the client) and close when unused.
+            let tick: std::sync::Weak<dyn crate::transport::poller::Tick> =
+                Arc::downgrade(&link) as _;
+            if let Err(e) = self.reactor().map(|r| r.add_tick(tick)) {
+                self.remove_exact(&link);
+                link.teardown(Duration::ZERO);
+                return Err(e);
+            }
+        }
+        if link.comm_id != 0 {
+            // The dialer's side is complete once its Pools arrived (and, on
+            // the acl backend, both ends prepared HCCL above).
             self.comm_peer_ready(&link);
         }
         log_info!(

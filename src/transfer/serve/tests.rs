@@ -19,6 +19,7 @@ struct Fake {
     notes: Mutex<Vec<(String, String)>>,
     removed: AtomicBool,
     checks: AtomicUsize,
+    reverse_asked: Mutex<Vec<u32>>,
 }
 
 impl ServeHost for Fake {
@@ -57,6 +58,13 @@ impl ServeHost for Fake {
     }
     fn remove_link(&self, _link: &Arc<Link>) -> bool {
         !self.removed.swap(true, Ordering::SeqCst)
+    }
+    fn open_reverse(&self, _link: &Arc<Link>, count: u32, _deadline: Instant) -> Result<()> {
+        self.reverse_asked.lock().unwrap().push(count);
+        if count > 2 {
+            bail!(LinkFailed, "at most 2 reverse connections here");
+        }
+        Ok(())
     }
 }
 
@@ -197,4 +205,34 @@ fn a_client_refuses_unlink_from_its_server() {
     assert_eq!(e.status, Status::LinkFailed);
     assert!(!host.removed.load(Ordering::SeqCst));
     assert!(!link.is_closed());
+}
+
+#[test]
+fn open_conns_reaches_a_client_host_and_is_refused_to_a_server() {
+    let host = Fake::default();
+    let client_side = link(true);
+    let (go_on, reply) = ask(&host, &client_side, Msg::OpenConns { count: 1 });
+    assert!(go_on);
+    assert!(matches!(reply, Msg::Reply { status: 0, .. }), "{reply:?}");
+    let (go_on, reply) = ask(&host, &client_side, Msg::OpenConns { count: 5 });
+    assert!(go_on, "a refusal keeps the control connection");
+    match reply {
+        Msg::Reply { status, message } => {
+            assert_eq!(status, Status::LinkFailed.code());
+            assert!(message.contains("at most 2"), "{message}");
+        }
+        m => panic!("{m:?}"),
+    }
+    assert_eq!(*host.reverse_asked.lock().unwrap(), vec![1, 5]);
+    // A server is never asked: the connection ends, the host is not called.
+    let (mut server, _client) = pair();
+    let e = handle(
+        &host,
+        &link(false),
+        &mut server,
+        Msg::OpenConns { count: 1 },
+    )
+    .unwrap_err();
+    assert_eq!(e.status, Status::LinkFailed);
+    assert_eq!(host.reverse_asked.lock().unwrap().len(), 2);
 }
