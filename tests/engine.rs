@@ -548,6 +548,26 @@ fn a_stopped_or_killed_peer_never_blocks_transfer_async() {
     assert_eq!(&dst[..16 << 10], &pattern(64 << 10, 5)[..16 << 10]);
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The stop lands asynchronously: wait until every thread of the child is
+    // stopped, so no request posted below can still be answered.
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .all(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
+            })
+    };
+    let t0 = Instant::now();
+    while !stopped() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the child did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for op in [Op::Read, Op::Write] {
         let t = Instant::now();
         let r = client
