@@ -577,6 +577,7 @@ impl Link {
     /// Takes a connection for one request, opening a new one (client) when all
     /// are busy, else waiting until `deadline`.
     pub fn take_conn(self: &Arc<Self>, deadline: Instant) -> Result<ConnGuard> {
+        let mut asked = false;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             self.check_open()?;
@@ -616,8 +617,12 @@ impl Link {
                     }
                 }
             }
-            if self.can_ask_reverse(n) && !self.asking.swap(true, Ordering::AcqRel) {
+            // One ask per call: the connection it brought is counted before
+            // the client's reply but reaches the idle list just after, so
+            // asking again at once would open a second one.
+            if !asked && self.can_ask_reverse(n) && !self.asking.swap(true, Ordering::AcqRel) {
                 drop(idle);
+                asked = true;
                 let r = self.ask_reverse(deadline);
                 self.asking.store(false, Ordering::Release);
                 self.conn_cv.notify_all();
