@@ -3,6 +3,7 @@
 //! on the pool in chunks), plus the request list `GetTransferStatus` polls.
 
 use super::*;
+use crate::cache::plan::Plan;
 
 impl Engine {
     /// The link to a connected `n` (connecting first with `AutoConnect`),
@@ -129,8 +130,8 @@ impl Engine {
             let _g = p.link.begin()?;
             let stripes = self.session.config.data_connections as usize;
             let r = match cancel {
-                None => exec::run(p.link, p.plan, dir, p.deadline, stripes),
-                Some(flag) => run_chunked(p.link, p.plan, dir, p.deadline, stripes, flag),
+                None => exec::run(p.link, p.plan(), dir, p.deadline, stripes),
+                Some(flag) => run_chunked(p.link, p.plan(), dir, p.deadline, stripes, flag),
             };
             r.map_err(|e| match e.status {
                 Status::Timeout => err!(
@@ -307,9 +308,20 @@ impl Engine {
 struct Planned<'a> {
     name: &'a EngineName,
     link: &'a Arc<Link>,
+    /// Built by `Engine::prepare`, which checked both sides of every
+    /// descriptor against registered memory.
     plan: &'a [Segment],
     op: Op,
     deadline: Instant,
+}
+
+impl Planned<'_> {
+    fn plan(&self) -> &Plan {
+        // SAFETY: `prepare` checked every local range against the memory
+        // registered with this engine; the caller keeps registered memory
+        // valid while its transfers run (as for every registered cache).
+        unsafe { Plan::assume_checked(self.plan) }
+    }
 }
 
 fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
@@ -326,7 +338,7 @@ fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
 /// Runs `plan` in chunks, stopping at a chunk boundary once `cancel` is set.
 fn run_chunked(
     link: &Arc<Link>,
-    plan: &[Segment],
+    plan: &Plan,
     dir: Dir,
     deadline: Instant,
     stripes: usize,
@@ -344,8 +356,9 @@ fn run_chunked(
             bytes += rest[n].len;
             n += 1;
         }
-        exec::run(link, &rest[..n], dir, deadline, stripes)?;
-        rest = &rest[n..];
+        let (now, later) = rest.split_at(n);
+        exec::run(link, now, dir, deadline, stripes)?;
+        rest = later;
     }
     Ok(())
 }
