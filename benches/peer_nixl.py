@@ -11,13 +11,19 @@ completion. UCX picks its CMA transport (process_vm_readv) for host memory
 between local processes. The bytes are checked after the timed loop.
 
 The timed loop runs in Python, so each figure carries Python's own cost of the
-two bound calls; the script measures that floor too (the same loop around a
-no-op bound call) and prints it beside the result.
+bound calls; the script measures that floor too (the same loop around one
+status query of the finished request) and prints it beside the result.
 
 Usage (installs nixl-cu12 1.5.1 into target/nixl-venv on first use; its torch
 dependency is not needed for host memory and is left out):
 
     python3 benches/peer_nixl.py [--size 16384] [--iters 3000] [--rounds 1]
+        [--llmdd build/release/benches/llmdd_bench ...]
+
+With `--llmdd BENCH` (repeatable: several builds), each round first runs each
+llmdd_bench's single-block same-host pull of the same size, re-pulling one
+block as NIXL re-reads one buffer (`--buffer-size` = the block), then NIXL's
+read, and prints the ratio of each llmdd p50 to NIXL's in that round.
 """
 
 import argparse
@@ -87,7 +93,30 @@ def percentile(v, q):
     return v[min(len(v) - 1, int(len(v) * q))]
 
 
-def initiator(size, iters, rounds):
+def llmdd_round(bench, size, iters):
+    """One llmdd_bench run: (pull p50 us, process_vm_readv-alone p50 us or None)."""
+    import re
+
+    out = subprocess.run(
+        [bench, "--block-size", str(size), "--buffer-size", str(size), "--blocks-per-call", "1",
+         "--calls", str(iters), "--op", "pull", "--transport", "same-host"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    pull = floor = None
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 6 and cells[1] == "pull" and cells[3] == "1":
+            pull = float(cells[5])
+        m = re.search(r"process_vm_readv alone.*p50 ([0-9.]+) us", line)
+        if m:
+            floor = float(m.group(1))
+    if pull is None:
+        raise RuntimeError(f"{bench} printed no pull row:\n{out}")
+    return pull, floor
+
+
+def initiator(size, iters):
+    """One NIXL measurement in fresh processes: (p50 us, p99 us, floor p50 us)."""
     import pickle
 
     rfd, wfd = os.pipe()
@@ -135,26 +164,20 @@ def initiator(size, iters, rounds):
 
         for _ in range(200):
             once()
-        for r in range(rounds):
-            lat = sorted(once() for _ in range(iters))
-            # Python's share: the same loop shape around one bound no-op call.
-            floor = []
-            for _ in range(iters):
-                t0 = clock()
+        lat = sorted(once() for _ in range(iters))
+        # Python's share: the same loop around one status query (already DONE).
+        floor = []
+        for _ in range(iters):
+            t0 = clock()
+            s = state(hv)
+            while s == busy:
                 s = state(hv)
-                while s == busy:
-                    s = state(hv)
-                floor.append(clock() - t0)
-            floor.sort()
-            if bytes(m[:size]) != pattern(size):
-                raise RuntimeError("the bytes read differ from the target's")
-            print(
-                f"nixl 1.5.1 UCX (CMA), re-posted READ of {size} B: p50 {percentile(lat, 0.5) / 1e3:.2f} us, "
-                f"p99 {percentile(lat, 0.99) / 1e3:.2f} us ({iters} reads, verified); "
-                f"python loop floor p50 {percentile(floor, 0.5) / 1e3:.2f} us",
-                flush=True,
-            )
+            floor.append(clock() - t0)
+        floor.sort()
+        if bytes(m[:size]) != pattern(size):
+            raise RuntimeError("the bytes read differ from the target's")
         h.release()
+        return percentile(lat, 0.5) / 1e3, percentile(lat, 0.99) / 1e3, percentile(floor, 0.5) / 1e3
     finally:
         t.stdin.close()
         t.wait(timeout=30)
@@ -167,12 +190,28 @@ def main():
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--role", choices=["initiator", "target"], default="initiator")
     p.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
+    p.add_argument("--llmdd", action="append", default=[], metavar="BENCH",
+                   help="an llmdd_bench to run in each round before NIXL (repeatable)")
     o = p.parse_args()
     ensure_venv()
     if o.role == "target":
         target(o.size, o.fd)
     else:
-        initiator(o.size, o.iters, o.rounds)
+        benches = [os.path.abspath(b) for b in o.llmdd]
+        for r in range(o.rounds):
+            # llmdd first, while no NIXL process runs (the target's progress
+            # thread would take a vCPU), then NIXL in fresh processes.
+            mine = [(b, llmdd_round(b, o.size, o.iters)) for b in benches]
+            p50, p99, floor = initiator(o.size, o.iters)
+            print(
+                f"round {r + 1}: nixl 1.5.1 UCX (CMA), re-posted READ of {o.size} B: p50 {p50:.2f} us, "
+                f"p99 {p99:.2f} us ({o.iters} reads, verified); python loop floor p50 {floor:.2f} us",
+                flush=True,
+            )
+            for b, (pull, alone) in mine:
+                a = f", process_vm_readv alone {alone:.2f} us" if alone is not None else ""
+                print(f"round {r + 1}: {b}: pull p50 {pull:.2f} us{a}; {pull / p50:.2f}x NIXL's",
+                      flush=True)
 
 
 if __name__ == "__main__":

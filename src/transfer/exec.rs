@@ -69,8 +69,9 @@ pub fn run(
 /// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
 /// A read starts unless the link is already marked dead (the liveness watch
 /// does that within moments of the exit): a read racing the peer's exit fails,
-/// but may have written its destination. One poll of the pidfd per read, two
-/// per write (docs/security.md has the figures).
+/// but may have written its destination. Each check is a load of the peer's
+/// liveness word, or a poll of its pidfd when it keeps none
+/// (`PeerProcess::is_alive`; docs/security.md).
 /// A dead peer marks the link dead (its pool mappings are dropped).
 fn same_host(link: &Link, peer: &PeerProcess, plan: &Plan, dir: Dir) -> Result<()> {
     let pools = link.pools();
