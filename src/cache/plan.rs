@@ -19,6 +19,7 @@
 
 use crate::bail;
 use crate::cache::types::{CacheView, LayerSel, Segment};
+pub use crate::cache::types::{Plan, PlanBuf};
 use crate::status::Result;
 
 /// Upper bound on a capacity hint, so a huge (but valid) request never asks the
@@ -27,91 +28,6 @@ const MAX_PREALLOC: usize = 1 << 20;
 
 fn cap_hint(a: usize, b: usize) -> usize {
     a.saturating_mul(b).min(MAX_PREALLOC)
-}
-
-// ---------------------------------------------------------------------------
-// Plans
-// ---------------------------------------------------------------------------
-
-/// Segments whose local side lies in memory this process registered (a
-/// cache's tensors, or ranges checked against registered memory), valid for
-/// the copy's direction while the caller holds what keeps that memory
-/// registered. Made only by the planners of this module (as a [`PlanBuf`]),
-/// by [`Plan::assume_checked`], or as a part of another plan.
-#[repr(transparent)]
-#[derive(Debug, PartialEq, Eq)]
-pub struct Plan([Segment]);
-
-impl Plan {
-    fn of(segs: &[Segment]) -> &Plan {
-        // SAFETY: `Plan` is a transparent wrapper of `[Segment]`.
-        unsafe { &*(segs as *const [Segment] as *const Plan) }
-    }
-
-    /// `segs` as a plan.
-    ///
-    /// # Safety
-    /// The local side of every segment (`dst` of a read, `src` of a write or
-    /// of a local copy, both of a local copy) must be memory of this process,
-    /// valid for that access for its whole length for as long as the plan is
-    /// used: ranges the caller checked against registered memory.
-    pub unsafe fn assume_checked(segs: &[Segment]) -> &Plan {
-        Plan::of(segs)
-    }
-
-    /// The segments.
-    pub fn segments(&self) -> &[Segment] {
-        &self.0
-    }
-
-    /// The first `n` segments and the rest, each a plan.
-    pub fn split_at(&self, n: usize) -> (&Plan, &Plan) {
-        let (a, b) = self.0.split_at(n);
-        (Plan::of(a), Plan::of(b))
-    }
-
-    /// Total bytes (saturating).
-    pub fn bytes(&self) -> u64 {
-        total_bytes(&self.0)
-    }
-}
-
-impl std::ops::Deref for Plan {
-    type Target = [Segment];
-    fn deref(&self) -> &[Segment] {
-        &self.0
-    }
-}
-
-impl<'a> IntoIterator for &'a Plan {
-    type Item = &'a Segment;
-    type IntoIter = std::slice::Iter<'a, Segment>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-/// An owned [`Plan`], as the planners return it.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PlanBuf(Vec<Segment>);
-
-impl PlanBuf {
-    fn new(segs: Vec<Segment>) -> PlanBuf {
-        PlanBuf(segs)
-    }
-}
-
-impl std::ops::Deref for PlanBuf {
-    type Target = Plan;
-    fn deref(&self) -> &Plan {
-        Plan::of(&self.0)
-    }
-}
-
-impl PartialEq<Vec<Segment>> for PlanBuf {
-    fn eq(&self, other: &Vec<Segment>) -> bool {
-        &self.0 == other
-    }
 }
 
 // ---------------------------------------------------------------------------

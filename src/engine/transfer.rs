@@ -3,7 +3,7 @@
 //! on the pool in chunks), plus the request list `GetTransferStatus` polls.
 
 use super::*;
-use crate::cache::plan::Plan;
+use crate::cache::types::Plan;
 
 impl Engine {
     /// The link to a connected `n` (connecting first with `AutoConnect`),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::plan::Plan;
+use crate::cache::types::Plan;
 use crate::cache::types::{Dir, Segment};
 use crate::datadist::link::{ConnGuard, Link};
 use crate::device::pool::PeerMapping;

@@ -17,8 +17,8 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::cache::plan::Plan;
 use crate::cache::types::Dir;
+use crate::cache::types::Plan;
 use crate::device::acl::{AclContext, Stream};
 use crate::status::{Error, Result, Status};
 use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};

@@ -269,7 +269,8 @@ fn scan(pid: u32, skip: u32, take: &impl Fn(u32) -> std::io::Result<OwnedFd>) ->
 
 /// True for a liveness memfd: its name, its seals and its size.
 fn is_live_memfd(fd: &OwnedFd) -> bool {
-    if !crate::transport::peer_proc::fd_path(fd.as_raw_fd()).is_ok_and(|p| p == LIVE_PATH) {
+    let named = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    if !named.is_ok_and(|p| p.as_os_str() == LIVE_PATH) {
         return false;
     }
     // SAFETY: F_GET_SEALS and fstat on our fd.
@@ -354,8 +355,10 @@ mod tests {
                 break line[i + 8..].trim().parse().unwrap();
             }
         };
-        let peer = crate::transport::peer_proc::PeerProcess::open(child.id()).unwrap();
-        let w = attach(child.id(), fd + 7, |n| peer.take_fd(n, libc::O_RDONLY)).expect("attached");
+        // The child's descriptors, as /proc shows them to its parent.
+        let pid = child.id();
+        let take = |n: u32| std::fs::File::open(format!("/proc/{pid}/fd/{n}")).map(OwnedFd::from);
+        let w = attach(pid, fd + 7, take).expect("attached");
         assert!(w.holds());
         child.kill().unwrap();
         child.wait().unwrap();

@@ -41,7 +41,7 @@ pub enum LocalPath {
 /// # Safety
 /// The local side of every segment (`dst` of a read, `src` of a write) must
 /// be memory of this process valid for that access for its whole length
-/// during the call (the segments of a `cache::plan::Plan`, or a part of one).
+/// during the call (the segments of a `cache::types::Plan`, or a part of one).
 /// The peer's side is checked by the kernel against the peer's address space.
 pub unsafe fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
     // iovec arrays reused per thread (cleared before each use, so no stale
@@ -183,7 +183,7 @@ unsafe fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
 /// # Safety
 /// Both sides of every segment must be memory of this process, `src` readable
 /// and `dst` writable for the whole length during the call (the segments of
-/// a `cache::plan::Plan`, or a part of one, or a peer pool's mapping).
+/// a `cache::types::Plan`, or a part of one, or a peer pool's mapping).
 pub unsafe fn memcpy_segments(segs: &[Segment]) {
     for s in segs {
         // SAFETY: the caller's contract.
