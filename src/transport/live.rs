@@ -3,7 +3,8 @@
 //!
 //! Each process that offers a same-host identity also makes a one-page memfd
 //! named `llmdd-live` holding a robust futex word, owned by a thread of its
-//! own that parks forever ("llmdd-live"). The word holds that thread's id; when
+//! own that parks ("llmdd-live") until the control plane stops ([`release`]:
+//! it then clears the word, and peers poll). The word holds that thread's id; when
 //! the thread dies (its process exits, is killed, or `exec`s) the kernel's
 //! robust-futex cleanup sets `FUTEX_OWNER_DIED` and clears the id, during the
 //! exit and so before the process can be reaped, which is before its pid can
@@ -20,8 +21,8 @@
 //! child has no holder thread (it makes its own identity, `identity`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The memfd name of a liveness page.
 pub const LIVE_NAME: &str = "llmdd-live";
@@ -62,31 +63,59 @@ struct Page {
     entry: RobustList,
 }
 
-/// This process's liveness memfd, made once (per process: a forked child makes
-/// its own on first use, since the holder thread does not survive a fork).
-pub fn own_fd() -> Option<RawFd> {
-    static OWN: OnceLock<(u32, Option<RawFd>)> = OnceLock::new();
-    static CHILD: std::sync::Mutex<Option<(u32, Option<RawFd>)>> = std::sync::Mutex::new(None);
-    let pid = std::process::id();
-    let (p, fd) = *OWN.get_or_init(|| (pid, make()));
-    if p == pid {
-        return fd;
-    }
-    // A forked child: one of its own.
-    let mut g = CHILD.lock().unwrap_or_else(|e| e.into_inner());
-    match *g {
-        Some((p, fd)) if p == pid => fd,
-        _ => {
-            let fd = make();
-            *g = Some((pid, fd));
-            fd
-        }
-    }
+/// This process's liveness page while it has one: the memfd, our writable
+/// mapping, and the holder thread.
+struct Holder {
+    pid: u32,
+    fd: OwnedFd,
+    page: usize,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-/// Makes the page, its holder thread, and returns the memfd (None if any
-/// step is unavailable: peers then poll the pidfd).
-fn make() -> Option<RawFd> {
+static HOLDER: Mutex<Option<Holder>> = Mutex::new(None);
+
+/// This process's liveness memfd, made on first use after start, after a
+/// [`release`], and in a forked child (whose copy of the parent's has no
+/// holder thread); None if it cannot be made (peers then poll the pidfd).
+pub fn own_fd() -> Option<RawFd> {
+    let mut g = HOLDER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some(h) = g.as_ref() {
+        if h.pid == pid {
+            return Some(h.fd.as_raw_fd());
+        }
+        // A forked child: the parent's thread does not exist here and its
+        // mapping was not inherited; only the descriptor copy is ours.
+        let old = g.take().expect("checked above");
+        drop(old.fd);
+        std::mem::forget(old.thread);
+    }
+    *g = make(pid);
+    g.as_ref().map(|h| h.fd.as_raw_fd())
+}
+
+/// Ends this process's liveness page (the control plane stopped: the last
+/// instance finalized). The holder clears the word before it exits, so a peer
+/// that mapped it polls the pidfd from then on; the memfd closes and the
+/// thread is joined (finalize leaves neither behind). The next [`own_fd`]
+/// makes a new page.
+pub fn release() {
+    let h = HOLDER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(h) = h else { return };
+    if h.pid != std::process::id() {
+        std::mem::forget(h.thread);
+        return;
+    }
+    h.stop.store(true, Ordering::SeqCst);
+    h.thread.thread().unpark();
+    let _ = h.thread.join();
+    // SAFETY: our mapping; its thread is gone.
+    unsafe { libc::munmap(h.page as *mut libc::c_void, LIVE_LEN) };
+}
+
+/// Makes the page and its holder thread.
+fn make(pid: u32) -> Option<Holder> {
     let name = std::ffi::CString::new(LIVE_NAME).ok()?;
     // SAFETY: valid C string.
     let fd =
@@ -121,35 +150,49 @@ fn make() -> Option<RawFd> {
         }
         p as usize
     };
+    let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
     let spawned = std::thread::Builder::new()
         .name("llmdd-live".into())
         .stack_size(64 << 10)
-        .spawn(move || hold(page, tx));
-    if spawned.is_err() || rx.recv() != Ok(true) {
-        // SAFETY: our mapping, unused by anyone.
-        unsafe { libc::munmap(page as *mut libc::c_void, LIVE_LEN) };
-        return None;
-    }
-    Some(std::os::fd::IntoRawFd::into_raw_fd(fd))
+        .spawn(move || hold(page, &flag, tx));
+    let thread = match spawned {
+        Ok(t) if rx.recv() == Ok(true) => t,
+        other => {
+            if let Ok(t) = other {
+                let _ = t.join();
+            }
+            // SAFETY: our mapping, unused by anyone.
+            unsafe { libc::munmap(page as *mut libc::c_void, LIVE_LEN) };
+            return None;
+        }
+    };
+    Some(Holder {
+        pid,
+        fd,
+        page,
+        stop,
+        thread,
+    })
 }
 
 /// The holder thread: registers the page's word as its robust futex, takes
-/// it, says so, and parks for the life of the process. The mapping stays.
-fn hold(page: usize, ready: std::sync::mpsc::Sender<bool>) {
+/// it, says so, and parks until [`release`]; then clears the word and takes
+/// its robust list back from the kernel before it ends.
+fn hold(page: usize, stop: &AtomicBool, ready: std::sync::mpsc::Sender<bool>) {
     let p = page as *mut Page;
-    // The list head lives as long as the thread (the kernel reads it at the
-    // thread's exit), so it is leaked.
-    let head = Box::leak(Box::new(RobustListHead {
+    let mut head = Box::new(RobustListHead {
         list: RobustList {
             next: std::ptr::null_mut(),
         },
         futex_offset: 0,
         list_op_pending: std::ptr::null_mut(),
-    }));
+    });
     // SAFETY: `p` is our live shared mapping; this thread alone writes it.
     // This thread uses no robust mutex of the C library, whose own list for
-    // it this replaces.
+    // it this replaces. `head` outlives the registration (undone below
+    // before it is freed; at an exit of the process it is still here).
     let ok = unsafe {
         let entry = std::ptr::addr_of_mut!((*p).entry);
         let word = std::ptr::addr_of_mut!((*p).word) as *mut u8;
@@ -158,7 +201,7 @@ fn hold(page: usize, ready: std::sync::mpsc::Sender<bool>) {
         head.list.next = entry;
         libc::syscall(
             libc::SYS_set_robust_list,
-            head as *mut RobustListHead,
+            &mut *head as *mut RobustListHead,
             std::mem::size_of::<RobustListHead>(),
         ) == 0
     };
@@ -171,8 +214,14 @@ fn hold(page: usize, ready: std::sync::mpsc::Sender<bool>) {
     if !ok {
         return;
     }
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         std::thread::park();
+    }
+    // SAFETY: as above. The word no longer names a live holder; the list is
+    // emptied so the kernel walks nothing of the page or of `head` at exit.
+    unsafe {
+        (*p).word.store(0, Ordering::SeqCst);
+        head.list.next = &mut head.list;
     }
 }
 
@@ -286,26 +335,9 @@ fn is_live_memfd(fd: &OwnedFd) -> bool {
 mod tests {
     use super::*;
 
-    fn dup(fd: RawFd) -> std::io::Result<OwnedFd> {
-        // SAFETY: duplicating a descriptor of ours.
-        let d = unsafe { libc::dup(fd) };
-        if d < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(unsafe { OwnedFd::from_raw_fd(d) })
-    }
-
-    #[test]
-    fn own_word_is_held_and_sealed() {
-        let fd = own_fd().expect("a liveness memfd");
-        assert_eq!(own_fd(), Some(fd), "made once");
-        let w = attach(std::process::id(), fd as u32, |n| dup(n as RawFd)).expect("attached");
-        assert!(w.holds());
-        // Found by scanning too, and no one may write it.
-        let w2 = attach(std::process::id(), u32::MAX, |n| dup(n as RawFd)).expect("scanned");
-        assert!(w2.holds());
-        let r = unsafe { libc::pwrite(fd, [0u8].as_ptr() as *const _, 1, 0) };
-        assert_eq!(r, -1);
+    /// Whether no one can write the liveness memfd `fd` of this process.
+    fn sealed(fd: RawFd) -> bool {
+        let w = unsafe { libc::pwrite(fd, [0u8].as_ptr() as *const _, 1, 0) };
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -316,23 +348,37 @@ mod tests {
                 0,
             )
         };
-        assert_eq!(p, libc::MAP_FAILED, "a new writable mapping is refused");
+        w == -1 && p == libc::MAP_FAILED
     }
 
-    /// The child role of `the_word_dies_with_its_process` (a fresh process:
-    /// the holder thread is not made in a fork of this threaded harness).
+    /// The child role of `the_word_follows_its_holder` (a fresh process: no
+    /// other test's instance stops the control plane under it, and the holder
+    /// thread is not made in a fork of this threaded harness). Commands on
+    /// stdin: `make`, `release`.
     fn child_role() {
-        let fd = own_fd().expect("a liveness memfd");
-        println!("LIVE fd={fd}");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
+        use std::io::BufRead;
+        let mut lines = std::io::stdin().lock().lines();
+        while let Some(Ok(cmd)) = lines.next() {
+            match cmd.trim() {
+                "make" => {
+                    let fd = own_fd().expect("a liveness memfd");
+                    assert_eq!(own_fd(), Some(fd), "made once");
+                    println!("\nLIVE fd={fd} sealed={}", sealed(fd));
+                }
+                "release" => {
+                    release();
+                    println!("\nRELEASED");
+                }
+                _ => break,
+            }
+        }
         std::process::exit(0);
     }
 
     #[test]
-    fn the_word_dies_with_its_process() {
-        use std::io::BufRead;
-        const T: &str = "transport::live::tests::the_word_dies_with_its_process";
+    fn the_word_follows_its_holder() {
+        use std::io::{BufRead, Write};
+        const T: &str = "transport::live::tests::the_word_follows_its_holder";
         if std::env::var_os("LLMDD_LIVE_CHILD").is_some() {
             return child_role();
         }
@@ -343,22 +389,42 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let fd: u32 = loop {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the child said nothing"
-            );
-            // The harness may print the test's name on the same line.
-            if let Some(i) = line.find("LIVE fd=") {
-                break line[i + 8..].trim().parse().unwrap();
+        let mut to = child.stdin.take().unwrap();
+        let mut from = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ask = |cmd: &str, want: &str| -> String {
+            writeln!(to, "{cmd}").unwrap();
+            loop {
+                let mut line = String::new();
+                assert!(
+                    from.read_line(&mut line).unwrap() > 0,
+                    "the child said nothing"
+                );
+                if line.starts_with(want) {
+                    return line;
+                }
             }
         };
-        // The child's descriptors, as /proc shows them to its parent.
         let pid = child.id();
+        // The child's descriptors, as /proc shows them to its parent.
         let take = |n: u32| std::fs::File::open(format!("/proc/{pid}/fd/{n}")).map(OwnedFd::from);
-        let w = attach(pid, fd + 7, take).expect("attached");
+        let fd_of = |line: &str| -> u32 {
+            assert!(line.contains("sealed=true"), "writable: {line}");
+            line["LIVE fd=".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        // Released: the word is cleared, so it no longer holds.
+        let w = attach(pid, fd_of(&ask("make", "LIVE")), take).expect("attached");
+        assert!(w.holds());
+        ask("release", "RELEASED");
+        assert!(!w.holds(), "a released word must not hold");
+        // A new page; found by scanning when the hint misses. It dies with
+        // its process: the kernel marks it.
+        let fd = fd_of(&ask("make", "LIVE"));
+        let w = attach(pid, fd + 7, take).expect("attached by scanning");
         assert!(w.holds());
         child.kill().unwrap();
         child.wait().unwrap();
