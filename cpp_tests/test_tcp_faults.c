@@ -198,8 +198,10 @@ static void case_decoder_stopped_then_killed(void) {
   while (t_now_ms() - t_stop < IO_MS + 5000) {
     small_pulls(d, &scratch, P_ID, 1);
     /* At least one connection was serving the pull when it stopped (the
-     * other stripe's request may not have been sent yet on a busy machine). */
-    if ((int)ask(cp.parent, CMD_FDS) < fds_idle) {
+     * other stripe's request may not have been sent yet on a busy machine).
+     * Data connections open on first need, so the pull's own may have
+     * opened after `fds_idle`: compare with the count during the stall. */
+    if ((int)ask(cp.parent, CMD_FDS) < fds_stalled) {
       t_dropped = t_now_ms() - t_stop;
       break;
     }

@@ -8,7 +8,9 @@
 //!   call into a transfer plan.
 //! - [`engine`]: the byte-addressed transfer engine (HIXL's `Hixl`) on the
 //!   same sessions, links and executor.
-//! - [`transfer`]: executes plans (coalescing, striping, timeouts) and serves peers.
+//! - [`transfer`]: the links (connections, data paths, in-flight accounting),
+//!   executes plans over them (coalescing, striping, timeouts) and serves
+//!   peers (the serve loop, asking the instance through `transfer::serve::ServeHost`).
 //! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
 //!   in-process, HCCL) and owning memory (host pools, ACL).
 //! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.

@@ -272,8 +272,12 @@ fn a_connection_flood_beyond_the_cap_is_refused() {
     pull_and_check(&ds);
 }
 
-/// A TCP request connection unused for the idle limit closes on both ends;
-/// the next pull opens it again and gets every byte right.
+/// TCP data connections open when a transfer first needs them and close
+/// when idle, on both ends: a new link holds only its control connection; a
+/// pull by the decoder opens a request connection; a pull by the prompt over
+/// the link it accepted makes it ask the decoder for a reverse connection
+/// (`OpenConns`); unused, each closes, and the next transfer opens it again,
+/// every byte right.
 #[test]
 fn an_idle_data_connection_closes_and_reopens() {
     if !in_child_process("an_idle_data_connection_closes_and_reopens") {
@@ -285,9 +289,6 @@ fn an_idle_data_connection_closes_and_reopens() {
     let ds = d.session().unwrap();
     let ours = ds.link(P_ID).unwrap();
     let theirs = p.ps.link(400).unwrap();
-    // Control + 2 request + 2 reverse connections at link time.
-    assert_eq!(ours.conn_count(), 5);
-    pull_and_check(&ds);
     let settle = |want: usize| {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(20) {
@@ -298,8 +299,21 @@ fn an_idle_data_connection_closes_and_reopens() {
         }
         false
     };
+    // Only the control connection at link time.
     assert!(
-        settle(3),
+        settle(1),
+        "after linking: {} here, {} on the prompt",
+        ours.conn_count(),
+        theirs.conn_count()
+    );
+    pull_and_check(&ds);
+    assert_eq!(
+        ours.conn_count(),
+        2,
+        "the pull opened no request connection"
+    );
+    assert!(
+        settle(1),
         "idle request connections stayed open: {} here, {} on the prompt",
         ours.conn_count(),
         theirs.conn_count()
@@ -307,8 +321,54 @@ fn an_idle_data_connection_closes_and_reopens() {
     pull_and_check(&ds);
     assert_eq!(
         ours.conn_count(),
-        4,
+        2,
         "the pull did not reopen one connection"
     );
-    assert!(settle(3), "the reopened connection did not close again");
+    assert!(settle(1), "the reopened connection did not close again");
+
+    // The prompt pulls from the decoder over the link it accepted.
+    let dkey = CacheKey::Blocks {
+        cluster_id: 400,
+        model_id: 0,
+    };
+    let src: Vec<&'static mut [u8]> = (0..2)
+        .map(|t| {
+            let v: Vec<u8> = (0..(BLOCKS * BLOCK) as usize)
+                .map(|i| pattern(t + 7, i))
+                .collect();
+            &mut *v.leak()
+        })
+        .collect();
+    let saddrs: Vec<u64> = src.iter().map(|v| v.as_ptr() as u64).collect();
+    ds.register_blocks_cache(&desc(BLOCKS), &saddrs, Some(dkey), None)
+        .unwrap();
+    let dst: Vec<&'static mut [u8]> = (0..2)
+        .map(|_| &mut *vec![0u8; (BLOCKS * BLOCK) as usize].leak())
+        .collect();
+    let daddrs: Vec<u64> = dst.iter().map(|v| v.as_ptr() as u64).collect();
+    let rec =
+        p.ps.register_blocks_cache(&desc(BLOCKS), &daddrs, None, None)
+            .unwrap();
+    let blocks: Vec<u64> = (0..BLOCKS).collect();
+    for round in 0..2 {
+        p.ps.pull_blocks(&dkey, rec.id, &blocks, &blocks, &LayerSel::default())
+            .unwrap();
+        for (t, v) in dst.iter().enumerate() {
+            assert!(
+                v.iter().enumerate().all(|(i, &b)| b == pattern(t + 7, i)),
+                "round {round}, tensor {t}: wrong bytes"
+            );
+        }
+        assert_eq!(
+            theirs.conn_count(),
+            2,
+            "round {round}: the prompt's pull opened no reverse connection"
+        );
+        assert!(
+            settle(1),
+            "round {round}: the idle reverse connection stayed open: {} here, {} on the prompt",
+            ours.conn_count(),
+            theirs.conn_count()
+        );
+    }
 }

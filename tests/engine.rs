@@ -374,3 +374,227 @@ fn a_dead_peer_reads_connect_failed_and_connect_replaces_its_link() {
     client.transfer(&sname, Op::Read, &d, 5000, None).unwrap();
     assert_eq!(dst, src);
 }
+
+/// Small async TCP reads and writes are sent by `TransferAsync` itself and
+/// end there when the reply comes within the busy-poll, or on a worker after
+/// it (`llmdd.BusyPollUs=0` hands every one over at once); posted many at a
+/// time, those that find no idle connection run whole on a worker. Every
+/// way lands the right bytes, and a request the server refuses fails with its
+/// status while the connection stays usable.
+#[test]
+fn small_tcp_async_transfers_end_here_or_on_a_worker() {
+    for spin in ["50", "0"] {
+        let (server, sname) = engine(true);
+        let mut o = opts(true);
+        o.insert("llmdd.BusyPollUs".to_string(), spin.to_string());
+        let cname = format!("127.0.0.1:{}", free_port());
+        let client = Engine::new(&cname, &o).unwrap();
+        const PIECE: usize = 16 << 10;
+        let src = pattern(1 << 20, 9);
+        let extra = pattern(PIECE, 77);
+        let dst = vec![0u8; 1 << 20];
+        let back = vec![0u8; 1 << 20];
+        server
+            .register_mem(src.as_ptr() as u64, src.len() as u64, 0)
+            .unwrap();
+        server
+            .register_mem(back.as_ptr() as u64, back.len() as u64, 0)
+            .unwrap();
+        let extra_id = server
+            .register_mem(extra.as_ptr() as u64, extra.len() as u64, 0)
+            .unwrap();
+        client
+            .register_mem(dst.as_ptr() as u64, dst.len() as u64, 0)
+            .unwrap();
+        client.connect(&sname, 5000).unwrap();
+        let piece = |k: usize| {
+            [OpDesc {
+                local_addr: dst.as_ptr() as usize + k * PIECE,
+                remote_addr: src.as_ptr() as usize + k * PIECE,
+                len: PIECE,
+            }]
+        };
+        let piece_back = |k: usize| {
+            [OpDesc {
+                local_addr: dst.as_ptr() as usize + k * PIECE,
+                remote_addr: back.as_ptr() as usize + k * PIECE,
+                len: PIECE,
+            }]
+        };
+        let wait = |r: &std::sync::Arc<llmdd::engine::Request>| {
+            let o = r
+                .wait(Some(Instant::now() + Duration::from_secs(20)))
+                .expect("ended");
+            client.forget(r);
+            o
+        };
+        let post = |op: Op, d: &[OpDesc]| {
+            client
+                .transfer_async(&sname, op, d, 10_000, None, 0)
+                .unwrap()
+        };
+        // One at a time, reads then writes of what was read.
+        for k in 0..32 {
+            let o = wait(&post(Op::Read, &piece(k)));
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+            assert_eq!(
+                &dst[k * PIECE..(k + 1) * PIECE],
+                &src[k * PIECE..(k + 1) * PIECE]
+            );
+            let o = wait(&post(Op::Write, &piece_back(k)));
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+            assert_eq!(
+                &back[k * PIECE..(k + 1) * PIECE],
+                &src[k * PIECE..(k + 1) * PIECE]
+            );
+        }
+        // Many at once: more than the link's connections.
+        let reqs: Vec<_> = (0..64).map(|k| post(Op::Read, &piece(k))).collect();
+        for r in &reqs {
+            let o = wait(r);
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+        }
+        assert!(dst == src, "{spin}: bytes differ after 64 concurrent reads");
+        let reqs: Vec<_> = (0..64).map(|k| post(Op::Write, &piece_back(k))).collect();
+        for r in &reqs {
+            let o = wait(r);
+            assert_eq!(o.status, ReqStatus::Completed, "{spin}: {:?}", o.error);
+        }
+        assert!(
+            back == src,
+            "{spin}: bytes differ after 64 concurrent writes"
+        );
+        // The client saw `extra` registered, then the server dropped it: the
+        // server refuses the read and the write, each request fails with that
+        // status, and the next one on the same link works.
+        let one = [OpDesc {
+            local_addr: dst.as_ptr() as usize,
+            remote_addr: extra.as_ptr() as usize,
+            len: PIECE,
+        }];
+        assert_eq!(wait(&post(Op::Read, &one)).status, ReqStatus::Completed);
+        assert_eq!(&dst[..PIECE], &extra[..]);
+        server.deregister_mem(extra_id).unwrap();
+        for op in [Op::Read, Op::Write] {
+            let o = wait(&post(op, &one));
+            assert_eq!(o.status, ReqStatus::Failed, "{spin} {op:?}");
+            assert!(o.error.is_some(), "{spin}");
+            let o = wait(&post(Op::Read, &piece(3)));
+            assert_eq!(o.status, ReqStatus::Completed, "{spin} after {op:?}");
+        }
+        client.finalize();
+        server.finalize();
+    }
+}
+
+/// The serving side of the stopped-peer test, in a child process: registers
+/// a patterned 64 KiB buffer, prints `ADDR <address>`, serves until stdin
+/// closes.
+fn serve_in_child(name: &str) {
+    let e = Engine::new(name, &opts(true)).expect("server engine");
+    let buf = pattern(64 << 10, 5);
+    e.register_mem(buf.as_ptr() as u64, buf.len() as u64, 0)
+        .expect("register");
+    println!("ADDR {}", buf.as_ptr() as usize);
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+    e.finalize();
+}
+
+/// A small async TCP transfer to a peer that stops answering (SIGSTOP) costs
+/// `TransferAsync` no more than its busy-poll: the request ends TIMEOUT at
+/// its deadline on a worker, the link serves again once the peer resumes,
+/// and after the peer is killed requests fail with a status, never hang.
+#[test]
+fn a_stopped_or_killed_peer_never_blocks_transfer_async() {
+    const ME: &str = "a_stopped_or_killed_peer_never_blocks_transfer_async";
+    if let Ok(name) = std::env::var("ENGINE_TEST_SERVE") {
+        return serve_in_child(&name);
+    }
+    use std::io::BufRead;
+    let sname = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", ME, "--nocapture", "--test-threads=1"])
+        .env("ENGINE_TEST_SERVE", &sname)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let remote: usize = loop {
+        let l = lines.next().expect("child output").unwrap();
+        // The harness's own "test ... " may precede it on the line.
+        if let Some(i) = l.find("ADDR ") {
+            break l[i + 5..].trim().parse().unwrap();
+        }
+    };
+    let pid = child.id() as i32;
+    let (client, _) = engine(true);
+    let dst = vec![0u8; 64 << 10];
+    client
+        .register_mem(dst.as_ptr() as u64, dst.len() as u64, 0)
+        .unwrap();
+    client.connect(&sname, 5000).unwrap();
+    let one = [OpDesc {
+        local_addr: dst.as_ptr() as usize,
+        remote_addr: remote,
+        len: 16 << 10,
+    }];
+    client
+        .transfer(&sname, Op::Read, &one, 5000, None)
+        .expect("warm-up read");
+    assert_eq!(&dst[..16 << 10], &pattern(64 << 10, 5)[..16 << 10]);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    for op in [Op::Read, Op::Write] {
+        let t = Instant::now();
+        let r = client
+            .transfer_async(&sname, op, &one, 300, None, 0)
+            .unwrap();
+        let posted = t.elapsed();
+        // The busy-poll is 50 µs; the bound only has to outlast a busy
+        // machine's scheduling, and be far below the 300 ms timeout.
+        assert!(
+            posted < Duration::from_millis(150),
+            "{op:?}: TransferAsync took {posted:?}"
+        );
+        let o = r
+            .wait(Some(Instant::now() + Duration::from_secs(20)))
+            .expect("ended");
+        assert_eq!(o.status, ReqStatus::Timeout, "{op:?}: {:?}", o.error);
+        client.forget(&r);
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let r = client
+        .transfer_async(&sname, Op::Read, &one, 5000, None, 0)
+        .unwrap();
+    let o = r
+        .wait(Some(Instant::now() + Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(
+        o.status,
+        ReqStatus::Completed,
+        "after SIGCONT: {:?}",
+        o.error
+    );
+    client.forget(&r);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for op in [Op::Read, Op::Write] {
+        match client.transfer_async(&sname, op, &one, 2000, None, 0) {
+            // Refused at once (the link is known dead) or failed on the way.
+            Err(e) => assert_ne!(e.status, Status::Success),
+            Ok(r) => {
+                let o = r
+                    .wait(Some(Instant::now() + Duration::from_secs(20)))
+                    .unwrap();
+                assert_ne!(o.status, ReqStatus::Completed, "{op:?} to a killed peer");
+                client.forget(&r);
+            }
+        }
+    }
+    client.finalize();
+}

@@ -148,6 +148,7 @@ fn samples() -> Vec<Msg> {
             name: "kv_done".to_owned(),
             msg: "req 7".to_owned(),
         },
+        Msg::OpenConns { count: 1 },
     ]
 }
 

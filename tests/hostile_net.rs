@@ -476,7 +476,14 @@ fn a_stall_inside_a_frame_ends_the_connection() {
 fn connections_per_link_are_capped() {
     let f = Fixture::new(&[("llmdd.MaxConnsPerLink", "8")]);
     let puller = Puller::start(f.ds.clone());
-    // The decoder's link: control + 2 forward + 2 reverse = 5.
+    // The decoder's link: control + the one request connection its pulls
+    // use (data connections open on first need), once it has pulled.
+    let l = f.ps.link(D_ID).unwrap();
+    assert!(
+        wait_until(SETTLE, || l.conn_count() == 2),
+        "{} connections before the attack",
+        l.conn_count()
+    );
     let token = f.token();
     let mut held = Vec::new();
     let refusal = loop {
@@ -488,7 +495,7 @@ fn connections_per_link_are_capped() {
         }
         assert!(held.len() < 100, "attach connections are not capped");
     };
-    assert_eq!(held.len(), 3, "connections accepted before the cap");
+    assert_eq!(held.len(), 6, "connections accepted before the cap");
     assert_eq!(refusal.0, Status::LinkFailed.code());
     assert!(refusal.1.contains("llmdd.MaxConnsPerLink"), "{}", refusal.1);
     drop(held);
@@ -943,6 +950,14 @@ fn out_of_descriptors_the_listener_refuses_at_once() {
     }
     let f = Fixture::new(&[]);
     let puller = Puller::start(f.ds.clone());
+    // The real decoder's request connection opens with its first pull (data
+    // connections open on first need): before the descriptors run out.
+    let l = f.ds.link(P_ID).unwrap();
+    assert!(
+        wait_until(SETTLE, || l.conn_count() == 2),
+        "{} connections",
+        l.conn_count()
+    );
     // Client sockets made now; connected once the limit is hit.
     let clients: Vec<TcpStream> = (0..4)
         .map(|_| {
@@ -1041,4 +1056,22 @@ fn raw_connect_and_hello(s: &TcpStream, addr: SocketAddr) -> Option<Msg> {
     let mut payload = vec![0u8; header.payload_len as usize];
     s.read_exact(&mut payload).ok()?;
     wire::decode_payload(&header, &payload).ok()
+}
+
+/// `OpenConns` is the server's request: a client that sends it on its data
+/// connection loses that connection, and the server keeps serving the real
+/// decoder.
+#[test]
+fn open_conns_from_a_client_is_refused() {
+    let f = Fixture::new(&[]);
+    let puller = Puller::start(f.ds.clone());
+    let token = f.token();
+    let (mut c, r) = raw_attach(f.addr(), D_ID, token);
+    assert_eq!(r.map(|r| r.0), Some(0));
+    send(&mut c, &Msg::OpenConns { count: 4 });
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "a client's OpenConns did not end its connection"
+    );
+    puller.finish();
 }

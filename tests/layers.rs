@@ -13,10 +13,9 @@
 //! facade, not an import: the parent may re-export what its children define
 //! while the children use the parent's helpers (`use super::*`).
 //!
-//! Today's tree still has cycles and upward imports (issue 10): they are listed
-//! in [`KNOWN`], and docs/architecture.md lists them as the remaining work. The
-//! list is a ratchet: a problem not in it fails the test, and so does an entry
-//! that no longer occurs (delete it), so the list only shrinks.
+//! The tree has neither (issue 10); [`KNOWN`] is empty. It is a ratchet: a
+//! problem not in it fails the test, and so does an entry that no longer
+//! occurs (delete it), so the list only shrinks.
 //!
 //! `LLMDD_GRAPH=1 cargo test --test layers -- --nocapture` prints every edge.
 
@@ -32,21 +31,10 @@ struct File {
     code: String,
 }
 
-/// Today's known violations, exactly as the test reports them. Each is the
-/// remaining work of issue 10 (docs/architecture.md, "Remaining work").
-const KNOWN: &[&str] = &[
-    // The executor and the serve handler reach into the API layer: the link
-    // (connection pool, data paths), the registry, the access rules.
-    "upward: transfer::exec imports datadist::link",
-    "upward: transfer::serve imports cache::registry",
-    "upward: transfer::serve imports datadist::access",
-    "upward: transfer::serve imports datadist::acl_rules",
-    "upward: transfer::serve imports datadist::link",
-    "upward: transfer::serve imports datadist::session",
-    // Cycle 1: Session owns the link table, listener and handshake, and the
-    // serve loop calls back into it.
-    "cycle between files: datadist::comm <-> datadist::handshake <-> datadist::link_state <-> datadist::session <-> transfer::serve",
-];
+/// Known violations, exactly as the test reports them. Issue 10 emptied
+/// it; it stays as the ratchet's other half (an entry that no longer occurs
+/// fails the test), and nothing may be added.
+const KNOWN: &[&str] = &[];
 
 #[test]
 fn import_graph_has_no_cycle_and_points_down() {

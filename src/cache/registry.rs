@@ -64,6 +64,16 @@ impl CacheRecord {
         acl.register_cache(self.id, &self.addrs, self.tensor_bytes, self.desc.placement)
     }
 
+    /// Registers this cache's tensors with what `backend` needs to reach
+    /// them from a peer (HCCL on acl, see [`CacheRecord::register_with`];
+    /// nothing on host).
+    pub fn register_on(&self, backend: &crate::device::Backend) -> Result<()> {
+        match backend.acl() {
+            Some(acl) => self.register_with(acl),
+            None => Ok(()),
+        }
+    }
+
     fn entry(&self, keys: &HashMap<BindKey, (i64, u64)>, blocks: &HashMap<u64, i64>) -> CacheEntry {
         let mut req_keys: Vec<(u64, u64, u64)> = keys
             .iter()

@@ -17,8 +17,8 @@
 
 use crate::bail;
 use crate::cache::registry::CacheRecord;
-use crate::datadist::link::Link;
 use crate::status::Result;
+use crate::transfer::link::Link;
 
 /// The access rules of one link on the serving side.
 #[derive(Clone, Copy, Debug)]

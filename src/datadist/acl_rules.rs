@@ -31,8 +31,8 @@
 use crate::bail;
 use crate::cache::registry::CacheRecord;
 use crate::cache::types::{CacheView, Placement};
-use crate::datadist::link::Link;
 use crate::status::Result;
+use crate::transfer::link::Link;
 
 /// The transfer being checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

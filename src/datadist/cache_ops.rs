@@ -11,12 +11,11 @@ use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
 use crate::datadist::acl_rules::{self, Op as AclOp};
-use crate::datadist::link::{request, Link};
 use crate::datadist::session::Session;
 use crate::stats::{Direction, Op};
 use crate::status::{Result, Status};
 use crate::transfer::exec;
-use crate::transport::local;
+use crate::transfer::link::{request, Link};
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;
 use crate::{bail, err};
@@ -89,18 +88,23 @@ impl Session {
         remote_accessible: Option<bool>,
         kind: CacheKind,
     ) -> Result<Arc<CacheRecord>> {
-        self.check_acl_register(desc, remote_accessible)?;
+        self.check_register_before_link(desc, remote_accessible)?;
         let rec = self
             .registry
             .register(desc, addrs, kind, keys, None, remote_accessible)?;
-        self.acl_register(rec)
+        self.backend_register(rec)
     }
 
-    /// acl backend: a remote-accessible cache must be registered before any
-    /// link (HCCL exchanges bound memory once per link; spec §1.8 rule 2).
-    fn check_acl_register(&self, desc: &CacheDesc, remote_accessible: Option<bool>) -> Result<()> {
+    /// A backend that binds memory per link (acl: HCCL exchanges bound
+    /// memory once per link; spec §1.8 rule 2) needs a remote-accessible
+    /// cache registered before any link.
+    fn check_register_before_link(
+        &self,
+        desc: &CacheDesc,
+        remote_accessible: Option<bool>,
+    ) -> Result<()> {
         let ra = remote_accessible.unwrap_or(desc.placement == Placement::Device);
-        if self.acl().is_some() && ra && self.link_count() > 0 {
+        if self.caps().register_before_link && ra && self.link_count() > 0 {
             bail!(
                 ParamInvalid,
                 "on the acl backend remote-accessible memory must be registered before link_clusters ({} link(s) exist); register first, or unlink, register and link again (or register with remote_accessible=0 for local use)",
@@ -110,14 +114,12 @@ impl Session {
         Ok(())
     }
 
-    /// acl backend: registers the new cache's memory with HCCL (undoing the
-    /// registration in the registry if that fails).
-    fn acl_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
-        if let Some(acl) = self.acl() {
-            if let Err(e) = rec.register_with(acl) {
-                let _ = self.registry.unregister(rec.id);
-                return Err(e);
-            }
+    /// Registers the new cache's memory with the backend (HCCL on acl),
+    /// undoing the registration in the registry if that fails.
+    fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
+        if let Err(e) = rec.register_on(&self.backend) {
+            let _ = self.registry.unregister(rec.id);
+            return Err(e);
         }
         Ok(rec)
     }
@@ -131,7 +133,7 @@ impl Session {
         remote_accessible: Option<bool>,
     ) -> Result<Arc<CacheRecord>> {
         let model = blocks_model(key)?;
-        self.check_acl_register(desc, remote_accessible)?;
+        self.check_register_before_link(desc, remote_accessible)?;
         let rec = self.registry.register(
             desc,
             addrs,
@@ -140,7 +142,7 @@ impl Session {
             model,
             remote_accessible,
         )?;
-        self.acl_register(rec)
+        self.backend_register(rec)
     }
 
     /// unregister_cache: only with no live link (spec §9 item 19).
@@ -153,9 +155,7 @@ impl Session {
             );
         }
         self.registry.unregister(id)?;
-        if let Some(acl) = self.acl() {
-            acl.unregister_cache(id);
-        }
+        self.backend.unregister_cache(id);
         Ok(())
     }
 
@@ -385,15 +385,8 @@ impl Session {
         dst: Placement,
         pageable: bool,
     ) -> Result<()> {
-        match self.acl() {
-            Some(acl) => acl.copy(plan, src, dst, pageable, self.config.sync_kv_timeout),
-            None => {
-                // SAFETY: a plan: both sides are this process's caches or
-                // host memory the caller named (`cache_ref`).
-                unsafe { local::memcpy_segments(plan) };
-                Ok(())
-            }
-        }
+        self.backend
+            .copy_local(plan, src, dst, pageable, self.config.sync_kv_timeout)
     }
 
     /// pull_cache (contiguous → contiguous).

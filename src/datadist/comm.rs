@@ -27,12 +27,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::datadist::link::Link;
 use crate::datadist::rank_table::RankTable;
-use crate::datadist::session::Session;
-use crate::device::acl_backend::AclBackend;
+use crate::device::Backend;
 use crate::status::{Error, Result, Status};
-use crate::transfer::hccl_path::HcclLink;
+use crate::transfer::acl_link;
+use crate::transfer::link::Link;
 use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err, log_info, log_warn};
@@ -339,8 +338,9 @@ impl Comm {
 
     /// Moves PREPARING → OK once every pair is linked (and, on the acl
     /// backend, the communicator is prepared: every link then gets its
-    /// `HcclLink` on it); true if OK now.
-    fn try_complete(&self, acl: Option<&Arc<AclBackend>>) -> bool {
+    /// `HcclLink` on it); true if OK now. `backend`: the instance's (`None`
+    /// builds no data paths).
+    fn try_complete(&self, backend: Option<&Backend>) -> bool {
         let mut st = self.lock();
         if st.status == MemStatus::Ok {
             return true;
@@ -348,7 +348,7 @@ impl Comm {
         if st.closed || st.status != MemStatus::Preparing || !self.missing(&st).is_empty() {
             return false;
         }
-        if let Some(acl) = acl.filter(|_| self.spec.acl) {
+        if let Some(backend) = backend.filter(|b| self.spec.acl && b.capabilities().hccl_links) {
             let Some(comm) = st.hccl.clone() else {
                 return false;
             };
@@ -362,16 +362,12 @@ impl Comm {
                     &self.spec.local_member().device,
                     peer.and_then(|m| m.device.as_ref()),
                 ) {
-                    (Some(a), Some(b)) => crate::datadist::acl_link::topology(a, b),
+                    (Some(a), Some(b)) => acl_link::topology(a, b),
                     _ => Default::default(),
                 };
-                l.set_hccl(Arc::new(HcclLink::shared(
-                    acl.context().clone(),
-                    comm.clone(),
-                    rank,
-                    cluster,
-                    topology,
-                )));
+                if let Some(h) = acl_link::comm_link_path(backend, &comm, rank, cluster, topology) {
+                    l.set_hccl(h);
+                }
             }
         }
         st.status = MemStatus::Ok;
@@ -430,20 +426,81 @@ impl Comm {
     }
 }
 
-/// The comms of a session and the setup queue.
+/// The comms of a session and their setup queue (under `Session::comms()`).
 #[derive(Default)]
 pub(crate) struct Comms {
-    pub by_id: BTreeMap<u64, Arc<Comm>>,
+    by_id: BTreeMap<u64, Arc<Comm>>,
     /// Comms waiting for a setup slot.
-    pub queue: VecDeque<Arc<Comm>>,
+    queue: VecDeque<Arc<Comm>>,
     /// Setup threads running (each works through the queue when done).
-    pub running: usize,
+    running: usize,
 }
 
 impl Comms {
+    /// Number of comms (any status).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The comm with id `id`.
+    pub fn get(&self, id: u64) -> Option<&Arc<Comm>> {
+        self.by_id.get(&id)
+    }
+
+    /// Every comm, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Comm>> {
+        self.by_id.values()
+    }
+
     /// The comm that has `cluster_id` as a (remote) member.
     pub fn of_cluster(&self, cluster_id: u64) -> Option<&Arc<Comm>> {
         self.by_id.values().find(|c| c.peer(cluster_id).is_some())
+    }
+
+    /// Adds `comm`; true if a setup thread should start for it (fewer than
+    /// `max_running` run, and its slot is taken), else it waits in the queue.
+    pub fn insert(&mut self, comm: Arc<Comm>, max_running: usize) -> bool {
+        self.by_id.insert(comm.id, comm.clone());
+        if self.running < max_running {
+            self.running += 1;
+            true
+        } else {
+            self.queue.push_back(comm);
+            false
+        }
+    }
+
+    /// A setup thread that was counted did not start: its slot is free.
+    pub fn runner_not_started(&mut self) {
+        self.running -= 1;
+    }
+
+    /// The next queued comm for a setup thread that finished one; `None`
+    /// ends the thread (its slot is free).
+    pub fn next_for_runner(&mut self) -> Option<Arc<Comm>> {
+        let next = self.queue.pop_front();
+        if next.is_none() {
+            self.running -= 1;
+        }
+        next
+    }
+
+    /// Removes comm `id` (and its place in the queue).
+    pub fn remove(&mut self, id: u64) -> Option<Arc<Comm>> {
+        let c = self.by_id.remove(&id)?;
+        self.queue.retain(|q| !Arc::ptr_eq(q, &c));
+        Some(c)
+    }
+
+    /// Removes every comm (finalize).
+    pub fn drain(&mut self) -> Vec<Arc<Comm>> {
+        self.queue.clear();
+        std::mem::take(&mut self.by_id).into_values().collect()
+    }
+
+    /// Setup threads running and comms queued.
+    pub fn setups(&self) -> (usize, usize) {
+        (self.running, self.queue.len())
     }
 }
 

@@ -23,11 +23,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::datadist::link::Link;
 use crate::datadist::session::Session;
 use crate::device::pool::PeerMapping;
 use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
+use crate::transfer::link::Link;
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
 use crate::transport::local::LocalPath;
 use crate::transport::tcp::{check_reply, Conn};
@@ -103,7 +103,7 @@ fn unknown_endpoint() -> SocketAddr {
 impl Session {
     /// One-sided paths are on (`llmdd.SameHost`) and possible (host backend).
     fn one_sided(&self) -> bool {
-        self.config.same_host && self.acl().is_none()
+        self.config.same_host && self.caps().same_host_paths
     }
 
     /// Our memfd pools, as announced to a peer proven to be on this host.

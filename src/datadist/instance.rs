@@ -358,7 +358,7 @@ impl Instance {
             ranks,
             self.cluster_id,
             rank_table,
-            s.acl().is_some(),
+            s.caps().hccl_links,
             s.config.rank_table_default_port,
         )?;
         s.comm_link(spec)

@@ -9,15 +9,15 @@
 //! FAILED until the cluster is linked or unlinked; the reasons of failed
 //! attempts are kept for at most `llmdd.MaxLinks` clusters.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::datadist::attempts::Dialing;
 use crate::datadist::comm::MemStatus;
-use crate::datadist::link::Link;
 use crate::datadist::session::Session;
 use crate::err;
 use crate::stats::{LinkStats, Path, Snapshot};
-use crate::status::{Result, Status};
+use crate::status::Result;
+use crate::transfer::link::Link;
 
 /// The state of the link to one cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,75 +47,21 @@ pub struct LinkInfo {
     pub linked_unix_ns: u64,
 }
 
-/// `link_clusters` attempts of a session: under way, and failed.
-#[derive(Default)]
-pub(crate) struct Attempts {
-    dialing: HashMap<u64, usize>,
-    /// Why the last attempt failed, with its order (oldest forgotten first).
-    failed: HashMap<u64, (u64, String)>,
-    seq: u64,
-}
-
-/// Marks a `link_clusters` to one cluster as under way until dropped.
-pub(crate) struct Dialing<'a> {
-    session: &'a Session,
-    cluster: u64,
-}
-
-impl Drop for Dialing<'_> {
-    fn drop(&mut self) {
-        let mut a = self.session.attempts();
-        if let Some(n) = a.dialing.get_mut(&self.cluster) {
-            *n -= 1;
-            if *n == 0 {
-                a.dialing.remove(&self.cluster);
-            }
-        }
-    }
-}
-
 impl Session {
     /// Marks a link_clusters to `cluster` as under way (LINKING) until the
     /// guard drops; [`Session::dial_done`] records its outcome.
     pub(crate) fn dialing(&self, cluster: u64) -> Dialing<'_> {
-        *self.attempts().dialing.entry(cluster).or_default() += 1;
-        Dialing {
-            session: self,
-            cluster,
-        }
+        self.attempts().dialing(cluster)
     }
 
-    /// Records how a link_clusters to `cluster` ended: a failure is FAILED
-    /// until the cluster is linked or unlinked (not one refused because a
-    /// live link exists: that link answers).
+    /// Records how a link_clusters to `cluster` ended (see [`crate::datadist::attempts::Attempts::done`]).
     pub(crate) fn dial_done(&self, cluster: u64, r: &Result<()>) {
-        let mut a = self.attempts();
-        match r {
-            Ok(()) => {
-                a.failed.remove(&cluster);
-            }
-            Err(e) if matches!(e.status, Status::AlreadyLink | Status::ParamInvalid) => {}
-            Err(e) => {
-                let cap = (self.config.max_links as usize).max(1);
-                if !a.failed.contains_key(&cluster) && a.failed.len() >= cap {
-                    let oldest = a.failed.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| *k);
-                    if let Some(k) = oldest {
-                        a.failed.remove(&k);
-                    }
-                }
-                a.seq += 1;
-                let seq = a.seq;
-                a.failed.insert(
-                    cluster,
-                    (seq, format!("link_clusters failed: {}", e.message)),
-                );
-            }
-        }
+        self.attempts().done(cluster, r)
     }
 
     /// Forgets a failed attempt to `cluster` (it was unlinked).
     pub(crate) fn forget_attempt(&self, cluster: u64) {
-        self.attempts().failed.remove(&cluster);
+        self.attempts().forget(cluster)
     }
 
     /// The state of a link in the table.
@@ -137,7 +83,7 @@ impl Session {
     /// What is known about `cluster`.
     fn info(&self, cluster: u64) -> LinkInfo {
         let link = self.link(cluster);
-        let dialing = self.attempts().dialing.contains_key(&cluster);
+        let dialing = self.attempts().is_dialing(cluster);
         let mut info = LinkInfo {
             cluster_id: cluster,
             state: LinkState::Unlinked,
@@ -175,8 +121,8 @@ impl Session {
             };
             return info;
         }
-        if let Some((_, why)) = self.attempts().failed.get(&cluster) {
-            info.state = LinkState::Failed(why.clone());
+        if let Some(why) = self.attempts().failure(cluster) {
+            info.state = LinkState::Failed(why);
             info.dialed = true;
         }
         info
@@ -190,11 +136,7 @@ impl Session {
     /// Every cluster whose state is not UNLINKED, by cluster id.
     pub fn list_links(&self) -> Vec<LinkInfo> {
         let mut ids: Vec<u64> = self.link_ids();
-        {
-            let a = self.attempts();
-            ids.extend(a.dialing.keys());
-            ids.extend(a.failed.keys());
-        }
+        ids.extend(self.attempts().clusters());
         ids.extend(self.comm_members());
         ids.sort_unstable();
         ids.dedup();
@@ -268,8 +210,7 @@ impl Session {
     /// The remote members of every comm.
     fn comm_members(&self) -> Vec<u64> {
         let t = self.comms();
-        t.by_id
-            .values()
+        t.iter()
             .flat_map(|c| {
                 let local = c.spec.local;
                 c.spec

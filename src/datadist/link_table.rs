@@ -8,11 +8,11 @@
 //! Transfers use the dialled link while it is open, else the accepted one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::link::Link;
 use crate::bail;
 use crate::status::Result;
+use crate::transfer::link::Link;
 
 /// The (at most) two links to one cluster.
 #[derive(Default)]
@@ -35,17 +35,17 @@ impl Pair {
     }
 }
 
-/// Links by remote cluster id; callers hold it under the session's lock.
+/// Links by remote cluster id (under [`LinkTable`]'s lock).
 #[derive(Default)]
-pub(crate) struct LinkTable {
+struct Table {
     by_cluster: HashMap<u64, Pair>,
     count: usize,
 }
 
-impl LinkTable {
+impl Table {
     /// The link transfers to `cluster` use: the dialled one while open, else
     /// the accepted one while open, else a closed one (its error explains).
-    pub fn get(&self, cluster: u64) -> Option<&Arc<Link>> {
+    fn get(&self, cluster: u64) -> Option<&Arc<Link>> {
         let p = self.by_cluster.get(&cluster)?;
         let open = |l: &&Arc<Link>| !l.is_closed();
         p.dialed
@@ -58,7 +58,7 @@ impl LinkTable {
 
     /// The link this instance dialled to `cluster` (`we_dialed`), or the one
     /// it accepted from it.
-    pub fn get_dir(&self, cluster: u64, we_dialed: bool) -> Option<&Arc<Link>> {
+    fn get_dir(&self, cluster: u64, we_dialed: bool) -> Option<&Arc<Link>> {
         let p = self.by_cluster.get(&cluster)?;
         if we_dialed {
             p.dialed.as_ref()
@@ -68,18 +68,18 @@ impl LinkTable {
     }
 
     /// The clusters with at least one link.
-    pub fn clusters(&self) -> Vec<u64> {
+    fn clusters(&self) -> Vec<u64> {
         self.by_cluster.keys().copied().collect()
     }
 
     /// Number of links (a cluster linked both ways counts twice).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.count
     }
 
     /// Adds `link` in its direction's slot; an open link there is
     /// `LLM_ALREADY_LINK` (a closed one is replaced).
-    pub fn insert(&mut self, link: Arc<Link>) -> Result<()> {
+    fn insert(&mut self, link: Arc<Link>) -> Result<()> {
         let c = link.remote_cluster_id;
         let slot = self.by_cluster.entry(c).or_default().slot(link.we_dialed);
         match slot {
@@ -94,7 +94,7 @@ impl LinkTable {
     }
 
     /// Removes `link` if it is still the one in its slot.
-    pub fn remove_exact(&mut self, link: &Arc<Link>) -> bool {
+    fn remove_exact(&mut self, link: &Arc<Link>) -> bool {
         let c = link.remote_cluster_id;
         let Some(p) = self.by_cluster.get_mut(&c) else {
             return false;
@@ -112,7 +112,7 @@ impl LinkTable {
     }
 
     /// Removes every link to `cluster` (a forced unlink), dialled one first.
-    pub fn remove_cluster(&mut self, cluster: u64) -> Vec<Arc<Link>> {
+    fn remove_cluster(&mut self, cluster: u64) -> Vec<Arc<Link>> {
         let Some(p) = self.by_cluster.remove(&cluster) else {
             return Vec::new();
         };
@@ -122,11 +122,67 @@ impl LinkTable {
     }
 
     /// Removes every link (finalize).
-    pub fn drain(&mut self) -> Vec<Arc<Link>> {
+    fn drain(&mut self) -> Vec<Arc<Link>> {
         self.count = 0;
         self.by_cluster
             .drain()
             .flat_map(|(_, p)| p.dialed.into_iter().chain(p.accepted))
             .collect()
+    }
+}
+
+/// The link table of an instance, behind its own lock (held only for the
+/// table operation itself: taken after a comm's state, never before).
+#[derive(Default)]
+pub(crate) struct LinkTable {
+    inner: Mutex<Table>,
+}
+
+impl LinkTable {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The link transfers to `cluster` use: the dialled one while open, else
+    /// the accepted one while open, else a closed one (its error explains).
+    pub(crate) fn get(&self, cluster: u64) -> Option<Arc<Link>> {
+        self.lock().get(cluster).cloned()
+    }
+
+    /// The link this instance dialled to `cluster` (`we_dialed`), or the one
+    /// it accepted from it.
+    pub(crate) fn get_dir(&self, cluster: u64, we_dialed: bool) -> Option<Arc<Link>> {
+        self.lock().get_dir(cluster, we_dialed).cloned()
+    }
+
+    /// The clusters with at least one link.
+    pub(crate) fn clusters(&self) -> Vec<u64> {
+        self.lock().clusters()
+    }
+
+    /// Number of links (a cluster linked both ways counts twice).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Adds `link` in its direction's slot; an open link there is
+    /// `LLM_ALREADY_LINK` (a closed one is replaced).
+    pub(crate) fn insert(&self, link: Arc<Link>) -> Result<()> {
+        self.lock().insert(link)
+    }
+
+    /// Removes `link` if it is still the one in its slot.
+    pub(crate) fn remove_exact(&self, link: &Arc<Link>) -> bool {
+        self.lock().remove_exact(link)
+    }
+
+    /// Removes every link to `cluster` (a forced unlink), dialled one first.
+    pub(crate) fn remove_cluster(&self, cluster: u64) -> Vec<Arc<Link>> {
+        self.lock().remove_cluster(cluster)
+    }
+
+    /// Removes every link (finalize).
+    pub(crate) fn drain(&self) -> Vec<Arc<Link>> {
+        self.lock().drain()
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! The control connections need no watch of their own: both ends read them on
 //! the poller, which sees one end (the server closing it, keepalive erroring
-//! it) and marks the client's link dead (`session::serve`). The transfer path
+//! it) and marks the client's link dead (`transfer::serve`). The transfer path
 //! checks the pidfd itself around every same-host copy: the watch makes the
 //! news arrive early, correctness does not depend on it.
 
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll::EventFlags;
 
-use crate::datadist::link::Link;
 use crate::status::Result;
+use crate::transfer::link::Link;
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::poller::{Reactor, Tick, Watcher};
 

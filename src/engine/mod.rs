@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use crate::cache::types::Dir;
 use crate::cache::types::{CacheDesc, CacheKind, DataType, Placement, Segment};
-use crate::datadist::link::{request as link_request, Link};
 use crate::datadist::notify::{self, Notice};
 use crate::datadist::options::Options;
 use crate::datadist::session::Session;
@@ -40,6 +39,7 @@ use crate::datadist::Instance;
 use crate::stats::Direction;
 use crate::status::{Result, Status};
 use crate::transfer::exec;
+use crate::transfer::link::{request as link_request, Link};
 use crate::transfer::pool::{Job, Kind, Pool, Slot};
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::Msg;

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::cache::types::Plan;
+use crate::transfer::link::InflightGuard;
 
 impl Engine {
     /// The link to a connected `n` (connecting first with `AutoConnect`),
@@ -133,14 +134,7 @@ impl Engine {
                 None => exec::run(p.link, p.plan(), dir, p.deadline, stripes),
                 Some(flag) => run_chunked(p.link, p.plan(), dir, p.deadline, stripes, flag),
             };
-            r.map_err(|e| match e.status {
-                Status::Timeout => err!(
-                    Timeout,
-                    "transfer with {} did not finish within its timeout",
-                    p.name.text
-                ),
-                _ => e,
-            })?;
+            r.map_err(|e| timed_out(p.name, e))?;
             if let Some(nt) = notice {
                 send_notice(p.link, nt, p.deadline)?;
             }
@@ -218,6 +212,31 @@ impl Engine {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(Request::new(seq, user_data));
         let bytes: u64 = plan.iter().map(|s| s.len).sum();
+        if notice.is_none() && exec::TcpExchange::fits(&link, &plan) {
+            let started = Instant::now();
+            let dir = match op {
+                Op::Read => Dir::Read,
+                Op::Write => Dir::Write,
+            };
+            let begun = link
+                .begin()
+                .and_then(|g| Ok(exec::TcpExchange::begin(&link, &plan, dir)?.map(|x| (g, x))));
+            // `None`: no idle connection now, so a worker runs it whole (below).
+            if let Some(begun) = begun.transpose() {
+                let job = ExchangeJob {
+                    req,
+                    op,
+                    name,
+                    link,
+                    plan,
+                    begun: None,
+                    started,
+                    bytes,
+                    deadline,
+                };
+                return self.begun_here(job, begun);
+            }
+        }
         if notice.is_none()
             && bytes <= INLINE_BYTES
             && link.local_path.is_some()
@@ -252,6 +271,51 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(req.clone());
         if let Err(e) = self.pool.submit(Arc::new(job), Kind::Transfer) {
+            self.forget(&req);
+            return Err(e);
+        }
+        Ok(req)
+    }
+
+    /// A small TCP read or write of `TransferAsync`: sent on this thread,
+    /// and finished here if its reply arrives within the connection's
+    /// busy-poll (as the synchronous call would wait for it); otherwise only
+    /// the rest (sending, waiting) goes to a worker. This keeps the async call as fast as the sync one on a busy
+    /// 2-vCPU machine, where handing the whole exchange over costs a wake-up.
+    fn begun_here(
+        &self,
+        mut job: ExchangeJob,
+        begun: Result<(InflightGuard, exec::TcpExchange)>,
+    ) -> Result<Arc<Request>> {
+        let (plan, deadline) = (&job.plan, job.deadline);
+        let begun = begun.and_then(|(inflight, mut x)| {
+            let until = Instant::now() + x.spin();
+            loop {
+                if x.poll(plan, deadline)? {
+                    return Ok(None);
+                }
+                if Instant::now() >= until {
+                    return Ok(Some((inflight, x)));
+                }
+                std::hint::spin_loop();
+            }
+        });
+        let req = job.req.clone();
+        self.reqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(req.clone());
+        match begun {
+            Ok(Some(pending)) => job.begun = Some(pending),
+            done => {
+                job.end(done.map(|_| ()));
+                return Ok(req);
+            }
+        }
+        if let Err(e) = self
+            .pool
+            .submit(Arc::new(Mutex::new(Some(job))), Kind::Transfer)
+        {
             self.forget(&req);
             return Err(e);
         }
@@ -335,6 +399,18 @@ fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
     }
 }
 
+/// A timeout of the transfer with `name`, said as such.
+fn timed_out(name: &EngineName, e: crate::Error) -> crate::Error {
+    match e.status {
+        Status::Timeout => err!(
+            Timeout,
+            "transfer with {} did not finish within its timeout",
+            name.text
+        ),
+        _ => e,
+    }
+}
+
 /// Runs `plan` in chunks, stopping at a chunk boundary once `cancel` is set.
 fn run_chunked(
     link: &Arc<Link>,
@@ -395,6 +471,67 @@ impl Job for TransferJob {
 }
 
 impl Drop for TransferJob {
+    fn drop(&mut self) {
+        // A job dropped unrun (pool shut down) still ends its request.
+        self.req
+            .finish(Err(err!(Failed, "the engine was finalized")));
+    }
+}
+
+/// The rest of a TCP exchange begun in `TransferAsync` (`begun_here`): a
+/// worker sends what is left and waits for the reply. The job is taken out of its slot when it runs,
+/// so the connection and in-flight guard go when it ends.
+struct ExchangeJob {
+    req: Arc<Request>,
+    op: Op,
+    name: EngineName,
+    link: Arc<Link>,
+    plan: Vec<Segment>,
+    /// The exchange and the in-flight guard that keeps an unlink waiting for it.
+    begun: Option<(InflightGuard, exec::TcpExchange)>,
+    started: Instant,
+    bytes: u64,
+    deadline: Instant,
+}
+
+impl ExchangeJob {
+    /// Records the outcome in the link's statistics and the request.
+    fn end(&self, r: Result<()>) {
+        let r = r.map_err(|e| timed_out(&self.name, e));
+        let dir = match self.op {
+            Op::Read => Direction::Pull,
+            Op::Write => Direction::Push,
+        };
+        let mut stat = self.link.stats.start_at(dir, self.started);
+        stat.set_bytes(self.bytes);
+        stat.finish(self.link.path(), &r);
+        self.req.finish(r);
+    }
+}
+
+impl Job for Mutex<Option<ExchangeJob>> {
+    fn run(self: Arc<Self>, _slot: &mut Slot<'_>) {
+        let Some(mut j) = self.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let Some((inflight, mut x)) = j.begun.take() else {
+            return;
+        };
+        let r = if j.req.is_cancelled() {
+            // Dropping the exchange unfinished closes its connection.
+            Err(err!(Failed, "the request was cancelled"))
+        } else {
+            x.finish(&j.plan, j.deadline)
+        };
+        // The connection goes back (or closes) before the caller can see the
+        // outcome and post again.
+        drop(x);
+        drop(inflight);
+        j.end(r);
+    }
+}
+
+impl Drop for ExchangeJob {
     fn drop(&mut self) {
         // A job dropped unrun (pool shut down) still ends its request.
         self.req

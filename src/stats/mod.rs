@@ -184,10 +184,16 @@ impl Op<'_> {
 impl LinkStats {
     /// Starts counting one operation in direction `dir`.
     pub fn start(&self, dir: Direction) -> Op<'_> {
+        self.start_at(dir, Instant::now())
+    }
+
+    /// Starts timing an operation that began at `start` (one handed from
+    /// the thread that began it to another).
+    pub fn start_at(&self, dir: Direction, start: Instant) -> Op<'_> {
         Op {
             stats: self,
             dir,
-            start: Instant::now(),
+            start,
             bytes: 0,
         }
     }

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use crate::cache::types::Plan;
 use crate::cache::types::{Dir, Segment};
-use crate::datadist::link::{ConnGuard, Link};
 use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
+use crate::transfer::link::{ConnGuard, Link};
 use crate::transport::local::{self, LocalPath};
 use crate::transport::peer_proc::PeerProcess;
-use crate::transport::tcp::check_reply;
+use crate::transport::tcp::{check_reply, BulkProgress, FrameReader};
 use crate::transport::wire::Msg;
 use crate::{bail, err};
 
@@ -256,6 +256,179 @@ fn tcp_one(
         r.map_err(|e| timeout_msg(link, e))?;
     }
     Ok(())
+}
+
+/// A TCP Read or Write of a small plan on one connection, begun on the
+/// calling thread and resumable on another: [`TcpExchange::poll`] sends what
+/// the socket takes and takes in what has arrived of the reply without
+/// blocking, [`TcpExchange::finish`] waits for the rest. An async request
+/// uses it to complete on its caller when the reply comes within the
+/// busy-poll, and to hand only the waiting to a worker otherwise. Dropped
+/// unfinished, its connection is closed (its stream stands inside a frame).
+pub struct TcpExchange {
+    link: Arc<Link>,
+    guard: ConnGuard,
+    dir: Dir,
+    total: u64,
+    /// The encoded request; a Write's bulk bytes follow it.
+    frame: Vec<u8>,
+    /// Bytes of the request (and a Write's bulk) sent, of `out`.
+    sent: u64,
+    out: u64,
+    reply: FrameReader,
+    /// A Read's bulk receive, once the reply's header announced it.
+    bulk: Option<BulkProgress>,
+    done: bool,
+}
+
+impl TcpExchange {
+    /// Whether `plan` is one request on one TCP connection of `link`.
+    pub fn fits(link: &Link, plan: &[Segment]) -> bool {
+        link.local_path.is_none()
+            && link.hccl().is_none()
+            && !plan.is_empty()
+            && plan.len() <= SEGMENTS_PER_REQUEST
+            && plan.iter().map(|s| s.len).sum::<u64>() < STRIPE_MIN_BYTES
+    }
+
+    /// The exchange for `plan` (which must [`fit`](TcpExchange::fits)) on
+    /// an idle connection of `link`; `Ok(None)` when none is free now (the
+    /// caller then runs the transfer where waiting for one is fine).
+    /// Nothing is sent before the first [`poll`](TcpExchange::poll).
+    pub fn begin(link: &Arc<Link>, plan: &[Segment], dir: Dir) -> Result<Option<TcpExchange>> {
+        if link.is_dead() {
+            return Err(link.dead_error());
+        }
+        let Some(mut guard) = link.take_idle_conn() else {
+            return Ok(None);
+        };
+        let c = guard.conn();
+        if !c.sends_alone() {
+            return Ok(None);
+        }
+        let total: u64 = plan.iter().map(|s| s.len).sum();
+        let segments = plan.to_vec();
+        let msg = match dir {
+            Dir::Read => Msg::Read { segments, total },
+            Dir::Write => Msg::Write { segments, total },
+        };
+        let mut frame = Vec::new();
+        c.encode_frame(&msg, &mut frame);
+        let out = frame.len() as u64 + if dir == Dir::Write { total } else { 0 };
+        Ok(Some(TcpExchange {
+            link: link.clone(),
+            guard,
+            dir,
+            total,
+            frame,
+            sent: 0,
+            out,
+            reply: FrameReader::default(),
+            bulk: None,
+            done: false,
+        }))
+    }
+
+    /// The busy-poll spin of its connection (`llmdd.BusyPollUs`).
+    pub fn spin(&mut self) -> std::time::Duration {
+        self.guard.conn().spin()
+    }
+
+    /// Sends what the socket takes and takes in what has arrived of the
+    /// reply (the same checks as the blocking path); true once the exchange
+    /// is complete. `plan` is the one it began with.
+    pub fn poll(&mut self, plan: &[Segment], deadline: Instant) -> Result<bool> {
+        match self.step(plan) {
+            Ok(false) => Ok(false),
+            Ok(true) if Instant::now() > deadline => bail!(
+                Timeout,
+                "transfer with cluster {} exceeded sync_kv_timeout",
+                self.link.remote_cluster_id
+            ),
+            Ok(true) => Ok(true),
+            Err(e) => Err(timeout_msg(&self.link, e)),
+        }
+    }
+
+    fn step(&mut self, plan: &[Segment]) -> Result<bool> {
+        if self.done {
+            return Ok(true);
+        }
+        let c = self.guard.conn();
+        if self.sent < self.out {
+            let bulk = if self.dir == Dir::Write { plan } else { &[] };
+            if !c.send_some(&self.frame, bulk, &mut self.sent)? {
+                return Ok(false);
+            }
+        }
+        if self.bulk.is_none() {
+            let Some(m) = c.poll_frame(&mut self.reply)? else {
+                return Ok(false);
+            };
+            match (self.dir, m) {
+                (
+                    Dir::Read,
+                    Msg::ReadData {
+                        status: 0,
+                        total: t,
+                        ..
+                    },
+                ) if t == self.total => self.bulk = Some(BulkProgress::default()),
+                (Dir::Read, Msg::ReadData { status: 0, .. }) => {
+                    c.mark_broken();
+                    bail!(LinkFailed, "peer announced the wrong byte count")
+                }
+                (
+                    Dir::Read,
+                    Msg::ReadData {
+                        status, message, ..
+                    },
+                ) => {
+                    // Refused: no bulk follows, the stream is in step.
+                    self.done = true;
+                    return check_reply(status, &message, "remote read").map(|()| true);
+                }
+                (Dir::Write, Msg::Reply { status, message }) => {
+                    self.done = true;
+                    return check_reply(status, &message, "remote write").map(|()| true);
+                }
+                (dir, m) => {
+                    c.mark_broken();
+                    let what = if dir == Dir::Read { "Read" } else { "Write" };
+                    bail!(LinkFailed, "unexpected reply {} to {what}", m.msg_type())
+                }
+            }
+        }
+        let p = self.bulk.as_mut().expect("set above");
+        if c.recv_bulk_some(plan, p)? {
+            self.done = true;
+        }
+        Ok(self.done)
+    }
+
+    /// Waits for the rest of the exchange (bounded by `deadline`).
+    pub fn finish(&mut self, plan: &[Segment], deadline: Instant) -> Result<()> {
+        while !self.poll(plan, deadline)? {
+            let c = self.guard.conn();
+            let r = if self.sent < self.out {
+                c.wait_writable(deadline)
+            } else {
+                c.wait_readable(deadline)
+            };
+            if let Err(e) = r {
+                return Err(timeout_msg(&self.link, e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TcpExchange {
+    fn drop(&mut self) {
+        if !self.done {
+            self.guard.conn().mark_broken();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -428,6 +428,154 @@ impl Conn {
         self.readv_all(&mut iov, deadline)
     }
 
+    /// Reads whatever has arrived of the bulk bytes of `segs` (into each
+    /// segment's `dst`, in order) from where `p` stands, without blocking;
+    /// true once every byte is in. No allocation: at most [`BULK_STEP_IOVS`]
+    /// segments per `readv`.
+    pub fn recv_bulk_some(&mut self, segs: &[Segment], p: &mut BulkProgress) -> Result<bool> {
+        let fd = self.stream.as_raw_fd();
+        loop {
+            while p.seg < segs.len() && p.off >= segs[p.seg].len {
+                p.seg += 1;
+                p.off = 0;
+            }
+            if p.seg == segs.len() {
+                return Ok(true);
+            }
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BULK_STEP_IOVS];
+            let mut n = 0;
+            for (i, s) in segs[p.seg..].iter().take(BULK_STEP_IOVS).enumerate() {
+                let off = if i == 0 { p.off } else { 0 };
+                iov[n] = libc::iovec {
+                    iov_base: (s.dst + off) as usize as *mut _,
+                    iov_len: (s.len - off) as usize,
+                };
+                n += 1;
+            }
+            // SAFETY: the segments' destinations are writable memory the
+            // caller vouches for (checked against its registrations).
+            let r = unsafe { libc::readv(fd, iov.as_ptr(), n as i32) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        let peer = self.peer;
+                        return self.fail(io_err("receiving", &peer, e));
+                    }
+                }
+            }
+            if r == 0 {
+                let peer = self.peer;
+                return self.fail(err!(LinkFailed, "connection closed by {peer}"));
+            }
+            let mut left = r as u64;
+            while left > 0 {
+                let room = segs[p.seg].len - p.off;
+                let k = left.min(room);
+                p.off += k;
+                left -= k;
+                if p.off == segs[p.seg].len {
+                    p.seg += 1;
+                    p.off = 0;
+                }
+            }
+        }
+    }
+
+    /// Encodes `msg` (with this connection's tag) into `frame`, for
+    /// [`Conn::send_some`].
+    pub fn encode_frame(&self, msg: &Msg, frame: &mut Vec<u8>) {
+        frame.clear();
+        wire::encode(msg, self.tag, frame);
+    }
+
+    /// Whether [`Conn::send_some`] may be used: a connection whose writes
+    /// take turns with another writer (a control connection) may not.
+    pub fn sends_alone(&self) -> bool {
+        self.write_lock.is_none()
+    }
+
+    /// Sends what the socket takes now of `frame` followed by the bytes of
+    /// `bulk` (each segment's `src`), from `*sent` bytes in, without
+    /// blocking; true once all is out. No allocation: at most
+    /// [`BULK_STEP_IOVS`] pieces per `sendmsg`. Only for a connection that
+    /// [`sends_alone`](Conn::sends_alone).
+    pub fn send_some(&mut self, frame: &[u8], bulk: &[Segment], sent: &mut u64) -> Result<bool> {
+        debug_assert!(self.sends_alone());
+        let fd = self.stream.as_raw_fd();
+        let total = frame.len() as u64 + bulk.iter().map(|s| s.len).sum::<u64>();
+        while *sent < total {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BULK_STEP_IOVS];
+            let mut n = 0;
+            let mut skip = *sent;
+            let pieces = std::iter::once((frame.as_ptr() as u64, frame.len() as u64))
+                .chain(bulk.iter().map(|s| (s.src, s.len)));
+            for (addr, len) in pieces {
+                if n == BULK_STEP_IOVS {
+                    break;
+                }
+                if skip >= len {
+                    skip -= len;
+                    continue;
+                }
+                iov[n] = libc::iovec {
+                    iov_base: (addr + skip) as usize as *mut _,
+                    iov_len: (len - skip) as usize,
+                };
+                skip = 0;
+                n += 1;
+            }
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n as _;
+            // SAFETY: the iovecs point at `frame` and at bulk memory the
+            // caller vouches for (checked against its registrations).
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(false),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        let peer = self.peer;
+                        return self.fail(io_err("sending", &peer, e));
+                    }
+                }
+            }
+            *sent += r as u64;
+        }
+        Ok(true)
+    }
+
+    /// Waits without spinning until the socket is writable, or fails with
+    /// `Timeout` at `deadline` (the connection is then broken).
+    pub fn wait_writable(&mut self, deadline: Instant) -> Result<()> {
+        let mut spun = true;
+        match self.wait(libc::POLLOUT, Some(deadline), &mut spun) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Waits without spinning until the socket is readable, or fails with
+    /// `Timeout` at `deadline` (the connection is then broken: a reply may
+    /// still be on its way).
+    pub fn wait_readable(&mut self, deadline: Instant) -> Result<()> {
+        let mut spun = true;
+        match self.wait(libc::POLLIN, Some(deadline), &mut spun) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Reads and discards `n` bulk bytes (keeps the stream in sync after a
     /// rejected write).
     pub fn discard(&mut self, mut n: u64, deadline: Option<Instant>) -> Result<()> {
@@ -459,6 +607,17 @@ impl Conn {
             deadline,
         )
     }
+}
+
+/// Segments per `readv` of [`Conn::recv_bulk_some`].
+const BULK_STEP_IOVS: usize = 16;
+
+/// How far a bulk receive into a segment list has come
+/// ([`Conn::recv_bulk_some`]): the segment under way and the bytes of it in.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BulkProgress {
+    seg: usize,
+    off: u64,
 }
 
 /// The part of the next frame that has arrived on a served connection (see

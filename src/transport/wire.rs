@@ -25,7 +25,11 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
 /// request's `tag` (header field) and, on one-sided links, either end sends
 /// requests on the control connection (the poller serves both ends), so a
 /// version-3 peer would leave those unanswered: it is refused at `Hello`.
-pub const VERSION: u16 = 4;
+/// 5: `OpenConns` (type 18): TCP data connections open when first needed, so
+/// the server asks the client on the control connection for the reverse
+/// connections it sends its requests on; a version-4 client would never open
+/// them (it opened them at link time): it is refused at `Hello`.
+pub const VERSION: u16 = 5;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Largest structured payload accepted (bulk data is bounded separately).
@@ -43,7 +47,7 @@ pub const MAX_POOLS: usize = 16;
 /// Length of nonces, MACs, proofs and host tags.
 pub const TAG_LEN: usize = 32;
 /// Highest message type number (types are 1 ..= `MAX_TYPE`).
-pub const MAX_TYPE: u16 = 17;
+pub const MAX_TYPE: u16 = 18;
 
 /// The decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +243,10 @@ pub enum Msg {
     /// A byte-addressed engine's notification (`SendNotify`): a name and a
     /// message, each at most [`MAX_STRING`] bytes. Reply: `Reply`.
     Notify { name: String, msg: String },
+    /// Server → client on the control connection of a TCP link: open `count`
+    /// more reverse connections (`Attach` with `reverse`), for the server's
+    /// own requests. Reply: `Reply`, once they are attached (or why not).
+    OpenConns { count: u32 },
 }
 
 impl Msg {
@@ -262,6 +270,7 @@ impl Msg {
             Msg::JoinAck { .. } => 15,
             Msg::Pools { .. } => 16,
             Msg::Notify { .. } => 17,
+            Msg::OpenConns { .. } => 18,
         }
     }
 }

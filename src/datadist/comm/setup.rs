@@ -3,6 +3,8 @@
 //! querying and destroying it.
 
 use super::*;
+use crate::datadist::session::Session;
+use crate::transfer::acl_link;
 
 impl Session {
     /// `link`: reserves the members, binds the local endpoint if some member
@@ -12,11 +14,11 @@ impl Session {
             bail!(Failed, "instance is finalizing");
         }
         let mut t = self.comms();
-        if t.by_id.len() >= MAX_COMMS {
+        if t.len() >= MAX_COMMS {
             bail!(
                 ParamInvalid,
                 "this instance already has {} comms (the limit is {MAX_COMMS}); unlink one first",
-                t.by_id.len()
+                t.len()
             );
         }
         for (i, m) in spec.members.iter().enumerate() {
@@ -56,18 +58,16 @@ impl Session {
         };
         let id = self.next_comm_id();
         let comm = Arc::new(Comm::new(id, spec, listener));
-        t.by_id.insert(id, comm.clone());
-        if t.running < MAX_CONCURRENT_COMM_SETUPS {
-            t.running += 1;
+        if t.insert(comm.clone(), MAX_CONCURRENT_COMM_SETUPS) {
             drop(t);
             let s = self.arc();
             let c = comm.clone();
             if let Err(e) = self.try_spawn("llmdd-comm", move || s.comm_runner(c)) {
-                self.comms().running -= 1;
+                self.comms().runner_not_started();
                 self.comm_failed(&comm, &e.message);
             }
         } else {
-            t.queue.push_back(comm.clone());
+            drop(t);
         }
         log_info!(
             "cluster {} created comm {id} (\"{}\") as rank {} of {}",
@@ -81,22 +81,17 @@ impl Session {
 
     /// `query_register_mem_status`: status and failure reason.
     pub fn comm_status(&self, comm_id: u64) -> Result<(MemStatus, String)> {
-        let c = self.comms().by_id.get(&comm_id).cloned();
+        let c = self.comms().get(comm_id).cloned();
         c.map(|c| c.status()).ok_or_else(|| unknown_comm(comm_id))
     }
 
     /// `unlink`: aborts the setup, tears down the local side of every link
     /// of the comm (waiting for in-flight transfers), releases its listener.
     pub fn comm_unlink(&self, comm_id: u64) -> Result<()> {
-        let comm = {
-            let mut t = self.comms();
-            let c = t
-                .by_id
-                .remove(&comm_id)
-                .ok_or_else(|| unknown_comm(comm_id))?;
-            t.queue.retain(|q| !Arc::ptr_eq(q, &c));
-            c
-        };
+        let comm = self
+            .comms()
+            .remove(comm_id)
+            .ok_or_else(|| unknown_comm(comm_id))?;
         self.comm_teardown(&comm, self.config.sync_kv_timeout);
         log_info!(
             "cluster {} unlinked comm {comm_id} (\"{}\")",
@@ -108,11 +103,7 @@ impl Session {
 
     /// Closes every comm (finalize).
     pub(crate) fn comm_unlink_all(&self, wait: Duration) {
-        let all: Vec<Arc<Comm>> = {
-            let mut t = self.comms();
-            t.queue.clear();
-            std::mem::take(&mut t.by_id).into_values().collect()
-        };
+        let all: Vec<Arc<Comm>> = self.comms().drain();
         for c in all {
             self.comm_teardown(&c, wait);
         }
@@ -133,7 +124,7 @@ impl Session {
     /// their `HcclLink`s no longer hold it).
     fn destroy_comm_hccl(&self, comm: &Comm) {
         if let Some(h) = comm.take_hccl() {
-            drop_comm(self.acl(), h);
+            acl_link::drop_comm(&self.backend, h);
         }
     }
 
@@ -141,51 +132,17 @@ impl Session {
     /// the user's rank table, binds every registered region and prepares it
     /// (full mesh) before `deadline`. Errors carry the vendor message.
     fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
-        let Some(acl) = self.acl() else {
-            return Ok(());
-        };
         let me = c.spec.local_member().rank_id;
         let name = c.spec.hccl_name();
-        let comm = HcclComm::create(
-            acl.context(),
-            &c.spec.rank_table,
-            me,
-            &acl.comm_config(name.clone()),
-            deadline,
-        )
-        .map_err(|e| {
-            err!(
-                LinkFailed,
-                "creating the HCCL communicator {name} from the rank table failed ({}): {}",
-                e.status.name(),
-                e.message
-            )
-        })?;
-        for r in acl.regions() {
-            comm.bind(&r).map_err(|e| {
-                err!(
-                    LinkFailed,
-                    "binding memory to the HCCL communicator {name} failed ({}): {}",
-                    e.status.name(),
-                    e.message
-                )
-            })?;
-        }
-        let comm = Arc::new(comm);
-        let left = deadline.saturating_duration_since(Instant::now());
-        comm.prepare(left.max(Duration::from_secs(1)))
-            .map_err(|e| {
-                err!(
-                    LinkFailed,
-                    "HcclCommPrepare of the communicator {name} failed ({}): {}",
-                    e.status.name(),
-                    e.message
-                )
-            })?;
+        let Some(comm) =
+            acl_link::comm_communicator(&self.backend, &c.spec.rank_table, me, &name, deadline)?
+        else {
+            return Ok(());
+        };
         let mut st = c.lock();
         if st.closed || st.status != MemStatus::Preparing {
             drop(st);
-            drop_comm(Some(acl), comm);
+            acl_link::drop_comm(&self.backend, comm);
             return Ok(());
         }
         st.hccl = Some(comm);
@@ -200,13 +157,12 @@ impl Session {
 
     /// Number of comms (any status).
     pub fn comm_count(&self) -> usize {
-        self.comms().by_id.len()
+        self.comms().len()
     }
 
     /// Comm setups running and queued (for tests and logs).
     pub fn comm_setups(&self) -> (usize, usize) {
-        let t = self.comms();
-        (t.running, t.queue.len())
+        self.comms().setups()
     }
 
     /// The comm that reserves `cluster_id`, if any.
@@ -221,11 +177,7 @@ impl Session {
             if !c.is_closed() {
                 self.comm_setup(&c);
             }
-            let mut t = self.comms();
-            next = t.queue.pop_front();
-            if next.is_none() {
-                t.running -= 1;
-            }
+            next = self.comms().next_for_runner();
         }
     }
 
@@ -286,7 +238,7 @@ impl Session {
                 }
                 hccl_done = true;
             }
-            if hccl_done && c.try_complete(self.acl()) {
+            if hccl_done && c.try_complete(Some(&self.backend)) {
                 log_info!(
                     "cluster {}: comm {} (\"{}\") is linked",
                     self.cluster_id,
@@ -352,7 +304,7 @@ impl Session {
                 c.id,
                 c.name()
             ),
-            None if t.by_id.values().any(|c| c.name() == name) => bail!(
+            None if t.iter().any(|c| c.name() == name) => bail!(
                 ParamInvalid,
                 "cluster {dialer} is not a member of comm \"{name}\" on cluster {}",
                 self.cluster_id
@@ -413,10 +365,10 @@ impl Session {
         Ok(())
     }
 
-    /// An accepted comm link got the dialer's reverse connection: the pair
-    /// is complete on this side.
+    /// An accepted comm link is set up (the dialer's Pools arrived): the
+    /// pair is complete on this side.
     pub(crate) fn comm_peer_ready(&self, link: &Arc<Link>) {
-        let Some(c) = self.comms().by_id.get(&link.comm_id).cloned() else {
+        let Some(c) = self.comms().get(link.comm_id).cloned() else {
             return;
         };
         let mut st = c.lock();
@@ -427,17 +379,6 @@ impl Session {
             c.notify();
         }
     }
-}
-
-/// Drops a comm's communicator with the device bound on this thread (the
-/// last reference destroys it).
-fn drop_comm(acl: Option<&Arc<AclBackend>>, h: Arc<HcclComm>) {
-    if let Some(acl) = acl {
-        if let Err(e) = acl.context().bind_thread() {
-            log_warn!("destroying a comm's HCCL communicator: {}", e.message);
-        }
-    }
-    drop(h);
 }
 
 fn unknown_comm(comm_id: u64) -> Error {

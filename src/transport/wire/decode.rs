@@ -311,6 +311,9 @@ pub(super) fn decode_body(msg_type: u16, r: &mut Reader<'_>) -> Result<Msg, Wire
             name: r.string("name")?,
             msg: r.string("msg")?,
         },
+        18 => Msg::OpenConns {
+            count: r.u32("count")?,
+        },
         11 | 13 => {
             let segments = r.segments()?;
             let total = r.u64("total")?;

@@ -251,6 +251,7 @@ pub(super) fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             put_u64(out, *req_id);
             put_u64(out, *model_id);
         }
+        Msg::OpenConns { count } => put_u32(out, *count),
         Msg::Notify { name, msg } => {
             put_str(out, name);
             put_str(out, msg);

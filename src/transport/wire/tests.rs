@@ -169,6 +169,7 @@ fn all_samples() -> Vec<Msg> {
             name: "kv_done".to_owned(),
             msg: "req 7".to_owned(),
         },
+        Msg::OpenConns { count: 2 },
         Msg::Read {
             segments: s.clone(),
             total,
@@ -862,6 +863,7 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
             }),
         any::<(u64, u64)>().prop_map(|(req_id, model_id)| Msg::Consume { req_id, model_id }),
         (text(), text()).prop_map(|(name, msg)| Msg::Notify { name, msg }),
+        any::<u32>().prop_map(|count| Msg::OpenConns { count }),
         arb_segments().prop_map(|(segments, total)| Msg::Read { segments, total }),
         (any::<u32>(), text(), any::<u64>()).prop_map(|(status, message, total)| {
             Msg::ReadData {

@@ -82,6 +82,10 @@ pub struct Link {
     /// Forward connections the client may open (lowered when the server
     /// refuses one: its `llmdd.MaxConnsPerLink`).
     forward_cap: AtomicUsize,
+    /// Server: a request for reverse connections (`OpenConns`) is under way.
+    asking: AtomicBool,
+    /// Client: reverse connections open (the server's requests arrive there).
+    reverse_open: Arc<AtomicUsize>,
     /// Every live socket of this link, shut down at teardown (weak: a
     /// connection that ends releases its descriptor at once).
     sockets: Mutex<Vec<Weak<TcpStream>>>,
@@ -151,6 +155,8 @@ impl Link {
             conns: AtomicUsize::new(0),
             conn_cv: Condvar::new(),
             forward_cap: AtomicUsize::new(MAX_FORWARD_CONNS),
+            asking: AtomicBool::new(false),
+            reverse_open: Arc::new(AtomicUsize::new(0)),
             sockets: Mutex::new(Vec::new()),
             control: Mutex::new(None),
             call: Mutex::new(Call::default()),
@@ -530,27 +536,44 @@ impl Link {
         self.conn_cv.notify_all();
     }
 
-    /// Opens one more request connection to the server (client side only).
-    fn open_forward(&self, deadline: Instant) -> Result<Conn> {
+    /// Opens one more connection to the server and attaches it to this link
+    /// (client side only), within `deadline`. `reverse`: the server sends its
+    /// requests on it (the caller serves it); else this side does.
+    fn attach(&self, reverse: bool, deadline: Instant) -> Result<Conn> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut c = Conn::connect(&self.remote_addr, left, self.conn_opts)?;
         c.send(
             &Msg::Attach {
                 cluster_id: self.local_cluster_id,
                 link_token: self.token,
-                reverse: false,
+                reverse,
             },
             Some(deadline),
         )?;
+        let what = if reverse {
+            "attaching a reverse connection"
+        } else {
+            "attaching a connection"
+        };
         match c.recv(Some(deadline))? {
-            Msg::Reply { status, message } => {
-                check_reply(status, &message, "attaching a connection")?
-            }
+            Msg::Reply { status, message } => check_reply(status, &message, what)?,
             m => bail!(LinkFailed, "unexpected reply {} to Attach", m.msg_type()),
         }
-        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
         self.track(&c);
         Ok(c)
+    }
+
+    /// Opens one more request connection to the server (client side only).
+    fn open_forward(&self, deadline: Instant) -> Result<Conn> {
+        let mut c = self.attach(false, deadline)?;
+        c.set_frame_limit(crate::transport::wire::MAX_PAYLOAD);
+        Ok(c)
+    }
+
+    /// Opens a reverse connection, on which the server sends its requests
+    /// (client side only); the caller serves it.
+    pub fn open_reverse(&self, deadline: Instant) -> Result<Conn> {
+        self.attach(true, deadline)
     }
 
     /// Takes a connection for one request, opening a new one (client) when all
@@ -595,7 +618,27 @@ impl Link {
                     }
                 }
             }
-            if n == 0 {
+            if self.can_ask_reverse(n) && !self.asking.swap(true, Ordering::AcqRel) {
+                drop(idle);
+                let r = self.ask_reverse(deadline);
+                self.asking.store(false, Ordering::Release);
+                self.conn_cv.notify_all();
+                if let Err(e) = r {
+                    if n == 0 || self.is_closed() {
+                        return Err(e);
+                    }
+                    // The client allows no more: make do with the ones open.
+                    self.forward_cap.store(n, Ordering::Release);
+                    crate::log_info!(
+                        "link to cluster {}: staying at {n} reverse connections ({})",
+                        self.remote_cluster_id,
+                        e.message
+                    );
+                }
+                idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            if n == 0 && !self.asking.load(Ordering::Acquire) {
                 bail!(
                     LinkFailed,
                     "link to cluster {} has no usable connection left; unlink and link again",
@@ -616,6 +659,19 @@ impl Link {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// An idle connection, if one is open and free now (never waits, never
+    /// dials): for work that must not block its caller.
+    pub fn take_idle_conn(self: &Arc<Self>) -> Option<ConnGuard> {
+        if self.check_open().is_err() {
+            return None;
+        }
+        let (c, _) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(ConnGuard {
+            link: self.clone(),
+            conn: Some(c),
+        })
     }
 
     /// Takes up to `n` connections for a striped transfer (at least one).
@@ -662,6 +718,37 @@ impl Link {
     /// True if this side may open one more forward connection (client).
     fn can_open_forward(&self, open: usize) -> bool {
         self.we_dialed && open < self.forward_cap.load(Ordering::Acquire)
+    }
+
+    /// True if this side may ask its client for one more reverse connection
+    /// (server of a link with data connections).
+    fn can_ask_reverse(&self, open: usize) -> bool {
+        !self.we_dialed
+            && !self.requests_on_control()
+            && open < self.forward_cap.load(Ordering::Acquire)
+    }
+
+    /// Asks the client (on the control connection) to open one more reverse
+    /// connection; it is attached (and counted) when the client's reply comes.
+    fn ask_reverse(&self, deadline: Instant) -> Result<()> {
+        match self.control_request(&Msg::OpenConns { count: 1 }, deadline)? {
+            Msg::Reply { status, message } => {
+                check_reply(status, &message, "opening a reverse connection")
+            }
+            m => bail!(LinkFailed, "unexpected reply {} to OpenConns", m.msg_type()),
+        }
+    }
+
+    /// Client: a slot for one more reverse connection, if fewer than `cap`
+    /// are open; the slot is freed when the guard (held by the connection)
+    /// drops.
+    pub fn reverse_slot(&self, cap: usize) -> Option<ReverseSlot> {
+        let n = &self.reverse_open;
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            (v < cap).then_some(v + 1)
+        })
+        .ok()?;
+        Some(ReverseSlot(n.clone()))
     }
 
     /// The peer's cache table, if fetched.
@@ -790,6 +877,15 @@ impl crate::transport::poller::Tick for Link {
             self.conn_cv.notify_all();
         }
         true
+    }
+}
+
+/// One open reverse connection of a client ([`Link::reverse_slot`]).
+pub struct ReverseSlot(Arc<AtomicUsize>);
+
+impl Drop for ReverseSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

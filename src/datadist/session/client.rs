@@ -1,0 +1,327 @@
+//! The dialling side of link setup and unlink: link_clusters to one peer,
+//! the dial shared with rank-table comms, and the non-forced unlink.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Session;
+use crate::datadist::comm::Comm;
+use crate::datadist::handshake::JoinFields;
+use crate::datadist::liveness;
+use crate::status::{Error, Result, Status};
+use crate::transfer::acl_link::{self, LinkIds};
+use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::serve::serve;
+use crate::transport::poller;
+use crate::transport::tcp::Conn;
+use crate::transport::wire::Msg;
+use crate::{bail, err, log_info, log_warn};
+
+/// The least time a non-forced unlink waits for the peer's answer to
+/// `Unlink`, whatever is left of its timeout: the peer answers once its serving
+/// threads have seen the cut data connections, which on a loaded machine takes
+/// far more than a short unlink timeout (a dead peer is noticed at once).
+const UNLINK_REPLY_FLOOR: Duration = Duration::from_secs(2);
+
+impl Session {
+    /// Client side of link_clusters for one peer. `local_ip` (the cluster's
+    /// local ip info) names this side's device IP on the acl backend.
+    pub fn connect(
+        &self,
+        remote_cluster_id: u64,
+        addr: SocketAddr,
+        local_ip: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<()> {
+        if self.is_closing() {
+            bail!(Failed, "instance is finalizing");
+        }
+        if remote_cluster_id == self.cluster_id {
+            bail!(
+                ParamInvalid,
+                "remote_cluster_id {remote_cluster_id} is this instance's own cluster id"
+            );
+        }
+        self.clear_dead_link(remote_cluster_id)?;
+        if let Some(c) = self.comm_of(remote_cluster_id) {
+            bail!(
+                AlreadyLink,
+                "cluster {remote_cluster_id} is a member of rank-table comm {} (\"{}\"); unlink it first",
+                c.id,
+                c.name()
+            );
+        }
+        self.dial(remote_cluster_id, addr, local_ip, timeout, None)
+    }
+
+    /// Before link_clusters to `cluster`: a live link there is
+    /// `LLM_ALREADY_LINK`; one whose peer is proven gone (dead, or its control
+    /// connection hung up) is dropped so that linking again just works.
+    fn clear_dead_link(&self, cluster: u64) -> Result<()> {
+        let Some(old) = self.link_dir(cluster, true) else {
+            return Ok(());
+        };
+        match old.peer_gone() {
+            Some(why) => {
+                log_info!("replacing the dead link to cluster {cluster} ({why})");
+                if self.remove_exact(&old) {
+                    old.teardown(Duration::ZERO);
+                }
+                Ok(())
+            }
+            None => bail!(AlreadyLink, "a link to cluster {cluster} already exists"),
+        }
+    }
+
+    /// Dials the server at `addr`: handshake, extra connections, then the
+    /// link joins the table (and `comm`, for a rank-table link). For a comm,
+    /// failures before the handshake is accepted (nothing listening yet, the
+    /// peer has no such comm yet, no answer in time) are `LLM_NOT_YET_LINK`
+    /// so the caller retries. `local_ip` names this side's device IP on the acl
+    /// backend (else the control connection's local address is used).
+    pub(crate) fn dial(
+        &self,
+        remote_cluster_id: u64,
+        addr: SocketAddr,
+        local_ip: Option<IpAddr>,
+        timeout: Duration,
+        comm: Option<&Arc<Comm>>,
+    ) -> Result<()> {
+        if self.is_closing() {
+            bail!(Failed, "instance is finalizing");
+        }
+        if self.link_count() >= self.config.max_links as usize {
+            bail!(
+                LinkFailed,
+                "this instance already has {} links (the limit)",
+                self.config.max_links
+            );
+        }
+        let retryable = |e: Error| match comm {
+            Some(_) => Error::new(Status::NotYetLink, e.message),
+            None => e,
+        };
+        let deadline = Instant::now() + timeout;
+        let conn_opts = self.config.conn_opts();
+        let mut control = Conn::connect(&addr, timeout, conn_opts).map_err(retryable)?;
+        let generation = self.registry.generation();
+        // A link_clusters link gets its own two-rank communicator (reserve our
+        // device port now); a rank-table comm's links share the comm's
+        // communicator, so they only announce the member's table endpoint.
+        let acl_end = match comm {
+            None => acl_link::offer(&self.backend, || {
+                local_ip
+                    .or_else(|| control.local_addr().map(|a| a.ip()))
+                    .unwrap_or(addr.ip())
+            })?,
+            Some(_) => None,
+        };
+        let our_device = match comm {
+            Some(c) => c.spec.local_member().device.clone(),
+            None => acl_end.as_ref().map(|e| e.endpoint.clone()),
+        };
+        let fields = JoinFields {
+            comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
+            device: our_device.clone(),
+        };
+        let joined = self.client_handshake(
+            &mut control,
+            remote_cluster_id,
+            addr,
+            fields,
+            deadline,
+            &retryable,
+        )?;
+        acl_link::check_backends(our_device.is_some(), joined.server_device.as_ref(), false)?;
+        let (remote_role, token, server_device) =
+            (joined.remote_role, joined.token, joined.server_device);
+        let link = Arc::new(Link::new(LinkParts {
+            remote_cluster_id,
+            remote_role,
+            token,
+            we_dialed: true,
+            remote_addr: addr,
+            local_path: joined.local_path,
+            peer_pools: joined.peer_pools,
+            generation,
+            local_cluster_id: self.cluster_id,
+            comm_id: comm.map_or(0, |c| c.id),
+            conn: conn_opts,
+        }));
+        // Build the rest of the link; on failure tell the server to drop it.
+        let built = (|| -> Result<()> {
+            let ids = LinkIds {
+                server_cluster: remote_cluster_id,
+                client_cluster: self.cluster_id,
+                token,
+            };
+            acl_link::open_client(
+                &self.backend,
+                acl_end,
+                server_device.as_ref(),
+                &link,
+                ids,
+                deadline,
+            )?;
+            // The control connection carries no bulk data (link.rs); it is
+            // read on the poller from now on. A link whose bytes move
+            // one-sidedly sends its requests there and needs nothing else.
+            // Else data connections open when a transfer first needs them:
+            // request connections by this side, reverse connections (on which
+            // the server sends its requests) when the server asks
+            // (`OpenConns`); both close when unused for a while.
+            link.watch_control(&control);
+            link.set_control_writer(control.writer());
+            serve(self.arc(), link.clone(), control, true);
+            if link.requests_on_control() {
+                return Ok(());
+            }
+            let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
+            self.reactor()?.add_tick(tick);
+            Ok(())
+        })();
+        if let Err(e) = built {
+            link.teardown(Duration::ZERO);
+            let e = if e.status == Status::Timeout {
+                err!(
+                    LinkFailed,
+                    "link setup with {addr} timed out after {} ms",
+                    timeout.as_millis()
+                )
+            } else {
+                e
+            };
+            return Err(e);
+        }
+        let installed = match comm {
+            Some(c) => self.comm_adopt(c, &link, true),
+            None => self.insert_plain_link(link.clone(), false),
+        }
+        // Its peer process (same host) and its control connection: the link
+        // is marked dead the moment either is gone.
+        .and_then(|_| liveness::watch(self.reactor()?.arc(), &link));
+        if let Err(e) = installed {
+            self.remove_exact(&link);
+            link.teardown(Duration::ZERO);
+            return Err(e);
+        }
+        log_info!(
+            "cluster {} linked to cluster {remote_cluster_id} at {addr}",
+            self.cluster_id
+        );
+        Ok(())
+    }
+
+    /// Opens up to `count` more reverse connections of `link` (its server
+    /// asked for them, `OpenConns`), never more than `llmdd.DataConnections`
+    /// at once; each is served here like the control connection and frees
+    /// its slot when it ends. Fails if none could be opened.
+    pub(crate) fn open_reverse(
+        &self,
+        link: &Arc<Link>,
+        count: u32,
+        deadline: Instant,
+    ) -> Result<()> {
+        if link.requests_on_control() {
+            bail!(
+                LinkFailed,
+                "link to cluster {} moves its bytes one-sidedly: it has no data connections",
+                link.remote_cluster_id
+            );
+        }
+        let cap = self.config.data_connections as usize;
+        let mut opened = 0;
+        for _ in 0..count.min(cap as u32) {
+            let Some(slot) = link.reverse_slot(cap) else {
+                break;
+            };
+            let mut c = link.open_reverse(deadline)?;
+            c.hold(Box::new(slot));
+            serve(self.arc(), link.clone(), c, false);
+            opened += 1;
+        }
+        if opened == 0 && count > 0 {
+            bail!(
+                LinkFailed,
+                "cluster {}: a link has at most {cap} reverse connections (llmdd.DataConnections)",
+                self.cluster_id
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds a link_clusters link to the table unless its cluster is (now)
+    /// reserved by a rank-table comm. An open link to the cluster is
+    /// `LLM_ALREADY_LINK` (on the accepting side, `replace_stale_link` has
+    /// already removed one whose peer is gone; a live one is never replaced,
+    /// and neither is a link this side dialled: both ends may dial).
+    pub(super) fn insert_plain_link(&self, link: Arc<Link>, server: bool) -> Result<()> {
+        let t = self.comms();
+        let c = link.remote_cluster_id;
+        if let Some(comm) = t.of_cluster(c) {
+            bail!(
+                AlreadyLink,
+                "cluster {c} is a member of rank-table comm {} (\"{}\")",
+                comm.id,
+                comm.name()
+            );
+        }
+        if server {
+            return self.insert_link(link);
+        }
+        self.insert_link(link).map_err(|_| {
+            err!(
+                AlreadyLink,
+                "a link to cluster {c} was created concurrently"
+            )
+        })
+    }
+
+    /// Client side of a non-forced unlink: stop new transfers and wait (up to
+    /// `timeout`) for those in flight, tell the server on the control
+    /// connection (it waits for what it still serves), then drop ours. A link
+    /// whose server is proven gone is just dropped (nothing to tell).
+    pub fn disconnect(&self, remote_cluster_id: u64, timeout: Duration) -> Result<()> {
+        let Some(link) = self.link_dir(remote_cluster_id, true) else {
+            return Ok(());
+        };
+        if let Some(why) = link.peer_gone() {
+            log_info!("unlinking cluster {remote_cluster_id}, whose link is already gone ({why})");
+            if self.remove_exact(&link) {
+                link.teardown(Duration::ZERO);
+            }
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        if !link.drain(timeout) {
+            log_warn!(
+                "unlinking cluster {remote_cluster_id}: transfers still in flight after {} ms are cut",
+                timeout.as_millis()
+            );
+            link.shutdown_data();
+        }
+        let reply = link.control_request(
+            &Msg::Unlink,
+            deadline.max(Instant::now() + UNLINK_REPLY_FLOOR),
+        );
+        let failed = match reply {
+            Ok(Msg::Reply { status: 0, .. }) => None,
+            Ok(Msg::Reply { message, .. }) => Some(format!("cluster {remote_cluster_id} refused the unlink: {message}; force-unlink both ends")),
+            Ok(m) => Some(format!("unexpected reply {} to Unlink", m.msg_type())),
+            Err(e) => match link.peer_gone() {
+                // The server dropped the link meanwhile: it is unlinked.
+                Some(_) => None,
+                None => Some(format!("could not reach cluster {remote_cluster_id} to unlink ({}); force-unlink both ends", e.message)),
+            },
+        };
+        if let Some(why) = failed {
+            link.undrain();
+            bail!(UnlinkFailed, "{why}");
+        }
+        if self.remove_exact(&link) {
+            link.teardown(deadline.saturating_duration_since(Instant::now()));
+        }
+        Ok(())
+    }
+}
