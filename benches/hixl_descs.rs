@@ -265,13 +265,16 @@ fn vm_readv_limit(rounds: usize) -> (f64, f64) {
         })
         .collect();
     let pid = std::process::id();
+    // SAFETY: both lists stay inside `dst` (MOVED bytes) and `src`
+    // (REMOTE_BYTES), this process's own buffers, alive while they are used.
+    let copy = |segs: &[Segment]| unsafe { llmdd::transport::local::vm_copy(pid, segs, false) };
     let run = |segs: &[Segment]| {
-        llmdd::transport::local::vm_copy(pid, segs, false).unwrap();
+        copy(segs).unwrap();
         median(
             (0..rounds)
                 .map(|_| {
                     let t = Instant::now();
-                    llmdd::transport::local::vm_copy(pid, segs, false).unwrap();
+                    copy(segs).unwrap();
                     gbps(MOVED, t.elapsed().as_secs_f64())
                 })
                 .collect(),

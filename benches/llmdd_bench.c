@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -902,6 +903,34 @@ static double tcp_gbps(uint64_t bytes, int runs) {
   return bench_median(r, runs);
 }
 
+/* The floor of a one-block same-host pull: process_vm_readv alone of `bs`
+ * bytes of the target's memory at `remote` (the same block every call, as a
+ * re-posted request reads), `calls` times; prints p50 and p99. */
+static void pvr_floor(const opts_t *o, pid_t pid, const uint8_t *remote, uint64_t bs, uint64_t calls) {
+  uint8_t *dst = aligned_alloc(4096, round_up(bs, 4096));
+  double *lat = malloc(calls * sizeof(double));
+  if (!dst || !lat) DIE_IF(1, "malloc");
+  memset(dst, 0, bs);
+  struct iovec l = {dst, bs}, r = {(void *)remote, bs};
+  for (uint64_t i = 0; i < calls + 1; i++) {
+    double t0 = bench_now();
+    if (process_vm_readv(pid, &l, 1, &r, 1, 0) != (ssize_t)bs) DIE_IF(1, "process_vm_readv");
+    if (i) lat[i - 1] = (bench_now() - t0) * 1e6;
+  }
+  qsort(lat, calls, sizeof(double), bench_cmp_d);
+  char block[32];
+  human_size(block, sizeof block, bs);
+  if (o->json)
+    printf("{\"event\":\"limit\",\"limit\":\"process_vm_readv alone, one block\",\"block_size\":%" PRIu64
+           ",\"calls\":%" PRIu64 ",\"p50_us\":%.2f,\"p99_us\":%.2f}\n", bs, calls, lat[calls / 2], lat[calls * 99 / 100]);
+  else
+    printf("limit: process_vm_readv alone, one %s block (the same one each call), p50 %.1f us, p99 %.1f us (%" PRIu64
+           " calls)\n", block, lat[calls / 2], lat[calls * 99 / 100], calls);
+  fflush(stdout);
+  free(lat);
+  free(dst);
+}
+
 /* Loopback: per transport, fork a target, measure the limit, run the initiator. */
 static int run_loopback(opts_t *o) {
   uint64_t target_cluster = o->target_cluster;
@@ -924,10 +953,21 @@ static int run_loopback(opts_t *o) {
     char listen[64];
     uint16_t port = bench_free_port();
     snprintf(listen, sizeof listen, "127.0.0.1:%u", port);
+    /* Single-block same-host pulls: also time process_vm_readv alone on a
+     * block of the target's own memory (written by the target after the fork). */
+    uint64_t probe_bytes = 0;
+    uint8_t *probe = NULL;
+    if (t == BENCH_SAME_HOST && o->blocks_per_call == 1 && (o->ops & OP_PULL) && o->shape == SHAPE_BLOCKS) {
+      for (int s = 0; s < o->nsizes; s++)
+        if (o->sizes[s] > probe_bytes) probe_bytes = o->sizes[s];
+      probe = aligned_alloc(4096, round_up(probe_bytes, 4096));
+      if (!probe) DIE_IF(1, "aligned_alloc");
+    }
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) DIE_IF(1, "fork");
     if (pid == 0) {
+      if (probe) memset(probe, 0x5a, probe_bytes);
       close(ready[0]);
       close(stop[1]);
       opts_t to = *o;
@@ -945,6 +985,11 @@ static int run_loopback(opts_t *o) {
       return 1;
     }
     run_initiator(o, &cx, "127.0.0.1", port, ids);
+    if (probe) {
+      uint64_t calls = o->calls ? o->calls : 3000;
+      for (int s = 0; s < o->nsizes; s++) pvr_floor(o, pid, probe, o->sizes[s], calls);
+      free(probe);
+    }
     close(stop[1]);
     int st;
     waitpid(pid, &st, 0);

@@ -6,6 +6,11 @@
 //! produced tensor-major (for each tensor pair, then each block/chunk) so that
 //! consecutive blocks of one tensor merge into one copy.
 //!
+//! A planner's result is a [`PlanBuf`]: the only way to a [`Plan`], which is
+//! what the byte movers (`transfer::exec`) take, so a raw-address copy starts
+//! from planned segments (or, through the `unsafe` [`Plan::assume_checked`],
+//! from ranges a caller checked against registered memory itself).
+//!
 //! Overflow strategy: every tensor whose bytes are touched is checked once
 //! ([`tensor_base`]) so that `addr + dim0 * stride` fits in `u64`; every offset
 //! computed afterwards stays inside that tensor (indices are range-checked first),
@@ -14,6 +19,7 @@
 
 use crate::bail;
 use crate::cache::types::{CacheView, LayerSel, Segment};
+pub use crate::cache::types::{Plan, PlanBuf};
 use crate::status::Result;
 
 /// Upper bound on a capacity hint, so a huge (but valid) request never asks the

@@ -440,3 +440,91 @@ pub enum Dir {
     /// Local `src` → remote `dst`.
     Write,
 }
+
+// ---------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------
+
+/// Segments whose local side lies in memory this process registered (a
+/// cache's tensors, or ranges checked against registered memory), valid for
+/// the copy's direction while the caller holds what keeps that memory
+/// registered. Made only by the planners of this module (as a [`PlanBuf`]),
+/// by [`Plan::assume_checked`], or as a part of another plan.
+/// (Defined here, in the leaf vocabulary, so the byte movers below the API
+/// layer can name it; its safe constructor is private to `crate::cache`.)
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan([Segment]);
+
+impl Plan {
+    fn of(segs: &[Segment]) -> &Plan {
+        // SAFETY: `Plan` is a transparent wrapper of `[Segment]`.
+        unsafe { &*(segs as *const [Segment] as *const Plan) }
+    }
+
+    /// `segs` as a plan.
+    ///
+    /// # Safety
+    /// The local side of every segment (`dst` of a read, `src` of a write or
+    /// of a local copy, both of a local copy) must be memory of this process,
+    /// valid for that access for its whole length for as long as the plan is
+    /// used: ranges the caller checked against registered memory.
+    pub unsafe fn assume_checked(segs: &[Segment]) -> &Plan {
+        Plan::of(segs)
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.0
+    }
+
+    /// The first `n` segments and the rest, each a plan.
+    pub fn split_at(&self, n: usize) -> (&Plan, &Plan) {
+        let (a, b) = self.0.split_at(n);
+        (Plan::of(a), Plan::of(b))
+    }
+
+    /// Total bytes (saturating).
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().fold(0u64, |acc, s| acc.saturating_add(s.len))
+    }
+}
+
+impl std::ops::Deref for Plan {
+    type Target = [Segment];
+    fn deref(&self) -> &[Segment] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Plan {
+    type Item = &'a Segment;
+    type IntoIter = std::slice::Iter<'a, Segment>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// An owned [`Plan`], as the planners return it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PlanBuf(Vec<Segment>);
+
+impl PlanBuf {
+    /// The planners' result (`cache::plan`), or ranges the registry checked.
+    pub(super) fn new(segs: Vec<Segment>) -> PlanBuf {
+        PlanBuf(segs)
+    }
+}
+
+impl std::ops::Deref for PlanBuf {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        Plan::of(&self.0)
+    }
+}
+
+impl PartialEq<Vec<Segment>> for PlanBuf {
+    fn eq(&self, other: &Vec<Segment>) -> bool {
+        &self.0 == other
+    }
+}

@@ -62,7 +62,7 @@ pub struct AsyncBlocks<'a> {
 /// The work of one config for one layer: its segments and the link they use.
 pub struct LayerPart {
     link: Arc<Link>,
-    segments: Vec<Segment>,
+    segments: crate::cache::types::PlanBuf,
 }
 
 /// A peer's registered tensor regions `[start, end)`, sorted by start.

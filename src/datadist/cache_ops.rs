@@ -328,7 +328,7 @@ impl Session {
     fn run_read(
         &self,
         link: &Arc<Link>,
-        plan: &[Segment],
+        plan: &plan::Plan,
         deadline: Instant,
         remote: &Remote,
     ) -> Result<()> {
@@ -380,7 +380,7 @@ impl Session {
     /// memcpy. `pageable`: one side is unregistered (possibly unpinned) host memory.
     fn copy_local(
         &self,
-        plan: &[Segment],
+        plan: &plan::Plan,
         src: Placement,
         dst: Placement,
         pageable: bool,
@@ -518,7 +518,7 @@ impl Session {
     fn run_layers(
         &self,
         link: &Arc<Link>,
-        layers: Vec<(u32, Vec<Segment>)>,
+        layers: Vec<(u32, plan::PlanBuf)>,
         op: &mut Op<'_>,
     ) -> Result<()> {
         op.set_bytes(layers.iter().map(|(_, s)| plan_bytes(s)).sum());

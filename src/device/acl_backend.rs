@@ -360,7 +360,7 @@ impl AclBackend {
     /// status otherwise.
     pub fn copy(
         &self,
-        segs: &[Segment],
+        segs: &crate::cache::types::Plan,
         src: Placement,
         dst: Placement,
         pageable: bool,

@@ -11,7 +11,7 @@ pub mod pool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::types::{Placement, Segment};
+use crate::cache::types::{Placement, Plan};
 use crate::device::acl_backend::AclBackend;
 use crate::device::endpoint::LocalDevice;
 use crate::device::pool::Pool;
@@ -83,7 +83,7 @@ impl Backend {
     /// side is unregistered (possibly unpinned) host memory.
     pub fn copy_local(
         &self,
-        plan: &[Segment],
+        plan: &Plan,
         src: Placement,
         dst: Placement,
         pageable: bool,
@@ -92,7 +92,9 @@ impl Backend {
         match self.acl() {
             Some(acl) => acl.copy(plan, src, dst, pageable, timeout),
             None => {
-                local::memcpy_segments(plan);
+                // SAFETY: a plan: both sides are this process's caches or
+                // host memory the caller named.
+                unsafe { local::memcpy_segments(plan) };
                 Ok(())
             }
         }

@@ -3,6 +3,7 @@
 //! on the pool in chunks), plus the request list `GetTransferStatus` polls.
 
 use super::*;
+use crate::cache::types::Plan;
 use crate::transfer::link::InflightGuard;
 
 impl Engine {
@@ -130,8 +131,8 @@ impl Engine {
             let _g = p.link.begin()?;
             let stripes = self.session.config.data_connections as usize;
             let r = match cancel {
-                None => exec::run(p.link, p.plan, dir, p.deadline, stripes),
-                Some(flag) => run_chunked(p.link, p.plan, dir, p.deadline, stripes, flag),
+                None => exec::run(p.link, p.plan(), dir, p.deadline, stripes),
+                Some(flag) => run_chunked(p.link, p.plan(), dir, p.deadline, stripes, flag),
             };
             r.map_err(|e| timed_out(p.name, e))?;
             if let Some(nt) = notice {
@@ -371,9 +372,20 @@ impl Engine {
 struct Planned<'a> {
     name: &'a EngineName,
     link: &'a Arc<Link>,
+    /// Built by `Engine::prepare`, which checked both sides of every
+    /// descriptor against registered memory.
     plan: &'a [Segment],
     op: Op,
     deadline: Instant,
+}
+
+impl Planned<'_> {
+    fn plan(&self) -> &Plan {
+        // SAFETY: `prepare` checked every local range against the memory
+        // registered with this engine; the caller keeps registered memory
+        // valid while its transfers run (as for every registered cache).
+        unsafe { Plan::assume_checked(self.plan) }
+    }
 }
 
 fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
@@ -402,7 +414,7 @@ fn timed_out(name: &EngineName, e: crate::Error) -> crate::Error {
 /// Runs `plan` in chunks, stopping at a chunk boundary once `cancel` is set.
 fn run_chunked(
     link: &Arc<Link>,
-    plan: &[Segment],
+    plan: &Plan,
     dir: Dir,
     deadline: Instant,
     stripes: usize,
@@ -420,8 +432,9 @@ fn run_chunked(
             bytes += rest[n].len;
             n += 1;
         }
-        exec::run(link, &rest[..n], dir, deadline, stripes)?;
-        rest = &rest[n..];
+        let (now, later) = rest.split_at(n);
+        exec::run(link, now, dir, deadline, stripes)?;
+        rest = later;
     }
     Ok(())
 }

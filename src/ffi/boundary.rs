@@ -18,6 +18,16 @@ pub fn set_last_error(msg: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
+/// Clears this thread's last error message (no allocation when it is clear
+/// already: every exported call starts with this).
+fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        if !e.borrow().as_bytes().is_empty() {
+            *e.borrow_mut() = CString::default();
+        }
+    });
+}
+
 /// Pointer to this thread's last error message (valid until the next llmdd
 /// call on this thread).
 pub fn last_error_ptr() -> *const c_char {
@@ -29,7 +39,7 @@ pub fn last_error_ptr() -> *const c_char {
 /// their status code and records the message.
 pub fn run(func: &str, f: impl FnOnce() -> Result<()>) -> u32 {
     crate::log::install();
-    set_last_error("");
+    clear_last_error();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => Status::Success.code(),
         Ok(Err(e)) => {

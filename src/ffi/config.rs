@@ -5,27 +5,47 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bail;
 use crate::datadist::options::{self, schema};
 use crate::ffi::boundary::{cstr, output, run};
+use crate::ffi::handles::HandleTable;
 use crate::ffi::types::llmdd_option_t;
 use crate::status::Result;
 
+// A handle of `CONFIGS` (`ffi::handles`): looked up, never read. (The doc
+// comment below is the C header's, which stays as it was.)
 /// Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
 /// released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.
 pub struct llmdd_config_t {
+    _opaque: [u8; 0],
+}
+
+/// What a config builder holds.
+struct Config {
     map: BTreeMap<String, String>,
     /// Strings and pairs handed out by `generate_options`.
     strings: Vec<CString>,
     pairs: Vec<llmdd_option_t>,
 }
 
-unsafe fn cfg<'a>(p: *mut llmdd_config_t) -> Result<&'a mut llmdd_config_t> {
-    output(p, "config")
+// SAFETY: the pairs' pointers point into this builder's own `strings`, which
+// move with it; nothing else refers to them from Rust.
+unsafe impl Send for Config {}
+
+/// The live config builders, by handle.
+static CONFIGS: HandleTable<Mutex<Config>, llmdd_config_t> = HandleTable::new();
+
+fn cfg(p: *mut llmdd_config_t) -> Result<Arc<Mutex<Config>>> {
+    CONFIGS.resolve(p, "config")
 }
 
-fn put(c: &mut llmdd_config_t, k: &str, v: String) {
+fn lock(c: &Mutex<Config>) -> MutexGuard<'_, Config> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn put(c: &mut Config, k: &str, v: String) {
     c.map.insert(k.to_string(), v);
     c.pairs.clear();
     c.strings.clear();
@@ -36,21 +56,25 @@ fn put(c: &mut llmdd_config_t, k: &str, v: String) {
 pub unsafe extern "C" fn llmdd_config_new(out: *mut *mut llmdd_config_t) -> u32 {
     run("llmdd_config_new", || {
         let o = output(out, "out")?;
-        *o = Box::into_raw(Box::new(llmdd_config_t {
+        let Some(h) = CONFIGS.insert(Mutex::new(Config {
             map: BTreeMap::new(),
             strings: Vec::new(),
             pairs: Vec::new(),
-        }));
+        })) else {
+            bail!(OutOfMemory, "too many live config builders");
+        };
+        *o = h;
         Ok(())
     })
 }
 
+// A dead (already freed) or foreign handle is a no-op too.
 /// Frees a config builder (and the options it generated). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_config_free(config: *mut llmdd_config_t) {
     if !config.is_null() {
         let _ = run("llmdd_config_free", || {
-            drop(Box::from_raw(config));
+            drop(CONFIGS.remove(config));
             Ok(())
         });
     }
@@ -63,7 +87,9 @@ pub unsafe extern "C" fn llmdd_config_set_device_id(
     device_id: i32,
 ) -> u32 {
     run("llmdd_config_set_device_id", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let spec = schema::spec("ge.exec.deviceId");
         if device_id < 0 || spec.violation(device_id as u64).is_some() {
             let (lo, _, _) = spec.range();
@@ -83,7 +109,9 @@ pub unsafe extern "C" fn llmdd_config_set_listen_ip_info(
     ip_port: *const c_char,
 ) -> u32 {
     run("llmdd_config_set_listen_ip_info", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let v = cstr(ip_port, "ip_port")?;
         options::parse_endpoint("listen_ip_info", v)?;
         put(c, "llm.listenIpInfo", v.to_string());
@@ -98,7 +126,9 @@ pub unsafe extern "C" fn llmdd_config_set_sync_kv_timeout(
     timeout_ms: i32,
 ) -> u32 {
     run("llmdd_config_set_sync_kv_timeout", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let spec = schema::spec("llm.SyncKvCacheWaitTime");
         if timeout_ms < 0 || spec.violation(timeout_ms as u64).is_some() {
             let (lo, _, _) = spec.range();
@@ -115,7 +145,8 @@ pub unsafe extern "C" fn llmdd_config_set_sync_kv_timeout(
 
 unsafe fn flag(config: *mut llmdd_config_t, key: &'static str, v: bool, name: &str) -> u32 {
     run(name, || {
-        put(cfg(config)?, key, if v { "1" } else { "0" }.into());
+        let h = cfg(config)?;
+        put(&mut lock(&h), key, if v { "1" } else { "0" }.into());
         Ok(())
     })
 }
@@ -156,7 +187,9 @@ pub unsafe extern "C" fn llmdd_config_set_enable_switch_role(
     enable: bool,
 ) -> u32 {
     run("llmdd_config_set_enable_switch_role", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         if enable {
             put(c, "llm.EnableSwitchRole", "1".into());
         } else {
@@ -175,7 +208,9 @@ unsafe fn string(
     name: &str,
 ) -> u32 {
     run(name, || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let s = cstr(v, "value")?;
         let json = schema::spec(key).kind == schema::Kind::Json;
         if json && !s.trim().is_empty() && serde_json::from_str::<serde_json::Value>(s).is_err() {
@@ -207,7 +242,9 @@ pub unsafe extern "C" fn llmdd_config_set_transfer_backend(
     backend: *const c_char,
 ) -> u32 {
     run("llmdd_config_set_transfer_backend", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let s = cstr(backend, "backend")?;
         if !schema::spec("llm.TransferBackend").allows(s) {
             bail!(
@@ -278,7 +315,9 @@ pub unsafe extern "C" fn llmdd_config_set_buf_pool_cfg(
 
 unsafe fn ranged(config: *mut llmdd_config_t, key: &'static str, v: u32, name: &str) -> u32 {
     run(name, || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let spec = schema::spec(key);
         if spec.violation(v.into()).is_some() {
             let (lo, hi, step) = spec.range();
@@ -362,7 +401,9 @@ pub unsafe extern "C" fn llmdd_config_set_option(
     value: *const c_char,
 ) -> u32 {
     run("llmdd_config_set_option", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let k = cstr(key, "key")?;
         let v = cstr(value, "value")?;
         if k.is_empty() {
@@ -383,7 +424,9 @@ pub unsafe extern "C" fn llmdd_config_generate_options(
     out_num: *mut usize,
 ) -> u32 {
     run("llmdd_config_generate_options", || {
-        let c = cfg(config)?;
+        let h = cfg(config)?;
+        let mut g = lock(&h);
+        let c = &mut *g;
         let oo = output(out_options, "out_options")?;
         let on = output(out_num, "out_num")?;
         if c.pairs.len() != c.map.len() {
@@ -404,4 +447,33 @@ pub unsafe extern "C" fn llmdd_config_generate_options(
         *on = c.pairs.len();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Status;
+
+    #[test]
+    fn freed_and_foreign_builders_are_refused_not_read() {
+        let mut c: *mut llmdd_config_t = std::ptr::null_mut();
+        unsafe {
+            assert_eq!(llmdd_config_new(&mut c), 0);
+            assert_eq!(llmdd_config_set_device_id(c, 3), 0);
+            let (mut opts, mut n) = (std::ptr::null(), 0usize);
+            assert_eq!(llmdd_config_generate_options(c, &mut opts, &mut n), 0);
+            assert_eq!(n, 2);
+            llmdd_config_free(c);
+            // Freed: refused, and freeing again is a no-op.
+            let bad = Status::ParamInvalid.code();
+            assert_eq!(llmdd_config_set_device_id(c, 3), bad);
+            llmdd_config_free(c);
+            // Foreign values and NULL: refused.
+            let mut x = 0u64;
+            let foreign = &mut x as *mut u64 as *mut llmdd_config_t;
+            assert_eq!(llmdd_config_set_device_id(foreign, 3), bad);
+            llmdd_config_free(foreign);
+            assert_eq!(llmdd_config_set_device_id(std::ptr::null_mut(), 3), bad);
+        }
+    }
 }

@@ -1,11 +1,23 @@
-//! Tables of live C handles (instances, async tasks).
+//! The one handle type of the C boundary: every opaque `llmdd_*_t` the
+//! library hands out (instance, task, config builder, engine, engine memory
+//! registration, engine request) is a [`HandleTable`] entry.
 //!
 //! A handle given to C is not a pointer to memory: it encodes a slot index and
 //! the slot's generation. Resolving a handle looks it up in the table under a
 //! lock, so a freed, stale or foreign handle is detected without reading the
 //! memory it points at, and a stale handle never aliases a newer object that
 //! reuses its slot (the generation differs). NULL is always "no handle".
+//!
+//! Ownership, the same for every kind: the caller owns a handle from the call
+//! that returned it until the one call that releases it (`llmdd_destroy`,
+//! `llmdd_task_free`, `llmdd_config_free`, `llmdd_engine_destroy`, …), which
+//! removes it from its table; the table holds the object, and a call that
+//! resolves a handle holds its own reference until it returns, so an object
+//! outlives a release racing a call on it. Releasing NULL or a dead handle is
+//! a no-op; any other call with NULL, a dead (released) or a foreign value
+//! fails with `LLMDD_PARAM_INVALID` naming the kind, and never reads it.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 /// Bits of a handle that hold the slot index (the rest is the generation).
@@ -27,12 +39,14 @@ struct Slots<T> {
     free: Vec<usize>,
 }
 
-/// A table of live objects of one kind, addressed by opaque handles.
-pub struct HandleTable<T> {
+/// A table of live objects `T` of one kind, addressed by opaque handles of
+/// the C type `C` (`llmdd_instance_t`, …).
+pub struct HandleTable<T, C> {
     inner: Mutex<Slots<T>>,
+    _c: PhantomData<fn() -> C>,
 }
 
-impl<T> HandleTable<T> {
+impl<T, C> HandleTable<T, C> {
     /// An empty table (usable in a `static`).
     pub const fn new() -> Self {
         HandleTable {
@@ -40,6 +54,7 @@ impl<T> HandleTable<T> {
                 slots: Vec::new(),
                 free: Vec::new(),
             }),
+            _c: PhantomData,
         }
     }
 
@@ -48,7 +63,11 @@ impl<T> HandleTable<T> {
     }
 
     /// Adds `item`; returns its handle, or `None` when the table is full.
-    pub fn insert(&self, item: T) -> Option<usize> {
+    pub fn insert(&self, item: T) -> Option<*mut C> {
+        self.insert_id(item).map(|h| h as *mut C)
+    }
+
+    fn insert_id(&self, item: T) -> Option<usize> {
         let mut s = self.lock();
         let index = match s.free.pop() {
             Some(i) => i,
@@ -67,8 +86,8 @@ impl<T> HandleTable<T> {
     }
 
     /// The live object behind `handle`, if any.
-    pub fn get(&self, handle: usize) -> Option<Arc<T>> {
-        let (index, generation) = decode(handle)?;
+    pub fn get(&self, handle: *const C) -> Option<Arc<T>> {
+        let (index, generation) = decode(handle as usize)?;
         let s = self.lock();
         let slot = s.slots.get(index)?;
         if slot.generation != generation {
@@ -80,11 +99,11 @@ impl<T> HandleTable<T> {
     /// The live object behind the C handle `p` (`what` names it in
     /// messages): `LLMDD_PARAM_INVALID` for NULL and for a handle that is not
     /// live (freed or foreign), which is never dereferenced.
-    pub fn resolve<P>(&self, p: *const P, what: &str) -> crate::Result<Arc<T>> {
+    pub fn resolve(&self, p: *const C, what: &str) -> crate::Result<Arc<T>> {
         if p.is_null() {
             crate::bail!(ParamInvalid, "{what} is NULL");
         }
-        self.get(p as usize).ok_or_else(|| {
+        self.get(p).ok_or_else(|| {
             crate::err!(
                 ParamInvalid,
                 "{what} handle is not a live llmdd {what} (freed or foreign)"
@@ -94,8 +113,8 @@ impl<T> HandleTable<T> {
 
     /// Removes the object behind `handle` (the handle is dead from now on) and
     /// returns it; `None` if the handle is not live.
-    pub fn remove(&self, handle: usize) -> Option<Arc<T>> {
-        let (index, generation) = decode(handle)?;
+    pub fn remove(&self, handle: *const C) -> Option<Arc<T>> {
+        let (index, generation) = decode(handle as usize)?;
         let mut s = self.lock();
         let slot = s.slots.get_mut(index)?;
         if slot.generation != generation {
@@ -108,7 +127,7 @@ impl<T> HandleTable<T> {
     }
 }
 
-impl<T> Default for HandleTable<T> {
+impl<T, C> Default for HandleTable<T, C> {
     fn default() -> Self {
         Self::new()
     }
@@ -134,9 +153,11 @@ fn decode(handle: usize) -> Option<(usize, u32)> {
 mod tests {
     use super::*;
 
+    struct C;
+
     #[test]
     fn stale_handles_never_alias() {
-        let t = HandleTable::new();
+        let t = HandleTable::<u32, C>::new();
         let a = t.insert(1u32).unwrap();
         assert_eq!(*t.get(a).unwrap(), 1);
         assert_eq!(*t.remove(a).unwrap(), 1);
@@ -151,10 +172,11 @@ mod tests {
 
     #[test]
     fn foreign_values_are_rejected() {
-        let t = HandleTable::<u32>::new();
+        let t = HandleTable::<u32, C>::new();
         let a = t.insert(7).unwrap();
-        for h in [0usize, 1, 8, 0x1000, a + 16, usize::MAX, a ^ 1] {
-            assert!(t.get(h).is_none(), "{h:#x}");
+        let n = a as usize;
+        for h in [0usize, 1, 8, 0x1000, n + 16, usize::MAX, n ^ 1] {
+            assert!(t.get(h as *const C).is_none(), "{h:#x}");
         }
         assert!(t.get(a).is_some());
     }

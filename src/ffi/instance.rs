@@ -28,7 +28,7 @@ pub unsafe extern "C" fn llmdd_create(
         let h = INSTANCES
             .insert(inner)
             .ok_or_else(|| crate::err!(OutOfMemory, "too many live instances"))?;
-        *out = h as *mut llmdd_instance_t;
+        *out = h;
         Ok(())
     })
 }
@@ -44,7 +44,7 @@ pub unsafe extern "C" fn llmdd_destroy(inst: *mut llmdd_instance_t) {
         if inst.is_null() {
             return Ok(());
         }
-        if let Some(i) = INSTANCES.remove(inst as usize) {
+        if let Some(i) = INSTANCES.remove(inst) {
             i.finalize();
         }
         Ok(())

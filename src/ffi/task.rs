@@ -73,7 +73,7 @@ pub struct llmdd_task_t {
 }
 
 /// The live tasks, by handle.
-static TASKS: HandleTable<Task> = HandleTable::new();
+static TASKS: HandleTable<Task, llmdd_task_t> = HandleTable::new();
 
 /// Resolves a task handle through the table of live tasks.
 fn task_ref(p: *const llmdd_task_t) -> Result<Arc<Task>> {
@@ -198,7 +198,7 @@ pub unsafe extern "C" fn llmdd_transfer_cache_async(
         });
         let t = s.transfer_cache_async(src_cache_id, &cs, blocks, cb)?;
         match TASKS.insert(t) {
-            Some(h) => *out = h as *mut llmdd_task_t,
+            Some(h) => *out = h,
             // Dropping the task cancels it and joins its threads.
             None => bail!(OutOfMemory, "too many live async tasks"),
         }
@@ -286,7 +286,7 @@ pub unsafe extern "C" fn llmdd_task_free(task: *mut llmdd_task_t) {
         if task.is_null() {
             return Ok(());
         }
-        if let Some(t) = TASKS.remove(task as usize) {
+        if let Some(t) = TASKS.remove(task) {
             t.cancel_and_wait();
         }
         Ok(())

@@ -19,7 +19,8 @@ pub struct llmdd_instance_t {
 }
 
 /// The live instances, by handle.
-pub(crate) static INSTANCES: HandleTable<crate::datadist::Instance> = HandleTable::new();
+pub(crate) static INSTANCES: HandleTable<crate::datadist::Instance, llmdd_instance_t> =
+    HandleTable::new();
 
 /// One `{key, value}` option, both NUL-terminated UTF-8 strings (a pair: it
 /// has no reserved space and will not grow).

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::types::Plan;
 use crate::cache::types::{Dir, Segment};
 use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
@@ -23,10 +24,11 @@ const SEGMENTS_PER_REQUEST: usize = 65_536;
 /// Plans smaller than this use one TCP connection.
 const STRIPE_MIN_BYTES: u64 = 1 << 20;
 
-/// Moves the bytes of `plan` over `link` before `deadline`.
+/// Moves the bytes of `plan` over `link` before `deadline`. The plan's type is
+/// the guarantee that its local side is this process's registered memory.
 pub fn run(
     link: &Arc<Link>,
-    plan: &[Segment],
+    plan: &Plan,
     dir: Dir,
     deadline: Instant,
     stripes: usize,
@@ -42,7 +44,9 @@ pub fn run(
     }
     let r = match &link.local_path {
         Some(LocalPath::SameProcess) => local::run_split(plan, |s| {
-            local::memcpy_segments(s);
+            // SAFETY: parts of `plan`, whose local side is ours; the remote
+            // side is too (the peer is this process, its registered memory).
+            unsafe { local::memcpy_segments(s) };
             Ok(())
         }),
         Some(LocalPath::SameHost(peer)) => same_host(link, peer, plan, dir),
@@ -65,10 +69,11 @@ pub fn run(
 /// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
 /// A read starts unless the link is already marked dead (the liveness watch
 /// does that within moments of the exit): a read racing the peer's exit fails,
-/// but may have written its destination. One poll of the pidfd per read, two
-/// per write (docs/security.md has the figures).
+/// but may have written its destination. Each check is a load of the peer's
+/// liveness word, or a poll of its pidfd when it keeps none
+/// (`PeerProcess::is_alive`; docs/security.md).
 /// A dead peer marks the link dead (its pool mappings are dropped).
-fn same_host(link: &Link, peer: &PeerProcess, plan: &[Segment], dir: Dir) -> Result<()> {
+fn same_host(link: &Link, peer: &PeerProcess, plan: &Plan, dir: Dir) -> Result<()> {
     let pools = link.pools();
     if dir == Dir::Write && !peer.is_alive() {
         drop(pools);
@@ -88,10 +93,12 @@ fn died(link: &Link, peer: &PeerProcess) -> Error {
     link.dead_error()
 }
 
-fn copy_same_host(pools: &[PeerMapping], pid: u32, plan: &[Segment], dir: Dir) -> Result<()> {
+fn copy_same_host(pools: &[PeerMapping], pid: u32, plan: &Plan, dir: Dir) -> Result<()> {
+    // SAFETY (each vm_copy below): parts of `plan`, whose local side is ours.
+    let vm = |s: &[Segment]| unsafe { local::vm_copy(pid, s, dir == Dir::Write) };
     if pools.is_empty() {
         // Nothing mapped (user-registered memory): no sorting, no allocation.
-        return local::run_split(plan, |s| local::vm_copy(pid, s, dir == Dir::Write));
+        return local::run_split(plan, vm);
     }
     // Remote addresses inside a mapped peer pool are copied with memcpy.
     let translate = |addr: u64, len: u64| pools.iter().find_map(|m| m.translate(addr, len));
@@ -115,12 +122,14 @@ fn copy_same_host(pools: &[PeerMapping], pid: u32, plan: &[Segment], dir: Dir) -
     }
     if !mapped.is_empty() {
         local::run_split(&mapped, |s| {
-            local::memcpy_segments(s);
+            // SAFETY: the local side is `plan`'s; the remote side translated
+            // into a peer pool mapped here, whose bounds `translate` checked.
+            unsafe { local::memcpy_segments(s) };
             Ok(())
         })?;
     }
     if !rest.is_empty() {
-        local::run_split(&rest, |s| local::vm_copy(pid, s, dir == Dir::Write))?;
+        local::run_split(&rest, vm)?;
     }
     Ok(())
 }
@@ -154,13 +163,7 @@ fn split_bytes(plan: &[Segment], parts: usize) -> Vec<Vec<Segment>> {
     out
 }
 
-fn tcp(
-    link: &Arc<Link>,
-    plan: &[Segment],
-    dir: Dir,
-    deadline: Instant,
-    stripes: usize,
-) -> Result<()> {
+fn tcp(link: &Arc<Link>, plan: &Plan, dir: Dir, deadline: Instant, stripes: usize) -> Result<()> {
     let total: u64 = plan.iter().map(|s| s.len).sum();
     let want = if total >= STRIPE_MIN_BYTES {
         stripes.max(1)

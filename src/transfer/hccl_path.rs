@@ -17,7 +17,8 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::cache::types::{Dir, Segment};
+use crate::cache::types::Dir;
+use crate::cache::types::Plan;
 use crate::device::acl::{AclContext, Stream};
 use crate::status::{Error, Result, Status};
 use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
@@ -255,7 +256,7 @@ impl HcclLink {
 /// Errors: `Timeout` when the stream does not drain by the deadline (the link
 /// is then unusable); `LinkFailed` on a link broken by an earlier timeout;
 /// `NotYetLink` on a closed link; the mapped HCCL/ACL status otherwise.
-pub fn run(h: &HcclLink, plan: &[Segment], dir: Dir, deadline: Instant) -> Result<()> {
+pub fn run(h: &HcclLink, plan: &Plan, dir: Dir, deadline: Instant) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }

@@ -421,11 +421,13 @@ impl Link {
             if left == 0 || now >= until {
                 return left;
             }
+            n.waiters += 1;
             n = self
                 .idle_cv
                 .wait_timeout(n, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            n.waiters -= 1;
         }
     }
 
@@ -928,6 +930,9 @@ impl Drop for ConnGuard {
 struct InFlight {
     own: usize,
     serving: usize,
+    /// Threads in `wait_idle`: the last guard to drop wakes them, and only
+    /// then (a notify is a system call, and a transfer's end is the hot path).
+    waiters: usize,
 }
 
 /// Keeps a transfer (or a served request) counted as in flight.
@@ -945,7 +950,7 @@ impl Drop for InflightGuard {
             &mut n.own
         };
         *c -= 1;
-        if *c == 0 {
+        if *c == 0 && n.waiters > 0 {
             self.link.idle_cv.notify_all();
         }
     }

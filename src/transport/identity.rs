@@ -214,7 +214,11 @@ pub fn ours(side: Side, t: &Transcript, disclose: bool) -> WireIdentity {
         .into_bytes()
         .into();
     let claim = if disclose {
-        s.memfd().map(|fd| Claim {
+        let fd = s.memfd();
+        // The liveness page, found by the verifier among our descriptors
+        // (first at the identity fd + 1, where it is when made just after).
+        let _ = crate::transport::live::own_fd();
+        fd.map(|fd| Claim {
             pid: s.pid,
             fd: fd as u32,
         })
@@ -310,7 +314,13 @@ pub fn verify(side: Side, t: &Transcript, peer: &WireIdentity) -> Verdict {
             c.pid
         ));
     }
-    if !p.is_alive() {
+    // Its liveness word, if it keeps one: checked (like everything above) by
+    // the liveness test that follows.
+    let live = crate::transport::live::attach(c.pid, c.fd.wrapping_add(1), |n| {
+        p.take_fd(n, libc::O_RDONLY)
+    });
+    let p = p.with_live(live);
+    if !p.poll_alive() {
         return Verdict::Remote(format!("pid {} exited during the handshake", c.pid));
     }
     // One pidfd per proven peer process, whatever the number of links to it.

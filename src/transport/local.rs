@@ -37,7 +37,13 @@ pub enum LocalPath {
 /// One process_vm_readv (write=false: peer `src` → local `dst`) or
 /// process_vm_writev (write=true: local `src` → peer `dst`) pass over `segs`,
 /// IOV_MAX segments per syscall, retrying partial transfers.
-pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
+///
+/// # Safety
+/// The local side of every segment (`dst` of a read, `src` of a write) must
+/// be memory of this process valid for that access for its whole length
+/// during the call (the segments of a `cache::types::Plan`, or a part of one).
+/// The peer's side is checked by the kernel against the peer's address space.
+pub unsafe fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
     // iovec arrays reused per thread (cleared before each use, so no stale
     // pointer is ever passed): a transfer allocates nothing once warm.
     thread_local! {
@@ -54,7 +60,9 @@ pub fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
     })
 }
 
-fn vm_copy_with(
+/// # Safety
+/// As [`vm_copy`].
+unsafe fn vm_copy_with(
     pid: u32,
     segs: &[Segment],
     write: bool,
@@ -130,7 +138,9 @@ fn vm_copy_with(
     Ok(())
 }
 
-fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
+/// # Safety
+/// As [`vm_copy`].
+unsafe fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
     let mut off = 0u64;
     while off < s.len {
         let (l, r) = if write {
@@ -169,9 +179,14 @@ fn single(pid: u32, s: &Segment, write: bool) -> Result<()> {
 }
 
 /// Copies within this process.
-pub fn memcpy_segments(segs: &[Segment]) {
+///
+/// # Safety
+/// Both sides of every segment must be memory of this process, `src` readable
+/// and `dst` writable for the whole length during the call (the segments of
+/// a `cache::types::Plan`, or a part of one, or a peer pool's mapping).
+pub unsafe fn memcpy_segments(segs: &[Segment]) {
     for s in segs {
-        // SAFETY: both sides were validated by the caller (registered caches).
+        // SAFETY: the caller's contract.
         unsafe {
             std::ptr::copy(
                 s.src as usize as *const u8,
@@ -278,7 +293,7 @@ mod tests {
             src: src.as_ptr() as u64,
             len: 10_000,
         }];
-        vm_copy(std::process::id(), &segs, false).unwrap();
+        unsafe { vm_copy(std::process::id(), &segs, false) }.unwrap();
         assert_eq!(src, dst);
     }
 
@@ -295,7 +310,7 @@ mod tests {
                 len: 16,
             })
             .collect();
-        vm_copy(std::process::id(), &segs, false).unwrap();
+        unsafe { vm_copy(std::process::id(), &segs, false) }.unwrap();
         for i in 0..3000usize {
             assert_eq!(packed[16 * i..16 * i + 16], src[32 * i..32 * i + 16]);
         }
@@ -307,7 +322,7 @@ mod tests {
                 len: 16,
             })
             .collect();
-        vm_copy(std::process::id(), &segs, true).unwrap();
+        unsafe { vm_copy(std::process::id(), &segs, true) }.unwrap();
         for i in 0..3000usize {
             assert_eq!(back[32 * i..32 * i + 16], src[32 * i..32 * i + 16]);
             assert!(back[32 * i + 16..32 * i + 32].iter().all(|&b| b == 0));

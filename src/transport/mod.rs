@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod hccl;
 pub mod identity;
+pub mod live;
 pub mod local;
 pub mod parallel;
 pub mod peer_proc;

@@ -3,6 +3,9 @@
 //! peer died is never mistaken for it. Liveness is one `poll` on the pidfd
 //! (readable = the process has exited).
 //!
+//! A peer that keeps a liveness word (`transport::live`) is checked with a
+//! load of that word instead, and polled only when the word changed.
+//!
 //! One pidfd serves every link to a process: [`PeerProcess::shared`] swaps a
 //! freshly verified handle for the one already held for that pid and proven
 //! identity, so clones share a descriptor that closes with the last of them.
@@ -12,17 +15,21 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use crate::transport::live::LiveWord;
+
 /// A live (at open time) process of this host, held by a pidfd (shared by
 /// clones: the descriptor closes with the last one).
 #[derive(Clone, Debug)]
 pub struct PeerProcess {
     pid: u32,
     pidfd: Arc<OwnedFd>,
+    /// The peer's liveness word, when it has one (`transport::live`).
+    live: Option<Arc<LiveWord>>,
 }
 
 /// The pidfds held for verified peers, by pid and the identity secret the
 /// peer proved to hold (which no other process has).
-type Shared = HashMap<(u32, [u8; 32]), Weak<OwnedFd>>;
+type Shared = HashMap<(u32, [u8; 32]), (Weak<OwnedFd>, Option<Weak<LiveWord>>)>;
 
 fn shared_table() -> &'static Mutex<Shared> {
     static T: OnceLock<Mutex<Shared>> = OnceLock::new();
@@ -46,7 +53,20 @@ impl PeerProcess {
         Ok(PeerProcess {
             pid,
             pidfd: Arc::new(pidfd),
+            live: None,
         })
+    }
+
+    /// This handle, checked through the peer's liveness word `live` (mapped
+    /// after this pidfd was opened, so it is this process's).
+    pub fn with_live(mut self, live: Option<LiveWord>) -> PeerProcess {
+        self.live = live.map(Arc::new);
+        self
+    }
+
+    /// True if liveness is a load of the peer's word (else a poll).
+    pub fn has_live_word(&self) -> bool {
+        self.live.is_some()
     }
 
     /// This process as held already for another link, if it is (the same pid
@@ -55,18 +75,25 @@ impl PeerProcess {
     /// then closes at once.
     pub fn shared(self, identity: &[u8; 32]) -> PeerProcess {
         let mut t = shared_table().lock().unwrap_or_else(|p| p.into_inner());
-        t.retain(|_, w| w.strong_count() > 0);
+        t.retain(|_, (w, _)| w.strong_count() > 0);
         let key = (self.pid, *identity);
-        if let Some(fd) = t.get(&key).and_then(Weak::upgrade) {
+        if let Some((fd, live)) = t.get(&key).and_then(|(w, l)| Some((w.upgrade()?, l))) {
             let held = PeerProcess {
                 pid: self.pid,
                 pidfd: fd,
+                live: live.as_ref().and_then(Weak::upgrade),
             };
             if held.is_alive() {
                 return held;
             }
         }
-        t.insert(key, Arc::downgrade(&self.pidfd));
+        t.insert(
+            key,
+            (
+                Arc::downgrade(&self.pidfd),
+                self.live.as_ref().map(Arc::downgrade),
+            ),
+        );
         self
     }
 
@@ -88,7 +115,20 @@ impl PeerProcess {
     /// True while the process has not exited. While this returns true after
     /// an operation on `pid`, that operation reached this exact process (a pid
     /// is not reused before its process has exited and been reaped).
+    /// A load of the peer's liveness word while it holds the value seen at
+    /// link time (the kernel changes it during the exit, before any reaping);
+    /// else one `poll` of the pidfd.
+    #[inline]
     pub fn is_alive(&self) -> bool {
+        if self.live.as_ref().is_some_and(|l| l.holds()) {
+            return true;
+        }
+        self.poll_alive()
+    }
+
+    /// True while the process has not exited, by one `poll` of the pidfd
+    /// (the exact check, whatever the liveness word says).
+    pub fn poll_alive(&self) -> bool {
         let mut p = libc::pollfd {
             fd: self.pidfd.as_raw_fd(),
             events: libc::POLLIN,

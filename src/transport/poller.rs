@@ -187,6 +187,8 @@ impl Drop for Handle {
         // Whatever is still registered (watches of links gone) goes now.
         let left = std::mem::take(&mut *r.reactor.lock_entries());
         drop(left);
+        // No instance is left: the liveness page and its thread go too.
+        crate::transport::live::release();
     }
 }
 

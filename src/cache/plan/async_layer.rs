@@ -45,7 +45,7 @@ pub fn async_layer_plan(
     src_blocks: &[u64],
     dst_blocks: &[u64],
     dst_block_size: Option<u64>,
-) -> Result<Vec<Segment>> {
+) -> Result<PlanBuf> {
     let s_l = geometry(local, "local")?;
     let num = local.num_tensors();
     if num % 2 != 0 {
@@ -104,7 +104,7 @@ pub fn async_layer_plan(
                 );
             }
         }
-        Ok(out)
+        Ok(PlanBuf::new(out))
     } else if let Some(b) = bms {
         // contiguous → blocks
         if dst_blocks.is_empty() {
@@ -154,7 +154,7 @@ pub fn async_layer_plan(
                 off += len;
             }
         }
-        Ok(out)
+        Ok(PlanBuf::new(out))
     } else {
         // contiguous → contiguous
         if !dst_blocks.is_empty() {
@@ -176,6 +176,6 @@ pub fn async_layer_plan(
             let dst = dst_addr(dbase, 0, 0, s_l, k)?;
             out.push(Segment { dst, src, len: s_l });
         }
-        Ok(out)
+        Ok(PlanBuf::new(out))
     }
 }

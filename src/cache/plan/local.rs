@@ -14,7 +14,7 @@ pub fn copy_cache_plan(
     src_bi: u64,
     offset: u64,
     size: i64,
-) -> Result<Vec<Segment>> {
+) -> Result<PlanBuf> {
     let s_d = geometry(dst, "destination")?;
     let s_s = geometry(src, "source")?;
     require_batch(dst, "destination", "copy_cache")?;
@@ -75,7 +75,7 @@ pub fn copy_cache_plan(
             len,
         });
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }
 
 /// copy_blocks (spec §4.5): within one blocks-capable cache; `pairs` are
@@ -83,14 +83,14 @@ pub fn copy_cache_plan(
 /// tensor-major, coalesced (runs are never merged into a segment whose source and
 /// destination overlap, so executing the segments in order equals the sequential
 /// per-block copies). An empty `pairs` gives an empty plan.
-pub fn copy_blocks_plan(cache: &CacheView, pairs: &[(u64, u64)]) -> Result<Vec<Segment>> {
+pub fn copy_blocks_plan(cache: &CacheView, pairs: &[(u64, u64)]) -> Result<PlanBuf> {
     let s = geometry(cache, "blocks")?;
     require_blocks(cache, "blocks", "copy_blocks")?;
     check_pairs(pairs, cache.dim0, cache.dim0, "blocks", "blocks")?;
     let num = cache.num_tensors();
     let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
     if pairs.is_empty() {
-        return Ok(out);
+        return Ok(PlanBuf::new(out));
     }
     for t in 0..num {
         let base = tensor_base(cache, t, s, "blocks")?;
@@ -105,17 +105,13 @@ pub fn copy_blocks_plan(cache: &CacheView, pairs: &[(u64, u64)]) -> Result<Vec<S
             );
         }
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }
 
 /// swap_blocks (spec §4.5): `src` and `dst` blocks-capable, equal block size and
 /// num_tensors; `pairs` are `(src_block, dst_block)` in range; one block per tensor
 /// per pair, coalesced. The HOST↔DEVICE placement rule is the caller's.
-pub fn swap_blocks_plan(
-    dst: &CacheView,
-    src: &CacheView,
-    pairs: &[(u64, u64)],
-) -> Result<Vec<Segment>> {
+pub fn swap_blocks_plan(dst: &CacheView, src: &CacheView, pairs: &[(u64, u64)]) -> Result<PlanBuf> {
     let s_d = geometry(dst, "destination")?;
     let s_s = geometry(src, "source")?;
     require_blocks(dst, "destination", "swap_blocks")?;
@@ -138,7 +134,7 @@ pub fn swap_blocks_plan(
     let s = s_s;
     let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
     if pairs.is_empty() {
-        return Ok(out);
+        return Ok(PlanBuf::new(out));
     }
     for t in 0..num {
         let sb = tensor_base(src, t, s, "source")?;
@@ -154,5 +150,5 @@ pub fn swap_blocks_plan(
             );
         }
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }

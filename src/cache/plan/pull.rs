@@ -16,7 +16,7 @@ pub fn pull_cache_plan(
     local_slot: u64,
     size: i64,
     sel: &LayerSel,
-) -> Result<Vec<Segment>> {
+) -> Result<PlanBuf> {
     let s_l = geometry(local, "local")?;
     let s_r = geometry(remote, "remote")?;
     require_batch(local, "local", "pull_cache")?;
@@ -61,7 +61,7 @@ pub fn pull_cache_plan(
         let dst = tensor_base(local, t.td0 + i, s_l, "local")? + local_slot * s_l;
         out.push(Segment { dst, src, len });
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }
 
 /// pull_blocks, blocks → blocks (spec §4.3, §9 item 11). Both views blocks-capable
@@ -73,7 +73,7 @@ pub fn pull_blocks_plan(
     src_blocks: &[u64],
     dst_blocks: &[u64],
     sel: &LayerSel,
-) -> Result<Vec<Segment>> {
+) -> Result<PlanBuf> {
     let s_l = blocks_pair_geometry(
         local,
         remote,
@@ -107,7 +107,7 @@ pub fn pull_blocks_plan(
             );
         }
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }
 
 /// pull_blocks, contiguous → blocks (spec §4.3, §9 item 12). The remote source
@@ -121,7 +121,7 @@ pub fn pull_cache_to_blocks_plan(
     remote_slot: u64,
     dst_blocks: &[u64],
     sel: &LayerSel,
-) -> Result<Vec<Segment>> {
+) -> Result<PlanBuf> {
     let s_l = geometry(local, "local")?;
     let s_r = geometry(remote, "remote")?;
     require_blocks(local, "local", "pull_blocks")?;
@@ -172,5 +172,5 @@ pub fn pull_cache_to_blocks_plan(
             off += len;
         }
     }
-    Ok(out)
+    Ok(PlanBuf::new(out))
 }

@@ -16,7 +16,7 @@ pub fn push_cache_plan(
     dst_slot: u64,
     size: i64,
     sel: &LayerSel,
-) -> Result<Vec<(u32, Vec<Segment>)>> {
+) -> Result<Vec<(u32, PlanBuf)>> {
     let s_l = geometry(local, "local")?;
     let s_r = geometry(remote, "remote")?;
     require_batch(local, "local", "push_cache")?;
@@ -52,7 +52,7 @@ pub fn push_cache_plan(
             let dst = tensor_base(remote, dl * n + t, s_r, "remote")? + dst_slot * s_r;
             segs.push(Segment { dst, src, len: s_l });
         }
-        out.push((sl, segs));
+        out.push((sl, PlanBuf::new(segs)));
     }
     Ok(out)
 }
@@ -68,7 +68,7 @@ pub fn push_blocks_plan(
     src_blocks: &[u64],
     dst_blocks: &[u64],
     sel: &LayerSel,
-) -> Result<Vec<(u32, Vec<Segment>)>> {
+) -> Result<Vec<(u32, PlanBuf)>> {
     let s_l = blocks_pair_geometry(
         local,
         remote,
@@ -105,7 +105,7 @@ pub fn push_blocks_plan(
                 );
             }
         }
-        out.push((sl, segs));
+        out.push((sl, PlanBuf::new(segs)));
     }
     Ok(out)
 }

@@ -563,7 +563,10 @@ fn push_cache_per_layer() {
     .unwrap();
     assert_eq!(
         p,
-        vec![(1, vec![seg(R, L + 2 * T, 64), seg(R + T, L + 3 * T, 64)])]
+        vec![(
+            1,
+            PlanBuf::new(vec![seg(R, L + 2 * T, 64), seg(R + T, L + 3 * T, 64)])
+        )]
     );
     // per_layer 1
     let p = push_cache_plan(&local, &remote4, 0, 0, -1, &sel(None, None, 1)).unwrap();
@@ -667,10 +670,10 @@ fn push_blocks_per_layer() {
         p,
         vec![(
             1,
-            vec![
+            PlanBuf::new(vec![
                 seg(R + 31 * 16, L + 2 * T + 112, 16),
                 seg(R + T + 31 * 16, L + 3 * T + 112, 16)
-            ]
+            ])
         )]
     );
 }

@@ -155,9 +155,9 @@ struct ReqHandle {
     req: Arc<Request>,
 }
 
-static ENGINES: HandleTable<EngineHandle> = HandleTable::new();
-static MEMS: HandleTable<MemHandle> = HandleTable::new();
-static REQS: HandleTable<ReqHandle> = HandleTable::new();
+static ENGINES: HandleTable<EngineHandle, llmdd_engine_t> = HandleTable::new();
+static MEMS: HandleTable<MemHandle, llmdd_engine_mem_t> = HandleTable::new();
+static REQS: HandleTable<ReqHandle, llmdd_engine_req_t> = HandleTable::new();
 
 fn engine(p: *const llmdd_engine_t) -> Result<Arc<EngineHandle>> {
     ENGINES.resolve(p, "engine")
@@ -177,7 +177,7 @@ fn req_of(
 
 /// Releases request handle `r` of engine `h`.
 fn release_req(h: &EngineHandle, r: usize) {
-    if let Some(q) = REQS.remove(r) {
+    if let Some(q) = REQS.remove(r as *const llmdd_engine_req_t) {
         h.reqs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -261,7 +261,7 @@ pub unsafe extern "C" fn llmdd_engine_create(
                 e.finalize();
                 err!(OutOfMemory, "too many live engines")
             })?;
-        *out = h as *mut llmdd_engine_t;
+        *out = h;
         Ok(())
     })
 }
@@ -276,13 +276,13 @@ pub unsafe extern "C" fn llmdd_engine_destroy(e: *mut llmdd_engine_t) {
         if e.is_null() {
             return Ok(());
         }
-        if let Some(h) = ENGINES.remove(e as usize) {
+        if let Some(h) = ENGINES.remove(e) {
             h.engine.finalize();
             for m in h.mems.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-                MEMS.remove(m);
+                MEMS.remove(m as *const llmdd_engine_mem_t);
             }
             for (_, r) in h.reqs.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-                REQS.remove(r);
+                REQS.remove(r as *const llmdd_engine_req_t);
             }
         }
         Ok(())
@@ -314,8 +314,11 @@ pub unsafe extern "C" fn llmdd_engine_register_mem(
             let _ = h.engine.deregister_mem(id);
             bail!(OutOfMemory, "too many live memory handles");
         };
-        h.mems.lock().unwrap_or_else(|p| p.into_inner()).push(m);
-        *out = m as *mut llmdd_engine_mem_t;
+        h.mems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(m as usize);
+        *out = m;
         Ok(())
     })
 }
@@ -335,7 +338,7 @@ pub unsafe extern "C" fn llmdd_engine_deregister_mem(
             bail!(ParamInvalid, "mem_handle belongs to another engine");
         }
         h.engine.deregister_mem(m.id)?;
-        MEMS.remove(mem as usize);
+        MEMS.remove(mem);
         h.mems
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -77,8 +77,8 @@ pub unsafe extern "C" fn llmdd_engine_transfer_async(
         h.reqs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(seq, r);
-        *out = r as *mut llmdd_engine_req_t;
+            .insert(seq, r as usize);
+        *out = r;
         Ok(())
     })
 }
