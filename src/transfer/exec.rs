@@ -69,18 +69,24 @@ pub fn run(
 /// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
 /// A read starts unless the link is already marked dead (the liveness watch
 /// does that within moments of the exit): a read racing the peer's exit fails,
-/// but may have written its destination. Each check is a load of the peer's
-/// liveness word, or a poll of its pidfd when it keeps none
-/// (`PeerProcess::is_alive`; docs/security.md).
+/// but may have written its destination. A read's check is a load of the
+/// peer's liveness word, or a poll of its pidfd when it keeps none
+/// (`PeerProcess::is_alive`); a write's checks always poll the pidfd: the
+/// word is the peer's own memory, and a write into a pid successor is the
+/// one mistake a lying peer must never cause (docs/security.md).
 /// A dead peer marks the link dead (its pool mappings are dropped).
 fn same_host(link: &Link, peer: &PeerProcess, plan: &Plan, dir: Dir) -> Result<()> {
     let pools = link.pools();
-    if dir == Dir::Write && !peer.is_alive() {
+    let alive = || match dir {
+        Dir::Read => peer.is_alive(),
+        Dir::Write => peer.poll_alive(),
+    };
+    if dir == Dir::Write && !alive() {
         drop(pools);
         return Err(died(link, peer));
     }
     let r = copy_same_host(&pools, peer.pid(), plan, dir);
-    let alive = peer.is_alive();
+    let alive = alive();
     drop(pools);
     if !alive {
         return Err(died(link, peer));

@@ -315,16 +315,45 @@ pub fn verify(side: Side, t: &Transcript, peer: &WireIdentity) -> Verdict {
         ));
     }
     // Its liveness word, if it keeps one: checked (like everything above) by
-    // the liveness test that follows.
-    let live = crate::transport::live::attach(c.pid, c.fd.wrapping_add(1), |n| {
-        p.take_fd(n, libc::O_RDONLY)
-    });
+    // the liveness test that follows. Only for a peer of this process's own
+    // user: the word is the peer's memory, so a peer that lies about it could
+    // make a read take a pid successor's bytes, and that must never reach a
+    // process it could not read itself (reads only: writes always poll).
+    let live = same_user(c.pid)
+        .then(|| {
+            crate::transport::live::attach(c.pid, c.fd.wrapping_add(1), |n| {
+                p.take_fd(n, libc::O_RDONLY)
+            })
+        })
+        .flatten();
     let p = p.with_live(live);
     if !p.poll_alive() {
         return Verdict::Remote(format!("pid {} exited during the handshake", c.pid));
     }
     // One pidfd per proven peer process, whatever the number of links to it.
     Verdict::SameHost(p.shared(&key))
+}
+
+/// True if process `pid` runs with this process's user id in every slot
+/// (real, effective, saved, filesystem) and this process does too, so
+/// reading the memory of processes `pid` may read is all this process can
+/// be tricked into. Read from `/proc/<pid>/status` (the caller checks the
+/// pidfd afterwards, so the answer was about the peer).
+fn same_user(pid: u32) -> bool {
+    // SAFETY: plain getters.
+    let (ruid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    if ruid != euid {
+        return false;
+    }
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    st.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            ids.len() == 4 && ids.iter().all(|u| u.parse::<u32>() == Ok(euid))
+        })
 }
 
 /// The secret in an identity memfd, after checking that it is one.
@@ -354,6 +383,37 @@ fn read_identity(fd: &OwnedFd) -> std::result::Result<Tag, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The liveness word is trusted only for a peer of this user: this
+    /// process is, and (when the test runs as root, as CI does) a child
+    /// running as `nobody` is not.
+    #[test]
+    fn only_a_peer_of_this_user_counts_as_same_user() {
+        assert!(same_user(std::process::id()));
+        // SAFETY: a plain getter.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        // The uid changes between fork and exec: wait for the exec.
+        while std::fs::read_to_string(format!("/proc/{}/comm", child.id()))
+            .map_or(true, |c| c.trim() != "sleep")
+        {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let r = same_user(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!r, "a peer running as another user counted as this one");
+    }
 
     fn t(a: u8) -> Transcript {
         Transcript::new(
