@@ -608,12 +608,7 @@ impl Link {
                         }
                         // The server allows no more (llmdd.MaxConnsPerLink) or
                         // cannot take one now: make do with the ones we have.
-                        self.forward_cap.store(left, Ordering::Release);
-                        crate::log_info!(
-                            "link to cluster {}: staying at {left} connections ({})",
-                            self.remote_cluster_id,
-                            e.message
-                        );
+                        self.make_do(left, "", &e);
                         idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                         continue;
                     }
@@ -633,12 +628,7 @@ impl Link {
                         return Err(e);
                     }
                     // The client allows no more: make do with the ones open.
-                    self.forward_cap.store(n, Ordering::Release);
-                    crate::log_info!(
-                        "link to cluster {}: staying at {n} reverse connections ({})",
-                        self.remote_cluster_id,
-                        e.message
-                    );
+                    self.make_do(n, "reverse ", &e);
                 }
                 idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 continue;
@@ -723,6 +713,17 @@ impl Link {
     /// True if this side may open one more forward connection (client).
     fn can_open_forward(&self, open: usize) -> bool {
         self.we_dialed && open < self.forward_cap.load(Ordering::Acquire)
+    }
+
+    /// Stays at the `n` request connections open (`kind`: "" or "reverse "),
+    /// the peer having refused one more (`why`).
+    fn make_do(&self, n: usize, kind: &str, why: &crate::Error) {
+        self.forward_cap.store(n, Ordering::Release);
+        crate::log_info!(
+            "link to cluster {}: staying at {n} {kind}connections ({})",
+            self.remote_cluster_id,
+            why.message
+        );
     }
 
     /// True if this side may ask its client for one more reverse connection

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::cache::types::Segment;
+use crate::cache::types::{Dir, Segment};
 use crate::status::{Error, Result, Status};
 use crate::transport::push_iovec;
 use crate::transport::wire::{self, Header, Msg, HEADER_LEN};
@@ -458,22 +458,11 @@ impl Conn {
             // SAFETY: the segments' destinations are writable memory the
             // caller vouches for (checked against its registrations).
             let r = unsafe { libc::readv(fd, iov.as_ptr(), n as i32) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(false),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => {
-                        let peer = self.peer;
-                        return self.fail(io_err("receiving", &peer, e));
-                    }
-                }
-            }
-            if r == 0 {
-                let peer = self.peer;
-                return self.fail(err!(LinkFailed, "connection closed by {peer}"));
-            }
-            let mut left = r as u64;
+            let mut left = match self.nonblocking(r, Dir::Read)? {
+                Step::Moved(k) => k as u64,
+                Step::WouldBlock => return Ok(false),
+                Step::Interrupted => continue,
+            };
             while left > 0 {
                 let room = segs[p.seg].len - p.off;
                 let k = left.min(room);
@@ -539,18 +528,11 @@ impl Conn {
             // SAFETY: the iovecs point at `frame` and at bulk memory the
             // caller vouches for (checked against its registrations).
             let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(false),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => {
-                        let peer = self.peer;
-                        return self.fail(io_err("sending", &peer, e));
-                    }
-                }
-            }
-            *sent += r as u64;
+            *sent += match self.nonblocking(r, Dir::Write)? {
+                Step::Moved(k) => k as u64,
+                Step::WouldBlock => return Ok(false),
+                Step::Interrupted => continue,
+            };
         }
         Ok(true)
     }
@@ -607,6 +589,13 @@ impl Conn {
             deadline,
         )
     }
+}
+
+/// One non-blocking system call's outcome ([`Conn::nonblocking`]).
+enum Step {
+    Moved(usize),
+    WouldBlock,
+    Interrupted,
 }
 
 /// Segments per `readv` of [`Conn::recv_bulk_some`].
@@ -672,21 +661,36 @@ impl Conn {
                     buf.len(),
                 )
             };
-            if r > 0 {
-                return Ok(Some(r as usize));
+            match self.nonblocking(r, Dir::Read)? {
+                Step::Moved(n) => return Ok(Some(n)),
+                Step::WouldBlock => return Ok(None),
+                Step::Interrupted => continue,
             }
-            if r == 0 {
-                let peer = self.peer;
-                return self.fail(err!(LinkFailed, "connection closed by {peer}"));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => return Ok(None),
-                io::ErrorKind::Interrupted => continue,
-                _ => {
-                    let peer = self.peer;
-                    return self.fail(io_err("receiving", &peer, e));
-                }
+        }
+    }
+
+    /// What the return value `r` of one non-blocking read or write (`dir`)
+    /// means; an end of stream (a read of 0) or an error breaks the
+    /// connection.
+    fn nonblocking(&mut self, r: isize, dir: Dir) -> Result<Step> {
+        let peer = self.peer;
+        if r > 0 || (r == 0 && dir == Dir::Write) {
+            return Ok(Step::Moved(r as usize));
+        }
+        if r == 0 {
+            return self.fail(err!(LinkFailed, "connection closed by {peer}"));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(Step::WouldBlock),
+            io::ErrorKind::Interrupted => Ok(Step::Interrupted),
+            _ => {
+                let what = if dir == Dir::Read {
+                    "receiving"
+                } else {
+                    "sending"
+                };
+                self.fail(io_err(what, &peer, e))
             }
         }
     }
