@@ -212,15 +212,15 @@ impl Engine {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(Request::new(seq, user_data));
         let bytes: u64 = plan.iter().map(|s| s.len).sum();
-        if notice.is_none() && exec::TcpExchange::fits(&link, &plan) {
+        if notice.is_none() && exec::TcpExchange::fits(&link, checked(&plan)) {
             let started = Instant::now();
             let dir = match op {
                 Op::Read => Dir::Read,
                 Op::Write => Dir::Write,
             };
-            let begun = link
-                .begin()
-                .and_then(|g| Ok(exec::TcpExchange::begin(&link, &plan, dir)?.map(|x| (g, x))));
+            let begun = link.begin().and_then(|g| {
+                Ok(exec::TcpExchange::begin(&link, checked(&plan), dir)?.map(|x| (g, x)))
+            });
             // `None`: no idle connection now, so a worker runs it whole (below).
             if let Some(begun) = begun.transpose() {
                 let job = ExchangeJob {
@@ -291,7 +291,7 @@ impl Engine {
         let begun = begun.and_then(|(inflight, mut x)| {
             let until = Instant::now() + x.spin();
             loop {
-                if x.poll(plan, deadline)? {
+                if x.poll(checked(plan), deadline)? {
                     return Ok(None);
                 }
                 if Instant::now() >= until {
@@ -381,11 +381,16 @@ struct Planned<'a> {
 
 impl Planned<'_> {
     fn plan(&self) -> &Plan {
-        // SAFETY: `prepare` checked every local range against the memory
-        // registered with this engine; the caller keeps registered memory
-        // valid while its transfers run (as for every registered cache).
-        unsafe { Plan::assume_checked(self.plan) }
+        checked(self.plan)
     }
+}
+
+/// A plan `Engine::prepare` built.
+fn checked(plan: &[Segment]) -> &Plan {
+    // SAFETY: `prepare` checked every local range against the memory
+    // registered with this engine; the caller keeps registered memory
+    // valid while its transfers run (as for every registered cache).
+    unsafe { Plan::assume_checked(plan) }
 }
 
 fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
@@ -521,7 +526,7 @@ impl Job for Mutex<Option<ExchangeJob>> {
             // Dropping the exchange unfinished closes its connection.
             Err(err!(Failed, "the request was cancelled"))
         } else {
-            x.finish(&j.plan, j.deadline)
+            x.finish(checked(&j.plan), j.deadline)
         };
         // The connection goes back (or closes) before the caller can see the
         // outcome and post again.

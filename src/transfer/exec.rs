@@ -289,7 +289,7 @@ pub struct TcpExchange {
 
 impl TcpExchange {
     /// Whether `plan` is one request on one TCP connection of `link`.
-    pub fn fits(link: &Link, plan: &[Segment]) -> bool {
+    pub fn fits(link: &Link, plan: &Plan) -> bool {
         link.local_path.is_none()
             && link.hccl().is_none()
             && !plan.is_empty()
@@ -301,7 +301,7 @@ impl TcpExchange {
     /// an idle connection of `link`; `Ok(None)` when none is free now (the
     /// caller then runs the transfer where waiting for one is fine).
     /// Nothing is sent before the first [`poll`](TcpExchange::poll).
-    pub fn begin(link: &Arc<Link>, plan: &[Segment], dir: Dir) -> Result<Option<TcpExchange>> {
+    pub fn begin(link: &Arc<Link>, plan: &Plan, dir: Dir) -> Result<Option<TcpExchange>> {
         if link.is_dead() {
             return Err(link.dead_error());
         }
@@ -343,7 +343,7 @@ impl TcpExchange {
     /// Sends what the socket takes and takes in what has arrived of the
     /// reply (the same checks as the blocking path); true once the exchange
     /// is complete. `plan` is the one it began with.
-    pub fn poll(&mut self, plan: &[Segment], deadline: Instant) -> Result<bool> {
+    pub fn poll(&mut self, plan: &Plan, deadline: Instant) -> Result<bool> {
         match self.step(plan) {
             Ok(false) => Ok(false),
             Ok(true) if Instant::now() > deadline => bail!(
@@ -356,13 +356,17 @@ impl TcpExchange {
         }
     }
 
-    fn step(&mut self, plan: &[Segment]) -> Result<bool> {
+    fn step(&mut self, plan: &Plan) -> Result<bool> {
         if self.done {
             return Ok(true);
         }
         let c = self.guard.conn();
         if self.sent < self.out {
-            let bulk = if self.dir == Dir::Write { plan } else { &[] };
+            let bulk = if self.dir == Dir::Write {
+                plan.segments()
+            } else {
+                &[]
+            };
             if !c.send_some(&self.frame, bulk, &mut self.sent)? {
                 return Ok(false);
             }
@@ -413,7 +417,7 @@ impl TcpExchange {
     }
 
     /// Waits for the rest of the exchange (bounded by `deadline`).
-    pub fn finish(&mut self, plan: &[Segment], deadline: Instant) -> Result<()> {
+    pub fn finish(&mut self, plan: &Plan, deadline: Instant) -> Result<()> {
         while !self.poll(plan, deadline)? {
             let c = self.guard.conn();
             let r = if self.sent < self.out {
@@ -440,6 +444,162 @@ impl Drop for TcpExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transfer::link::LinkParts;
+    use crate::transport::tcp::{Conn, ConnOpts};
+    use crate::transport::wire::{decode_header, decode_payload, encode_to_vec, HEADER_LEN};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    const OPTS: ConnOpts = ConnOpts {
+        spin: Duration::ZERO,
+        dead_peer: Duration::ZERO,
+    };
+
+    /// A TCP link holding one idle connection, and the peer's raw end of it.
+    fn tcp_link() -> (Arc<Link>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (theirs, _) = l.accept().unwrap();
+        let link = Arc::new(Link::new(LinkParts {
+            remote_cluster_id: 2,
+            remote_role: 0,
+            token: 1,
+            we_dialed: false,
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            local_path: None,
+            peer_pools: Vec::new(),
+            generation: 0,
+            local_cluster_id: 1,
+            comm_id: 0,
+            conn: OPTS,
+        }));
+        link.expect_request_conn();
+        link.add_request_conn(Conn::new(ours, OPTS).unwrap());
+        (link, theirs)
+    }
+
+    /// The next frame the peer's end receives.
+    fn recv_raw(s: &mut TcpStream) -> Msg {
+        let mut h = [0u8; HEADER_LEN];
+        s.read_exact(&mut h).unwrap();
+        let header = decode_header(&h).unwrap();
+        let mut p = vec![0u8; header.payload_len as usize];
+        s.read_exact(&mut p).unwrap();
+        decode_payload(&header, &p).unwrap()
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// Three scattered destinations of 1000 bytes in `buf`.
+    fn scattered(buf: &mut [u8]) -> Vec<Segment> {
+        (0..3)
+            .map(|i| Segment {
+                dst: buf.as_mut_ptr() as u64 + 1500 * i,
+                src: 0x1000 + 1000 * i,
+                len: 1000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_read_resumes_across_polls_and_gives_its_connection_back() {
+        let (link, mut peer) = tcp_link();
+        let mut buf = vec![0u8; 4000];
+        let segs = scattered(&mut buf);
+        // SAFETY: every destination lies in `buf`, alive for the test.
+        let plan = unsafe { Plan::assume_checked(&segs) };
+        let mut x = TcpExchange::begin(&link, plan, Dir::Read).unwrap().unwrap();
+        assert!(link.take_idle_conn().is_none(), "the exchange holds it");
+        assert!(!x.poll(plan, soon()).unwrap(), "no reply yet");
+        match recv_raw(&mut peer) {
+            Msg::Read { segments, total } => {
+                assert_eq!(total, 3000);
+                assert_eq!(segments.len(), 3);
+            }
+            m => panic!("{m:?}"),
+        }
+        // The reply trickles in: header with part of the bulk, then the rest
+        // in two pieces; every poll returns at once.
+        let bulk: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut first = encode_to_vec(
+            &Msg::ReadData {
+                status: 0,
+                message: String::new(),
+                total: 3000,
+            },
+            0,
+        );
+        first.extend_from_slice(&bulk[..1200]);
+        let pieces = [first, bulk[1200..2100].to_vec(), bulk[2100..].to_vec()];
+        for (i, p) in pieces.iter().enumerate() {
+            peer.write_all(p).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let t = Instant::now();
+            let done = x.poll(plan, soon()).unwrap();
+            assert!(t.elapsed() < Duration::from_millis(200), "a poll blocked");
+            assert_eq!(done, i == 2, "piece {i}");
+        }
+        for i in 0..3 {
+            let at = 1500 * i;
+            assert_eq!(&buf[at..at + 1000], &bulk[1000 * i..1000 * (i + 1)]);
+        }
+        drop(x);
+        assert!(
+            link.take_idle_conn().is_some(),
+            "a finished exchange gives it back"
+        );
+    }
+
+    #[test]
+    fn a_wrong_byte_count_or_an_abandoned_exchange_closes_its_connection() {
+        let (link, mut peer) = tcp_link();
+        let mut buf = vec![0u8; 4000];
+        let segs = scattered(&mut buf);
+        // SAFETY: as above.
+        let plan = unsafe { Plan::assume_checked(&segs) };
+        let mut x = TcpExchange::begin(&link, plan, Dir::Read).unwrap().unwrap();
+        assert!(!x.poll(plan, soon()).unwrap());
+        recv_raw(&mut peer);
+        let lie = Msg::ReadData {
+            status: 0,
+            message: String::new(),
+            total: 2999,
+        };
+        peer.write_all(&encode_to_vec(&lie, 0)).unwrap();
+        let e = x.finish(plan, soon()).unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed);
+        assert!(e.message.contains("wrong byte count"), "{}", e.message);
+        drop(x);
+        assert!(
+            link.take_idle_conn().is_none(),
+            "an out-of-step connection came back"
+        );
+
+        // A write to a peer that never reads: polls never block, and dropping
+        // the exchange half-way closes the connection.
+        let (link, _peer) = tcp_link();
+        let src = vec![7u8; 900 << 10];
+        let segs = [Segment {
+            dst: 0x1000,
+            src: src.as_ptr() as u64,
+            len: src.len() as u64,
+        }];
+        // SAFETY: the source lies in `src`, alive for the test.
+        let plan = unsafe { Plan::assume_checked(&segs) };
+        let mut x = TcpExchange::begin(&link, plan, Dir::Write)
+            .unwrap()
+            .unwrap();
+        for _ in 0..5 {
+            let t = Instant::now();
+            assert!(!x.poll(plan, soon()).unwrap());
+            assert!(t.elapsed() < Duration::from_millis(200), "a poll blocked");
+        }
+        drop(x);
+        assert!(link.take_idle_conn().is_none());
+    }
 
     #[test]
     fn split_bytes_even() {
