@@ -7,5 +7,6 @@ pub mod exec;
 pub mod hccl_path;
 pub mod link;
 pub mod pool;
+pub mod rpc;
 pub mod serve;
 pub mod task;
