@@ -4,6 +4,7 @@
 
 pub mod acl_link;
 pub mod exec;
+pub mod handshake;
 pub mod hccl_path;
 pub mod link;
 pub mod pool;
