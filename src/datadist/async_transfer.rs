@@ -363,13 +363,7 @@ impl Session {
                 return Ok(t);
             }
         }
-        let t = Arc::new(rpc::get_table(
-            link,
-            "fetching the peer's cache table",
-            deadline,
-        )?);
-        link.set_table(t.clone());
-        Ok(t)
+        rpc::refresh_table(link, deadline)
     }
 
     /// Every destination segment of raw-address parts must lie inside a cache

@@ -266,15 +266,7 @@ impl Session {
         if self.config.remote_cache_accessible {
             let table = match link.cached_table() {
                 Some(t) => t,
-                None => {
-                    let t = Arc::new(rpc::get_table(
-                        link,
-                        "fetching the peer's cache table",
-                        deadline,
-                    )?);
-                    link.set_table(t.clone());
-                    t
-                }
+                None => rpc::refresh_table(link, deadline)?,
             };
             let (e, slot) = lookup_in_table(&table, key)?;
             return Ok(Remote {

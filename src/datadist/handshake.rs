@@ -52,12 +52,8 @@ pub(crate) struct Joined {
 
 /// A client's link request, after the challenge (and link authentication).
 pub(crate) struct JoinRequest {
-    pub cluster_id: u64,
-    pub role: u32,
-    pub remote_accessible: bool,
-    pub comm_name: String,
-    pub device: Option<DeviceEndpoint>,
-    identity: Identity,
+    /// What the client sent (its secret's MAC already checked).
+    pub join: Join,
     transcript: Transcript,
 }
 
@@ -263,18 +259,12 @@ impl Session {
             auth_mac: key.map(|k| k.server_mac(&nonce_c, &nonce_s)),
         };
         frames::send_hello_ack(c, ack, deadline)?;
-        let Join {
-            auth_mac,
-            cluster_id,
-            server_cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
-        } = frames::recv_join(c, deadline)?;
+        let join = frames::recv_join(c, deadline)?;
         if let Some(k) = key {
-            if !auth_mac.is_some_and(|m| k.check_client(&nonce_c, &nonce_s, &m)) {
+            if !join
+                .auth_mac
+                .is_some_and(|m| k.check_client(&nonce_c, &nonce_s, &m))
+            {
                 let e = err!(
                     LinkFailed,
                     "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
@@ -284,6 +274,7 @@ impl Session {
                 )));
             }
         }
+        let server_cluster_id = join.server_cluster_id;
         if server_cluster_id != self.cluster_id {
             // Meant for another cluster (a wrong endpoint): refused
             // before the link table is consulted, naming only the
@@ -302,12 +293,7 @@ impl Session {
             ));
         }
         Ok(JoinRequest {
-            cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
+            join,
             transcript: t,
         })
     }
@@ -319,8 +305,8 @@ impl Session {
         req: &JoinRequest,
         peer: SocketAddr,
     ) -> Result<Option<LocalPath>> {
-        let who = format!("cluster {} at {peer}", req.cluster_id);
-        self.judge(Side::Client, &req.transcript, &req.identity, &who)
+        let who = format!("cluster {} at {peer}", req.join.cluster_id);
+        self.judge(Side::Client, &req.transcript, &req.join.identity, &who)
     }
 
     /// Server: sends the `JoinAck` accepting `req` with `link`.
@@ -333,7 +319,7 @@ impl Session {
         deadline: Instant,
     ) -> Result<()> {
         let disclose = self.one_sided()
-            && identity::same_host_tag(Side::Client, &req.transcript, &req.identity.host_tag);
+            && identity::same_host_tag(Side::Client, &req.transcript, &req.join.identity.host_tag);
         let pools = match link.local_path {
             Some(LocalPath::SameHost(_)) => self.pool_infos(),
             _ => Vec::new(),

@@ -25,6 +25,17 @@ pub fn get_table(link: &Arc<Link>, what: &str, deadline: Instant) -> Result<Vec<
     }
 }
 
+/// Fetches the peer's cache table (`GetTable`) and caches it on the link.
+pub fn refresh_table(link: &Arc<Link>, deadline: Instant) -> Result<Arc<Vec<CacheEntry>>> {
+    let t = Arc::new(get_table(
+        link,
+        "fetching the peer's cache table",
+        deadline,
+    )?);
+    link.set_table(t.clone());
+    Ok(t)
+}
+
 /// The cache and slot `key` names on the peer (`Resolve`). A refusal keeps
 /// the peer's status, its message prefixed with the peer's cluster id.
 pub fn resolve(link: &Arc<Link>, key: &CacheKey, deadline: Instant) -> Result<(CacheEntry, u64)> {

@@ -139,9 +139,9 @@ impl Session {
                         return;
                     }
                 };
-                let cluster_id = req.cluster_id;
+                let cluster_id = req.join.cluster_id;
                 self.listeners.setups().acquire();
-                let r = if comm_only && req.comm_name.is_empty() {
+                let r = if comm_only && req.join.comm_name.is_empty() {
                     Err(err!(
                         ParamInvalid,
                         "this endpoint of cluster {} serves rank-table comms only; link_clusters needs its llm.ListenIpInfo",
@@ -282,9 +282,12 @@ impl Session {
         req: &JoinRequest,
         deadline: Instant,
     ) -> Result<Arc<Link>> {
-        let (cluster_id, role, remote_accessible) =
-            (req.cluster_id, req.role, req.remote_accessible);
-        let (comm_name, device) = (req.comm_name.as_str(), req.device.as_ref());
+        let (cluster_id, role, remote_accessible) = (
+            req.join.cluster_id,
+            req.join.role,
+            req.join.remote_accessible,
+        );
+        let (comm_name, device) = (req.join.comm_name.as_str(), req.join.device.as_ref());
         if self.is_closing() {
             bail!(LinkFailed, "server is finalizing");
         }
