@@ -18,6 +18,11 @@
 //! occurs (delete it), so the list only shrinks.
 //!
 //! `LLMDD_GRAPH=1 cargo test --test layers -- --nocapture` prints every edge.
+//!
+//! A second check keeps the wire frames below the API layer: the frame type
+//! `Msg` is named only in the engine (`transfer`, whose typed RPCs and
+//! handshake frames the API layer calls) and the net layer (`transport`, the
+//! codec), outside test code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -90,6 +95,30 @@ fn import_graph_has_no_cycle_and_points_down() {
         "the import graph of src/ breaks the layering:\n  new (fix the import, never add it to KNOWN):\n    {}\n  fixed (delete from KNOWN in tests/layers.rs and from docs/architecture.md):\n    {}",
         new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n    "),
         gone.iter().map(|s| **s).collect::<Vec<_>>().join("\n    ")
+    );
+}
+
+/// Modules that may build or match wire frames: the engine and the codec.
+const FRAME_MODULES: &[&str] = &["transfer", "transport"];
+
+#[test]
+fn wire_frames_are_built_and_matched_only_in_the_engine_and_codec() {
+    let files = load(&Path::new(ROOT).join("src"));
+    let mut found = Vec::new();
+    for f in files.values() {
+        let allowed = FRAME_MODULES
+            .iter()
+            .any(|p| f.module == *p || f.module.starts_with(&format!("{p}::")));
+        if !allowed && tokens(&f.code).iter().any(|t| t == "Msg") {
+            found.push(name(&f.module));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "`Msg` (a wire frame) is named outside transfer/ and transport/ in:\n    {}\n  \
+         send and match frames through the engine's typed calls (transfer::rpc, \
+         transfer::handshake) instead",
+        found.join("\n    ")
     );
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::status::Status;
-use crate::transport::wire::{self, Msg};
+use crate::transfer::handshake::refusal_frame;
 
 /// Most accepted connections that have not finished their first frame
 /// (handshake or attach), over all peers.
@@ -128,13 +128,7 @@ impl Drop for PendingSlot {
 /// buffer, and what the peer already sent is read and dropped first so that
 /// closing sends a FIN (not a reset that could discard the answer).
 pub fn refuse(stream: &TcpStream, status: Status, message: &str) {
-    let frame = wire::encode_to_vec(
-        &Msg::Reply {
-            status: status.code(),
-            message: message.to_string(),
-        },
-        0,
-    );
+    let frame = refusal_frame(status, message);
     let fd = stream.as_raw_fd();
     let mut scratch = [0u8; 4096];
     for _ in 0..16 {
@@ -270,6 +264,7 @@ mod tests {
 
     #[test]
     fn refusal_reaches_the_client() {
+        use crate::transport::wire::{self, Msg};
         use std::io::Read;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();

@@ -20,10 +20,10 @@ use crate::datadist::session::Session;
 use crate::stats::Direction;
 use crate::status::{Error, Result};
 use crate::transfer::exec;
-use crate::transfer::link::{request, InflightGuard, Link};
+use crate::transfer::link::{InflightGuard, Link};
+use crate::transfer::rpc;
 use crate::transfer::task::{Layer, SyncFn, Task, TaskSpec};
-use crate::transport::tcp::check_reply;
-use crate::transport::wire::{CacheEntry, Msg};
+use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
 
 /// Where one config sends its layers.
@@ -363,15 +363,7 @@ impl Session {
                 return Ok(t);
             }
         }
-        match request(link, &Msg::GetTable, deadline)? {
-            Msg::Table { status, entries } => {
-                check_reply(status, "", "fetching the peer's cache table")?;
-                let t = Arc::new(entries);
-                link.set_table(t.clone());
-                Ok(t)
-            }
-            m => bail!(LinkFailed, "unexpected reply {} to GetTable", m.msg_type()),
-        }
+        rpc::refresh_table(link, deadline)
     }
 
     /// Every destination segment of raw-address parts must lie inside a cache

@@ -13,11 +13,10 @@ use crate::cache::types::{
 use crate::datadist::acl_rules::{self, Op as AclOp};
 use crate::datadist::session::Session;
 use crate::stats::{Direction, Op};
-use crate::status::{Result, Status};
+use crate::status::Result;
 use crate::transfer::exec;
-use crate::transfer::link::{request, Link};
-use crate::transport::tcp::check_reply;
-use crate::transport::wire::Msg;
+use crate::transfer::link::Link;
+use crate::transfer::rpc;
 use crate::{bail, err};
 
 /// A cache operand of swap_blocks: a registered/allocated cache, or host memory
@@ -267,15 +266,7 @@ impl Session {
         if self.config.remote_cache_accessible {
             let table = match link.cached_table() {
                 Some(t) => t,
-                None => match request(link, &Msg::GetTable, deadline)? {
-                    Msg::Table { status, entries } => {
-                        check_reply(status, "", "fetching the peer's cache table")?;
-                        let t = Arc::new(entries);
-                        link.set_table(t.clone());
-                        t
-                    }
-                    m => bail!(LinkFailed, "unexpected reply {} to GetTable", m.msg_type()),
-                },
+                None => rpc::refresh_table(link, deadline)?,
             };
             let (e, slot) = lookup_in_table(&table, key)?;
             return Ok(Remote {
@@ -285,44 +276,27 @@ impl Session {
                 consume: None,
             });
         }
-        match request(link, &Msg::Resolve { key: *key }, deadline)? {
-            Msg::Resolved {
-                status: 0,
-                entry: Some(e),
-                slot,
+        let (e, slot) = rpc::resolve(link, key, deadline)?;
+        let consume = match *key {
+            CacheKey::Req {
+                req_id,
+                model_id,
+                prefix_id,
                 ..
-            } => {
-                let consume = match *key {
-                    CacheKey::Req {
-                        req_id,
-                        model_id,
-                        prefix_id,
-                        ..
-                    } if prefix_id == crate::cache::types::ID_UNSET => Some((req_id, model_id)),
-                    CacheKey::IdIndex { .. } => {
-                        e.req_keys.iter().find(|k| k.2 == slot).map(|k| (k.0, k.1))
-                    }
-                    _ => None,
-                };
-                let view = entry_view(&e)?;
-                if slot >= view.dim0 {
-                    bail!(LinkFailed, "peer resolved a slot outside its cache");
-                }
-                Ok(Remote {
-                    view,
-                    placement: peer_placement(e.placement)?,
-                    slot,
-                    consume,
-                })
-            }
-            Msg::Resolved {
-                status, message, ..
-            } => Err(crate::status::Error::new(
-                Status::from_code(status),
-                format!("cluster {}: {message}", link.remote_cluster_id),
-            )),
-            m => bail!(LinkFailed, "unexpected reply {} to Resolve", m.msg_type()),
+            } if prefix_id == crate::cache::types::ID_UNSET => Some((req_id, model_id)),
+            CacheKey::IdIndex { .. } => e.req_keys.iter().find(|k| k.2 == slot).map(|k| (k.0, k.1)),
+            _ => None,
+        };
+        let view = entry_view(&e)?;
+        if slot >= view.dim0 {
+            bail!(LinkFailed, "peer resolved a slot outside its cache");
         }
+        Ok(Remote {
+            view,
+            placement: peer_placement(e.placement)?,
+            slot,
+            consume,
+        })
     }
 
     fn run_read(
@@ -340,13 +314,7 @@ impl Session {
             self.config.data_connections as usize,
         )?;
         if let Some((req_id, model_id)) = remote.consume {
-            match request(link, &Msg::Consume { req_id, model_id }, deadline) {
-                Ok(Msg::Reply { status, message }) => {
-                    check_reply(status, &message, "consuming the cache key")?
-                }
-                Ok(m) => bail!(LinkFailed, "unexpected reply {} to Consume", m.msg_type()),
-                Err(e) => return Err(e),
-            }
+            rpc::consume(link, req_id, model_id, deadline)?;
         }
         Ok(())
     }

@@ -27,11 +27,12 @@ use crate::datadist::session::Session;
 use crate::device::pool::PeerMapping;
 use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
+use crate::transfer::handshake::{self as frames, HelloAck, Join, JoinAck};
 use crate::transfer::link::Link;
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
 use crate::transport::local::LocalPath;
-use crate::transport::tcp::{check_reply, Conn};
-use crate::transport::wire::{DeviceEndpoint, Identity, Msg, PoolInfo, TAG_LEN};
+use crate::transport::tcp::Conn;
+use crate::transport::wire::{DeviceEndpoint, Identity, PoolInfo};
 use crate::{bail, err, log_debug, log_info};
 
 /// What the client sends in its `Join` besides the proofs.
@@ -51,47 +52,9 @@ pub(crate) struct Joined {
 
 /// A client's link request, after the challenge (and link authentication).
 pub(crate) struct JoinRequest {
-    pub cluster_id: u64,
-    pub role: u32,
-    pub remote_accessible: bool,
-    pub comm_name: String,
-    pub device: Option<DeviceEndpoint>,
-    identity: Identity,
+    /// What the client sent (its secret's MAC already checked).
+    pub join: Join,
     transcript: Transcript,
-}
-
-/// An identity that proves nothing (refusals).
-fn no_identity() -> Identity {
-    Identity {
-        host_tag: [0; TAG_LEN],
-        proof: [0; TAG_LEN],
-        claim: None,
-    }
-}
-
-/// A `JoinAck` refusing the link: a status and a message, nothing else.
-pub(crate) fn join_refusal(e: &Error) -> Msg {
-    Msg::JoinAck {
-        status: e.status.code(),
-        message: e.message.clone(),
-        cluster_id: 0,
-        role: 0,
-        link_token: 0,
-        device: None,
-        identity: no_identity(),
-        pools: Vec::new(),
-    }
-}
-
-/// A `HelloAck` refusing the connection.
-fn hello_refusal(status: Status, message: &str) -> Msg {
-    Msg::HelloAck {
-        status: status.code(),
-        message: message.to_string(),
-        nonce: [0; TAG_LEN],
-        host_tag: [0; TAG_LEN],
-        auth_mac: None,
-    }
 }
 
 /// Endpoint used when a socket cannot report its own (the proofs then fail:
@@ -187,53 +150,25 @@ impl Session {
     ) -> Result<Joined> {
         let key = self.config.link_key.as_ref();
         let nonce_c = random_tag();
-        c.send(
-            &Msg::Hello {
-                auth: key.is_some(),
-                nonce: nonce_c,
-            },
-            Some(deadline),
-        )
-        .map_err(io)?;
-        let (nonce_s, server_host) = match recv(c, deadline, addr).map_err(io)? {
-            Msg::HelloAck {
-                status,
-                message,
-                nonce,
-                host_tag,
-                auth_mac,
-            } => {
-                check_reply(status, &message, "link handshake")?;
-                if let Some(k) = key {
-                    if !auth_mac.is_some_and(|m| k.check_server(&nonce_c, &nonce, &m)) {
-                        // Tell the server why (it logs the refusal), then give up.
-                        let _ = c.reply(
-                            Status::LinkFailed,
-                            "link authentication failed: the server's proof does not match this client's llmdd.LinkSecret",
-                            Some(deadline),
-                        );
-                        bail!(
-                            LinkFailed,
-                            "the server at {addr} failed link authentication (its llmdd.LinkSecret differs, or it is not who it claims)"
-                        );
-                    }
-                }
-                (nonce, host_tag)
+        let HelloAck {
+            nonce: nonce_s,
+            host_tag: server_host,
+            auth_mac,
+        } = frames::hello(c, key.is_some(), nonce_c, addr, deadline, io)?;
+        if let Some(k) = key {
+            if !auth_mac.is_some_and(|m| k.check_server(&nonce_c, &nonce_s, &m)) {
+                // Tell the server why (it logs the refusal), then give up.
+                let _ = c.reply(
+                    Status::LinkFailed,
+                    "link authentication failed: the server's proof does not match this client's llmdd.LinkSecret",
+                    Some(deadline),
+                );
+                bail!(
+                    LinkFailed,
+                    "the server at {addr} failed link authentication (its llmdd.LinkSecret differs, or it is not who it claims)"
+                );
             }
-            // A listener refusing before the handshake (its connection caps,
-            // no file descriptor or thread left): fail now with its reason.
-            Msg::Reply { status, message } => {
-                return Err(io(Error::new(
-                    Status::from_code(status),
-                    format!("the server at {addr} refused the link: {message}"),
-                )))
-            }
-            m => bail!(
-                LinkFailed,
-                "unexpected handshake reply type {} from {addr}",
-                m.msg_type()
-            ),
-        };
+        }
         let t = Transcript::new(
             &nonce_c,
             &nonce_s,
@@ -241,48 +176,30 @@ impl Session {
             c.peer(),
         );
         let disclose = self.one_sided() && identity::same_host_tag(Side::Server, &t, &server_host);
-        c.send(
-            &Msg::Join {
-                auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
-                cluster_id: self.cluster_id,
-                server_cluster_id: remote_cluster_id,
-                role: self.role.load(std::sync::atomic::Ordering::Relaxed),
-                remote_accessible: self.config.remote_cache_accessible,
-                comm_name: fields.comm_name,
-                device: fields.device,
-                identity: identity::ours(Side::Client, &t, disclose),
-            },
-            Some(deadline),
-        )
-        .map_err(io)?;
-        let (remote_role, token, server_device, id, pools) = match recv(c, deadline, addr)
-            .map_err(io)?
-        {
-            Msg::JoinAck {
-                status,
-                message,
-                cluster_id,
-                role,
-                link_token,
-                device,
-                identity,
-                pools,
-            } => {
-                check_reply(status, &message, "link handshake")?;
-                if cluster_id != remote_cluster_id {
-                    bail!(
-                        LinkFailed,
-                        "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
-                    );
-                }
-                (role, link_token, device, identity, pools)
-            }
-            m => bail!(
-                LinkFailed,
-                "unexpected handshake reply type {} from {addr}",
-                m.msg_type()
-            ),
+        let join = Join {
+            auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
+            cluster_id: self.cluster_id,
+            server_cluster_id: remote_cluster_id,
+            role: self.role.load(std::sync::atomic::Ordering::Relaxed),
+            remote_accessible: self.config.remote_cache_accessible,
+            comm_name: fields.comm_name,
+            device: fields.device,
+            identity: identity::ours(Side::Client, &t, disclose),
         };
+        let JoinAck {
+            cluster_id,
+            role: remote_role,
+            link_token: token,
+            device: server_device,
+            identity: id,
+            pools,
+        } = frames::join(c, join, addr, deadline, io)?;
+        if cluster_id != remote_cluster_id {
+            bail!(
+                LinkFailed,
+                "the server at {addr} is cluster {cluster_id}, not the requested {remote_cluster_id}"
+            );
+        }
         let who = format!("cluster {remote_cluster_id} at {addr}");
         let local_path = self.judge(Side::Server, &t, &id, &who)?;
         let peer_pools = self.map_pools(&local_path, &pools);
@@ -290,8 +207,7 @@ impl Session {
             Some(LocalPath::SameHost(_)) => self.pool_infos(),
             _ => Vec::new(),
         };
-        c.send(&Msg::Pools { pools: ours }, Some(deadline))
-            .map_err(io)?;
+        frames::send_pools(c, ours, deadline).map_err(io)?;
         Ok(Joined {
             remote_role,
             token,
@@ -318,13 +234,13 @@ impl Session {
         match (key.is_some(), auth) {
             (true, false) => {
                 let msg = "this server requires link authentication: set the same llmdd.LinkSecret (or llmdd.LinkSecretFile) on both ends";
-                let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
+                frames::refuse_hello(c, Status::ParamInvalid, msg, deadline);
                 warn_refusal(format_args!("refused a connection from {peer}: the client does not authenticate (llmdd.LinkSecret is set here)"));
                 bail!(ParamInvalid, "{msg}");
             }
             (false, true) => {
                 let msg = "this server has no llmdd.LinkSecret; set the same secret on both ends, or none";
-                let _ = c.send(&hello_refusal(Status::ParamInvalid, msg), Some(deadline));
+                frames::refuse_hello(c, Status::ParamInvalid, msg, deadline);
                 warn_refusal(format_args!("refused a connection from {peer}: the client authenticates but llmdd.LinkSecret is not set here"));
                 bail!(ParamInvalid, "{msg}");
             }
@@ -337,77 +253,49 @@ impl Session {
             peer,
             c.local_addr().unwrap_or_else(unknown_endpoint),
         );
-        c.send(
-            &Msg::HelloAck {
-                status: 0,
-                message: String::new(),
-                nonce: nonce_s,
-                host_tag: identity::host_tag(Side::Server, &t),
-                auth_mac: key.map(|k| k.server_mac(&nonce_c, &nonce_s)),
-            },
-            Some(deadline),
-        )?;
-        match recv(c, deadline, peer)? {
-            Msg::Join {
-                auth_mac,
-                cluster_id,
-                server_cluster_id,
-                role,
-                remote_accessible,
-                comm_name,
-                device,
-                identity,
-            } => {
-                if let Some(k) = key {
-                    if !auth_mac.is_some_and(|m| k.check_client(&nonce_c, &nonce_s, &m)) {
-                        let e = err!(
-                            LinkFailed,
-                            "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
-                        );
-                        return Err(refuse_join(c, deadline, e, format_args!(
-                            "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
-                        )));
-                    }
-                }
-                if server_cluster_id != self.cluster_id {
-                    // Meant for another cluster (a wrong endpoint): refused
-                    // before the link table is consulted, naming only the
-                    // cluster the client asked for.
-                    let e = err!(
-                        LinkFailed,
-                        "this endpoint is not cluster {server_cluster_id}"
-                    );
-                    return Err(refuse_join(
-                        c,
-                        deadline,
-                        e,
-                        format_args!(
-                            "refused link from {peer}: it is meant for cluster {server_cluster_id}"
-                        ),
-                    ));
-                }
-                Ok(JoinRequest {
-                    cluster_id,
-                    role,
-                    remote_accessible,
-                    comm_name,
-                    device,
-                    identity,
-                    transcript: t,
-                })
+        let ack = HelloAck {
+            nonce: nonce_s,
+            host_tag: identity::host_tag(Side::Server, &t),
+            auth_mac: key.map(|k| k.server_mac(&nonce_c, &nonce_s)),
+        };
+        frames::send_hello_ack(c, ack, deadline)?;
+        let join = frames::recv_join(c, deadline)?;
+        if let Some(k) = key {
+            if !join
+                .auth_mac
+                .is_some_and(|m| k.check_client(&nonce_c, &nonce_s, &m))
+            {
+                let e = err!(
+                    LinkFailed,
+                    "link authentication failed: the client's proof does not match this server's llmdd.LinkSecret"
+                );
+                return Err(refuse_join(c, deadline, e, format_args!(
+                    "refused link from {peer}: link authentication failed (wrong or no llmdd.LinkSecret)"
+                )));
             }
-            Msg::Reply { status, message } => {
-                warn_refusal(format_args!(
-                    "link from {peer} abandoned by the client: {message}"
-                ));
-                Err(Error::new(Status::from_code(status), message))
-            }
-            m => bail!(
-                LinkFailed,
-                "expected Join from {peer}, got message type {}",
-                m.msg_type()
-            ),
         }
+        let server_cluster_id = join.server_cluster_id;
+        if server_cluster_id != self.cluster_id {
+            // Meant for another cluster (a wrong endpoint): refused
+            // before the link table is consulted, naming only the
+            // cluster the client asked for.
+            let e = err!(
+                LinkFailed,
+                "this endpoint is not cluster {server_cluster_id}"
+            );
+            return Err(refuse_join(
+                c,
+                deadline,
+                e,
+                format_args!(
+                    "refused link from {peer}: it is meant for cluster {server_cluster_id}"
+                ),
+            ));
+        }
+        Ok(JoinRequest {
+            join,
+            transcript: t,
+        })
     }
 
     /// Server: the one-sided path to the client of `req` (`Err` when it
@@ -417,33 +305,34 @@ impl Session {
         req: &JoinRequest,
         peer: SocketAddr,
     ) -> Result<Option<LocalPath>> {
-        let who = format!("cluster {} at {peer}", req.cluster_id);
-        self.judge(Side::Client, &req.transcript, &req.identity, &who)
+        let who = format!("cluster {} at {peer}", req.join.cluster_id);
+        self.judge(Side::Client, &req.transcript, &req.join.identity, &who)
     }
 
-    /// Server: the `JoinAck` accepting `req` with `link`.
-    pub(crate) fn join_ack(
+    /// Server: sends the `JoinAck` accepting `req` with `link`.
+    pub(crate) fn send_join_ack(
         &self,
+        c: &mut Conn,
         req: &JoinRequest,
         link: &Link,
         device: Option<DeviceEndpoint>,
-    ) -> Msg {
+        deadline: Instant,
+    ) -> Result<()> {
         let disclose = self.one_sided()
-            && identity::same_host_tag(Side::Client, &req.transcript, &req.identity.host_tag);
+            && identity::same_host_tag(Side::Client, &req.transcript, &req.join.identity.host_tag);
         let pools = match link.local_path {
             Some(LocalPath::SameHost(_)) => self.pool_infos(),
             _ => Vec::new(),
         };
-        Msg::JoinAck {
-            status: 0,
-            message: String::new(),
+        let ack = JoinAck {
             cluster_id: self.cluster_id,
             role: self.role.load(std::sync::atomic::Ordering::Relaxed),
             link_token: link.token,
             device,
             identity: identity::ours(Side::Server, &req.transcript, disclose),
             pools,
-        }
+        };
+        frames::send_join_ack(c, ack, deadline)
     }
 
     /// Server, after `JoinAck`: reads the client's `Pools` and maps them when
@@ -454,39 +343,19 @@ impl Session {
         link: &Arc<Link>,
         deadline: Instant,
     ) -> Result<()> {
-        match recv(c, deadline, c.peer())? {
-            Msg::Pools { pools } => {
-                let maps = self.map_pools(&link.local_path, &pools);
-                if !maps.is_empty() {
-                    link.set_pools(maps);
-                }
-                Ok(())
-            }
-            m => bail!(
-                LinkFailed,
-                "expected Pools from cluster {}, got message type {}",
-                link.remote_cluster_id,
-                m.msg_type()
-            ),
+        let pools = frames::recv_pools(c, link.remote_cluster_id, deadline)?;
+        let maps = self.map_pools(&link.local_path, &pools);
+        if !maps.is_empty() {
+            link.set_pools(maps);
         }
+        Ok(())
     }
 }
 
 /// Answers a `Join` with the refusal `e`, logs `why` (rate-limited: any peer
 /// can cause it) and returns `e`.
 fn refuse_join(c: &mut Conn, deadline: Instant, e: Error, why: std::fmt::Arguments<'_>) -> Error {
-    let _ = c.send(&join_refusal(&e), Some(deadline));
+    frames::refuse_join(c, &e, Some(deadline));
     warn_refusal(why);
     e
-}
-
-/// One handshake frame, its timeout worded for the handshake.
-fn recv(c: &mut Conn, deadline: Instant, peer: SocketAddr) -> Result<Msg> {
-    c.recv(Some(deadline)).map_err(|e| {
-        if e.status == Status::Timeout {
-            err!(LinkFailed, "handshake with {peer} timed out")
-        } else {
-            Error::new(Status::LinkFailed, e.message)
-        }
-    })
 }

@@ -1,5 +1,5 @@
 //! The bounded inbox of notifications a session receives from its peers
-//! (`Msg::Notify`, the byte-addressed engine's `SendNotify`). Disabled (every
+//! (the `Notify` frame, the byte-addressed engine's `SendNotify`). Disabled (every
 //! notification refused) until an engine enables it; once enabled it holds at
 //! most `capacity` notifications, each at most [`MAX_NAME`] + [`MAX_MSG`]
 //! bytes, so no peer can grow it without limit: a notification that does not

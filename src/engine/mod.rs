@@ -39,10 +39,9 @@ use crate::datadist::Instance;
 use crate::stats::Direction;
 use crate::status::{Result, Status};
 use crate::transfer::exec;
-use crate::transfer::link::{request as link_request, Link};
+use crate::transfer::link::Link;
 use crate::transfer::pool::{Job, Kind, Pool, Slot};
-use crate::transport::tcp::check_reply;
-use crate::transport::wire::Msg;
+use crate::transfer::rpc;
 use crate::{bail, err, log_info};
 
 pub use desc::{Op, OpDesc, Ranges};

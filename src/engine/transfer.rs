@@ -53,13 +53,7 @@ impl Engine {
                 }
             }
         }
-        let entries = match link_request(link, &Msg::GetTable, deadline)? {
-            Msg::Table { status, entries } => {
-                check_reply(status, "", "fetching the peer's registered memory")?;
-                entries
-            }
-            m => bail!(LinkFailed, "unexpected reply {} to GetTable", m.msg_type()),
-        };
+        let entries = rpc::get_table(link, "fetching the peer's registered memory", deadline)?;
         let r = Arc::new(Ranges::new(
             entries
                 .iter()
@@ -394,14 +388,7 @@ fn checked(plan: &[Segment]) -> &Plan {
 }
 
 fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
-    let msg = Msg::Notify {
-        name: n.name.clone(),
-        msg: n.msg.clone(),
-    };
-    match link_request(link, &msg, deadline)? {
-        Msg::Reply { status, message } => check_reply(status, &message, "notification"),
-        m => bail!(LinkFailed, "unexpected reply {} to Notify", m.msg_type()),
-    }
+    rpc::notify(link, &n.name, &n.msg, deadline)
 }
 
 /// A timeout of the transfer with `name`, said as such.

@@ -4,8 +4,10 @@
 
 pub mod acl_link;
 pub mod exec;
+pub mod handshake;
 pub mod hccl_path;
 pub mod link;
 pub mod pool;
+pub mod rpc;
 pub mod serve;
 pub mod task;

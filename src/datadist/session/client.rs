@@ -12,10 +12,10 @@ use crate::datadist::liveness;
 use crate::status::{Error, Result, Status};
 use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::rpc::{self, Unlinked};
 use crate::transfer::serve::serve;
 use crate::transport::poller;
 use crate::transport::tcp::Conn;
-use crate::transport::wire::Msg;
 use crate::{bail, err, log_info, log_warn};
 
 /// The least time a non-forced unlink waits for the peer's answer to
@@ -301,14 +301,10 @@ impl Session {
             );
             link.shutdown_data();
         }
-        let reply = link.control_request(
-            &Msg::Unlink,
-            deadline.max(Instant::now() + UNLINK_REPLY_FLOOR),
-        );
+        let reply = rpc::unlink(&link, deadline.max(Instant::now() + UNLINK_REPLY_FLOOR));
         let failed = match reply {
-            Ok(Msg::Reply { status: 0, .. }) => None,
-            Ok(Msg::Reply { message, .. }) => Some(format!("cluster {remote_cluster_id} refused the unlink: {message}; force-unlink both ends")),
-            Ok(m) => Some(format!("unexpected reply {} to Unlink", m.msg_type())),
+            Ok(Unlinked::Agreed) => None,
+            Ok(Unlinked::Refused(why)) => Some(why),
             Err(e) => match link.peer_gone() {
                 // The server dropped the link meanwhile: it is unlinked.
                 Some(_) => None,

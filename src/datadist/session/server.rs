@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::Session;
 use crate::datadist::admission::{self, PendingSlot};
-use crate::datadist::handshake::{join_refusal, JoinRequest};
+use crate::datadist::handshake::JoinRequest;
 use crate::datadist::listener::{log_dropped, log_refusal, Admit, Listener};
 use crate::datadist::liveness;
 use crate::status::{Result, Status};
 use crate::transfer::acl_link::{self, LinkIds};
+use crate::transfer::handshake::{self as frames, First};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::serve::serve;
 use crate::transport::local;
 use crate::transport::tcp::Conn;
-use crate::transport::wire::{self, Msg};
+use crate::transport::wire;
 use crate::{bail, err, log_debug, log_info};
 
 /// Bound on a peer's handshake (serving-side I/O: `llmdd.IoTimeoutMs`).
@@ -119,14 +120,14 @@ impl Session {
         comm_only: bool,
     ) {
         let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
-        let first = conn.recv(deadline);
+        let first = frames::first(&mut conn, deadline);
         let pending = std::cell::Cell::new(Some(pending));
         let unpend = |s: &Session| {
             s.listeners.unpend(pending_id);
             drop(pending.take());
         };
         match first {
-            Ok(Msg::Hello { auth, nonce }) => {
+            Ok(First::Hello { auth, nonce }) => {
                 let Some(d) = deadline else { return };
                 // The challenge (and link authentication) runs outside the
                 // setup slots: a peer that never answers holds none.
@@ -138,9 +139,9 @@ impl Session {
                         return;
                     }
                 };
-                let cluster_id = req.cluster_id;
+                let cluster_id = req.join.cluster_id;
                 self.listeners.setups().acquire();
-                let r = if comm_only && req.comm_name.is_empty() {
+                let r = if comm_only && req.join.comm_name.is_empty() {
                     Err(err!(
                         ParamInvalid,
                         "this endpoint of cluster {} serves rank-table comms only; link_clusters needs its llm.ListenIpInfo",
@@ -171,11 +172,11 @@ impl Session {
                                 e.message
                             ));
                         }
-                        let _ = conn.send(&join_refusal(&e), deadline);
+                        frames::refuse_join(&mut conn, &e, deadline);
                     }
                 }
             }
-            Ok(Msg::Attach {
+            Ok(First::Attach {
                 cluster_id,
                 link_token,
                 reverse,
@@ -183,9 +184,9 @@ impl Session {
                 unpend(&self);
                 self.attach(conn, cluster_id, link_token, reverse, deadline);
             }
-            Ok(m) => {
+            Ok(First::Other(t)) => {
                 unpend(&self);
-                let why = format!("its first frame has type {}", m.msg_type());
+                let why = format!("its first frame has type {t}");
                 log_dropped(conn.peer(), &why);
             }
             Err(e) => {
@@ -281,9 +282,12 @@ impl Session {
         req: &JoinRequest,
         deadline: Instant,
     ) -> Result<Arc<Link>> {
-        let (cluster_id, role, remote_accessible) =
-            (req.cluster_id, req.role, req.remote_accessible);
-        let (comm_name, device) = (req.comm_name.as_str(), req.device.as_ref());
+        let (cluster_id, role, remote_accessible) = (
+            req.join.cluster_id,
+            req.join.role,
+            req.join.remote_accessible,
+        );
+        let (comm_name, device) = (req.join.comm_name.as_str(), req.join.device.as_ref());
         if self.is_closing() {
             bail!(LinkFailed, "server is finalizing");
         }
@@ -378,9 +382,8 @@ impl Session {
             }
             return Err(e);
         }
-        let ack = self.join_ack(req, &link, our_device);
-        let sent = conn
-            .send(&ack, Some(deadline))
+        let sent = self
+            .send_join_ack(conn, req, &link, our_device, deadline)
             .and_then(|_| self.receive_pools(conn, &link, deadline))
             .and_then(|_| liveness::watch(self.reactor()?.arc(), &link));
         if let Err(e) = sent {
