@@ -444,11 +444,10 @@ impl Drop for TcpExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::link::LinkParts;
     use crate::transport::tcp::{Conn, ConnOpts};
     use crate::transport::wire::{decode_header, decode_payload, encode_to_vec, HEADER_LEN};
     use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     const OPTS: ConnOpts = ConnOpts {
@@ -461,19 +460,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (theirs, _) = l.accept().unwrap();
-        let link = Arc::new(Link::new(LinkParts {
-            remote_cluster_id: 2,
-            remote_role: 0,
-            token: 1,
-            we_dialed: false,
-            remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            local_path: None,
-            peer_pools: Vec::new(),
-            generation: 0,
-            local_cluster_id: 1,
-            comm_id: 0,
-            conn: OPTS,
-        }));
+        let link = crate::transfer::link::test_link(false, OPTS);
         link.expect_request_conn();
         link.add_request_conn(Conn::new(ours, OPTS).unwrap());
         (link, theirs)

@@ -886,6 +886,25 @@ impl crate::transport::poller::Tick for Link {
     }
 }
 
+/// A TCP link to cluster 2 from cluster 1 with no connection yet, for unit
+/// tests; `we_dialed`: this side is its client.
+#[cfg(test)]
+pub(crate) fn test_link(we_dialed: bool, conn: ConnOpts) -> Arc<Link> {
+    Arc::new(Link::new(LinkParts {
+        remote_cluster_id: 2,
+        remote_role: 0,
+        token: 1,
+        we_dialed,
+        remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        local_path: None,
+        peer_pools: Vec::new(),
+        generation: 0,
+        local_cluster_id: 1,
+        comm_id: 0,
+        conn,
+    }))
+}
+
 /// One open reverse connection of a client ([`Link::reverse_slot`]).
 pub struct ReverseSlot(Arc<AtomicUsize>);
 

@@ -1,13 +1,12 @@
 //! The serve handler against a fake [`ServeHost`]: the engine answers a
 //! peer's requests with what the host says, without an instance.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
 use crate::bail;
-use crate::transfer::link::LinkParts;
 use crate::transport::tcp::ConnOpts;
 
 /// Answers from fixed values and records what it was asked.
@@ -83,19 +82,7 @@ fn pair() -> (Conn, Conn) {
 
 /// A link to cluster 2; `we_dialed`: this side is its client.
 fn link(we_dialed: bool) -> Arc<Link> {
-    Arc::new(Link::new(LinkParts {
-        remote_cluster_id: 2,
-        remote_role: 0,
-        token: 1,
-        we_dialed,
-        remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-        local_path: None,
-        peer_pools: Vec::new(),
-        generation: 0,
-        local_cluster_id: 1,
-        comm_id: 0,
-        conn: OPTS,
-    }))
+    crate::transfer::link::test_link(we_dialed, OPTS)
 }
 
 /// Handles `msg` on the served end; whether the connection goes on, and the
