@@ -115,10 +115,7 @@ impl Engine {
         notice: Option<&Notice>,
     ) -> Result<()> {
         // One operation of the link's statistics (`crate::stats`).
-        let (dir, sdir) = match p.op {
-            Op::Read => (Dir::Read, Direction::Pull),
-            Op::Write => (Dir::Write, Direction::Push),
-        };
+        let (dir, sdir) = dirs(p.op);
         let mut stat = p.link.stats.start(sdir);
         stat.set_bytes(p.plan.iter().map(|s| s.len).sum());
         let r = (|| {
@@ -208,10 +205,7 @@ impl Engine {
         let bytes: u64 = plan.iter().map(|s| s.len).sum();
         if notice.is_none() && exec::TcpExchange::fits(&link, checked(&plan)) {
             let started = Instant::now();
-            let dir = match op {
-                Op::Read => Dir::Read,
-                Op::Write => Dir::Write,
-            };
+            let (dir, _) = dirs(op);
             let begun = link.begin().and_then(|g| {
                 Ok(exec::TcpExchange::begin(&link, checked(&plan), dir)?.map(|x| (g, x)))
             });
@@ -391,6 +385,14 @@ fn send_notice(link: &Arc<Link>, n: &Notice, deadline: Instant) -> Result<()> {
     rpc::notify(link, &n.name, &n.msg, deadline)
 }
 
+/// The executor's direction and the statistics' direction of `op`.
+fn dirs(op: Op) -> (Dir, Direction) {
+    match op {
+        Op::Read => (Dir::Read, Direction::Pull),
+        Op::Write => (Dir::Write, Direction::Push),
+    }
+}
+
 /// A timeout of the transfer with `name`, said as such.
 fn timed_out(name: &EngineName, e: crate::Error) -> crate::Error {
     match e.status {
@@ -490,11 +492,7 @@ impl ExchangeJob {
     /// Records the outcome in the link's statistics and the request.
     fn end(&self, r: Result<()>) {
         let r = r.map_err(|e| timed_out(&self.name, e));
-        let dir = match self.op {
-            Op::Read => Direction::Pull,
-            Op::Write => Direction::Push,
-        };
-        let mut stat = self.link.stats.start_at(dir, self.started);
+        let mut stat = self.link.stats.start_at(dirs(self.op).1, self.started);
         stat.set_bytes(self.bytes);
         stat.finish(self.link.path(), &r);
         self.req.finish(r);
