@@ -14,7 +14,7 @@ use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
 use crate::datadist::link_table::LinkTable;
-use crate::datadist::listener::Listeners;
+use crate::transfer::listener::Listeners;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::datadist::runtime::Runtime;

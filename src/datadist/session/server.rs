@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Session;
-use crate::datadist::admission::{self, PendingSlot};
+use crate::transfer::admission::{self, PendingSlot};
 use crate::datadist::handshake::JoinRequest;
-use crate::datadist::listener::{log_dropped, log_refusal, Admit, Listener};
+use crate::transfer::listener::{log_dropped, log_refusal, Admit, Listener};
 use crate::datadist::liveness;
 use crate::status::{Result, Status};
 use crate::transfer::acl_link::{self, LinkIds};
