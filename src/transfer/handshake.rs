@@ -12,7 +12,8 @@ use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
 use crate::transport::identity::Tag;
 use crate::transport::tcp::{check_reply, Conn};
-use crate::transport::wire::{self, DeviceEndpoint, Identity, Msg, PoolInfo, TAG_LEN};
+use crate::transport::wire::{self, Identity, Msg, PoolInfo, TAG_LEN};
+pub use crate::transport::wire::{Join, JoinAck};
 use crate::{bail, err};
 
 /// The server's answer to `Hello`, once its status said yes.
@@ -20,28 +21,6 @@ pub struct HelloAck {
     pub nonce: Tag,
     pub host_tag: Tag,
     pub auth_mac: Option<Tag>,
-}
-
-/// A client's `Join`: who it is, what it asks for, and its proofs.
-pub struct Join {
-    pub auth_mac: Option<Tag>,
-    pub cluster_id: u64,
-    pub server_cluster_id: u64,
-    pub role: u32,
-    pub remote_accessible: bool,
-    pub comm_name: String,
-    pub device: Option<DeviceEndpoint>,
-    pub identity: Identity,
-}
-
-/// The server's acceptance of a `Join` (a `JoinAck` with status 0).
-pub struct JoinAck {
-    pub cluster_id: u64,
-    pub role: u32,
-    pub link_token: u64,
-    pub device: Option<DeviceEndpoint>,
-    pub identity: Identity,
-    pub pools: Vec<PoolInfo>,
 }
 
 /// The first frame of an accepted connection.
@@ -111,37 +90,16 @@ pub fn join(
     deadline: Instant,
     io: &dyn Fn(Error) -> Error,
 ) -> Result<JoinAck> {
-    let msg = Msg::Join {
-        auth_mac: j.auth_mac,
-        cluster_id: j.cluster_id,
-        server_cluster_id: j.server_cluster_id,
-        role: j.role,
-        remote_accessible: j.remote_accessible,
-        comm_name: j.comm_name,
-        device: j.device,
-        identity: j.identity,
-    };
+    let msg = Msg::Join(j);
     c.send(&msg, Some(deadline)).map_err(io)?;
     match recv(c, deadline, addr).map_err(io)? {
         Msg::JoinAck {
             status,
             message,
-            cluster_id,
-            role,
-            link_token,
-            device,
-            identity,
-            pools,
+            ack,
         } => {
             check_reply(status, &message, "link handshake")?;
-            Ok(JoinAck {
-                cluster_id,
-                role,
-                link_token,
-                device,
-                identity,
-                pools,
-            })
+            Ok(ack)
         }
         m => bail!(
             LinkFailed,
@@ -208,25 +166,7 @@ pub fn refuse_hello(c: &mut Conn, status: Status, message: &str, deadline: Insta
 pub fn recv_join(c: &mut Conn, deadline: Instant) -> Result<Join> {
     let peer = c.peer();
     match recv(c, deadline, peer)? {
-        Msg::Join {
-            auth_mac,
-            cluster_id,
-            server_cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
-        } => Ok(Join {
-            auth_mac,
-            cluster_id,
-            server_cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
-        }),
+        Msg::Join(j) => Ok(j),
         Msg::Reply { status, message } => {
             warn_refusal(format_args!(
                 "link from {peer} abandoned by the client: {message}"
@@ -247,12 +187,7 @@ pub fn send_join_ack(c: &mut Conn, ack: JoinAck, deadline: Instant) -> Result<()
         &Msg::JoinAck {
             status: 0,
             message: String::new(),
-            cluster_id: ack.cluster_id,
-            role: ack.role,
-            link_token: ack.link_token,
-            device: ack.device,
-            identity: ack.identity,
-            pools: ack.pools,
+            ack,
         },
         Some(deadline),
     )
@@ -265,16 +200,18 @@ pub fn refuse_join(c: &mut Conn, e: &Error, deadline: Option<Instant>) {
         &Msg::JoinAck {
             status: e.status.code(),
             message: e.message.clone(),
-            cluster_id: 0,
-            role: 0,
-            link_token: 0,
-            device: None,
-            identity: Identity {
-                host_tag: [0; TAG_LEN],
-                proof: [0; TAG_LEN],
-                claim: None,
+            ack: JoinAck {
+                cluster_id: 0,
+                role: 0,
+                link_token: 0,
+                device: None,
+                identity: Identity {
+                    host_tag: [0; TAG_LEN],
+                    proof: [0; TAG_LEN],
+                    claim: None,
+                },
+                pools: Vec::new(),
             },
-            pools: Vec::new(),
         },
         deadline,
     );

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
-use crate::transfer::admission::{self, Admission, SpareFd};
 use crate::status::{Result, Status};
+use crate::transfer::admission::{self, Admission, SpareFd};
 use crate::transport::tcp::{eventfd, notify, poll_fd};
 use crate::{bail, err};
 

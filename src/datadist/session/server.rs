@@ -7,14 +7,14 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Session;
-use crate::transfer::admission::{self, PendingSlot};
 use crate::datadist::handshake::JoinRequest;
-use crate::transfer::listener::{log_dropped, log_refusal, Admit, Listener};
 use crate::datadist::liveness;
 use crate::status::{Result, Status};
 use crate::transfer::acl_link::{self, LinkIds};
+use crate::transfer::admission::{self, PendingSlot};
 use crate::transfer::handshake::{self as frames, First};
 use crate::transfer::link::{Link, LinkParts};
+use crate::transfer::listener::{log_dropped, log_refusal, Admit, Listener};
 use crate::transfer::serve::serve;
 use crate::transport::local;
 use crate::transport::tcp::Conn;
