@@ -163,6 +163,11 @@ impl Session {
         self.comm_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The instance's listeners (`transfer::listener`).
+    pub(crate) fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
     /// The endpoint this instance listens on, if it is a server.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listeners.addr()

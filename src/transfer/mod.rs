@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod hccl_path;
 pub mod link;
 pub(crate) mod listener;
+pub mod liveness;
 pub mod pool;
 pub mod rpc;
 pub mod serve;
