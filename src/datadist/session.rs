@@ -2,8 +2,11 @@
 //! composition of its owners (configuration, registry, pools, link table,
 //! comms, listeners, link_clusters attempts, tasks, inbox, and the runtime of
 //! threads and control-plane use), their shared calls, and finalize, which
-//! tears all of it down and joins every thread. The dialling side of link
-//! setup is in `session/client.rs`, the serving side in `session/server.rs`.
+//! tears all of it down and joins every thread. The instance's part of link
+//! setup is in `session/client.rs` (the checks before a dial, unlink) and
+//! `session/server.rs` (listeners, stale links); the handshake's steps are
+//! the engine's (`transfer::handshake`), asking the instance through
+//! `LinkHost` (`datadist/link_host.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
