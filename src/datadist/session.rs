@@ -6,14 +6,14 @@
 //! setup is in `session/client.rs`, the serving side in `session/server.rs`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::cache_ops::CacheOps;
-use crate::datadist::comm::Comms;
+use crate::datadist::comm::{Comm, CommOps, Comms};
 use crate::datadist::link_table::LinkTable;
 use crate::datadist::listener::Listeners;
 use crate::datadist::notify::Inbox;
@@ -31,6 +31,7 @@ use crate::transfer::task::TaskSet;
 use crate::transport::poller;
 
 mod client;
+mod comm_host;
 mod server;
 
 /// Server-side concurrent link setups (seed 004).
@@ -124,6 +125,35 @@ impl Session {
         }
     }
 
+    /// The rank-table comm flows over this session's owners.
+    pub(crate) fn comm_ops(&self) -> CommOps<'_> {
+        CommOps {
+            cluster_id: self.cluster_id,
+            config: &self.config,
+            comms: &self.comms,
+            comm_ids: &self.comm_ids,
+            links: &self.links,
+            attempts: &self.attempts,
+            backend: &self.backend,
+            host: self,
+        }
+    }
+
+    /// Number of comms (any status).
+    pub fn comm_count(&self) -> usize {
+        self.comms().len()
+    }
+
+    /// Comm setups running and queued (for tests and logs).
+    pub fn comm_setups(&self) -> (usize, usize) {
+        self.comms().setups()
+    }
+
+    /// The comm that reserves `cluster_id`, if any.
+    pub fn comm_of(&self, cluster_id: u64) -> Option<Arc<Comm>> {
+        self.comms().of_cluster(cluster_id).cloned()
+    }
+
     /// The links transfers may use, with the reasons of refusals.
     pub(crate) fn peers(&self) -> Peers<'_> {
         Peers {
@@ -186,11 +216,6 @@ impl Session {
     /// The comm table (see the lock order on the field).
     pub(crate) fn comms(&self) -> std::sync::MutexGuard<'_, Comms> {
         self.comms.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new comm id (1, 2, … per instance).
-    pub(crate) fn next_comm_id(&self) -> u64 {
-        self.comm_ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The endpoint this instance listens on, if it is a server.
@@ -265,7 +290,7 @@ impl Session {
         // No new layer or callback from here on; in-flight layers finish (or
         // fail once their link is torn down below).
         self.tasks.cancel_all();
-        self.comm_unlink_all(self.config.sync_kv_timeout);
+        self.comm_ops().unlink_all(self.config.sync_kv_timeout);
         self.listeners.stop_all();
         let links: Vec<Arc<Link>> = self.links.drain();
         for l in links {
