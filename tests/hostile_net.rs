@@ -120,13 +120,14 @@ fn register_patterned(ps: &Session, model: u64, blocks: u64, block: u64) -> Vec<
         })
         .collect();
     let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(
-        &desc(2, blocks, block),
-        &addrs,
-        Some(blocks_key(model)),
-        None,
-    )
-    .unwrap();
+    ps.caches()
+        .register_blocks_cache(
+            &desc(2, blocks, block),
+            &addrs,
+            Some(blocks_key(model)),
+            None,
+        )
+        .unwrap();
     mem
 }
 
@@ -160,6 +161,7 @@ impl Puller {
             let mut dst: Vec<Vec<u8>> = (0..2).map(|_| vec![0u8; 4 * 4096]).collect();
             let addrs: Vec<u64> = dst.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
             let rec = ds
+                .caches()
                 .register_blocks_cache(&desc(2, 4, SMALL_BLOCK), &addrs, None, None)
                 .unwrap();
             let (mut ok, mut failures) = (0u64, Vec::new());
@@ -169,7 +171,7 @@ impl Puller {
                 for v in dst.iter_mut() {
                     v.fill(0);
                 }
-                match ds.pull_blocks(
+                match ds.caches().pull_blocks(
                     &blocks_key(0),
                     rec.id,
                     &src,
@@ -792,12 +794,14 @@ fn a_transfer_timeout_drops_one_connection_not_the_link() {
         .collect();
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let rec = vs
+        .caches()
         .register_blocks_cache(&desc(2, BIG_BLOCKS, BIG_BLOCK), &addrs, None, None)
         .unwrap();
     let all: Vec<u64> = (0..BIG_BLOCKS).collect();
     relay.stall(true);
     let t0 = Instant::now();
     let e = vs
+        .caches()
         .pull_blocks(&blocks_key(1), rec.id, &all, &all, &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::Timeout, "{}", e.message);
@@ -813,7 +817,8 @@ fn a_transfer_timeout_drops_one_connection_not_the_link() {
     for m in dst.iter_mut() {
         m[..BIG_BLOCK as usize].fill(0);
     }
-    vs.pull_blocks(&blocks_key(1), rec.id, &[5], &[0], &LayerSel::default())
+    vs.caches()
+        .pull_blocks(&blocks_key(1), rec.id, &[5], &[0], &LayerSel::default())
         .expect("a pull after the timeout, on the same link");
     assert!((0..BIG_BLOCK as usize).all(|i| dst[0][i] == pattern(1, 0, 5 * BIG_BLOCK as usize + i)));
     puller.finish();
@@ -843,10 +848,12 @@ fn a_link_the_server_drops_is_known_to_the_client() {
     let mut dst = [vec![0u8; 4096], vec![0u8; 4096]];
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let rec =
-        f.ds.register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
+        f.ds.caches()
+            .register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
             .unwrap();
     let pull = || {
-        f.ds.pull_blocks(&blocks_key(0), rec.id, &[3], &[0], &LayerSel::default())
+        f.ds.caches()
+            .pull_blocks(&blocks_key(0), rec.id, &[3], &[0], &LayerSel::default())
     };
     let e = pull().unwrap_err();
     assert_eq!(e.status, Status::LinkFailed, "{}", e.message);
@@ -912,9 +919,13 @@ fn a_dead_peer_on_an_idle_link_is_found_on_both_ends() {
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let s2 = d2.session().unwrap();
     let rec = s2
+        .caches()
         .register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
         .unwrap();
-    let pull = || s2.pull_blocks(&blocks_key(0), rec.id, &[9], &[0], &LayerSel::default());
+    let pull = || {
+        s2.caches()
+            .pull_blocks(&blocks_key(0), rec.id, &[9], &[0], &LayerSel::default())
+    };
     pull().unwrap();
     let client_link = s2.link(P_ID).unwrap();
     set_loopback(false);

@@ -71,9 +71,8 @@ impl Session {
 
     /// Our memfd pools, as announced to a peer proven to be on this host.
     fn pool_infos(&self) -> Vec<PoolInfo> {
-        [&self.device_pool, &self.host_pool]
-            .into_iter()
-            .flatten()
+        self.pools
+            .all()
             .filter_map(|p| {
                 p.fd().map(|fd| PoolInfo {
                     fd: fd as u32,

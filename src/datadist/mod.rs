@@ -17,6 +17,8 @@ pub(crate) mod listener;
 pub mod liveness;
 pub mod notify;
 pub mod options;
+pub mod peers;
+pub mod pools;
 pub mod rank_table;
 pub(crate) mod runtime;
 pub mod serve_host;

@@ -195,7 +195,7 @@ impl Session {
             return Err(e);
         }
         let installed = match comm {
-            Some(c) => self.comm_adopt(c, &link, true),
+            Some(c) => self.comm_ops().comm_adopt(c, &link, true),
             None => self.insert_plain_link(link.clone(), false),
         }
         // Its peer process (same host) and its control connection: the link

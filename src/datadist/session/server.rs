@@ -318,7 +318,7 @@ impl Session {
             self.replace_stale_link(cluster_id)?;
             None
         } else {
-            Some(self.pending_comm(comm_name, cluster_id)?)
+            Some(self.comm_ops().pending_comm(comm_name, cluster_id)?)
         };
         if self.link_count() >= self.config.max_links as usize {
             bail!(
@@ -371,7 +371,7 @@ impl Session {
             }
         }
         let installed = match &comm {
-            Some(c) => self.comm_adopt(c, &link, false),
+            Some(c) => self.comm_ops().comm_adopt(c, &link, false),
             // A server replaces what it accepted from that cluster (stale links).
             None => self.insert_plain_link(link.clone(), true),
         };
@@ -411,7 +411,7 @@ impl Session {
         if link.comm_id != 0 {
             // The dialer's side is complete once its Pools arrived (and, on
             // the acl backend, both ends prepared HCCL above).
-            self.comm_peer_ready(&link);
+            self.comm_ops().comm_peer_ready(&link);
         }
         log_info!(
             "cluster {} accepted link from cluster {cluster_id}",
