@@ -1086,3 +1086,48 @@ fn open_conns_from_a_client_is_refused() {
     );
     puller.finish();
 }
+
+/// A server that keeps asking its client for reverse connections (`OpenConns`
+/// with huge counts, back to back) gets at most the client's
+/// `llmdd.DataConnections` of them: later asks are refused with a status and
+/// the reason, the client's connections stay bounded, and the real decoder's
+/// pulls keep arriving byte-exact.
+#[test]
+fn a_server_asking_for_ever_more_connections_gets_the_clients_cap() {
+    let f = Fixture::new(&[]);
+    let puller = Puller::start(f.ds.clone());
+    let cap = f.ds.config().data_connections as usize;
+    let server_side = f.ps.link(D_ID).expect("the prompt has the decoder's link");
+    let client_side = f.ds.link(P_ID).expect("the decoder has its link");
+    let mut refused = 0;
+    for i in 0..50 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let count = if i % 2 == 0 { u32::MAX } else { 1000 };
+        match server_side.control_request(&Msg::OpenConns { count }, deadline) {
+            Ok(Msg::Reply { status: 0, .. }) => {}
+            Ok(Msg::Reply { status, message }) => {
+                assert_eq!(status, Status::LinkFailed.code(), "{message}");
+                assert!(
+                    message.contains(&format!("at most {cap} reverse connections")),
+                    "{message}"
+                );
+                refused += 1;
+            }
+            r => panic!("OpenConns {count}: {r:?}"),
+        }
+        // Control, the puller's request connections (one per small pull),
+        // and at most `cap` reverse connections.
+        let n = client_side.conn_count();
+        assert!(
+            n <= 1 + 2 * cap,
+            "the client holds {n} connections after {} asks (cap {cap})",
+            i + 1
+        );
+    }
+    assert!(
+        refused >= 40,
+        "only {refused} of 50 asks were refused once the cap was reached"
+    );
+    assert!(!client_side.is_dead() && !client_side.is_closed());
+    puller.finish();
+}
