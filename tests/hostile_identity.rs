@@ -132,6 +132,7 @@ impl Decoder {
         let cache = inst
             .session()
             .unwrap()
+            .caches()
             .register_blocks_cache(&desc(NBLK), &[dst.addr()], None, None)
             .unwrap()
             .id;
@@ -147,7 +148,7 @@ impl Decoder {
 
     fn pull(&self, peer: u64) -> llmdd::Result<()> {
         let b = all_blocks();
-        self.inst.session().unwrap().pull_blocks(
+        self.inst.session().unwrap().caches().pull_blocks(
             &bkey(peer),
             self.cache,
             &b,
@@ -158,7 +159,7 @@ impl Decoder {
 
     fn push(&self, peer: u64) -> llmdd::Result<()> {
         let b = all_blocks();
-        self.inst.session().unwrap().push_blocks(
+        self.inst.session().unwrap().caches().push_blocks(
             &bkey(peer),
             self.cache,
             &b,
@@ -199,6 +200,7 @@ impl Prompt {
         src.fill(fill);
         inst.session()
             .unwrap()
+            .caches()
             .register_blocks_cache(&desc(NBLK), &[src.addr()], Some(bkey(cluster_id)), None)
             .unwrap();
         Prompt {
@@ -326,6 +328,7 @@ fn run_prompt_role() {
     let len = (NBLK * BLK) as usize;
     let (_keep, addr) = if pool.is_some() {
         let c = s
+            .caches()
             .allocate_blocks_cache(&desc(NBLK), Some(bkey(cluster_id)))
             .unwrap();
         unsafe { std::ptr::write_bytes(c.addrs[0] as *mut u8, fill, len) };
@@ -334,7 +337,8 @@ fn run_prompt_role() {
         let at = std::env::var("ADDR").ok().map(|_| env_u64("ADDR"));
         let b = Buf::new(len, at).expect("mapping the prompt's cache at ADDR");
         b.fill(fill);
-        s.register_blocks_cache(&desc(NBLK), &[b.addr()], Some(bkey(cluster_id)), None)
+        s.caches()
+            .register_blocks_cache(&desc(NBLK), &[b.addr()], Some(bkey(cluster_id)), None)
             .unwrap();
         let a = b.addr();
         (Some(b), a)
@@ -1093,9 +1097,11 @@ fn access_control_per_cache() {
     a.fill(0xa1);
     b.fill(0xb2);
     let ca = ps
+        .caches()
         .register_blocks_cache(&desc(NBLK), &[a.addr()], Some(bkey(61)), None)
         .unwrap();
     let cb = ps
+        .caches()
         .register_blocks_cache(
             &desc(NBLK),
             &[b.addr()],
@@ -1117,6 +1123,7 @@ fn access_control_per_cache() {
         .inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(
             &CacheKey::Blocks {
                 cluster_id: 61,
@@ -1139,6 +1146,7 @@ fn access_control_per_cache() {
         .inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(&by_id, d.cache, &blocks, &blocks, &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::KvCacheNotExist, "{e}");
@@ -1178,6 +1186,7 @@ fn access_control_per_cache() {
     let late = Buf::new((NBLK * BLK) as usize, None).unwrap();
     late.fill(0xd4);
     let cl = qs
+        .caches()
         .register_blocks_cache(
             &desc(NBLK),
             &[late.addr()],
@@ -1224,6 +1233,7 @@ fn access_control_per_cache() {
     d2.inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(&k, d2.cache, &blocks, &blocks, &LayerSel::default())
         .unwrap();
     assert!(d2.dst.all(0xd4));
@@ -1243,7 +1253,7 @@ fn nothing_identifying_before_proof() {
     )];
     let p = Prompt::new(71, 0x71, &pool);
     let ps = p.inst.session().unwrap();
-    let pool_base = ps.device_pool.as_ref().unwrap().base();
+    let pool_base = ps.device_pool().unwrap().base();
     let pid = std::process::id();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let leaks = |seen: &[u8]| {

@@ -505,6 +505,7 @@ impl Comms {
 }
 
 mod setup;
+pub use setup::{CommHost, CommOps};
 
 #[cfg(test)]
 mod tests;

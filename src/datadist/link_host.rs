@@ -48,9 +48,8 @@ impl LinkHost for Session {
     }
 
     fn pool_infos(&self) -> Vec<PoolInfo> {
-        [&self.device_pool, &self.host_pool]
-            .into_iter()
-            .flatten()
+        self.pools
+            .all()
             .filter_map(|p| {
                 p.fd().map(|fd| PoolInfo {
                     fd: fd as u32,
@@ -110,7 +109,7 @@ impl LinkHost for Session {
             self.replace_stale_link(cluster_id)?;
             None
         } else {
-            Some(self.pending_comm(comm_name, cluster_id)?)
+            Some(self.comm_ops().pending_comm(comm_name, cluster_id)?)
         };
         if self.link_count() >= self.config.max_links as usize {
             bail!(
@@ -125,12 +124,12 @@ impl LinkHost for Session {
     fn install(&self, link: &Arc<Link>, comm: Option<&Comm>) -> Result<()> {
         let dialed = link.we_dialed;
         match comm {
-            Some(c) => self.comm_adopt(c, link, dialed),
+            Some(c) => self.comm_ops().comm_adopt(c, link, dialed),
             None => self.insert_plain_link(link.clone(), !dialed),
         }
     }
 
     fn comm_peer_ready(&self, link: &Arc<Link>) {
-        Session::comm_peer_ready(self, link)
+        self.comm_ops().comm_peer_ready(link)
     }
 }

@@ -14,6 +14,8 @@ pub mod link_state;
 pub(crate) mod link_table;
 pub mod notify;
 pub mod options;
+pub mod peers;
+pub mod pools;
 pub mod rank_table;
 pub(crate) mod runtime;
 pub mod serve_host;

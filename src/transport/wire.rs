@@ -287,7 +287,7 @@ impl Msg {
             Msg::Read { .. } => 11,
             Msg::ReadData { .. } => 12,
             Msg::Write { .. } => 13,
-            Msg::Join { .. } => 14,
+            Msg::Join(_) => 14,
             Msg::JoinAck { .. } => 15,
             Msg::Pools { .. } => 16,
             Msg::Notify { .. } => 17,
