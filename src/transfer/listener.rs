@@ -3,8 +3,9 @@
 //! shared by reference count), the accepted connections not yet joined to a
 //! link, the admission caps and the setup slots. A [`Listener`] is one
 //! socket, its accept thread ("llmdd-accept") and the wake-up that stops it.
-//! Accepted connections go to the instance ([`Admit`]), which applies the
-//! admission caps and runs the handshake; when the process is out of
+//! Accepted connections go to the instance ([`Admit`]), which hands them to
+//! the handshake's serving side (`transfer::handshake::accept`: admission
+//! caps, first frame, handshake or attach); when the process is out of
 //! descriptors the accept loop answers a waiting connection with a refusal
 //! itself (through a spare descriptor), so the client fails at once instead
 //! of after its link timeout.
