@@ -22,7 +22,9 @@ use llmdd::datadist::Instance;
 use llmdd::transport::auth::LinkKey;
 use llmdd::transport::identity::{self, random_tag, Side, Transcript};
 use llmdd::transport::local::LocalPath;
-use llmdd::transport::wire::{self, CacheEntry, Identity, Msg, PoolInfo, HEADER_LEN, TAG_LEN};
+use llmdd::transport::wire::{
+    self, CacheEntry, Identity, Join, JoinAck, Msg, PoolInfo, HEADER_LEN, TAG_LEN,
+};
 use llmdd::Status;
 
 const ROLE: &str = "LLMDD_HOSTILE_ROLE";
@@ -465,7 +467,7 @@ fn raw_handshake(
             identity::ours(Side::Client, &t, disclose)
         }
     };
-    c.send(&Msg::Join {
+    c.send(&Msg::Join(Join {
         auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
         cluster_id,
         server_cluster_id: server,
@@ -474,7 +476,7 @@ fn raw_handshake(
         comm_name: String::new(),
         device: None,
         identity: id,
-    });
+    }));
     let ack = c.recv();
     if matches!(ack, Msg::JoinAck { status: 0, .. }) {
         c.send(&Msg::Pools { pools });
@@ -591,9 +593,9 @@ fn fake_conn(mut c: Raw, mode: Fake, target: u64) {
                 host_tag,
                 auth_mac: None,
             });
-            let Some(Msg::Join {
+            let Some(Msg::Join(Join {
                 identity: theirs, ..
-            }) = c.recv_opt()
+            })) = c.recv_opt()
             else {
                 return;
             };
@@ -612,12 +614,14 @@ fn fake_conn(mut c: Raw, mode: Fake, target: u64) {
             c.send(&Msg::JoinAck {
                 status: 0,
                 message: String::new(),
-                cluster_id: 77,
-                role: 1,
-                link_token: 99,
-                device: None,
-                identity,
-                pools: vec![],
+                ack: JoinAck {
+                    cluster_id: 77,
+                    role: 1,
+                    link_token: 99,
+                    device: None,
+                    identity,
+                    pools: vec![],
+                },
             });
             if !matches!(c.recv_opt(), Some(Msg::Pools { .. })) {
                 return;
@@ -1055,7 +1059,9 @@ fn run_pool_liar() {
         pools,
     );
     let Msg::JoinAck {
-        status, identity, ..
+        status,
+        ack: JoinAck { identity, .. },
+        ..
     } = &l.ack
     else {
         panic!("{:?}", l.ack)
@@ -1271,8 +1277,9 @@ fn nothing_identifying_before_proof() {
     );
     let Msg::JoinAck {
         status,
-        identity,
-        pools,
+        ack: JoinAck {
+            identity, pools, ..
+        },
         ..
     } = &l.ack
     else {
@@ -1315,9 +1322,13 @@ fn nothing_identifying_before_proof() {
     match &l.ack {
         Msg::JoinAck {
             status,
-            cluster_id,
-            identity,
-            pools,
+            ack:
+                JoinAck {
+                    cluster_id,
+                    identity,
+                    pools,
+                    ..
+                },
             ..
         } => {
             assert_eq!(*status, Status::LinkFailed.code());

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
-use llmdd::transport::wire::{self, Identity, Msg, HEADER_LEN, TAG_LEN};
+use llmdd::transport::wire::{self, Identity, Join, JoinAck, Msg, HEADER_LEN, TAG_LEN};
 use llmdd::Status;
 
 const P_ID: u64 = 100;
@@ -293,7 +293,7 @@ fn raw_hello(s: &mut TcpStream, id: u64) -> (u32, String, u64) {
     };
     send(
         s,
-        &Msg::Join {
+        &Msg::Join(Join {
             auth_mac: None,
             cluster_id: id,
             server_cluster_id: P_ID,
@@ -302,14 +302,13 @@ fn raw_hello(s: &mut TcpStream, id: u64) -> (u32, String, u64) {
             comm_name: String::new(),
             device: None,
             identity: proves_nothing,
-        },
+        }),
     );
     match recv(s) {
         Some(Msg::JoinAck {
             status,
             message,
-            link_token,
-            ..
+            ack: JoinAck { link_token, .. },
         }) => {
             if status == 0 {
                 send(s, &Msg::Pools { pools: vec![] });

@@ -4,17 +4,14 @@
 
 pub mod access;
 pub mod acl_rules;
-pub mod admission;
 pub mod async_transfer;
 pub(crate) mod attempts;
 pub mod cache_ops;
 pub mod comm;
-pub mod handshake;
 pub mod instance;
+pub mod link_host;
 pub mod link_state;
 pub(crate) mod link_table;
-pub(crate) mod listener;
-pub mod liveness;
 pub mod notify;
 pub mod options;
 pub mod peers;

@@ -2,8 +2,11 @@
 //! composition of its owners (configuration, registry, pools, link table,
 //! comms, listeners, link_clusters attempts, tasks, inbox, and the runtime of
 //! threads and control-plane use), their shared calls, and finalize, which
-//! tears all of it down and joins every thread. The dialling side of link
-//! setup is in `session/client.rs`, the serving side in `session/server.rs`.
+//! tears all of it down and joins every thread. The instance's part of link
+//! setup is in `session/client.rs` (the checks before a dial, unlink) and
+//! `session/server.rs` (listeners, stale links); the handshake's steps are
+//! the engine's (`transfer::handshake`), asking the instance through
+//! `LinkHost` (`datadist/link_host.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -15,7 +18,6 @@ use crate::datadist::attempts::Attempts;
 use crate::datadist::cache_ops::CacheOps;
 use crate::datadist::comm::{Comm, CommOps, Comms};
 use crate::datadist::link_table::LinkTable;
-use crate::datadist::listener::Listeners;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::datadist::peers::Peers;
@@ -26,6 +28,7 @@ use crate::device::pool::Pool;
 use crate::device::{Backend, Capabilities};
 use crate::status::Result;
 use crate::transfer::link::Link;
+use crate::transfer::listener::Listeners;
 use crate::transfer::serve::ServedCount;
 use crate::transfer::task::TaskSet;
 use crate::transport::poller;
@@ -216,6 +219,11 @@ impl Session {
     /// The comm table (see the lock order on the field).
     pub(crate) fn comms(&self) -> std::sync::MutexGuard<'_, Comms> {
         self.comms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instance's listeners (`transfer::listener`).
+    pub(crate) fn listeners(&self) -> &Listeners {
+        &self.listeners
     }
 
     /// The endpoint this instance listens on, if it is a server.
