@@ -116,7 +116,7 @@ impl Session {
     /// Registers the new cache's memory with the backend (HCCL on acl),
     /// undoing the registration in the registry if that fails.
     fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
-        if let Err(e) = rec.register_on(&self.backend) {
+        if let Err(e) = rec.register_on(self.device()) {
             let _ = self.registry.unregister(rec.id);
             return Err(e);
         }
@@ -154,7 +154,7 @@ impl Session {
             );
         }
         self.registry.unregister(id)?;
-        self.backend.unregister_cache(id);
+        self.backend.unregister_memory(id);
         Ok(())
     }
 
@@ -329,7 +329,7 @@ impl Session {
         local_view: &CacheView,
         remote: &Remote,
     ) -> Result<()> {
-        let Some(h) = link.hccl() else {
+        let Some(rules) = link.data_path().and_then(|p| p.device_rules()) else {
             return Ok(());
         };
         acl_rules::check_bound(local, link)?;
@@ -339,7 +339,7 @@ impl Session {
             local_view,
             remote.placement,
             &remote.view,
-            h.topology().hccs,
+            rules.hccs,
         )
     }
 

@@ -27,12 +27,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::backend::{Communicator, Device};
 use crate::datadist::rank_table::RankTable;
-use crate::device::Backend;
 use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link;
 use crate::transfer::link::Link;
-use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err, log_info, log_warn};
 
@@ -241,7 +239,7 @@ pub(crate) struct CommState {
     /// attached the connection on which this side sends its requests.
     pub ready: HashSet<u64>,
     /// The comm's prepared HCCL communicator (acl backend).
-    pub hccl: Option<Arc<HcclComm>>,
+    pub hccl: Option<Arc<dyn Communicator>>,
 }
 
 /// One comm domain on this instance.
@@ -327,7 +325,7 @@ impl Comm {
     }
 
     /// The comm's prepared HCCL communicator, if any (acl backend).
-    pub fn hccl(&self) -> Option<Arc<HcclComm>> {
+    pub fn hccl(&self) -> Option<Arc<dyn Communicator>> {
         self.lock().hccl.clone()
     }
 
@@ -340,7 +338,7 @@ impl Comm {
     /// backend, the communicator is prepared: every link then gets its
     /// `HcclLink` on it); true if OK now. `backend`: the instance's (`None`
     /// builds no data paths).
-    fn try_complete(&self, backend: Option<&Backend>) -> bool {
+    fn try_complete(&self, backend: Option<&dyn Device>) -> bool {
         let mut st = self.lock();
         if st.status == MemStatus::Ok {
             return true;
@@ -353,20 +351,17 @@ impl Comm {
                 return false;
             };
             for (&cluster, l) in &st.links {
-                if l.hccl().is_some() {
+                if l.data_path().is_some() {
                     continue;
                 }
                 let peer = self.peer(cluster);
                 let rank = peer.map_or(0, |m| m.rank_id);
-                let topology = match (
-                    &self.spec.local_member().device,
+                let endpoints = (
+                    self.spec.local_member().device.as_ref(),
                     peer.and_then(|m| m.device.as_ref()),
-                ) {
-                    (Some(a), Some(b)) => acl_link::topology(a, b),
-                    _ => Default::default(),
-                };
-                if let Some(h) = acl_link::comm_link_path(backend, &comm, rank, cluster, topology) {
-                    l.set_hccl(h);
+                );
+                if let Some(p) = backend.comm_path(&comm, rank, cluster, endpoints) {
+                    l.set_path(p);
                 }
             }
         }
@@ -403,7 +398,7 @@ impl Comm {
 
     /// Takes the comm's HCCL communicator out (to destroy it once the links
     /// are torn down).
-    fn take_hccl(&self) -> Option<Arc<HcclComm>> {
+    fn take_hccl(&self) -> Option<Arc<dyn Communicator>> {
         self.lock().hccl.take()
     }
 

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::{host, DataPath};
 use crate::datadist::session::Session;
 use crate::device::pool::PeerMapping;
 use crate::log::rate::warn_refusal;
@@ -31,6 +32,7 @@ use crate::transfer::handshake::{self as frames, HelloAck, Join, JoinAck};
 use crate::transfer::link::Link;
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript, Verdict};
 use crate::transport::local::LocalPath;
+use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::Conn;
 use crate::transport::wire::{DeviceEndpoint, Identity, PoolInfo};
 use crate::{bail, err, log_debug, log_info};
@@ -46,8 +48,8 @@ pub(crate) struct Joined {
     pub remote_role: u32,
     pub token: u64,
     pub server_device: Option<DeviceEndpoint>,
-    pub local_path: Option<LocalPath>,
-    pub peer_pools: Vec<PeerMapping>,
+    /// The one-sided path the handshake found (same process or host).
+    pub path: Option<Box<dyn DataPath>>,
 }
 
 /// A client's link request, after the challenge (and link authentication).
@@ -116,8 +118,8 @@ impl Session {
     /// Maps the pools a verified same-host peer announced (each checked
     /// against its memfd and `llmdd.PeerPoolMaxBytes`); a pool that fails is
     /// reached with process_vm_readv/writev instead.
-    fn map_pools(&self, path: &Option<LocalPath>, pools: &[PoolInfo]) -> Vec<PeerMapping> {
-        let Some(LocalPath::SameHost(p)) = path else {
+    fn map_pools(&self, peer: Option<&PeerProcess>, pools: &[PoolInfo]) -> Vec<PeerMapping> {
+        let Some(p) = peer else {
             return Vec::new();
         };
         pools
@@ -202,18 +204,21 @@ impl Session {
         }
         let who = format!("cluster {remote_cluster_id} at {addr}");
         let local_path = self.judge(Side::Server, &t, &id, &who)?;
-        let peer_pools = self.map_pools(&local_path, &pools);
-        let ours = match local_path {
-            Some(LocalPath::SameHost(_)) => self.pool_infos(),
-            _ => Vec::new(),
+        let peer = match &local_path {
+            Some(LocalPath::SameHost(p)) => Some(p),
+            _ => None,
+        };
+        let peer_pools = self.map_pools(peer, &pools);
+        let ours = match peer {
+            Some(_) => self.pool_infos(),
+            None => Vec::new(),
         };
         frames::send_pools(c, ours, deadline).map_err(io)?;
         Ok(Joined {
             remote_role,
             token,
             server_device,
-            local_path,
-            peer_pools,
+            path: local_path.map(|v| host::local_path(v, peer_pools)),
         })
     }
 
@@ -320,9 +325,9 @@ impl Session {
     ) -> Result<()> {
         let disclose = self.one_sided()
             && identity::same_host_tag(Side::Client, &req.transcript, &req.join.identity.host_tag);
-        let pools = match link.local_path {
-            Some(LocalPath::SameHost(_)) => self.pool_infos(),
-            _ => Vec::new(),
+        let pools = match link.peer_process() {
+            Some(_) => self.pool_infos(),
+            None => Vec::new(),
         };
         let ack = JoinAck {
             cluster_id: self.cluster_id,
@@ -344,9 +349,9 @@ impl Session {
         deadline: Instant,
     ) -> Result<()> {
         let pools = frames::recv_pools(c, link.remote_cluster_id, deadline)?;
-        let maps = self.map_pools(&link.local_path, &pools);
-        if !maps.is_empty() {
-            link.set_pools(maps);
+        let maps = self.map_pools(link.peer_process(), &pools);
+        if let (false, Some(p)) = (maps.is_empty(), host::same_host(link.data_path())) {
+            p.set_pools(maps);
         }
         Ok(())
     }

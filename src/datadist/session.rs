@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::backend::{Capabilities, Device};
 use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::comm::Comms;
@@ -18,9 +19,7 @@ use crate::datadist::listener::Listeners;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
 use crate::datadist::runtime::Runtime;
-use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
-use crate::device::{Backend, Capabilities};
 use crate::err;
 use crate::status::{Error, Result};
 use crate::transfer::link::Link;
@@ -47,7 +46,7 @@ pub struct Session {
     /// The init options.
     pub config: Config,
     /// The backend chosen at init (`llmdd.Backend`).
-    pub(crate) backend: Backend,
+    pub(crate) backend: Arc<dyn Device>,
     /// Registered and allocated caches.
     pub(crate) registry: Registry,
     /// The device memory pool (`llm.MemPoolConfig`), if configured.
@@ -81,7 +80,7 @@ impl Session {
         role: Arc<AtomicU32>,
         comm_ids: Arc<AtomicU64>,
         config: Config,
-        backend: Backend,
+        backend: Arc<dyn Device>,
     ) -> Result<Arc<Session>> {
         let mk_pool = |name: &str, placement, p: Option<crate::device::PoolConfig>| {
             p.map(|p| backend.create_pool(name, placement, p))
@@ -133,10 +132,9 @@ impl Session {
         self.backend.capabilities()
     }
 
-    /// The acl backend's state, if the session runs on it (for the acl
-    /// backend's own code: link and comm communicators).
-    pub fn acl(&self) -> Option<&Arc<AclBackend>> {
-        self.backend.acl()
+    /// The backend the session runs on.
+    pub fn device(&self) -> &dyn Device {
+        &*self.backend
     }
 
     pub(crate) fn arc(&self) -> Arc<Session> {

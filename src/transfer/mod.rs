@@ -1,11 +1,8 @@
-//! The engine: the links (connections, data paths, in-flight accounting) and
-//! the acl backend's setup of their HCCL paths, executes transfer plans over
-//! them, runs layer-wise async tasks and serves peers' requests.
+//! The engine: the links (connections, data paths, in-flight accounting),
+//! executes transfer plans over them, runs layer-wise async tasks and serves peers' requests.
 
-pub mod acl_link;
 pub mod exec;
 pub mod handshake;
-pub mod hccl_path;
 pub mod link;
 pub mod pool;
 pub mod rpc;

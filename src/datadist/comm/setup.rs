@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::datadist::session::Session;
-use crate::transfer::acl_link;
 
 impl Session {
     /// `link`: reserves the members, binds the local endpoint if some member
@@ -124,7 +123,7 @@ impl Session {
     /// their `HcclLink`s no longer hold it).
     fn destroy_comm_hccl(&self, comm: &Comm) {
         if let Some(h) = comm.take_hccl() {
-            acl_link::drop_comm(&self.backend, h);
+            self.backend.drop_communicator(h);
         }
     }
 
@@ -134,15 +133,16 @@ impl Session {
     fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
         let me = c.spec.local_member().rank_id;
         let name = c.spec.hccl_name();
-        let Some(comm) =
-            acl_link::comm_communicator(&self.backend, &c.spec.rank_table, me, &name, deadline)?
+        let Some(comm) = self
+            .backend
+            .communicator(&c.spec.rank_table, me, &name, deadline)?
         else {
             return Ok(());
         };
         let mut st = c.lock();
         if st.closed || st.status != MemStatus::Preparing {
             drop(st);
-            acl_link::drop_comm(&self.backend, comm);
+            self.backend.drop_communicator(comm);
             return Ok(());
         }
         st.hccl = Some(comm);
@@ -238,7 +238,7 @@ impl Session {
                 }
                 hccl_done = true;
             }
-            if hccl_done && c.try_complete(Some(&self.backend)) {
+            if hccl_done && c.try_complete(Some(self.device())) {
                 log_info!(
                     "cluster {}: comm {} (\"{}\") is linked",
                     self.cluster_id,

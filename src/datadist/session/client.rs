@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Session;
+use crate::backend::{self, LinkIds};
 use crate::datadist::comm::Comm;
 use crate::datadist::handshake::JoinFields;
 use crate::datadist::liveness;
 use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::rpc::{self, Unlinked};
 use crate::transfer::serve::serve;
@@ -110,7 +110,7 @@ impl Session {
         // device port now); a rank-table comm's links share the comm's
         // communicator, so they only announce the member's table endpoint.
         let acl_end = match comm {
-            None => acl_link::offer(&self.backend, || {
+            None => self.backend.offer(&|| {
                 local_ip
                     .or_else(|| control.local_addr().map(|a| a.ip()))
                     .unwrap_or(addr.ip())
@@ -119,7 +119,7 @@ impl Session {
         };
         let our_device = match comm {
             Some(c) => c.spec.local_member().device.clone(),
-            None => acl_end.as_ref().map(|e| e.endpoint.clone()),
+            None => acl_end.clone(),
         };
         let fields = JoinFields {
             comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
@@ -133,7 +133,7 @@ impl Session {
             deadline,
             &retryable,
         )?;
-        acl_link::check_backends(our_device.is_some(), joined.server_device.as_ref(), false)?;
+        backend::check_offers(our_device.is_some(), joined.server_device.as_ref(), false)?;
         let (remote_role, token, server_device) =
             (joined.remote_role, joined.token, joined.server_device);
         let link = Arc::new(Link::new(LinkParts {
@@ -142,8 +142,7 @@ impl Session {
             token,
             we_dialed: true,
             remote_addr: addr,
-            local_path: joined.local_path,
-            peer_pools: joined.peer_pools,
+            path: joined.path,
             generation,
             local_cluster_id: self.cluster_id,
             comm_id: comm.map_or(0, |c| c.id),
@@ -156,14 +155,16 @@ impl Session {
                 client_cluster: self.cluster_id,
                 token,
             };
-            acl_link::open_client(
-                &self.backend,
-                acl_end,
-                server_device.as_ref(),
-                &link,
-                ids,
-                deadline,
-            )?;
+            let path = self
+                .backend
+                .client_path(acl_end, server_device.as_ref(), ids, deadline)?;
+            if let Some(p) = path {
+                link.set_path(p);
+                if let Some(p) = link.data_path() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.backend.prepare_path(p, Some(left))?;
+                }
+            }
             // The control connection carries no bulk data (link.rs); it is
             // read on the poller from now on. A link whose bytes move
             // one-sidedly sends its requests there and needs nothing else.

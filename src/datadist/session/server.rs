@@ -7,12 +7,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Session;
+use crate::backend::{self, host, LinkIds};
 use crate::datadist::admission::{self, PendingSlot};
 use crate::datadist::handshake::JoinRequest;
 use crate::datadist::listener::{log_dropped, log_refusal, Admit, Listener};
 use crate::datadist::liveness;
 use crate::status::{Result, Status};
-use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::handshake::{self as frames, First};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::serve::serve;
@@ -305,7 +305,7 @@ impl Session {
                 self.config.remote_cache_accessible
             );
         }
-        acl_link::check_backends(self.caps().hccl_links, device, true)?;
+        backend::check_offers(self.caps().hccl_links, device, true)?;
         let comm = if comm_name.is_empty() {
             if let Some(c) = self.comm_of(cluster_id) {
                 bail!(
@@ -335,8 +335,7 @@ impl Session {
             token,
             we_dialed: false,
             remote_addr: conn.peer(),
-            local_path,
-            peer_pools: Vec::new(),
+            path: local_path.map(|v| host::local_path(v, Vec::new())),
             generation: self.registry.generation(),
             local_cluster_id: self.cluster_id,
             comm_id: comm.as_ref().map_or(0, |c| c.id),
@@ -366,7 +365,8 @@ impl Session {
                 client_cluster: cluster_id,
                 token,
             };
-            if let Some(ours) = acl_link::open_server(&self.backend, device, ip, &link, ids)? {
+            if let Some((ours, p)) = self.backend.server_path(device, &ip, ids)? {
+                link.set_path(p);
                 our_device = Some(ours);
             }
         }
@@ -377,8 +377,8 @@ impl Session {
         };
         if let Err(e) = installed {
             // The refusal still goes out on `conn`; only the communicator goes.
-            if let Some(h) = link.hccl() {
-                h.close();
+            if let Some(p) = link.data_path() {
+                p.close();
             }
             return Err(e);
         }
@@ -392,7 +392,11 @@ impl Session {
             return Err(e);
         }
         // On failure (the client gave up) the link is dropped.
-        if let Err(e) = acl_link::prepare_server(&self.backend, &link) {
+        let prepared = match link.data_path() {
+            Some(p) => self.backend.prepare_path(p, None),
+            None => Ok(()),
+        };
+        if let Err(e) = prepared {
             self.remove_exact(&link);
             link.teardown(Duration::ZERO);
             return Err(e);
