@@ -16,7 +16,7 @@ pub mod acl;
 pub mod host;
 mod registry;
 
-pub use registry::{check_offers, registry, select};
+pub use registry::{check_offers, choices, find, registry, select};
 
 use std::any::Any;
 use std::net::IpAddr;

@@ -18,6 +18,23 @@ pub fn registry() -> &'static [&'static dyn Factory] {
     &REGISTRY
 }
 
+/// The registered backend named `name`.
+pub fn find(name: &str) -> Option<&'static dyn Factory> {
+    registry().iter().copied().find(|f| f.name() == name)
+}
+
+/// The values `llmdd.Backend` takes, for messages: "auto, host or acl"
+/// (the registered names from the last, the fallback, up).
+pub fn choices() -> String {
+    let mut out = String::from("auto");
+    let n = registry().len();
+    for (i, f) in registry().iter().rev().enumerate() {
+        out.push_str(if i + 1 == n { " or " } else { ", " });
+        out.push_str(f.name());
+    }
+    out
+}
+
 /// Checks that both ends run the same backend. `ours` / `theirs`: whether
 /// each end sent a device endpoint (acl backend).
 pub fn check_offers(
@@ -43,8 +60,7 @@ pub fn check_offers(
 pub fn select(config: &DeviceConfig) -> Result<Arc<dyn Device>> {
     let named = match config.backend {
         BackendChoice::Auto => None,
-        BackendChoice::Host => Some("host"),
-        BackendChoice::Acl => Some("acl"),
+        BackendChoice::Named(name) => Some(name),
     };
     let log = |d: &Arc<dyn Device>, choice: &str, why: Option<&str>| {
         let tail = match (d.report(), why) {
@@ -58,7 +74,7 @@ pub fn select(config: &DeviceConfig) -> Result<Arc<dyn Device>> {
         );
     };
     if let Some(name) = named {
-        let Some(f) = registry().iter().find(|f| f.name() == name) else {
+        let Some(f) = find(name) else {
             crate::bail!(ParamInvalid, "no backend named {name}");
         };
         return match f.open(config)? {
@@ -90,4 +106,18 @@ pub fn select(config: &DeviceConfig) -> Result<Arc<dyn Device>> {
         }
     }
     Err(last.unwrap_or_else(|| crate::err!(FeatureNotEnabled, "no backend is registered")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_is_found_by_its_name_and_listed_in_messages() {
+        for f in registry() {
+            assert_eq!(find(f.name()).map(|g| g.name()), Some(f.name()));
+        }
+        assert!(find("auto").is_none() && find("cuda").is_none());
+        assert_eq!(choices(), "auto, host or acl");
+    }
 }
