@@ -11,11 +11,11 @@ use crate::transport::wire::DeviceEndpoint;
 
 /// The one registration point: every backend's factory, in the order
 /// `llmdd.Backend=auto` tries them (the last, host, always opens).
-static REGISTRY: [&dyn Factory; 2] = [&acl::FACTORY, &host::FACTORY];
+static REGISTRY: &[&dyn Factory] = &[&acl::FACTORY, &host::FACTORY];
 
 /// Every registered backend's factory ([`REGISTRY`]'s order).
 pub fn registry() -> &'static [&'static dyn Factory] {
-    &REGISTRY
+    REGISTRY
 }
 
 /// The registered backend named `name`.

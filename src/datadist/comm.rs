@@ -17,9 +17,10 @@
 //! the user's rank table: once every pair's TCP link is up, the setup thread
 //! creates it (`HcclCommInitClusterInfoMemConfig` with this member's rank),
 //! binds every registered region and runs `HcclCommPrepare` (full mesh; every
-//! member does so concurrently). Every link of the comm then gets an
-//! `HcclLink` sharing that communicator, with the peer's `rank_id` as remote
-//! rank; status OK needs the links and the prepared communicator. The
+//! member does so concurrently), all through the backend's comm hooks
+//! (`Device::communicator`). Every link of the comm then gets a data path
+//! sharing that communicator (`Device::comm_path`), with the peer's `rank_id`
+//! as remote rank; status OK needs the links and the prepared communicator. The
 //! communicator is destroyed at unlink / finalize after the links.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -336,7 +337,7 @@ impl Comm {
 
     /// Moves PREPARING → OK once every pair is linked (and, on the acl
     /// backend, the communicator is prepared: every link then gets its
-    /// `HcclLink` on it); true if OK now. `backend`: the instance's (`None`
+    /// data path on it); true if OK now. `backend`: the instance's (`None`
     /// builds no data paths).
     fn try_complete(&self, backend: Option<&dyn Device>) -> bool {
         let mut st = self.lock();

@@ -7,6 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::acl::device::AclBackend;
+use crate::backend::acl::endpoint::LocalDevice;
+use crate::backend::acl::hccl::HcclComm;
+use crate::backend::acl::path::HcclLink;
+use crate::backend::acl::setup;
 use crate::backend::{Capabilities, Communicator, DataPath, Device, Factory, LinkIds};
 use crate::cache::types::{Placement, Plan};
 use crate::device::config::{DeviceConfig, PoolConfig};
@@ -14,11 +19,6 @@ use crate::device::pool::Pool;
 use crate::err;
 use crate::status::{Error, Result};
 use crate::transport::wire::DeviceEndpoint;
-use crate::backend::acl::device::AclBackend;
-use crate::backend::acl::endpoint::LocalDevice;
-use crate::backend::acl::hccl::HcclComm;
-use crate::backend::acl::path::HcclLink;
-use crate::backend::acl::setup;
 
 /// The acl backend's factory.
 pub static FACTORY: AclFactory = AclFactory;

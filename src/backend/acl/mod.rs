@@ -8,10 +8,10 @@
 pub mod device;
 pub mod endpoint;
 pub mod hccl;
+mod impls;
 pub mod nic;
 pub mod path;
 pub mod runtime;
 pub mod setup;
-mod impls;
 
 pub use impls::{hccl_link, of, AclFactory, FACTORY};

@@ -33,7 +33,7 @@ pub struct LocalEnd {
 }
 
 /// Derives this instance's endpoint for a link whose local IP is `local_ip`
-/// (see `device::endpoint`). Errors: `ParamInvalid` when the device's
+/// (see `backend::acl::endpoint`). Errors: `ParamInvalid` when the device's
 /// physical id or NIC address is unknown.
 pub fn local_end(acl: &AclBackend, local_ip: IpAddr) -> Result<LocalEnd> {
     let endpoint = acl.local_device().endpoint(acl.identity_info(), local_ip)?;

@@ -120,7 +120,7 @@ impl Session {
     }
 
     /// Destroys the comm's HCCL communicator (after its links are torn down:
-    /// their `HcclLink`s no longer hold it).
+    /// their data paths no longer hold it).
     fn destroy_comm_hccl(&self, comm: &Comm) {
         if let Some(h) = comm.take_hccl() {
             self.backend.drop_communicator(h);
