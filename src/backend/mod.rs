@@ -201,23 +201,29 @@ pub struct DeviceRules {
     pub hccs: bool,
 }
 
+/// What a data path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    /// What the link's statistics count its transfers as.
+    pub kind: Path,
+    /// The link's small requests go on its control connection: it has no
+    /// data connections.
+    pub requests_on_control: bool,
+    /// A peer's TCP bulk read or write may be served on the link (its
+    /// memory is host-addressable).
+    pub serves_tcp_bulk: bool,
+}
+
 /// A link's one-sided data path: how its bytes reach the peer's memory
 /// without the link's TCP connections.
 pub trait DataPath: Send + Sync + std::fmt::Debug {
-    /// What the link's statistics count its transfers as.
-    fn kind(&self) -> Path;
+    /// What the path is (fixed when it is made; the link keeps a copy, so
+    /// asking costs no call).
+    fn info(&self) -> PathInfo;
 
     /// Moves the bytes of `plan` (local side: this process's registered
     /// memory) in `dir` before `deadline`.
     fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError>;
-
-    /// The link's small requests go on its control connection: it has no
-    /// data connections.
-    fn requests_on_control(&self) -> bool;
-
-    /// A peer's TCP bulk read or write may be served on the link (its memory
-    /// is host-addressable).
-    fn serves_tcp_bulk(&self) -> bool;
 
     /// The rules of a path that reaches only memory registered before it
     /// was set up, in the placements its transport allows (HCCL).

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::backend::DataPath;
+use crate::backend::{DataPath, PathInfo};
 use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
@@ -58,7 +58,7 @@ pub struct Link {
     pub remote_addr: SocketAddr,
     /// The one-sided data path to the peer's memory (a backend's: same
     /// process or host, HCCL), set once during link setup; none: TCP.
-    path: OnceLock<Box<dyn DataPath>>,
+    path: OnceLock<LinkPath>,
     /// Registry generation when the link was created.
     pub generation: u64,
     /// Our cluster id (sent when attaching connections).
@@ -112,6 +112,21 @@ pub struct Link {
     pub created_unix_ns: u64,
 }
 
+/// A link's data path with what it is, read without a call.
+struct LinkPath {
+    info: PathInfo,
+    path: Box<dyn DataPath>,
+}
+
+impl LinkPath {
+    fn new(path: Box<dyn DataPath>) -> LinkPath {
+        LinkPath {
+            info: path.info(),
+            path,
+        }
+    }
+}
+
 /// Parameters for building a link.
 pub struct LinkParts {
     pub remote_cluster_id: u64,
@@ -137,7 +152,10 @@ impl Link {
             token: p.token,
             we_dialed: p.we_dialed,
             remote_addr: p.remote_addr,
-            path: p.path.map(OnceLock::from).unwrap_or_default(),
+            path: p
+                .path
+                .map(|p| OnceLock::from(LinkPath::new(p)))
+                .unwrap_or_default(),
             generation: p.generation,
             local_cluster_id: p.local_cluster_id,
             comm_id: p.comm_id,
@@ -168,29 +186,26 @@ impl Link {
 
     /// How this link moves bytes (set up before the link is used).
     pub fn path(&self) -> Path {
-        self.data_path().map_or(Path::Tcp, |p| p.kind())
+        self.path.get().map_or(Path::Tcp, |p| p.info.kind)
     }
 
     /// The one-sided data path, if the link has one (else it uses TCP).
     pub fn data_path(&self) -> Option<&dyn DataPath> {
-        self.path.get().map(|p| &**p)
+        self.path.get().map(|p| &*p.path)
     }
 
     /// Makes this link move bytes over `p` (once, during link setup; a
     /// second one is closed).
     pub fn set_path(&self, p: Box<dyn DataPath>) {
-        if let Err(p) = self.path.set(p) {
-            p.close();
+        if let Err(p) = self.path.set(LinkPath::new(p)) {
+            p.path.close();
         }
     }
 
     /// True unless the link's data path refuses TCP bulk reads and writes
     /// (its memory is not host-addressable).
     pub fn serves_tcp_bulk(&self) -> bool {
-        match self.data_path() {
-            Some(p) => p.serves_tcp_bulk(),
-            None => true,
-        }
+        self.path.get().map_or(true, |p| p.info.serves_tcp_bulk)
     }
 
     /// True once torn down.
@@ -249,7 +264,7 @@ impl Link {
     /// True when the small requests of this link go on its control
     /// connection: its bytes move one-sidedly, so it has no data connection.
     pub fn requests_on_control(&self) -> bool {
-        self.data_path().is_some_and(|p| p.requests_on_control())
+        self.path.get().is_some_and(|p| p.info.requests_on_control)
     }
 
     /// Hands the reply `msg` that arrived on the control connection with

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::acl::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
 use crate::backend::acl::runtime::{AclContext, Stream};
-use crate::backend::{Communicator, DataPath, DeviceRules, PathError};
+use crate::backend::{Communicator, DataPath, DeviceRules, PathError, PathInfo};
 use crate::cache::types::Dir;
 use crate::cache::types::Plan;
 use crate::stats::Path;
@@ -319,23 +319,19 @@ fn run(h: &HcclLink, plan: &Plan, dir: Dir, deadline: Instant) -> Result<()> {
 }
 
 impl DataPath for HcclLink {
-    fn kind(&self) -> Path {
-        Path::Hccl
+    /// The small requests go on the link's TCP connections (HCCL moves the
+    /// bytes); device memory is not host-addressable: it is never served
+    /// over TCP.
+    fn info(&self) -> PathInfo {
+        PathInfo {
+            kind: Path::Hccl,
+            requests_on_control: false,
+            serves_tcp_bulk: false,
+        }
     }
 
     fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError> {
         run(self, plan, dir, deadline).map_err(PathError::Failed)
-    }
-
-    /// The small requests go on the link's TCP connections (HCCL moves the
-    /// bytes).
-    fn requests_on_control(&self) -> bool {
-        false
-    }
-
-    /// Device memory is not host-addressable: it is never served over TCP.
-    fn serves_tcp_bulk(&self) -> bool {
-        false
     }
 
     fn device_rules(&self) -> Option<DeviceRules> {

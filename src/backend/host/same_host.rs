@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Instant;
 
-use crate::backend::{DataPath, PathError};
+use crate::backend::{DataPath, PathError, PathInfo};
 use crate::cache::types::{Dir, Plan, Segment};
 use crate::device::pool::PeerMapping;
 use crate::stats::Path;
@@ -45,8 +45,12 @@ fn in_time(deadline: Instant) -> Result<(), PathError> {
 pub struct SameProcessPath;
 
 impl DataPath for SameProcessPath {
-    fn kind(&self) -> Path {
-        Path::SameProcess
+    fn info(&self) -> PathInfo {
+        PathInfo {
+            kind: Path::SameProcess,
+            requests_on_control: true,
+            serves_tcp_bulk: true,
+        }
     }
 
     fn transfer(&self, plan: &Plan, _dir: Dir, deadline: Instant) -> Result<(), PathError> {
@@ -57,14 +61,6 @@ impl DataPath for SameProcessPath {
             Ok(())
         })?;
         in_time(deadline)
-    }
-
-    fn requests_on_control(&self) -> bool {
-        true
-    }
-
-    fn serves_tcp_bulk(&self) -> bool {
-        true
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -115,8 +111,12 @@ impl SameHostPath {
 }
 
 impl DataPath for SameHostPath {
-    fn kind(&self) -> Path {
-        Path::SameHost
+    fn info(&self) -> PathInfo {
+        PathInfo {
+            kind: Path::SameHost,
+            requests_on_control: true,
+            serves_tcp_bulk: true,
+        }
     }
 
     /// A same-host copy, bound to the verified peer process by its pidfd. A
@@ -153,14 +153,6 @@ impl DataPath for SameHostPath {
         }
         r?;
         in_time(deadline)
-    }
-
-    fn requests_on_control(&self) -> bool {
-        true
-    }
-
-    fn serves_tcp_bulk(&self) -> bool {
-        true
     }
 
     fn peer_process(&self) -> Option<&PeerProcess> {
