@@ -409,6 +409,61 @@ mod tests {
             .collect()
     }
 
+    /// A one-sided path that answers every transfer with its function's
+    /// result and moves nothing.
+    #[derive(Debug)]
+    struct Answer(fn() -> std::result::Result<(), PathError>);
+
+    impl crate::backend::DataPath for Answer {
+        fn info(&self) -> crate::backend::PathInfo {
+            crate::backend::PathInfo {
+                kind: crate::stats::Path::SameHost,
+                requests_on_control: true,
+                serves_tcp_bulk: true,
+            }
+        }
+
+        fn transfer(&self, _: &Plan, _: Dir, _: Instant) -> std::result::Result<(), PathError> {
+            (self.0)()
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_path_that_finds_its_peer_gone_kills_the_link_and_a_late_one_times_out() {
+        let mut buf = [0u8; 16];
+        let segs = [Segment {
+            dst: buf.as_mut_ptr() as u64,
+            src: 0x1000,
+            len: 16,
+        }];
+        // SAFETY: the destination is `buf`, alive for the test (and the
+        // paths below move nothing).
+        let plan = unsafe { Plan::assume_checked(&segs) };
+        let link = crate::transfer::link::test_link(true, OPTS);
+        link.set_path(Box::new(Answer(|| Err(PathError::Late))));
+        assert!(link.requests_on_control() && link.serves_tcp_bulk());
+        let e = run(&link, plan, Dir::Read, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::Timeout, "{e}");
+        assert!(e.message.contains("exceeded sync_kv_timeout"), "{e}");
+        assert!(!link.is_dead());
+
+        let link = crate::transfer::link::test_link(true, OPTS);
+        link.set_path(Box::new(Answer(|| {
+            Err(PathError::PeerGone("its peer process 7 exited".into()))
+        })));
+        let e = run(&link, plan, Dir::Write, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed, "{e}");
+        assert!(link.is_dead());
+        assert!(e.message.contains("its peer process 7 exited"), "{e}");
+        // A dead link fails before its path is asked again.
+        let e = run(&link, plan, Dir::Read, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed, "{e}");
+    }
+
     #[test]
     fn a_read_resumes_across_polls_and_gives_its_connection_back() {
         let (link, mut peer) = tcp_link();
