@@ -99,7 +99,8 @@ fn prompt(tcp: bool, nofile: u64, port: u16) {
         })
         .collect();
     let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(&desc(), &addrs, Some(key()), None)
+    ps.caches()
+        .register_blocks_cache(&desc(), &addrs, Some(key()), None)
         .unwrap();
     let port = ps.listen_addr().unwrap().port();
     let (t, f) = threads_fds();
@@ -159,9 +160,13 @@ fn decoder(tcp: bool, nofile: u64, port: u16, first: u64, n: u64) {
             .map(|v| v.as_mut_ptr() as u64)
             .collect();
         let rec = s
+            .caches()
             .register_blocks_cache(&desc(), &addrs, None, None)
             .unwrap();
-        if let Err(e) = s.pull_blocks(&key(), rec.id, &blocks, &blocks, &LayerSel::default()) {
+        if let Err(e) =
+            s.caches()
+                .pull_blocks(&key(), rec.id, &blocks, &blocks, &LayerSel::default())
+        {
             println!("error pull: {:?} {}", e.status, e.message);
             return;
         }

@@ -74,6 +74,7 @@ fn prompt_child(port: u16, ready: i32, quit: i32) -> ! {
     };
     p.session()
         .expect("session")
+        .caches()
         .register_blocks_cache(&desc(), &[src.as_mut_ptr() as u64], Some(key), None)
         .expect("register");
     // SAFETY: plain pipe I/O on our own descriptors.
@@ -135,6 +136,7 @@ fn main() {
     let ds = d.session().expect("session");
     let mut dst = vec![0u8; (BLOCKS * BLOCK) as usize];
     let dc = ds
+        .caches()
         .register_blocks_cache(&desc(), &[dst.as_mut_ptr() as u64], None, None)
         .expect("register");
     let peer = ClusterInfo {
@@ -154,7 +156,9 @@ fn main() {
     let sel = LayerSel::default();
     let pull = |i: usize| {
         let b = (i % BLOCKS as usize) as u64;
-        ds.pull_blocks(&key, dc.id, &[b], &[b], &sel).expect("pull");
+        ds.caches()
+            .pull_blocks(&key, dc.id, &[b], &[b], &sel)
+            .expect("pull");
     };
     (0..WARMUP).for_each(pull);
     ds.reset_link_stats(Some(1)).expect("reset");

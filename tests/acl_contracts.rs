@@ -107,21 +107,22 @@ impl Drop for Pair {
 /// Registers `t` as a blocks cache of `blocks` blocks of `blk` bytes on `s`,
 /// keyed (cluster, model 0) when `key` is given.
 fn blocks_cache(s: &Session, t: &Tensors, blocks: usize, blk: usize, key: Option<u64>) -> i64 {
-    s.register_blocks_cache(
-        &desc(
-            t.placement,
-            t.addrs.len() as u32,
-            &[blocks as i64, blk as i64],
-        ),
-        &t.addrs,
-        key.map(|c| CacheKey::Blocks {
-            cluster_id: c,
-            model_id: 0,
-        }),
-        None,
-    )
-    .unwrap()
-    .id
+    s.caches()
+        .register_blocks_cache(
+            &desc(
+                t.placement,
+                t.addrs.len() as u32,
+                &[blocks as i64, blk as i64],
+            ),
+            &t.addrs,
+            key.map(|c| CacheKey::Blocks {
+                cluster_id: c,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap()
+        .id
 }
 
 fn key(c: u64) -> CacheKey {
@@ -152,6 +153,7 @@ fn large_transfer_is_cut_into_calls_of_256_descriptors() {
     let s: Vec<u64> = (0..600).map(|j| 2 * j).collect();
     let d: Vec<u64> = (0..600).map(|j| (NB as u64 - 1) - 2 * j).collect();
     pair.qs()
+        .caches()
         .pull_blocks(&key(100), dc, &s, &d, &LayerSel::default())
         .unwrap();
     for t in 0..2 {
@@ -186,6 +188,7 @@ fn rank_table_device_id_is_the_physical_id() {
     let dc = blocks_cache(&pair.qs(), &dst, 8, 64, None);
     pair.link().unwrap();
     pair.qs()
+        .caches()
         .pull_blocks(&key(100), dc, &[5], &[2], &LayerSel::default())
         .unwrap();
     assert!(dst.read(1)[2 * 64..3 * 64] == pattern(3, 1, 8 * 64)[5 * 64..6 * 64]);
@@ -302,6 +305,7 @@ fn a3_links_use_rank_table_1_2() {
     let dc = blocks_cache(&pair.qs(), &dst, 8, 64, None);
     pair.link().unwrap();
     pair.qs()
+        .caches()
         .pull_blocks(&key(100), dc, &[1], &[0], &LayerSel::default())
         .unwrap();
     assert!(dst.read(0)[..64] == pattern(9, 0, 8 * 64)[64..128]);
@@ -339,17 +343,19 @@ fn no_remote_host_memory_over_hccs() {
         let src = Tensors::new(&dir, 6, Placement::Host, 2, 8 * 64, 5);
         let dst = Tensors::new(&dir, 7, Placement::Device, 2, 8 * 64, 0);
         let ps = pair.ps();
-        ps.register_blocks_cache(
-            &desc(Placement::Host, 2, &[8, 64]),
-            &src.addrs,
-            Some(key(100)),
-            Some(true),
-        )
-        .unwrap();
+        ps.caches()
+            .register_blocks_cache(
+                &desc(Placement::Host, 2, &[8, 64]),
+                &src.addrs,
+                Some(key(100)),
+                Some(true),
+            )
+            .unwrap();
         let dc = blocks_cache(&pair.qs(), &dst, 8, 64, None);
         pair.link().unwrap();
         let r = pair
             .qs()
+            .caches()
             .pull_blocks(&key(100), dc, &[3], &[4], &LayerSel::default());
         if ok {
             r.unwrap();
@@ -434,6 +440,7 @@ fn segments_stay_inside_one_registered_region() {
     let split = |t: &Tensors| vec![t.addrs[0], t.addrs[0] + (4 * BLK) as u64];
     let (sa, da) = (split(&src_mem), split(&dst_mem));
     pair.ps()
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 2, &[4, BLK as i64]),
             &sa,
@@ -443,6 +450,7 @@ fn segments_stay_inside_one_registered_region() {
         .unwrap();
     let dc = pair
         .qs()
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 2, &[4, BLK as i64]),
             &da,
@@ -454,6 +462,7 @@ fn segments_stay_inside_one_registered_region() {
     pair.link().unwrap();
     let all = [0, 1, 2, 3];
     pair.qs()
+        .caches()
         .pull_blocks(&key(100), dc, &all, &all, &LayerSel::default())
         .unwrap();
     assert!(dst_mem.read(0) == pattern(4, 0, 2 * 4 * BLK));
@@ -471,6 +480,7 @@ fn unaligned_device_copies_work() {
     let c = blocks_cache(&i.session().unwrap(), &t, 8, 100, None);
     i.session()
         .unwrap()
+        .caches()
         .copy_blocks(c, &[(1, 6), (4, 2)])
         .unwrap();
     let (got, want) = (t.read(0), pattern(6, 0, 800));
@@ -497,6 +507,7 @@ fn timed_out_stream_is_aborted_before_destroy() {
     std::env::set_var("SIM_ASCEND_HANG_TRANSFER", "1");
     let e = pair
         .qs()
+        .caches()
         .pull_blocks(&key(100), dc, &[1], &[0], &LayerSel::default())
         .unwrap_err();
     std::env::remove_var("SIM_ASCEND_HANG_TRANSFER");
@@ -527,7 +538,8 @@ fn identical_ranges_share_one_registration() {
     let dc = blocks_cache(&qs, &dst, 8, 64, None);
     other.finalize();
     pair.link().unwrap();
-    qs.pull_blocks(&key(100), dc, &[1, 2], &[1, 2], &LayerSel::default())
+    qs.caches()
+        .pull_blocks(&key(100), dc, &[1, 2], &[1, 2], &LayerSel::default())
         .unwrap();
     let (got, want) = (dst.read(0), pattern(2, 0, 8 * 64));
     assert!(got[64..192] == want[64..192]);

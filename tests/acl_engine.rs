@@ -44,6 +44,7 @@ fn pull_and_push_blocks_over_hccl() {
     let src = Tensors::new(&dir, 0, Placement::Device, 4, 16 * BLK, 9);
     let dst = Tensors::new(&dir, 1, Placement::Device, 4, 8 * BLK, 0);
     let pc = ps
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[16, BLK as i64]),
             &src.addrs,
@@ -55,6 +56,7 @@ fn pull_and_push_blocks_over_hccl() {
         )
         .unwrap();
     let dc = qs
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[8, BLK as i64]),
             &dst.addrs,
@@ -71,7 +73,8 @@ fn pull_and_push_blocks_over_hccl() {
         cluster_id: 100,
         model_id: 0,
     };
-    qs.pull_blocks(&key, dc.id, &[1, 2, 15], &[0, 5, 7], &LayerSel::default())
+    qs.caches()
+        .pull_blocks(&key, dc.id, &[1, 2, 15], &[0, 5, 7], &LayerSel::default())
         .unwrap();
     for t in 0..4 {
         let got = dst.read(t);
@@ -91,7 +94,8 @@ fn pull_and_push_blocks_over_hccl() {
         cache_id: pc.id,
         batch_index: 0,
     };
-    qs.push_blocks(&idx, dc.id, &[7], &[3], &LayerSel::default())
+    qs.caches()
+        .push_blocks(&idx, dc.id, &[7], &[3], &LayerSel::default())
         .unwrap();
     for t in 0..4 {
         let got = src.read(t);
@@ -106,6 +110,7 @@ fn pull_and_push_blocks_over_hccl() {
     // one is accepted, but not usable on the existing link.
     let late = Tensors::new(&dir, 1, Placement::Device, 4, 8 * BLK, 0);
     let e = qs
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[8, BLK as i64]),
             &late.addrs,
@@ -117,6 +122,7 @@ fn pull_and_push_blocks_over_hccl() {
     assert_eq!(e.status, Status::ParamInvalid, "{e}");
     assert!(e.message.contains("before link_clusters"), "{e}");
     let lc = qs
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, 4, &[8, BLK as i64]),
             &late.addrs,
@@ -125,12 +131,13 @@ fn pull_and_push_blocks_over_hccl() {
         )
         .unwrap();
     let e = qs
+        .caches()
         .pull_blocks(&key, lc.id, &[1], &[0], &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid, "{e}");
     assert!(e.message.contains("registered after the link"), "{e}");
     // Local copies work on it (aclrtMemcpyAsync D2D).
-    qs.copy_blocks(dc.id, &[(7, 1)]).unwrap();
+    qs.caches().copy_blocks(dc.id, &[(7, 1)]).unwrap();
     assert!(dst.read(2)[BLK..2 * BLK] == dst.read(2)[7 * BLK..8 * BLK]);
 
     let r = q
@@ -140,7 +147,8 @@ fn pull_and_push_blocks_over_hccl() {
     // After relinking the late cache is bound too.
     let r = q.link_clusters(&[cluster(100, port)], 3000).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
-    qs.pull_blocks(&key, lc.id, &[4], &[2], &LayerSel::default())
+    qs.caches()
+        .pull_blocks(&key, lc.id, &[4], &[2], &LayerSel::default())
         .unwrap();
     assert!(late.read(1)[2 * BLK..3 * BLK] == pattern(9, 1, 16 * BLK)[4 * BLK..5 * BLK]);
     q.finalize();
@@ -168,13 +176,15 @@ fn pools_late_memory_and_mixed_backends() {
     po.push(("llm.ListenIpInfo", listen.as_str()));
     p.init(&collect(po).unwrap()).unwrap();
     let ps = p.session().unwrap();
-    let pool = ps.device_pool.as_ref().unwrap();
+    let pool = ps.device_pool().unwrap();
     assert!(pool.fd().is_none(), "an acl pool is not a memfd");
     let c = ps
+        .caches()
         .allocate_blocks_cache(&desc(Placement::Device, 2, &[4, 4096]), None)
         .unwrap();
     assert!(pool.contains(c.addrs[0], 4 * 4096));
     let e = ps
+        .caches()
         .allocate_blocks_cache(&desc(Placement::Device, 2, &[400, 4096]), None)
         .err()
         .expect("pool exhausted");
@@ -203,6 +213,7 @@ fn pools_late_memory_and_mixed_backends() {
     let qs = q.session().unwrap();
     let dst = Tensors::new(&dir, 1, Placement::Device, 2, 4 * 4096, 0);
     let dc = qs
+        .caches()
         .register_cache(
             &desc(Placement::Device, 2, &[4, 4096]),
             &dst.addrs,
@@ -215,6 +226,7 @@ fn pools_late_memory_and_mixed_backends() {
     assert!(r[0].is_ok(), "{:?}", r[0]);
     let late = Tensors::new(&dir, 0, Placement::Device, 2, 4 * 4096, 5);
     let lc = ps
+        .caches()
         .register_cache(
             &desc(Placement::Device, 2, &[4, 4096]),
             &late.addrs,
@@ -229,11 +241,13 @@ fn pools_late_memory_and_mixed_backends() {
         batch_index: 1,
     };
     let e = qs
+        .caches()
         .pull_cache(&by_id(lc.id), dc.id, 0, -1, &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid, "{e}");
     assert!(e.message.contains("registered after the link"), "{e}");
     let ac = ps
+        .caches()
         .allocate_cache(&desc(Placement::Device, 2, &[4, 4096]), &[])
         .unwrap();
     let fill = pattern(3, 0, 4096);
@@ -247,7 +261,8 @@ fn pools_late_memory_and_mixed_backends() {
             MemcpyKind::HostToDevice,
         )
         .unwrap();
-    qs.pull_cache(&by_id(ac.id), dc.id, 2, -1, &LayerSel::default())
+    qs.caches()
+        .pull_cache(&by_id(ac.id), dc.id, 2, -1, &LayerSel::default())
         .unwrap();
     assert!(dst.read(1)[2 * 4096..3 * 4096] == fill[..]);
     q.finalize();
@@ -378,17 +393,19 @@ fn rank_table_comm_shares_one_communicator() {
         let s = i.session().unwrap();
         let src = Tensors::new(&dir, k as i32, Placement::Device, 2, NB * BLK, 20 + k as u8);
         let dst = Tensors::new(&dir, k as i32, Placement::Device, 2, NB * BLK, 0);
-        s.register_blocks_cache(
-            &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
-            &src.addrs,
-            Some(CacheKey::Blocks {
-                cluster_id: clusters[k],
-                model_id: 0,
-            }),
-            None,
-        )
-        .unwrap();
+        s.caches()
+            .register_blocks_cache(
+                &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
+                &src.addrs,
+                Some(CacheKey::Blocks {
+                    cluster_id: clusters[k],
+                    model_id: 0,
+                }),
+                None,
+            )
+            .unwrap();
         let dc = s
+            .caches()
             .register_blocks_cache(
                 &desc(Placement::Device, 2, &[NB as i64, BLK as i64]),
                 &dst.addrs,
@@ -452,17 +469,18 @@ fn rank_table_comm_shares_one_communicator() {
                 continue;
             }
             let (dst, dc) = &dsts[k];
-            s.pull_blocks(
-                &CacheKey::Blocks {
-                    cluster_id: c,
-                    model_id: 0,
-                },
-                *dc,
-                &[1, 6],
-                &[2, 3],
-                &LayerSel::default(),
-            )
-            .unwrap();
+            s.caches()
+                .pull_blocks(
+                    &CacheKey::Blocks {
+                        cluster_id: c,
+                        model_id: 0,
+                    },
+                    *dc,
+                    &[1, 6],
+                    &[2, 3],
+                    &LayerSel::default(),
+                )
+                .unwrap();
             for t in 0..2 {
                 let got = dst.read(t);
                 let want = pattern(20 + r as u8, t, NB * BLK);

@@ -112,6 +112,7 @@ fn blocks_by_key(extra: &[(&str, &str)]) {
     let mut dst = tensors(0, NB * BLK);
     dst.iter_mut().for_each(|t| t.fill(0));
     let sc = ps
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, &[NB as i64, BLK as i64]),
             &addrs(&mut src),
@@ -119,13 +120,14 @@ fn blocks_by_key(extra: &[(&str, &str)]) {
             None,
         )
         .unwrap();
-    ds.register_blocks_cache(
-        &desc(Placement::Device, &[NB as i64, BLK as i64]),
-        &addrs(&mut dst),
-        Some(BKEY),
-        None,
-    )
-    .unwrap();
+    ds.caches()
+        .register_blocks_cache(
+            &desc(Placement::Device, &[NB as i64, BLK as i64]),
+            &addrs(&mut dst),
+            Some(BKEY),
+            None,
+        )
+        .unwrap();
     link(&p, port);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
@@ -140,6 +142,7 @@ fn blocks_by_key(extra: &[(&str, &str)]) {
     ];
     let (sb, db) = ([1u64, 2, 5], [0u64, 6, 7]);
     let t = ps
+        .caches()
         .transfer_cache_async(
             sc.id,
             &cfgs,
@@ -196,6 +199,7 @@ fn async_by_addrs_contiguous_and_validation() {
     let mut dst = tensors(0, 3 * S); // 3 slots
     dst.iter_mut().for_each(|t| t.fill(0));
     let sc = ps
+        .caches()
         .register_cache(
             &desc(Placement::Device, &[2, S as i64]),
             &addrs(&mut src),
@@ -205,14 +209,15 @@ fn async_by_addrs_contiguous_and_validation() {
         )
         .unwrap();
     let da = addrs(&mut dst);
-    ds.register_cache(
-        &desc(Placement::Device, &[3, S as i64]),
-        &da,
-        &[],
-        None,
-        llmdd::cache::types::CacheKind::Batch,
-    )
-    .unwrap();
+    ds.caches()
+        .register_cache(
+            &desc(Placement::Device, &[3, S as i64]),
+            &da,
+            &[],
+            None,
+            llmdd::cache::types::CacheKind::Batch,
+        )
+        .unwrap();
     link(&p, port);
     // src layers [1,3) of slot 1 -> dst tensors of layers 0 and 3, slot 2.
     let dst_addrs: Vec<u64> = [0usize, 1, 6, 7]
@@ -228,6 +233,7 @@ fn async_by_addrs_contiguous_and_validation() {
         src_batch_index: 1,
     };
     let t = ps
+        .caches()
         .transfer_cache_async(
             sc.id,
             std::slice::from_ref(&cfg),
@@ -244,6 +250,7 @@ fn async_by_addrs_contiguous_and_validation() {
 
     let bad = |c: AsyncConfig, b: AsyncBlocks<'_>, st: Status, msg: &str| {
         let e = ps
+            .caches()
             .transfer_cache_async(sc.id, &[c], b, always())
             .err()
             .expect("must fail");
@@ -291,6 +298,7 @@ fn async_by_addrs_contiguous_and_validation() {
         "exceeds the source cache's 4 layers",
     );
     let e = ps
+        .caches()
         .transfer_cache_async(99, std::slice::from_ref(&cfg), none, always())
         .err()
         .unwrap();
@@ -355,6 +363,7 @@ fn async_unlink_mid_task_fails_the_next_layer() {
     let mut dst = tensors(0, NB * BLK);
     dst.iter_mut().for_each(|t| t.fill(0));
     let sc = ps
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, &[NB as i64, BLK as i64]),
             &addrs(&mut src),
@@ -362,17 +371,19 @@ fn async_unlink_mid_task_fails_the_next_layer() {
             None,
         )
         .unwrap();
-    ds.register_blocks_cache(
-        &desc(Placement::Device, &[NB as i64, BLK as i64]),
-        &addrs(&mut dst),
-        Some(BKEY),
-        None,
-    )
-    .unwrap();
+    ds.caches()
+        .register_blocks_cache(
+            &desc(Placement::Device, &[NB as i64, BLK as i64]),
+            &addrs(&mut dst),
+            Some(BKEY),
+            None,
+        )
+        .unwrap();
     link(&p, port);
     let (sync, release, calls) = gated();
     let b = [3u64];
     let t = ps
+        .caches()
         .transfer_cache_async(
             sc.id,
             &[by_key(BKEY, None, None)],
@@ -434,6 +445,7 @@ fn async_finalize_cancels_a_running_task() {
     let mut dst = tensors(0, NB * BLK);
     dst.iter_mut().for_each(|t| t.fill(0));
     let sc = ps
+        .caches()
         .register_blocks_cache(
             &desc(Placement::Device, &[NB as i64, BLK as i64]),
             &addrs(&mut src),
@@ -441,17 +453,19 @@ fn async_finalize_cancels_a_running_task() {
             None,
         )
         .unwrap();
-    ds.register_blocks_cache(
-        &desc(Placement::Device, &[NB as i64, BLK as i64]),
-        &addrs(&mut dst),
-        Some(BKEY),
-        None,
-    )
-    .unwrap();
+    ds.caches()
+        .register_blocks_cache(
+            &desc(Placement::Device, &[NB as i64, BLK as i64]),
+            &addrs(&mut dst),
+            Some(BKEY),
+            None,
+        )
+        .unwrap();
     link(&p, port);
     let (sync, release, calls) = gated();
     let b = [0u64, 1];
     let t = ps
+        .caches()
         .transfer_cache_async(
             sc.id,
             &[by_key(BKEY, None, None)],
@@ -479,7 +493,7 @@ fn async_finalize_cancels_a_running_task() {
         "finalize must wait for the running callback"
     );
     drop(rel.join().unwrap());
-    assert_eq!(ps.tasks.running(), 0, "finalize joined the task threads");
+    assert_eq!(ps.tasks().running(), 0, "finalize joined the task threads");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,

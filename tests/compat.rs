@@ -61,9 +61,11 @@ fn listening_instance_may_dial() {
     let mut ma = tensors(2, 4 * 64, 1);
     let mut mb = tensors(2, 4 * 64, 100);
     let ca = sa
+        .caches()
         .register_blocks_cache(&desc(2, &[4, 64]), &addrs(&mut ma), None, None)
         .unwrap();
     let cb = sb
+        .caches()
         .register_blocks_cache(&desc(2, &[4, 64]), &addrs(&mut mb), None, None)
         .unwrap();
 
@@ -85,9 +87,11 @@ fn listening_instance_may_dial() {
         cache_id,
         batch_index: 0,
     };
-    sa.pull_blocks(&by_id(20, cb.id), ca.id, &[1], &[2], &LayerSel::default())
+    sa.caches()
+        .pull_blocks(&by_id(20, cb.id), ca.id, &[1], &[2], &LayerSel::default())
         .unwrap();
-    sb.pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
+    sb.caches()
+        .pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
         .unwrap();
     let want_a: Vec<Vec<u8>> = tensors(2, 256, 100)
         .iter()
@@ -112,7 +116,8 @@ fn listening_instance_may_dial() {
     let e = r[0].as_ref().unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid);
     assert!(e.message.contains("dialled this instance"), "{}", e.message);
-    sb.pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
+    sb.caches()
+        .pull_blocks(&by_id(10, ca.id), cb.id, &[3], &[0], &LayerSel::default())
         .unwrap();
     let r = a.unlink_clusters(&[cluster(20, pb)], 3000, false).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
@@ -153,6 +158,7 @@ fn async_from_blocks_cache_without_indices() {
     let mut src = tensors(2, 3 * 40, 7);
     let mut dst = vec![vec![0u8; 3 * 40]; 2];
     let pc = sp
+        .caches()
         .register_blocks_cache(
             &f32_desc(&[3, 10]),
             &addrs(&mut src),
@@ -163,16 +169,17 @@ fn async_from_blocks_cache_without_indices() {
             None,
         )
         .unwrap();
-    sd.register_blocks_cache(
-        &f32_desc(&[3, 10]),
-        &addrs(&mut dst),
-        Some(CacheKey::Blocks {
-            cluster_id: 1,
-            model_id: 0,
-        }),
-        None,
-    )
-    .unwrap();
+    sd.caches()
+        .register_blocks_cache(
+            &f32_desc(&[3, 10]),
+            &addrs(&mut dst),
+            Some(CacheKey::Blocks {
+                cluster_id: 1,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
     let r = p.link_clusters(&[cluster(1, port)], 5000).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
     let config = AsyncConfig {
@@ -188,6 +195,7 @@ fn async_from_blocks_cache_without_indices() {
         src_batch_index: 0,
     };
     let task = sp
+        .caches()
         .transfer_cache_async(pc.id, &[config], AsyncBlocks::default(), Box::new(|_| true))
         .unwrap();
     let res = task.results(Some(Duration::from_secs(10))).unwrap();
@@ -217,18 +225,19 @@ fn cache_manager_mode_is_implied() {
     i.init(&collect([("llm.DeviceId", "0")]).unwrap()).unwrap();
     let s = i.session().unwrap();
     assert!(
-        !s.config.remote_cache_accessible,
+        !s.config().remote_cache_accessible,
         "request/response by default"
     );
     let mut m = tensors(2, 64, 0);
-    s.register_cache(
-        &desc(2, &[2, 32]),
-        &addrs(&mut m),
-        &[],
-        None,
-        CacheKind::Batch,
-    )
-    .unwrap();
+    s.caches()
+        .register_cache(
+            &desc(2, &[2, 32]),
+            &addrs(&mut m),
+            &[],
+            None,
+            CacheKind::Batch,
+        )
+        .unwrap();
     i.finalize();
     let j = Instance::new(1, 6).unwrap();
     let e = j
@@ -261,9 +270,11 @@ fn rank_table_without_ports_uses_the_default_port() {
     let mut src = tensors(2, 4 * 32, 9);
     let mut dst = vec![vec![0u8; 4 * 32]; 2];
     let pc = sp
+        .caches()
         .register_blocks_cache(&desc(2, &[4, 32]), &addrs(&mut src), None, None)
         .unwrap();
     let dc = sd
+        .caches()
         .register_blocks_cache(&desc(2, &[4, 32]), &addrs(&mut dst), None, None)
         .unwrap();
     let ranks = [(1, 0), (2, 1)];
@@ -278,14 +289,15 @@ fn rank_table_without_ports_uses_the_default_port() {
         cache_id: pc.id,
         batch_index: 0,
     };
-    sd.pull_blocks(
-        &key,
-        dc.id,
-        &[0, 1, 2, 3],
-        &[0, 1, 2, 3],
-        &LayerSel::default(),
-    )
-    .unwrap();
+    sd.caches()
+        .pull_blocks(
+            &key,
+            dc.id,
+            &[0, 1, 2, 3],
+            &[0, 1, 2, 3],
+            &LayerSel::default(),
+        )
+        .unwrap();
     assert_eq!(dst, tensors(2, 4 * 32, 9));
     d.unlink(cd).unwrap();
     p.unlink(cp).unwrap();
@@ -308,18 +320,24 @@ fn registered_address_limit_fits_vllm_ascend() {
     init(&i, &[]);
     let s = i.session().unwrap();
     let d = desc(2 * layers as u32, &[4, 16]);
-    s.register_blocks_cache(&d, &addrs(&mut kv), None, None)
+    s.caches()
+        .register_blocks_cache(&d, &addrs(&mut kv), None, None)
         .unwrap();
-    s.register_blocks_cache(&d, &addrs(&mut staging), None, None)
+    s.caches()
+        .register_blocks_cache(&d, &addrs(&mut staging), None, None)
         .unwrap();
     i.finalize();
 
     let j = Instance::new(2, 2).unwrap();
     init(&j, &[("llmdd.MaxRegisteredAddrs", "200")]);
     let s = j.session().unwrap();
-    s.register_blocks_cache(&d, &addrs(&mut kv), None, None)
+    s.caches()
+        .register_blocks_cache(&d, &addrs(&mut kv), None, None)
         .unwrap();
-    let Err(e) = s.register_blocks_cache(&d, &addrs(&mut staging), None, None) else {
+    let Err(e) = s
+        .caches()
+        .register_blocks_cache(&d, &addrs(&mut staging), None, None)
+    else {
         panic!("256 addresses registered under a limit of 200");
     };
     assert_eq!(e.status, Status::ParamInvalid);
@@ -389,9 +407,11 @@ fn every_cann_data_type_with_its_size() {
         let desc = typed(dt, shape);
         assert_eq!(desc.validate().unwrap(), bytes, "{dt:?}");
         let mut m = tensors(2, bytes as usize, 0);
-        let c = sp.register_blocks_cache(&desc, &addrs(&mut m), None, None);
+        let c = sp
+            .caches()
+            .register_blocks_cache(&desc, &addrs(&mut m), None, None);
         assert!(c.is_ok(), "{dt:?}: {:?}", c.err().map(|e| e.message));
-        sp.unregister_cache(c.unwrap().id).unwrap();
+        sp.caches().unregister_cache(c.unwrap().id).unwrap();
     }
     for code in 0..=42u32 {
         let known = DataType::from_code(code);
@@ -408,9 +428,11 @@ fn every_cann_data_type_with_its_size() {
     let mut src = tensors(2, 128, 5);
     let mut dst = vec![vec![0u8; 128]; 2];
     let pc = sp
+        .caches()
         .register_blocks_cache(&d4, &addrs(&mut src), None, None)
         .unwrap();
     let dc = sd
+        .caches()
         .register_blocks_cache(&d4, &addrs(&mut dst), None, None)
         .unwrap();
     let r = d.link_clusters(&[cluster(1, port)], 3000).unwrap();
@@ -420,7 +442,8 @@ fn every_cann_data_type_with_its_size() {
         cache_id: pc.id,
         batch_index: 0,
     };
-    sd.pull_blocks(&key, dc.id, &[2], &[1], &LayerSel::default())
+    sd.caches()
+        .pull_blocks(&key, dc.id, &[2], &[1], &LayerSel::default())
         .unwrap();
     let want = tensors(2, 128, 5);
     for t in 0..2 {

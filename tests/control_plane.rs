@@ -72,7 +72,8 @@ impl Prompt {
             })
             .collect();
         let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-        ps.register_blocks_cache(&desc(BLOCKS), &addrs, Some(key()), None)
+        ps.caches()
+            .register_blocks_cache(&desc(BLOCKS), &addrs, Some(key()), None)
             .unwrap();
         Prompt {
             _p: p,
@@ -105,10 +106,12 @@ fn pull_and_check(ds: &Session) {
         .collect();
     let addrs: Vec<u64> = dst.iter().map(|v| v.as_ptr() as u64).collect();
     let rec = ds
+        .caches()
         .register_blocks_cache(&desc(BLOCKS), &addrs, None, None)
         .unwrap();
     let blocks: Vec<u64> = (0..BLOCKS).collect();
-    ds.pull_blocks(&key(), rec.id, &blocks, &blocks, &LayerSel::default())
+    ds.caches()
+        .pull_blocks(&key(), rec.id, &blocks, &blocks, &LayerSel::default())
         .unwrap();
     for (t, v) in dst.iter().enumerate() {
         assert!(
@@ -340,18 +343,21 @@ fn an_idle_data_connection_closes_and_reopens() {
         })
         .collect();
     let saddrs: Vec<u64> = src.iter().map(|v| v.as_ptr() as u64).collect();
-    ds.register_blocks_cache(&desc(BLOCKS), &saddrs, Some(dkey), None)
+    ds.caches()
+        .register_blocks_cache(&desc(BLOCKS), &saddrs, Some(dkey), None)
         .unwrap();
     let dst: Vec<&'static mut [u8]> = (0..2)
         .map(|_| &mut *vec![0u8; (BLOCKS * BLOCK) as usize].leak())
         .collect();
     let daddrs: Vec<u64> = dst.iter().map(|v| v.as_ptr() as u64).collect();
     let rec =
-        p.ps.register_blocks_cache(&desc(BLOCKS), &daddrs, None, None)
+        p.ps.caches()
+            .register_blocks_cache(&desc(BLOCKS), &daddrs, None, None)
             .unwrap();
     let blocks: Vec<u64> = (0..BLOCKS).collect();
     for round in 0..2 {
-        p.ps.pull_blocks(&dkey, rec.id, &blocks, &blocks, &LayerSel::default())
+        p.ps.caches()
+            .pull_blocks(&dkey, rec.id, &blocks, &blocks, &LayerSel::default())
             .unwrap();
         for (t, v) in dst.iter().enumerate() {
             assert!(

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use llmdd::cache::types::{CacheKey, Segment};
 use llmdd::transport::wire::{
-    self, CacheEntry, Claim, DeviceEndpoint, Identity, Msg, PoolInfo, MAX_TYPE, TAG_LEN,
+    self, CacheEntry, Claim, DeviceEndpoint, Identity, Join, JoinAck, Msg, PoolInfo, MAX_TYPE,
+    TAG_LEN,
 };
 
 fn samples() -> Vec<Msg> {
@@ -64,7 +65,7 @@ fn samples() -> Vec<Msg> {
             host_tag: [3; TAG_LEN],
             auth_mac: Some([4; TAG_LEN]),
         },
-        Msg::Join {
+        Msg::Join(Join {
             auth_mac: Some([5; TAG_LEN]),
             cluster_id: 2,
             server_cluster_id: 1,
@@ -73,16 +74,18 @@ fn samples() -> Vec<Msg> {
             comm_name: "comm-a".into(),
             device: device.clone(),
             identity: identity.clone(),
-        },
+        }),
         Msg::JoinAck {
             status: 0,
             message: String::new(),
-            cluster_id: 1,
-            role: 1,
-            link_token: 99,
-            device,
-            identity,
-            pools: pools.clone(),
+            ack: JoinAck {
+                cluster_id: 1,
+                role: 1,
+                link_token: 99,
+                device,
+                identity,
+                pools: pools.clone(),
+            },
         },
         Msg::Pools { pools },
         Msg::Attach {

@@ -24,7 +24,9 @@ use llmdd::stats::Path;
 use llmdd::transfer::link::Link;
 use llmdd::transport::auth::LinkKey;
 use llmdd::transport::identity::{self, random_tag, Side, Transcript};
-use llmdd::transport::wire::{self, CacheEntry, Identity, Msg, PoolInfo, HEADER_LEN, TAG_LEN};
+use llmdd::transport::wire::{
+    self, CacheEntry, Identity, Join, JoinAck, Msg, PoolInfo, HEADER_LEN, TAG_LEN,
+};
 use llmdd::Status;
 
 /// The peer pools mapped on a same-host link (0 on any other).
@@ -137,6 +139,7 @@ impl Decoder {
         let cache = inst
             .session()
             .unwrap()
+            .caches()
             .register_blocks_cache(&desc(NBLK), &[dst.addr()], None, None)
             .unwrap()
             .id;
@@ -152,7 +155,7 @@ impl Decoder {
 
     fn pull(&self, peer: u64) -> llmdd::Result<()> {
         let b = all_blocks();
-        self.inst.session().unwrap().pull_blocks(
+        self.inst.session().unwrap().caches().pull_blocks(
             &bkey(peer),
             self.cache,
             &b,
@@ -163,7 +166,7 @@ impl Decoder {
 
     fn push(&self, peer: u64) -> llmdd::Result<()> {
         let b = all_blocks();
-        self.inst.session().unwrap().push_blocks(
+        self.inst.session().unwrap().caches().push_blocks(
             &bkey(peer),
             self.cache,
             &b,
@@ -204,6 +207,7 @@ impl Prompt {
         src.fill(fill);
         inst.session()
             .unwrap()
+            .caches()
             .register_blocks_cache(&desc(NBLK), &[src.addr()], Some(bkey(cluster_id)), None)
             .unwrap();
         Prompt {
@@ -331,6 +335,7 @@ fn run_prompt_role() {
     let len = (NBLK * BLK) as usize;
     let (_keep, addr) = if pool.is_some() {
         let c = s
+            .caches()
             .allocate_blocks_cache(&desc(NBLK), Some(bkey(cluster_id)))
             .unwrap();
         unsafe { std::ptr::write_bytes(c.addrs[0] as *mut u8, fill, len) };
@@ -339,7 +344,8 @@ fn run_prompt_role() {
         let at = std::env::var("ADDR").ok().map(|_| env_u64("ADDR"));
         let b = Buf::new(len, at).expect("mapping the prompt's cache at ADDR");
         b.fill(fill);
-        s.register_blocks_cache(&desc(NBLK), &[b.addr()], Some(bkey(cluster_id)), None)
+        s.caches()
+            .register_blocks_cache(&desc(NBLK), &[b.addr()], Some(bkey(cluster_id)), None)
             .unwrap();
         let a = b.addr();
         (Some(b), a)
@@ -468,7 +474,7 @@ fn raw_handshake(
             identity::ours(Side::Client, &t, disclose)
         }
     };
-    c.send(&Msg::Join {
+    c.send(&Msg::Join(Join {
         auth_mac: key.map(|k| k.client_mac(&nonce_c, &nonce_s)),
         cluster_id,
         server_cluster_id: server,
@@ -477,7 +483,7 @@ fn raw_handshake(
         comm_name: String::new(),
         device: None,
         identity: id,
-    });
+    }));
     let ack = c.recv();
     if matches!(ack, Msg::JoinAck { status: 0, .. }) {
         c.send(&Msg::Pools { pools });
@@ -594,9 +600,9 @@ fn fake_conn(mut c: Raw, mode: Fake, target: u64) {
                 host_tag,
                 auth_mac: None,
             });
-            let Some(Msg::Join {
+            let Some(Msg::Join(Join {
                 identity: theirs, ..
-            }) = c.recv_opt()
+            })) = c.recv_opt()
             else {
                 return;
             };
@@ -615,12 +621,14 @@ fn fake_conn(mut c: Raw, mode: Fake, target: u64) {
             c.send(&Msg::JoinAck {
                 status: 0,
                 message: String::new(),
-                cluster_id: 77,
-                role: 1,
-                link_token: 99,
-                device: None,
-                identity,
-                pools: vec![],
+                ack: JoinAck {
+                    cluster_id: 77,
+                    role: 1,
+                    link_token: 99,
+                    device: None,
+                    identity,
+                    pools: vec![],
+                },
             });
             if !matches!(c.recv_opt(), Some(Msg::Pools { .. })) {
                 return;
@@ -1052,7 +1060,9 @@ fn run_pool_liar() {
         pools,
     );
     let Msg::JoinAck {
-        status, identity, ..
+        status,
+        ack: JoinAck { identity, .. },
+        ..
     } = &l.ack
     else {
         panic!("{:?}", l.ack)
@@ -1088,9 +1098,11 @@ fn access_control_per_cache() {
     a.fill(0xa1);
     b.fill(0xb2);
     let ca = ps
+        .caches()
         .register_blocks_cache(&desc(NBLK), &[a.addr()], Some(bkey(61)), None)
         .unwrap();
     let cb = ps
+        .caches()
         .register_blocks_cache(
             &desc(NBLK),
             &[b.addr()],
@@ -1112,6 +1124,7 @@ fn access_control_per_cache() {
         .inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(
             &CacheKey::Blocks {
                 cluster_id: 61,
@@ -1134,6 +1147,7 @@ fn access_control_per_cache() {
         .inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(&by_id, d.cache, &blocks, &blocks, &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::KvCacheNotExist, "{e}");
@@ -1173,6 +1187,7 @@ fn access_control_per_cache() {
     let late = Buf::new((NBLK * BLK) as usize, None).unwrap();
     late.fill(0xd4);
     let cl = qs
+        .caches()
         .register_blocks_cache(
             &desc(NBLK),
             &[late.addr()],
@@ -1219,6 +1234,7 @@ fn access_control_per_cache() {
     d2.inst
         .session()
         .unwrap()
+        .caches()
         .pull_blocks(&k, d2.cache, &blocks, &blocks, &LayerSel::default())
         .unwrap();
     assert!(d2.dst.all(0xd4));
@@ -1238,7 +1254,7 @@ fn nothing_identifying_before_proof() {
     )];
     let p = Prompt::new(71, 0x71, &pool);
     let ps = p.inst.session().unwrap();
-    let pool_base = ps.device_pool.as_ref().unwrap().base();
+    let pool_base = ps.device_pool().unwrap().base();
     let pid = std::process::id();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let leaks = |seen: &[u8]| {
@@ -1262,8 +1278,9 @@ fn nothing_identifying_before_proof() {
     );
     let Msg::JoinAck {
         status,
-        identity,
-        pools,
+        ack: JoinAck {
+            identity, pools, ..
+        },
         ..
     } = &l.ack
     else {
@@ -1306,9 +1323,13 @@ fn nothing_identifying_before_proof() {
     match &l.ack {
         Msg::JoinAck {
             status,
-            cluster_id,
-            identity,
-            pools,
+            ack:
+                JoinAck {
+                    cluster_id,
+                    identity,
+                    pools,
+                    ..
+                },
             ..
         } => {
             assert_eq!(*status, Status::LinkFailed.code());

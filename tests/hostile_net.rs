@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
-use llmdd::transport::wire::{self, Identity, Msg, HEADER_LEN, TAG_LEN};
+use llmdd::transport::wire::{self, Identity, Join, JoinAck, Msg, HEADER_LEN, TAG_LEN};
 use llmdd::Status;
 
 const P_ID: u64 = 100;
@@ -120,13 +120,14 @@ fn register_patterned(ps: &Session, model: u64, blocks: u64, block: u64) -> Vec<
         })
         .collect();
     let addrs: Vec<u64> = mem.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(
-        &desc(2, blocks, block),
-        &addrs,
-        Some(blocks_key(model)),
-        None,
-    )
-    .unwrap();
+    ps.caches()
+        .register_blocks_cache(
+            &desc(2, blocks, block),
+            &addrs,
+            Some(blocks_key(model)),
+            None,
+        )
+        .unwrap();
     mem
 }
 
@@ -160,6 +161,7 @@ impl Puller {
             let mut dst: Vec<Vec<u8>> = (0..2).map(|_| vec![0u8; 4 * 4096]).collect();
             let addrs: Vec<u64> = dst.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
             let rec = ds
+                .caches()
                 .register_blocks_cache(&desc(2, 4, SMALL_BLOCK), &addrs, None, None)
                 .unwrap();
             let (mut ok, mut failures) = (0u64, Vec::new());
@@ -169,7 +171,7 @@ impl Puller {
                 for v in dst.iter_mut() {
                     v.fill(0);
                 }
-                match ds.pull_blocks(
+                match ds.caches().pull_blocks(
                     &blocks_key(0),
                     rec.id,
                     &src,
@@ -291,7 +293,7 @@ fn raw_hello(s: &mut TcpStream, id: u64) -> (u32, String, u64) {
     };
     send(
         s,
-        &Msg::Join {
+        &Msg::Join(Join {
             auth_mac: None,
             cluster_id: id,
             server_cluster_id: P_ID,
@@ -300,14 +302,13 @@ fn raw_hello(s: &mut TcpStream, id: u64) -> (u32, String, u64) {
             comm_name: String::new(),
             device: None,
             identity: proves_nothing,
-        },
+        }),
     );
     match recv(s) {
         Some(Msg::JoinAck {
             status,
             message,
-            link_token,
-            ..
+            ack: JoinAck { link_token, .. },
         }) => {
             if status == 0 {
                 send(s, &Msg::Pools { pools: vec![] });
@@ -792,12 +793,14 @@ fn a_transfer_timeout_drops_one_connection_not_the_link() {
         .collect();
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let rec = vs
+        .caches()
         .register_blocks_cache(&desc(2, BIG_BLOCKS, BIG_BLOCK), &addrs, None, None)
         .unwrap();
     let all: Vec<u64> = (0..BIG_BLOCKS).collect();
     relay.stall(true);
     let t0 = Instant::now();
     let e = vs
+        .caches()
         .pull_blocks(&blocks_key(1), rec.id, &all, &all, &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::Timeout, "{}", e.message);
@@ -813,7 +816,8 @@ fn a_transfer_timeout_drops_one_connection_not_the_link() {
     for m in dst.iter_mut() {
         m[..BIG_BLOCK as usize].fill(0);
     }
-    vs.pull_blocks(&blocks_key(1), rec.id, &[5], &[0], &LayerSel::default())
+    vs.caches()
+        .pull_blocks(&blocks_key(1), rec.id, &[5], &[0], &LayerSel::default())
         .expect("a pull after the timeout, on the same link");
     assert!((0..BIG_BLOCK as usize).all(|i| dst[0][i] == pattern(1, 0, 5 * BIG_BLOCK as usize + i)));
     puller.finish();
@@ -843,10 +847,12 @@ fn a_link_the_server_drops_is_known_to_the_client() {
     let mut dst = [vec![0u8; 4096], vec![0u8; 4096]];
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let rec =
-        f.ds.register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
+        f.ds.caches()
+            .register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
             .unwrap();
     let pull = || {
-        f.ds.pull_blocks(&blocks_key(0), rec.id, &[3], &[0], &LayerSel::default())
+        f.ds.caches()
+            .pull_blocks(&blocks_key(0), rec.id, &[3], &[0], &LayerSel::default())
     };
     let e = pull().unwrap_err();
     assert_eq!(e.status, Status::LinkFailed, "{}", e.message);
@@ -912,9 +918,13 @@ fn a_dead_peer_on_an_idle_link_is_found_on_both_ends() {
     let addrs: Vec<u64> = dst.iter_mut().map(|m| m.as_mut_ptr() as u64).collect();
     let s2 = d2.session().unwrap();
     let rec = s2
+        .caches()
         .register_blocks_cache(&desc(2, 1, SMALL_BLOCK), &addrs, None, None)
         .unwrap();
-    let pull = || s2.pull_blocks(&blocks_key(0), rec.id, &[9], &[0], &LayerSel::default());
+    let pull = || {
+        s2.caches()
+            .pull_blocks(&blocks_key(0), rec.id, &[9], &[0], &LayerSel::default())
+    };
     pull().unwrap();
     let client_link = s2.link(P_ID).unwrap();
     set_loopback(false);
@@ -1073,5 +1083,50 @@ fn open_conns_from_a_client_is_refused() {
         closed_within(&mut c, Duration::from_secs(5)),
         "a client's OpenConns did not end its connection"
     );
+    puller.finish();
+}
+
+/// A server that keeps asking its client for reverse connections (`OpenConns`
+/// with huge counts, back to back) gets at most the client's
+/// `llmdd.DataConnections` of them: later asks are refused with a status and
+/// the reason, the client's connections stay bounded, and the real decoder's
+/// pulls keep arriving byte-exact.
+#[test]
+fn a_server_asking_for_ever_more_connections_gets_the_clients_cap() {
+    let f = Fixture::new(&[]);
+    let puller = Puller::start(f.ds.clone());
+    let cap = f.ds.config().data_connections as usize;
+    let server_side = f.ps.link(D_ID).expect("the prompt has the decoder's link");
+    let client_side = f.ds.link(P_ID).expect("the decoder has its link");
+    let mut refused = 0;
+    for i in 0..50 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let count = if i % 2 == 0 { u32::MAX } else { 1000 };
+        match server_side.control_request(&Msg::OpenConns { count }, deadline) {
+            Ok(Msg::Reply { status: 0, .. }) => {}
+            Ok(Msg::Reply { status, message }) => {
+                assert_eq!(status, Status::LinkFailed.code(), "{message}");
+                assert!(
+                    message.contains(&format!("at most {cap} reverse connections")),
+                    "{message}"
+                );
+                refused += 1;
+            }
+            r => panic!("OpenConns {count}: {r:?}"),
+        }
+        // Control, the puller's request connections (one per small pull),
+        // and at most `cap` reverse connections.
+        let n = client_side.conn_count();
+        assert!(
+            n <= 1 + 2 * cap,
+            "the client holds {n} connections after {} asks (cap {cap})",
+            i + 1
+        );
+    }
+    assert!(
+        refused >= 40,
+        "only {refused} of 50 asks were refused once the cap was reached"
+    );
+    assert!(!client_side.is_dead() && !client_side.is_closed());
     puller.finish();
 }

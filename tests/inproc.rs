@@ -46,17 +46,19 @@ fn blocks_roundtrip(extra: &[(&str, &str)]) {
     let mut dst: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; 16 * 4096]).collect();
     let sa: Vec<u64> = src.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
     let da: Vec<u64> = dst.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(
-        &desc(4, &[16, 4096]),
-        &sa,
-        Some(CacheKey::Blocks {
-            cluster_id: 100,
-            model_id: 0,
-        }),
-        None,
-    )
-    .unwrap();
+    ps.caches()
+        .register_blocks_cache(
+            &desc(4, &[16, 4096]),
+            &sa,
+            Some(CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
     let dc = ds
+        .caches()
         .register_blocks_cache(&desc(4, &[16, 4096]), &da, None, None)
         .unwrap();
     let r = d.link_clusters(&[cluster(100, port)], 3000).unwrap();
@@ -65,14 +67,15 @@ fn blocks_roundtrip(extra: &[(&str, &str)]) {
         cluster_id: 100,
         model_id: 0,
     };
-    ds.pull_blocks(
-        &key,
-        dc.id,
-        &[1, 2, 3, 9],
-        &[0, 1, 2, 15],
-        &LayerSel::default(),
-    )
-    .unwrap();
+    ds.caches()
+        .pull_blocks(
+            &key,
+            dc.id,
+            &[1, 2, 3, 9],
+            &[0, 1, 2, 15],
+            &LayerSel::default(),
+        )
+        .unwrap();
     for t in 0..4 {
         for (s, dd) in [(1, 0), (2, 1), (3, 2), (9, 15)] {
             assert_eq!(
@@ -83,6 +86,7 @@ fn blocks_roundtrip(extra: &[(&str, &str)]) {
     }
     // bad block index moves nothing
     let e = ds
+        .caches()
         .pull_blocks(&key, dc.id, &[16], &[4], &LayerSel::default())
         .unwrap_err();
     assert_eq!(e.status, Status::ParamInvalid);
@@ -98,7 +102,8 @@ fn blocks_roundtrip(extra: &[(&str, &str)]) {
     }
     assert_eq!(ps.link_count(), 0);
     assert_eq!(
-        ds.pull_blocks(&key, dc.id, &[1], &[1], &LayerSel::default())
+        ds.caches()
+            .pull_blocks(&key, dc.id, &[1], &[1], &LayerSel::default())
             .unwrap_err()
             .status,
         Status::NotYetLink
@@ -136,17 +141,23 @@ fn request_keys_are_one_shot_and_push_works() {
         prefix_id: ID_UNSET,
     };
     let pc = ps
+        .caches()
         .allocate_cache(&desc(2, &[2, 1024]), &[key(5), key(6)])
         .unwrap();
     for (t, &a) in pc.addrs.iter().enumerate() {
         unsafe { std::ptr::write_bytes(a as *mut u8, 0x40 + t as u8, 2048) };
     }
-    let dc = ds.allocate_cache(&desc(2, &[2, 1024]), &[]).unwrap();
+    let dc = ds
+        .caches()
+        .allocate_cache(&desc(2, &[2, 1024]), &[])
+        .unwrap();
     assert!(d.link_clusters(&[cluster(100, port)], 3000).unwrap()[0].is_ok());
-    ds.pull_cache(&key(6), dc.id, 1, -1, &LayerSel::default())
+    ds.caches()
+        .pull_cache(&key(6), dc.id, 1, -1, &LayerSel::default())
         .unwrap();
     assert_eq!(unsafe { *(dc.addrs[1] as *const u8).add(1024) }, 0x41);
     let e = ds
+        .caches()
         .pull_cache(&key(6), dc.id, 1, -1, &LayerSel::default())
         .unwrap_err();
     assert_eq!(
@@ -154,10 +165,12 @@ fn request_keys_are_one_shot_and_push_works() {
         Status::KvCacheNotExist,
         "one-shot key consumed: {e}"
     );
-    ds.pull_cache(&key(5), dc.id, 0, -1, &LayerSel::default())
+    ds.caches()
+        .pull_cache(&key(5), dc.id, 0, -1, &LayerSel::default())
         .unwrap();
     // push needs remote-accessible mode
     let e = ds
+        .caches()
         .push_cache(
             &CacheKey::IdIndex {
                 cluster_id: 100,
@@ -199,31 +212,34 @@ fn remote_accessible_push_blocks() {
     let mut dbuf: Vec<Vec<u8>> = (0..2).map(|t| vec![t as u8 + 1; 8 * 512]).collect();
     let pa: Vec<u64> = pbuf.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
     let da: Vec<u64> = dbuf.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(
-        &desc(2, &[8, 512]),
-        &pa,
-        Some(CacheKey::Blocks {
-            cluster_id: 100,
-            model_id: 3,
-        }),
-        None,
-    )
-    .unwrap();
+    ps.caches()
+        .register_blocks_cache(
+            &desc(2, &[8, 512]),
+            &pa,
+            Some(CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 3,
+            }),
+            None,
+        )
+        .unwrap();
     let dc = ds
+        .caches()
         .register_blocks_cache(&desc(2, &[8, 512]), &da, None, None)
         .unwrap();
     assert!(d.link_clusters(&[cluster(100, port)], 3000).unwrap()[0].is_ok());
-    ds.push_blocks(
-        &CacheKey::Blocks {
-            cluster_id: 100,
-            model_id: 3,
-        },
-        dc.id,
-        &[0, 1],
-        &[6, 7],
-        &LayerSel::default(),
-    )
-    .unwrap();
+    ds.caches()
+        .push_blocks(
+            &CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 3,
+            },
+            dc.id,
+            &[0, 1],
+            &[6, 7],
+            &LayerSel::default(),
+        )
+        .unwrap();
     assert!(pbuf[1][6 * 512..8 * 512].iter().all(|&b| b == 2));
     assert!(pbuf[0][..6 * 512].iter().all(|&b| b == 0));
 }
@@ -310,17 +326,19 @@ fn hostile_peers_are_dropped_and_the_server_keeps_serving() {
     let ds = d.session().unwrap();
     let mut src = vec![7u8; 4096];
     let mut dst = vec![0u8; 4096];
-    ps.register_blocks_cache(
-        &desc(1, &[4, 1024]),
-        &[src.as_mut_ptr() as u64],
-        Some(CacheKey::Blocks {
-            cluster_id: 100,
-            model_id: 0,
-        }),
-        None,
-    )
-    .unwrap();
+    ps.caches()
+        .register_blocks_cache(
+            &desc(1, &[4, 1024]),
+            &[src.as_mut_ptr() as u64],
+            Some(CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
     let dc = ds
+        .caches()
         .register_blocks_cache(&desc(1, &[4, 1024]), &[dst.as_mut_ptr() as u64], None, None)
         .unwrap();
     assert!(d.link_clusters(&[cluster(100, port)], 3000).unwrap()[0].is_ok());
@@ -328,17 +346,18 @@ fn hostile_peers_are_dropped_and_the_server_keeps_serving() {
         per_layer: 1,
         ..LayerSel::default()
     };
-    ds.pull_blocks(
-        &CacheKey::Blocks {
-            cluster_id: 100,
-            model_id: 0,
-        },
-        dc.id,
-        &[0, 1, 2, 3],
-        &[0, 1, 2, 3],
-        &sel,
-    )
-    .unwrap();
+    ds.caches()
+        .pull_blocks(
+            &CacheKey::Blocks {
+                cluster_id: 100,
+                model_id: 0,
+            },
+            dc.id,
+            &[0, 1, 2, 3],
+            &[0, 1, 2, 3],
+            &sel,
+        )
+        .unwrap();
     assert!(dst.iter().all(|&b| b == 7));
     // Finalize does not wait for the silent peer's handshake timeout.
     let t = Instant::now();

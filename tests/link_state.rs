@@ -116,9 +116,11 @@ fn in_flight_counts_a_running_tcp_pull() {
     };
     let sa: Vec<u64> = src.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
     let da: Vec<u64> = dst.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    ps.register_blocks_cache(&desc(BLOCKS, BLOCK), &sa, Some(key), None)
+    ps.caches()
+        .register_blocks_cache(&desc(BLOCKS, BLOCK), &sa, Some(key), None)
         .unwrap();
     let dc = ds
+        .caches()
         .register_blocks_cache(&desc(BLOCKS, BLOCK), &da, None, None)
         .unwrap();
     let r = d.link_clusters(&[cluster(100, port)], 5000).unwrap();
@@ -131,7 +133,8 @@ fn in_flight_counts_a_running_tcp_pull() {
         let h = sc.spawn(|| {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) && n < 200 {
-                ds.pull_blocks(&key, dc.id, &all, &all, &LayerSel::default())
+                ds.caches()
+                    .pull_blocks(&key, dc.id, &all, &all, &LayerSel::default())
                     .unwrap();
                 n += 1;
             }
@@ -186,13 +189,16 @@ fn a_pair_linked_both_ways_adds_up_both_links() {
             cluster_id: own,
             model_id: 0,
         };
-        s.register_blocks_cache(&desc(N, B), addrs, Some(key), None)
+        s.caches()
+            .register_blocks_cache(&desc(N, B), addrs, Some(key), None)
             .unwrap();
     }
     let da = sa
+        .caches()
         .register_blocks_cache(&desc(N, B), &ad[4..6], None, None)
         .unwrap();
     let db = sb
+        .caches()
         .register_blocks_cache(&desc(N, B), &ad[6..8], None, None)
         .unwrap();
     assert!(a.link_clusters(&[cluster(20, pb)], 5000).unwrap()[0].is_ok());
@@ -202,10 +208,13 @@ fn a_pair_linked_both_ways_adds_up_both_links() {
         model_id: 0,
     };
     let sel = LayerSel::default();
-    sa.pull_blocks(&key(20), da.id, &[0, 1], &[0, 1], &sel)
+    sa.caches()
+        .pull_blocks(&key(20), da.id, &[0, 1], &[0, 1], &sel)
         .unwrap();
     for _ in 0..3 {
-        sb.pull_blocks(&key(10), db.id, &[2], &[3], &sel).unwrap();
+        sb.caches()
+            .pull_blocks(&key(10), db.id, &[2], &[3], &sel)
+            .unwrap();
     }
     let pull = Direction::Pull as usize;
     let tcp = Path::Tcp as usize;

@@ -58,17 +58,19 @@ fn member(cluster: u64, extra: &[(&str, &str)]) -> Member {
     let mut dst: Vec<Vec<u8>> = (0..2).map(|_| vec![0u8; BLOCKS * BLOCK]).collect();
     let sa: Vec<u64> = src.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
     let da: Vec<u64> = dst.iter_mut().map(|v| v.as_mut_ptr() as u64).collect();
-    s.register_blocks_cache(
-        &desc(),
-        &sa,
-        Some(CacheKey::Blocks {
-            cluster_id: cluster,
-            model_id: 0,
-        }),
-        None,
-    )
-    .unwrap();
+    s.caches()
+        .register_blocks_cache(
+            &desc(),
+            &sa,
+            Some(CacheKey::Blocks {
+                cluster_id: cluster,
+                model_id: 0,
+            }),
+            None,
+        )
+        .unwrap();
     let dst_id = s
+        .caches()
         .register_blocks_cache(&desc(), &da, None, None)
         .unwrap()
         .id;
@@ -84,7 +86,7 @@ fn member(cluster: u64, extra: &[(&str, &str)]) -> Member {
 impl Member {
     /// Pulls blocks {1,6} of `from`'s source into blocks {2,3}.
     fn pull(&self, from: u64) -> llmdd::status::Result<()> {
-        self.inst.session().unwrap().pull_blocks(
+        self.inst.session().unwrap().caches().pull_blocks(
             &CacheKey::Blocks {
                 cluster_id: from,
                 model_id: 0,

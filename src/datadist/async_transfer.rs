@@ -15,8 +15,7 @@ use std::time::Instant;
 use crate::cache::plan;
 use crate::cache::types::Dir;
 use crate::cache::types::{CacheKey, CacheView, LayerSel, Placement, Segment};
-use crate::datadist::cache_ops::plan_bytes;
-use crate::datadist::session::Session;
+use crate::datadist::cache_ops::{plan_bytes, CacheOps};
 use crate::stats::Direction;
 use crate::status::{Error, Result};
 use crate::transfer::exec;
@@ -120,7 +119,7 @@ fn prefixed(i: usize, e: Error) -> Error {
     Error::new(e.status, format!("configs[{i}]: {}", e.message))
 }
 
-impl Session {
+impl CacheOps<'_> {
     /// `transfer_cache_async`: validates everything (returning the status
     /// synchronously), then starts a task that calls `sync` per source layer
     /// and pushes each approved layer of every config containing it.
@@ -197,7 +196,7 @@ impl Session {
         };
         // Waiters and idle workers busy-poll like the data paths do.
         self.tasks.set_busy_poll(self.config.busy_poll);
-        Task::start(&self.tasks, spec, sync, exec)
+        Task::start(self.tasks, spec, sync, exec)
     }
 
     /// Validates one config and plans each of its layers: `(src layer, part)`.
@@ -249,13 +248,13 @@ impl Session {
                         addrs.len()
                     );
                 }
-                if *cluster_id == self.cluster_id {
+                if *cluster_id == self.peers.cluster_id {
                     bail!(
                         ParamInvalid,
                         "dst_cluster_id {cluster_id} is this instance's own cluster id"
                     );
                 }
-                let link = self.peer_cluster(*cluster_id)?;
+                let link = self.peers.usable_link(*cluster_id)?;
                 guards.push(link.begin()?);
                 for l in s0..s1 {
                     let j = 2 * (l - s0) as usize;

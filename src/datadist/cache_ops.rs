@@ -4,19 +4,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::Device;
 use crate::cache::plan;
+use crate::cache::registry::Registry;
 use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
 use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
 };
 use crate::datadist::acl_rules::{self, Op as AclOp};
-use crate::datadist::session::Session;
+use crate::datadist::options::Config;
+use crate::datadist::peers::Peers;
+use crate::datadist::pools::Pools;
 use crate::stats::{Direction, Op};
 use crate::status::Result;
 use crate::transfer::exec;
 use crate::transfer::link::Link;
 use crate::transfer::rpc;
+use crate::transfer::task::TaskSet;
 use crate::{bail, err};
 
 /// A cache operand of swap_blocks: a registered/allocated cache, or host memory
@@ -46,38 +51,19 @@ fn peer_placement(code: u32) -> Result<Placement> {
     Placement::from_code(code).map_err(|_| err!(LinkFailed, "peer sent cache placement {code}"))
 }
 
-impl Session {
-    fn pool_for(&self, p: Placement) -> Result<&Arc<crate::device::pool::Pool>> {
-        let pool = match p {
-            Placement::Device => self.device_pool.as_ref(),
-            Placement::Host => self.host_pool.as_ref(),
-        };
-        match pool {
-            Some(p) => Ok(p),
-            None if self.device_pool.is_none() && self.host_pool.is_none() => bail!(
-                FeatureNotEnabled,
-                "no memory pool is configured (set llm.MemPoolConfig or llm.HostMemPoolConfig)"
-            ),
-            None => bail!(
-                ParamInvalid,
-                "no pool for placement {:?} (configure {})",
-                p,
-                if p == Placement::Device {
-                    "llm.MemPoolConfig"
-                } else {
-                    "llm.HostMemPoolConfig"
-                }
-            ),
-        }
-    }
+/// The cache operations of one instance, over the owners they use (borrowed
+/// from the session by `Session::caches`): the registry, the pools, the
+/// backend, the links, the async tasks and the init options.
+pub struct CacheOps<'s> {
+    pub(crate) config: &'s Config,
+    pub(crate) registry: &'s Registry,
+    pub(crate) pools: &'s Pools,
+    pub(crate) backend: &'s dyn Device,
+    pub(crate) peers: Peers<'s>,
+    pub(crate) tasks: &'s TaskSet,
+}
 
-    fn check_no_pool(&self) -> Result<()> {
-        if self.device_pool.is_none() && self.host_pool.is_none() {
-            bail!(FeatureNotEnabled, "no memory pool is configured");
-        }
-        Ok(())
-    }
-
+impl CacheOps<'_> {
     /// register_cache (batch) or register of a mixed cache.
     pub fn register_cache(
         &self,
@@ -103,11 +89,11 @@ impl Session {
         remote_accessible: Option<bool>,
     ) -> Result<()> {
         let ra = remote_accessible.unwrap_or(desc.placement == Placement::Device);
-        if self.caps().register_before_link && ra && self.link_count() > 0 {
+        if self.backend.capabilities().register_before_link && ra && self.peers.count() > 0 {
             bail!(
                 ParamInvalid,
                 "on the acl backend remote-accessible memory must be registered before link_clusters ({} link(s) exist); register first, or unlink, register and link again (or register with remote_accessible=0 for local use)",
-                self.link_count()
+                self.peers.count()
             );
         }
         Ok(())
@@ -116,7 +102,7 @@ impl Session {
     /// Registers the new cache's memory with the backend (HCCL on acl),
     /// undoing the registration in the registry if that fails.
     fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
-        if let Err(e) = rec.register_on(self.device()) {
+        if let Err(e) = rec.register_on(self.backend) {
             let _ = self.registry.unregister(rec.id);
             return Err(e);
         }
@@ -146,11 +132,11 @@ impl Session {
 
     /// unregister_cache: only with no live link (spec §9 item 19).
     pub fn unregister_cache(&self, id: i64) -> Result<()> {
-        if self.link_count() > 0 {
+        if self.peers.count() > 0 {
             bail!(
                 ExistLink,
                 "unregister_cache({id}) needs every link unlinked first ({} remain)",
-                self.link_count()
+                self.peers.count()
             );
         }
         self.registry.unregister(id)?;
@@ -160,7 +146,7 @@ impl Session {
 
     /// allocate_cache.
     pub fn allocate_cache(&self, desc: &CacheDesc, keys: &[CacheKey]) -> Result<Arc<CacheRecord>> {
-        let pool = self.pool_for(desc.placement)?;
+        let pool = self.pools.for_placement(desc.placement)?;
         self.registry
             .allocate(desc, CacheKind::Batch, keys, None, pool)
     }
@@ -171,20 +157,20 @@ impl Session {
         desc: &CacheDesc,
         key: Option<CacheKey>,
     ) -> Result<Arc<CacheRecord>> {
-        let pool = self.pool_for(desc.placement)?;
+        let pool = self.pools.for_placement(desc.placement)?;
         self.registry
             .allocate(desc, CacheKind::Blocks, &[], blocks_model(key)?, pool)
     }
 
     /// deallocate_cache / deallocate_blocks_cache.
     pub fn deallocate(&self, id: i64, blocks: bool) -> Result<()> {
-        self.check_no_pool()?;
+        self.pools.check_any()?;
         self.registry.deallocate(id, blocks)
     }
 
     /// remove_cache_key.
     pub fn remove_cache_key(&self, key: &CacheKey) -> Result<()> {
-        self.check_no_pool()?;
+        self.pools.check_any()?;
         let CacheKey::Req {
             req_id,
             model_id,
@@ -202,37 +188,9 @@ impl Session {
         Ok(())
     }
 
+    /// The open link to the cluster `key` names.
     pub(super) fn peer(&self, key: &CacheKey) -> Result<Arc<Link>> {
-        self.peer_cluster(key.cluster_id())
-    }
-
-    /// The link in the table to cluster `c`, usable or not (`NOT_YET_LINK`
-    /// if none).
-    fn link_to(&self, c: u64) -> Result<Arc<Link>> {
-        if c == self.cluster_id {
-            bail!(
-                ParamInvalid,
-                "the key names this instance's own cluster {c}; transfers need a remote cluster"
-            );
-        }
-        self.link(c).ok_or_else(|| self.not_linked(c))
-    }
-
-    /// Fails unless `link` may carry transfers now.
-    fn usable(&self, link: &Link) -> Result<()> {
-        link.check_open()?;
-        if !link.is_ready() {
-            // A rank-table link whose comm is not OK yet.
-            return Err(self.not_linked(link.remote_cluster_id));
-        }
-        Ok(())
-    }
-
-    /// The open link to cluster `c` (`NOT_YET_LINK` if none).
-    pub(super) fn peer_cluster(&self, c: u64) -> Result<Arc<Link>> {
-        let link = self.link_to(c)?;
-        self.usable(&link)?;
-        Ok(link)
+        self.peers.usable_link(key.cluster_id())
     }
 
     /// Runs one operation on the link to cluster `c` (usable, counted in
@@ -245,9 +203,9 @@ impl Session {
         dir: Direction,
         f: impl FnOnce(&Arc<Link>, &mut Op<'_>) -> Result<T>,
     ) -> Result<T> {
-        let link = self.link_to(c)?;
+        let link = self.peers.link_to(c)?;
         let mut op = link.stats.start(dir);
-        let r = self.usable(&link).and_then(|()| {
+        let r = self.peers.usable(&link).and_then(|()| {
             let _g = link.begin()?;
             f(&link, &mut op)
         });

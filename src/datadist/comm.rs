@@ -501,6 +501,7 @@ impl Comms {
 }
 
 mod setup;
+pub use setup::{CommHost, CommOps};
 
 #[cfg(test)]
 mod tests;

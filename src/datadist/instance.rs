@@ -361,17 +361,17 @@ impl Instance {
             s.caps().hccl_links,
             s.config.rank_table_default_port,
         )?;
-        s.comm_link(spec)
+        s.comm_ops().comm_link(spec)
     }
 
     /// `unlink(comm_id)`.
     pub fn unlink(&self, comm_id: u64) -> Result<()> {
-        self.comm_session()?.comm_unlink(comm_id)
+        self.comm_session()?.comm_ops().comm_unlink(comm_id)
     }
 
     /// `query_register_mem_status(comm_id)`: the status and, when FAILED, why.
     pub fn query_register_mem_status(&self, comm_id: u64) -> Result<(MemStatus, String)> {
-        self.comm_session()?.comm_status(comm_id)
+        self.comm_session()?.comm_ops().comm_status(comm_id)
     }
 }
 

@@ -4,19 +4,18 @@
 
 pub mod access;
 pub mod acl_rules;
-pub mod admission;
 pub mod async_transfer;
 pub(crate) mod attempts;
 pub mod cache_ops;
 pub mod comm;
-pub mod handshake;
 pub mod instance;
+pub mod link_host;
 pub mod link_state;
 pub(crate) mod link_table;
-pub(crate) mod listener;
-pub mod liveness;
 pub mod notify;
 pub mod options;
+pub mod peers;
+pub mod pools;
 pub mod rank_table;
 pub(crate) mod runtime;
 pub mod serve_host;

@@ -2,32 +2,38 @@
 //! composition of its owners (configuration, registry, pools, link table,
 //! comms, listeners, link_clusters attempts, tasks, inbox, and the runtime of
 //! threads and control-plane use), their shared calls, and finalize, which
-//! tears all of it down and joins every thread. The dialling side of link
-//! setup is in `session/client.rs`, the serving side in `session/server.rs`.
+//! tears all of it down and joins every thread. The instance's part of link
+//! setup is in `session/client.rs` (the checks before a dial, unlink) and
+//! `session/server.rs` (listeners, stale links); the handshake's steps are
+//! the engine's (`transfer::handshake`), asking the instance through
+//! `LinkHost` (`datadist/link_host.rs`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::backend::{Capabilities, Device};
 use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
-use crate::datadist::comm::Comms;
+use crate::datadist::cache_ops::CacheOps;
+use crate::datadist::comm::{Comm, CommOps, Comms};
 use crate::datadist::link_table::LinkTable;
-use crate::datadist::listener::Listeners;
 use crate::datadist::notify::Inbox;
 use crate::datadist::options::Config;
+use crate::datadist::peers::Peers;
+use crate::datadist::pools::Pools;
 use crate::datadist::runtime::Runtime;
 use crate::device::pool::Pool;
-use crate::err;
-use crate::status::{Error, Result};
+use crate::status::Result;
 use crate::transfer::link::Link;
+use crate::transfer::listener::Listeners;
 use crate::transfer::serve::ServedCount;
 use crate::transfer::task::TaskSet;
 use crate::transport::poller;
 
 mod client;
+mod comm_host;
 mod server;
 
 /// Server-side concurrent link setups (seed 004).
@@ -36,23 +42,21 @@ const MAX_CONCURRENT_SETUPS: usize = 16;
 /// The initialised state of an instance.
 ///
 /// A composition of owners (docs/architecture.md, "Who owns what in
-/// `Session`"). `config`, `device_pool` and `tasks` are public for the
-/// integration tests; the rest is the crate's.
+/// `Session`"), each behind its own type; the fields are the crate's, and
+/// the integration tests read them through accessors.
 pub struct Session {
     /// This instance's cluster id.
     pub(crate) cluster_id: u64,
     /// The instance's role (prompt / decoder / mix), shared with it.
     pub(crate) role: Arc<AtomicU32>,
     /// The init options.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The backend chosen at init (`llmdd.Backend`).
     pub(crate) backend: Arc<dyn Device>,
     /// Registered and allocated caches.
     pub(crate) registry: Registry,
-    /// The device memory pool (`llm.MemPoolConfig`), if configured.
-    pub device_pool: Option<Arc<Pool>>,
-    /// The host memory pool (`llm.HostMemPoolConfig`), if configured.
-    pub(crate) host_pool: Option<Arc<Pool>>,
+    /// The memory pools (`llm.MemPoolConfig`, `llm.HostMemPoolConfig`).
+    pub(crate) pools: Pools,
     /// The link table (`link_table.rs`).
     links: LinkTable,
     /// Listening endpoints, admission, accepted connections in their handshake.
@@ -65,7 +69,7 @@ pub struct Session {
     /// Comm id counter of the instance (ids are never reused by an instance).
     comm_ids: Arc<AtomicU64>,
     /// Layer-wise async tasks (transfer_cache_async), cancelled at finalize.
-    pub tasks: TaskSet,
+    tasks: TaskSet,
     /// link_clusters attempts under way or failed (`attempts.rs`).
     attempts: Attempts,
     /// Notifications received from peers (enabled by a transfer engine).
@@ -82,13 +86,7 @@ impl Session {
         config: Config,
         backend: Arc<dyn Device>,
     ) -> Result<Arc<Session>> {
-        let mk_pool = |name: &str, placement, p: Option<crate::device::PoolConfig>| {
-            p.map(|p| backend.create_pool(name, placement, p))
-                .transpose()
-        };
-        use crate::cache::types::Placement;
-        let device_pool = mk_pool("llmdd-device-pool", Placement::Device, config.device_pool)?;
-        let host_pool = mk_pool("llmdd-host-pool", Placement::Host, config.host_pool)?;
+        let pools = Pools::create(&*backend, config.device_pool, config.host_pool)?;
         let listen = config.listen;
         let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let listeners = Listeners::new(config.net.max_conns_per_peer, MAX_CONCURRENT_SETUPS);
@@ -99,8 +97,7 @@ impl Session {
             config,
             backend,
             registry,
-            device_pool,
-            host_pool,
+            pools,
             links: LinkTable::default(),
             listeners,
             runtime: Runtime::new(),
@@ -115,6 +112,72 @@ impl Session {
             s.listen(addr)?;
         }
         Ok(s)
+    }
+
+    /// The cache operations (registration, pools, pull/push/copy, async
+    /// transfers) over this session's owners.
+    pub fn caches(&self) -> CacheOps<'_> {
+        CacheOps {
+            config: &self.config,
+            registry: &self.registry,
+            pools: &self.pools,
+            backend: &*self.backend,
+            peers: self.peers(),
+            tasks: &self.tasks,
+        }
+    }
+
+    /// The rank-table comm flows over this session's owners.
+    pub(crate) fn comm_ops(&self) -> CommOps<'_> {
+        CommOps {
+            cluster_id: self.cluster_id,
+            config: &self.config,
+            comms: &self.comms,
+            comm_ids: &self.comm_ids,
+            links: &self.links,
+            attempts: &self.attempts,
+            backend: &*self.backend,
+            host: self,
+        }
+    }
+
+    /// Number of comms (any status).
+    pub fn comm_count(&self) -> usize {
+        self.comms().len()
+    }
+
+    /// Comm setups running and queued (for tests and logs).
+    pub fn comm_setups(&self) -> (usize, usize) {
+        self.comms().setups()
+    }
+
+    /// The comm that reserves `cluster_id`, if any.
+    pub fn comm_of(&self, cluster_id: u64) -> Option<Arc<Comm>> {
+        self.comms().of_cluster(cluster_id).cloned()
+    }
+
+    /// The links transfers may use, with the reasons of refusals.
+    pub(crate) fn peers(&self) -> Peers<'_> {
+        Peers {
+            cluster_id: self.cluster_id,
+            links: &self.links,
+            comms: &self.comms,
+        }
+    }
+
+    /// The init options.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device memory pool (`llm.MemPoolConfig`), if configured.
+    pub fn device_pool(&self) -> Option<&Arc<Pool>> {
+        self.pools.device()
+    }
+
+    /// The layer-wise async tasks.
+    pub fn tasks(&self) -> &TaskSet {
+        &self.tasks
     }
 
     /// The process's control plane, started if this session is its first user.
@@ -156,9 +219,9 @@ impl Session {
         self.comms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new comm id (1, 2, … per instance).
-    pub(crate) fn next_comm_id(&self) -> u64 {
-        self.comm_ids.fetch_add(1, Ordering::Relaxed)
+    /// The instance's listeners (`transfer::listener`).
+    pub(crate) fn listeners(&self) -> &Listeners {
+        &self.listeners
     }
 
     /// The endpoint this instance listens on, if it is a server.
@@ -209,14 +272,6 @@ impl Session {
         Ok(())
     }
 
-    /// Why there is no usable link to `cluster_id`, for a refused transfer.
-    pub(crate) fn not_linked(&self, cluster_id: u64) -> Error {
-        match self.comm_of(cluster_id) {
-            Some(c) => c.not_ready(cluster_id),
-            None => err!(NotYetLink, "no link to cluster {cluster_id}"),
-        }
-    }
-
     /// Removes `link` from the table if it is still the current one.
     pub(crate) fn remove_exact(&self, link: &Arc<Link>) -> bool {
         self.links.remove_exact(link)
@@ -241,7 +296,7 @@ impl Session {
         // No new layer or callback from here on; in-flight layers finish (or
         // fail once their link is torn down below).
         self.tasks.cancel_all();
-        self.comm_unlink_all(self.config.sync_kv_timeout);
+        self.comm_ops().unlink_all(self.config.sync_kv_timeout);
         self.listeners.stop_all();
         let links: Vec<Arc<Link>> = self.links.drain();
         for l in links {

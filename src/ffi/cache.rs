@@ -64,7 +64,7 @@ pub unsafe extern "C" fn llmdd_register_cache(
         let addrs = slice(tensor_addrs, num_tensor_addrs, "tensor_addrs")?;
         let ks = keys(cache_keys, num_cache_keys)?;
         let o = output(out, "out")?;
-        let rec = s.register_cache(
+        let rec = s.caches().register_cache(
             &d,
             addrs,
             &ks,
@@ -91,7 +91,7 @@ pub unsafe extern "C" fn llmdd_register_kv_cache(
         let d = desc_from_c(input(desc, "cache_desc")?)?;
         let addrs = slice(tensor_addrs, num_tensor_addrs, "tensor_addrs")?;
         let o = output(out, "out")?;
-        let rec = s.register_cache(
+        let rec = s.caches().register_cache(
             &d,
             addrs,
             &[],
@@ -121,8 +121,12 @@ pub unsafe extern "C" fn llmdd_register_blocks_cache(
         let addrs = slice(tensor_addrs, num_tensor_addrs, "tensor_addrs")?;
         let k = opt_key(blocks_key)?;
         let o = output(out, "out")?;
-        let rec =
-            s.register_blocks_cache(&d, addrs, k, remote_accessible(remote_accessible_flag)?)?;
+        let rec = s.caches().register_blocks_cache(
+            &d,
+            addrs,
+            k,
+            remote_accessible(remote_accessible_flag)?,
+        )?;
         fill_cache(&rec, o);
         Ok(())
     })
@@ -134,7 +138,10 @@ pub unsafe extern "C" fn llmdd_register_blocks_cache(
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_unregister_cache(inst: *mut llmdd_instance_t, cache_id: i64) -> u32 {
     run("llmdd_unregister_cache", || {
-        instance(inst)?.session()?.unregister_cache(cache_id)
+        instance(inst)?
+            .session()?
+            .caches()
+            .unregister_cache(cache_id)
     })
 }
 
@@ -171,7 +178,7 @@ pub unsafe extern "C" fn llmdd_allocate_cache(
         let d = desc_from_c(input(desc, "cache_desc")?)?;
         let ks = keys(cache_keys, num_cache_keys)?;
         let o = output(out, "out")?;
-        let rec = s.allocate_cache(&d, &ks)?;
+        let rec = s.caches().allocate_cache(&d, &ks)?;
         fill_cache(&rec, o);
         Ok(())
     })
@@ -190,7 +197,7 @@ pub unsafe extern "C" fn llmdd_allocate_blocks_cache(
         let d = desc_from_c(input(desc, "cache_desc")?)?;
         let k = opt_key(blocks_key)?;
         let o = output(out, "out")?;
-        let rec = s.allocate_blocks_cache(&d, k)?;
+        let rec = s.caches().allocate_blocks_cache(&d, k)?;
         fill_cache(&rec, o);
         Ok(())
     })
@@ -202,7 +209,10 @@ pub unsafe extern "C" fn llmdd_allocate_blocks_cache(
 #[no_mangle]
 pub unsafe extern "C" fn llmdd_deallocate_cache(inst: *mut llmdd_instance_t, cache_id: i64) -> u32 {
     run("llmdd_deallocate_cache", || {
-        instance(inst)?.session()?.deallocate(cache_id, false)
+        instance(inst)?
+            .session()?
+            .caches()
+            .deallocate(cache_id, false)
     })
 }
 
@@ -213,7 +223,10 @@ pub unsafe extern "C" fn llmdd_deallocate_blocks_cache(
     cache_id: i64,
 ) -> u32 {
     run("llmdd_deallocate_blocks_cache", || {
-        instance(inst)?.session()?.deallocate(cache_id, true)
+        instance(inst)?
+            .session()?
+            .caches()
+            .deallocate(cache_id, true)
     })
 }
 
@@ -227,7 +240,7 @@ pub unsafe extern "C" fn llmdd_remove_cache_key(
     run("llmdd_remove_cache_key", || {
         let s = instance(inst)?.session()?;
         let k = key_from_c(input(cache_key, "cache_key")?)?;
-        s.remove_cache_key(&k)
+        s.caches().remove_cache_key(&k)
     })
 }
 
@@ -249,7 +262,8 @@ pub unsafe extern "C" fn llmdd_pull_cache(
         let s = instance(inst)?.session()?;
         let k = key_from_c(input(src_key, "src_key")?)?;
         let sel = layers_from_c(layers)?;
-        s.pull_cache(&k, dst_cache_id, batch_index, size, &sel)
+        s.caches()
+            .pull_cache(&k, dst_cache_id, batch_index, size, &sel)
     })
 }
 
@@ -275,7 +289,7 @@ pub unsafe extern "C" fn llmdd_pull_blocks(
         let sb = slice(src_blocks, num_src_blocks, "src_blocks")?;
         let db = slice(dst_blocks, num_dst_blocks, "dst_blocks")?;
         let sel = layers_from_c(layers)?;
-        s.pull_blocks(&k, dst_cache_id, sb, db, &sel)
+        s.caches().pull_blocks(&k, dst_cache_id, sb, db, &sel)
     })
 }
 
@@ -295,7 +309,8 @@ pub unsafe extern "C" fn llmdd_push_cache(
         let s = instance(inst)?.session()?;
         let k = key_from_c(input(dst_key, "dst_key")?)?;
         let sel = layers_from_c(layers)?;
-        s.push_cache(&k, src_cache_id, src_batch_index, size, &sel)
+        s.caches()
+            .push_cache(&k, src_cache_id, src_batch_index, size, &sel)
     })
 }
 
@@ -319,7 +334,7 @@ pub unsafe extern "C" fn llmdd_push_blocks(
         let sb = slice(src_blocks, num_src_blocks, "src_blocks")?;
         let db = slice(dst_blocks, num_dst_blocks, "dst_blocks")?;
         let sel = layers_from_c(layers)?;
-        s.push_blocks(&k, src_cache_id, sb, db, &sel)
+        s.caches().push_blocks(&k, src_cache_id, sb, db, &sel)
     })
 }
 
@@ -337,7 +352,7 @@ pub unsafe extern "C" fn llmdd_copy_cache(
     size: i64,
 ) -> u32 {
     run("llmdd_copy_cache", || {
-        instance(inst)?.session()?.copy_cache(
+        instance(inst)?.session()?.caches().copy_cache(
             dst_cache_id,
             src_cache_id,
             dst_batch_index,
@@ -362,7 +377,7 @@ pub unsafe extern "C" fn llmdd_copy_blocks(
             .iter()
             .map(|p| (p.src, p.dst))
             .collect();
-        s.copy_blocks(cache_id, &p)
+        s.caches().copy_blocks(cache_id, &p)
     })
 }
 
@@ -406,7 +421,7 @@ pub unsafe extern "C" fn llmdd_swap_blocks(
             .iter()
             .map(|p| (p.src, p.dst))
             .collect();
-        s.swap_blocks(&src, &dst, &p)
+        s.caches().swap_blocks(&src, &dst, &p)
     })
 }
 
@@ -432,6 +447,6 @@ pub unsafe extern "C" fn llmdd_remap_registered_memory(
                 })
             })
             .collect::<Result<Vec<MemInfo>>>()?;
-        s.remap_registered_memory(&infos)
+        s.caches().remap_registered_memory(&infos)
     })
 }

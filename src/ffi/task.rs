@@ -196,7 +196,9 @@ pub unsafe extern "C" fn llmdd_transfer_cache_async(
             // SAFETY: the caller's function and user data, as documented.
             unsafe { f(u.0, layer, -1) }
         });
-        let t = s.transfer_cache_async(src_cache_id, &cs, blocks, cb)?;
+        let t = s
+            .caches()
+            .transfer_cache_async(src_cache_id, &cs, blocks, cb)?;
         match TASKS.insert(t) {
             Some(h) => *out = h,
             // Dropping the task cancels it and joins its threads.

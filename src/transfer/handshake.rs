@@ -1,318 +1,164 @@
-//! The frames of the link handshake (`Hello`, `HelloAck`, `Join`, `JoinAck`,
-//! `Pools`), the first frame of an accepted connection, and the listener's
-//! refusal, built and matched here with typed fields. What the fields mean
-//! (the proofs, the checks of the answers, the pools to map) is the API
-//! layer's (`datadist::handshake`); this module only moves them, with the
-//! statuses and messages of each unexpected or refused answer.
+//! The link handshake (wire protocol 3, docs/security.md): nothing is claimed,
+//! everything is proven, and nothing identifying reaches a peer before it has
+//! proven what it needs to.
+//!
+//! ```text
+//! client                                   server
+//! Hello    {auth?, nonce_c}          →
+//!                                    ←     HelloAck {nonce_s, host tag, auth MAC?}
+//! Join     {auth MAC?, cluster, server cluster, role, mode, comm, device,
+//!           identity: host tag, proof, claim iff the server's host tag matched} →
+//!                                    ←     JoinAck {status, cluster, role, token, device,
+//!                                           identity (claim iff the client's host tag matched),
+//!                                           pools iff the client proved it is on this host}
+//! Pools    {pools iff the server proved it is on this host} →
+//! ```
+//!
+//! With `llmdd.LinkSecret` both sides answer the other's nonce with an HMAC of
+//! the secret before anything else is exchanged; a side without the secret, or
+//! with another one, is refused. Identity proofs (`transport::identity`) are
+//! bound to both nonces and to the control connection's endpoints.
+//!
+//! The engine runs both sides, in order and with their deadlines: the
+//! dialler's ([`dial`]: connect, handshake, the link's data paths, serving its
+//! control connection) and the listener's ([`accept`]: admission of an
+//! accepted connection, its first frame, the challenge, the checks of a
+//! `Join`, `JoinAck`, `Pools`, or an `Attach`), with the frames of [`frames`].
+//! What they ask of the instance is [`LinkHost`], which `datadist/link_host.rs`
+//! implements: its identity and settings, and the instance-level policy (which
+//! clusters may link, the link table, rank-table comms).
+
+pub mod accept;
+pub mod dial;
+pub mod frames;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
 
-use crate::log::rate::warn_refusal;
-use crate::status::{Error, Result, Status};
-use crate::transport::identity::Tag;
-use crate::transport::tcp::{check_reply, Conn};
-use crate::transport::wire::{self, DeviceEndpoint, Identity, Msg, PoolInfo, TAG_LEN};
-use crate::{bail, err};
+use crate::backend::Device;
+use crate::bail;
+use crate::device::pool::PeerMapping;
+use crate::status::Result;
+use crate::transfer::link::Link;
+use crate::transfer::listener::{Admit, Listeners};
+use crate::transfer::serve::ServeHost;
+use crate::transport::auth::LinkKey;
+use crate::transport::identity::{self, Side, Transcript, Verdict};
+use crate::transport::local::LocalPath;
+use crate::transport::peer_proc::PeerProcess;
+use crate::transport::tcp::ConnOpts;
+use crate::transport::wire::{DeviceEndpoint, Identity, PoolInfo};
+use crate::{log_debug, log_info};
 
-/// The server's answer to `Hello`, once its status said yes.
-pub struct HelloAck {
-    pub nonce: Tag,
-    pub host_tag: Tag,
-    pub auth_mac: Option<Tag>,
+/// What link setup needs of the instance on either side of the handshake,
+/// beyond serving ([`ServeHost`]) and admitting ([`Admit`]) its peers.
+pub(crate) trait LinkHost: ServeHost + Admit {
+    /// A rank-table comm of the instance, as link setup sees it.
+    type Comm: LinkComm;
+    /// The instance's role now (prompt / decoder / mix).
+    fn role(&self) -> u32;
+    /// The link secret (`llmdd.LinkSecret`), if one is set.
+    fn link_key(&self) -> Option<&LinkKey>;
+    /// One-sided paths are on (`llmdd.SameHost`) and possible (host backend).
+    fn one_sided(&self) -> bool;
+    /// The instance's memfd pools, as announced to a peer proven to be on
+    /// this host.
+    fn pool_infos(&self) -> Vec<PoolInfo>;
+    /// The largest peer pool mapped (`llmdd.PeerPoolMaxBytes`).
+    fn peer_pool_max(&self) -> u64;
+    /// The remote-cache-accessible mode (both ends must agree).
+    fn remote_accessible(&self) -> bool;
+    /// The backend (its link setup hooks: offers, data paths).
+    fn backend(&self) -> &dyn Device;
+    /// Socket options of a link's connections.
+    fn conn_opts(&self) -> ConnOpts;
+    /// The registry's generation now (what a new link may see).
+    fn generation(&self) -> u64;
+    /// Most connections of one accepted link (`llmdd.MaxConnsPerLink`).
+    fn max_conns_per_link(&self) -> u32;
+    /// The instance's listeners (accepted connections, setup slots).
+    fn listeners(&self) -> &Listeners;
+    /// Starts a tracked thread (joined at finalize), reporting failure.
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()>;
+    /// The link accepted from `cluster_id`, if any (an `Attach` joins it).
+    fn accepted_link(&self, cluster_id: u64) -> Option<Arc<Link>>;
+    /// Whether the instance accepts a link from `cluster_id` now: the comm
+    /// `comm_name` names (a rank-table dialer), or `None` for link_clusters
+    /// (a live link from that cluster, membership of a comm, or the link
+    /// limit refuses it; a stale one is dropped).
+    fn accepting(&self, cluster_id: u64, comm_name: &str) -> Result<Option<Arc<Self::Comm>>>;
+    /// Puts a finished `link` into the link table (and `comm`'s links).
+    fn install(&self, link: &Arc<Link>, comm: Option<&Self::Comm>) -> Result<()>;
+    /// An accepted comm link is set up (the dialer's `Pools` arrived).
+    fn comm_peer_ready(&self, link: &Arc<Link>);
 }
 
-/// A client's `Join`: who it is, what it asks for, and its proofs.
-pub struct Join {
-    pub auth_mac: Option<Tag>,
-    pub cluster_id: u64,
-    pub server_cluster_id: u64,
-    pub role: u32,
-    pub remote_accessible: bool,
-    pub comm_name: String,
-    pub device: Option<DeviceEndpoint>,
-    pub identity: Identity,
+/// What link setup needs of a rank-table comm.
+pub(crate) trait LinkComm: Send + Sync + 'static {
+    /// The comm's id (its links carry it).
+    fn comm_id(&self) -> u64;
+    /// The comm's name (a dialer's `Join` names it).
+    fn comm_name(&self) -> &str;
+    /// This instance's device endpoint in the comm's rank table.
+    fn local_device(&self) -> Option<DeviceEndpoint>;
 }
 
-/// The server's acceptance of a `Join` (a `JoinAck` with status 0).
-pub struct JoinAck {
-    pub cluster_id: u64,
-    pub role: u32,
-    pub link_token: u64,
-    pub device: Option<DeviceEndpoint>,
-    pub identity: Identity,
-    pub pools: Vec<PoolInfo>,
+/// Endpoint used when a socket cannot report its own (the proofs then fail:
+/// no one-sided path, TCP).
+fn unknown_endpoint() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
-/// The first frame of an accepted connection.
-pub enum First {
-    /// A link_clusters client or rank-table dialer starts the handshake.
-    Hello { auth: bool, nonce: Tag },
-    /// One more connection of an existing link.
-    Attach {
-        cluster_id: u64,
-        link_token: u64,
-        reverse: bool,
-    },
-    /// Any other frame, by its type.
-    Other(u16),
-}
-
-// ---------------------------------------------------------------- client
-
-/// Client: sends `Hello` and reads the server's `HelloAck`. `io` maps I/O
-/// failures and a listener's refusal before the handshake (a rank-table
-/// dialer retries them); a `HelloAck` refusing fails with its status.
-pub fn hello(
-    c: &mut Conn,
-    auth: bool,
-    nonce: Tag,
-    addr: SocketAddr,
-    deadline: Instant,
-    io: &dyn Fn(Error) -> Error,
-) -> Result<HelloAck> {
-    c.send(&Msg::Hello { auth, nonce }, Some(deadline))
-        .map_err(io)?;
-    match recv(c, deadline, addr).map_err(io)? {
-        Msg::HelloAck {
-            status,
-            message,
-            nonce,
-            host_tag,
-            auth_mac,
-        } => {
-            check_reply(status, &message, "link handshake")?;
-            Ok(HelloAck {
-                nonce,
-                host_tag,
-                auth_mac,
-            })
+/// What a verified peer gets: the one-sided path, or an error when it
+/// claimed an identity it could not prove (`who` names it in messages).
+fn judge<H: LinkHost>(
+    host: &H,
+    side: Side,
+    t: &Transcript,
+    id: &Identity,
+    who: &str,
+) -> Result<Option<LocalPath>> {
+    if !host.one_sided() {
+        return Ok(None);
+    }
+    match identity::verify(side, t, id) {
+        Verdict::SameProcess => Ok(Some(LocalPath::SameProcess)),
+        Verdict::SameHost(p) => {
+            log_debug!("{who} is pid {} of this host (proven)", p.pid());
+            Ok(Some(LocalPath::SameHost(p)))
         }
-        // A listener refusing before the handshake (its connection caps,
-        // no file descriptor or thread left): fail now with its reason.
-        Msg::Reply { status, message } => Err(io(Error::new(
-            Status::from_code(status),
-            format!("the server at {addr} refused the link: {message}"),
-        ))),
-        m => bail!(
+        Verdict::Remote(why) => {
+            log_info!("no same-host path to {who} ({why}); using TCP");
+            Ok(None)
+        }
+        Verdict::Forged(why) => bail!(
             LinkFailed,
-            "unexpected handshake reply type {} from {addr}",
-            m.msg_type()
+            "{who} failed the same-host identity proof: {why}"
         ),
     }
 }
 
-/// Client: sends `Join` and reads the server's `JoinAck`; a refusal fails
-/// with its status. `io` as for [`hello`].
-pub fn join(
-    c: &mut Conn,
-    j: Join,
-    addr: SocketAddr,
-    deadline: Instant,
-    io: &dyn Fn(Error) -> Error,
-) -> Result<JoinAck> {
-    let msg = Msg::Join {
-        auth_mac: j.auth_mac,
-        cluster_id: j.cluster_id,
-        server_cluster_id: j.server_cluster_id,
-        role: j.role,
-        remote_accessible: j.remote_accessible,
-        comm_name: j.comm_name,
-        device: j.device,
-        identity: j.identity,
+/// Maps the pools a verified same-host peer announced (each checked against
+/// its memfd and `llmdd.PeerPoolMaxBytes`); a pool that fails is reached
+/// with process_vm_readv/writev instead.
+fn map_pools<H: LinkHost>(
+    host: &H,
+    peer: Option<&PeerProcess>,
+    pools: &[PoolInfo],
+) -> Vec<PeerMapping> {
+    let Some(p) = peer else {
+        return Vec::new();
     };
-    c.send(&msg, Some(deadline)).map_err(io)?;
-    match recv(c, deadline, addr).map_err(io)? {
-        Msg::JoinAck {
-            status,
-            message,
-            cluster_id,
-            role,
-            link_token,
-            device,
-            identity,
-            pools,
-        } => {
-            check_reply(status, &message, "link handshake")?;
-            Ok(JoinAck {
-                cluster_id,
-                role,
-                link_token,
-                device,
-                identity,
-                pools,
-            })
-        }
-        m => bail!(
-            LinkFailed,
-            "unexpected handshake reply type {} from {addr}",
-            m.msg_type()
-        ),
-    }
-}
-
-/// Either side: sends our `Pools` (the last frame of the client's handshake).
-pub fn send_pools(c: &mut Conn, pools: Vec<PoolInfo>, deadline: Instant) -> Result<()> {
-    c.send(&Msg::Pools { pools }, Some(deadline))
-}
-
-// ---------------------------------------------------------------- server
-
-/// Server: the first frame of an accepted connection, within `deadline`.
-pub fn first(c: &mut Conn, deadline: Option<Instant>) -> Result<First> {
-    Ok(match c.recv(deadline)? {
-        Msg::Hello { auth, nonce } => First::Hello { auth, nonce },
-        Msg::Attach {
-            cluster_id,
-            link_token,
-            reverse,
-        } => First::Attach {
-            cluster_id,
-            link_token,
-            reverse,
-        },
-        m => First::Other(m.msg_type()),
-    })
-}
-
-/// Server: answers `Hello` with our challenge.
-pub fn send_hello_ack(c: &mut Conn, ack: HelloAck, deadline: Instant) -> Result<()> {
-    c.send(
-        &Msg::HelloAck {
-            status: 0,
-            message: String::new(),
-            nonce: ack.nonce,
-            host_tag: ack.host_tag,
-            auth_mac: ack.auth_mac,
-        },
-        Some(deadline),
-    )
-}
-
-/// Server: refuses the connection in a `HelloAck` (best effort).
-pub fn refuse_hello(c: &mut Conn, status: Status, message: &str, deadline: Instant) {
-    let _ = c.send(
-        &Msg::HelloAck {
-            status: status.code(),
-            message: message.to_string(),
-            nonce: [0; TAG_LEN],
-            host_tag: [0; TAG_LEN],
-            auth_mac: None,
-        },
-        Some(deadline),
-    );
-}
-
-/// Server: the client's `Join`. A client that gives up instead (its `Reply`)
-/// is logged (rate-limited) and fails with its status and message.
-pub fn recv_join(c: &mut Conn, deadline: Instant) -> Result<Join> {
-    let peer = c.peer();
-    match recv(c, deadline, peer)? {
-        Msg::Join {
-            auth_mac,
-            cluster_id,
-            server_cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
-        } => Ok(Join {
-            auth_mac,
-            cluster_id,
-            server_cluster_id,
-            role,
-            remote_accessible,
-            comm_name,
-            device,
-            identity,
-        }),
-        Msg::Reply { status, message } => {
-            warn_refusal(format_args!(
-                "link from {peer} abandoned by the client: {message}"
-            ));
-            Err(Error::new(Status::from_code(status), message))
-        }
-        m => bail!(
-            LinkFailed,
-            "expected Join from {peer}, got message type {}",
-            m.msg_type()
-        ),
-    }
-}
-
-/// Server: accepts the link in a `JoinAck`.
-pub fn send_join_ack(c: &mut Conn, ack: JoinAck, deadline: Instant) -> Result<()> {
-    c.send(
-        &Msg::JoinAck {
-            status: 0,
-            message: String::new(),
-            cluster_id: ack.cluster_id,
-            role: ack.role,
-            link_token: ack.link_token,
-            device: ack.device,
-            identity: ack.identity,
-            pools: ack.pools,
-        },
-        Some(deadline),
-    )
-}
-
-/// Server: refuses the link in a `JoinAck` carrying only `e`'s status and
-/// message (best effort).
-pub fn refuse_join(c: &mut Conn, e: &Error, deadline: Option<Instant>) {
-    let _ = c.send(
-        &Msg::JoinAck {
-            status: e.status.code(),
-            message: e.message.clone(),
-            cluster_id: 0,
-            role: 0,
-            link_token: 0,
-            device: None,
-            identity: Identity {
-                host_tag: [0; TAG_LEN],
-                proof: [0; TAG_LEN],
-                claim: None,
+    pools
+        .iter()
+        .filter_map(
+            |info| match PeerMapping::open(p, info, host.peer_pool_max()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    log_info!("not mapping a pool of pid {}: {}", p.pid(), e.message);
+                    None
+                }
             },
-            pools: Vec::new(),
-        },
-        deadline,
-    );
-}
-
-/// Server, after `JoinAck`: the client's `Pools` (`cluster_id` names it in
-/// the error of another frame).
-pub fn recv_pools(c: &mut Conn, cluster_id: u64, deadline: Instant) -> Result<Vec<PoolInfo>> {
-    let peer = c.peer();
-    match recv(c, deadline, peer)? {
-        Msg::Pools { pools } => Ok(pools),
-        m => bail!(
-            LinkFailed,
-            "expected Pools from cluster {cluster_id}, got message type {}",
-            m.msg_type()
-        ),
-    }
-}
-
-/// The frame of a listener's refusal of a connection before any handshake:
-/// a `Reply` with `status` and `message`.
-pub fn refusal_frame(status: Status, message: &str) -> Vec<u8> {
-    wire::encode_to_vec(
-        &Msg::Reply {
-            status: status.code(),
-            message: message.to_string(),
-        },
-        0,
-    )
-}
-
-/// One handshake frame, its timeout worded for the handshake.
-fn recv(c: &mut Conn, deadline: Instant, peer: SocketAddr) -> Result<Msg> {
-    c.recv(Some(deadline)).map_err(|e| {
-        if e.status == Status::Timeout {
-            err!(LinkFailed, "handshake with {peer} timed out")
-        } else {
-            Error::new(Status::LinkFailed, e.message)
-        }
-    })
+        )
+        .collect()
 }

@@ -146,6 +146,48 @@ pub struct CacheEntry {
     pub blocks_model: Option<u64>,
 }
 
+/// A client's link request, the fields of the `Join` frame: who it is, what
+/// it asks for, and its proofs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The client's proof of the link secret (link authentication).
+    pub auth_mac: Option<[u8; TAG_LEN]>,
+    /// The client's cluster id.
+    pub cluster_id: u64,
+    /// The cluster the client means to link to: a server with another id
+    /// refuses at once, before its link table is consulted.
+    pub server_cluster_id: u64,
+    /// The client's role (prompt / decoder / mix).
+    pub role: u32,
+    /// The client's remote-cache-accessible mode (both ends must agree).
+    pub remote_accessible: bool,
+    /// Rank-table comm this link belongs to (`llmdd_link`); empty for
+    /// `link_clusters`.
+    pub comm_name: String,
+    /// The client's device endpoint: present iff it runs the acl backend.
+    pub device: Option<DeviceEndpoint>,
+    /// The client's identity proof (`transport::identity`).
+    pub identity: Identity,
+}
+
+/// The fields of a `JoinAck` after its status and message: the server's
+/// acceptance of a `Join` (all zero or empty in a refusal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinAck {
+    /// The server's cluster id.
+    pub cluster_id: u64,
+    /// The server's role.
+    pub role: u32,
+    /// The link's token (the client's `Attach` names it).
+    pub link_token: u64,
+    /// The server's device endpoint: present iff it runs the acl backend.
+    pub device: Option<DeviceEndpoint>,
+    /// The server's identity proof.
+    pub identity: Identity,
+    /// The server's memfd pools, only if the client proved to be on this host.
+    pub pools: Vec<PoolInfo>,
+}
+
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -167,34 +209,13 @@ pub enum Msg {
         auth_mac: Option<[u8; TAG_LEN]>,
     },
     /// Client → server after `HelloAck`: the link request.
-    Join {
-        /// The client's proof of the link secret (link authentication).
-        auth_mac: Option<[u8; TAG_LEN]>,
-        cluster_id: u64,
-        /// The cluster the client means to link to: a server with another
-        /// id refuses at once, before its link table is consulted.
-        server_cluster_id: u64,
-        role: u32,
-        remote_accessible: bool,
-        /// Rank-table comm this link belongs to (`llmdd_link`); empty for
-        /// `link_clusters`.
-        comm_name: String,
-        /// The client's device endpoint: present iff it runs the acl backend.
-        device: Option<DeviceEndpoint>,
-        identity: Identity,
-    },
-    /// Server → client reply to `Join`.
+    Join(Join),
+    /// Server → client reply to `Join`: a status and message, and the
+    /// acceptance's fields (zero or empty when the status refuses).
     JoinAck {
         status: u32,
         message: String,
-        cluster_id: u64,
-        role: u32,
-        link_token: u64,
-        /// The server's device endpoint: present iff it runs the acl backend.
-        device: Option<DeviceEndpoint>,
-        identity: Identity,
-        /// The server's memfd pools, only if the client proved to be on this host.
-        pools: Vec<PoolInfo>,
+        ack: JoinAck,
     },
     /// Client → server after `JoinAck`: the client's memfd pools (empty
     /// unless the server proved to be on this host).
@@ -266,7 +287,7 @@ impl Msg {
             Msg::Read { .. } => 11,
             Msg::ReadData { .. } => 12,
             Msg::Write { .. } => 13,
-            Msg::Join { .. } => 14,
+            Msg::Join(_) => 14,
             Msg::JoinAck { .. } => 15,
             Msg::Pools { .. } => 16,
             Msg::Notify { .. } => 17,

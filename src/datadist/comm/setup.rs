@@ -1,15 +1,68 @@
-//! The session side of rank-table comms: creating one (validation, the
-//! background setup runner with its dial retries and HCCL communicator),
-//! querying and destroying it.
+//! The flows of rank-table comms: creating one (validation, the background
+//! setup runner with its dial retries and HCCL communicator), querying and
+//! destroying it, and adopting the links its members dial. They work on the
+//! comm table, the link table and the backend (`CommOps`), and ask the
+//! instance (`CommHost`) only to dial, to listen and to start the runner.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::datadist::session::Session;
+use crate::datadist::attempts::Attempts;
+use crate::datadist::link_table::LinkTable;
+use crate::datadist::options::Config;
 
-impl Session {
+/// What the comm flows need of the instance beyond its tables.
+pub trait CommHost: Send + Sync {
+    /// True once finalize has begun.
+    fn is_closing(&self) -> bool;
+    /// Dials member `cluster` of `comm` at `addr` within `timeout` (the
+    /// handshake names the comm; the link joins it). `LLM_NOT_YET_LINK`
+    /// means "retry".
+    fn dial_member(
+        &self,
+        cluster: u64,
+        addr: SocketAddr,
+        timeout: Duration,
+        comm: &Arc<Comm>,
+    ) -> Result<()>;
+    /// Listens on `addr` for the comm's members (shared by the comms naming
+    /// it); the endpoint to release later, if one was bound.
+    fn acquire_listener(&self, addr: SocketAddr) -> Result<Option<SocketAddr>>;
+    /// Drops a comm's reference on its listener; the last one closes it.
+    fn release_listener(&self, addr: SocketAddr);
+    /// Starts a tracked thread (joined at finalize) that runs
+    /// [`CommOps::run`] from `first`.
+    fn spawn_runner(&self, first: Arc<Comm>) -> Result<()>;
+}
+
+/// The comm flows of one instance, over the owners they use (borrowed from
+/// the session by `Session::comm_ops`).
+pub struct CommOps<'s> {
+    pub(crate) cluster_id: u64,
+    pub(crate) config: &'s Config,
+    pub(crate) comms: &'s Mutex<Comms>,
+    pub(crate) comm_ids: &'s AtomicU64,
+    pub(crate) links: &'s LinkTable,
+    pub(crate) attempts: &'s Attempts,
+    pub(crate) backend: &'s dyn Device,
+    pub(crate) host: &'s dyn CommHost,
+}
+
+impl CommOps<'_> {
+    /// The comm table (lock order: comms, then a comm's state, then links).
+    fn comms(&self) -> MutexGuard<'_, Comms> {
+        self.comms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remove_exact(&self, link: &Arc<Link>) {
+        self.links.remove_exact(link);
+    }
+
     /// `link`: reserves the members, binds the local endpoint if some member
     /// dials us, and queues the background setup. Returns the comm id.
     pub fn comm_link(&self, spec: CommSpec) -> Result<u64> {
-        if self.is_closing() {
+        if self.host.is_closing() {
             bail!(Failed, "instance is finalizing");
         }
         let mut t = self.comms();
@@ -33,7 +86,7 @@ impl Session {
                     c.name()
                 );
             }
-            if self.link(m.cluster_id).is_some() {
+            if self.links.get(m.cluster_id).is_some() {
                 bail!(
                     AlreadyLink,
                     "a link to cluster {} already exists (link_clusters); unlink it first",
@@ -43,7 +96,7 @@ impl Session {
         }
         let local = spec.local_member().clone();
         let listener = if spec.accepts() {
-            self.acquire_listener(local.addr).map_err(|e| {
+            self.host.acquire_listener(local.addr).map_err(|e| {
                 err!(
                     LinkFailed,
                     "cannot listen on rank {}'s endpoint {} from the rank table: {}",
@@ -55,13 +108,11 @@ impl Session {
         } else {
             None
         };
-        let id = self.next_comm_id();
+        let id = self.comm_ids.fetch_add(1, Ordering::Relaxed);
         let comm = Arc::new(Comm::new(id, spec, listener));
         if t.insert(comm.clone(), MAX_CONCURRENT_COMM_SETUPS) {
             drop(t);
-            let s = self.arc();
-            let c = comm.clone();
-            if let Err(e) = self.try_spawn("llmdd-comm", move || s.comm_runner(c)) {
+            if let Err(e) = self.host.spawn_runner(comm.clone()) {
                 self.comms().runner_not_started();
                 self.comm_failed(&comm, &e.message);
             }
@@ -101,7 +152,7 @@ impl Session {
     }
 
     /// Closes every comm (finalize).
-    pub(crate) fn comm_unlink_all(&self, wait: Duration) {
+    pub(crate) fn unlink_all(&self, wait: Duration) {
         let all: Vec<Arc<Comm>> = self.comms().drain();
         for c in all {
             self.comm_teardown(&c, wait);
@@ -115,7 +166,7 @@ impl Session {
         }
         self.destroy_comm_hccl(comm);
         if let Some(a) = comm.listener {
-            self.release_listener(a);
+            self.host.release_listener(a);
         }
     }
 
@@ -155,23 +206,9 @@ impl Session {
         Ok(())
     }
 
-    /// Number of comms (any status).
-    pub fn comm_count(&self) -> usize {
-        self.comms().len()
-    }
-
-    /// Comm setups running and queued (for tests and logs).
-    pub fn comm_setups(&self) -> (usize, usize) {
-        self.comms().setups()
-    }
-
-    /// The comm that reserves `cluster_id`, if any.
-    pub fn comm_of(&self, cluster_id: u64) -> Option<Arc<Comm>> {
-        self.comms().of_cluster(cluster_id).cloned()
-    }
-
-    /// Runs `first`'s setup, then queued ones, until the queue is empty.
-    fn comm_runner(&self, first: Arc<Comm>) {
+    /// Runs `first`'s setup, then queued ones, until the queue is empty
+    /// (the runner thread).
+    pub fn run(&self, first: Arc<Comm>) {
         let mut next = Some(first);
         while let Some(c) = next {
             if !c.is_closed() {
@@ -210,7 +247,7 @@ impl Session {
                     return;
                 }
                 let attempt = (deadline - now).min(DIAL_ATTEMPT);
-                match self.dial(m.cluster_id, m.addr, None, attempt, Some(c)) {
+                match self.host.dial_member(m.cluster_id, m.addr, attempt, c) {
                     Ok(()) => break,
                     Err(e) if e.status == Status::NotYetLink => {
                         last = e.message;
@@ -238,7 +275,7 @@ impl Session {
                 }
                 hccl_done = true;
             }
-            if hccl_done && c.try_complete(Some(self.device())) {
+            if hccl_done && c.try_complete(Some(self.backend)) {
                 log_info!(
                     "cluster {}: comm {} (\"{}\") is linked",
                     self.cluster_id,
@@ -355,7 +392,9 @@ impl Session {
             st.ready.remove(&peer);
             self.remove_exact(&old);
         }
-        self.insert_link(link.clone())?;
+        self.links.insert(link.clone())?;
+        // A link supersedes a failed link_clusters to that cluster.
+        self.attempts.forget(peer);
         st.links.insert(peer, link.clone());
         if dialed {
             st.ready.insert(peer);

@@ -1,21 +1,19 @@
-//! The dialling side of link setup and unlink: link_clusters to one peer,
-//! the dial shared with rank-table comms, and the non-forced unlink.
+//! The dialling side of link setup and unlink that is the instance's:
+//! link_clusters to one peer, the checks before a dial (shared with
+//! rank-table comms; the dial itself is `transfer::handshake::dial`), and
+//! the non-forced unlink.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Session;
-use crate::backend::{self, LinkIds};
 use crate::datadist::comm::Comm;
-use crate::datadist::handshake::JoinFields;
-use crate::datadist::liveness;
-use crate::status::{Error, Result, Status};
-use crate::transfer::link::{Link, LinkParts};
+use crate::status::Result;
+use crate::transfer::handshake::dial;
+use crate::transfer::link::Link;
 use crate::transfer::rpc::{self, Unlinked};
 use crate::transfer::serve::serve;
-use crate::transport::poller;
-use crate::transport::tcp::Conn;
 use crate::{bail, err, log_info, log_warn};
 
 /// The least time a non-forced unlink waits for the peer's answer to
@@ -74,12 +72,11 @@ impl Session {
         }
     }
 
-    /// Dials the server at `addr`: handshake, extra connections, then the
-    /// link joins the table (and `comm`, for a rank-table link). For a comm,
-    /// failures before the handshake is accepted (nothing listening yet, the
-    /// peer has no such comm yet, no answer in time) are `LLM_NOT_YET_LINK`
-    /// so the caller retries. `local_ip` names this side's device IP on the acl
-    /// backend (else the control connection's local address is used).
+    /// Dials the server at `addr` (`transfer::handshake::dial`): handshake,
+    /// data paths, then the link joins the table (and `comm`, for a
+    /// rank-table link). For a comm, failures before the handshake is
+    /// accepted are `LLM_NOT_YET_LINK` so the caller retries. `local_ip`
+    /// names this side's device IP on the acl backend.
     pub(crate) fn dial(
         &self,
         remote_cluster_id: u64,
@@ -98,120 +95,14 @@ impl Session {
                 self.config.max_links
             );
         }
-        let retryable = |e: Error| match comm {
-            Some(_) => Error::new(Status::NotYetLink, e.message),
-            None => e,
-        };
-        let deadline = Instant::now() + timeout;
-        let conn_opts = self.config.conn_opts();
-        let mut control = Conn::connect(&addr, timeout, conn_opts).map_err(retryable)?;
-        let generation = self.registry.generation();
-        // A link_clusters link gets its own two-rank communicator (reserve our
-        // device port now); a rank-table comm's links share the comm's
-        // communicator, so they only announce the member's table endpoint.
-        let acl_end = match comm {
-            None => self.backend.offer(&|| {
-                local_ip
-                    .or_else(|| control.local_addr().map(|a| a.ip()))
-                    .unwrap_or(addr.ip())
-            })?,
-            Some(_) => None,
-        };
-        let our_device = match comm {
-            Some(c) => c.spec.local_member().device.clone(),
-            None => acl_end.clone(),
-        };
-        let fields = JoinFields {
-            comm_name: comm.map(|c| c.name().to_string()).unwrap_or_default(),
-            device: our_device.clone(),
-        };
-        let joined = self.client_handshake(
-            &mut control,
+        dial::dial(
+            &self.arc(),
             remote_cluster_id,
             addr,
-            fields,
-            deadline,
-            &retryable,
-        )?;
-        backend::check_offers(our_device.is_some(), joined.server_device.as_ref(), false)?;
-        let (remote_role, token, server_device) =
-            (joined.remote_role, joined.token, joined.server_device);
-        let link = Arc::new(Link::new(LinkParts {
-            remote_cluster_id,
-            remote_role,
-            token,
-            we_dialed: true,
-            remote_addr: addr,
-            path: joined.path,
-            generation,
-            local_cluster_id: self.cluster_id,
-            comm_id: comm.map_or(0, |c| c.id),
-            conn: conn_opts,
-        }));
-        // Build the rest of the link; on failure tell the server to drop it.
-        let built = (|| -> Result<()> {
-            let ids = LinkIds {
-                server_cluster: remote_cluster_id,
-                client_cluster: self.cluster_id,
-                token,
-            };
-            let path = self
-                .backend
-                .client_path(acl_end, server_device.as_ref(), ids, deadline)?;
-            if let Some(p) = path {
-                link.set_path(p);
-                if let Some(p) = link.data_path() {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.backend.prepare_path(p, Some(left))?;
-                }
-            }
-            // The control connection carries no bulk data (link.rs); it is
-            // read on the poller from now on. A link whose bytes move
-            // one-sidedly sends its requests there and needs nothing else.
-            // Else data connections open when a transfer first needs them:
-            // request connections by this side, reverse connections (on which
-            // the server sends its requests) when the server asks
-            // (`OpenConns`); both close when unused for a while.
-            link.watch_control(&control);
-            link.set_control_writer(control.writer());
-            serve(self.arc(), link.clone(), control, true);
-            if link.requests_on_control() {
-                return Ok(());
-            }
-            let tick: std::sync::Weak<dyn poller::Tick> = Arc::downgrade(&link) as _;
-            self.reactor()?.add_tick(tick);
-            Ok(())
-        })();
-        if let Err(e) = built {
-            link.teardown(Duration::ZERO);
-            let e = if e.status == Status::Timeout {
-                err!(
-                    LinkFailed,
-                    "link setup with {addr} timed out after {} ms",
-                    timeout.as_millis()
-                )
-            } else {
-                e
-            };
-            return Err(e);
-        }
-        let installed = match comm {
-            Some(c) => self.comm_adopt(c, &link, true),
-            None => self.insert_plain_link(link.clone(), false),
-        }
-        // Its peer process (same host) and its control connection: the link
-        // is marked dead the moment either is gone.
-        .and_then(|_| liveness::watch(self.reactor()?.arc(), &link));
-        if let Err(e) = installed {
-            self.remove_exact(&link);
-            link.teardown(Duration::ZERO);
-            return Err(e);
-        }
-        log_info!(
-            "cluster {} linked to cluster {remote_cluster_id} at {addr}",
-            self.cluster_id
-        );
-        Ok(())
+            local_ip,
+            timeout,
+            comm,
+        )
     }
 
     /// Opens up to `count` more reverse connections of `link` (its server
@@ -257,7 +148,7 @@ impl Session {
     /// `LLM_ALREADY_LINK` (on the accepting side, `replace_stale_link` has
     /// already removed one whose peer is gone; a live one is never replaced,
     /// and neither is a link this side dialled: both ends may dial).
-    pub(super) fn insert_plain_link(&self, link: Arc<Link>, server: bool) -> Result<()> {
+    pub(crate) fn insert_plain_link(&self, link: Arc<Link>, server: bool) -> Result<()> {
         let t = self.comms();
         let c = link.remote_cluster_id;
         if let Some(comm) = t.of_cluster(c) {

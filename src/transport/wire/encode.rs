@@ -169,7 +169,7 @@ pub(super) fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             put_tag(out, host_tag);
             put_opt_tag(out, auth_mac);
         }
-        Msg::Join {
+        Msg::Join(Join {
             auth_mac,
             cluster_id,
             server_cluster_id,
@@ -178,7 +178,7 @@ pub(super) fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
             comm_name,
             device,
             identity,
-        } => {
+        }) => {
             put_opt_tag(out, auth_mac);
             put_u64(out, *cluster_id);
             put_u64(out, *server_cluster_id);
@@ -191,12 +191,15 @@ pub(super) fn encode_body(msg: &Msg, out: &mut Vec<u8>) {
         Msg::JoinAck {
             status,
             message,
-            cluster_id,
-            role,
-            link_token,
-            device,
-            identity,
-            pools,
+            ack:
+                JoinAck {
+                    cluster_id,
+                    role,
+                    link_token,
+                    device,
+                    identity,
+                    pools,
+                },
         } => {
             put_u32(out, *status);
             put_str(out, message);

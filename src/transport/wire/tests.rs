@@ -68,7 +68,7 @@ fn all_samples() -> Vec<Msg> {
             host_tag: [0; TAG_LEN],
             auth_mac: None,
         },
-        Msg::Join {
+        Msg::Join(Join {
             auth_mac: None,
             cluster_id: 0xabcdef,
             server_cluster_id: 0x123456,
@@ -77,8 +77,8 @@ fn all_samples() -> Vec<Msg> {
             comm_name: String::new(),
             device: None,
             identity: identity(true),
-        },
-        Msg::Join {
+        }),
+        Msg::Join(Join {
             auth_mac: Some([4; TAG_LEN]),
             cluster_id: 3,
             server_cluster_id: 4,
@@ -93,23 +93,25 @@ fn all_samples() -> Vec<Msg> {
                 ..DeviceEndpoint::default()
             }),
             identity: identity(false),
-        },
+        }),
         Msg::JoinAck {
             status: 0,
             message: "welcome".to_owned(),
-            cluster_id: 77,
-            role: 2,
-            link_token: u64::MAX - 1,
-            device: Some(DeviceEndpoint {
-                server_id: "10.0.0.7".to_owned(),
-                device_id: 3,
-                device_ip: "192.168.1.3".to_owned(),
-                device_port: 16666,
-                super_device_id: Some(19),
-                super_pod_id: Some("pod-1".to_owned()),
-            }),
-            identity: identity(true),
-            pools: pools(3),
+            ack: JoinAck {
+                cluster_id: 77,
+                role: 2,
+                link_token: u64::MAX - 1,
+                device: Some(DeviceEndpoint {
+                    server_id: "10.0.0.7".to_owned(),
+                    device_id: 3,
+                    device_ip: "192.168.1.3".to_owned(),
+                    device_port: 16666,
+                    super_device_id: Some(19),
+                    super_pod_id: Some("pod-1".to_owned()),
+                }),
+                identity: identity(true),
+                pools: pools(3),
+            },
         },
         Msg::Pools { pools: pools(1) },
         Msg::Pools { pools: vec![] },
@@ -804,7 +806,7 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
                     device,
                     identity,
                 )| {
-                    Msg::Join {
+                    Msg::Join(Join {
                         auth_mac,
                         cluster_id,
                         server_cluster_id,
@@ -813,7 +815,7 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
                         comm_name,
                         device,
                         identity,
-                    }
+                    })
                 }
             ),
         (
@@ -828,12 +830,14 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
                     Msg::JoinAck {
                         status,
                         message,
-                        cluster_id,
-                        role,
-                        link_token,
-                        device,
-                        identity,
-                        pools,
+                        ack: JoinAck {
+                            cluster_id,
+                            role,
+                            link_token,
+                            device,
+                            identity,
+                            pools,
+                        },
                     }
                 }
             ),

@@ -3,8 +3,9 @@
 //! shared by reference count), the accepted connections not yet joined to a
 //! link, the admission caps and the setup slots. A [`Listener`] is one
 //! socket, its accept thread ("llmdd-accept") and the wake-up that stops it.
-//! Accepted connections go to the instance ([`Admit`]), which applies the
-//! admission caps and runs the handshake; when the process is out of
+//! Accepted connections go to the instance ([`Admit`]), which hands them to
+//! the handshake's serving side (`transfer::handshake::accept`: admission
+//! caps, first frame, handshake or attach); when the process is out of
 //! descriptors the accept loop answers a waiting connection with a refusal
 //! itself (through a spare descriptor), so the client fails at once instead
 //! of after its link timeout.
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
-use crate::datadist::admission::{self, Admission, SpareFd};
 use crate::status::{Result, Status};
+use crate::transfer::admission::{self, Admission, SpareFd};
 use crate::transport::tcp::{eventfd, notify, poll_fd};
 use crate::{bail, err};
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::status::Status;
-use crate::transfer::handshake::refusal_frame;
+use crate::transfer::handshake::frames::refusal_frame;
 
 /// Most accepted connections that have not finished their first frame
 /// (handshake or attach), over all peers.
