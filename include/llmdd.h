@@ -930,8 +930,6 @@
  */
 #define LLMDD_ID_UNSET UINT64_MAX
 
-
-
 /**
  * Opaque option builder. Created by `llmdd_config_new`, owned by the caller,
  * released by `llmdd_config_free`. Not thread-safe: use from one thread at a time.

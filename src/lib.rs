@@ -11,8 +11,9 @@
 //! - [`transfer`]: the links (connections, data paths, in-flight accounting),
 //!   executes plans over them (coalescing, striping, timeouts) and serves
 //!   peers (the serve loop, asking the instance through `transfer::serve::ServeHost`).
-//! - [`transport`] and [`device`]: moving bytes (TCP, same-host one-sided,
-//!   in-process, HCCL) and owning memory (host pools, ACL).
+//! - [`backend`], [`transport`] and [`device`]: the backends behind one set of
+//!   traits (host: memcpy and same-host one-sided paths; acl: ACL memory and
+//!   HCCL), moving bytes over TCP, and memory pools.
 //! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.
 //! - [`stats`]: per-link counters and latency histograms (a leaf: atomics only).
 
@@ -20,6 +21,11 @@ pub mod log;
 
 pub mod cache;
 pub mod datadist;
+
+// Here, after `datadist`: cbindgen writes the crate's constants in module
+// order, so the header keeps its order.
+pub mod backend;
+
 pub mod device;
 pub mod engine;
 pub mod ffi;

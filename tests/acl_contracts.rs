@@ -192,7 +192,10 @@ fn rank_table_device_id_is_the_physical_id() {
         .pull_blocks(&key(100), dc, &[5], &[2], &LayerSel::default())
         .unwrap();
     assert!(dst.read(1)[2 * 64..3 * 64] == pattern(3, 1, 8 * 64)[5 * 64..6 * 64]);
-    let phy = pair.qs().acl().unwrap().identity_info().physical_id;
+    let phy = llmdd::backend::acl::of(pair.qs().device())
+        .unwrap()
+        .identity_info()
+        .physical_id;
     assert_eq!(phy, Some(5));
     // A llm.LocalCommRes naming the logical id is refused at init.
     let i = Instance::new(1, 300).unwrap();
@@ -220,7 +223,7 @@ fn device_ip_comes_from_hccn_conf() {
     let pair = Pair::new(&dir, "0", "1", &[], &[]);
     pair.link().unwrap();
     let h = pair.qs().link(100).unwrap();
-    assert!(h.hccl().is_some());
+    assert!(llmdd::backend::acl::hccl_link(h.data_path()).is_some());
     pair.unlink();
     drop(pair);
     // A hccn.conf without this device: refused before HCCL, naming the fix.
@@ -306,7 +309,10 @@ fn a3_links_use_rank_table_1_2() {
         .pull_blocks(&key(100), dc, &[1], &[0], &LayerSel::default())
         .unwrap();
     assert!(dst.read(0)[..64] == pattern(9, 0, 8 * 64)[64..128]);
-    let id = pair.qs().acl().unwrap().identity_info().clone();
+    let id = llmdd::backend::acl::of(pair.qs().device())
+        .unwrap()
+        .identity_info()
+        .clone();
     assert_eq!(
         (id.super_device_id, id.super_pod_id.as_deref()),
         (Some(1), Some("4"))
@@ -588,7 +594,10 @@ fn cann_library_layouts() {
         let Some(dir) = sim::dir(layout) else { return };
         let pair = Pair::new(&dir, "0", "1", &[], &[]);
         pair.link().unwrap_or_else(|e| panic!("{layout}: {e}"));
-        let rt = pair.qs().acl().unwrap().runtime().clone();
+        let rt = llmdd::backend::acl::of(pair.qs().device())
+            .unwrap()
+            .runtime()
+            .clone();
         assert!(rt.hccl_path().ends_with("libhcomm.so"), "{layout}: {rt:?}");
         if layout == "split" {
             assert!(rt
@@ -608,7 +617,7 @@ fn cann_library_layouts() {
     assert!(e.message.contains("compatibility stubs"), "{e}");
     i.init(&collect(opts(s, "0", "auto", &[])).unwrap())
         .unwrap();
-    assert!(i.session().unwrap().acl().is_none());
+    assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_none());
     i.finalize();
 }
 

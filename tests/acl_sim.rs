@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use llmdd::backend::acl::hccl::{CommConfig, HcclComm};
+use llmdd::backend::acl::runtime::{AclContext, MemcpyKind};
 use llmdd::cache::types::Placement;
-use llmdd::device::acl::{AclContext, MemcpyKind};
 use llmdd::sys::loader::{AscendRuntime, LIB_DIR_ENV};
-use llmdd::transport::hccl::{CommConfig, HcclComm};
 use llmdd::Status;
 
 mod common;

@@ -17,15 +17,22 @@ use std::time::{Duration, Instant};
 
 use common::{cluster, free_port, in_child_process, init, try_init};
 
+use llmdd::backend::host::same_host;
 use llmdd::cache::types::{CacheDesc, CacheKey, CacheKind, DataType, LayerSel, Placement, Segment};
 use llmdd::datadist::Instance;
+use llmdd::stats::Path;
+use llmdd::transfer::link::Link;
 use llmdd::transport::auth::LinkKey;
 use llmdd::transport::identity::{self, random_tag, Side, Transcript};
-use llmdd::transport::local::LocalPath;
 use llmdd::transport::wire::{
     self, CacheEntry, Identity, Join, JoinAck, Msg, PoolInfo, HEADER_LEN, TAG_LEN,
 };
 use llmdd::Status;
+
+/// The peer pools mapped on a same-host link (0 on any other).
+fn mapped_pools(link: &Link) -> usize {
+    same_host(link.data_path()).map_or(0, |p| p.pools().len())
+}
 
 const ROLE: &str = "LLMDD_HOSTILE_ROLE";
 const BLK: u64 = 4096;
@@ -689,7 +696,7 @@ fn claimed_identity_is_not_trusted() {
     // Proves nothing: a TCP link; the pull moves the fake's bytes, never ours.
     let port = fake_prompt(Fake::Remote, secret.addr(), stop.clone());
     d.link(77, port).unwrap();
-    assert!(d.link_obj(77).local_path.is_none());
+    assert!(d.link_obj(77).data_path().is_none());
     d.pull(77).unwrap();
     assert!(d.dst.all(0x11), "bytes must come from the peer over TCP");
     assert!(secret.all(0xee));
@@ -702,7 +709,7 @@ fn claimed_identity_is_not_trusted() {
     let proxy = tcp_proxy(p.port);
     d.link(80, proxy).unwrap();
     assert!(
-        d.link_obj(80).local_path.is_none(),
+        d.link_obj(80).data_path().is_none(),
         "a relayed handshake must not yield a one-sided path"
     );
     d.pull(80).unwrap();
@@ -710,10 +717,7 @@ fn claimed_identity_is_not_trusted() {
     // Directly, the same prompt is recognised as this process.
     let d2 = Decoder::new(81, &ra);
     d2.link(80, p.port).unwrap();
-    assert!(matches!(
-        d2.link_obj(80).local_path,
-        Some(LocalPath::SameProcess)
-    ));
+    assert!(matches!(d2.link_obj(80).path(), Path::SameProcess));
     d2.pull(80).unwrap();
     assert!(d2.dst.all(0x5a));
     real_pair_works(&ra);
@@ -825,7 +829,7 @@ fn pid_reuse_is_detected() {
     let d = Decoder::new(32, &[("llm.EnableRemoteCacheAccessible", "1")]);
     d.link(31, port).unwrap();
     assert!(
-        matches!(d.link_obj(31).local_path, Some(LocalPath::SameHost(_))),
+        matches!(d.link_obj(31).path(), Path::SameHost),
         "expected a proven same-host link"
     );
     d.pull(31).unwrap();
@@ -908,19 +912,19 @@ fn dead_pool_peer_serves_nothing() {
     let d = Decoder::new(42, &[("llm.EnableRemoteCacheAccessible", "1")]);
     d.link(41, port).unwrap();
     let link = d.link_obj(41);
-    assert_eq!(link.pools().len(), 1, "the prompt's pool is mapped");
+    assert_eq!(mapped_pools(&link), 1, "the prompt's pool is mapped");
     d.pull(41).unwrap();
     assert!(d.dst.all(91));
 
     p.kill();
     // The liveness watch marks the link dead and unmaps the pool promptly.
     let until = Instant::now() + Duration::from_secs(5);
-    while !(link.is_dead() && link.pools().is_empty()) && Instant::now() < until {
+    while !(link.is_dead() && mapped_pools(&link) == 0) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(link.is_dead(), "the link was not marked dead");
     assert!(
-        link.pools().is_empty(),
+        mapped_pools(&link) == 0,
         "the dead peer's pool is still mapped"
     );
     d.dst.fill(0);
@@ -967,7 +971,7 @@ fn peer_pools_are_checked_and_not_populated() {
     let before = rss();
     d.link(51, port).unwrap();
     let grew = rss().saturating_sub(before);
-    assert_eq!(d.link_obj(51).pools().len(), 1);
+    assert_eq!(mapped_pools(&d.link_obj(51)), 1);
     assert!(
         grew < 64 << 20,
         "linking to a peer with a {big}-byte pool grew RSS by {grew} bytes"
@@ -978,11 +982,8 @@ fn peer_pools_are_checked_and_not_populated() {
     // Above the cap: not mapped, bytes still move (process_vm_readv).
     let d2 = Decoder::new(53, &[ra[0], ("llmdd.PeerPoolMaxBytes", "268435456")]);
     d2.link(51, port).unwrap();
-    assert!(d2.link_obj(51).pools().is_empty());
-    assert!(matches!(
-        d2.link_obj(51).local_path,
-        Some(LocalPath::SameHost(_))
-    ));
+    assert!(mapped_pools(&d2.link_obj(51)) == 0);
+    assert!(matches!(d2.link_obj(51).path(), Path::SameHost));
     d2.pull(51).unwrap();
     assert!(d2.dst.all(92));
     assert!(p.finish().success());
@@ -998,9 +999,9 @@ fn peer_pools_are_checked_and_not_populated() {
         .unwrap()
         .link(55)
         .expect("liar linked");
-    assert!(matches!(link.local_path, Some(LocalPath::SameHost(_))));
+    assert!(matches!(link.path(), Path::SameHost));
     assert!(
-        link.pools().is_empty(),
+        mapped_pools(&link) == 0,
         "a lying pool announcement was mapped"
     );
     assert!(liar.finish().success());

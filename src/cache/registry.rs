@@ -55,23 +55,14 @@ impl CacheRecord {
         self.pool.is_some()
     }
 
-    /// Registers this cache's tensors with the acl backend's HCCL (a no-op for
-    /// an allocated cache: its pool is registered as a whole).
-    pub fn register_with(&self, acl: &crate::device::acl_backend::AclBackend) -> Result<()> {
+    /// Registers this cache's tensors with what `backend` needs to reach
+    /// them from a peer (HCCL on acl; nothing on host), a no-op for an
+    /// allocated cache: its pool is registered as a whole.
+    pub fn register_on(&self, backend: &dyn crate::backend::Device) -> Result<()> {
         if self.is_allocated() {
             return Ok(());
         }
-        acl.register_cache(self.id, &self.addrs, self.tensor_bytes, self.desc.placement)
-    }
-
-    /// Registers this cache's tensors with what `backend` needs to reach
-    /// them from a peer (HCCL on acl, see [`CacheRecord::register_with`];
-    /// nothing on host).
-    pub fn register_on(&self, backend: &crate::device::Backend) -> Result<()> {
-        match backend.acl() {
-            Some(acl) => self.register_with(acl),
-            None => Ok(()),
-        }
+        backend.register_memory(self.id, &self.addrs, self.tensor_bytes, self.desc.placement)
     }
 
     fn entry(&self, keys: &HashMap<BindKey, (i64, u64)>, blocks: &HashMap<u64, i64>) -> CacheEntry {

@@ -140,7 +140,10 @@ pub fn check_placement(
 /// Refuses a local cache that was registered after `link` was created: its
 /// memory is not bound to the link's communicator.
 pub fn check_bound(rec: &CacheRecord, link: &Link) -> Result<()> {
-    if link.hccl().is_some() && !rec.is_allocated() && rec.generation > link.generation {
+    if link.data_path().is_some_and(|p| p.device_rules().is_some())
+        && !rec.is_allocated()
+        && rec.generation > link.generation
+    {
         bail!(
             ParamInvalid,
             "cache {} was registered after the link to cluster {} was created; on the acl backend a link reaches only memory registered before it (unlink and link again)",

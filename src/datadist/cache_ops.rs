@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::Device;
 use crate::cache::plan;
 use crate::cache::registry::Registry;
 use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
@@ -15,7 +16,6 @@ use crate::datadist::acl_rules::{self, Op as AclOp};
 use crate::datadist::options::Config;
 use crate::datadist::peers::Peers;
 use crate::datadist::pools::Pools;
-use crate::device::Backend;
 use crate::stats::{Direction, Op};
 use crate::status::Result;
 use crate::transfer::exec;
@@ -58,7 +58,7 @@ pub struct CacheOps<'s> {
     pub(crate) config: &'s Config,
     pub(crate) registry: &'s Registry,
     pub(crate) pools: &'s Pools,
-    pub(crate) backend: &'s Backend,
+    pub(crate) backend: &'s dyn Device,
     pub(crate) peers: Peers<'s>,
     pub(crate) tasks: &'s TaskSet,
 }
@@ -140,7 +140,7 @@ impl CacheOps<'_> {
             );
         }
         self.registry.unregister(id)?;
-        self.backend.unregister_cache(id);
+        self.backend.unregister_memory(id);
         Ok(())
     }
 
@@ -287,7 +287,7 @@ impl CacheOps<'_> {
         local_view: &CacheView,
         remote: &Remote,
     ) -> Result<()> {
-        let Some(h) = link.hccl() else {
+        let Some(rules) = link.data_path().and_then(|p| p.device_rules()) else {
             return Ok(());
         };
         acl_rules::check_bound(local, link)?;
@@ -297,7 +297,7 @@ impl CacheOps<'_> {
             local_view,
             remote.placement,
             &remote.view,
-            h.topology().hccs,
+            rules.hccs,
         )
     }
 

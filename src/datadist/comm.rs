@@ -17,9 +17,10 @@
 //! the user's rank table: once every pair's TCP link is up, the setup thread
 //! creates it (`HcclCommInitClusterInfoMemConfig` with this member's rank),
 //! binds every registered region and runs `HcclCommPrepare` (full mesh; every
-//! member does so concurrently). Every link of the comm then gets an
-//! `HcclLink` sharing that communicator, with the peer's `rank_id` as remote
-//! rank; status OK needs the links and the prepared communicator. The
+//! member does so concurrently), all through the backend's comm hooks
+//! (`Device::communicator`). Every link of the comm then gets a data path
+//! sharing that communicator (`Device::comm_path`), with the peer's `rank_id`
+//! as remote rank; status OK needs the links and the prepared communicator. The
 //! communicator is destroyed at unlink / finalize after the links.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -27,12 +28,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::backend::{Communicator, Device};
 use crate::datadist::rank_table::RankTable;
-use crate::device::Backend;
 use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link;
 use crate::transfer::link::Link;
-use crate::transport::hccl::HcclComm;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err, log_info, log_warn};
 
@@ -241,7 +240,7 @@ pub(crate) struct CommState {
     /// attached the connection on which this side sends its requests.
     pub ready: HashSet<u64>,
     /// The comm's prepared HCCL communicator (acl backend).
-    pub hccl: Option<Arc<HcclComm>>,
+    pub hccl: Option<Arc<dyn Communicator>>,
 }
 
 /// One comm domain on this instance.
@@ -327,7 +326,7 @@ impl Comm {
     }
 
     /// The comm's prepared HCCL communicator, if any (acl backend).
-    pub fn hccl(&self) -> Option<Arc<HcclComm>> {
+    pub fn hccl(&self) -> Option<Arc<dyn Communicator>> {
         self.lock().hccl.clone()
     }
 
@@ -338,9 +337,9 @@ impl Comm {
 
     /// Moves PREPARING → OK once every pair is linked (and, on the acl
     /// backend, the communicator is prepared: every link then gets its
-    /// `HcclLink` on it); true if OK now. `backend`: the instance's (`None`
+    /// data path on it); true if OK now. `backend`: the instance's (`None`
     /// builds no data paths).
-    fn try_complete(&self, backend: Option<&Backend>) -> bool {
+    fn try_complete(&self, backend: Option<&dyn Device>) -> bool {
         let mut st = self.lock();
         if st.status == MemStatus::Ok {
             return true;
@@ -353,20 +352,17 @@ impl Comm {
                 return false;
             };
             for (&cluster, l) in &st.links {
-                if l.hccl().is_some() {
+                if l.data_path().is_some() {
                     continue;
                 }
                 let peer = self.peer(cluster);
                 let rank = peer.map_or(0, |m| m.rank_id);
-                let topology = match (
-                    &self.spec.local_member().device,
+                let endpoints = (
+                    self.spec.local_member().device.as_ref(),
                     peer.and_then(|m| m.device.as_ref()),
-                ) {
-                    (Some(a), Some(b)) => acl_link::topology(a, b),
-                    _ => Default::default(),
-                };
-                if let Some(h) = acl_link::comm_link_path(backend, &comm, rank, cluster, topology) {
-                    l.set_hccl(h);
+                );
+                if let Some(p) = backend.comm_path(&comm, rank, cluster, endpoints) {
+                    l.set_path(p);
                 }
             }
         }
@@ -403,7 +399,7 @@ impl Comm {
 
     /// Takes the comm's HCCL communicator out (to destroy it once the links
     /// are torn down).
-    fn take_hccl(&self) -> Option<Arc<HcclComm>> {
+    fn take_hccl(&self) -> Option<Arc<dyn Communicator>> {
         self.lock().hccl.take()
     }
 

@@ -116,7 +116,7 @@ impl Instance {
                 );
             }
         }
-        let backend = crate::device::select_backend(&config.device())?;
+        let backend = crate::backend::select(&config.device())?;
         let s = Session::start(
             self.cluster_id,
             self.role.clone(),

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use crate::backend::Device;
 use crate::bail;
 use crate::datadist::comm::Comm;
 use crate::datadist::session::Session;
-use crate::device::Backend;
 use crate::status::Result;
 use crate::transfer::handshake::{LinkComm, LinkHost};
 use crate::transfer::link::Link;
@@ -68,8 +68,8 @@ impl LinkHost for Session {
         self.config.remote_cache_accessible
     }
 
-    fn backend(&self) -> &Backend {
-        &self.backend
+    fn backend(&self) -> &dyn Device {
+        &*self.backend
     }
 
     fn conn_opts(&self) -> ConnOpts {

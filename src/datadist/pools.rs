@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use crate::backend::Device;
 use crate::bail;
 use crate::cache::types::Placement;
 use crate::device::pool::Pool;
-use crate::device::{Backend, PoolConfig};
+use crate::device::PoolConfig;
 use crate::status::Result;
 
 /// The device and host pools of one instance, either or both absent.
@@ -19,7 +20,7 @@ impl Pools {
     /// Creates the configured pools on `backend` (shareable memfd pools on
     /// host, ACL allocations registered with HCCL on acl).
     pub fn create(
-        backend: &Backend,
+        backend: &dyn Device,
         device: Option<PoolConfig>,
         host: Option<PoolConfig>,
     ) -> Result<Pools> {

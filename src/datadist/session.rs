@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::backend::{Capabilities, Device};
 use crate::cache::registry::Registry;
 use crate::datadist::attempts::Attempts;
 use crate::datadist::cache_ops::CacheOps;
@@ -23,9 +24,7 @@ use crate::datadist::options::Config;
 use crate::datadist::peers::Peers;
 use crate::datadist::pools::Pools;
 use crate::datadist::runtime::Runtime;
-use crate::device::acl_backend::AclBackend;
 use crate::device::pool::Pool;
-use crate::device::{Backend, Capabilities};
 use crate::status::Result;
 use crate::transfer::link::Link;
 use crate::transfer::listener::Listeners;
@@ -53,7 +52,7 @@ pub struct Session {
     /// The init options.
     pub(crate) config: Config,
     /// The backend chosen at init (`llmdd.Backend`).
-    pub(crate) backend: Backend,
+    pub(crate) backend: Arc<dyn Device>,
     /// Registered and allocated caches.
     pub(crate) registry: Registry,
     /// The memory pools (`llm.MemPoolConfig`, `llm.HostMemPoolConfig`).
@@ -85,9 +84,9 @@ impl Session {
         role: Arc<AtomicU32>,
         comm_ids: Arc<AtomicU64>,
         config: Config,
-        backend: Backend,
+        backend: Arc<dyn Device>,
     ) -> Result<Arc<Session>> {
-        let pools = Pools::create(&backend, config.device_pool, config.host_pool)?;
+        let pools = Pools::create(&*backend, config.device_pool, config.host_pool)?;
         let listen = config.listen;
         let registry = Registry::with_limit(config.max_registered_addrs as usize);
         let listeners = Listeners::new(config.net.max_conns_per_peer, MAX_CONCURRENT_SETUPS);
@@ -122,7 +121,7 @@ impl Session {
             config: &self.config,
             registry: &self.registry,
             pools: &self.pools,
-            backend: &self.backend,
+            backend: &*self.backend,
             peers: self.peers(),
             tasks: &self.tasks,
         }
@@ -137,7 +136,7 @@ impl Session {
             comm_ids: &self.comm_ids,
             links: &self.links,
             attempts: &self.attempts,
-            backend: &self.backend,
+            backend: &*self.backend,
             host: self,
         }
     }
@@ -196,10 +195,9 @@ impl Session {
         self.backend.capabilities()
     }
 
-    /// The acl backend's state, if the session runs on it (for the acl
-    /// backend's own code: link and comm communicators).
-    pub fn acl(&self) -> Option<&Arc<AclBackend>> {
-        self.backend.acl()
+    /// The backend the session runs on.
+    pub fn device(&self) -> &dyn Device {
+        &*self.backend
     }
 
     pub(crate) fn arc(&self) -> Arc<Session> {

@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-/// Which engine moves the bytes.
+/// Which backend moves the bytes (`llmdd.Backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// acl when the Ascend runtime loads, else host.
+    /// The first registered backend that opens (acl when the Ascend runtime
+    /// loads, else host).
     Auto,
-    /// Host memory, TCP and same-host one-sided copies.
-    Host,
-    /// The dlopen'd Ascend runtime (ACL + HCCL).
-    Acl,
+    /// The registered backend of this name (`host`, `acl`).
+    Named(&'static str),
 }
 
 /// A memory pool configuration (`{"memory_size": N, "page_shift": S}`).

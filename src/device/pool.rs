@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use std::os::fd::AsRawFd;
 
+use crate::backend::acl::runtime::AclContext;
 use crate::cache::types::Placement;
-use crate::device::acl::AclContext;
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::wire::PoolInfo;

@@ -283,8 +283,8 @@ impl Engine {
             seq_len_dim_index: -1,
         };
         let mut m = self.mem.write().unwrap_or_else(|p| p.into_inner());
-        let acl = self.session.acl();
-        if acl.is_some() && self.session.link_count() > 0 {
+        let device = self.session.device();
+        if device.capabilities().register_before_link && self.session.link_count() > 0 {
             // HCCL exchanges the bound memory once per link (as for caches).
             bail!(
                 ParamInvalid,
@@ -300,11 +300,9 @@ impl Engine {
             None,
             Some(true),
         )?;
-        if let Some(acl) = acl {
-            if let Err(e) = rec.register_with(acl) {
-                let _ = self.session.registry.unregister(rec.id);
-                return Err(e);
-            }
+        if let Err(e) = rec.register_on(device) {
+            let _ = self.session.registry.unregister(rec.id);
+            return Err(e);
         }
         m.regs.insert(rec.id, (addr, len));
         m.ranges = Arc::new(Ranges::new(m.regs.values().copied()));
@@ -316,7 +314,7 @@ impl Engine {
     pub fn deregister_mem(&self, id: i64) -> Result<()> {
         self.check_open()?;
         let mut m = self.mem.write().unwrap_or_else(|p| p.into_inner());
-        if self.session.acl().is_some() && self.session.link_count() > 0 {
+        if self.session.caps().register_before_link && self.session.link_count() > 0 {
             bail!(
                 ExistLink,
                 "on the acl backend memory is deregistered after every connection ended ({} link(s) exist)",
@@ -330,9 +328,7 @@ impl Engine {
             );
         }
         self.session.registry.unregister(id)?;
-        if let Some(acl) = self.session.acl() {
-            acl.unregister_cache(id);
-        }
+        self.session.device().unregister_memory(id);
         m.ranges = Arc::new(Ranges::new(m.regs.values().copied()));
         Ok(())
     }

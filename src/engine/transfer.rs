@@ -225,11 +225,7 @@ impl Engine {
                 return self.begun_here(job, begun);
             }
         }
-        if notice.is_none()
-            && bytes <= INLINE_BYTES
-            && link.local_path.is_some()
-            && link.hccl().is_none()
-        {
+        if notice.is_none() && bytes <= INLINE_BYTES && link.requests_on_control() {
             let p = Planned {
                 name: &name,
                 link: &link,

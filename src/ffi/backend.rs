@@ -16,11 +16,18 @@ pub const LLMDD_BACKEND_ACL: u32 = 1;
 pub unsafe extern "C" fn llmdd_get_backend(inst: *const llmdd_instance_t, out: *mut u32) -> u32 {
     run("llmdd_get_backend", || {
         let s = instance(inst)?.session()?;
-        *output(out, "out")? = if s.acl().is_some() {
-            LLMDD_BACKEND_ACL
-        } else {
-            LLMDD_BACKEND_HOST
-        };
+        *output(out, "out")? = s.device().abi_code();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{host::HostDevice, Device};
+
+    #[test]
+    fn the_host_device_reports_the_host_code() {
+        assert_eq!(HostDevice.abi_code(), LLMDD_BACKEND_HOST);
+    }
 }

@@ -194,7 +194,7 @@ pub struct AscendRuntime {
 // SAFETY: the handles are only passed to dlsym/dlclose, which are thread-safe, and
 // the tables are plain function pointers; the vendor functions are thread-safe per
 // the ACL/HCCL documentation (and in the simulator), except communicator creation,
-// which callers serialise (transport::hccl).
+// which callers serialise (backend::acl::hccl).
 unsafe impl Send for AscendRuntime {}
 // SAFETY: see `Send`; nothing is mutated after construction.
 unsafe impl Sync for AscendRuntime {}

@@ -1,20 +1,18 @@
-//! Executes transfer plans over a link: HCCL one-sided batches (acl backend,
-//! `hccl_path`), same process (memcpy), same host (mapped peer pools, else
-//! process_vm_readv/writev in batches, two threads for large plans; every copy
-//! checked against the peer's pidfd), or TCP (one request per connection,
-//! striped over several connections, bytes landing directly in destination
-//! memory). A dead link moves nothing.
+//! Executes transfer plans over a link: its one-sided data path when it has
+//! one (a backend's `DataPath`: HCCL batches, memcpy in this process, mapped
+//! peer pools or process_vm_readv/writev on this host), else TCP (one request
+//! per connection, striped over several connections, bytes landing directly
+//! in destination memory). A dead link moves nothing; a path that finds its
+//! peer gone marks the link dead.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backend::PathError;
 use crate::cache::types::Plan;
 use crate::cache::types::{Dir, Segment};
-use crate::device::pool::PeerMapping;
 use crate::status::{Error, Result, Status};
 use crate::transfer::link::{ConnGuard, Link};
-use crate::transport::local::{self, LocalPath};
-use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::{check_reply, BulkProgress, FrameReader};
 use crate::transport::wire::Msg;
 use crate::{bail, err};
@@ -39,105 +37,30 @@ pub fn run(
     if link.is_dead() {
         return Err(link.dead_error());
     }
-    if let Some(h) = link.hccl() {
-        return crate::transfer::hccl_path::run(h, plan, dir, deadline);
+    if let Some(p) = link.data_path() {
+        return match p.transfer(plan, dir, deadline) {
+            Ok(()) => Ok(()),
+            Err(PathError::Failed(e)) => Err(e),
+            Err(PathError::PeerGone(why)) => {
+                link.mark_dead(&why);
+                Err(link.dead_error())
+            }
+            Err(PathError::Late) => Err(late(link)),
+        };
     }
-    let r = match &link.local_path {
-        Some(LocalPath::SameProcess) => local::run_split(plan, |s| {
-            // SAFETY: parts of `plan`, whose local side is ours; the remote
-            // side is too (the peer is this process, its registered memory).
-            unsafe { local::memcpy_segments(s) };
-            Ok(())
-        }),
-        Some(LocalPath::SameHost(peer)) => same_host(link, peer, plan, dir),
-        None => tcp(link, plan, dir, deadline, stripes),
-    };
+    let r = tcp(link, plan, dir, deadline, stripes);
     if r.is_ok() && Instant::now() > deadline {
-        bail!(
-            Timeout,
-            "transfer with cluster {} exceeded sync_kv_timeout",
-            link.remote_cluster_id
-        );
+        return Err(late(link));
     }
     r
 }
 
-/// A same-host copy, bound to the verified peer process by its pidfd. A write
-/// starts only if the peer is alive (never into a process that took over the
-/// pid); every copy counts only if the peer is still alive after it (then the
-/// pid named that process throughout, so a read returned its bytes and not a
-/// pid successor's, and a mapped pool's bytes are not a dead peer's leftovers).
-/// A read starts unless the link is already marked dead (the liveness watch
-/// does that within moments of the exit): a read racing the peer's exit fails,
-/// but may have written its destination. A read's check is a load of the
-/// peer's liveness word, or a poll of its pidfd when it keeps none
-/// (`PeerProcess::is_alive`); a write's checks always poll the pidfd: the
-/// word is the peer's own memory, and a write into a pid successor is the
-/// one mistake a lying peer must never cause (docs/security.md).
-/// A dead peer marks the link dead (its pool mappings are dropped).
-fn same_host(link: &Link, peer: &PeerProcess, plan: &Plan, dir: Dir) -> Result<()> {
-    let pools = link.pools();
-    let alive = || match dir {
-        Dir::Read => peer.is_alive(),
-        Dir::Write => peer.poll_alive(),
-    };
-    if dir == Dir::Write && !alive() {
-        drop(pools);
-        return Err(died(link, peer));
-    }
-    let r = copy_same_host(&pools, peer.pid(), plan, dir);
-    let alive = alive();
-    drop(pools);
-    if !alive {
-        return Err(died(link, peer));
-    }
-    r
-}
-
-fn died(link: &Link, peer: &PeerProcess) -> Error {
-    link.mark_dead(&format!("its peer process {} exited", peer.pid()));
-    link.dead_error()
-}
-
-fn copy_same_host(pools: &[PeerMapping], pid: u32, plan: &Plan, dir: Dir) -> Result<()> {
-    // SAFETY (each vm_copy below): parts of `plan`, whose local side is ours.
-    let vm = |s: &[Segment]| unsafe { local::vm_copy(pid, s, dir == Dir::Write) };
-    if pools.is_empty() {
-        // Nothing mapped (user-registered memory): no sorting, no allocation.
-        return local::run_split(plan, vm);
-    }
-    // Remote addresses inside a mapped peer pool are copied with memcpy.
-    let translate = |addr: u64, len: u64| pools.iter().find_map(|m| m.translate(addr, len));
-    let mut mapped = Vec::new();
-    let mut rest = Vec::with_capacity(plan.len());
-    for s in plan {
-        let remote = if dir == Dir::Read { s.src } else { s.dst };
-        match translate(remote, s.len) {
-            Some(l) if dir == Dir::Read => mapped.push(Segment {
-                dst: s.dst,
-                src: l,
-                len: s.len,
-            }),
-            Some(l) => mapped.push(Segment {
-                dst: l,
-                src: s.src,
-                len: s.len,
-            }),
-            None => rest.push(*s),
-        }
-    }
-    if !mapped.is_empty() {
-        local::run_split(&mapped, |s| {
-            // SAFETY: the local side is `plan`'s; the remote side translated
-            // into a peer pool mapped here, whose bounds `translate` checked.
-            unsafe { local::memcpy_segments(s) };
-            Ok(())
-        })?;
-    }
-    if !rest.is_empty() {
-        local::run_split(&rest, vm)?;
-    }
-    Ok(())
+fn late(link: &Link) -> Error {
+    err!(
+        Timeout,
+        "transfer with cluster {} exceeded sync_kv_timeout",
+        link.remote_cluster_id
+    )
 }
 
 fn split_bytes(plan: &[Segment], parts: usize) -> Vec<Vec<Segment>> {
@@ -193,11 +116,7 @@ fn tcp(link: &Arc<Link>, plan: &Plan, dir: Dir, deadline: Instant, stripes: usiz
 
 fn timeout_msg(link: &Link, e: Error) -> Error {
     if e.status == Status::Timeout {
-        err!(
-            Timeout,
-            "transfer with cluster {} exceeded sync_kv_timeout",
-            link.remote_cluster_id
-        )
+        late(link)
     } else {
         e
     }
@@ -290,8 +209,7 @@ pub struct TcpExchange {
 impl TcpExchange {
     /// Whether `plan` is one request on one TCP connection of `link`.
     pub fn fits(link: &Link, plan: &Plan) -> bool {
-        link.local_path.is_none()
-            && link.hccl().is_none()
+        link.data_path().is_none()
             && !plan.is_empty()
             && plan.len() <= SEGMENTS_PER_REQUEST
             && plan.iter().map(|s| s.len).sum::<u64>() < STRIPE_MIN_BYTES
@@ -489,6 +407,61 @@ mod tests {
                 len: 1000,
             })
             .collect()
+    }
+
+    /// A one-sided path that answers every transfer with its function's
+    /// result and moves nothing.
+    #[derive(Debug)]
+    struct Answer(fn() -> std::result::Result<(), PathError>);
+
+    impl crate::backend::DataPath for Answer {
+        fn info(&self) -> crate::backend::PathInfo {
+            crate::backend::PathInfo {
+                kind: crate::stats::Path::SameHost,
+                requests_on_control: true,
+                serves_tcp_bulk: true,
+            }
+        }
+
+        fn transfer(&self, _: &Plan, _: Dir, _: Instant) -> std::result::Result<(), PathError> {
+            (self.0)()
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_path_that_finds_its_peer_gone_kills_the_link_and_a_late_one_times_out() {
+        let mut buf = [0u8; 16];
+        let segs = [Segment {
+            dst: buf.as_mut_ptr() as u64,
+            src: 0x1000,
+            len: 16,
+        }];
+        // SAFETY: the destination is `buf`, alive for the test (and the
+        // paths below move nothing).
+        let plan = unsafe { Plan::assume_checked(&segs) };
+        let link = crate::transfer::link::test_link(true, OPTS);
+        link.set_path(Box::new(Answer(|| Err(PathError::Late))));
+        assert!(link.requests_on_control() && link.serves_tcp_bulk());
+        let e = run(&link, plan, Dir::Read, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::Timeout, "{e}");
+        assert!(e.message.contains("exceeded sync_kv_timeout"), "{e}");
+        assert!(!link.is_dead());
+
+        let link = crate::transfer::link::test_link(true, OPTS);
+        link.set_path(Box::new(Answer(|| {
+            Err(PathError::PeerGone("its peer process 7 exited".into()))
+        })));
+        let e = run(&link, plan, Dir::Write, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed, "{e}");
+        assert!(link.is_dead());
+        assert!(e.message.contains("its peer process 7 exited"), "{e}");
+        // A dead link fails before its path is asked again.
+        let e = run(&link, plan, Dir::Read, soon(), 1).unwrap_err();
+        assert_eq!(e.status, Status::LinkFailed, "{e}");
     }
 
     #[test]

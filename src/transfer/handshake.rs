@@ -35,9 +35,9 @@ pub mod frames;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::backend::Device;
 use crate::bail;
 use crate::device::pool::PeerMapping;
-use crate::device::Backend;
 use crate::status::Result;
 use crate::transfer::link::Link;
 use crate::transfer::listener::{Admit, Listeners};
@@ -45,6 +45,7 @@ use crate::transfer::serve::ServeHost;
 use crate::transport::auth::LinkKey;
 use crate::transport::identity::{self, Side, Transcript, Verdict};
 use crate::transport::local::LocalPath;
+use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::ConnOpts;
 use crate::transport::wire::{DeviceEndpoint, Identity, PoolInfo};
 use crate::{log_debug, log_info};
@@ -67,8 +68,8 @@ pub(crate) trait LinkHost: ServeHost + Admit {
     fn peer_pool_max(&self) -> u64;
     /// The remote-cache-accessible mode (both ends must agree).
     fn remote_accessible(&self) -> bool;
-    /// The backend (its HCCL link paths, `transfer::acl_link`).
-    fn backend(&self) -> &Backend;
+    /// The backend (its link setup hooks: offers, data paths).
+    fn backend(&self) -> &dyn Device;
     /// Socket options of a link's connections.
     fn conn_opts(&self) -> ConnOpts;
     /// The registry's generation now (what a new link may see).
@@ -142,10 +143,10 @@ fn judge<H: LinkHost>(
 /// with process_vm_readv/writev instead.
 fn map_pools<H: LinkHost>(
     host: &H,
-    path: &Option<LocalPath>,
+    peer: Option<&PeerProcess>,
     pools: &[PoolInfo],
 ) -> Vec<PeerMapping> {
-    let Some(LocalPath::SameHost(p)) = path else {
+    let Some(p) = peer else {
         return Vec::new();
     };
     pools

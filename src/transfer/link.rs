@@ -14,14 +14,12 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::device::pool::PeerMapping;
+use crate::backend::{DataPath, PathInfo};
 use crate::stats::{LinkStats, Path};
 use crate::status::Result;
-use crate::transfer::hccl_path::HcclLink;
-use crate::transport::local::LocalPath;
 use crate::transport::peer_proc::PeerProcess;
 use crate::transport::tcp::{check_reply, hangup, Conn, ConnOpts};
 use crate::transport::wire::{CacheEntry, Msg};
@@ -58,12 +56,9 @@ pub struct Link {
     pub we_dialed: bool,
     /// The server endpoint (client side), for opening more connections.
     pub remote_addr: SocketAddr,
-    /// One-sided path to the peer's memory, if it proved it shares this
-    /// process or host.
-    pub local_path: Option<LocalPath>,
-    /// The peer's memory pools mapped here (same host). Copies hold the read
-    /// lock; a dead peer's mappings are dropped under the write lock.
-    peer_pools: RwLock<Vec<PeerMapping>>,
+    /// The one-sided data path to the peer's memory (a backend's: same
+    /// process or host, HCCL), set once during link setup; none: TCP.
+    path: OnceLock<LinkPath>,
     /// Registry generation when the link was created.
     pub generation: u64,
     /// Our cluster id (sent when attaching connections).
@@ -111,12 +106,25 @@ pub struct Link {
     /// replaces it.
     dead: OnceLock<String>,
     closed: AtomicBool,
-    /// The HCCL data path (acl backend), set once during link setup.
-    hccl: OnceLock<Arc<HcclLink>>,
     /// Counters of the operations on this link (`crate::stats`).
     pub stats: LinkStats,
     /// When the link was created (ns since the Unix epoch).
     pub created_unix_ns: u64,
+}
+
+/// A link's data path with what it is, read without a call.
+struct LinkPath {
+    info: PathInfo,
+    path: Box<dyn DataPath>,
+}
+
+impl LinkPath {
+    fn new(path: Box<dyn DataPath>) -> LinkPath {
+        LinkPath {
+            info: path.info(),
+            path,
+        }
+    }
 }
 
 /// Parameters for building a link.
@@ -126,8 +134,8 @@ pub struct LinkParts {
     pub token: u64,
     pub we_dialed: bool,
     pub remote_addr: SocketAddr,
-    pub local_path: Option<LocalPath>,
-    pub peer_pools: Vec<PeerMapping>,
+    /// The one-sided path the handshake found (same process or host).
+    pub path: Option<Box<dyn DataPath>>,
     pub generation: u64,
     pub local_cluster_id: u64,
     pub comm_id: u64,
@@ -144,8 +152,10 @@ impl Link {
             token: p.token,
             we_dialed: p.we_dialed,
             remote_addr: p.remote_addr,
-            local_path: p.local_path,
-            peer_pools: RwLock::new(p.peer_pools),
+            path: p
+                .path
+                .map(|p| OnceLock::from(LinkPath::new(p)))
+                .unwrap_or_default(),
             generation: p.generation,
             local_cluster_id: p.local_cluster_id,
             comm_id: p.comm_id,
@@ -169,7 +179,6 @@ impl Link {
             draining: AtomicBool::new(false),
             dead: OnceLock::new(),
             closed: AtomicBool::new(false),
-            hccl: OnceLock::new(),
             stats: LinkStats::since(now),
             created_unix_ns: now,
         }
@@ -177,26 +186,26 @@ impl Link {
 
     /// How this link moves bytes (set up before the link is used).
     pub fn path(&self) -> Path {
-        if self.hccl.get().is_some() {
-            return Path::Hccl;
-        }
-        match &self.local_path {
-            Some(LocalPath::SameProcess) => Path::SameProcess,
-            Some(LocalPath::SameHost(_)) => Path::SameHost,
-            None => Path::Tcp,
+        self.path.get().map_or(Path::Tcp, |p| p.info.kind)
+    }
+
+    /// The one-sided data path, if the link has one (else it uses TCP).
+    pub fn data_path(&self) -> Option<&dyn DataPath> {
+        self.path.get().map(|p| &*p.path)
+    }
+
+    /// Makes this link move bytes over `p` (once, during link setup; a
+    /// second one is closed).
+    pub fn set_path(&self, p: Box<dyn DataPath>) {
+        if let Err(p) = self.path.set(LinkPath::new(p)) {
+            p.path.close();
         }
     }
 
-    /// The HCCL data path, if this link moves bytes over HCCL (acl backend).
-    pub fn hccl(&self) -> Option<&Arc<HcclLink>> {
-        self.hccl.get()
-    }
-
-    /// Makes this link move bytes over `h` (once, during link setup).
-    pub fn set_hccl(&self, h: Arc<HcclLink>) {
-        if let Err(h) = self.hccl.set(h) {
-            h.close();
-        }
+    /// True unless the link's data path refuses TCP bulk reads and writes
+    /// (its memory is not host-addressable).
+    pub fn serves_tcp_bulk(&self) -> bool {
+        self.path.get().map_or(true, |p| p.info.serves_tcp_bulk)
     }
 
     /// True once torn down.
@@ -204,26 +213,9 @@ impl Link {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The peer process of a same-host link.
+    /// The peer process of a same-host link (its exit kills the link).
     pub fn peer_process(&self) -> Option<&PeerProcess> {
-        match &self.local_path {
-            Some(LocalPath::SameHost(p)) => Some(p),
-            _ => None,
-        }
-    }
-
-    /// The peer's mapped pools, held for the duration of a copy.
-    pub fn pools(&self) -> RwLockReadGuard<'_, Vec<PeerMapping>> {
-        self.peer_pools.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Installs the peer's mapped pools (server side, once the client sent them).
-    pub fn set_pools(&self, maps: Vec<PeerMapping>) {
-        let mut g = self.peer_pools.write().unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock: `mark_dead` sets the flag before taking it.
-        if !self.is_dead() {
-            *g = maps;
-        }
+        self.data_path().and_then(|p| p.peer_process())
     }
 
     /// True when transfers may use the link (see `ready`).
@@ -272,7 +264,7 @@ impl Link {
     /// True when the small requests of this link go on its control
     /// connection: its bytes move one-sidedly, so it has no data connection.
     pub fn requests_on_control(&self) -> bool {
-        self.local_path.is_some() && self.hccl.get().is_none()
+        self.path.get().is_some_and(|p| p.info.requests_on_control)
     }
 
     /// Hands the reply `msg` that arrived on the control connection with
@@ -371,10 +363,9 @@ impl Link {
                 self.remote_cluster_id
             );
         }
-        // Set before taking the lock: `set_pools` checks it under the lock.
-        let dropped =
-            std::mem::take(&mut *self.peer_pools.write().unwrap_or_else(|p| p.into_inner()));
-        drop(dropped);
+        if let Some(p) = self.data_path() {
+            p.peer_gone();
+        }
         self.teardown(Duration::ZERO);
     }
 
@@ -834,8 +825,8 @@ impl Link {
         }
         self.conn_cv.notify_all();
         self.call_cv.notify_all();
-        if let Some(h) = self.hccl.get() {
-            h.close();
+        if let Some(p) = self.data_path() {
+            p.close();
         }
     }
 }
@@ -896,8 +887,7 @@ pub(crate) fn test_link(we_dialed: bool, conn: ConnOpts) -> Arc<Link> {
         token: 1,
         we_dialed,
         remote_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-        local_path: None,
-        peer_pools: Vec::new(),
+        path: None,
         generation: 0,
         local_cluster_id: 1,
         comm_id: 0,

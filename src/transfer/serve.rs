@@ -101,7 +101,7 @@ pub fn handle(host: &dyn ServeHost, link: &Arc<Link>, conn: &mut Conn, msg: Msg)
                 conn.reply(e.status, &e.message, deadline)?;
             }
         },
-        Msg::Read { total, .. } | Msg::Write { total, .. } if link.hccl().is_some() => {
+        Msg::Read { total, .. } | Msg::Write { total, .. } if !link.serves_tcp_bulk() => {
             // acl links move bytes over HCCL only: device memory is not
             // host-addressable, so it is never served over TCP.
             link.stats.refused();

@@ -1,9 +1,7 @@
 //! Byte movers: the TCP wire protocol and data path, same-host one-sided
-//! copies (with the proofs of identity they rest on), link authentication,
-//! and HCCL one-sided operations (acl backend).
+//! copies (with the proofs of identity they rest on) and link authentication.
 
 pub mod auth;
-pub mod hccl;
 pub mod identity;
 pub mod live;
 pub mod local;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use llmdd::backend::acl::runtime::{AclContext, MemcpyKind};
 use llmdd::cache::types::{CacheDesc, DataType, Placement};
-use llmdd::device::acl::{AclContext, MemcpyKind};
 use llmdd::sys::loader::AscendRuntime;
 
 /// The simulated machine's hccn.conf, as an option value.

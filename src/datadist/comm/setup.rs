@@ -45,7 +45,7 @@ pub struct CommOps<'s> {
     pub(crate) comm_ids: &'s AtomicU64,
     pub(crate) links: &'s LinkTable,
     pub(crate) attempts: &'s Attempts,
-    pub(crate) backend: &'s Backend,
+    pub(crate) backend: &'s dyn Device,
     pub(crate) host: &'s dyn CommHost,
 }
 
@@ -171,10 +171,10 @@ impl CommOps<'_> {
     }
 
     /// Destroys the comm's HCCL communicator (after its links are torn down:
-    /// their `HcclLink`s no longer hold it).
+    /// their data paths no longer hold it).
     fn destroy_comm_hccl(&self, comm: &Comm) {
         if let Some(h) = comm.take_hccl() {
-            acl_link::drop_comm(self.backend, h);
+            self.backend.drop_communicator(h);
         }
     }
 
@@ -184,15 +184,16 @@ impl CommOps<'_> {
     fn comm_hccl_setup(&self, c: &Comm, deadline: Instant) -> Result<()> {
         let me = c.spec.local_member().rank_id;
         let name = c.spec.hccl_name();
-        let Some(comm) =
-            acl_link::comm_communicator(self.backend, &c.spec.rank_table, me, &name, deadline)?
+        let Some(comm) = self
+            .backend
+            .communicator(&c.spec.rank_table, me, &name, deadline)?
         else {
             return Ok(());
         };
         let mut st = c.lock();
         if st.closed || st.status != MemStatus::Preparing {
             drop(st);
-            acl_link::drop_comm(self.backend, comm);
+            self.backend.drop_communicator(comm);
             return Ok(());
         }
         st.hccl = Some(comm);

@@ -427,12 +427,14 @@ impl Config {
         }
         let backend = match opts.get("llmdd.Backend").map(String::as_str) {
             None | Some("auto") => BackendChoice::Auto,
-            Some("host") => BackendChoice::Host,
-            Some("acl") => BackendChoice::Acl,
-            Some(v) => bail!(
-                ParamInvalid,
-                "option llmdd.Backend must be auto, host or acl (got {v:?})"
-            ),
+            Some(v) => match crate::backend::find(v) {
+                Some(f) => BackendChoice::Named(f.name()),
+                None => bail!(
+                    ParamInvalid,
+                    "option llmdd.Backend must be {} (got {v:?})",
+                    crate::backend::choices()
+                ),
+            },
         };
         let same_host = match opts.get("llmdd.SameHost").map(String::as_str) {
             None | Some("auto") | Some("1") => true,

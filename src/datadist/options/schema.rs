@@ -113,7 +113,9 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
     uint("llm.LinkRetryCount", 1, 100, Some(1)),
     of("llm.MemPoolConfig", Kind::Json),
     of("llm.HostMemPoolConfig", Kind::Json),
-    of("llmdd.Backend", Kind::Choice(&["auto", "host", "acl"])),
+    // auto or a registered backend's name (`backend::registry`), checked
+    // by its parser.
+    of("llmdd.Backend", Kind::Text),
     of("llmdd.AscendLibDir", Kind::Text),
     of("llmdd.SameHost", Kind::Choice(&["auto", "1", "off", "0"])),
     uint("llmdd.DataConnections", 1, 8, Some(2)),

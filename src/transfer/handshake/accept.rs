@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 
 use super::frames::{self, First, HelloAck, Join, JoinAck};
 use super::{judge, map_pools, unknown_endpoint, LinkComm, LinkHost};
+use crate::backend::{self, host as host_backend, LinkIds};
 use crate::log::rate::warn_refusal;
 use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::admission::{self, PendingSlot};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::listener::{log_dropped, log_refusal};
 use crate::transfer::liveness;
 use crate::transfer::serve::serve;
 use crate::transport::identity::{self, random_tag, Side, Tag, Transcript};
-use crate::transport::local::{self, LocalPath};
+use crate::transport::local;
 use crate::transport::tcp::Conn;
 use crate::transport::wire::{self, DeviceEndpoint};
 use crate::{bail, err, log_debug, log_info};
@@ -322,7 +322,7 @@ fn accept_link<H: LinkHost>(
             host.remote_accessible()
         );
     }
-    acl_link::check_backends(host.backend().capabilities().hccl_links, device, true)?;
+    backend::check_offers(host.backend().capabilities().hccl_links, device, true)?;
     let comm = host.accepting(cluster_id, comm_name)?;
     let who = format!("cluster {cluster_id} at {}", conn.peer());
     let local_path = judge(
@@ -339,8 +339,7 @@ fn accept_link<H: LinkHost>(
         token,
         we_dialed: false,
         remote_addr: conn.peer(),
-        local_path,
-        peer_pools: Vec::new(),
+        path: local_path.map(|v| host_backend::local_path(v, Vec::new())),
         generation: host.generation(),
         local_cluster_id: host.cluster_id(),
         comm_id: comm.as_ref().map_or(0, |c| c.comm_id()),
@@ -368,15 +367,16 @@ fn accept_link<H: LinkHost>(
             client_cluster: cluster_id,
             token,
         };
-        if let Some(ours) = acl_link::open_server(host.backend(), device, ip, &link, ids)? {
+        if let Some((ours, p)) = host.backend().server_path(device, &ip, ids)? {
+            link.set_path(p);
             our_device = Some(ours);
         }
     }
     // A server replaces what it accepted from that cluster (stale links).
     if let Err(e) = host.install(&link, comm.as_deref()) {
         // The refusal still goes out on `conn`; only the communicator goes.
-        if let Some(h) = link.hccl() {
-            h.close();
+        if let Some(p) = link.data_path() {
+            p.close();
         }
         return Err(e);
     }
@@ -389,7 +389,11 @@ fn accept_link<H: LinkHost>(
         return Err(e);
     }
     // On failure (the client gave up) the link is dropped.
-    if let Err(e) = acl_link::prepare_server(host.backend(), &link) {
+    let prepared = match link.data_path() {
+        Some(p) => host.backend().prepare_path(p, None),
+        None => Ok(()),
+    };
+    if let Err(e) = prepared {
         host.remove_link(&link);
         link.teardown(Duration::ZERO);
         return Err(e);
@@ -427,9 +431,9 @@ fn send_join_ack<H: LinkHost>(
 ) -> Result<()> {
     let disclose = host.one_sided()
         && identity::same_host_tag(Side::Client, &req.transcript, &req.join.identity.host_tag);
-    let pools = match link.local_path {
-        Some(LocalPath::SameHost(_)) => host.pool_infos(),
-        _ => Vec::new(),
+    let pools = match link.peer_process() {
+        Some(_) => host.pool_infos(),
+        None => Vec::new(),
     };
     let ack = JoinAck {
         cluster_id: host.cluster_id(),
@@ -451,9 +455,9 @@ fn receive_pools<H: LinkHost>(
     deadline: Instant,
 ) -> Result<()> {
     let pools = frames::recv_pools(c, link.remote_cluster_id, deadline)?;
-    let maps = map_pools(host, &link.local_path, &pools);
-    if !maps.is_empty() {
-        link.set_pools(maps);
+    let maps = map_pools(host, link.peer_process(), &pools);
+    if let (false, Some(p)) = (maps.is_empty(), host_backend::same_host(link.data_path())) {
+        p.set_pools(maps);
     }
     Ok(())
 }

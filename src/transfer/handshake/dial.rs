@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::frames::{self, HelloAck, Join, JoinAck};
 use super::{judge, map_pools, unknown_endpoint, LinkComm, LinkHost};
-use crate::device::pool::PeerMapping;
+use crate::backend::{self, host as host_backend, DataPath, LinkIds};
 use crate::status::{Error, Result, Status};
-use crate::transfer::acl_link::{self, LinkIds};
 use crate::transfer::link::{Link, LinkParts};
 use crate::transfer::liveness;
 use crate::transfer::serve::serve;
@@ -33,8 +32,8 @@ struct Joined {
     remote_role: u32,
     token: u64,
     server_device: Option<DeviceEndpoint>,
-    local_path: Option<LocalPath>,
-    peer_pools: Vec<PeerMapping>,
+    /// The one-sided path the handshake found (same process or host).
+    path: Option<Box<dyn DataPath>>,
 }
 
 /// Dials the server of `remote_cluster_id` at `addr`: handshake, data paths,
@@ -64,7 +63,7 @@ pub(crate) fn dial<H: LinkHost>(
     // device port now); a rank-table comm's links share the comm's
     // communicator, so they only announce the member's table endpoint.
     let acl_end = match comm {
-        None => acl_link::offer(host.backend(), || {
+        None => host.backend().offer(&|| {
             local_ip
                 .or_else(|| control.local_addr().map(|a| a.ip()))
                 .unwrap_or(addr.ip())
@@ -73,7 +72,7 @@ pub(crate) fn dial<H: LinkHost>(
     };
     let our_device = match comm {
         Some(c) => c.local_device(),
-        None => acl_end.as_ref().map(|e| e.endpoint.clone()),
+        None => acl_end.clone(),
     };
     let fields = JoinFields {
         comm_name: comm.map(|c| c.comm_name().to_string()).unwrap_or_default(),
@@ -88,7 +87,7 @@ pub(crate) fn dial<H: LinkHost>(
         deadline,
         &retryable,
     )?;
-    acl_link::check_backends(our_device.is_some(), joined.server_device.as_ref(), false)?;
+    backend::check_offers(our_device.is_some(), joined.server_device.as_ref(), false)?;
     let (remote_role, token, server_device) =
         (joined.remote_role, joined.token, joined.server_device);
     let link = Arc::new(Link::new(LinkParts {
@@ -97,8 +96,7 @@ pub(crate) fn dial<H: LinkHost>(
         token,
         we_dialed: true,
         remote_addr: addr,
-        local_path: joined.local_path,
-        peer_pools: joined.peer_pools,
+        path: joined.path,
         generation,
         local_cluster_id: host.cluster_id(),
         comm_id: comm.map_or(0, |c| c.comm_id()),
@@ -111,14 +109,16 @@ pub(crate) fn dial<H: LinkHost>(
             client_cluster: host.cluster_id(),
             token,
         };
-        acl_link::open_client(
-            host.backend(),
-            acl_end,
-            server_device.as_ref(),
-            &link,
-            ids,
-            deadline,
-        )?;
+        let path = host
+            .backend()
+            .client_path(acl_end, server_device.as_ref(), ids, deadline)?;
+        if let Some(p) = path {
+            link.set_path(p);
+            if let Some(p) = link.data_path() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                host.backend().prepare_path(p, Some(left))?;
+            }
+        }
         // The control connection carries no bulk data (link.rs); it is
         // read on the poller from now on. A link whose bytes move
         // one-sidedly sends its requests there and needs nothing else.
@@ -232,17 +232,20 @@ fn handshake<H: LinkHost>(
     }
     let who = format!("cluster {remote_cluster_id} at {addr}");
     let local_path = judge(host, Side::Server, &t, &id, &who)?;
-    let peer_pools = map_pools(host, &local_path, &pools);
-    let ours = match local_path {
-        Some(LocalPath::SameHost(_)) => host.pool_infos(),
-        _ => Vec::new(),
+    let peer = match &local_path {
+        Some(LocalPath::SameHost(p)) => Some(p),
+        _ => None,
+    };
+    let peer_pools = map_pools(host, peer, &pools);
+    let ours = match peer {
+        Some(_) => host.pool_infos(),
+        None => Vec::new(),
     };
     frames::send_pools(c, ours, deadline).map_err(io)?;
     Ok(Joined {
         remote_role,
         token,
         server_device,
-        local_path,
-        peer_pools,
+        path: local_path.map(|v| host_backend::local_path(v, peer_pools)),
     })
 }

@@ -17,11 +17,13 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backend::acl::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
+use crate::backend::acl::runtime::{AclContext, Stream};
+use crate::backend::{Communicator, DataPath, DeviceRules, PathError, PathInfo};
 use crate::cache::types::Dir;
 use crate::cache::types::Plan;
-use crate::device::acl::{AclContext, Stream};
+use crate::stats::Path;
 use crate::status::{Error, Result, Status};
-use crate::transport::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
 use crate::{bail, err};
 
 /// How the two ends of a link reach each other.
@@ -144,9 +146,12 @@ impl HcclLink {
 
     /// True if the link runs on `comm` (tests: a rank-table comm's links share
     /// one communicator).
-    pub fn uses(&self, comm: &Arc<HcclComm>) -> bool {
+    pub fn uses(&self, comm: &Arc<dyn Communicator>) -> bool {
         let guard = self.comm.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().is_some_and(|c| Arc::ptr_eq(&c.comm, comm))
+        let theirs = Arc::as_ptr(comm) as *const ();
+        guard
+            .as_ref()
+            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(&c.comm) as *const (), theirs))
     }
 
     /// The peer's rank in the link's communicator.
@@ -256,7 +261,7 @@ impl HcclLink {
 /// Errors: `Timeout` when the stream does not drain by the deadline (the link
 /// is then unusable); `LinkFailed` on a link broken by an earlier timeout;
 /// `NotYetLink` on a closed link; the mapped HCCL/ACL status otherwise.
-pub fn run(h: &HcclLink, plan: &Plan, dir: Dir, deadline: Instant) -> Result<()> {
+fn run(h: &HcclLink, plan: &Plan, dir: Dir, deadline: Instant) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
@@ -310,5 +315,36 @@ pub fn run(h: &HcclLink, plan: &Plan, dir: Dir, deadline: Instant) -> Result<()>
                 h.remote_cluster_id, e.message
             ),
         )),
+    }
+}
+
+impl DataPath for HcclLink {
+    /// The small requests go on the link's TCP connections (HCCL moves the
+    /// bytes); device memory is not host-addressable: it is never served
+    /// over TCP.
+    fn info(&self) -> PathInfo {
+        PathInfo {
+            kind: Path::Hccl,
+            requests_on_control: false,
+            serves_tcp_bulk: false,
+        }
+    }
+
+    fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError> {
+        run(self, plan, dir, deadline).map_err(PathError::Failed)
+    }
+
+    fn device_rules(&self) -> Option<DeviceRules> {
+        Some(DeviceRules {
+            hccs: self.topology.hccs,
+        })
+    }
+
+    fn close(&self) {
+        HcclLink::close(self);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

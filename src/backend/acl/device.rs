@@ -12,16 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backend::acl::endpoint::{is_a3_soc, DeviceIdentity, LocalDevice};
+use crate::backend::acl::hccl::{CommConfig, GlobalMem};
+use crate::backend::acl::nic::{self, HCCN_CONF, HCCN_CONF_ENV};
+use crate::backend::acl::runtime::{AclContext, MemcpyKind, Stream};
 use crate::cache::types::{Placement, Segment};
-use crate::device::acl::{AclContext, MemcpyKind, Stream};
 use crate::device::config::{DeviceConfig, PoolConfig};
-use crate::device::endpoint::{is_a3_soc, DeviceIdentity, LocalDevice};
-use crate::device::nic::{self, HCCN_CONF, HCCN_CONF_ENV};
 use crate::device::pool::Pool;
 use crate::status::{Error, Result, Status};
 use crate::sys::ascend_bindings as b;
 use crate::sys::loader::AscendRuntime;
-use crate::transport::hccl::{CommConfig, GlobalMem};
 
 /// ACL symbols the backend calls (besides one of the two stream-sync functions).
 pub const REQUIRED_ACL: &[&str] = &[

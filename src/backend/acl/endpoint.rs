@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use crate::device::nic::NicSource;
+use crate::backend::acl::nic::NicSource;
 use crate::status::Result;
 use crate::transport::wire::DeviceEndpoint;
 use crate::{bail, err};

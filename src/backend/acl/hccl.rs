@@ -21,15 +21,15 @@ use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crate::backend::acl::runtime::{AclContext, Stream};
 use crate::cache::types::{Placement, Segment};
-use crate::device::acl::{AclContext, Stream};
 use crate::status::Result;
 use crate::sys::ascend_bindings as b;
 use crate::sys::loader::AscendRuntime;
 use crate::{bail, hccl_fn};
 
 /// Most descriptors one `HcclBatchGet` / `HcclBatchPut` accepts.
-pub const MAX_DESCS_PER_CALL: usize = b::HCCL_ONE_SIDED_MAX_DESC_NUM as usize;
+pub(crate) const MAX_DESCS_PER_CALL: usize = b::HCCL_ONE_SIDED_MAX_DESC_NUM as usize;
 
 /// Options for [`HcclComm::create`].
 #[derive(Clone, Debug, Default)]
