@@ -414,89 +414,214 @@
 /**
  * Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
  * gives each one's element size. Sub-byte types are packed.
+ *
+ * `LLMDD_DT_FLOAT`: 32-bit IEEE float.
  */
 #define LLMDD_DT_FLOAT 0
 
+/**
+ * 16-bit IEEE half float.
+ */
 #define LLMDD_DT_FLOAT16 1
 
+/**
+ * Signed 8-bit integer.
+ */
 #define LLMDD_DT_INT8 2
 
+/**
+ * Signed 32-bit integer.
+ */
 #define LLMDD_DT_INT32 3
 
+/**
+ * Unsigned 8-bit integer.
+ */
 #define LLMDD_DT_UINT8 4
 
+/**
+ * Signed 16-bit integer.
+ */
 #define LLMDD_DT_INT16 6
 
+/**
+ * Unsigned 16-bit integer.
+ */
 #define LLMDD_DT_UINT16 7
 
+/**
+ * Unsigned 32-bit integer.
+ */
 #define LLMDD_DT_UINT32 8
 
+/**
+ * Signed 64-bit integer.
+ */
 #define LLMDD_DT_INT64 9
 
+/**
+ * Unsigned 64-bit integer.
+ */
 #define LLMDD_DT_UINT64 10
 
+/**
+ * 64-bit IEEE float.
+ */
 #define LLMDD_DT_DOUBLE 11
 
+/**
+ * Boolean, one byte.
+ */
 #define LLMDD_DT_BOOL 12
 
+/**
+ * String, sized as a 16-byte head.
+ */
 #define LLMDD_DT_STRING 13
 
+/**
+ * Dual-output signed 8-bit (one byte).
+ */
 #define LLMDD_DT_DUAL_SUB_INT8 14
 
+/**
+ * Dual-output unsigned 8-bit (one byte).
+ */
 #define LLMDD_DT_DUAL_SUB_UINT8 15
 
+/**
+ * Complex of two 32-bit floats.
+ */
 #define LLMDD_DT_COMPLEX64 16
 
+/**
+ * Complex of two 64-bit floats.
+ */
 #define LLMDD_DT_COMPLEX128 17
 
+/**
+ * Quantized signed 8-bit.
+ */
 #define LLMDD_DT_QINT8 18
 
+/**
+ * Quantized signed 16-bit.
+ */
 #define LLMDD_DT_QINT16 19
 
+/**
+ * Quantized signed 32-bit.
+ */
 #define LLMDD_DT_QINT32 20
 
+/**
+ * Quantized unsigned 8-bit.
+ */
 #define LLMDD_DT_QUINT8 21
 
+/**
+ * Quantized unsigned 16-bit.
+ */
 #define LLMDD_DT_QUINT16 22
 
+/**
+ * Resource handle, 8 bytes.
+ */
 #define LLMDD_DT_RESOURCE 23
 
+/**
+ * String reference, sized as a 16-byte head.
+ */
 #define LLMDD_DT_STRING_REF 24
 
+/**
+ * Dual-output type, 5 bytes.
+ */
 #define LLMDD_DT_DUAL 25
 
+/**
+ * Variant handle, 8 bytes.
+ */
 #define LLMDD_DT_VARIANT 26
 
+/**
+ * 16-bit brain float.
+ */
 #define LLMDD_DT_BF16 27
 
+/**
+ * No type: it has no size, and `llmdd_data_type_bits` and cache descriptions reject it.
+ */
 #define LLMDD_DT_UNDEFINED 28
 
+/**
+ * Signed 4-bit integer (packed).
+ */
 #define LLMDD_DT_INT4 29
 
+/**
+ * 1-bit unsigned integer (packed).
+ */
 #define LLMDD_DT_UINT1 30
 
+/**
+ * Signed 2-bit integer (packed).
+ */
 #define LLMDD_DT_INT2 31
 
+/**
+ * Unsigned 2-bit integer (packed).
+ */
 #define LLMDD_DT_UINT2 32
 
+/**
+ * Complex of two 16-bit floats.
+ */
 #define LLMDD_DT_COMPLEX32 33
 
+/**
+ * Huawei 8-bit float.
+ */
 #define LLMDD_DT_HIFLOAT8 34
 
+/**
+ * 8-bit float, 5 exponent and 2 mantissa bits.
+ */
 #define LLMDD_DT_FLOAT8_E5M2 35
 
+/**
+ * 8-bit float, 4 exponent and 3 mantissa bits, finite only.
+ */
 #define LLMDD_DT_FLOAT8_E4M3FN 36
 
+/**
+ * 8-bit power-of-two scale (8 exponent bits, no mantissa).
+ */
 #define LLMDD_DT_FLOAT8_E8M0 37
 
+/**
+ * 6-bit float, 3 exponent and 2 mantissa bits (packed).
+ */
 #define LLMDD_DT_FLOAT6_E3M2 38
 
+/**
+ * 6-bit float, 2 exponent and 3 mantissa bits (packed).
+ */
 #define LLMDD_DT_FLOAT6_E2M3 39
 
+/**
+ * 4-bit float, 2 exponent bits and 1 mantissa bit (packed).
+ */
 #define LLMDD_DT_FLOAT4_E2M1 40
 
+/**
+ * 4-bit float, 1 exponent bit and 2 mantissa bits (packed).
+ */
 #define LLMDD_DT_FLOAT4_E1M2 41
 
+/**
+ * Huawei 4-bit float (packed).
+ */
 #define LLMDD_DT_HIFLOAT4 42
 
 /**
@@ -531,37 +656,73 @@
 
 /**
  * `AsyncConnectStatus` values, in HIXL's order.
+ *
+ * `NOT_CONNECT`: no link to the peer and none being made.
  */
 #define LLMDD_ENGINE_NOT_CONNECT 0
 
+/**
+ * `CONNECT_PENDING`: an async connect is queued and has not started.
+ */
 #define LLMDD_ENGINE_CONNECT_PENDING 1
 
+/**
+ * `CONNECTING`: the connect is in progress.
+ */
 #define LLMDD_ENGINE_CONNECTING 2
 
+/**
+ * `CONNECTED`: the link is up; transfers may use it.
+ */
 #define LLMDD_ENGINE_CONNECTED 3
 
+/**
+ * `CONNECT_FAILED`: the last connect attempt failed.
+ */
 #define LLMDD_ENGINE_CONNECT_FAILED 4
 
+/**
+ * `DISCONNECT_PENDING`: an async disconnect is queued and has not started.
+ */
 #define LLMDD_ENGINE_DISCONNECT_PENDING 5
 
+/**
+ * `DISCONNECTING`: the disconnect is in progress.
+ */
 #define LLMDD_ENGINE_DISCONNECTING 6
 
 /**
  * `TransferStatus` values, in HIXL's order.
+ *
+ * `WAITING`: the request is queued or running.
  */
 #define LLMDD_ENGINE_REQ_WAITING 0
 
+/**
+ * `COMPLETED`: every descriptor was transferred.
+ */
 #define LLMDD_ENGINE_REQ_COMPLETED 1
 
+/**
+ * `TIMEOUT`: the request ran past its timeout and was stopped.
+ */
 #define LLMDD_ENGINE_REQ_TIMEOUT 2
 
+/**
+ * `FAILED`: the request failed or was cancelled.
+ */
 #define LLMDD_ENGINE_REQ_FAILED 3
 
 /**
  * `FeatureType` values.
+ *
+ * `AUTO_CONNECT`: supported (capability 1).
  */
 #define LLMDD_ENGINE_FEATURE_AUTO_CONNECT 0
 
+/**
+ * `CLIENT_SERVER_COMM` (the HIXL-CS C interface): not supported (capability 0).
+ */
 #define LLMDD_ENGINE_FEATURE_CLIENT_SERVER_COMM 1
 
 /**
@@ -581,23 +742,52 @@
 
 /**
  * HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
+ *
+ * `SUCCESS`: the call succeeded.
  */
 #define LLMDD_HIXL_SUCCESS 0
 
+/**
+ * `PARAM_INVALID`: a bad argument or unknown memory (`LLMDD_PARAM_INVALID`,
+ * `LLMDD_KV_CACHE_NOT_EXIST`).
+ */
 #define LLMDD_HIXL_PARAM_INVALID 103900
 
+/**
+ * `TIMEOUT`: the call ran past its timeout (`LLMDD_TIMEOUT`).
+ */
 #define LLMDD_HIXL_TIMEOUT 103901
 
+/**
+ * `NOT_CONNECTED`: no link to the peer (`LLMDD_NOT_YET_LINK`).
+ */
 #define LLMDD_HIXL_NOT_CONNECTED 103902
 
+/**
+ * `ALREADY_CONNECTED`: a link to the peer exists (`LLMDD_ALREADY_LINK`).
+ */
 #define LLMDD_HIXL_ALREADY_CONNECTED 103903
 
+/**
+ * `NOTIFY_FAILED`: a notification could not be delivered (HIXL's code;
+ * `llmdd_engine_hixl_status` never returns it).
+ */
 #define LLMDD_HIXL_NOTIFY_FAILED 103904
 
+/**
+ * `UNSUPPORTED`: the feature is not available (`LLMDD_FEATURE_NOT_ENABLED`).
+ */
 #define LLMDD_HIXL_UNSUPPORTED 103905
 
+/**
+ * `RESOURCE_EXHAUSTED`: out of host or device memory (`LLMDD_OUT_OF_MEMORY`,
+ * `LLMDD_DEVICE_OUT_OF_MEMORY`).
+ */
 #define LLMDD_HIXL_RESOURCE_EXHAUSTED 203900
 
+/**
+ * `FAILED`: any other failure.
+ */
 #define LLMDD_HIXL_FAILED 503900
 
 /**
@@ -827,12 +1017,33 @@ typedef struct llmdd_cache_desc_t {
  * - `LLMDD_KEY_BLOCKS`: cluster_id, model_id
  */
 typedef struct llmdd_cache_key_t {
+  /**
+   * `LLMDD_KEY_CACHE_KEY`, `LLMDD_KEY_ID_AND_INDEX` or `LLMDD_KEY_BLOCKS`.
+   */
   uint32_t kind;
+  /**
+   * Batch slot in the peer's cache (`LLMDD_KEY_ID_AND_INDEX` only).
+   */
   uint32_t batch_index;
+  /**
+   * Cluster id of the peer that owns the cache.
+   */
   uint64_t cluster_id;
+  /**
+   * Request id, or `LLMDD_ID_UNSET` (`LLMDD_KEY_CACHE_KEY` only).
+   */
   uint64_t req_id;
+  /**
+   * Prefix id, or `LLMDD_ID_UNSET` (`LLMDD_KEY_CACHE_KEY` only).
+   */
   uint64_t prefix_id;
+  /**
+   * Model id (`LLMDD_KEY_CACHE_KEY` and `LLMDD_KEY_BLOCKS`).
+   */
   uint64_t model_id;
+  /**
+   * Id of the peer's cache (`LLMDD_KEY_ID_AND_INDEX` only; -1 otherwise).
+   */
   int64_t cache_id;
   /**
    * Reserved, must be zero.
@@ -846,9 +1057,21 @@ typedef struct llmdd_cache_key_t {
  * (or the instance finalized).
  */
 typedef struct llmdd_cache_t {
+  /**
+   * Id of the cache on this instance (names it in later calls and in peers' keys).
+   */
   int64_t cache_id;
+  /**
+   * The cache's description, as registered or allocated.
+   */
   struct llmdd_cache_desc_t desc;
+  /**
+   * One base address per tensor; owned by the library.
+   */
   const uint64_t *tensor_addrs;
+  /**
+   * Number of entries at `tensor_addrs` (= `desc.num_tensors`).
+   */
   size_t num_tensor_addrs;
   /**
    * Reserved; the library writes zeros.
@@ -863,10 +1086,25 @@ typedef struct llmdd_cache_t {
  * (C++ inclusive pairs `(first, second)` convert as `begin = first, end = second + 1`.)
  */
 typedef struct llmdd_layer_range_t {
+  /**
+   * First source layer, or -1 for all source layers.
+   */
   int32_t src_begin;
+  /**
+   * One past the last source layer (ignored when `src_begin` is -1).
+   */
   int32_t src_end;
+  /**
+   * First destination layer, or -1 for all destination layers.
+   */
   int32_t dst_begin;
+  /**
+   * One past the last destination layer (ignored when `dst_begin` is -1).
+   */
   int32_t dst_end;
+  /**
+   * Tensors per layer; 0 means the default (2).
+   */
   uint32_t tensor_num_per_layer;
   /**
    * Reserved, must be zero.
@@ -879,7 +1117,13 @@ typedef struct llmdd_layer_range_t {
  * has no reserved space and will not grow).
  */
 typedef struct llmdd_block_pair_t {
+  /**
+   * Source block index.
+   */
   uint64_t src;
+  /**
+   * Destination block index.
+   */
   uint64_t dst;
 } llmdd_block_pair_t;
 
@@ -888,8 +1132,17 @@ typedef struct llmdd_block_pair_t {
  * (Python `Cache.create_cpu_cache`).
  */
 typedef struct llmdd_host_cache_t {
+  /**
+   * Description of the host memory; `placement` must be `LLMDD_PLACEMENT_HOST`.
+   */
   struct llmdd_cache_desc_t desc;
+  /**
+   * One base address per tensor, each of the size `desc` implies.
+   */
   const uint64_t *tensor_addrs;
+  /**
+   * Number of entries at `tensor_addrs` (= `desc.num_tensors`).
+   */
   size_t num_tensor_addrs;
   /**
    * Reserved, must be zero.
@@ -901,8 +1154,17 @@ typedef struct llmdd_host_cache_t {
  * Memory range for remap_registered_memory (`mem_type`: `LLMDD_MEM_TYPE_DEVICE` 0, `LLMDD_MEM_TYPE_HOST` 1).
  */
 typedef struct llmdd_mem_info_t {
+  /**
+   * `LLMDD_MEM_TYPE_DEVICE` (0) or `LLMDD_MEM_TYPE_HOST` (1).
+   */
   uint32_t mem_type;
+  /**
+   * Start address of the range.
+   */
   uint64_t addr;
+  /**
+   * Length of the range in bytes.
+   */
   uint64_t size;
   /**
    * Reserved, must be zero.
@@ -915,7 +1177,13 @@ typedef struct llmdd_mem_info_t {
  * has no reserved space and will not grow).
  */
 typedef struct llmdd_option_t {
+  /**
+   * Option name, e.g. `"llm.DeviceId"`; NUL-terminated UTF-8.
+   */
   const char *key;
+  /**
+   * Option value as text; NUL-terminated UTF-8.
+   */
   const char *value;
 } llmdd_option_t;
 
@@ -940,8 +1208,17 @@ typedef struct llmdd_engine_peer_t {
  * peer).
  */
 typedef struct llmdd_engine_desc_t {
+  /**
+   * Start of the local range (in memory this engine registered).
+   */
   size_t local_addr;
+  /**
+   * Start of the remote range (in memory the peer engine registered).
+   */
   size_t remote_addr;
+  /**
+   * Length of both ranges in bytes.
+   */
   size_t len;
 } llmdd_engine_desc_t;
 
@@ -987,13 +1264,37 @@ typedef struct llmdd_engine_result_t {
  * `tensor_num_per_layer` must be 0 or 2. `reserved` must be zero.
  */
 typedef struct llmdd_transfer_config_t {
+  /**
+   * `LLMDD_TRANSFER_BY_ADDRS` or `LLMDD_TRANSFER_BY_CACHE_KEY`.
+   */
   uint32_t kind;
+  /**
+   * Destination cluster id (`LLMDD_TRANSFER_BY_ADDRS` only).
+   */
   uint64_t dst_cluster_id;
+  /**
+   * Destination tensor addresses, 2 per selected source layer (`LLMDD_TRANSFER_BY_ADDRS` only).
+   */
   const uint64_t *dst_addrs;
+  /**
+   * Number of entries at `dst_addrs`.
+   */
   size_t num_dst_addrs;
+  /**
+   * The peer's destination cache (`LLMDD_TRANSFER_BY_CACHE_KEY` only).
+   */
   struct llmdd_cache_key_t cache_key;
+  /**
+   * Source (and, by key, destination) layer ranges.
+   */
   struct llmdd_layer_range_t layers;
+  /**
+   * Source batch slot of a contiguous source cache (0 for a blocks source or key).
+   */
   uint32_t src_batch_index;
+  /**
+   * Reserved, must be zero.
+   */
   uint8_t reserved[32];
 } llmdd_transfer_config_t;
 
@@ -1001,7 +1302,13 @@ typedef struct llmdd_transfer_config_t {
  * An IP endpoint: `ip` is an IPv4 or IPv6 literal (NUL-terminated).
  */
 typedef struct llmdd_ip_info_t {
+  /**
+   * IPv4 or IPv6 literal, NUL-terminated.
+   */
   const char *ip;
+  /**
+   * TCP port (host byte order).
+   */
   uint16_t port;
   /**
    * Reserved, must be zero.
@@ -1025,12 +1332,18 @@ typedef struct llmdd_cluster_info_t {
    * At most one local endpoint (only its IP is used); may be NULL with count 0.
    */
   const struct llmdd_ip_info_t *local_ip_infos;
+  /**
+   * Number of entries at `local_ip_infos` (0 or 1).
+   */
   size_t num_local_ip_infos;
   /**
    * Exactly one remote endpoint (the server's listen ip:port) for a
    * link or a non-forced unlink; ignored by a forced unlink.
    */
   const struct llmdd_ip_info_t *remote_ip_infos;
+  /**
+   * Number of entries at `remote_ip_infos` (1, or any for a forced unlink).
+   */
   size_t num_remote_ip_infos;
   /**
    * Reserved, must be zero.
@@ -1044,7 +1357,13 @@ typedef struct llmdd_cluster_info_t {
  * has no reserved space and will not grow.
  */
 typedef struct llmdd_cluster_rank_t {
+  /**
+   * Cluster id of the member.
+   */
   uint64_t cluster_id;
+  /**
+   * The member's rank id in the rank table.
+   */
   uint32_t rank_id;
 } llmdd_cluster_rank_t;
 

@@ -12,47 +12,89 @@ pub const ID_UNSET: u64 = u64::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DataType {
+    /// `DT_FLOAT`: 32-bit IEEE float.
     Float = 0,
+    /// `DT_FLOAT16`: 16-bit IEEE half float.
     Float16 = 1,
+    /// `DT_INT8`: signed 8-bit integer.
     Int8 = 2,
+    /// `DT_INT32`: signed 32-bit integer.
     Int32 = 3,
+    /// `DT_UINT8`: unsigned 8-bit integer.
     Uint8 = 4,
+    /// `DT_INT16`: signed 16-bit integer.
     Int16 = 6,
+    /// `DT_UINT16`: unsigned 16-bit integer.
     Uint16 = 7,
+    /// `DT_UINT32`: unsigned 32-bit integer.
     Uint32 = 8,
+    /// `DT_INT64`: signed 64-bit integer.
     Int64 = 9,
+    /// `DT_UINT64`: unsigned 64-bit integer.
     Uint64 = 10,
+    /// `DT_DOUBLE`: 64-bit IEEE float.
     Double = 11,
+    /// `DT_BOOL`: boolean, one byte.
     Bool = 12,
+    /// `DT_STRING`: string, sized as a 16-byte head.
     String = 13,
+    /// `DT_DUAL_SUB_INT8`: dual-output signed 8-bit (one byte).
     DualSubInt8 = 14,
+    /// `DT_DUAL_SUB_UINT8`: dual-output unsigned 8-bit (one byte).
     DualSubUint8 = 15,
+    /// `DT_COMPLEX64`: complex of two 32-bit floats.
     Complex64 = 16,
+    /// `DT_COMPLEX128`: complex of two 64-bit floats.
     Complex128 = 17,
+    /// `DT_QINT8`: quantized signed 8-bit.
     Qint8 = 18,
+    /// `DT_QINT16`: quantized signed 16-bit.
     Qint16 = 19,
+    /// `DT_QINT32`: quantized signed 32-bit.
     Qint32 = 20,
+    /// `DT_QUINT8`: quantized unsigned 8-bit.
     Quint8 = 21,
+    /// `DT_QUINT16`: quantized unsigned 16-bit.
     Quint16 = 22,
+    /// `DT_RESOURCE`: resource handle, 8 bytes.
     Resource = 23,
+    /// `DT_STRING_REF`: string reference, sized as a 16-byte head.
     StringRef = 24,
+    /// `DT_DUAL`: dual-output type, 5 bytes.
     Dual = 25,
+    /// `DT_VARIANT`: variant handle, 8 bytes.
     Variant = 26,
+    /// `DT_BF16`: 16-bit brain float.
     Bf16 = 27,
+    /// `DT_UNDEFINED`: no type; has no size and is rejected by [`CacheDesc::validate`].
     Undefined = 28,
+    /// `DT_INT4`: signed 4-bit integer (packed).
     Int4 = 29,
+    /// `DT_UINT1`: 1-bit unsigned integer (packed).
     Uint1 = 30,
+    /// `DT_INT2`: signed 2-bit integer (packed).
     Int2 = 31,
+    /// `DT_UINT2`: unsigned 2-bit integer (packed).
     Uint2 = 32,
+    /// `DT_COMPLEX32`: complex of two 16-bit floats.
     Complex32 = 33,
+    /// `DT_HIFLOAT8`: Huawei 8-bit float.
     HiFloat8 = 34,
+    /// `DT_FLOAT8_E5M2`: 8-bit float, 5 exponent and 2 mantissa bits.
     Float8E5M2 = 35,
+    /// `DT_FLOAT8_E4M3FN`: 8-bit float, 4 exponent and 3 mantissa bits, finite only.
     Float8E4M3FN = 36,
+    /// `DT_FLOAT8_E8M0`: 8-bit power-of-two scale (8 exponent bits, no mantissa).
     Float8E8M0 = 37,
+    /// `DT_FLOAT6_E3M2`: 6-bit float, 3 exponent and 2 mantissa bits (packed).
     Float6E3M2 = 38,
+    /// `DT_FLOAT6_E2M3`: 6-bit float, 2 exponent and 3 mantissa bits (packed).
     Float6E2M3 = 39,
+    /// `DT_FLOAT4_E2M1`: 4-bit float, 2 exponent bits and 1 mantissa bit (packed).
     Float4E2M1 = 40,
+    /// `DT_FLOAT4_E1M2`: 4-bit float, 1 exponent bit and 2 mantissa bits (packed).
     Float4E1M2 = 41,
+    /// `DT_HIFLOAT4`: Huawei 4-bit float (packed).
     HiFloat4 = 42,
 }
 
@@ -146,7 +188,9 @@ impl DataType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Placement {
+    /// Host memory (C `LLMDD_PLACEMENT_HOST`).
     Host = 0,
+    /// Device memory (C `LLMDD_PLACEMENT_DEVICE`).
     Device = 1,
 }
 
@@ -170,9 +214,13 @@ pub const MAX_DIMS: usize = 31;
 /// Description of a cache: `num_tensors` tensors of one shape and data type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheDesc {
+    /// Where the tensors' memory lives.
     pub placement: Placement,
+    /// Number of tensors (> 0).
     pub num_tensors: u32,
+    /// Element type of every tensor.
     pub data_type: DataType,
+    /// Dimensions (1..=31, each > 0); dim 0 is the batch size or block count.
     pub shape: Vec<i64>,
     /// Accepted and range-checked; transfers always use dim 0.
     pub batch_dim_index: i32,
@@ -291,6 +339,7 @@ impl CacheKind {
 /// how big it is and how many slots/blocks dimension 0 has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheView {
+    /// Whether dim 0 counts batch slots, blocks or both.
     pub kind: CacheKind,
     /// Base address of each tensor (`num_tensors` entries).
     pub addrs: Vec<u64>,
@@ -316,19 +365,31 @@ impl CacheView {
 pub enum CacheKey {
     /// One batch slot bound by `(req_id | prefix_id, model_id)`.
     Req {
+        /// Cluster that owns the cache.
         cluster_id: u64,
+        /// Request id, or [`ID_UNSET`] when `prefix_id` names the slot.
         req_id: u64,
+        /// Model id the slot is bound under.
         model_id: u64,
+        /// Prefix id, or [`ID_UNSET`] when `req_id` names the slot.
         prefix_id: u64,
     },
     /// A cache by id, slot `batch_index`.
     IdIndex {
+        /// Cluster that owns the cache.
         cluster_id: u64,
+        /// Cache id, as register/allocate returned it on the owner.
         cache_id: i64,
+        /// Batch slot within the cache (< dim 0).
         batch_index: u32,
     },
     /// The blocks cache bound to `model_id`.
-    Blocks { cluster_id: u64, model_id: u64 },
+    Blocks {
+        /// Cluster that owns the cache.
+        cluster_id: u64,
+        /// Model id the blocks cache is bound to.
+        model_id: u64,
+    },
 }
 
 impl CacheKey {
@@ -346,8 +407,11 @@ impl CacheKey {
 /// `(is_prefix, id, model_id)`. Blocks keys use `(false, ID_UNSET, model_id)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BindKey {
+    /// True if `id` is a prefix id, false for a request id.
     pub is_prefix: bool,
+    /// The request or prefix id ([`ID_UNSET`] for a blocks binding).
     pub id: u64,
+    /// Model id of the binding.
     pub model_id: u64,
 }
 
@@ -406,7 +470,9 @@ impl BindKey {
 /// Layer selection (spec §1.6, §9 item 14): half-open ranges, `None` = all layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerSel {
+    /// Source layers `[begin, end)`, `None` = all.
     pub src: Option<(u32, u32)>,
+    /// Destination layers `[begin, end)`, `None` = all.
     pub dst: Option<(u32, u32)>,
     /// Tensors per layer (default 2).
     pub per_layer: u32,
@@ -427,8 +493,11 @@ impl Default for LayerSel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Segment {
+    /// Destination address (bytes).
     pub dst: u64,
+    /// Source address (bytes).
     pub src: u64,
+    /// Length in bytes.
     pub len: u64,
 }
 

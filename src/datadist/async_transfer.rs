@@ -30,7 +30,12 @@ use crate::{bail, err};
 pub enum AsyncDst {
     /// `TransferConfig` (request/response mode): the destination tensor
     /// addresses on cluster `cluster_id`, 2 per selected source layer.
-    Addrs { cluster_id: u64, addrs: Vec<u64> },
+    Addrs {
+        /// Cluster id of the destination peer.
+        cluster_id: u64,
+        /// Destination tensor addresses in the peer's registered memory.
+        addrs: Vec<u64>,
+    },
     /// `TransferWithCacheKeyConfig` (remote-cache-accessible mode): the peer's
     /// cache named by a `BlocksCacheKey` or `CacheKeyByIdAndIndex`.
     Key(CacheKey),

@@ -35,7 +35,9 @@ pub enum LinkState {
 /// What the state query and the list report about one cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
+    /// The peer cluster.
     pub cluster_id: u64,
+    /// Whether the link is up, being made or failed.
     pub state: LinkState,
     /// Rank-table comm, 0 for link_clusters.
     pub comm_id: u64,

@@ -22,7 +22,9 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// One received notification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
+    /// Notification name (at most [`MAX_NAME`] bytes).
     pub name: String,
+    /// Notification message (at most [`MAX_MSG`] bytes).
     pub msg: String,
 }
 

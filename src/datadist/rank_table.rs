@@ -40,27 +40,36 @@ const MAX_TABLE_BYTES: usize = 1 << 20;
 /// One `device[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
+    /// `device_id`: the device (NPU) number on its server.
     pub device_id: u64,
+    /// `rank_id`: the member's rank, unique across the table.
     pub rank_id: u32,
+    /// `device_ip`: the device NIC's address (the endpoint IP when the server has no `host_ip`).
     pub device_ip: Option<String>,
     /// Raw `device_port` / `host_port` values, checked when a member's
     /// endpoint is derived (entries of non-members are not our business).
     pub device_port: Option<Value>,
+    /// Raw `host_port` value, checked likewise; the endpoint port when present.
     pub host_port: Option<Value>,
 }
 
 /// One `server_list[]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
+    /// `server_id` (trimmed, when a non-empty string): names the server in device endpoints.
     pub server_id: Option<String>,
+    /// `host_ip`: the server's address, the endpoint IP of its members when present.
     pub host_ip: Option<String>,
+    /// The server's `device[]` entries.
     pub devices: Vec<Device>,
 }
 
 /// A parsed rank table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RankTable {
+    /// `version`: a non-empty string, not otherwise interpreted.
     pub version: String,
+    /// The `server_list[]` entries.
     pub servers: Vec<Server>,
 }
 

@@ -11,8 +11,11 @@ use crate::status::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpDesc {
+    /// Start of the local range (in memory this engine registered).
     pub local_addr: usize,
+    /// Start of the remote range (in memory the peer engine registered).
     pub remote_addr: usize,
+    /// Length of both ranges in bytes.
     pub len: usize,
 }
 

@@ -13,6 +13,7 @@ use crate::status::Result;
 pub struct EngineName {
     /// The canonical spelling (`1.2.3.4:5`, `[::1]:5`, `1.2.3.4`, `[::1]`).
     pub text: String,
+    /// The engine's IP address (v4 or v6).
     pub ip: IpAddr,
     /// 0 when the name has no port (the engine does not listen).
     pub port: u16,

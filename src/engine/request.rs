@@ -14,15 +14,20 @@ use crate::status::{Error, Status};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ReqStatus {
+    /// `WAITING`: queued or running.
     Waiting = 0,
+    /// `COMPLETED`: every descriptor was transferred.
     Completed = 1,
+    /// `TIMEOUT`: ran past its deadline and was stopped.
     Timeout = 2,
+    /// `FAILED`: failed or was cancelled (`error` says why).
     Failed = 3,
 }
 
 /// The outcome of a finished request.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// How the request ended (never `Waiting`).
     pub status: ReqStatus,
     /// The llmdd status (0 on success) and why it failed.
     pub error: Option<Error>,

@@ -41,47 +41,90 @@ pub const LLMDD_MEM_STATUS_FAILED: u32 = 2;
 
 /// Data type codes (GE numbering, `ge::DataType`); `llmdd_data_type_bits`
 /// gives each one's element size. Sub-byte types are packed.
+///
+/// `LLMDD_DT_FLOAT`: 32-bit IEEE float.
 pub const LLMDD_DT_FLOAT: u32 = 0;
+/// 16-bit IEEE half float.
 pub const LLMDD_DT_FLOAT16: u32 = 1;
+/// Signed 8-bit integer.
 pub const LLMDD_DT_INT8: u32 = 2;
+/// Signed 32-bit integer.
 pub const LLMDD_DT_INT32: u32 = 3;
+/// Unsigned 8-bit integer.
 pub const LLMDD_DT_UINT8: u32 = 4;
+/// Signed 16-bit integer.
 pub const LLMDD_DT_INT16: u32 = 6;
+/// Unsigned 16-bit integer.
 pub const LLMDD_DT_UINT16: u32 = 7;
+/// Unsigned 32-bit integer.
 pub const LLMDD_DT_UINT32: u32 = 8;
+/// Signed 64-bit integer.
 pub const LLMDD_DT_INT64: u32 = 9;
+/// Unsigned 64-bit integer.
 pub const LLMDD_DT_UINT64: u32 = 10;
+/// 64-bit IEEE float.
 pub const LLMDD_DT_DOUBLE: u32 = 11;
+/// Boolean, one byte.
 pub const LLMDD_DT_BOOL: u32 = 12;
+/// String, sized as a 16-byte head.
 pub const LLMDD_DT_STRING: u32 = 13;
+/// Dual-output signed 8-bit (one byte).
 pub const LLMDD_DT_DUAL_SUB_INT8: u32 = 14;
+/// Dual-output unsigned 8-bit (one byte).
 pub const LLMDD_DT_DUAL_SUB_UINT8: u32 = 15;
+/// Complex of two 32-bit floats.
 pub const LLMDD_DT_COMPLEX64: u32 = 16;
+/// Complex of two 64-bit floats.
 pub const LLMDD_DT_COMPLEX128: u32 = 17;
+/// Quantized signed 8-bit.
 pub const LLMDD_DT_QINT8: u32 = 18;
+/// Quantized signed 16-bit.
 pub const LLMDD_DT_QINT16: u32 = 19;
+/// Quantized signed 32-bit.
 pub const LLMDD_DT_QINT32: u32 = 20;
+/// Quantized unsigned 8-bit.
 pub const LLMDD_DT_QUINT8: u32 = 21;
+/// Quantized unsigned 16-bit.
 pub const LLMDD_DT_QUINT16: u32 = 22;
+/// Resource handle, 8 bytes.
 pub const LLMDD_DT_RESOURCE: u32 = 23;
+/// String reference, sized as a 16-byte head.
 pub const LLMDD_DT_STRING_REF: u32 = 24;
+/// Dual-output type, 5 bytes.
 pub const LLMDD_DT_DUAL: u32 = 25;
+/// Variant handle, 8 bytes.
 pub const LLMDD_DT_VARIANT: u32 = 26;
+/// 16-bit brain float.
 pub const LLMDD_DT_BF16: u32 = 27;
+/// No type: it has no size, and `llmdd_data_type_bits` and cache descriptions reject it.
 pub const LLMDD_DT_UNDEFINED: u32 = 28;
+/// Signed 4-bit integer (packed).
 pub const LLMDD_DT_INT4: u32 = 29;
+/// 1-bit unsigned integer (packed).
 pub const LLMDD_DT_UINT1: u32 = 30;
+/// Signed 2-bit integer (packed).
 pub const LLMDD_DT_INT2: u32 = 31;
+/// Unsigned 2-bit integer (packed).
 pub const LLMDD_DT_UINT2: u32 = 32;
+/// Complex of two 16-bit floats.
 pub const LLMDD_DT_COMPLEX32: u32 = 33;
+/// Huawei 8-bit float.
 pub const LLMDD_DT_HIFLOAT8: u32 = 34;
+/// 8-bit float, 5 exponent and 2 mantissa bits.
 pub const LLMDD_DT_FLOAT8_E5M2: u32 = 35;
+/// 8-bit float, 4 exponent and 3 mantissa bits, finite only.
 pub const LLMDD_DT_FLOAT8_E4M3FN: u32 = 36;
+/// 8-bit power-of-two scale (8 exponent bits, no mantissa).
 pub const LLMDD_DT_FLOAT8_E8M0: u32 = 37;
+/// 6-bit float, 3 exponent and 2 mantissa bits (packed).
 pub const LLMDD_DT_FLOAT6_E3M2: u32 = 38;
+/// 6-bit float, 2 exponent and 3 mantissa bits (packed).
 pub const LLMDD_DT_FLOAT6_E2M3: u32 = 39;
+/// 4-bit float, 2 exponent bits and 1 mantissa bit (packed).
 pub const LLMDD_DT_FLOAT4_E2M1: u32 = 40;
+/// 4-bit float, 1 exponent bit and 2 mantissa bits (packed).
 pub const LLMDD_DT_FLOAT4_E1M2: u32 = 41;
+/// Huawei 4-bit float (packed).
 pub const LLMDD_DT_HIFLOAT4: u32 = 42;
 
 /// Default link/unlink timeout in milliseconds (spec §9 item 3).

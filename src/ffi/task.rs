@@ -54,13 +54,21 @@ pub type llmdd_layer_sync_fn =
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_transfer_config_t {
+    /// `LLMDD_TRANSFER_BY_ADDRS` or `LLMDD_TRANSFER_BY_CACHE_KEY`.
     pub kind: u32,
+    /// Destination cluster id (`LLMDD_TRANSFER_BY_ADDRS` only).
     pub dst_cluster_id: u64,
+    /// Destination tensor addresses, 2 per selected source layer (`LLMDD_TRANSFER_BY_ADDRS` only).
     pub dst_addrs: *const u64,
+    /// Number of entries at `dst_addrs`.
     pub num_dst_addrs: usize,
+    /// The peer's destination cache (`LLMDD_TRANSFER_BY_CACHE_KEY` only).
     pub cache_key: llmdd_cache_key_t,
+    /// Source (and, by key, destination) layer ranges.
     pub layers: llmdd_layer_range_t,
+    /// Source batch slot of a contiguous source cache (0 for a blocks source or key).
     pub src_batch_index: u32,
+    /// Reserved, must be zero.
     pub reserved: [u8; 32],
 }
 

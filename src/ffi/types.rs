@@ -27,7 +27,9 @@ pub(crate) static INSTANCES: HandleTable<crate::datadist::Instance, llmdd_instan
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_option_t {
+    /// Option name, e.g. `"llm.DeviceId"`; NUL-terminated UTF-8.
     pub key: *const c_char,
+    /// Option value as text; NUL-terminated UTF-8.
     pub value: *const c_char,
 }
 
@@ -35,7 +37,9 @@ pub struct llmdd_option_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_ip_info_t {
+    /// IPv4 or IPv6 literal, NUL-terminated.
     pub ip: *const c_char,
+    /// TCP port (host byte order).
     pub port: u16,
     /// Reserved, must be zero.
     pub reserved: [u8; 16],
@@ -51,10 +55,12 @@ pub struct llmdd_cluster_info_t {
     pub remote_role_type: i32,
     /// At most one local endpoint (only its IP is used); may be NULL with count 0.
     pub local_ip_infos: *const llmdd_ip_info_t,
+    /// Number of entries at `local_ip_infos` (0 or 1).
     pub num_local_ip_infos: usize,
     /// Exactly one remote endpoint (the server's listen ip:port) for a
     /// link or a non-forced unlink; ignored by a forced unlink.
     pub remote_ip_infos: *const llmdd_ip_info_t,
+    /// Number of entries at `remote_ip_infos` (1, or any for a forced unlink).
     pub num_remote_ip_infos: usize,
     /// Reserved, must be zero.
     pub reserved: [u8; 32],
@@ -66,7 +72,9 @@ pub struct llmdd_cluster_info_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_cluster_rank_t {
+    /// Cluster id of the member.
     pub cluster_id: u64,
+    /// The member's rank id in the rank table.
     pub rank_id: u32,
 }
 
@@ -98,9 +106,13 @@ pub struct llmdd_cache_desc_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_cache_t {
+    /// Id of the cache on this instance (names it in later calls and in peers' keys).
     pub cache_id: i64,
+    /// The cache's description, as registered or allocated.
     pub desc: llmdd_cache_desc_t,
+    /// One base address per tensor; owned by the library.
     pub tensor_addrs: *const u64,
+    /// Number of entries at `tensor_addrs` (= `desc.num_tensors`).
     pub num_tensor_addrs: usize,
     /// Reserved; the library writes zeros.
     pub reserved: [u8; 32],
@@ -113,12 +125,19 @@ pub struct llmdd_cache_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_cache_key_t {
+    /// `LLMDD_KEY_CACHE_KEY`, `LLMDD_KEY_ID_AND_INDEX` or `LLMDD_KEY_BLOCKS`.
     pub kind: u32,
+    /// Batch slot in the peer's cache (`LLMDD_KEY_ID_AND_INDEX` only).
     pub batch_index: u32,
+    /// Cluster id of the peer that owns the cache.
     pub cluster_id: u64,
+    /// Request id, or `LLMDD_ID_UNSET` (`LLMDD_KEY_CACHE_KEY` only).
     pub req_id: u64,
+    /// Prefix id, or `LLMDD_ID_UNSET` (`LLMDD_KEY_CACHE_KEY` only).
     pub prefix_id: u64,
+    /// Model id (`LLMDD_KEY_CACHE_KEY` and `LLMDD_KEY_BLOCKS`).
     pub model_id: u64,
+    /// Id of the peer's cache (`LLMDD_KEY_ID_AND_INDEX` only; -1 otherwise).
     pub cache_id: i64,
     /// Reserved, must be zero.
     pub reserved: [u8; 16],
@@ -131,10 +150,15 @@ pub struct llmdd_cache_key_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_layer_range_t {
+    /// First source layer, or -1 for all source layers.
     pub src_begin: i32,
+    /// One past the last source layer (ignored when `src_begin` is -1).
     pub src_end: i32,
+    /// First destination layer, or -1 for all destination layers.
     pub dst_begin: i32,
+    /// One past the last destination layer (ignored when `dst_begin` is -1).
     pub dst_end: i32,
+    /// Tensors per layer; 0 means the default (2).
     pub tensor_num_per_layer: u32,
     /// Reserved, must be zero.
     pub reserved: [u8; 12],
@@ -145,7 +169,9 @@ pub struct llmdd_layer_range_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_block_pair_t {
+    /// Source block index.
     pub src: u64,
+    /// Destination block index.
     pub dst: u64,
 }
 
@@ -154,8 +180,11 @@ pub struct llmdd_block_pair_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_host_cache_t {
+    /// Description of the host memory; `placement` must be `LLMDD_PLACEMENT_HOST`.
     pub desc: llmdd_cache_desc_t,
+    /// One base address per tensor, each of the size `desc` implies.
     pub tensor_addrs: *const u64,
+    /// Number of entries at `tensor_addrs` (= `desc.num_tensors`).
     pub num_tensor_addrs: usize,
     /// Reserved, must be zero.
     pub reserved: [u8; 16],
@@ -165,8 +194,11 @@ pub struct llmdd_host_cache_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_mem_info_t {
+    /// `LLMDD_MEM_TYPE_DEVICE` (0) or `LLMDD_MEM_TYPE_HOST` (1).
     pub mem_type: u32,
+    /// Start address of the range.
     pub addr: u64,
+    /// Length of the range in bytes.
     pub size: u64,
     /// Reserved, must be zero.
     pub reserved: [u8; 8],

@@ -56,7 +56,9 @@ pub struct Histogram {
 pub struct Percentiles {
     /// Values recorded.
     pub count: u64,
+    /// Median: the middle of the bucket holding the 50th percentile (within 1.6 %).
     pub p50: u64,
+    /// The middle of the bucket holding the 99th percentile (within 1.6 %).
     pub p99: u64,
     /// The exact largest value.
     pub max: u64,

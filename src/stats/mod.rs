@@ -73,7 +73,9 @@ pub fn unix_ns() -> u64 {
 /// The last failure of an operation on a link.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LastError {
+    /// The llmdd status code it failed with (`LLMDD_*`).
     pub status: u32,
+    /// Why it failed.
     pub message: String,
     /// When it failed (ns since the Unix epoch).
     pub unix_ns: u64,
@@ -122,6 +124,7 @@ pub struct Snapshot {
     pub since_ns: u64,
     /// Completed operations and their bytes, `[direction][path]`.
     pub ops: [[u64; PATHS]; 2],
+    /// Bytes of those operations, `[direction][path]`.
     pub bytes: [[u64; PATHS]; 2],
     /// Failed operations by [`error_slot`].
     pub errors: [u64; ERROR_SLOTS],
@@ -131,9 +134,11 @@ pub struct Snapshot {
     pub latency: [Percentiles; 2],
     /// Requests served to the peer and their bytes, `[read, write]`.
     pub served_requests: [u64; 2],
+    /// Bytes of the served requests, `[read, write]`.
     pub served_bytes: [u64; 2],
     /// Requests of the peer refused (access rules, bad ranges).
     pub served_refused: u64,
+    /// The last failed operation, `None` if none failed since `since_ns`.
     pub last_error: Option<LastError>,
 }
 

@@ -43,7 +43,9 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// The work of one source layer: the layer index and, per config containing
 /// it, that config's index and its work item.
 pub struct Layer<W> {
+    /// The source layer index.
     pub index: u32,
+    /// `(config index, work item)` for each config that includes the layer.
     pub parts: Vec<(usize, W)>,
 }
 

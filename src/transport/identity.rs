@@ -367,7 +367,11 @@ fn read_identity(fd: &OwnedFd) -> std::result::Result<Tag, &'static str> {
     if seals < 0 || seals & IDENTITY_SEALS != IDENTITY_SEALS {
         return Err("is not sealed");
     }
+    // SAFETY: `libc::stat` is plain integers, for which all-zero bytes are a
+    // valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open fd we own (borrowed for the call) and `st` is a
+    // valid, writable `stat` that fstat fills.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || st.st_size != TAG_LEN as i64 {
         return Err("has the wrong size");
     }

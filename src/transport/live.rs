@@ -208,6 +208,9 @@ fn hold(page: usize, stop: &AtomicBool, ready: std::sync::mpsc::Sender<bool>) {
     if ok {
         // SAFETY: as above.
         let tid = unsafe { libc::gettid() } as u32;
+        // SAFETY: `p` is our live shared mapping of a `Page` (mapped by the
+        // caller, unmapped only after this thread ends); `word` is an atomic,
+        // so the store is sound while peers read it.
         unsafe { (*p).word.store(tid & TID_MASK, Ordering::SeqCst) };
     }
     let _ = ready.send(ok);
@@ -233,8 +236,11 @@ pub struct LiveWord {
     expect: u32,
 }
 
-// SAFETY: a read-only mapping read with atomic loads only.
+// SAFETY: `map` is the address of a read-only mapping that `LiveWord` owns
+// (unmapped only in its `Drop`) and reads with atomic loads only, so moving it
+// to another thread is sound.
 unsafe impl Send for LiveWord {}
+// SAFETY: as for `Send`: shared use only performs atomic loads of the mapping.
 unsafe impl Sync for LiveWord {}
 
 impl LiveWord {
@@ -324,9 +330,13 @@ fn is_live_memfd(fd: &OwnedFd) -> bool {
     }
     // SAFETY: F_GET_SEALS and fstat on our fd.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    // SAFETY: `libc::stat` is plain integers, for which all-zero bytes are a
+    // valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     seals >= 0
         && seals & LIVE_SEALS == LIVE_SEALS
+        // SAFETY: `fd` is an open fd we own (borrowed for the call) and `st`
+        // is a valid, writable `stat` that fstat fills.
         && unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
         && st.st_size == LIVE_LEN as i64
 }

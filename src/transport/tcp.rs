@@ -235,6 +235,8 @@ impl Conn {
                 continue;
             }
             let n = (iov.len() - start).min(IOV_BATCH);
+            // SAFETY: `msghdr` is integers and raw pointers, for which
+            // all-zero bytes are a valid value (NULL pointers, zero lengths).
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = iov[start..].as_mut_ptr();
             msg.msg_iovlen = n as _;

@@ -52,28 +52,39 @@ pub const MAX_TYPE: u16 = 18;
 /// The decoded frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Message type (1 ..= [`MAX_TYPE`]).
     pub msg_type: u16,
+    /// Bytes of structured payload after the header (<= [`MAX_PAYLOAD`]).
     pub payload_len: u32,
+    /// Request tag; a reply echoes its request's.
     pub tag: u32,
 }
 
 /// Why a frame was rejected. A rejected frame always drops the connection.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The header's magic is not [`MAGIC`].
     #[error("bad magic 0x{0:08x}")]
     BadMagic(u32),
+    /// The header's version is not [`VERSION`].
     #[error("unsupported protocol version {0}")]
     BadVersion(u16),
+    /// The message type is outside 1 ..= [`MAX_TYPE`].
     #[error("unknown message type {0}")]
     UnknownType(u16),
+    /// A payload or bulk length over its bound.
     #[error("payload length {0} exceeds the limit")]
     TooLarge(u64),
+    /// The payload ended inside the named field.
     #[error("payload truncated while reading {0}")]
     Truncated(&'static str),
+    /// A count or length field over its bound.
     #[error("field {0} out of bounds")]
     OutOfBounds(&'static str),
+    /// Bytes left over after the message was decoded.
     #[error("{0} trailing bytes after the payload")]
     Trailing(usize),
+    /// A field with a value outside its domain.
     #[error("invalid value for {0}")]
     Invalid(&'static str),
 }
@@ -93,7 +104,9 @@ pub struct PoolInfo {
 /// the fd number of its sealed identity memfd (`transport::identity`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
+    /// The sender's process id.
     pub pid: u32,
+    /// The fd number of the sender's identity memfd, in its process.
     pub fd: u32,
 }
 
@@ -130,6 +143,7 @@ pub struct DeviceEndpoint {
 /// One cache as published in the owner's table or returned by `Resolve`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheEntry {
+    /// The cache's id on its owner.
     pub cache_id: i64,
     /// `CacheKind` as u8.
     pub kind: u8,
@@ -137,8 +151,11 @@ pub struct CacheEntry {
     pub placement: u32,
     /// `DataType` code.
     pub data_type: u32,
+    /// Dimensions (dim 0: batch size or block count).
     pub shape: Vec<i64>,
+    /// Bytes per tensor.
     pub tensor_bytes: u64,
+    /// Base address of each tensor in the owner's process.
     pub addrs: Vec<u64>,
     /// Request-key bindings `(req_id, model_id, slot)` (no prefix keys).
     pub req_keys: Vec<(u64, u64, u64)>,
@@ -196,16 +213,22 @@ pub enum Msg {
     Hello {
         /// The client holds a link secret and expects the server to prove it.
         auth: bool,
+        /// The client's challenge.
         nonce: [u8; TAG_LEN],
     },
     /// Server → client answer to `Hello`: its challenge, its host tag and,
     /// with link authentication, its proof of the secret. A non-zero status
     /// refuses the connection (nothing else is meaningful then).
     HelloAck {
+        /// 0 to go on, else the `LLMDD_*` status refusing the connection.
         status: u32,
+        /// Why it refused (empty on success).
         message: String,
+        /// The server's challenge.
         nonce: [u8; TAG_LEN],
+        /// HMAC of the server's host id over the transcript.
         host_tag: [u8; TAG_LEN],
+        /// The server's proof of the link secret, with link authentication.
         auth_mac: Option<[u8; TAG_LEN]>,
     },
     /// Client → server after `HelloAck`: the link request.
@@ -213,61 +236,110 @@ pub enum Msg {
     /// Server → client reply to `Join`: a status and message, and the
     /// acceptance's fields (zero or empty when the status refuses).
     JoinAck {
+        /// 0 when the link is accepted, else the refusing `LLMDD_*` status.
         status: u32,
+        /// Why it refused (empty on success).
         message: String,
+        /// The acceptance's fields.
         ack: JoinAck,
     },
     /// Client → server after `JoinAck`: the client's memfd pools (empty
     /// unless the server proved to be on this host).
-    Pools { pools: Vec<PoolInfo> },
+    Pools {
+        /// The client's pools (at most [`MAX_POOLS`]).
+        pools: Vec<PoolInfo>,
+    },
     /// Client → server, first frame of an extra data connection.
     /// `reverse` = the server will send requests on it (client serves).
     Attach {
+        /// The client's cluster id.
         cluster_id: u64,
+        /// The link's token from `JoinAck`.
         link_token: u64,
+        /// The server sends its own requests on this connection.
         reverse: bool,
     },
     /// Generic reply: a status and a message.
-    Reply { status: u32, message: String },
+    Reply {
+        /// 0 on success, else an `LLMDD_*` status.
+        status: u32,
+        /// Why it failed (empty on success).
+        message: String,
+    },
     /// Client → server: tear down both sides of the link.
     Unlink,
     /// Ask for the peer's cache table (remote-cache-accessible mode).
     GetTable,
     /// The peer's cache table.
     Table {
+        /// 0 on success, else an `LLMDD_*` status.
         status: u32,
+        /// The owner's caches (at most [`MAX_ENTRIES`]).
         entries: Vec<CacheEntry>,
     },
     /// Resolve a key against the owner's current tables.
-    Resolve { key: CacheKey },
+    Resolve {
+        /// The key to resolve.
+        key: CacheKey,
+    },
     /// Reply to `Resolve`: the cache and the slot the key names.
     Resolved {
+        /// 0 when the key names a cache, else an `LLMDD_*` status.
         status: u32,
+        /// Why it failed (empty on success).
         message: String,
+        /// The named cache (`None` on failure).
         entry: Option<CacheEntry>,
+        /// The batch slot of `entry` the key names.
         slot: u64,
     },
     /// Drop a one-shot request key after a successful pull.
-    Consume { req_id: u64, model_id: u64 },
+    Consume {
+        /// Request id of the key to drop.
+        req_id: u64,
+        /// Model id of the key to drop.
+        model_id: u64,
+    },
     /// Read these remote segments (`dst` is ignored, `src` is the owner's address).
     /// The reply is `ReadData` followed by `total` bulk bytes when status is 0.
-    Read { segments: Vec<Segment>, total: u64 },
+    Read {
+        /// The segments to read (at most [`MAX_SEGMENTS`]).
+        segments: Vec<Segment>,
+        /// Sum of the segments' lengths in bytes.
+        total: u64,
+    },
     /// Reply header of a `Read`.
     ReadData {
+        /// 0 when the bulk bytes follow, else an `LLMDD_*` status.
         status: u32,
+        /// Why it failed (empty on success).
         message: String,
+        /// Bulk bytes following the frame.
         total: u64,
     },
     /// Write to these remote segments (`src` ignored, `dst` is the owner's
     /// address); `total` bulk bytes follow the frame. Reply: `Reply`.
-    Write { segments: Vec<Segment>, total: u64 },
+    Write {
+        /// The segments to write (at most [`MAX_SEGMENTS`]).
+        segments: Vec<Segment>,
+        /// Sum of the segments' lengths: the bulk bytes after the frame.
+        total: u64,
+    },
     /// A byte-addressed engine's notification (`SendNotify`): a name and a
     /// message, each at most [`MAX_STRING`] bytes. Reply: `Reply`.
-    Notify { name: String, msg: String },
+    Notify {
+        /// Notification name.
+        name: String,
+        /// Notification message.
+        msg: String,
+    },
     /// Server → client on the control connection of a TCP link: open `count`
     /// more reverse connections (`Attach` with `reverse`), for the server's
     /// own requests. Reply: `Reply`, once they are attached (or why not).
-    OpenConns { count: u32 },
+    OpenConns {
+        /// Number of reverse connections to open.
+        count: u32,
+    },
 }
 
 impl Msg {

@@ -30,20 +30,36 @@ pub const LLMDD_ENGINE_MEM_DEVICE: u32 = 0;
 /// `MemType` MEM_HOST.
 pub const LLMDD_ENGINE_MEM_HOST: u32 = 1;
 /// `AsyncConnectStatus` values, in HIXL's order.
+///
+/// `NOT_CONNECT`: no link to the peer and none being made.
 pub const LLMDD_ENGINE_NOT_CONNECT: u32 = 0;
+/// `CONNECT_PENDING`: an async connect is queued and has not started.
 pub const LLMDD_ENGINE_CONNECT_PENDING: u32 = 1;
+/// `CONNECTING`: the connect is in progress.
 pub const LLMDD_ENGINE_CONNECTING: u32 = 2;
+/// `CONNECTED`: the link is up; transfers may use it.
 pub const LLMDD_ENGINE_CONNECTED: u32 = 3;
+/// `CONNECT_FAILED`: the last connect attempt failed.
 pub const LLMDD_ENGINE_CONNECT_FAILED: u32 = 4;
+/// `DISCONNECT_PENDING`: an async disconnect is queued and has not started.
 pub const LLMDD_ENGINE_DISCONNECT_PENDING: u32 = 5;
+/// `DISCONNECTING`: the disconnect is in progress.
 pub const LLMDD_ENGINE_DISCONNECTING: u32 = 6;
 /// `TransferStatus` values, in HIXL's order.
+///
+/// `WAITING`: the request is queued or running.
 pub const LLMDD_ENGINE_REQ_WAITING: u32 = 0;
+/// `COMPLETED`: every descriptor was transferred.
 pub const LLMDD_ENGINE_REQ_COMPLETED: u32 = 1;
+/// `TIMEOUT`: the request ran past its timeout and was stopped.
 pub const LLMDD_ENGINE_REQ_TIMEOUT: u32 = 2;
+/// `FAILED`: the request failed or was cancelled.
 pub const LLMDD_ENGINE_REQ_FAILED: u32 = 3;
 /// `FeatureType` values.
+///
+/// `AUTO_CONNECT`: supported (capability 1).
 pub const LLMDD_ENGINE_FEATURE_AUTO_CONNECT: i32 = 0;
+/// `CLIENT_SERVER_COMM` (the HIXL-CS C interface): not supported (capability 0).
 pub const LLMDD_ENGINE_FEATURE_CLIENT_SERVER_COMM: i32 = 1;
 /// Size of `llmdd_engine_peer_t::remote` (a name and its NUL).
 pub const LLMDD_ENGINE_NAME_MAX: usize = 64;
@@ -57,14 +73,27 @@ const _: () = assert!(
         && LLMDD_ENGINE_NOTIFY_MSG_MAX == crate::datadist::notify::MAX_MSG
 );
 /// HIXL status codes (`hixl_types.h`), as returned by `llmdd_engine_hixl_status`.
+///
+/// `SUCCESS`: the call succeeded.
 pub const LLMDD_HIXL_SUCCESS: u32 = 0;
+/// `PARAM_INVALID`: a bad argument or unknown memory (`LLMDD_PARAM_INVALID`,
+/// `LLMDD_KV_CACHE_NOT_EXIST`).
 pub const LLMDD_HIXL_PARAM_INVALID: u32 = 103_900;
+/// `TIMEOUT`: the call ran past its timeout (`LLMDD_TIMEOUT`).
 pub const LLMDD_HIXL_TIMEOUT: u32 = 103_901;
+/// `NOT_CONNECTED`: no link to the peer (`LLMDD_NOT_YET_LINK`).
 pub const LLMDD_HIXL_NOT_CONNECTED: u32 = 103_902;
+/// `ALREADY_CONNECTED`: a link to the peer exists (`LLMDD_ALREADY_LINK`).
 pub const LLMDD_HIXL_ALREADY_CONNECTED: u32 = 103_903;
+/// `NOTIFY_FAILED`: a notification could not be delivered (HIXL's code;
+/// `llmdd_engine_hixl_status` never returns it).
 pub const LLMDD_HIXL_NOTIFY_FAILED: u32 = 103_904;
+/// `UNSUPPORTED`: the feature is not available (`LLMDD_FEATURE_NOT_ENABLED`).
 pub const LLMDD_HIXL_UNSUPPORTED: u32 = 103_905;
+/// `RESOURCE_EXHAUSTED`: out of host or device memory (`LLMDD_OUT_OF_MEMORY`,
+/// `LLMDD_DEVICE_OUT_OF_MEMORY`).
 pub const LLMDD_HIXL_RESOURCE_EXHAUSTED: u32 = 203_900;
+/// `FAILED`: any other failure.
 pub const LLMDD_HIXL_FAILED: u32 = 503_900;
 
 /// Opaque transfer engine. Created by `llmdd_engine_create`, owned by the
@@ -94,8 +123,11 @@ pub struct llmdd_engine_req_t {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct llmdd_engine_desc_t {
+    /// Start of the local range (in memory this engine registered).
     pub local_addr: usize,
+    /// Start of the remote range (in memory the peer engine registered).
     pub remote_addr: usize,
+    /// Length of both ranges in bytes.
     pub len: usize,
 }
 

@@ -18,19 +18,30 @@ use crate::{bail, err};
 
 /// The server's answer to `Hello`, once its status said yes.
 pub struct HelloAck {
+    /// The server's challenge.
     pub nonce: Tag,
+    /// HMAC of the server's host id over the transcript.
     pub host_tag: Tag,
+    /// The server's proof of the link secret, with link authentication.
     pub auth_mac: Option<Tag>,
 }
 
 /// The first frame of an accepted connection.
 pub enum First {
     /// A link_clusters client or rank-table dialer starts the handshake.
-    Hello { auth: bool, nonce: Tag },
+    Hello {
+        /// The client holds a link secret and expects the server to prove it.
+        auth: bool,
+        /// The client's challenge.
+        nonce: Tag,
+    },
     /// One more connection of an existing link.
     Attach {
+        /// The client's cluster id.
         cluster_id: u64,
+        /// The link's token from `JoinAck`.
         link_token: u64,
+        /// The server sends its own requests on this connection.
         reverse: bool,
     },
     /// Any other frame, by its type.

@@ -153,6 +153,8 @@ impl Conn {
                 skip = 0;
                 n += 1;
             }
+            // SAFETY: `msghdr` is integers and raw pointers, for which
+            // all-zero bytes are a valid value (NULL pointers, zero lengths).
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
             msg.msg_iovlen = n as _;
