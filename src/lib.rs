@@ -17,6 +17,11 @@
 //! - [`sys`]: raw declarations of the Ascend runtime and its dlopen loader.
 //! - [`stats`]: per-link counters and latency histograms (a leaf: atomics only).
 
+// Every public item has a doc comment (issue 10: "concise doc comments on every public item").
+#![warn(missing_docs)]
+// Unsafe blocks of the library (not of its unit tests) state why they are sound.
+#![cfg_attr(not(test), warn(clippy::undocumented_unsafe_blocks))]
+
 pub mod log;
 
 pub mod cache;

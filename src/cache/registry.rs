@@ -25,13 +25,18 @@ pub const MAX_REGISTERED_ADDRS_CAP: usize = 65_536;
 
 /// One cache known to the registry.
 pub struct CacheRecord {
+    /// The cache id handed to the caller (unique per instance, never reused).
     pub id: i64,
+    /// Batch (contiguous slots) or blocks (paged) layout.
     pub kind: CacheKind,
+    /// What the caller described: tensors, shape, data type, placement.
     pub desc: CacheDesc,
+    /// Bytes of each tensor (`shape` × element size).
     pub tensor_bytes: u64,
     /// Tensor base addresses; stable for the record's lifetime (the C API hands
     /// out a pointer to this array).
     pub addrs: Box<[u64]>,
+    /// Peers may read or write it (listed in the cache table a link sees).
     pub remote_accessible: bool,
     /// Registry generation at creation (links see caches created before them).
     pub generation: u64,
@@ -119,8 +124,11 @@ struct Inner {
 /// A cache the key resolved to, with the slot it names and the key to consume
 /// after a successful pull (one-shot request keys of allocated caches).
 pub struct Resolved {
+    /// The cache the key names.
     pub record: Arc<CacheRecord>,
+    /// The batch slot (or block) within it.
     pub slot: u64,
+    /// The one-shot key to remove after a successful pull, if any.
     pub consume: Option<BindKey>,
 }
 

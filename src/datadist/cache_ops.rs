@@ -27,14 +27,24 @@ use crate::{bail, err};
 /// A cache operand of swap_blocks: a registered/allocated cache, or host memory
 /// described on the fly (`create_cpu_cache`).
 pub enum CacheRef {
+    /// A registered or allocated cache, by id.
     Id(i64),
-    Host { desc: CacheDesc, addrs: Vec<u64> },
+    /// Host memory described by the call: its layout and tensor addresses.
+    Host {
+        /// Its layout (placement HOST).
+        desc: CacheDesc,
+        /// One address per tensor.
+        addrs: Vec<u64>,
+    },
 }
 
 /// Memory info of remap_registered_memory (`mem_type`: DEVICE = 0, HOST = 1).
 pub struct MemInfo {
+    /// `MEM_TYPE_DEVICE` (0) or `MEM_TYPE_HOST` (1).
     pub mem_type: u32,
+    /// Start address of the memory.
     pub addr: u64,
+    /// Length in bytes.
     pub size: u64,
 }
 

@@ -54,16 +54,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// `RegisterMemStatus` (spec §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemStatus {
+    /// Every pair of members is linked: transfers may use the links.
     Ok = 0,
+    /// Setup is under way in the background.
     Preparing = 1,
+    /// Setup failed (the reason is kept); unlink it.
     Failed = 2,
 }
 
 /// One member of a comm: cluster id, rank, and its control endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// The member's cluster id.
     pub cluster_id: u64,
+    /// Its rank in the rank table.
     pub rank_id: u32,
+    /// Its control endpoint (listen address) from the table.
     pub addr: SocketAddr,
     /// The member's HCCL endpoint from the table (acl backend only).
     pub device: Option<DeviceEndpoint>,
@@ -72,6 +78,7 @@ pub struct Member {
 /// A validated `link` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommSpec {
+    /// The comm name (`comm_name`, < 128 bytes), the same on every member.
     pub name: String,
     /// In the caller's order (ranks strictly ascending).
     pub members: Vec<Member>,
@@ -245,7 +252,9 @@ pub(crate) struct CommState {
 
 /// One comm domain on this instance.
 pub struct Comm {
+    /// The comm id `link` returned (per instance, never reused).
     pub id: u64,
+    /// The validated request it was created from.
     pub spec: CommSpec,
     /// The listener this comm holds a reference on, if it bound its own.
     pub(crate) listener: Option<SocketAddr>,

@@ -31,15 +31,20 @@ pub fn check_role(role: u32) -> Result<()> {
 /// An IP endpoint of a cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpInfo {
+    /// IPv4 or IPv6 address, as text.
     pub ip: String,
+    /// TCP port (0: the local side picks one).
     pub port: u16,
 }
 
 /// One peer of a link_clusters/unlink_clusters call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterInfo {
+    /// The peer cluster.
     pub remote_cluster_id: u64,
+    /// This side's endpoints to dial from (the first is used; may be empty).
     pub local_ip_infos: Vec<IpInfo>,
+    /// The peer's listening endpoints (the first is dialled).
     pub remote_ip_infos: Vec<IpInfo>,
 }
 

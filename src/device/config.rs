@@ -18,7 +18,9 @@ pub enum BackendChoice {
 /// A memory pool configuration (`{"memory_size": N, "page_shift": S}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
+    /// Pool size in bytes.
     pub memory_size: u64,
+    /// log2 of the allocation granule (allocations round up to it).
     pub page_shift: u32,
 }
 

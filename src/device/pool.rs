@@ -119,6 +119,8 @@ pub struct Pool {
 // SAFETY: the memory is process-wide, the free list is behind a Mutex and the
 // ACL context is Send + Sync.
 unsafe impl Send for Pool {}
+// SAFETY: as for Send: shared use goes through the Mutex'd free list, and the
+// mapping's bytes belong to the caches allocated from it.
 unsafe impl Sync for Pool {}
 
 impl Pool {
@@ -143,6 +145,7 @@ impl Pool {
                 || libc::fcntl(fd, libc::F_ADD_SEALS, POOL_SEALS) != 0
         } {
             let e = io::Error::last_os_error();
+            // SAFETY: `fd` is ours and not used after this.
             unsafe { libc::close(fd) };
             bail!(
                 OutOfMemory,
@@ -162,6 +165,7 @@ impl Pool {
         };
         if p == libc::MAP_FAILED {
             let e = io::Error::last_os_error();
+            // SAFETY: `fd` is ours and not used after this.
             unsafe { libc::close(fd) };
             bail!(
                 OutOfMemory,
@@ -261,6 +265,7 @@ pub struct PeerMapping {
     pub remote_base: u64,
     /// Where it is mapped here.
     pub local_base: u64,
+    /// Length of the mapping in bytes.
     pub size: u64,
 }
 
@@ -295,8 +300,9 @@ impl PeerMapping {
             )
         })?;
         let raw = f.as_raw_fd();
+        // SAFETY: `stat` is plain data; all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: fstat / F_GET_SEALS on the fd we own.
+        // SAFETY: fstat on the fd we own, into a stat we own.
         if unsafe { libc::fstat(raw, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
         {
             bail!(
@@ -311,6 +317,7 @@ impl PeerMapping {
                 st.st_size
             );
         }
+        // SAFETY: F_GET_SEALS on the fd we own.
         let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
         if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
             bail!(
@@ -365,6 +372,7 @@ fn populate_data(fd: i32, local: u64, size: u64) {
         if data < 0 || data >= end {
             return;
         }
+        // SAFETY: lseek on our fd.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) }.clamp(data, end);
         if hole <= data {
             return;

@@ -52,12 +52,19 @@ pub use request::{Outcome, ReqStatus, Request};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ConnState {
+    /// No connection to the remote engine.
     NotConnect = 0,
+    /// A connect was requested and has not started.
     ConnectPending = 1,
+    /// The connect is under way.
     Connecting = 2,
+    /// Connected: transfers may use it.
     Connected = 3,
+    /// The last connect failed.
     ConnectFailed = 4,
+    /// A disconnect was requested and has not started.
     DisconnectPending = 5,
+    /// The disconnect is under way.
     Disconnecting = 6,
 }
 

@@ -423,8 +423,8 @@ impl AscendRuntime {
             let query = format!("HcommIsSupport{name}\0");
             // SAFETY: a live handle; the query takes no argument and returns bool.
             let f = unsafe { resolve_symbol::<IsSupportFn>(self.hccl_lib.handle, &query) };
-            // SAFETY: see above.
             if let Some(f) = f {
+                // SAFETY: see above.
                 if !unsafe { f() } {
                     stubbed.push(*name);
                 }

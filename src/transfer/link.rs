@@ -48,7 +48,9 @@ fn data_idle_close() -> Duration {
 
 /// One link (either side).
 pub struct Link {
+    /// The peer's cluster id (proven in the handshake).
     pub remote_cluster_id: u64,
+    /// The peer's role when it linked (prompt / decoder / mix).
     pub remote_role: u32,
     /// Shared secret attaching extra connections to this link.
     pub token: u64,
@@ -129,16 +131,25 @@ impl LinkPath {
 
 /// Parameters for building a link.
 pub struct LinkParts {
+    /// The peer's cluster id.
     pub remote_cluster_id: u64,
+    /// The peer's role.
     pub remote_role: u32,
+    /// The server's link token (attaches connections).
     pub token: u64,
+    /// True on the dialling side.
     pub we_dialed: bool,
+    /// The server endpoint (client side).
     pub remote_addr: SocketAddr,
     /// The one-sided path the handshake found (same process or host).
     pub path: Option<Box<dyn DataPath>>,
+    /// Registry generation at link time.
     pub generation: u64,
+    /// This instance's cluster id.
     pub local_cluster_id: u64,
+    /// The rank-table comm of the link; 0 for link_clusters.
     pub comm_id: u64,
+    /// Socket options of its connections.
     pub conn: ConnOpts,
 }
 

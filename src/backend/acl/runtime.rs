@@ -386,11 +386,11 @@ impl Stream {
     /// (or if it fails) the stream is marked stuck, for [`Drop`].
     fn abort(&self) {
         let state = match self.rt.acl.aclrtStreamAbort {
-            // SAFETY: `raw` is a live stream.
-            Some(f) => match self
-                .rt
-                .check_acl(unsafe { f(self.raw) }, "aclrtStreamAbort")
-            {
+            Some(f) => match self.rt.check_acl(
+                // SAFETY: `raw` is a live stream.
+                unsafe { f(self.raw) },
+                "aclrtStreamAbort",
+            ) {
                 Ok(()) => ABORTED,
                 Err(e) => {
                     crate::log_warn!("{}", e.message);

@@ -176,8 +176,11 @@ fn copy_same_host(
     plan: &Plan,
     dir: Dir,
 ) -> crate::status::Result<()> {
-    // SAFETY (each vm_copy below): parts of `plan`, whose local side is ours.
-    let vm = |s: &[Segment]| unsafe { local::vm_copy(pid, s, dir == Dir::Write) };
+    let vm = |s: &[Segment]| {
+        // SAFETY: parts of `plan`, whose local side is ours; the remote side
+        // is the verified peer's, checked alive around the copy.
+        unsafe { local::vm_copy(pid, s, dir == Dir::Write) }
+    };
     if pools.is_empty() {
         // Nothing mapped (user-registered memory): no sorting, no allocation.
         return local::run_split(plan, vm);

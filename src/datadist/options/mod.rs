@@ -27,23 +27,36 @@ pub use schema::{Options, DEFAULT_HCCL_PREPARE_TIMEOUT, DEFAULT_PEER_POOL_MAX};
 /// Validated instance configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// `llm.DeviceId`: the device this instance uses (acl backend).
     pub device_id: i32,
+    /// `llm.ListenIpInfo`: the endpoint to listen on, if this instance serves.
     pub listen: Option<SocketAddr>,
+    /// `llm.SyncKvCacheWaitTime`: the bound of one synchronous transfer.
     pub sync_kv_timeout: Duration,
+    /// `llm.EnableRemoteCacheAccessible`: peers read and write caches by key from a fetched table.
     pub remote_cache_accessible: bool,
+    /// `llm.LocalCommRes`: this instance's device resources as JSON (acl backend).
     pub local_comm_res: Option<String>,
     /// `llm.TransferBackend = "hixl"`: hixl constraints apply.
     pub hixl: bool,
     /// `llmdd.StrictOptions=1`: unknown `llm.` keys are errors (at init and
     /// in switch_role) instead of being ignored.
     pub strict_options: bool,
+    /// `llm.MemPoolConfig`: the device pool, if configured.
     pub device_pool: Option<PoolConfig>,
+    /// `llm.HostMemPoolConfig`: the host pool, if configured.
     pub host_pool: Option<PoolConfig>,
+    /// `llm.RdmaTrafficClass` (validated, passed to HCCL).
     pub rdma_traffic_class: u32,
+    /// `llm.RdmaServiceLevel` (validated, passed to HCCL).
     pub rdma_service_level: u32,
+    /// `llm.LinkTotalTime`: the link budget in seconds (0: the default).
     pub link_total_time_s: u32,
+    /// `llm.LinkRetryCount`: attempts per link_clusters peer.
     pub link_retry_count: u32,
+    /// `llmdd.Backend`: auto or a registered backend's name.
     pub backend: BackendChoice,
+    /// `llmdd.AscendLibDir`: where to look for the Ascend libraries first.
     pub ascend_lib_dir: Option<String>,
     /// Same-host one-sided transfers allowed (`llmdd.SameHost`, default on).
     pub same_host: bool,
