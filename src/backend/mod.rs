@@ -69,7 +69,9 @@ pub struct LinkIds {
     pub token: u64,
 }
 
-/// The memory and link setup of the backend an instance runs on.
+/// The memory and link setup of the backend an instance runs on. The
+/// memory-registration and link hooks default to what host memory needs:
+/// nothing to register, no one-sided link path (TCP), no comm communicator.
 pub trait Device: Send + Sync + std::fmt::Debug {
     /// The backend's `llmdd.Backend` value.
     fn name(&self) -> &'static str;
@@ -78,7 +80,9 @@ pub trait Device: Send + Sync + std::fmt::Debug {
     fn abi_code(&self) -> u32;
 
     /// A line for the log of the backend's selection, if it has one.
-    fn report(&self) -> Option<String>;
+    fn report(&self) -> Option<String> {
+        None
+    }
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
@@ -101,19 +105,32 @@ pub trait Device: Send + Sync + std::fmt::Debug {
 
     /// Makes registered cache `id` (tensors at `addrs`, `len` bytes each, of
     /// `placement`) reachable by peers' data paths.
-    fn register_memory(&self, id: i64, addrs: &[u64], len: u64, placement: Placement)
-        -> Result<()>;
+    fn register_memory(
+        &self,
+        id: i64,
+        addrs: &[u64],
+        len: u64,
+        placement: Placement,
+    ) -> Result<()> {
+        let _ = (id, addrs, len, placement);
+        Ok(())
+    }
 
     /// Drops what [`Device::register_memory`] holds for cache `id`.
-    fn unregister_memory(&self, id: i64);
+    fn unregister_memory(&self, id: i64) {
+        let _ = id;
+    }
 
     /// Releases the backend's registrations and streams (finalize, after
     /// every link).
-    fn release(&self);
+    fn release(&self) {}
 
     /// This side's offer in a link_clusters link's `Hello` (a device endpoint
     /// for the local IP `ip()` names), if the backend builds link data paths.
-    fn offer(&self, ip: &dyn Fn() -> IpAddr) -> Result<Option<DeviceEndpoint>>;
+    fn offer(&self, ip: &dyn Fn() -> IpAddr) -> Result<Option<DeviceEndpoint>> {
+        let _ = ip;
+        Ok(None)
+    }
 
     /// The dialling side, once the server answered: the link's data path
     /// from both offers (created, not yet prepared), within `deadline`.
@@ -123,7 +140,10 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         theirs: Option<&DeviceEndpoint>,
         ids: LinkIds,
         deadline: Instant,
-    ) -> Result<Option<Box<dyn DataPath>>>;
+    ) -> Result<Option<Box<dyn DataPath>>> {
+        let _ = (mine, theirs, ids, deadline);
+        Ok(None)
+    }
 
     /// The serving side, before it answers a client that offered `theirs`:
     /// our offer for the local IP `ip()` names (sent in `HelloAck`) and the
@@ -133,11 +153,17 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         theirs: Option<&DeviceEndpoint>,
         ip: &dyn Fn() -> IpAddr,
         ids: LinkIds,
-    ) -> Result<Option<(DeviceEndpoint, Box<dyn DataPath>)>>;
+    ) -> Result<Option<(DeviceEndpoint, Box<dyn DataPath>)>> {
+        let _ = (theirs, ip, ids);
+        Ok(None)
+    }
 
     /// Connects `path` with its peer before first use, within `timeout`
     /// (`None`: the backend's own bound for the serving side).
-    fn prepare_path(&self, path: &dyn DataPath, timeout: Option<Duration>) -> Result<()>;
+    fn prepare_path(&self, path: &dyn DataPath, timeout: Option<Duration>) -> Result<()> {
+        let _ = (path, timeout);
+        Ok(())
+    }
 
     /// A rank-table comm's one communicator with this member's `rank`, once
     /// every pair of its members is linked, ready before `deadline`; `None`
@@ -148,7 +174,10 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         rank: u32,
         name: &str,
         deadline: Instant,
-    ) -> Result<Option<Arc<dyn Communicator>>>;
+    ) -> Result<Option<Arc<dyn Communicator>>> {
+        let _ = (rank_table, rank, name, deadline);
+        Ok(None)
+    }
 
     /// The data path of one link of a rank-table comm on its communicator
     /// `comm`, to the member of `remote_rank` (endpoints: both members'
@@ -159,10 +188,15 @@ pub trait Device: Send + Sync + std::fmt::Debug {
         remote_rank: u32,
         remote_cluster: u64,
         endpoints: (Option<&DeviceEndpoint>, Option<&DeviceEndpoint>),
-    ) -> Option<Box<dyn DataPath>>;
+    ) -> Option<Box<dyn DataPath>> {
+        let _ = (comm, remote_rank, remote_cluster, endpoints);
+        None
+    }
 
     /// Drops a comm's communicator (the last reference destroys it).
-    fn drop_communicator(&self, comm: Arc<dyn Communicator>);
+    fn drop_communicator(&self, comm: Arc<dyn Communicator>) {
+        drop(comm);
+    }
 
     /// The backend's own type, for its own code and tests.
     fn as_any(&self) -> &dyn Any;

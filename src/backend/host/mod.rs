@@ -6,17 +6,15 @@
 pub mod same_host;
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::backend::{Capabilities, Communicator, DataPath, Device, Factory, LinkIds};
+use crate::backend::{Capabilities, Device, Factory};
 use crate::cache::types::{Placement, Plan};
 use crate::device::config::{DeviceConfig, PoolConfig};
 use crate::device::pool::Pool;
 use crate::status::Result;
 use crate::transport::local;
-use crate::transport::wire::DeviceEndpoint;
 
 pub use same_host::{local_path, same_host, SameHostPath, SameProcessPath};
 
@@ -50,10 +48,6 @@ impl Device for HostDevice {
         0
     }
 
-    fn report(&self) -> Option<String> {
-        None
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             same_host_paths: true,
@@ -78,65 +72,6 @@ impl Device for HostDevice {
         // memory the caller named.
         unsafe { local::memcpy_segments(plan) };
         Ok(())
-    }
-
-    fn register_memory(&self, _: i64, _: &[u64], _: u64, _: Placement) -> Result<()> {
-        Ok(())
-    }
-
-    fn unregister_memory(&self, _id: i64) {}
-
-    fn release(&self) {}
-
-    fn offer(&self, _ip: &dyn Fn() -> IpAddr) -> Result<Option<DeviceEndpoint>> {
-        Ok(None)
-    }
-
-    fn client_path(
-        &self,
-        _mine: Option<DeviceEndpoint>,
-        _theirs: Option<&DeviceEndpoint>,
-        _ids: LinkIds,
-        _deadline: Instant,
-    ) -> Result<Option<Box<dyn DataPath>>> {
-        Ok(None)
-    }
-
-    fn server_path(
-        &self,
-        _theirs: Option<&DeviceEndpoint>,
-        _ip: &dyn Fn() -> IpAddr,
-        _ids: LinkIds,
-    ) -> Result<Option<(DeviceEndpoint, Box<dyn DataPath>)>> {
-        Ok(None)
-    }
-
-    fn prepare_path(&self, _path: &dyn DataPath, _timeout: Option<Duration>) -> Result<()> {
-        Ok(())
-    }
-
-    fn communicator(
-        &self,
-        _rank_table: &str,
-        _rank: u32,
-        _name: &str,
-        _deadline: Instant,
-    ) -> Result<Option<Arc<dyn Communicator>>> {
-        Ok(None)
-    }
-
-    fn comm_path(
-        &self,
-        _comm: &Arc<dyn Communicator>,
-        _remote_rank: u32,
-        _remote_cluster: u64,
-        _endpoints: (Option<&DeviceEndpoint>, Option<&DeviceEndpoint>),
-    ) -> Option<Box<dyn DataPath>> {
-        None
-    }
-
-    fn drop_communicator(&self, comm: Arc<dyn Communicator>) {
-        drop(comm);
     }
 
     fn as_any(&self) -> &dyn Any {
