@@ -111,7 +111,7 @@ impl CacheOps<'_> {
 
     /// Registers the new cache's memory with the backend (HCCL on acl),
     /// undoing the registration in the registry if that fails.
-    fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
+    pub(crate) fn backend_register(&self, rec: Arc<CacheRecord>) -> Result<Arc<CacheRecord>> {
         if let Err(e) = rec.register_on(self.backend) {
             let _ = self.registry.unregister(rec.id);
             return Err(e);

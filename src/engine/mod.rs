@@ -307,10 +307,7 @@ impl Engine {
             None,
             Some(true),
         )?;
-        if let Err(e) = rec.register_on(device) {
-            let _ = self.session.registry.unregister(rec.id);
-            return Err(e);
-        }
+        let rec = self.session.caches().backend_register(rec)?;
         m.regs.insert(rec.id, (addr, len));
         m.ranges = Arc::new(Ranges::new(m.regs.values().copied()));
         Ok(rec.id)
