@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::cache::types::{BindKey, CacheDesc, CacheKey, CacheKind, CacheView, Placement, Segment};
+use crate::cache::types::{
+    BindKey, CacheDesc, CacheKey, CacheKind, CacheView, IdMap, Placement, Segment,
+};
 use crate::device::pool::Pool;
 use crate::status::{Result, Status};
 use crate::transport::wire::CacheEntry;
@@ -42,17 +44,14 @@ pub struct CacheRecord {
     pub generation: u64,
     /// Pool that owns the memory, for allocated caches.
     pub pool: Option<Arc<Pool>>,
+    /// The planner's view, made once (a transfer borrows it, copying nothing).
+    view: CacheView,
 }
 
 impl CacheRecord {
     /// The planner's view of this cache.
-    pub fn view(&self) -> CacheView {
-        CacheView {
-            kind: self.kind,
-            addrs: self.addrs.to_vec(),
-            tensor_bytes: self.tensor_bytes,
-            dim0: self.desc.shape[0] as u64,
-        }
+    pub fn view(&self) -> &CacheView {
+        &self.view
     }
 
     /// True if the library allocated this cache.
@@ -104,9 +103,21 @@ impl Drop for CacheRecord {
     }
 }
 
+/// The planner's view of a cache of `desc` with tensors at `addrs`, each
+/// `tensor_bytes` long.
+fn planner_view(kind: CacheKind, desc: &CacheDesc, tensor_bytes: u64, addrs: &[u64]) -> CacheView {
+    CacheView {
+        kind,
+        addrs: addrs.to_vec(),
+        tensor_bytes,
+        dim0: desc.shape[0] as u64,
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    caches: HashMap<i64, Arc<CacheRecord>>,
+    /// Live caches by id (looked up on every transfer: [`IdMap`]).
+    caches: IdMap<i64, Arc<CacheRecord>>,
     /// Allocated caches whose id reference was dropped but that still have keys.
     deferred: HashMap<i64, Arc<CacheRecord>>,
     /// Request/prefix key → (cache id, slot).
@@ -321,6 +332,7 @@ impl Registry {
             remote_accessible: remote_accessible.unwrap_or(desc.placement == Placement::Device),
             generation: inner.generation,
             pool: None,
+            view: planner_view(kind, desc, t, addrs),
         });
         inner.registered_addrs += addrs.len();
         Self::insert(&mut inner, rec.clone(), binds, blocks_model);
@@ -361,6 +373,7 @@ impl Registry {
             kind,
             desc: desc.clone(),
             tensor_bytes: t,
+            view: planner_view(kind, desc, t, &addrs),
             addrs: addrs.into(),
             remote_accessible: true,
             generation: inner.generation,

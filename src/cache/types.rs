@@ -7,6 +7,38 @@ use crate::{bail, err};
 /// Sentinel for an unset `req_id` / `prefix_id` (2^64 - 1).
 pub const ID_UNSET: u64 = u64::MAX;
 
+/// The hasher of maps keyed by integer ids looked up on every transfer (a
+/// cache id, a remote cluster id): SplitMix64's finalizer, a few multiplies,
+/// where SipHash costs more than the rest of the lookup. It is not keyed:
+/// use it only for maps whose size the instance itself bounds (its caches,
+/// its links), so that ids a peer picks to collide cost at most a scan of
+/// that bound.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The first write keeps the value as it is (one id: `finish` mixes it).
+        self.0 = self.0.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n;
+    }
+}
+
+/// A `HashMap` keyed by integer ids, with [`IdHasher`].
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Tensor element type, with the GE numeric codes (`ge::DataType`, metadef
 /// `graph/types.h`): every code CANN defines except the reserved 5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

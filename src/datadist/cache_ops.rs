@@ -589,7 +589,7 @@ impl CacheOps<'_> {
                     .registry
                     .get(*id)
                     .map_err(|e| err!(KvCacheNotExist, "{what}: {}", e.message))?;
-                Ok((rec.view(), rec.desc.placement))
+                Ok((rec.view().clone(), rec.desc.placement))
             }
             CacheRef::Host { desc, addrs } => {
                 let t = desc.validate()?;
