@@ -267,24 +267,31 @@ impl CacheOps<'_> {
         })
     }
 
+    /// Reads `plan`, then consumes the remote key if the pull must; when
+    /// nothing follows the read, `op`'s latency ends with it (the read's own
+    /// clock read, not another).
     fn run_read(
         &self,
         link: &Arc<Link>,
         plan: &plan::Plan,
         deadline: Instant,
         remote: &Remote,
+        op: &mut Op<'_>,
     ) -> Result<()> {
-        exec::run(
+        let done = exec::run_timed(
             link,
             plan,
             Dir::Read,
             deadline,
             self.config.data_connections as usize,
         )?;
-        if let Some((req_id, model_id)) = remote.consume {
-            rpc::consume(link, req_id, model_id, deadline)?;
+        match remote.consume {
+            Some((req_id, model_id)) => rpc::consume(link, req_id, model_id, deadline),
+            None => {
+                op.ended_at(done);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// acl links: the placement restrictions and the registered-before-link
@@ -368,7 +375,7 @@ impl CacheOps<'_> {
                 sel,
             )?;
             op.set_bytes(plan_bytes(&plan));
-            self.run_read(link, &plan, deadline, &remote)
+            self.run_read(link, &plan, deadline, &remote, op)
         })
     }
 
@@ -437,7 +444,7 @@ impl CacheOps<'_> {
                 plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
             };
             op.set_bytes(plan_bytes(&plan));
-            self.run_read(link, &plan, deadline, &remote)
+            self.run_read(link, &plan, deadline, &remote, op)
         })
     }
 

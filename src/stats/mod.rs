@@ -155,6 +155,7 @@ pub struct Op<'a> {
     stats: &'a LinkStats,
     dir: Direction,
     start: Instant,
+    end: Option<Instant>,
     bytes: u64,
 }
 
@@ -170,13 +171,24 @@ impl Op<'_> {
         self.start
     }
 
+    /// The operation's work ended at `t`, a clock read its caller made
+    /// anyway (a transfer's deadline check): [`Op::finish`] takes its
+    /// latency from it instead of reading the clock again.
+    pub fn ended_at(&mut self, t: Instant) {
+        self.end = Some(t);
+    }
+
     /// Records the outcome of the operation over `path`.
     pub fn finish<T>(self, path: Path, r: &Result<T, Error>) {
         let s = self.stats;
         let d = self.dir as usize;
         match r {
             Ok(_) => {
-                let ns = self.start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                let end = self.end.unwrap_or_else(Instant::now);
+                let ns = end
+                    .saturating_duration_since(self.start)
+                    .as_nanos()
+                    .min(u64::MAX as u128) as u64;
                 s.ops[d][path as usize].fetch_add(1, Ordering::Relaxed);
                 s.bytes[d][path as usize].fetch_add(self.bytes, Ordering::Relaxed);
                 s.latency[d].record(ns);
@@ -199,6 +211,7 @@ impl LinkStats {
             stats: self,
             dir,
             start,
+            end: None,
             bytes: 0,
         }
     }
