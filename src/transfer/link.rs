@@ -100,8 +100,9 @@ pub struct Link {
     /// The control connection's socket on either side, for liveness checks.
     control_sock: OnceLock<Weak<TcpStream>>,
     table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
-    /// Transfers this side started and requests it is serving.
-    inflight: Mutex<InFlight>,
+    /// Transfers this side started and requests it is serving (counted
+    /// without a lock; `idle_cv` wakes the threads waiting for none).
+    inflight: InFlight,
     idle_cv: Condvar,
     /// A non-forced unlink is under way: no new transfer starts.
     draining: AtomicBool,
@@ -188,7 +189,7 @@ impl Link {
             call_turn: Mutex::new(()),
             control_sock: OnceLock::new(),
             table: Mutex::new(None),
-            inflight: Mutex::new(InFlight::default()),
+            inflight: InFlight::default(),
             idle_cv: Condvar::new(),
             draining: AtomicBool::new(false),
             dead: OnceLock::new(),
@@ -411,29 +412,44 @@ impl Link {
     /// Stops new transfers and waits up to `wait` for those in flight (and
     /// requests being served); true if none is left.
     pub fn drain(&self, wait: Duration) -> bool {
-        self.draining.store(true, Ordering::Release);
+        // SeqCst, as the counts: see `Link::begin`.
+        self.draining.store(true, Ordering::SeqCst);
         self.wait_idle(wait, true) == 0
     }
 
     /// Waits up to `wait` until no transfer of this side (and, with
     /// `serving`, no request it serves) is in flight; returns how many are left.
     fn wait_idle(&self, wait: Duration, serving: bool) -> usize {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let f = &self.inflight;
+        let left = || {
+            f.own.load(Ordering::SeqCst)
+                + if serving {
+                    f.serving.load(Ordering::SeqCst)
+                } else {
+                    0
+                }
+        };
         let until = Instant::now() + wait;
-        loop {
-            let left = n.own + if serving { n.serving } else { 0 };
+        let mut g = f.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Announced before the counts are read (both SeqCst): a guard whose
+        // decrement this read misses sees the waiter and wakes it, under the
+        // lock this thread holds until it waits.
+        f.waiters.fetch_add(1, Ordering::SeqCst);
+        let out = loop {
+            let n = left();
             let now = Instant::now();
-            if left == 0 || now >= until {
-                return left;
+            if n == 0 || now >= until {
+                break n;
             }
-            n.waiters += 1;
-            n = self
+            g = self
                 .idle_cv
-                .wait_timeout(n, until - now)
+                .wait_timeout(g, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            n.waiters -= 1;
-        }
+        };
+        f.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        out
     }
 
     /// Lets transfers start again (a non-forced unlink that failed).
@@ -544,36 +560,47 @@ impl Link {
         *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
 
-    /// Counts a transfer in flight until the guard drops.
+    /// Counts a transfer in flight until the guard drops; fails if the link
+    /// is closed, dead or draining.
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        self.check_open()?;
-        if self.is_draining() {
+        // Counted first, the flags read after, all SeqCst: a teardown or
+        // drain stores its flag and then reads the count (`wait_idle`), so
+        // either it sees this transfer and waits for it, or this transfer
+        // sees the flag and fails (its guard uncounts it). No lock is taken.
+        self.inflight.own.fetch_add(1, Ordering::SeqCst);
+        let guard = InflightGuard {
+            link: self.clone(),
+            serving: false,
+        };
+        if self.is_dead() {
+            return Err(self.dead_error());
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            bail!(
+                NotYetLink,
+                "link to cluster {} is closed",
+                self.remote_cluster_id
+            );
+        }
+        if self.draining.load(Ordering::SeqCst) {
             bail!(
                 NotYetLink,
                 "link to cluster {} is being unlinked",
                 self.remote_cluster_id
             );
         }
-        n.own += 1;
-        Ok(InflightGuard {
-            link: self.clone(),
-            serving: false,
-        })
+        Ok(guard)
     }
 
     /// Transfers this side started that are in flight now.
     pub fn in_flight(&self) -> usize {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).own
+        self.inflight.own.load(Ordering::SeqCst)
     }
 
     /// Counts a request this side is serving (a non-forced unlink waits for
     /// it; teardown does not).
     pub fn serving(self: &Arc<Self>) -> InflightGuard {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .serving += 1;
+        self.inflight.serving.fetch_add(1, Ordering::SeqCst);
         InflightGuard {
             link: self.clone(),
             serving: true,
@@ -583,7 +610,8 @@ impl Link {
     /// Marks the link closed, waits up to `wait` for this side's transfers in
     /// flight, then shuts every socket down (waking the threads serving them).
     pub fn teardown(&self, wait: Duration) {
-        self.closed.store(true, Ordering::Release);
+        // SeqCst, as the counts: see `Link::begin`.
+        self.closed.store(true, Ordering::SeqCst);
         let left = self.wait_idle(wait, false);
         if left > 0 {
             crate::log_warn!(
@@ -681,14 +709,19 @@ pub(crate) fn test_link(we_dialed: bool, conn: ConnOpts) -> Arc<Link> {
     }))
 }
 
-/// Transfers a link side started, and requests it is serving.
+/// Transfers a link side started, and requests it is serving: atomic
+/// counts, so a transfer's start and end take no lock (they are the hot
+/// path); the lock only pairs waiters with their wake-up.
 #[derive(Default)]
 struct InFlight {
-    own: usize,
-    serving: usize,
-    /// Threads in `wait_idle`: the last guard to drop wakes them, and only
-    /// then (a notify is a system call, and a transfer's end is the hot path).
-    waiters: usize,
+    own: AtomicUsize,
+    serving: AtomicUsize,
+    /// Threads in `wait_idle`: a guard that takes a count to zero wakes
+    /// them, and only when there are any (a notify is a system call).
+    waiters: AtomicUsize,
+    /// Held by a waiter from its check of the counts until it waits, and by
+    /// a guard that notifies, so no wake-up falls between the two.
+    lock: Mutex<()>,
 }
 
 /// Keeps a transfer (or a served request) counted as in flight.
@@ -699,14 +732,11 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        let mut n = self.link.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        let c = if self.serving {
-            &mut n.serving
-        } else {
-            &mut n.own
-        };
-        *c -= 1;
-        if *c == 0 && n.waiters > 0 {
+        let f = &self.link.inflight;
+        let c = if self.serving { &f.serving } else { &f.own };
+        // SeqCst: see `Link::wait_idle`.
+        if c.fetch_sub(1, Ordering::SeqCst) == 1 && f.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = f.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.link.idle_cv.notify_all();
         }
     }
