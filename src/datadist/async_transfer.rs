@@ -156,14 +156,14 @@ impl CacheOps<'_> {
         let bms = (blocks.dst_block_size != 0).then_some(blocks.dst_block_size);
         // Checks the arguments shared by every config (cache kinds, block
         // lists, block size, source block indices) once, before per-config work.
-        plan::async_layer_plan(&local, 0, 0, [0, 0], blocks.src, blocks.dst, bms)?;
+        plan::async_layer_plan(local, 0, 0, [0, 0], blocks.src, blocks.dst, bms)?;
 
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let mut guards: Vec<InflightGuard> = Vec::new();
         let mut by_layer: BTreeMap<u32, Vec<(usize, LayerPart)>> = BTreeMap::new();
         for (i, c) in configs.iter().enumerate() {
             let parts = self
-                .async_config(c, &local, blocks, bms, deadline, &mut guards)
+                .async_config(c, local, blocks, bms, deadline, &mut guards)
                 .map_err(|e| prefixed(i, e))?;
             for (l, p) in parts {
                 by_layer.entry(l).or_default().push((i, p));

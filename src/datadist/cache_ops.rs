@@ -365,9 +365,9 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Pull, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PullCache, &rec, &local, &remote)?;
+            self.acl_checks(link, AclOp::PullCache, &rec, local, &remote)?;
             let plan = plan::pull_cache_plan(
-                &local,
+                local,
                 &remote.view,
                 remote.slot,
                 batch_index as u64,
@@ -430,7 +430,7 @@ impl CacheOps<'_> {
             } else {
                 AclOp::PullCacheToBlocks
             };
-            self.acl_checks(link, acl_op, &rec, &local, &remote)?;
+            self.acl_checks(link, acl_op, &rec, local, &remote)?;
             let plan = if blocks_to_blocks {
                 if !remote.view.kind.is_blocks() {
                     bail!(
@@ -439,9 +439,9 @@ impl CacheOps<'_> {
                         link.remote_cluster_id
                     );
                 }
-                plan::pull_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?
+                plan::pull_blocks_plan(local, &remote.view, src_blocks, dst_blocks, sel)?
             } else {
-                plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
+                plan::pull_cache_to_blocks_plan(local, &remote.view, remote.slot, dst_blocks, sel)?
             };
             op.set_bytes(plan_bytes(&plan));
             self.run_read(link, &plan, deadline, &remote, op)
@@ -505,9 +505,9 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PushCache, &rec, &local, &remote)?;
+            self.acl_checks(link, AclOp::PushCache, &rec, local, &remote)?;
             let layers = plan::push_cache_plan(
-                &local,
+                local,
                 &remote.view,
                 src_batch_index as u64,
                 batch_index as u64,
@@ -553,8 +553,8 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PushBlocks, &rec, &local, &remote)?;
-            let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
+            self.acl_checks(link, AclOp::PushBlocks, &rec, local, &remote)?;
+            let layers = plan::push_blocks_plan(local, &remote.view, src_blocks, dst_blocks, sel)?;
             self.run_layers(link, layers, op)
         })
     }
@@ -572,8 +572,8 @@ impl CacheOps<'_> {
         let dst = self.registry.get(dst_id)?;
         let src = self.registry.get(src_id)?;
         let p = plan::copy_cache_plan(
-            &dst.view(),
-            &src.view(),
+            dst.view(),
+            src.view(),
             dst_bi as u64,
             src_bi as u64,
             offset,
@@ -585,7 +585,7 @@ impl CacheOps<'_> {
     /// copy_blocks (local, within one cache).
     pub fn copy_blocks(&self, id: i64, pairs: &[(u64, u64)]) -> Result<()> {
         let c = self.registry.get(id)?;
-        let p = plan::copy_blocks_plan(&c.view(), pairs)?;
+        let p = plan::copy_blocks_plan(c.view(), pairs)?;
         self.copy_local(&p, c.desc.placement, c.desc.placement, false)
     }
 
