@@ -606,14 +606,28 @@ impl<'a> IntoIterator for &'a Plan {
     }
 }
 
+/// Segments a plan keeps in place, without an allocation (a single-block
+/// transfer's one segment per tensor pair, for one or two tensors).
+pub(crate) const INLINE_SEGMENTS: usize = 2;
+
+/// A planner's list of segments: inline up to [`INLINE_SEGMENTS`], else on
+/// the heap.
+pub(crate) type Segs = smallvec::SmallVec<[Segment; INLINE_SEGMENTS]>;
+
 /// An owned [`Plan`], as the planners return it.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct PlanBuf(Vec<Segment>);
+pub struct PlanBuf(Segs);
 
 impl PlanBuf {
     /// The planners' result (`cache::plan`), or ranges the registry checked.
-    pub(super) fn new(segs: Vec<Segment>) -> PlanBuf {
-        PlanBuf(segs)
+    pub(super) fn new(segs: impl Into<Segs>) -> PlanBuf {
+        PlanBuf(segs.into())
+    }
+
+    /// True when the segments live on the heap (more than [`INLINE_SEGMENTS`]).
+    #[cfg(test)]
+    pub(crate) fn on_heap(&self) -> bool {
+        self.0.spilled()
     }
 }
 
@@ -626,6 +640,7 @@ impl std::ops::Deref for PlanBuf {
 
 impl PartialEq<Vec<Segment>> for PlanBuf {
     fn eq(&self, other: &Vec<Segment>) -> bool {
-        &self.0 == other
+        self.0[..] == other[..]
     }
 }
+
