@@ -644,3 +644,29 @@ impl PartialEq<Vec<Segment>> for PlanBuf {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    #[test]
+    fn id_maps_find_every_id_and_spread_sequential_ones() {
+        let mut m: IdMap<i64, i64> = IdMap::default();
+        for id in (-50..1000).chain([i64::MIN, i64::MAX]) {
+            m.insert(id, id.wrapping_mul(3));
+        }
+        for id in (-50..1000).chain([i64::MIN, i64::MAX]) {
+            assert_eq!(m.get(&id), Some(&id.wrapping_mul(3)));
+        }
+        assert_eq!(m.remove(&7), Some(21));
+        assert!(!m.contains_key(&7));
+        // Sequential ids differ in their top 7 bits (a hash table's tag
+        // bytes) as well as in their low bits (its bucket index).
+        let b = BuildHasherDefault::<IdHasher>::default();
+        let hashes: Vec<u64> = (0u64..1024).map(|id| b.hash_one(id)).collect();
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tags.len() > 100, "{} distinct tags", tags.len());
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        assert!(low.len() > 550, "{} distinct low bits", low.len());
+    }
+}

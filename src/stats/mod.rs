@@ -303,6 +303,7 @@ impl LinkStats {
 mod tests {
     use super::*;
     use crate::status::Status;
+    use std::time::Duration;
 
     #[test]
     fn error_slots() {
@@ -319,6 +320,24 @@ mod tests {
         for s in Status::ALL.iter().filter(|s| **s != Status::Success) {
             assert!(seen.insert(error_slot(s.code())), "{s:?}");
         }
+    }
+
+    #[test]
+    fn an_op_ended_at_a_given_instant_takes_its_latency_from_it() {
+        let s = LinkStats::default();
+        let t0 = Instant::now();
+        let mut op = s.start_at(Direction::Pull, t0);
+        op.ended_at(t0 + Duration::from_millis(5));
+        // Finished well after that instant: the latency is still 5 ms.
+        std::thread::sleep(Duration::from_millis(20));
+        op.finish(Path::SameHost, &Ok::<(), Error>(()));
+        let p = s.snapshot().latency[0];
+        assert_eq!(p.count, 1);
+        assert_eq!(p.max, 5_000_000, "{p:?}");
+        // Without it, the clock at finish.
+        let op = s.start_at(Direction::Push, t0);
+        op.finish(Path::SameHost, &Ok::<(), Error>(()));
+        assert!(s.snapshot().latency[1].max >= 20_000_000);
     }
 
     #[test]

@@ -765,3 +765,79 @@ pub fn request(link: &Arc<Link>, msg: &Msg, deadline: Instant) -> Result<Msg> {
         }
     })
 }
+
+#[cfg(test)]
+mod inflight_tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    const OPTS: ConnOpts = ConnOpts {
+        spin: Duration::ZERO,
+        dead_peer: Duration::ZERO,
+    };
+
+    #[test]
+    fn teardown_waits_for_a_transfer_in_flight_and_refuses_new_ones() {
+        let link = test_link(true, OPTS);
+        let g = link.begin().unwrap();
+        assert_eq!(link.in_flight(), 1);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(g);
+        });
+        let t0 = Instant::now();
+        link.teardown(Duration::from_secs(10));
+        let waited = t0.elapsed();
+        t.join().unwrap();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        // Woken by the guard, not by the timeout.
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(link.in_flight(), 0);
+        let e = link.begin().err().expect("a closed link refuses transfers");
+        assert!(e.message.contains("is closed"), "{e}");
+        assert_eq!(link.in_flight(), 0, "a refused transfer is not counted");
+    }
+
+    #[test]
+    fn a_drain_racing_transfers_never_misses_one_nor_a_wake_up() {
+        let link = test_link(true, OPTS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..3)
+            .map(|_| {
+                let (link, stop) = (link.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(g) = link.begin() {
+                            // Held a moment, so that drains often wait.
+                            let t = Instant::now();
+                            while t.elapsed() < Duration::from_micros(200) {
+                                std::hint::spin_loop();
+                            }
+                            drop(g);
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            assert!(link.drain(Duration::from_secs(5)), "transfers left");
+            assert!(t0.elapsed() < Duration::from_secs(2), "a lost wake-up");
+            assert!(link.begin().is_err());
+            link.undrain();
+            // Let transfers begin, so that the next drain has some to wait for.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in busy {
+            t.join().unwrap();
+        }
+        assert_eq!(link.in_flight(), 0);
+        let _served = link.serving();
+        assert!(
+            !link.drain(Duration::from_millis(20)),
+            "a served request counts"
+        );
+    }
+}
