@@ -11,7 +11,9 @@ use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, IdMap, Placement, Segment,
 };
 use crate::device::pool::Pool;
-use crate::status::{Result, Status};
+use crate::status::Result;
+#[cfg(test)]
+use crate::status::Status;
 use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
 
@@ -657,6 +659,12 @@ pub fn lookup_in_table<'a>(
     entries: &'a [CacheEntry],
     key: &CacheKey,
 ) -> Result<(&'a CacheEntry, u64)> {
+    let (i, slot) = lookup_index_in_table(entries, key)?;
+    Ok((&entries[i], slot))
+}
+
+/// [`lookup_in_table`], naming the entry by its index in `entries`.
+pub fn lookup_index_in_table(entries: &[CacheEntry], key: &CacheKey) -> Result<(usize, u64)> {
     match *key {
         CacheKey::Req { .. } => Err(err!(
             ParamInvalid,
@@ -667,40 +675,26 @@ pub fn lookup_in_table<'a>(
             batch_index,
             ..
         } => {
-            let e = entries
+            let i = entries
                 .iter()
-                .find(|e| e.cache_id == cache_id)
+                .position(|e| e.cache_id == cache_id)
                 .ok_or_else(|| err!(KvCacheNotExist, "peer has no remote-accessible cache {cache_id}"))?;
-            if batch_index as i64 >= e.shape.first().copied().unwrap_or(0) {
+            if batch_index as i64 >= entries[i].shape.first().copied().unwrap_or(0) {
                 bail!(KvCacheNotExist, "peer cache {cache_id} has no batch slot {batch_index}");
             }
-            Ok((e, batch_index as u64))
+            Ok((i, batch_index as u64))
         }
         CacheKey::Blocks { model_id, .. } => entries
             .iter()
-            .find(|e| e.blocks_model == Some(model_id))
-            .map(|e| (e, 0))
+            .position(|e| e.blocks_model == Some(model_id))
+            .map(|i| (i, 0))
             .ok_or_else(|| err!(KvCacheNotExist, "peer has no blocks cache bound to model_id {model_id}")),
     }
 }
 
 /// The planner's view of a peer's cache entry (validated: the peer is untrusted).
 pub fn entry_view(e: &CacheEntry) -> Result<CacheView> {
-    let kind = CacheKind::from_u8(e.kind)
-        .ok_or_else(|| err!(LinkFailed, "peer sent cache kind {}", e.kind))?;
-    let dim0 = e.shape.first().copied().unwrap_or(0);
-    if dim0 <= 0 || e.addrs.is_empty() || e.tensor_bytes == 0 {
-        return Err(crate::status::Error::new(
-            Status::LinkFailed,
-            format!("peer sent an invalid description of cache {}", e.cache_id),
-        ));
-    }
-    Ok(CacheView {
-        kind,
-        addrs: e.addrs.clone(),
-        tensor_bytes: e.tensor_bytes,
-        dim0: dim0 as u64,
-    })
+    e.view()
 }
 
 #[cfg(test)]

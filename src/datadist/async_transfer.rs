@@ -19,7 +19,7 @@ use crate::datadist::cache_ops::{plan_bytes, CacheOps};
 use crate::stats::Direction;
 use crate::status::{Error, Result};
 use crate::transfer::exec;
-use crate::transfer::link::{InflightGuard, Link};
+use crate::transfer::link::{InflightGuard, Link, PeerTable};
 use crate::transfer::rpc;
 use crate::transfer::task::{Layer, SyncFn, Task, TaskSpec};
 use crate::transport::wire::CacheEntry;
@@ -306,7 +306,7 @@ impl CacheOps<'_> {
                 let link = self.peer(key)?;
                 guards.push(link.begin()?);
                 let remote = self.resolve_remote(&link, key, deadline)?;
-                let rv = &remote.view;
+                let rv = remote.view();
                 let r_layers = rv.num_tensors() / 2;
                 let (d0, d1) = c.layers.dst.unwrap_or((0, r_layers));
                 if d1 > r_layers {
@@ -361,7 +361,7 @@ impl CacheOps<'_> {
         link: &Arc<Link>,
         deadline: Instant,
         refresh: bool,
-    ) -> Result<Arc<Vec<CacheEntry>>> {
+    ) -> Result<Arc<PeerTable>> {
         if !refresh {
             if let Some(t) = link.cached_table() {
                 return Ok(t);

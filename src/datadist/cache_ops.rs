@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Device;
 use crate::cache::plan;
 use crate::cache::registry::Registry;
-use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
+use crate::cache::registry::{entry_view, lookup_index_in_table, CacheRecord};
 use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
@@ -19,7 +19,7 @@ use crate::datadist::pools::Pools;
 use crate::stats::{Direction, Op};
 use crate::status::Result;
 use crate::transfer::exec;
-use crate::transfer::link::Link;
+use crate::transfer::link::{Link, PeerTable};
 use crate::transfer::rpc;
 use crate::transfer::task::TaskSet;
 use crate::{bail, err};
@@ -50,10 +50,33 @@ pub struct MemInfo {
 
 /// The remote side of a transfer, resolved.
 pub(super) struct Remote {
-    pub(super) view: CacheView,
+    view: RemoteView,
     pub(super) placement: Placement,
     slot: u64,
     consume: Option<(u64, u64)>,
+}
+
+/// Where a remote cache's planner view lives.
+enum RemoteView {
+    /// Made from the entry the peer resolved the key to.
+    Owned(CacheView),
+    /// Entry `.1` of the link's cached table, whose view was checked (Ok)
+    /// when resolved: lent, not copied.
+    InTable(Arc<PeerTable>, usize),
+}
+
+impl Remote {
+    /// The planner's view of the remote cache.
+    pub(super) fn view(&self) -> &CacheView {
+        match &self.view {
+            RemoteView::Owned(v) => v,
+            RemoteView::InTable(t, i) => match t.view(*i) {
+                Some(Ok(v)) => v,
+                // Checked by `resolve_remote`; a table never changes.
+                _ => unreachable!("a resolved table entry has a view"),
+            },
+        }
+    }
 }
 
 /// The placement a peer reported for one of its caches (untrusted input).
@@ -236,10 +259,13 @@ impl CacheOps<'_> {
                 Some(t) => t,
                 None => rpc::refresh_table(link, deadline)?,
             };
-            let (e, slot) = lookup_in_table(&table, key)?;
+            let (i, slot) = lookup_index_in_table(&table, key)?;
+            // In range: the index of an entry found in the table.
+            table.view(i).transpose()?;
+            let placement = peer_placement(table[i].placement)?;
             return Ok(Remote {
-                view: entry_view(e)?,
-                placement: peer_placement(e.placement)?,
+                view: RemoteView::InTable(table, i),
+                placement,
                 slot,
                 consume: None,
             });
@@ -260,7 +286,7 @@ impl CacheOps<'_> {
             bail!(LinkFailed, "peer resolved a slot outside its cache");
         }
         Ok(Remote {
-            view,
+            view: RemoteView::Owned(view),
             placement: peer_placement(e.placement)?,
             slot,
             consume,
@@ -313,7 +339,7 @@ impl CacheOps<'_> {
             local.desc.placement,
             local_view,
             remote.placement,
-            &remote.view,
+            remote.view(),
             rules.hccs,
         )
     }
@@ -368,7 +394,7 @@ impl CacheOps<'_> {
             self.acl_checks(link, AclOp::PullCache, &rec, local, &remote)?;
             let plan = plan::pull_cache_plan(
                 local,
-                &remote.view,
+                remote.view(),
                 remote.slot,
                 batch_index as u64,
                 size,
@@ -432,16 +458,16 @@ impl CacheOps<'_> {
             };
             self.acl_checks(link, acl_op, &rec, local, &remote)?;
             let plan = if blocks_to_blocks {
-                if !remote.view.kind.is_blocks() {
+                if !remote.view().kind.is_blocks() {
                     bail!(
                         ParamInvalid,
                         "the source cache of cluster {} is not a blocks cache",
                         link.remote_cluster_id
                     );
                 }
-                plan::pull_blocks_plan(local, &remote.view, src_blocks, dst_blocks, sel)?
+                plan::pull_blocks_plan(local, remote.view(), src_blocks, dst_blocks, sel)?
             } else {
-                plan::pull_cache_to_blocks_plan(local, &remote.view, remote.slot, dst_blocks, sel)?
+                plan::pull_cache_to_blocks_plan(local, remote.view(), remote.slot, dst_blocks, sel)?
             };
             op.set_bytes(plan_bytes(&plan));
             self.run_read(link, &plan, deadline, &remote, op)
@@ -508,7 +534,7 @@ impl CacheOps<'_> {
             self.acl_checks(link, AclOp::PushCache, &rec, local, &remote)?;
             let layers = plan::push_cache_plan(
                 local,
-                &remote.view,
+                remote.view(),
                 src_batch_index as u64,
                 batch_index as u64,
                 size,
@@ -554,7 +580,7 @@ impl CacheOps<'_> {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
             self.acl_checks(link, AclOp::PushBlocks, &rec, local, &remote)?;
-            let layers = plan::push_blocks_plan(local, &remote.view, src_blocks, dst_blocks, sel)?;
+            let layers = plan::push_blocks_plan(local, remote.view(), src_blocks, dst_blocks, sel)?;
             self.run_layers(link, layers, op)
         })
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::backend::{DataPath, PathInfo};
+use crate::cache::types::CacheView;
 use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
@@ -99,7 +100,7 @@ pub struct Link {
     call_turn: Mutex<()>,
     /// The control connection's socket on either side, for liveness checks.
     control_sock: OnceLock<Weak<TcpStream>>,
-    table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
+    table: Mutex<Option<Arc<PeerTable>>>,
     /// Transfers this side started and requests it is serving (counted
     /// without a lock; `idle_cv` wakes the threads waiting for none).
     inflight: InFlight,
@@ -116,6 +117,37 @@ pub struct Link {
     pub stats: LinkStats,
     /// When the link was created (ns since the Unix epoch).
     pub created_unix_ns: u64,
+}
+
+/// The peer's cache table as fetched (remote-accessible mode), with the
+/// planner's view of each entry made once: a transfer that resolves its
+/// source here copies no addresses. Derefs to the entries.
+#[derive(Debug)]
+pub struct PeerTable {
+    entries: Vec<CacheEntry>,
+    /// `entries[i].view()`: the peer's entries are checked once, here.
+    views: Vec<Result<CacheView>>,
+}
+
+impl PeerTable {
+    /// The table of `entries`, each entry's view made now.
+    pub fn new(entries: Vec<CacheEntry>) -> PeerTable {
+        let views = entries.iter().map(CacheEntry::view).collect();
+        PeerTable { entries, views }
+    }
+
+    /// The planner's view of entry `i`, or why the peer's entry is invalid
+    /// (`CacheEntry::view`); `None` past the end of the table.
+    pub fn view(&self, i: usize) -> Option<Result<&CacheView>> {
+        Some(self.views.get(i)?.as_ref().map_err(Clone::clone))
+    }
+}
+
+impl std::ops::Deref for PeerTable {
+    type Target = [CacheEntry];
+    fn deref(&self) -> &[CacheEntry] {
+        &self.entries
+    }
 }
 
 /// A link's data path with what it is, read without a call.
@@ -551,12 +583,12 @@ impl Link {
     }
 
     /// The peer's cache table, if fetched.
-    pub fn cached_table(&self) -> Option<Arc<Vec<CacheEntry>>> {
+    pub fn cached_table(&self) -> Option<Arc<PeerTable>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stores the peer's cache table (fetched once per link).
-    pub fn set_table(&self, t: Arc<Vec<CacheEntry>>) {
+    pub fn set_table(&self, t: Arc<PeerTable>) {
         *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
 
@@ -775,6 +807,36 @@ mod inflight_tests {
         spin: Duration::ZERO,
         dead_peer: Duration::ZERO,
     };
+
+    #[test]
+    fn a_peer_table_checks_each_entry_once_and_lends_its_view() {
+        let entry = |cache_id: i64, kind: u8| CacheEntry {
+            cache_id,
+            kind,
+            placement: 0,
+            data_type: 0,
+            shape: vec![4, 8],
+            tensor_bytes: 4096,
+            addrs: vec![0x1000, 0x9000],
+            req_keys: Vec::new(),
+            blocks_model: None,
+        };
+        let t = PeerTable::new(vec![entry(1, 1), entry(2, 9)]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].cache_id, 2);
+        let v = t.view(0).unwrap().unwrap();
+        assert_eq!(*v, entry(1, 1).view().unwrap());
+        assert_eq!(
+            (v.addrs.as_slice(), v.dim0, v.tensor_bytes),
+            (&[0x1000, 0x9000][..], 4, 4096)
+        );
+        // Lent: the same view each time.
+        assert!(std::ptr::eq(v, t.view(0).unwrap().unwrap()));
+        let e = t.view(1).unwrap().unwrap_err();
+        assert_eq!(e.status, crate::Status::LinkFailed);
+        assert!(e.message.contains("peer sent cache kind 9"), "{e}");
+        assert!(t.view(2).is_none());
+    }
 
     #[test]
     fn teardown_waits_for_a_transfer_in_flight_and_refuses_new_ones() {
