@@ -267,7 +267,7 @@ fn vm_readv_limit(rounds: usize) -> (f64, f64) {
     let pid = std::process::id();
     // SAFETY: both lists stay inside `dst` (MOVED bytes) and `src`
     // (REMOTE_BYTES), this process's own buffers, alive while they are used.
-    let copy = |segs: &[Segment]| unsafe { llmdd::transport::local::vm_copy(pid, segs, false) };
+    let copy = |segs: &[Segment]| unsafe { llmdd::testing::vm_copy(pid, segs, false) };
     let run = |segs: &[Segment]| {
         copy(segs).unwrap();
         median(

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::options::collect;
-use llmdd::datadist::session::Session;
 use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
+use llmdd::testing::Session;
 
 const P_ID: u64 = 1;
 const BLOCKS: u64 = 4;

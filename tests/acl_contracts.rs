@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheKey, LayerSel, Placement};
 use llmdd::datadist::options::collect;
-use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
+use llmdd::testing::Session;
 use llmdd::Status;
 
 mod common;
@@ -192,7 +192,7 @@ fn rank_table_device_id_is_the_physical_id() {
         .pull_blocks(&key(100), dc, &[5], &[2], &LayerSel::default())
         .unwrap();
     assert!(dst.read(1)[2 * 64..3 * 64] == pattern(3, 1, 8 * 64)[5 * 64..6 * 64]);
-    let phy = llmdd::backend::acl::of(pair.qs().device())
+    let phy = llmdd::testing::acl::of(pair.qs().device())
         .unwrap()
         .identity_info()
         .physical_id;
@@ -223,7 +223,7 @@ fn device_ip_comes_from_hccn_conf() {
     let pair = Pair::new(&dir, "0", "1", &[], &[]);
     pair.link().unwrap();
     let h = pair.qs().link(100).unwrap();
-    assert!(llmdd::backend::acl::hccl_link(h.data_path()).is_some());
+    assert!(llmdd::testing::acl::hccl_link(h.data_path()).is_some());
     pair.unlink();
     drop(pair);
     // A hccn.conf without this device: refused before HCCL, naming the fix.
@@ -309,7 +309,7 @@ fn a3_links_use_rank_table_1_2() {
         .pull_blocks(&key(100), dc, &[1], &[0], &LayerSel::default())
         .unwrap();
     assert!(dst.read(0)[..64] == pattern(9, 0, 8 * 64)[64..128]);
-    let id = llmdd::backend::acl::of(pair.qs().device())
+    let id = llmdd::testing::acl::of(pair.qs().device())
         .unwrap()
         .identity_info()
         .clone();
@@ -594,7 +594,7 @@ fn cann_library_layouts() {
         let Some(dir) = sim::dir(layout) else { return };
         let pair = Pair::new(&dir, "0", "1", &[], &[]);
         pair.link().unwrap_or_else(|e| panic!("{layout}: {e}"));
-        let rt = llmdd::backend::acl::of(pair.qs().device())
+        let rt = llmdd::testing::acl::of(pair.qs().device())
             .unwrap()
             .runtime()
             .clone();
@@ -617,7 +617,7 @@ fn cann_library_layouts() {
     assert!(e.message.contains("compatibility stubs"), "{e}");
     i.init(&collect(opts(s, "0", "auto", &[])).unwrap())
         .unwrap();
-    assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_none());
+    assert!(llmdd::testing::acl::of(i.session().unwrap().device()).is_none());
     i.finalize();
 }
 
@@ -638,7 +638,7 @@ fn ascend_home_path_is_searched() {
     ) {
         return;
     }
-    let rt = llmdd::sys::loader::AscendRuntime::load(None).unwrap();
+    let rt = llmdd::testing::loader::AscendRuntime::load(None).unwrap();
     assert!(rt
         .acl_path()
         .starts_with(std::env::var("ASCEND_HOME_PATH").unwrap()));

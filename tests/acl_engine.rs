@@ -4,11 +4,11 @@
 //! from the simulator's aclrtMalloc. The two-process scenarios and the failure
 //! injection that needs per-process environment live in cpp_tests/test_acl_*.c.
 
-use llmdd::backend::acl::runtime::MemcpyKind;
 use llmdd::cache::types::{CacheKey, LayerSel, Placement};
-use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
 use llmdd::datadist::Instance;
+use llmdd::datadist::MemStatus;
+use llmdd::testing::acl::runtime::MemcpyKind;
 use llmdd::Status;
 
 mod common;
@@ -37,8 +37,8 @@ fn pull_and_push_blocks_over_hccl() {
     let ps = p.session().unwrap();
     let qs = q.session().unwrap();
     assert!(
-        llmdd::backend::acl::of(ps.device()).is_some()
-            && llmdd::backend::acl::of(qs.device()).is_some()
+        llmdd::testing::acl::of(ps.device()).is_some()
+            && llmdd::testing::acl::of(qs.device()).is_some()
     );
 
     let src = Tensors::new(&dir, 0, Placement::Device, 4, 16 * BLK, 9);
@@ -66,7 +66,7 @@ fn pull_and_push_blocks_over_hccl() {
         .unwrap();
     let r = q.link_clusters(&[cluster(100, port)], 3000).unwrap();
     assert!(r[0].is_ok(), "{:?}", r[0]);
-    assert!(llmdd::backend::acl::hccl_link(qs.link(100).unwrap().data_path()).is_some());
+    assert!(llmdd::testing::acl::hccl_link(qs.link(100).unwrap().data_path()).is_some());
 
     // Pull blocks {1,2,15} → {0,5,7}, all layers.
     let key = CacheKey::Blocks {
@@ -251,7 +251,7 @@ fn pools_late_memory_and_mixed_backends() {
         .allocate_cache(&desc(Placement::Device, 2, &[4, 4096]), &[])
         .unwrap();
     let fill = pattern(3, 0, 4096);
-    llmdd::backend::acl::of(ps.device())
+    llmdd::testing::acl::of(ps.device())
         .unwrap()
         .context()
         .memcpy_sync(
@@ -284,7 +284,7 @@ fn backend_selection() {
     // auto falls back to host.
     i.init(&collect(opts(e, "0", "auto", &[])).unwrap())
         .unwrap();
-    assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_none());
+    assert!(llmdd::testing::acl::of(i.session().unwrap().device()).is_none());
     i.finalize();
     let Some(noget) = common::sim::dir("noget") else {
         return;
@@ -297,7 +297,7 @@ fn backend_selection() {
     assert!(err.message.contains("HcclBatchGet"), "{err}");
     i.init(&collect(opts(n, "0", "auto", &[])).unwrap())
         .unwrap();
-    assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_none());
+    assert!(llmdd::testing::acl::of(i.session().unwrap().device()).is_none());
     i.finalize();
     // A bad device id is the mapped ACL status with acl, a fallback with auto.
     let Some(full) = common::sim::dir("full") else {
@@ -312,7 +312,7 @@ fn backend_selection() {
     o[2] = ("llmdd.Backend", "auto");
     assert_eq!(o[2].0, "llmdd.Backend");
     i.init(&collect(o).unwrap()).unwrap();
-    assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_none());
+    assert!(llmdd::testing::acl::of(i.session().unwrap().device()).is_none());
     i.finalize();
     // A malformed llm.LocalCommRes is refused once the runtime is up.
     let bad = opts(
@@ -383,7 +383,7 @@ fn rank_table_comm_shares_one_communicator() {
             let dev = ["0", "1", "2"][(c - 11) as usize];
             i.init(&collect(opts(d, dev, "acl", &[("llm.LinkTotalTime", "20")])).unwrap())
                 .unwrap();
-            assert!(llmdd::backend::acl::of(i.session().unwrap().device()).is_some());
+            assert!(llmdd::testing::acl::of(i.session().unwrap().device()).is_some());
             i
         })
         .collect();
@@ -453,7 +453,7 @@ fn rank_table_comm_shares_one_communicator() {
                 continue;
             }
             let l = s.link(c).unwrap();
-            let h = llmdd::backend::acl::hccl_link(l.data_path()).unwrap();
+            let h = llmdd::testing::acl::hccl_link(l.data_path()).unwrap();
             assert!(
                 h.uses(&shared),
                 "member {k}'s link to rank {r} uses the comm's communicator"

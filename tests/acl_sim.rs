@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llmdd::backend::acl::hccl::{CommConfig, HcclComm};
-use llmdd::backend::acl::runtime::{AclContext, MemcpyKind};
 use llmdd::cache::types::Placement;
-use llmdd::sys::loader::{AscendRuntime, LIB_DIR_ENV};
+use llmdd::testing::acl::hccl::{CommConfig, HcclComm};
+use llmdd::testing::acl::runtime::{AclContext, MemcpyKind};
+use llmdd::testing::loader::{AscendRuntime, LIB_DIR_ENV};
 use llmdd::Status;
 
 mod common;
@@ -389,7 +389,7 @@ fn simulator_enforces_the_contracts() {
         );
         return;
     }
-    use llmdd::sys::ascend_bindings as b;
+    use llmdd::testing::ascend_bindings as b;
     let rt = Arc::new(AscendRuntime::load(None).unwrap());
     let ctx = Arc::new(AclContext::open(rt.clone(), 0).unwrap());
     let h = rt.hccl;

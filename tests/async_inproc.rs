@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
 use llmdd::datadist::async_transfer::{AsyncBlocks, AsyncConfig, AsyncDst};
+use llmdd::datadist::async_transfer::{ConfigResult, SyncFn};
 use llmdd::datadist::options::collect;
 use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
-use llmdd::transfer::task::{ConfigResult, SyncFn};
 use llmdd::Status;
 
 const P: u64 = 100; // sender (client)

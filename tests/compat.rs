@@ -137,8 +137,8 @@ fn listening_instance_may_dial() {
 /// the layer moves; llmdd refused it ("needs a batch (contiguous) local cache").
 #[test]
 fn async_from_blocks_cache_without_indices() {
+    use llmdd::datadist::async_transfer::ConfigResult;
     use llmdd::datadist::async_transfer::{AsyncBlocks, AsyncConfig, AsyncDst};
-    use llmdd::transfer::task::ConfigResult;
 
     let port = free_port();
     let d = Instance::new(2, 1).unwrap();
@@ -254,7 +254,7 @@ fn cache_manager_mode_is_implied() {
 /// ("rank 0 has no port").
 #[test]
 fn rank_table_without_ports_uses_the_default_port() {
-    use llmdd::datadist::comm::MemStatus;
+    use llmdd::datadist::MemStatus;
     let port = free_port().to_string();
     let table = r#"{"server_count": "1", "status": "completed", "version": "1.2",
         "server_list": [{"device": [

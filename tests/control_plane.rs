@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
-use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
-use llmdd::transport::wire::{self, Msg};
+use llmdd::testing::wire::{self, Msg};
+use llmdd::testing::Session;
 use llmdd::Status;
 
 const P_ID: u64 = 100;
@@ -286,7 +286,7 @@ fn an_idle_data_connection_closes_and_reopens() {
     if !in_child_process("an_idle_data_connection_closes_and_reopens") {
         return;
     }
-    llmdd::datadist::link::set_data_idle_close(Duration::from_millis(1500));
+    llmdd::testing::set_data_idle_close(Duration::from_millis(1500));
     let p = Prompt::new(&[TCP]);
     let d = decoder(400, p.port, &[TCP]);
     let ds = d.session().unwrap();

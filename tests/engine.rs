@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use llmdd::datadist::notify::Notice;
+use llmdd::datadist::Notice;
 use llmdd::engine::{ConnState, Engine, Op, OpDesc, ReqStatus};
 use llmdd::Status;
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use llmdd::cache::types::Placement;
-use llmdd::datadist::notify::Notice;
+use llmdd::datadist::Notice;
 use llmdd::engine::{Engine, Op, OpDesc, ReqStatus};
 use llmdd::Status;
 

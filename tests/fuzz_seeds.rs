@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use llmdd::cache::types::{CacheKey, Segment};
-use llmdd::transport::wire::{
+use llmdd::testing::wire::{
     self, CacheEntry, Claim, DeviceEndpoint, Identity, Join, JoinAck, Msg, PoolInfo, MAX_TYPE,
     TAG_LEN,
 };

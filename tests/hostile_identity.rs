@@ -1,7 +1,7 @@
 //! Hostile and dying peers against proven identity, same-host liveness, peer
 //! pools, access control, disclosure and handle checks (issue 9 items 1, 2,
 //! 3, 7, 8, 12, 13). Hostile peers speak the wire protocol from raw sockets
-//! (`llmdd::transport::wire`), in this process or in a child process (this
+//! (`llmdd::testing::wire`), in this process or in a child process (this
 //! test binary run again with `LLMDD_HOSTILE_ROLE`); every test also checks
 //! that a real decoder keeps pulling correct bytes.
 
@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 
 use common::{cluster, free_port, in_child_process, init, try_init};
 
-use llmdd::backend::host::same_host;
 use llmdd::cache::types::{CacheDesc, CacheKey, CacheKind, DataType, LayerSel, Placement, Segment};
 use llmdd::datadist::Instance;
 use llmdd::stats::Path;
-use llmdd::transfer::link::Link;
-use llmdd::transport::auth::LinkKey;
-use llmdd::transport::identity::{self, random_tag, Side, Transcript};
-use llmdd::transport::wire::{
+use llmdd::testing::identity::{self, random_tag, Side, Transcript};
+use llmdd::testing::same_host;
+use llmdd::testing::wire::{
     self, CacheEntry, Identity, Join, JoinAck, Msg, PoolInfo, HEADER_LEN, TAG_LEN,
 };
+use llmdd::testing::Link;
+use llmdd::testing::LinkKey;
 use llmdd::Status;
 
 /// The peer pools mapped on a same-host link (0 on any other).
@@ -175,7 +175,7 @@ impl Decoder {
         )
     }
 
-    fn link_obj(&self, peer: u64) -> Arc<llmdd::datadist::link::Link> {
+    fn link_obj(&self, peer: u64) -> Arc<llmdd::testing::Link> {
         self.inst.session().unwrap().link(peer).expect("linked")
     }
 

@@ -1,5 +1,5 @@
 //! Hostile and dying peers on the network, spoken to from raw sockets with the
-//! wire protocol (`llmdd::transport::wire`), while a real decoder keeps pulling
+//! wire protocol (`llmdd::testing::wire`), while a real decoder keeps pulling
 //! correct bytes from the same prompt. One test per behaviour of issue 9 items
 //! 4 (memory amplification), 5 (unbounded connections), 6 (link hijack), 9
 //! (unlink cutting transfers), 10 (a timeout or a dead peer ending a link on
@@ -19,9 +19,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
-use llmdd::datadist::session::Session;
 use llmdd::datadist::Instance;
-use llmdd::transport::wire::{self, Identity, Join, JoinAck, Msg, HEADER_LEN, TAG_LEN};
+use llmdd::testing::wire::{self, Identity, Join, JoinAck, Msg, HEADER_LEN, TAG_LEN};
+use llmdd::testing::Session;
 use llmdd::Status;
 
 const P_ID: u64 = 100;

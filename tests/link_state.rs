@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
-use llmdd::datadist::comm::MemStatus;
-use llmdd::datadist::link_state::LinkState;
 use llmdd::datadist::Instance;
+use llmdd::datadist::LinkState;
+use llmdd::datadist::MemStatus;
 use llmdd::stats::{Direction, Path};
 use llmdd::Status;
 

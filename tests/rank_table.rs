@@ -8,8 +8,8 @@ use common::{count_dir, free_port, in_child_process, rank_table as table, releas
 use std::time::{Duration, Instant};
 
 use llmdd::cache::types::{CacheDesc, CacheKey, DataType, LayerSel, Placement};
-use llmdd::datadist::comm::MemStatus;
 use llmdd::datadist::options::collect;
+use llmdd::datadist::MemStatus;
 use llmdd::datadist::{ClusterInfo, Instance, IpInfo};
 use llmdd::Status;
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llmdd::transport::wire::{self, HEADER_LEN};
+use llmdd::testing::wire::{self, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((header, msg)) = wire::decode_frame(data) {

@@ -16,7 +16,7 @@ pub mod acl;
 pub mod host;
 mod registry;
 
-pub use registry::{check_offers, choices, find, registry, select};
+pub use registry::{check_offers, choices, find, select};
 
 use std::any::Any;
 use std::net::IpAddr;

@@ -1,5 +1,5 @@
 //! Cache descriptions, keys, the per-instance registry and the transfer planner.
 
-pub mod plan;
-pub mod registry;
+pub(crate) mod plan;
+pub(crate) mod registry;
 pub mod types;

@@ -375,6 +375,7 @@ fn resolve_layers(
 /// `ts = s0*n+i`, `td = d0*n+i`. Only a src range: `span*n` must equal
 /// `dst_num`, `td = i`. Only a dst range: `span*n` must equal `src_num`,
 /// `ts = i`. No range: `src_num == dst_num`, `ts = td = i`.
+#[cfg(test)]
 pub fn tensor_pairs(src_num: u32, dst_num: u32, sel: &LayerSel) -> Result<Vec<(u32, u32)>> {
     let t = resolve_tensors(src_num, dst_num, sel, "source", "destination")?;
     Ok((0..t.m).map(|i| (t.ts0 + i, t.td0 + i)).collect())
@@ -444,6 +445,7 @@ fn push_merge_disjoint(out: &mut Segs, seg: Segment) {
 /// Merges runs where both dst and src continue exactly where the previous
 /// segment ended (`dst_prev + len == dst && src_prev + len == src`). Does not
 /// reorder. Drops zero-length segments.
+#[cfg(test)]
 pub fn coalesce(segs: &mut Vec<Segment>) {
     let mut w = 0usize;
     for r in 0..segs.len() {
@@ -467,6 +469,7 @@ pub fn coalesce(segs: &mut Vec<Segment>) {
 }
 
 /// Total bytes of a segment list (saturating).
+#[cfg(test)]
 pub fn total_bytes(segs: &[Segment]) -> u64 {
     segs.iter().fold(0u64, |acc, s| acc.saturating_add(s.len))
 }

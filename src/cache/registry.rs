@@ -141,7 +141,9 @@ pub struct Resolved {
     pub record: Arc<CacheRecord>,
     /// The batch slot (or block) within it.
     pub slot: u64,
-    /// The one-shot key to remove after a successful pull, if any.
+    /// The one-shot key to remove after a successful pull, if any (the
+    /// puller decides from its table; kept for the registry's own tests).
+    #[cfg(test)]
     pub consume: Option<BindKey>,
 }
 
@@ -519,10 +521,12 @@ impl Registry {
                 .or_else(|| inner.deferred.get(&id))
                 .cloned()
                 .ok_or_else(|| err!(KvCacheNotExist, "cache {id} no longer exists"))?;
+            #[cfg(test)]
             let consume = (!b.is_prefix && record.is_allocated()).then_some(*b);
             Ok(Resolved {
                 record,
                 slot,
+                #[cfg(test)]
                 consume,
             })
         };
@@ -553,6 +557,7 @@ impl Registry {
                 Ok(Resolved {
                     record,
                     slot,
+                    #[cfg(test)]
                     consume: None,
                 })
             }
@@ -571,6 +576,7 @@ impl Registry {
                 Ok(Resolved {
                     record,
                     slot: 0,
+                    #[cfg(test)]
                     consume: None,
                 })
             }
@@ -638,13 +644,9 @@ impl Registry {
     }
 
     /// Number of live caches (for tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.read().caches.len()
-    }
-
-    /// True if no cache is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Removes everything (finalize).

@@ -21,7 +21,8 @@ use crate::status::{Error, Result};
 use crate::transfer::exec;
 use crate::transfer::link::{InflightGuard, Link, PeerTable};
 use crate::transfer::rpc;
-use crate::transfer::task::{Layer, SyncFn, Task, TaskSpec};
+pub use crate::transfer::task::{ConfigResult, SyncFn};
+use crate::transfer::task::{Layer, Task, TaskSpec};
 use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
 

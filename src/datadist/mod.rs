@@ -2,26 +2,26 @@
 //! and the cache operations that turn calls into transfer plans (including the
 //! layer-wise async push).
 
-pub mod access;
-pub mod acl_rules;
+pub(crate) mod access;
+pub(crate) mod acl_rules;
 pub mod async_transfer;
 pub(crate) mod attempts;
-pub mod cache_ops;
-pub mod comm;
-pub mod instance;
-pub mod link_host;
-pub mod link_state;
+pub(crate) mod cache_ops;
+pub(crate) mod comm;
+pub(crate) mod instance;
+pub(crate) mod link_host;
+pub(crate) mod link_state;
 pub(crate) mod link_table;
-pub mod notify;
+pub(crate) mod notify;
 pub mod options;
-pub mod peers;
-pub mod pools;
-pub mod rank_table;
+pub(crate) mod peers;
+pub(crate) mod pools;
+pub(crate) mod rank_table;
 pub(crate) mod runtime;
-pub mod serve_host;
-pub mod session;
+pub(crate) mod serve_host;
+pub(crate) mod session;
 
-/// The link moved to the engine layer (`transfer::link`); this path stays for
-/// the integration tests and embedders that name it.
-pub use crate::transfer::link;
+pub use comm::MemStatus;
 pub use instance::{ClusterInfo, Instance, IpInfo};
+pub use link_state::{LinkInfo, LinkState};
+pub use notify::Notice;

@@ -5,4 +5,4 @@
 pub mod config;
 pub mod pool;
 
-pub use config::{AclOptions, BackendChoice, DeviceConfig, PoolConfig};
+pub use config::PoolConfig;

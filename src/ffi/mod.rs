@@ -15,12 +15,12 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod backend;
-pub mod boundary;
+pub(crate) mod boundary;
 pub mod cache;
 pub mod config;
 pub mod constants;
 pub mod engine;
-pub mod handles;
+pub(crate) mod handles;
 pub mod init;
 pub mod instance;
 pub mod log;

@@ -27,7 +27,7 @@ use crate::transport::wire::{CacheEntry, Msg};
 use crate::{bail, err};
 
 mod conns;
-pub use conns::{ConnGuard, ReverseSlot};
+pub use conns::ConnGuard;
 
 /// Most connections a client opens for its own requests on one link.
 pub const MAX_FORWARD_CONNS: usize = 8;
@@ -42,6 +42,7 @@ static IDLE_CLOSE_MS: AtomicU64 = AtomicU64::new(DATA_IDLE_CLOSE.as_millis() as 
 /// Sets how long an unused request connection stays open, for the whole
 /// process ([`DATA_IDLE_CLOSE`] by default; tests shorten it).
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub fn set_data_idle_close(d: Duration) {
     IDLE_CLOSE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
 }

@@ -67,7 +67,7 @@ pub enum Kind {
 /// A unit of work the pool runs on one of its threads.
 pub trait Job: Send + Sync + 'static {
     /// Runs the job; `slot` is the limit it counts against, which it may
-    /// trade for a transfer slot ([`Slot::to_transfer`]).
+    /// trade for a transfer slot ([`Slot::trade_for_transfer`]).
     fn run(self: Arc<Self>, slot: &mut Slot<'_>);
 }
 
@@ -95,7 +95,7 @@ impl Slot<'_> {
 
     /// Trades a callback slot for a transfer slot when one is free and no
     /// transfer job waits for it; true if the job now holds a transfer slot.
-    pub fn to_transfer(&mut self) -> bool {
+    pub fn trade_for_transfer(&mut self) -> bool {
         if self.kind == Kind::Transfer {
             return true;
         }

@@ -640,7 +640,7 @@ where
             let last = st.next_cb == st.num_layers;
             let mut submit = false;
             if st.xfer == Driver::Idle {
-                if last && slot.to_transfer() {
+                if last && slot.trade_for_transfer() {
                     // Nothing left to synchronize: move the rest here.
                     st.sync_over = true;
                     st.cb = Driver::Idle;

@@ -158,6 +158,7 @@ impl Drop for Users {
 }
 
 /// Helper threads running now (for tests and the scale figures).
+#[cfg(test)]
 pub fn helper_count() -> usize {
     lock().threads.len()
 }

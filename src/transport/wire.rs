@@ -394,12 +394,14 @@ impl Msg {
 }
 
 /// Total frame size (header + structured payload, excluding bulk data).
+#[cfg(any(test, feature = "testing"))]
 pub fn frame_len(header: &Header) -> usize {
     HEADER_LEN + header.payload_len as usize
 }
 
 /// Number of bulk bytes that follow this message's frame on the stream:
 /// `total` for `Write` and for a successful (`status == 0`) `ReadData`, else 0.
+#[cfg(any(test, feature = "testing"))]
 pub fn bulk_len(msg: &Msg) -> u64 {
     match msg {
         Msg::Write { total, .. } => *total,
@@ -428,7 +430,9 @@ const MAX_SHAPE_DIMS: usize = 31;
 
 mod decode;
 mod encode;
-pub use decode::{decode_frame, decode_header, decode_payload};
+#[cfg(any(test, feature = "testing"))]
+pub use decode::decode_frame;
+pub use decode::{decode_header, decode_payload};
 pub use encode::{encode, encode_to_vec};
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use llmdd::backend::acl::runtime::{AclContext, MemcpyKind};
 use llmdd::cache::types::{CacheDesc, DataType, Placement};
-use llmdd::sys::loader::AscendRuntime;
+use llmdd::testing::acl::runtime::{AclContext, MemcpyKind};
+use llmdd::testing::loader::AscendRuntime;
 
 /// The simulated machine's hccn.conf, as an option value.
 pub fn hccn() -> &'static str {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use llmdd::transport::wire::{self, Msg, HEADER_LEN};
+use llmdd::testing::wire::{self, Msg, HEADER_LEN};
 
 /// Sends `m` as one frame (tag 0).
 pub fn send(s: &mut TcpStream, m: &Msg) {

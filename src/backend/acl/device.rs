@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +80,6 @@ pub struct AclBackend {
     pools: Mutex<Vec<Arc<GlobalMem>>>,
     /// Streams for local copies, reused across calls.
     streams: Mutex<Vec<Stream>>,
-    comm_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for AclBackend {
@@ -142,7 +140,6 @@ impl AclBackend {
             caches: Mutex::new(HashMap::new()),
             pools: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
-            comm_seq: AtomicU64::new(1),
         })
     }
 
@@ -245,11 +242,6 @@ impl AclBackend {
         }
     }
 
-    /// A process-unique sequence number for communicator names.
-    pub fn next_comm_seq(&self) -> u64 {
-        self.comm_seq.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Creates a memory pool in one ACL allocation (`aclrtMalloc` for DEVICE,
     /// `aclrtMallocHost` for HOST) and registers it with HCCL.
     /// Errors: `OutOfMemory` when the allocation fails; the mapped HCCL status
@@ -330,7 +322,7 @@ impl AclBackend {
             .values()
             .flatten()
             .filter(|r| r.placement() == Placement::Device && r.addr() % HCCS_REGION_ALIGN != 0)
-            .map(|r| (r.addr(), r.len()))
+            .map(|r| (r.addr(), r.size()))
             .collect();
         out.sort_unstable();
         out.dedup();

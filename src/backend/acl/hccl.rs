@@ -164,13 +164,8 @@ impl GlobalMem {
     }
 
     /// Length of the region in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len
-    }
-
-    /// Always false: empty regions cannot be registered.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Placement the region was registered with.
@@ -395,6 +390,7 @@ impl HcclComm {
     /// Registers `[addr, addr+len)` for one-sided access and binds it to this
     /// communicator (`HcclRegisterGlobalMem` + `HcclCommBindMem`). The
     /// registration ends with the communicator (or its last other user).
+    #[cfg(any(test, feature = "testing"))]
     pub fn register(&self, addr: u64, len: u64, placement: Placement) -> Result<()> {
         let mem = GlobalMem::register(&self.ctx, addr, len, placement)?;
         self.bind(&mem)
@@ -418,6 +414,7 @@ impl HcclComm {
 
     /// Queues reads of `(local_addr, remote_addr, len)` segments from `remote_rank`
     /// on `stream` (`HcclBatchGet`). Complete with [`Stream::synchronize`].
+    #[cfg(any(test, feature = "testing"))]
     pub fn batch_get(
         &self,
         remote_rank: u32,
@@ -436,6 +433,7 @@ impl HcclComm {
 
     /// Queues writes of `(local_addr, remote_addr, len)` segments to `remote_rank`
     /// on `stream` (`HcclBatchPut`). Complete with [`Stream::synchronize`].
+    #[cfg(any(test, feature = "testing"))]
     pub fn batch_put(
         &self,
         remote_rank: u32,

@@ -48,6 +48,7 @@ impl Factory for AclFactory {
 }
 
 /// The acl backend of `d`, if it is the one.
+#[cfg(any(test, feature = "testing"))]
 pub fn of(d: &dyn Device) -> Option<&AclBackend> {
     d.as_any().downcast_ref()
 }

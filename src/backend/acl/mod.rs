@@ -14,4 +14,6 @@ pub mod path;
 pub mod runtime;
 pub mod setup;
 
-pub use impls::{hccl_link, of, AclFactory, FACTORY};
+pub use impls::FACTORY;
+#[cfg(any(test, feature = "testing"))]
+pub use impls::{hccl_link, of};

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::backend::acl::hccl::{DescBuf, GlobalMem, HcclComm, OneSided};
 use crate::backend::acl::runtime::{AclContext, Stream};
-use crate::backend::{Communicator, DataPath, DeviceRules, PathError, PathInfo};
+#[cfg(any(test, feature = "testing"))]
+use crate::backend::Communicator;
+use crate::backend::{DataPath, DeviceRules, PathError, PathInfo};
 use crate::cache::types::Dir;
 use crate::cache::types::Plan;
 use crate::stats::Path;
@@ -146,6 +148,7 @@ impl HcclLink {
 
     /// True if the link runs on `comm` (tests: a rank-table comm's links share
     /// one communicator).
+    #[cfg(any(test, feature = "testing"))]
     pub fn uses(&self, comm: &Arc<dyn Communicator>) -> bool {
         let guard = self.comm.read().unwrap_or_else(|p| p.into_inner());
         let theirs = Arc::as_ptr(comm) as *const ();
@@ -155,6 +158,7 @@ impl HcclLink {
     }
 
     /// The peer's rank in the link's communicator.
+    #[cfg(any(test, feature = "testing"))]
     pub fn remote_rank(&self) -> u32 {
         self.remote_rank
     }

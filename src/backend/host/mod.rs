@@ -16,7 +16,7 @@ use crate::device::pool::Pool;
 use crate::status::Result;
 use crate::transport::local;
 
-pub use same_host::{local_path, same_host, SameHostPath, SameProcessPath};
+pub use same_host::{local_path, same_host};
 
 /// The host backend's factory (it always opens).
 pub static FACTORY: HostFactory = HostFactory;

@@ -405,6 +405,7 @@ pub fn decode_payload(header: &Header, payload: &[u8]) -> Result<Msg, WireError>
 }
 
 /// Decodes one complete frame: `frame` must be exactly header + payload.
+#[cfg(any(test, feature = "testing"))]
 pub fn decode_frame(frame: &[u8]) -> Result<(Header, Msg), WireError> {
     let (head, payload) = frame
         .split_first_chunk::<HEADER_LEN>()
