@@ -656,17 +656,8 @@ impl Registry {
 }
 
 /// Resolves `key` against a peer's published table (remote-cache-accessible
-/// mode). Returns the entry and the slot.
-pub fn lookup_in_table<'a>(
-    entries: &'a [CacheEntry],
-    key: &CacheKey,
-) -> Result<(&'a CacheEntry, u64)> {
-    let (i, slot) = lookup_index_in_table(entries, key)?;
-    Ok((&entries[i], slot))
-}
-
-/// [`lookup_in_table`], naming the entry by its index in `entries`.
-pub fn lookup_index_in_table(entries: &[CacheEntry], key: &CacheKey) -> Result<(usize, u64)> {
+/// mode). Returns the entry's index in `entries` and the slot.
+pub fn lookup_in_table(entries: &[CacheEntry], key: &CacheKey) -> Result<(usize, u64)> {
     match *key {
         CacheKey::Req { .. } => Err(err!(
             ParamInvalid,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Device;
 use crate::cache::plan;
 use crate::cache::registry::Registry;
-use crate::cache::registry::{entry_view, lookup_index_in_table, CacheRecord};
+use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
 use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
@@ -259,7 +259,7 @@ impl CacheOps<'_> {
                 Some(t) => t,
                 None => rpc::refresh_table(link, deadline)?,
             };
-            let (i, slot) = lookup_index_in_table(&table, key)?;
+            let (i, slot) = lookup_in_table(&table, key)?;
             // In range: the index of an entry found in the table.
             table.view(i).transpose()?;
             let placement = peer_placement(table[i].placement)?;
