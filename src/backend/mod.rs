@@ -259,6 +259,19 @@ pub trait DataPath: Send + Sync + std::fmt::Debug {
     /// memory) in `dir` before `deadline`.
     fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError>;
 
+    /// [`DataPath::transfer`], also returning when it ended: the clock read
+    /// of its deadline check, which the caller's statistics reuse instead of
+    /// reading the clock again. By default a clock read after `transfer`.
+    fn transfer_timed(
+        &self,
+        plan: &Plan,
+        dir: Dir,
+        deadline: Instant,
+    ) -> Result<Instant, PathError> {
+        self.transfer(plan, dir, deadline)?;
+        Ok(Instant::now())
+    }
+
     /// The rules of a path that reaches only memory registered before it
     /// was set up, in the placements its transport allows (HCCL).
     fn device_rules(&self) -> Option<DeviceRules> {

@@ -18,7 +18,7 @@
 //! backed by a [`CacheView`] (layer-wise async) are checked per segment.
 
 use crate::bail;
-use crate::cache::types::{CacheView, LayerSel, Segment};
+use crate::cache::types::{CacheView, LayerSel, Segment, Segs};
 pub use crate::cache::types::{Plan, PlanBuf};
 use crate::status::Result;
 
@@ -397,7 +397,7 @@ fn continues(a: &Segment, b: &Segment) -> bool {
 /// is its own HCCL region, and a descriptor must lie inside one region on both
 /// sides, even where two tensors happen to be adjacent in memory.
 #[inline]
-fn push_merge(out: &mut Vec<Segment>, run: usize, seg: Segment) {
+fn push_merge(out: &mut Segs, run: usize, seg: Segment) {
     if seg.len == 0 {
         return;
     }
@@ -421,7 +421,7 @@ fn push_merge(out: &mut Vec<Segment>, run: usize, seg: Segment) {
 /// (copy_blocks), where merging `1→2` and `2→3` into one overlapping move would
 /// change the result of the sequential per-block copies.
 #[inline]
-fn push_merge_disjoint(out: &mut Vec<Segment>, seg: Segment) {
+fn push_merge_disjoint(out: &mut Segs, seg: Segment) {
     if seg.len == 0 {
         return;
     }

@@ -7,9 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::cache::types::{BindKey, CacheDesc, CacheKey, CacheKind, CacheView, Placement, Segment};
+use crate::cache::types::{
+    BindKey, CacheDesc, CacheKey, CacheKind, CacheView, IdMap, Placement, Segment,
+};
 use crate::device::pool::Pool;
-use crate::status::{Result, Status};
+use crate::status::Result;
+#[cfg(test)]
+use crate::status::Status;
 use crate::transport::wire::CacheEntry;
 use crate::{bail, err};
 
@@ -42,17 +46,14 @@ pub struct CacheRecord {
     pub generation: u64,
     /// Pool that owns the memory, for allocated caches.
     pub pool: Option<Arc<Pool>>,
+    /// The planner's view, made once (a transfer borrows it, copying nothing).
+    view: CacheView,
 }
 
 impl CacheRecord {
     /// The planner's view of this cache.
-    pub fn view(&self) -> CacheView {
-        CacheView {
-            kind: self.kind,
-            addrs: self.addrs.to_vec(),
-            tensor_bytes: self.tensor_bytes,
-            dim0: self.desc.shape[0] as u64,
-        }
+    pub fn view(&self) -> &CacheView {
+        &self.view
     }
 
     /// True if the library allocated this cache.
@@ -104,9 +105,21 @@ impl Drop for CacheRecord {
     }
 }
 
+/// The planner's view of a cache of `desc` with tensors at `addrs`, each
+/// `tensor_bytes` long.
+fn planner_view(kind: CacheKind, desc: &CacheDesc, tensor_bytes: u64, addrs: &[u64]) -> CacheView {
+    CacheView {
+        kind,
+        addrs: addrs.to_vec(),
+        tensor_bytes,
+        dim0: desc.shape[0] as u64,
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    caches: HashMap<i64, Arc<CacheRecord>>,
+    /// Live caches by id (looked up on every transfer: [`IdMap`]).
+    caches: IdMap<i64, Arc<CacheRecord>>,
     /// Allocated caches whose id reference was dropped but that still have keys.
     deferred: HashMap<i64, Arc<CacheRecord>>,
     /// Request/prefix key → (cache id, slot).
@@ -323,6 +336,7 @@ impl Registry {
             remote_accessible: remote_accessible.unwrap_or(desc.placement == Placement::Device),
             generation: inner.generation,
             pool: None,
+            view: planner_view(kind, desc, t, addrs),
         });
         inner.registered_addrs += addrs.len();
         Self::insert(&mut inner, rec.clone(), binds, blocks_model);
@@ -363,6 +377,7 @@ impl Registry {
             kind,
             desc: desc.clone(),
             tensor_bytes: t,
+            view: planner_view(kind, desc, t, &addrs),
             addrs: addrs.into(),
             remote_accessible: true,
             generation: inner.generation,
@@ -641,11 +656,8 @@ impl Registry {
 }
 
 /// Resolves `key` against a peer's published table (remote-cache-accessible
-/// mode). Returns the entry and the slot.
-pub fn lookup_in_table<'a>(
-    entries: &'a [CacheEntry],
-    key: &CacheKey,
-) -> Result<(&'a CacheEntry, u64)> {
+/// mode). Returns the entry's index in `entries` and the slot.
+pub fn lookup_in_table(entries: &[CacheEntry], key: &CacheKey) -> Result<(usize, u64)> {
     match *key {
         CacheKey::Req { .. } => Err(err!(
             ParamInvalid,
@@ -656,40 +668,26 @@ pub fn lookup_in_table<'a>(
             batch_index,
             ..
         } => {
-            let e = entries
+            let i = entries
                 .iter()
-                .find(|e| e.cache_id == cache_id)
+                .position(|e| e.cache_id == cache_id)
                 .ok_or_else(|| err!(KvCacheNotExist, "peer has no remote-accessible cache {cache_id}"))?;
-            if batch_index as i64 >= e.shape.first().copied().unwrap_or(0) {
+            if batch_index as i64 >= entries[i].shape.first().copied().unwrap_or(0) {
                 bail!(KvCacheNotExist, "peer cache {cache_id} has no batch slot {batch_index}");
             }
-            Ok((e, batch_index as u64))
+            Ok((i, batch_index as u64))
         }
         CacheKey::Blocks { model_id, .. } => entries
             .iter()
-            .find(|e| e.blocks_model == Some(model_id))
-            .map(|e| (e, 0))
+            .position(|e| e.blocks_model == Some(model_id))
+            .map(|i| (i, 0))
             .ok_or_else(|| err!(KvCacheNotExist, "peer has no blocks cache bound to model_id {model_id}")),
     }
 }
 
 /// The planner's view of a peer's cache entry (validated: the peer is untrusted).
 pub fn entry_view(e: &CacheEntry) -> Result<CacheView> {
-    let kind = CacheKind::from_u8(e.kind)
-        .ok_or_else(|| err!(LinkFailed, "peer sent cache kind {}", e.kind))?;
-    let dim0 = e.shape.first().copied().unwrap_or(0);
-    if dim0 <= 0 || e.addrs.is_empty() || e.tensor_bytes == 0 {
-        return Err(crate::status::Error::new(
-            Status::LinkFailed,
-            format!("peer sent an invalid description of cache {}", e.cache_id),
-        ));
-    }
-    Ok(CacheView {
-        kind,
-        addrs: e.addrs.clone(),
-        tensor_bytes: e.tensor_bytes,
-        dim0: dim0 as u64,
-    })
+    e.view()
 }
 
 #[cfg(test)]

@@ -7,6 +7,38 @@ use crate::{bail, err};
 /// Sentinel for an unset `req_id` / `prefix_id` (2^64 - 1).
 pub const ID_UNSET: u64 = u64::MAX;
 
+/// The hasher of maps keyed by integer ids looked up on every transfer (a
+/// cache id, a remote cluster id): SplitMix64's finalizer, a few multiplies,
+/// where SipHash costs more than the rest of the lookup. It is not keyed:
+/// use it only for maps whose size the instance itself bounds (its caches,
+/// its links), so that ids a peer picks to collide cost at most a scan of
+/// that bound.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // The first write keeps the value as it is (one id: `finish` mixes it).
+        self.0 = self.0.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n;
+    }
+}
+
+/// A `HashMap` keyed by integer ids, with [`IdHasher`].
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Tensor element type, with the GE numeric codes (`ge::DataType`, metadef
 /// `graph/types.h`): every code CANN defines except the reserved 5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -574,14 +606,28 @@ impl<'a> IntoIterator for &'a Plan {
     }
 }
 
+/// Segments a plan keeps in place, without an allocation (a single-block
+/// transfer's one segment per tensor pair, for one or two tensors).
+pub(crate) const INLINE_SEGMENTS: usize = 2;
+
+/// A planner's list of segments: inline up to [`INLINE_SEGMENTS`], else on
+/// the heap.
+pub(crate) type Segs = smallvec::SmallVec<[Segment; INLINE_SEGMENTS]>;
+
 /// An owned [`Plan`], as the planners return it.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct PlanBuf(Vec<Segment>);
+pub struct PlanBuf(Segs);
 
 impl PlanBuf {
     /// The planners' result (`cache::plan`), or ranges the registry checked.
-    pub(super) fn new(segs: Vec<Segment>) -> PlanBuf {
-        PlanBuf(segs)
+    pub(super) fn new(segs: impl Into<Segs>) -> PlanBuf {
+        PlanBuf(segs.into())
+    }
+
+    /// True when the segments live on the heap (more than [`INLINE_SEGMENTS`]).
+    #[cfg(test)]
+    pub(crate) fn on_heap(&self) -> bool {
+        self.0.spilled()
     }
 }
 
@@ -594,6 +640,33 @@ impl std::ops::Deref for PlanBuf {
 
 impl PartialEq<Vec<Segment>> for PlanBuf {
     fn eq(&self, other: &Vec<Segment>) -> bool {
-        &self.0 == other
+        self.0[..] == other[..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    #[test]
+    fn id_maps_find_every_id_and_spread_sequential_ones() {
+        let mut m: IdMap<i64, i64> = IdMap::default();
+        for id in (-50..1000).chain([i64::MIN, i64::MAX]) {
+            m.insert(id, id.wrapping_mul(3));
+        }
+        for id in (-50..1000).chain([i64::MIN, i64::MAX]) {
+            assert_eq!(m.get(&id), Some(&id.wrapping_mul(3)));
+        }
+        assert_eq!(m.remove(&7), Some(21));
+        assert!(!m.contains_key(&7));
+        // Sequential ids differ in their top 7 bits (a hash table's tag
+        // bytes) as well as in their low bits (its bucket index).
+        let b = BuildHasherDefault::<IdHasher>::default();
+        let hashes: Vec<u64> = (0u64..1024).map(|id| b.hash_one(id)).collect();
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tags.len() > 100, "{} distinct tags", tags.len());
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        assert!(low.len() > 550, "{} distinct low bits", low.len());
     }
 }

@@ -19,7 +19,7 @@ use crate::datadist::cache_ops::{plan_bytes, CacheOps};
 use crate::stats::Direction;
 use crate::status::{Error, Result};
 use crate::transfer::exec;
-use crate::transfer::link::{InflightGuard, Link};
+use crate::transfer::link::{InflightGuard, Link, PeerTable};
 use crate::transfer::rpc;
 pub use crate::transfer::task::{ConfigResult, SyncFn};
 use crate::transfer::task::{Layer, Task, TaskSpec};
@@ -157,14 +157,14 @@ impl CacheOps<'_> {
         let bms = (blocks.dst_block_size != 0).then_some(blocks.dst_block_size);
         // Checks the arguments shared by every config (cache kinds, block
         // lists, block size, source block indices) once, before per-config work.
-        plan::async_layer_plan(&local, 0, 0, [0, 0], blocks.src, blocks.dst, bms)?;
+        plan::async_layer_plan(local, 0, 0, [0, 0], blocks.src, blocks.dst, bms)?;
 
         let deadline = Instant::now() + self.config.sync_kv_timeout;
         let mut guards: Vec<InflightGuard> = Vec::new();
         let mut by_layer: BTreeMap<u32, Vec<(usize, LayerPart)>> = BTreeMap::new();
         for (i, c) in configs.iter().enumerate() {
             let parts = self
-                .async_config(c, &local, blocks, bms, deadline, &mut guards)
+                .async_config(c, local, blocks, bms, deadline, &mut guards)
                 .map_err(|e| prefixed(i, e))?;
             for (l, p) in parts {
                 by_layer.entry(l).or_default().push((i, p));
@@ -307,7 +307,7 @@ impl CacheOps<'_> {
                 let link = self.peer(key)?;
                 guards.push(link.begin()?);
                 let remote = self.resolve_remote(&link, key, deadline)?;
-                let rv = &remote.view;
+                let rv = remote.view();
                 let r_layers = rv.num_tensors() / 2;
                 let (d0, d1) = c.layers.dst.unwrap_or((0, r_layers));
                 if d1 > r_layers {
@@ -362,7 +362,7 @@ impl CacheOps<'_> {
         link: &Arc<Link>,
         deadline: Instant,
         refresh: bool,
-    ) -> Result<Arc<Vec<CacheEntry>>> {
+    ) -> Result<Arc<PeerTable>> {
         if !refresh {
             if let Some(t) = link.cached_table() {
                 return Ok(t);

@@ -19,7 +19,7 @@ use crate::datadist::pools::Pools;
 use crate::stats::{Direction, Op};
 use crate::status::Result;
 use crate::transfer::exec;
-use crate::transfer::link::Link;
+use crate::transfer::link::{Link, PeerTable};
 use crate::transfer::rpc;
 use crate::transfer::task::TaskSet;
 use crate::{bail, err};
@@ -50,10 +50,33 @@ pub struct MemInfo {
 
 /// The remote side of a transfer, resolved.
 pub(super) struct Remote {
-    pub(super) view: CacheView,
+    view: RemoteView,
     pub(super) placement: Placement,
     slot: u64,
     consume: Option<(u64, u64)>,
+}
+
+/// Where a remote cache's planner view lives.
+enum RemoteView {
+    /// Made from the entry the peer resolved the key to.
+    Owned(CacheView),
+    /// Entry `.1` of the link's cached table, whose view was checked (Ok)
+    /// when resolved: lent, not copied.
+    InTable(Arc<PeerTable>, usize),
+}
+
+impl Remote {
+    /// The planner's view of the remote cache.
+    pub(super) fn view(&self) -> &CacheView {
+        match &self.view {
+            RemoteView::Owned(v) => v,
+            RemoteView::InTable(t, i) => match t.view(*i) {
+                Some(Ok(v)) => v,
+                // Checked by `resolve_remote`; a table never changes.
+                _ => unreachable!("a resolved table entry has a view"),
+            },
+        }
+    }
 }
 
 /// The placement a peer reported for one of its caches (untrusted input).
@@ -236,10 +259,13 @@ impl CacheOps<'_> {
                 Some(t) => t,
                 None => rpc::refresh_table(link, deadline)?,
             };
-            let (e, slot) = lookup_in_table(&table, key)?;
+            let (i, slot) = lookup_in_table(&table, key)?;
+            // In range: the index of an entry found in the table.
+            table.view(i).transpose()?;
+            let placement = peer_placement(table[i].placement)?;
             return Ok(Remote {
-                view: entry_view(e)?,
-                placement: peer_placement(e.placement)?,
+                view: RemoteView::InTable(table, i),
+                placement,
                 slot,
                 consume: None,
             });
@@ -260,31 +286,38 @@ impl CacheOps<'_> {
             bail!(LinkFailed, "peer resolved a slot outside its cache");
         }
         Ok(Remote {
-            view,
+            view: RemoteView::Owned(view),
             placement: peer_placement(e.placement)?,
             slot,
             consume,
         })
     }
 
+    /// Reads `plan`, then consumes the remote key if the pull must; when
+    /// nothing follows the read, `op`'s latency ends with it (the read's own
+    /// clock read, not another).
     fn run_read(
         &self,
         link: &Arc<Link>,
         plan: &plan::Plan,
         deadline: Instant,
         remote: &Remote,
+        op: &mut Op<'_>,
     ) -> Result<()> {
-        exec::run(
+        let done = exec::run_timed(
             link,
             plan,
             Dir::Read,
             deadline,
             self.config.data_connections as usize,
         )?;
-        if let Some((req_id, model_id)) = remote.consume {
-            rpc::consume(link, req_id, model_id, deadline)?;
+        match remote.consume {
+            Some((req_id, model_id)) => rpc::consume(link, req_id, model_id, deadline),
+            None => {
+                op.ended_at(done);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// acl links: the placement restrictions and the registered-before-link
@@ -306,7 +339,7 @@ impl CacheOps<'_> {
             local.desc.placement,
             local_view,
             remote.placement,
-            &remote.view,
+            remote.view(),
             rules.hccs,
         )
     }
@@ -358,17 +391,17 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Pull, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PullCache, &rec, &local, &remote)?;
+            self.acl_checks(link, AclOp::PullCache, &rec, local, &remote)?;
             let plan = plan::pull_cache_plan(
-                &local,
-                &remote.view,
+                local,
+                remote.view(),
                 remote.slot,
                 batch_index as u64,
                 size,
                 sel,
             )?;
             op.set_bytes(plan_bytes(&plan));
-            self.run_read(link, &plan, deadline, &remote)
+            self.run_read(link, &plan, deadline, &remote, op)
         })
     }
 
@@ -423,21 +456,21 @@ impl CacheOps<'_> {
             } else {
                 AclOp::PullCacheToBlocks
             };
-            self.acl_checks(link, acl_op, &rec, &local, &remote)?;
+            self.acl_checks(link, acl_op, &rec, local, &remote)?;
             let plan = if blocks_to_blocks {
-                if !remote.view.kind.is_blocks() {
+                if !remote.view().kind.is_blocks() {
                     bail!(
                         ParamInvalid,
                         "the source cache of cluster {} is not a blocks cache",
                         link.remote_cluster_id
                     );
                 }
-                plan::pull_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?
+                plan::pull_blocks_plan(local, remote.view(), src_blocks, dst_blocks, sel)?
             } else {
-                plan::pull_cache_to_blocks_plan(&local, &remote.view, remote.slot, dst_blocks, sel)?
+                plan::pull_cache_to_blocks_plan(local, remote.view(), remote.slot, dst_blocks, sel)?
             };
             op.set_bytes(plan_bytes(&plan));
-            self.run_read(link, &plan, deadline, &remote)
+            self.run_read(link, &plan, deadline, &remote, op)
         })
     }
 
@@ -498,10 +531,10 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PushCache, &rec, &local, &remote)?;
+            self.acl_checks(link, AclOp::PushCache, &rec, local, &remote)?;
             let layers = plan::push_cache_plan(
-                &local,
-                &remote.view,
+                local,
+                remote.view(),
                 src_batch_index as u64,
                 batch_index as u64,
                 size,
@@ -546,8 +579,8 @@ impl CacheOps<'_> {
         self.counted(key.cluster_id(), Direction::Push, |link, op| {
             let deadline = op.started() + self.config.sync_kv_timeout;
             let remote = self.resolve_remote(link, key, deadline)?;
-            self.acl_checks(link, AclOp::PushBlocks, &rec, &local, &remote)?;
-            let layers = plan::push_blocks_plan(&local, &remote.view, src_blocks, dst_blocks, sel)?;
+            self.acl_checks(link, AclOp::PushBlocks, &rec, local, &remote)?;
+            let layers = plan::push_blocks_plan(local, remote.view(), src_blocks, dst_blocks, sel)?;
             self.run_layers(link, layers, op)
         })
     }
@@ -565,8 +598,8 @@ impl CacheOps<'_> {
         let dst = self.registry.get(dst_id)?;
         let src = self.registry.get(src_id)?;
         let p = plan::copy_cache_plan(
-            &dst.view(),
-            &src.view(),
+            dst.view(),
+            src.view(),
             dst_bi as u64,
             src_bi as u64,
             offset,
@@ -578,7 +611,7 @@ impl CacheOps<'_> {
     /// copy_blocks (local, within one cache).
     pub fn copy_blocks(&self, id: i64, pairs: &[(u64, u64)]) -> Result<()> {
         let c = self.registry.get(id)?;
-        let p = plan::copy_blocks_plan(&c.view(), pairs)?;
+        let p = plan::copy_blocks_plan(c.view(), pairs)?;
         self.copy_local(&p, c.desc.placement, c.desc.placement, false)
     }
 
@@ -589,7 +622,7 @@ impl CacheOps<'_> {
                     .registry
                     .get(*id)
                     .map_err(|e| err!(KvCacheNotExist, "{what}: {}", e.message))?;
-                Ok((rec.view(), rec.desc.placement))
+                Ok((rec.view().clone(), rec.desc.placement))
             }
             CacheRef::Host { desc, addrs } => {
                 let t = desc.validate()?;

@@ -7,10 +7,10 @@
 //! unlink ends the one this side dialled, and the peer's unlink ends the other.
 //! Transfers use the dialled link while it is open, else the accepted one.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bail;
+use crate::cache::types::IdMap;
 use crate::status::Result;
 use crate::transfer::link::Link;
 
@@ -38,7 +38,9 @@ impl Pair {
 /// Links by remote cluster id (under [`LinkTable`]'s lock).
 #[derive(Default)]
 struct Table {
-    by_cluster: HashMap<u64, Pair>,
+    /// Looked up on every transfer ([`IdMap`]; at most the instance's link
+    /// limit of entries).
+    by_cluster: IdMap<u64, Pair>,
     count: usize,
 }
 

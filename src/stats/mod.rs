@@ -155,6 +155,7 @@ pub struct Op<'a> {
     stats: &'a LinkStats,
     dir: Direction,
     start: Instant,
+    end: Option<Instant>,
     bytes: u64,
 }
 
@@ -170,13 +171,24 @@ impl Op<'_> {
         self.start
     }
 
+    /// The operation's work ended at `t`, a clock read its caller made
+    /// anyway (a transfer's deadline check): [`Op::finish`] takes its
+    /// latency from it instead of reading the clock again.
+    pub fn ended_at(&mut self, t: Instant) {
+        self.end = Some(t);
+    }
+
     /// Records the outcome of the operation over `path`.
     pub fn finish<T>(self, path: Path, r: &Result<T, Error>) {
         let s = self.stats;
         let d = self.dir as usize;
         match r {
             Ok(_) => {
-                let ns = self.start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                let end = self.end.unwrap_or_else(Instant::now);
+                let ns = end
+                    .saturating_duration_since(self.start)
+                    .as_nanos()
+                    .min(u64::MAX as u128) as u64;
                 s.ops[d][path as usize].fetch_add(1, Ordering::Relaxed);
                 s.bytes[d][path as usize].fetch_add(self.bytes, Ordering::Relaxed);
                 s.latency[d].record(ns);
@@ -199,6 +211,7 @@ impl LinkStats {
             stats: self,
             dir,
             start,
+            end: None,
             bytes: 0,
         }
     }
@@ -290,6 +303,7 @@ impl LinkStats {
 mod tests {
     use super::*;
     use crate::status::Status;
+    use std::time::Duration;
 
     #[test]
     fn error_slots() {
@@ -306,6 +320,24 @@ mod tests {
         for s in Status::ALL.iter().filter(|s| **s != Status::Success) {
             assert!(seen.insert(error_slot(s.code())), "{s:?}");
         }
+    }
+
+    #[test]
+    fn an_op_ended_at_a_given_instant_takes_its_latency_from_it() {
+        let s = LinkStats::default();
+        let t0 = Instant::now();
+        let mut op = s.start_at(Direction::Pull, t0);
+        op.ended_at(t0 + Duration::from_millis(5));
+        // Finished well after that instant: the latency is still 5 ms.
+        std::thread::sleep(Duration::from_millis(20));
+        op.finish(Path::SameHost, &Ok::<(), Error>(()));
+        let p = s.snapshot().latency[0];
+        assert_eq!(p.count, 1);
+        assert_eq!(p.max, 5_000_000, "{p:?}");
+        // Without it, the clock at finish.
+        let op = s.start_at(Direction::Push, t0);
+        op.finish(Path::SameHost, &Ok::<(), Error>(()));
+        assert!(s.snapshot().latency[1].max >= 20_000_000);
     }
 
     #[test]

@@ -31,15 +31,28 @@ pub fn run(
     deadline: Instant,
     stripes: usize,
 ) -> Result<()> {
+    run_timed(link, plan, dir, deadline, stripes).map(drop)
+}
+
+/// [`run`], returning when the transfer ended: the clock read of its
+/// deadline check (a caller's statistics reuse it rather than reading the
+/// clock again); an empty plan reads the clock only for that.
+pub fn run_timed(
+    link: &Arc<Link>,
+    plan: &Plan,
+    dir: Dir,
+    deadline: Instant,
+    stripes: usize,
+) -> Result<Instant> {
     if plan.is_empty() {
-        return Ok(());
+        return Ok(Instant::now());
     }
     if link.is_dead() {
         return Err(link.dead_error());
     }
     if let Some(p) = link.data_path() {
-        return match p.transfer(plan, dir, deadline) {
-            Ok(()) => Ok(()),
+        return match p.transfer_timed(plan, dir, deadline) {
+            Ok(done) => Ok(done),
             Err(PathError::Failed(e)) => Err(e),
             Err(PathError::PeerGone(why)) => {
                 link.mark_dead(&why);
@@ -48,11 +61,12 @@ pub fn run(
             Err(PathError::Late) => Err(late(link)),
         };
     }
-    let r = tcp(link, plan, dir, deadline, stripes);
-    if r.is_ok() && Instant::now() > deadline {
+    tcp(link, plan, dir, deadline, stripes)?;
+    let done = Instant::now();
+    if done > deadline {
         return Err(late(link));
     }
-    r
+    Ok(done)
 }
 
 fn late(link: &Link) -> Error {

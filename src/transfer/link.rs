@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::backend::{DataPath, PathInfo};
+use crate::cache::types::CacheView;
 use crate::stats::{LinkStats, Path};
 use crate::status::Result;
 use crate::transport::peer_proc::PeerProcess;
@@ -100,9 +101,10 @@ pub struct Link {
     call_turn: Mutex<()>,
     /// The control connection's socket on either side, for liveness checks.
     control_sock: OnceLock<Weak<TcpStream>>,
-    table: Mutex<Option<Arc<Vec<CacheEntry>>>>,
-    /// Transfers this side started and requests it is serving.
-    inflight: Mutex<InFlight>,
+    table: Mutex<Option<Arc<PeerTable>>>,
+    /// Transfers this side started and requests it is serving (counted
+    /// without a lock; `idle_cv` wakes the threads waiting for none).
+    inflight: InFlight,
     idle_cv: Condvar,
     /// A non-forced unlink is under way: no new transfer starts.
     draining: AtomicBool,
@@ -116,6 +118,37 @@ pub struct Link {
     pub stats: LinkStats,
     /// When the link was created (ns since the Unix epoch).
     pub created_unix_ns: u64,
+}
+
+/// The peer's cache table as fetched (remote-accessible mode), with the
+/// planner's view of each entry made once: a transfer that resolves its
+/// source here copies no addresses. Derefs to the entries.
+#[derive(Debug)]
+pub struct PeerTable {
+    entries: Vec<CacheEntry>,
+    /// `entries[i].view()`: the peer's entries are checked once, here.
+    views: Vec<Result<CacheView>>,
+}
+
+impl PeerTable {
+    /// The table of `entries`, each entry's view made now.
+    pub fn new(entries: Vec<CacheEntry>) -> PeerTable {
+        let views = entries.iter().map(CacheEntry::view).collect();
+        PeerTable { entries, views }
+    }
+
+    /// The planner's view of entry `i`, or why the peer's entry is invalid
+    /// (`CacheEntry::view`); `None` past the end of the table.
+    pub fn view(&self, i: usize) -> Option<Result<&CacheView>> {
+        Some(self.views.get(i)?.as_ref().map_err(Clone::clone))
+    }
+}
+
+impl std::ops::Deref for PeerTable {
+    type Target = [CacheEntry];
+    fn deref(&self) -> &[CacheEntry] {
+        &self.entries
+    }
 }
 
 /// A link's data path with what it is, read without a call.
@@ -189,7 +222,7 @@ impl Link {
             call_turn: Mutex::new(()),
             control_sock: OnceLock::new(),
             table: Mutex::new(None),
-            inflight: Mutex::new(InFlight::default()),
+            inflight: InFlight::default(),
             idle_cv: Condvar::new(),
             draining: AtomicBool::new(false),
             dead: OnceLock::new(),
@@ -412,29 +445,44 @@ impl Link {
     /// Stops new transfers and waits up to `wait` for those in flight (and
     /// requests being served); true if none is left.
     pub fn drain(&self, wait: Duration) -> bool {
-        self.draining.store(true, Ordering::Release);
+        // SeqCst, as the counts: see `Link::begin`.
+        self.draining.store(true, Ordering::SeqCst);
         self.wait_idle(wait, true) == 0
     }
 
     /// Waits up to `wait` until no transfer of this side (and, with
     /// `serving`, no request it serves) is in flight; returns how many are left.
     fn wait_idle(&self, wait: Duration, serving: bool) -> usize {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let f = &self.inflight;
+        let left = || {
+            f.own.load(Ordering::SeqCst)
+                + if serving {
+                    f.serving.load(Ordering::SeqCst)
+                } else {
+                    0
+                }
+        };
         let until = Instant::now() + wait;
-        loop {
-            let left = n.own + if serving { n.serving } else { 0 };
+        let mut g = f.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Announced before the counts are read (both SeqCst): a guard whose
+        // decrement this read misses sees the waiter and wakes it, under the
+        // lock this thread holds until it waits.
+        f.waiters.fetch_add(1, Ordering::SeqCst);
+        let out = loop {
+            let n = left();
             let now = Instant::now();
-            if left == 0 || now >= until {
-                return left;
+            if n == 0 || now >= until {
+                break n;
             }
-            n.waiters += 1;
-            n = self
+            g = self
                 .idle_cv
-                .wait_timeout(n, until - now)
+                .wait_timeout(g, until - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            n.waiters -= 1;
-        }
+        };
+        f.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        out
     }
 
     /// Lets transfers start again (a non-forced unlink that failed).
@@ -536,45 +584,56 @@ impl Link {
     }
 
     /// The peer's cache table, if fetched.
-    pub fn cached_table(&self) -> Option<Arc<Vec<CacheEntry>>> {
+    pub fn cached_table(&self) -> Option<Arc<PeerTable>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stores the peer's cache table (fetched once per link).
-    pub fn set_table(&self, t: Arc<Vec<CacheEntry>>) {
+    pub fn set_table(&self, t: Arc<PeerTable>) {
         *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
 
-    /// Counts a transfer in flight until the guard drops.
+    /// Counts a transfer in flight until the guard drops; fails if the link
+    /// is closed, dead or draining.
     pub fn begin(self: &Arc<Self>) -> Result<InflightGuard> {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        self.check_open()?;
-        if self.is_draining() {
+        // Counted first, the flags read after, all SeqCst: a teardown or
+        // drain stores its flag and then reads the count (`wait_idle`), so
+        // either it sees this transfer and waits for it, or this transfer
+        // sees the flag and fails (its guard uncounts it). No lock is taken.
+        self.inflight.own.fetch_add(1, Ordering::SeqCst);
+        let guard = InflightGuard {
+            link: self.clone(),
+            serving: false,
+        };
+        if self.is_dead() {
+            return Err(self.dead_error());
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            bail!(
+                NotYetLink,
+                "link to cluster {} is closed",
+                self.remote_cluster_id
+            );
+        }
+        if self.draining.load(Ordering::SeqCst) {
             bail!(
                 NotYetLink,
                 "link to cluster {} is being unlinked",
                 self.remote_cluster_id
             );
         }
-        n.own += 1;
-        Ok(InflightGuard {
-            link: self.clone(),
-            serving: false,
-        })
+        Ok(guard)
     }
 
     /// Transfers this side started that are in flight now.
     pub fn in_flight(&self) -> usize {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).own
+        self.inflight.own.load(Ordering::SeqCst)
     }
 
     /// Counts a request this side is serving (a non-forced unlink waits for
     /// it; teardown does not).
     pub fn serving(self: &Arc<Self>) -> InflightGuard {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .serving += 1;
+        self.inflight.serving.fetch_add(1, Ordering::SeqCst);
         InflightGuard {
             link: self.clone(),
             serving: true,
@@ -584,7 +643,8 @@ impl Link {
     /// Marks the link closed, waits up to `wait` for this side's transfers in
     /// flight, then shuts every socket down (waking the threads serving them).
     pub fn teardown(&self, wait: Duration) {
-        self.closed.store(true, Ordering::Release);
+        // SeqCst, as the counts: see `Link::begin`.
+        self.closed.store(true, Ordering::SeqCst);
         let left = self.wait_idle(wait, false);
         if left > 0 {
             crate::log_warn!(
@@ -682,14 +742,19 @@ pub(crate) fn test_link(we_dialed: bool, conn: ConnOpts) -> Arc<Link> {
     }))
 }
 
-/// Transfers a link side started, and requests it is serving.
+/// Transfers a link side started, and requests it is serving: atomic
+/// counts, so a transfer's start and end take no lock (they are the hot
+/// path); the lock only pairs waiters with their wake-up.
 #[derive(Default)]
 struct InFlight {
-    own: usize,
-    serving: usize,
-    /// Threads in `wait_idle`: the last guard to drop wakes them, and only
-    /// then (a notify is a system call, and a transfer's end is the hot path).
-    waiters: usize,
+    own: AtomicUsize,
+    serving: AtomicUsize,
+    /// Threads in `wait_idle`: a guard that takes a count to zero wakes
+    /// them, and only when there are any (a notify is a system call).
+    waiters: AtomicUsize,
+    /// Held by a waiter from its check of the counts until it waits, and by
+    /// a guard that notifies, so no wake-up falls between the two.
+    lock: Mutex<()>,
 }
 
 /// Keeps a transfer (or a served request) counted as in flight.
@@ -700,14 +765,11 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        let mut n = self.link.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        let c = if self.serving {
-            &mut n.serving
-        } else {
-            &mut n.own
-        };
-        *c -= 1;
-        if *c == 0 && n.waiters > 0 {
+        let f = &self.link.inflight;
+        let c = if self.serving { &f.serving } else { &f.own };
+        // SeqCst: see `Link::wait_idle`.
+        if c.fetch_sub(1, Ordering::SeqCst) == 1 && f.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = f.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.link.idle_cv.notify_all();
         }
     }
@@ -735,4 +797,110 @@ pub fn request(link: &Arc<Link>, msg: &Msg, deadline: Instant) -> Result<Msg> {
             e
         }
     })
+}
+
+#[cfg(test)]
+mod inflight_tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    const OPTS: ConnOpts = ConnOpts {
+        spin: Duration::ZERO,
+        dead_peer: Duration::ZERO,
+    };
+
+    #[test]
+    fn a_peer_table_checks_each_entry_once_and_lends_its_view() {
+        let entry = |cache_id: i64, kind: u8| CacheEntry {
+            cache_id,
+            kind,
+            placement: 0,
+            data_type: 0,
+            shape: vec![4, 8],
+            tensor_bytes: 4096,
+            addrs: vec![0x1000, 0x9000],
+            req_keys: Vec::new(),
+            blocks_model: None,
+        };
+        let t = PeerTable::new(vec![entry(1, 1), entry(2, 9)]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].cache_id, 2);
+        let v = t.view(0).unwrap().unwrap();
+        assert_eq!(*v, entry(1, 1).view().unwrap());
+        assert_eq!(
+            (v.addrs.as_slice(), v.dim0, v.tensor_bytes),
+            (&[0x1000, 0x9000][..], 4, 4096)
+        );
+        // Lent: the same view each time.
+        assert!(std::ptr::eq(v, t.view(0).unwrap().unwrap()));
+        let e = t.view(1).unwrap().unwrap_err();
+        assert_eq!(e.status, crate::Status::LinkFailed);
+        assert!(e.message.contains("peer sent cache kind 9"), "{e}");
+        assert!(t.view(2).is_none());
+    }
+
+    #[test]
+    fn teardown_waits_for_a_transfer_in_flight_and_refuses_new_ones() {
+        let link = test_link(true, OPTS);
+        let g = link.begin().unwrap();
+        assert_eq!(link.in_flight(), 1);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(g);
+        });
+        let t0 = Instant::now();
+        link.teardown(Duration::from_secs(10));
+        let waited = t0.elapsed();
+        t.join().unwrap();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        // Woken by the guard, not by the timeout.
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(link.in_flight(), 0);
+        let e = link.begin().err().expect("a closed link refuses transfers");
+        assert!(e.message.contains("is closed"), "{e}");
+        assert_eq!(link.in_flight(), 0, "a refused transfer is not counted");
+    }
+
+    #[test]
+    fn a_drain_racing_transfers_never_misses_one_nor_a_wake_up() {
+        let link = test_link(true, OPTS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..3)
+            .map(|_| {
+                let (link, stop) = (link.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(g) = link.begin() {
+                            // Held a moment, so that drains often wait.
+                            let t = Instant::now();
+                            while t.elapsed() < Duration::from_micros(200) {
+                                std::hint::spin_loop();
+                            }
+                            drop(g);
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            assert!(link.drain(Duration::from_secs(5)), "transfers left");
+            assert!(t0.elapsed() < Duration::from_secs(2), "a lost wake-up");
+            assert!(link.begin().is_err());
+            link.undrain();
+            // Let transfers begin, so that the next drain has some to wait for.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in busy {
+            t.join().unwrap();
+        }
+        assert_eq!(link.in_flight(), 0);
+        let _served = link.serving();
+        assert!(
+            !link.drain(Duration::from_millis(20)),
+            "a served request counts"
+        );
+    }
 }

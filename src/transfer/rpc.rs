@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::bail;
 use crate::cache::types::CacheKey;
 use crate::status::{Error, Result, Status};
-use crate::transfer::link::{request, Link};
+use crate::transfer::link::{request, Link, PeerTable};
 use crate::transport::tcp::check_reply;
 use crate::transport::wire::{CacheEntry, Msg};
 
@@ -26,12 +26,12 @@ pub fn get_table(link: &Arc<Link>, what: &str, deadline: Instant) -> Result<Vec<
 }
 
 /// Fetches the peer's cache table (`GetTable`) and caches it on the link.
-pub fn refresh_table(link: &Arc<Link>, deadline: Instant) -> Result<Arc<Vec<CacheEntry>>> {
-    let t = Arc::new(get_table(
+pub fn refresh_table(link: &Arc<Link>, deadline: Instant) -> Result<Arc<PeerTable>> {
+    let t = Arc::new(PeerTable::new(get_table(
         link,
         "fetching the peer's cache table",
         deadline,
-    )?);
+    )?));
     link.set_table(t.clone());
     Ok(t)
 }

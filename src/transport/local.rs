@@ -44,6 +44,21 @@ pub enum LocalPath {
 /// during the call (the segments of a `cache::types::Plan`, or a part of one).
 /// The peer's side is checked by the kernel against the peer's address space.
 pub unsafe fn vm_copy(pid: u32, segs: &[Segment], write: bool) -> Result<()> {
+    if let [s] = segs {
+        // One segment (a single-block pull): one iovec a side on the stack,
+        // no thread-local lookup.
+        let (l, r) = if write {
+            (s.src, s.dst)
+        } else {
+            (s.dst, s.src)
+        };
+        let iov = |a: u64| libc::iovec {
+            iov_base: a as usize as *mut _,
+            iov_len: s.len as usize,
+        };
+        // SAFETY: the caller's contract, for this one segment.
+        return unsafe { vm_pass(pid, segs, write, &[iov(l)], &[iov(r)]) };
+    }
     // iovec arrays reused per thread (cleared before each use, so no stale
     // pointer is ever passed): a transfer allocates nothing once warm.
     thread_local! {
@@ -83,56 +98,73 @@ unsafe fn vm_copy_with(
             push_iovec(local, l, s.len);
             push_iovec(remote, r, s.len);
         }
-        let want: usize = chunk.iter().map(|s| s.len as usize).sum();
-        // SAFETY: local iovecs are caller-vouched memory; remote ones are
-        // checked by the kernel against the peer's address space.
-        let n = unsafe {
-            if write {
-                libc::process_vm_writev(
-                    pid as i32,
-                    local.as_ptr(),
-                    local.len() as _,
-                    remote.as_ptr(),
-                    remote.len() as _,
-                    0,
-                )
-            } else {
-                libc::process_vm_readv(
-                    pid as i32,
-                    local.as_ptr(),
-                    local.len() as _,
-                    remote.as_ptr(),
-                    remote.len() as _,
-                    0,
-                )
-            }
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            bail!(
-                LinkFailed,
-                "process_vm_{} on pid {pid} failed: {e}",
-                if write { "writev" } else { "readv" }
-            );
+        // SAFETY: the iovecs describe `chunk`, under the caller's contract.
+        unsafe { vm_pass(pid, chunk, write, local, remote)? };
+    }
+    Ok(())
+}
+
+/// One process_vm_readv/writev of `local`/`remote` (the iovecs of `chunk`,
+/// at most IOV_MAX each), finishing a partial transfer segment by segment.
+///
+/// # Safety
+/// As [`vm_copy`], for `chunk`; the iovecs describe exactly its segments.
+unsafe fn vm_pass(
+    pid: u32,
+    chunk: &[Segment],
+    write: bool,
+    local: &[libc::iovec],
+    remote: &[libc::iovec],
+) -> Result<()> {
+    let want: usize = chunk.iter().map(|s| s.len as usize).sum();
+    // SAFETY: local iovecs are caller-vouched memory; remote ones are
+    // checked by the kernel against the peer's address space.
+    let n = unsafe {
+        if write {
+            libc::process_vm_writev(
+                pid as i32,
+                local.as_ptr(),
+                local.len() as _,
+                remote.as_ptr(),
+                remote.len() as _,
+                0,
+            )
+        } else {
+            libc::process_vm_readv(
+                pid as i32,
+                local.as_ptr(),
+                local.len() as _,
+                remote.as_ptr(),
+                remote.len() as _,
+                0,
+            )
         }
-        if (n as usize) < want {
-            // Partial: finish the rest segment by segment (rare; a fault on
-            // the peer side stops at a segment boundary).
-            let mut done = n as usize;
-            for s in chunk {
-                let l = s.len as usize;
-                if done >= l {
-                    done -= l;
-                    continue;
-                }
-                let rest = Segment {
-                    dst: s.dst + done as u64,
-                    src: s.src + done as u64,
-                    len: (l - done) as u64,
-                };
-                done = 0;
-                single(pid, &rest, write)?;
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        bail!(
+            LinkFailed,
+            "process_vm_{} on pid {pid} failed: {e}",
+            if write { "writev" } else { "readv" }
+        );
+    }
+    if (n as usize) < want {
+        // Partial: finish the rest segment by segment (rare; a fault on
+        // the peer side stops at a segment boundary).
+        let mut done = n as usize;
+        for s in chunk {
+            let l = s.len as usize;
+            if done >= l {
+                done -= l;
+                continue;
             }
+            let rest = Segment {
+                dst: s.dst + done as u64,
+                src: s.src + done as u64,
+                len: (l - done) as u64,
+            };
+            done = 0;
+            single(pid, &rest, write)?;
         }
     }
     Ok(())
@@ -295,6 +327,52 @@ mod tests {
         }];
         unsafe { vm_copy(std::process::id(), &segs, false) }.unwrap();
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn vm_copy_of_one_segment_writes_and_finishes_or_names_a_fault() {
+        // A write of one segment (the one-iovec path).
+        let src: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let mut dst = vec![0u8; 5000];
+        let seg = |dst: u64, src: u64, len: u64| Segment { dst, src, len };
+        let s = [seg(dst.as_mut_ptr() as u64, src.as_ptr() as u64, 5000)];
+        unsafe { vm_copy(std::process::id(), &s, true) }.unwrap();
+        assert_eq!(src, dst);
+        // A remote range whose second page is unmapped: the first page
+        // arrives (a partial read, finished segment by segment), then the
+        // fault is named with its address, as for a many-segment plan.
+        // SAFETY: a fresh anonymous mapping of two pages, its second unmapped.
+        let page = 4096usize;
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(m, libc::MAP_FAILED);
+        // SAFETY: the first page is ours and writable; the second is ours to unmap.
+        unsafe {
+            std::ptr::write_bytes(m as *mut u8, 0x5a, page);
+            libc::munmap((m as usize + page) as *mut _, page);
+        }
+        let mut out = vec![0u8; 2 * page];
+        let s = [seg(out.as_mut_ptr() as u64, m as u64, 2 * page as u64)];
+        let e = unsafe { vm_copy(std::process::id(), &s, false) }.unwrap_err();
+        assert!(
+            e.message.contains(&format!("at 0x{:x}", m as usize + page)),
+            "{e}"
+        );
+        assert!(out[..page].iter().all(|&b| b == 0x5a));
+        // Nothing of the range mapped: the first call fails outright.
+        let s = [seg(out.as_mut_ptr() as u64, (m as usize + page) as u64, 16)];
+        let e = unsafe { vm_copy(std::process::id(), &s, false) }.unwrap_err();
+        assert!(e.message.contains("process_vm_readv on pid"), "{e}");
+        // SAFETY: the first page of the mapping, still ours.
+        unsafe { libc::munmap(m, page) };
     }
 
     #[test]

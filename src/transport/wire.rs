@@ -9,7 +9,7 @@
 //! Header layout (little-endian):
 //! `magic: u32 = MAGIC | version: u16 = VERSION | msg_type: u16 | payload_len: u32 | tag: u32`
 
-use crate::cache::types::{CacheKey, Segment};
+use crate::cache::types::{CacheKey, CacheKind, CacheView, Segment};
 
 /// Frame magic, "LLDD" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"LLDD");
@@ -161,6 +161,31 @@ pub struct CacheEntry {
     pub req_keys: Vec<(u64, u64, u64)>,
     /// Model id of the blocks key bound to this cache, if any.
     pub blocks_model: Option<u64>,
+}
+
+impl CacheEntry {
+    /// The planner's view of the cache this entry describes; the entry is
+    /// the peer's word, so an invalid one is `LLM_LINK_FAILED`.
+    pub fn view(&self) -> crate::status::Result<CacheView> {
+        let kind = CacheKind::from_u8(self.kind)
+            .ok_or_else(|| crate::err!(LinkFailed, "peer sent cache kind {}", self.kind))?;
+        let dim0 = self.shape.first().copied().unwrap_or(0);
+        if dim0 <= 0 || self.addrs.is_empty() || self.tensor_bytes == 0 {
+            return Err(crate::status::Error::new(
+                crate::status::Status::LinkFailed,
+                format!(
+                    "peer sent an invalid description of cache {}",
+                    self.cache_id
+                ),
+            ));
+        }
+        Ok(CacheView {
+            kind,
+            addrs: self.addrs.clone(),
+            tensor_bytes: self.tensor_bytes,
+            dim0: dim0 as u64,
+        })
+    }
 }
 
 /// A client's link request, the fields of the `Join` frame: who it is, what

@@ -32,12 +32,13 @@ pub fn same_host(p: Option<&dyn DataPath>) -> Option<&SameHostPath> {
     p?.as_any().downcast_ref()
 }
 
-/// Ok, or [`PathError::Late`] once `deadline` passed.
-fn in_time(deadline: Instant) -> Result<(), PathError> {
-    if Instant::now() > deadline {
+/// The time now, or [`PathError::Late`] once `deadline` passed.
+fn in_time(deadline: Instant) -> Result<Instant, PathError> {
+    let now = Instant::now();
+    if now > deadline {
         return Err(PathError::Late);
     }
-    Ok(())
+    Ok(now)
 }
 
 /// The peer is this process: memcpy.
@@ -53,7 +54,16 @@ impl DataPath for SameProcessPath {
         }
     }
 
-    fn transfer(&self, plan: &Plan, _dir: Dir, deadline: Instant) -> Result<(), PathError> {
+    fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError> {
+        self.transfer_timed(plan, dir, deadline).map(drop)
+    }
+
+    fn transfer_timed(
+        &self,
+        plan: &Plan,
+        _dir: Dir,
+        deadline: Instant,
+    ) -> Result<Instant, PathError> {
         local::run_split(plan, |s| {
             // SAFETY: parts of `plan`, whose local side is ours; the remote
             // side is too (the peer is this process, its registered memory).
@@ -135,6 +145,17 @@ impl DataPath for SameHostPath {
     /// A dead peer is [`PathError::PeerGone`] (the link is marked dead and
     /// the mappings dropped).
     fn transfer(&self, plan: &Plan, dir: Dir, deadline: Instant) -> Result<(), PathError> {
+        self.transfer_timed(plan, dir, deadline).map(drop)
+    }
+
+    /// [`SameHostPath::transfer`]; its deadline check's clock read is the
+    /// one returned (one read after the copy, not two).
+    fn transfer_timed(
+        &self,
+        plan: &Plan,
+        dir: Dir,
+        deadline: Instant,
+    ) -> Result<Instant, PathError> {
         let peer = &self.peer;
         let pools = self.pools();
         let alive = || match dir {

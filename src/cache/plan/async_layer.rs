@@ -87,7 +87,7 @@ pub fn async_layer_plan(
             );
         }
         check_blocks(src_blocks, "src_blocks", "local", local.dim0)?;
-        let mut out = Vec::with_capacity(cap_hint(2, src_blocks.len()));
+        let mut out = Segs::with_capacity(cap_hint(2, src_blocks.len()));
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let sb = tensor_base(local, 2 * layer + k as u32, s_l, "local")?;
             let run = out.len();
@@ -134,7 +134,7 @@ pub fn async_layer_plan(
                 dst_blocks.len()
             );
         }
-        let mut out = Vec::with_capacity(cap_hint(2, dst_blocks.len()));
+        let mut out = Segs::with_capacity(cap_hint(2, dst_blocks.len()));
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let slot = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
             let mut off = 0u64;
@@ -170,7 +170,7 @@ pub fn async_layer_plan(
             "local",
             slots_without_indices(local),
         )?;
-        let mut out = Vec::with_capacity(2);
+        let mut out = Segs::with_capacity(2);
         for (k, &dbase) in dst_bases.iter().enumerate() {
             let src = tensor_base(local, 2 * layer + k as u32, s_l, "local")? + src_bi * s_l;
             let dst = dst_addr(dbase, 0, 0, s_l, k)?;

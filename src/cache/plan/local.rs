@@ -65,7 +65,7 @@ pub fn copy_cache_plan(
             "size {len} at offset {offset} exceeds the destination slot size of {s_d} bytes"
         );
     }
-    let mut out = Vec::with_capacity(num as usize);
+    let mut out = Segs::with_capacity(num as usize);
     for t in 0..num {
         let s = tensor_base(src, t, s_s, "source")? + src_bi * s_s + offset;
         let d = tensor_base(dst, t, s_d, "destination")? + dst_bi * s_d + offset;
@@ -88,7 +88,7 @@ pub fn copy_blocks_plan(cache: &CacheView, pairs: &[(u64, u64)]) -> Result<PlanB
     require_blocks(cache, "blocks", "copy_blocks")?;
     check_pairs(pairs, cache.dim0, cache.dim0, "blocks", "blocks")?;
     let num = cache.num_tensors();
-    let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
+    let mut out = Segs::with_capacity(cap_hint(num as usize, pairs.len()));
     if pairs.is_empty() {
         return Ok(PlanBuf::new(out));
     }
@@ -132,7 +132,7 @@ pub fn swap_blocks_plan(dst: &CacheView, src: &CacheView, pairs: &[(u64, u64)]) 
     }
     check_pairs(pairs, src.dim0, dst.dim0, "source", "destination")?;
     let s = s_s;
-    let mut out = Vec::with_capacity(cap_hint(num as usize, pairs.len()));
+    let mut out = Segs::with_capacity(cap_hint(num as usize, pairs.len()));
     if pairs.is_empty() {
         return Ok(PlanBuf::new(out));
     }

@@ -55,7 +55,7 @@ pub fn pull_cache_plan(
         "remote",
         "local",
     )?;
-    let mut out = Vec::with_capacity(t.m as usize);
+    let mut out = Segs::with_capacity(t.m as usize);
     for i in 0..t.m {
         let src = tensor_base(remote, t.ts0 + i, s_r, "remote")? + remote_slot * s_r;
         let dst = tensor_base(local, t.td0 + i, s_l, "local")? + local_slot * s_l;
@@ -90,7 +90,7 @@ pub fn pull_blocks_plan(
         "local",
     )?;
     let s = s_l;
-    let mut out = Vec::with_capacity(cap_hint(t.m as usize, src_blocks.len()));
+    let mut out = Segs::with_capacity(cap_hint(t.m as usize, src_blocks.len()));
     for i in 0..t.m {
         let sb = tensor_base(remote, t.ts0 + i, s, "remote")?;
         let db = tensor_base(local, t.td0 + i, s, "local")?;
@@ -151,7 +151,7 @@ pub fn pull_cache_to_blocks_plan(
         "remote",
         "local",
     )?;
-    let mut out = Vec::with_capacity(cap_hint(t.m as usize, dst_blocks.len()));
+    let mut out = Segs::with_capacity(cap_hint(t.m as usize, dst_blocks.len()));
     for i in 0..t.m {
         let slot = tensor_base(remote, t.ts0 + i, s_r, "remote")? + remote_slot * s_r;
         let db = tensor_base(local, t.td0 + i, s_l, "local")?;

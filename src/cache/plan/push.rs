@@ -46,7 +46,7 @@ pub fn push_cache_plan(
     let mut out = Vec::with_capacity(lp.count as usize);
     for l in 0..lp.count {
         let (sl, dl) = (lp.s0 + l, lp.d0 + l);
-        let mut segs = Vec::with_capacity(n as usize);
+        let mut segs = Segs::with_capacity(n as usize);
         for t in 0..n {
             let src = tensor_base(local, sl * n + t, s_l, "local")? + src_slot * s_l;
             let dst = tensor_base(remote, dl * n + t, s_r, "remote")? + dst_slot * s_r;
@@ -88,7 +88,7 @@ pub fn push_blocks_plan(
     let mut out = Vec::with_capacity(lp.count as usize);
     for l in 0..lp.count {
         let (sl, dl) = (lp.s0 + l, lp.d0 + l);
-        let mut segs = Vec::with_capacity(cap_hint(n as usize, src_blocks.len()));
+        let mut segs = Segs::with_capacity(cap_hint(n as usize, src_blocks.len()));
         for t in 0..n {
             let sb = tensor_base(local, sl * n + t, s, "local")?;
             let db = tensor_base(remote, dl * n + t, s, "remote")?;

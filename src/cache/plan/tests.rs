@@ -1249,3 +1249,34 @@ proptest! {
         prop_assert_eq!(a.bytes, b.bytes);
     }
 }
+
+#[test]
+fn a_single_block_plan_needs_no_allocation() {
+    let view = |a: u64| CacheView {
+        kind: CacheKind::Blocks,
+        addrs: vec![a],
+        tensor_bytes: 4 * 16384,
+        dim0: 4,
+    };
+    let p = pull_blocks_plan(
+        &view(0x10000),
+        &view(0x90000),
+        &[2],
+        &[1],
+        &LayerSel::default(),
+    )
+    .unwrap();
+    assert_eq!(p.len(), 1);
+    assert!(!p.on_heap());
+    // Three separate blocks: more than fit in place.
+    let p = pull_blocks_plan(
+        &view(0x10000),
+        &view(0x90000),
+        &[3, 0, 2],
+        &[0, 2, 1],
+        &LayerSel::default(),
+    )
+    .unwrap();
+    assert_eq!(p.len(), 3);
+    assert!(p.on_heap());
+}
