@@ -23,10 +23,19 @@ dependency is not needed for host memory and is left out):
 With `--llmdd BENCH` (repeatable: several builds), each round first runs each
 llmdd_bench's single-block same-host pull of the same size, re-pulling one
 block as NIXL re-reads one buffer (`--buffer-size` = the block), then NIXL's
-read, and prints the ratio of each llmdd p50 to NIXL's in that round.
+read, and prints the ratio of each llmdd p50 to NIXL's in that round; after
+the last round, the sitting: the median over the rounds of each p50, their
+ratio, and how many rounds were at most 0.75x.
+
+The vCPUs of this VM kind do not run alike: a process_vm_readv of 16 KiB
+takes ~2.5 us on one and ~3.0 us on the other at the same moment, and which
+is which changes. Unpinned, llmdd and NIXL can land on different ones within
+a round. `--cpu N` pins this script and every process it starts (llmdd's and
+NIXL's, target and initiator) to vCPU N, so both run on the same one.
 """
 
 import argparse
+import statistics
 import mmap
 import os
 import subprocess
@@ -192,25 +201,41 @@ def main():
     p.add_argument("--fd", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--llmdd", action="append", default=[], metavar="BENCH",
                    help="an llmdd_bench to run in each round before NIXL (repeatable)")
+    p.add_argument("--cpu", type=int, default=None, metavar="N",
+                   help="pin this script and every process it starts to vCPU N")
     o = p.parse_args()
+    if o.cpu is not None:
+        os.sched_setaffinity(0, {o.cpu})
     ensure_venv()
     if o.role == "target":
         target(o.size, o.fd)
     else:
         benches = [os.path.abspath(b) for b in o.llmdd]
+        nixl_p50s, pulls = [], {b: [] for b in benches}
         for r in range(o.rounds):
             # llmdd first, while no NIXL process runs (the target's progress
             # thread would take a vCPU), then NIXL in fresh processes.
             mine = [(b, llmdd_round(b, o.size, o.iters)) for b in benches]
             p50, p99, floor = initiator(o.size, o.iters)
+            nixl_p50s.append(p50)
             print(
                 f"round {r + 1}: nixl 1.5.1 UCX (CMA), re-posted READ of {o.size} B: p50 {p50:.2f} us, "
                 f"p99 {p99:.2f} us ({o.iters} reads, verified); python loop floor p50 {floor:.2f} us",
                 flush=True,
             )
             for b, (pull, alone) in mine:
+                pulls[b].append(pull)
                 a = f", process_vm_readv alone {alone:.2f} us" if alone is not None else ""
                 print(f"round {r + 1}: {b}: pull p50 {pull:.2f} us{a}; {pull / p50:.2f}x NIXL's",
+                      flush=True)
+        if benches:
+            n = statistics.median(nixl_p50s)
+            where = f" on vCPU {o.cpu}" if o.cpu is not None else ""
+            for b in benches:
+                m = statistics.median(pulls[b])
+                under = sum(1 for x, y in zip(pulls[b], nixl_p50s) if x <= 0.75 * y)
+                print(f"sitting{where}, {o.rounds} rounds: {b}: median pull p50 {m:.2f} us, "
+                      f"NIXL's {n:.2f} us: {m / n:.2f}x; {under} of {o.rounds} rounds at most 0.75x",
                       flush=True)
 
 
