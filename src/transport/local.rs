@@ -117,28 +117,22 @@ unsafe fn vm_pass(
     remote: &[libc::iovec],
 ) -> Result<()> {
     let want: usize = chunk.iter().map(|s| s.len as usize).sum();
+    let call = if write {
+        libc::process_vm_writev
+    } else {
+        libc::process_vm_readv
+    };
     // SAFETY: local iovecs are caller-vouched memory; remote ones are
     // checked by the kernel against the peer's address space.
     let n = unsafe {
-        if write {
-            libc::process_vm_writev(
-                pid as i32,
-                local.as_ptr(),
-                local.len() as _,
-                remote.as_ptr(),
-                remote.len() as _,
-                0,
-            )
-        } else {
-            libc::process_vm_readv(
-                pid as i32,
-                local.as_ptr(),
-                local.len() as _,
-                remote.as_ptr(),
-                remote.len() as _,
-                0,
-            )
-        }
+        call(
+            pid as i32,
+            local.as_ptr(),
+            local.len() as _,
+            remote.as_ptr(),
+            remote.len() as _,
+            0,
+        )
     };
     if n < 0 {
         let e = io::Error::last_os_error();
