@@ -791,3 +791,106 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     }
     s.out
 }
+
+/// The modules a user of the crate can name: the facade of `src/lib.rs`
+/// (`docs/architecture.md`, "The facade"). Everything else is crate-private;
+/// making a module public is a decision this list records.
+const FACADE: &[&str] = &[
+    "cache",
+    "cache::types",
+    "datadist",
+    "datadist::async_transfer",
+    "datadist::options",
+    "engine",
+    "engine::desc",
+    "engine::name",
+    "engine::request",
+    "ffi",
+    "ffi::backend",
+    "ffi::cache",
+    "ffi::config",
+    "ffi::constants",
+    "ffi::engine",
+    "ffi::init",
+    "ffi::instance",
+    "ffi::log",
+    "ffi::option_keys",
+    "ffi::stats",
+    "ffi::task",
+    "ffi::types",
+    "log",
+    "log::filter",
+    "log::line",
+    "log::rate",
+    "log::sink",
+    "stats",
+    "stats::histogram",
+    "status",
+    "status::c_constants",
+    "testing",
+];
+
+/// Modules reachable from the crate root through `pub mod` declarations
+/// (a `pub(crate) mod` or a private `mod` ends the chain).
+#[test]
+fn only_the_facade_is_public() {
+    let src = Path::new(ROOT).join("src");
+    let mut declared: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let rel = p.strip_prefix(&src).unwrap().with_extension("");
+            let mut parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
+                parts.pop();
+            }
+            let module = parts.join("::");
+            let text = std::fs::read_to_string(&p).unwrap();
+            for line in text.lines() {
+                let t = line.trim_start();
+                let Some(rest) = t.strip_prefix("pub mod ") else {
+                    continue;
+                };
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                declared.entry(module.clone()).or_default().push(name);
+            }
+        }
+    }
+    let mut public = BTreeSet::new();
+    let mut todo = vec![String::new()];
+    while let Some(m) = todo.pop() {
+        for child in declared.get(&m).into_iter().flatten() {
+            let path = if m.is_empty() {
+                child.clone()
+            } else {
+                format!("{m}::{child}")
+            };
+            if public.insert(path.clone()) {
+                todo.push(path);
+            }
+        }
+    }
+    let want: BTreeSet<String> = FACADE.iter().map(|s| s.to_string()).collect();
+    let extra: Vec<_> = public.difference(&want).collect();
+    let gone: Vec<_> = want.difference(&public).collect();
+    assert!(
+        extra.is_empty() && gone.is_empty(),
+        "the crate's public modules differ from the facade (tests/layers.rs FACADE, \
+         docs/architecture.md \"The facade\"):\n  public but not listed: {extra:?}\n  \
+         listed but not public: {gone:?}"
+    );
+}
