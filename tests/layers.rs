@@ -200,16 +200,8 @@ fn load(src: &Path) -> BTreeMap<String, File> {
     walk(src, &mut paths);
     let mut all: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
     for p in paths {
-        let rel = p.strip_prefix(src).unwrap().with_extension("");
-        let mut parts: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
-            parts.pop();
-        }
         let text = std::fs::read_to_string(&p).unwrap();
-        all.insert(parts.join("::"), (p, text));
+        all.insert(module_of(src, &p), (p, text));
     }
     // Modules a `#[cfg(test)] mod x;` loads are test code, with their children.
     let mut test_only: BTreeSet<String> = BTreeSet::new();
@@ -229,6 +221,20 @@ fn load(src: &Path) -> BTreeMap<String, File> {
             (m.clone(), File { module: m, code })
         })
         .collect()
+}
+
+/// The module path of source file `p` under `src` (`a::b` for `a/b.rs` or
+/// `a/b/mod.rs`, "" for `lib.rs`).
+fn module_of(src: &Path, p: &Path) -> String {
+    let rel = p.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
+        parts.pop();
+    }
+    parts.join("::")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -835,50 +841,27 @@ const FACADE: &[&str] = &[
 #[test]
 fn only_the_facade_is_public() {
     let src = Path::new(ROOT).join("src");
+    let mut paths = Vec::new();
+    walk(&src, &mut paths);
     let mut declared: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        for line in text.lines() {
+            let Some(rest) = line.trim_start().strip_prefix("pub mod ") else {
                 continue;
-            }
-            if p.extension().is_none_or(|x| x != "rs") {
-                continue;
-            }
-            let rel = p.strip_prefix(&src).unwrap().with_extension("");
-            let mut parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
-            if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
-                parts.pop();
-            }
-            let module = parts.join("::");
-            let text = std::fs::read_to_string(&p).unwrap();
-            for line in text.lines() {
-                let t = line.trim_start();
-                let Some(rest) = t.strip_prefix("pub mod ") else {
-                    continue;
-                };
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                declared.entry(module.clone()).or_default().push(name);
-            }
+            declared.entry(module_of(&src, &p)).or_default().push(name);
         }
     }
     let mut public = BTreeSet::new();
     let mut todo = vec![String::new()];
     while let Some(m) = todo.pop() {
         for child in declared.get(&m).into_iter().flatten() {
-            let path = if m.is_empty() {
-                child.clone()
-            } else {
-                format!("{m}::{child}")
-            };
+            let path = join(&m, child);
             if public.insert(path.clone()) {
                 todo.push(path);
             }

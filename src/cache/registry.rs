@@ -685,10 +685,5 @@ pub fn lookup_in_table(entries: &[CacheEntry], key: &CacheKey) -> Result<(usize,
     }
 }
 
-/// The planner's view of a peer's cache entry (validated: the peer is untrusted).
-pub fn entry_view(e: &CacheEntry) -> Result<CacheView> {
-    e.view()
-}
-
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::Device;
 use crate::cache::plan;
 use crate::cache::registry::Registry;
-use crate::cache::registry::{entry_view, lookup_in_table, CacheRecord};
+use crate::cache::registry::{lookup_in_table, CacheRecord};
 use crate::cache::types::Dir;
 use crate::cache::types::{
     BindKey, CacheDesc, CacheKey, CacheKind, CacheView, LayerSel, Placement, Segment,
@@ -281,7 +281,7 @@ impl CacheOps<'_> {
             CacheKey::IdIndex { .. } => e.req_keys.iter().find(|k| k.2 == slot).map(|k| (k.0, k.1)),
             _ => None,
         };
-        let view = entry_view(&e)?;
+        let view = e.view()?;
         if slot >= view.dim0 {
             bail!(LinkFailed, "peer resolved a slot outside its cache");
         }
